@@ -1,0 +1,269 @@
+//! Handlers of the catalogue, schema and document routes: parse, call the service, shape JSON.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, Path, Query, State};
+use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::signed::{AnySigned, Signed};
+use crate::node::catalogue::{DEMANDS, MatchReport, OFFERS, SearchHit, SearchQuery, WITHHELD};
+use crate::node::schemas::SchemaSummary;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    network: bool,
+}
+
+pub(super) async fn schema_list(
+    State(s): State<ApiState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Vec<SchemaSummary>> {
+    let Query(q) = q?;
+    Ok(Json(s.node.schema_summaries(q.network)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct VersionQuery {
+    version: Option<String>,
+}
+
+pub(super) async fn schema_show(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    q: Result<Query<VersionQuery>, QueryRejection>,
+) -> ApiResult<Signed<SchemaDoc>> {
+    let Query(q) = q?;
+    Ok(Json(s.node.schema_doc(&id, q.version.as_deref())?))
+}
+
+/// Body of `POST /api/v1/schemas`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishSchema {
+    /// Standard id.
+    pub id: String,
+    /// Semantic version.
+    pub version: String,
+    /// Title (default: the schema's `title`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The JSON Schema.
+    pub schema: serde_json::Value,
+}
+
+pub(super) async fn schema_publish(
+    State(s): State<ApiState>,
+    body: Result<Json<PublishSchema>, JsonRejection>,
+) -> Result<(StatusCode, Json<Signed<SchemaDoc>>), ApiError> {
+    let Json(b) = body?;
+    let doc = s
+        .node
+        .publish_schema(&b.id, &b.version, b.title, b.schema)
+        .await?;
+    Ok((StatusCode::CREATED, Json(doc)))
+}
+
+/// `GET /api/v1/catalogue`: our lists and our latest signed snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OwnCatalogue {
+    /// Our latest signed snapshot.
+    pub signed: Option<Signed<Catalogue>>,
+    /// Offers.
+    pub offers: Vec<CatalogueEntry>,
+    /// Demands.
+    pub demands: Vec<Demand>,
+    /// Withheld.
+    pub withheld: Vec<Withheld>,
+}
+
+pub(super) async fn catalogue_show(State(s): State<ApiState>) -> ApiResult<OwnCatalogue> {
+    Ok(Json(OwnCatalogue {
+        signed: s.node.own_catalogue()?,
+        offers: s.node.offers()?,
+        demands: s.node.demands()?,
+        withheld: s.node.withheld()?,
+    }))
+}
+
+pub(super) async fn catalogue_network(
+    State(s): State<ApiState>,
+) -> ApiResult<Vec<Signed<Catalogue>>> {
+    Ok(Json(s.node.network_catalogues()))
+}
+
+pub(super) async fn catalogue_search(
+    State(s): State<ApiState>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> ApiResult<Vec<SearchHit>> {
+    let Query(q) = q?;
+    Ok(Json(s.node.search(&q)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExportQuery {
+    format: String,
+    #[serde(default)]
+    network: bool,
+}
+
+pub(super) async fn catalogue_export(
+    State(s): State<ApiState>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let catalogues: Vec<Catalogue> = if q.network {
+        s.node
+            .network_catalogues()
+            .into_iter()
+            .map(|c| c.document)
+            .collect()
+    } else {
+        s.node
+            .own_catalogue()?
+            .into_iter()
+            .map(|c| c.document)
+            .collect()
+    };
+    match q.format.as_str() {
+        "dcat" => {
+            let doc = crate::export::dcat_jsonld(&catalogues);
+            Ok(([(header::CONTENT_TYPE, "application/ld+json")], Json(doc)).into_response())
+        }
+        "csv" => {
+            let text = crate::export::catalogue_csv(&catalogues);
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response())
+        }
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("format {other:?}: expected \"dcat\" or \"csv\""),
+        )),
+    }
+}
+
+pub(super) async fn offer_add(
+    State(s): State<ApiState>,
+    body: Result<Json<OfferInput>, JsonRejection>,
+) -> Result<(StatusCode, Json<CatalogueEntry>), ApiError> {
+    let Json(b) = body?;
+    Ok((StatusCode::CREATED, Json(s.node.add_offer(b).await?)))
+}
+
+pub(super) async fn demand_add(
+    State(s): State<ApiState>,
+    body: Result<Json<Demand>, JsonRejection>,
+) -> Result<(StatusCode, Json<Demand>), ApiError> {
+    let Json(b) = body?;
+    Ok((StatusCode::CREATED, Json(s.node.add_demand(b).await?)))
+}
+
+pub(super) async fn withheld_add(
+    State(s): State<ApiState>,
+    body: Result<Json<Withheld>, JsonRejection>,
+) -> Result<(StatusCode, Json<Withheld>), ApiError> {
+    let Json(b) = body?;
+    Ok((StatusCode::CREATED, Json(s.node.add_withheld(b).await?)))
+}
+
+/// The answer of a removal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    /// Which list.
+    pub list: String,
+    /// Which entry.
+    pub identifier: String,
+}
+
+async fn remove(s: ApiState, list: &str, id: String) -> ApiResult<Removed> {
+    s.node.remove_entry(list, &id).await?;
+    Ok(Json(Removed {
+        list: list.to_string(),
+        identifier: id,
+    }))
+}
+
+pub(super) async fn offer_remove(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Removed> {
+    remove(s, OFFERS, id).await
+}
+
+pub(super) async fn demand_remove(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Removed> {
+    remove(s, DEMANDS, id).await
+}
+
+pub(super) async fn withheld_remove(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Removed> {
+    remove(s, WITHHELD, id).await
+}
+
+pub(super) async fn demand_match(State(s): State<ApiState>) -> ApiResult<MatchReport> {
+    Ok(Json(s.node.match_demands()))
+}
+
+/// Answer of `POST /api/v1/doc/canon`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Canonical {
+    /// The RFC 8785 canonical form.
+    pub canonical: String,
+}
+
+pub(super) async fn doc_canon(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult<Canonical> {
+    let Json(v) = body?;
+    let canonical = crate::model::canonical::canonicalize(&v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
+    Ok(Json(Canonical { canonical }))
+}
+
+/// Answer of `POST /api/v1/doc/verify`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Verified {
+    /// Whether the signature verifies.
+    pub valid: bool,
+    /// Document type.
+    pub doc_type: String,
+    /// Signer public key (hex).
+    pub signer: String,
+    /// Signer peer id.
+    pub signer_peer: Option<String>,
+    /// Why it does not verify.
+    pub error: Option<String>,
+}
+
+/// Verifies any signed document (shared by the API and `yrd doc verify`).
+pub fn verify_any(doc: &AnySigned) -> Verified {
+    let result = doc.verify();
+    let signer_peer = hex::decode(&doc.signer)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .and_then(|k| crate::identity::peer_id_of(&k))
+        .map(|p| p.to_string());
+    Verified {
+        valid: result.is_ok(),
+        doc_type: doc.doc_type.clone(),
+        signer: doc.signer.clone(),
+        signer_peer,
+        error: result.err().map(|e| e.to_string()),
+    }
+}
+
+pub(super) async fn doc_verify(
+    body: Result<Json<AnySigned>, JsonRejection>,
+) -> ApiResult<Verified> {
+    let Json(doc) = body?;
+    Ok(Json(verify_any(&doc)))
+}

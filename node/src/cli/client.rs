@@ -1,0 +1,199 @@
+//! The admin API client the CLI uses to talk to a running node: finds the address and token from
+//! a data dir or config file, sends JSON, and turns HTTP failures into errors that name the cause.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{CONFIG_FILE, NodeConfig};
+use crate::identity::{self, TOKEN_FILE};
+
+/// Why a call to the node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Neither --data-dir nor --config was given.
+    #[error("no node given: pass --data-dir DIR or --config FILE (or set YRD_DATA_DIR)")]
+    NoNode,
+    /// The config could not be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The token could not be read.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The node did not answer.
+    #[error("cannot reach the node's admin API at {url}: {cause} (is `yrd run` running?)")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        cause: String,
+    },
+    /// The node answered with an error.
+    #[error("{status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The node's message.
+        message: String,
+    },
+    /// The answer was not what we expected.
+    #[error("unexpected answer from the node: {0}")]
+    Decode(String),
+}
+
+/// A client bound to one node.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. "http://127.0.0.1:7400") with `token`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_default();
+        ApiClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            http,
+        }
+    }
+
+    /// Finds address and token from `--data-dir` or `--config`.
+    pub fn locate(data_dir: Option<&Path>, config: Option<&Path>) -> Result<Self, ClientError> {
+        let config_path: PathBuf = match (config, data_dir) {
+            (Some(c), _) => c.to_path_buf(),
+            (None, Some(d)) => d.join(CONFIG_FILE),
+            (None, None) => return Err(ClientError::NoNode),
+        };
+        let cfg = NodeConfig::load(&config_path)?;
+        let dir = match (config, data_dir) {
+            (None, Some(d)) => d.to_path_buf(),
+            _ => cfg.data_dir(&config_path),
+        };
+        let token = identity::load_token(&dir.join(TOKEN_FILE))?;
+        Ok(ApiClient::new(format!("http://{}", cfg.api.listen), token))
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GET a JSON resource.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                cause: cause(&e),
+            })?;
+        decode(response).await
+    }
+
+    /// GET a resource as text (exports).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                cause: cause(&e),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(cause(&e)))?;
+        if !status.is_success() {
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body["error"].as_str().unwrap_or("error").to_string(),
+                message: body["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// POST JSON and read JSON.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                cause: cause(&e),
+            })?;
+        decode(response).await
+    }
+
+    /// DELETE and read JSON.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .delete(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                cause: cause(&e),
+            })?;
+        decode(response).await
+    }
+}
+
+fn cause(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s = format!("{s}: {inner}");
+        source = inner.source();
+    }
+    s
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Decode(cause(&e)))?;
+    if !status.is_success() {
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        return Err(ClientError::Api {
+            status: status.as_u16(),
+            code: body["error"].as_str().unwrap_or("error").to_string(),
+            message: body["message"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}

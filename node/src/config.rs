@@ -1,0 +1,489 @@
+//! The node's configuration file (TOML): what each field means, its default, and the checks that
+//! refuse a bad value with the field, the value and what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::region::Region;
+
+/// File name of the config inside a data dir, as `yrd init` writes it.
+pub const CONFIG_FILE: &str = "yrd.toml";
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown field, or a value of the wrong shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's account, with line, column and field.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: field `{field}` = {value}: {expected}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field, e.g. `network.bootstrap[1]`.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is expected instead.
+        expected: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Who this node is.
+    pub node: NodeSection,
+    /// libp2p listening, bootstrap and discovery.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// The federation: the peers allowed to connect.
+    #[serde(default)]
+    pub federation: FederationSection,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[node]`: the organisation running this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Organisation name, e.g. "上海市大数据中心".
+    pub name: String,
+    /// GB/T 2260 region code of a Delta province or city.
+    pub region: Region,
+    /// Data dir (key, token, database, blobs). Relative paths are relative to the config file's
+    /// directory; absent means the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[network]`: libp2p settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Addresses to listen on: TCP (`/ip4/0.0.0.0/tcp/7401`) and QUIC
+    /// (`/ip4/0.0.0.0/udp/7401/quic-v1`). Port 0 picks a free port.
+    #[serde(serialize_with = "ser_addrs", deserialize_with = "de_addrs")]
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to announce to peers besides the listen addresses (e.g. a NAT's public address).
+    #[serde(serialize_with = "ser_addrs", deserialize_with = "de_addrs")]
+    pub external_addresses: Vec<Multiaddr>,
+    /// Peers to dial at start and redial with backoff while disconnected. Each address ends in
+    /// `/p2p/<peer id>` of a federation member.
+    #[serde(serialize_with = "ser_addrs", deserialize_with = "de_addrs")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS (off in production, on in the devnet).
+    pub mdns: bool,
+    /// Longest wait between two redials of an unreachable member, in seconds.
+    pub redial_max_secs: u64,
+    /// Close a connection idle for this long, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Seconds between pings of each connected peer.
+    pub ping_interval_secs: u64,
+    /// Timeout of one request to a peer (documents, not datasets), in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            listen: vec![
+                default_addr("/ip4/0.0.0.0/tcp/7401"),
+                default_addr("/ip4/0.0.0.0/udp/7401/quic-v1"),
+            ],
+            external_addresses: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            redial_max_secs: 60,
+            idle_timeout_secs: 300,
+            ping_interval_secs: 15,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+fn default_addr(s: &str) -> Multiaddr {
+    s.parse().unwrap_or_else(|_| Multiaddr::empty())
+}
+
+/// `[federation]`: who may connect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSection {
+    /// The members this node accepts connections from. Any other peer is disconnected right
+    /// after its handshake, logged and counted.
+    pub members: Vec<Member>,
+}
+
+/// One federation member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The member's libp2p peer id (`12D3KooW…`), as `yrd init` printed it.
+    #[serde(serialize_with = "ser_peer", deserialize_with = "de_peer")]
+    pub peer_id: PeerId,
+    /// A label for people reading this file, e.g. "江苏省大数据管理中心". Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `[api]`: the admin HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address the admin API listens on. Must be a loopback address unless `allow_remote` is set.
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen` address (put TLS in front of it).
+    pub allow_remote: bool,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            allow_remote: false,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `RUST_LOG`-style filter, e.g. "info" or "info,yrd_node::net=debug". `RUST_LOG` overrides it.
+    pub filter: String,
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// The checks that serde cannot express.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            value,
+            expected: expected.to_string(),
+        };
+        if self.node.name.trim().is_empty() || self.node.name.chars().count() > 200 {
+            return Err(invalid(
+                "node.name".into(),
+                format!("{:?}", self.node.name),
+                "the organisation's name, 1 to 200 characters",
+            ));
+        }
+        if self.network.listen.is_empty() {
+            return Err(invalid(
+                "network.listen".into(),
+                "[]".into(),
+                "at least one address, e.g. \"/ip4/0.0.0.0/tcp/7401\"",
+            ));
+        }
+        for (i, addr) in self.network.listen.iter().enumerate() {
+            if !is_supported_listen(addr) {
+                return Err(invalid(
+                    format!("network.listen[{i}]"),
+                    format!("\"{addr}\""),
+                    "/ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1",
+                ));
+            }
+        }
+        let members: Vec<PeerId> = self.federation.members.iter().map(|m| m.peer_id).collect();
+        for (i, addr) in self.network.bootstrap.iter().enumerate() {
+            match peer_of(addr) {
+                None => {
+                    return Err(invalid(
+                        format!("network.bootstrap[{i}]"),
+                        format!("\"{addr}\""),
+                        "an address ending in /p2p/<peer id of a federation member>",
+                    ));
+                }
+                Some(peer) if !members.contains(&peer) => {
+                    return Err(invalid(
+                        format!("network.bootstrap[{i}]"),
+                        format!("\"{addr}\""),
+                        "a federation member: add its peer id to [[federation.members]]",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.federation.members.iter().enumerate() {
+            if !seen.insert(m.peer_id) {
+                return Err(invalid(
+                    format!("federation.members[{i}].peer_id"),
+                    format!("\"{}\"", m.peer_id),
+                    "each member listed once",
+                ));
+            }
+        }
+        if !self.api.allow_remote && !self.api.listen.ip().is_loopback() {
+            return Err(invalid(
+                "api.listen".into(),
+                format!("\"{}\"", self.api.listen),
+                "a loopback address such as 127.0.0.1:7400 (or set api.allow_remote = true)",
+            ));
+        }
+        let secs = [
+            (
+                "network.redial_max_secs",
+                self.network.redial_max_secs,
+                1,
+                86_400,
+            ),
+            (
+                "network.idle_timeout_secs",
+                self.network.idle_timeout_secs,
+                10,
+                86_400,
+            ),
+            (
+                "network.ping_interval_secs",
+                self.network.ping_interval_secs,
+                1,
+                3_600,
+            ),
+            (
+                "network.request_timeout_secs",
+                self.network.request_timeout_secs,
+                1,
+                600,
+            ),
+        ];
+        for (field, value, min, max) in secs {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    field.into(),
+                    value.to_string(),
+                    &format!("a number of seconds from {min} to {max}"),
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid(
+                "log.filter".into(),
+                format!("{:?}", self.log.filter),
+                &format!("a RUST_LOG-style filter such as \"info\" ({e})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data dir this config points at, resolved against the config file's directory.
+    pub fn data_dir(&self, config_path: &Path) -> PathBuf {
+        let base = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match &self.node.data_dir {
+            Some(d) if d.is_absolute() => d.clone(),
+            Some(d) => base.join(d),
+            None => base,
+        }
+    }
+
+    /// The peer ids of the federation members.
+    pub fn member_ids(&self) -> Vec<PeerId> {
+        self.federation.members.iter().map(|m| m.peer_id).collect()
+    }
+
+    /// The TOML text of this config.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+/// The peer id at the end of a multiaddr, if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+fn is_supported_listen(addr: &Multiaddr) -> bool {
+    let parts: Vec<Protocol> = addr.iter().collect();
+    matches!(
+        parts.as_slice(),
+        [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Tcp(_)]
+            | [
+                Protocol::Ip4(_) | Protocol::Ip6(_),
+                Protocol::Udp(_),
+                Protocol::QuicV1
+            ]
+    )
+}
+
+fn ser_addrs<S: Serializer>(addrs: &[Multiaddr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(addrs.iter().map(|a| a.to_string()))
+}
+
+fn de_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            Multiaddr::from_str(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid multiaddr {s:?} ({e}); expected e.g. \"/ip4/127.0.0.1/tcp/7401\""
+                ))
+            })
+        })
+        .collect()
+}
+
+fn ser_peer<S: Serializer>(peer: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&peer.to_string())
+}
+
+fn de_peer<'de, D: Deserializer<'de>>(d: D) -> Result<PeerId, D::Error> {
+    let raw = String::deserialize(d)?;
+    PeerId::from_str(&raw).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid peer id {raw:?} ({e}); expected a libp2p peer id such as \"12D3KooW…\""
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "上海市大数据中心"
+region = "310000"
+
+[network]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() -> Result<(), ConfigError> {
+        let c = parse(GOOD)?;
+        assert_eq!(c.node.region.code(), 310000);
+        assert_eq!(c.api.listen.port(), 7400);
+        assert!(!c.network.mdns);
+        Ok(())
+    }
+
+    fn refusal(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_field_value_and_expectation() {
+        let e = refusal(&GOOD.replace("310000", "110000"));
+        assert!(
+            e.contains("region") && e.contains("110000") && e.contains("GB/T 2260"),
+            "{e}"
+        );
+        let e = refusal(&format!("{GOOD}\nmdsn = true\n"));
+        assert!(e.contains("unknown field") && e.contains("mdsn"), "{e}");
+        let e = refusal(&GOOD.replace("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcpx/0"));
+        assert!(e.contains("invalid multiaddr"), "{e}");
+        let e = refusal(&format!("{GOOD}\n[api]\nlisten = \"0.0.0.0:7400\"\n"));
+        assert!(e.contains("api.listen") && e.contains("loopback"), "{e}");
+        let e = refusal(&format!("{GOOD}bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n"));
+        assert!(
+            e.contains("network.bootstrap[0]") && e.contains("/p2p/"),
+            "{e}"
+        );
+        let e = refusal(&format!("{GOOD}redial_max_secs = 0\n"));
+        assert!(
+            e.contains("network.redial_max_secs") && e.contains("from 1"),
+            "{e}"
+        );
+        let e = refusal(&GOOD.replace("\"310000\"", "310000"));
+        assert!(e.contains("region"), "{e}");
+        let e = refusal("[node]\nname = \"x\"\n");
+        assert!(e.contains("missing field") && e.contains("region"), "{e}");
+    }
+
+    #[test]
+    fn bootstrap_must_be_a_member() {
+        let peer = PeerId::random();
+        let text = format!("{GOOD}bootstrap = [\"/ip4/127.0.0.1/tcp/1/p2p/{peer}\"]\n");
+        let e = refusal(&text);
+        assert!(e.contains("federation member"), "{e}");
+        let ok = format!("{text}\n[[federation.members]]\npeer_id = \"{peer}\"\n");
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn round_trip_through_toml() -> Result<(), Box<dyn std::error::Error>> {
+        let c = parse(GOOD)?;
+        let again = parse(&c.to_toml()?)?;
+        assert_eq!(c, again);
+        Ok(())
+    }
+}

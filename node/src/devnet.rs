@@ -1,0 +1,522 @@
+//! The local devnet: N in-process nodes (Shanghai, Jiangsu, Zhejiang, Anhui first, then cities)
+//! on loopback, each trusting the others, kept in one directory so a second run reuses identities.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::config::{CONFIG_FILE, Member, NodeConfig};
+use crate::identity::{self, KEY_FILE, NodeKey, TOKEN_FILE};
+use crate::model::region::{self, Region, RegionInfo};
+use crate::node::{Node, NodeError, NodeOptions, RunningNode};
+use crate::setup::{self, InitOptions, SetupError};
+
+/// Why the devnet could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A node dir could not be created or updated.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// A node's config is unreadable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A node's key or token is unusable.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// A node failed to start.
+    #[error("node {region}: {source}")]
+    Node {
+        /// Which node.
+        region: String,
+        /// Why.
+        source: NodeError,
+    },
+    /// Too many or too few nodes.
+    #[error("--nodes {0}: expected 1 to {max}", max = max_nodes())]
+    NodeCount(usize),
+    /// No free port could be found.
+    #[error("no free port on 127.0.0.1: {0}")]
+    Ports(std::io::Error),
+    /// Waiting for a signal failed.
+    #[error("cannot wait for a signal: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The most nodes a devnet can have: one per region of the table.
+pub fn max_nodes() -> usize {
+    region::all().count()
+}
+
+/// One devnet node, prepared but not started.
+#[derive(Debug, Clone)]
+pub struct DevnetMember {
+    /// Its region.
+    pub region: Region,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Its config.
+    pub config: NodeConfig,
+}
+
+/// A started devnet.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The running nodes, in region order.
+    pub nodes: Vec<(DevnetMember, RunningNode)>,
+}
+
+fn slug(info: &RegionInfo) -> String {
+    info.name_en
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+fn organisation(info: &RegionInfo) -> String {
+    match info.code {
+        310000 => "上海市大数据中心".into(),
+        320000 => "江苏省大数据管理中心".into(),
+        330000 => "浙江省大数据发展管理局".into(),
+        340000 => "安徽省数据资源管理局".into(),
+        _ => format!("{}数据资源管理局", info.name_zh),
+    }
+}
+
+fn free_port_pair() -> Result<u16, DevnetError> {
+    // A port free for both TCP and UDP, so TCP and QUIC share one number.
+    for _ in 0..64 {
+        let tcp = TcpListener::bind(("127.0.0.1", 0)).map_err(DevnetError::Ports)?;
+        let port = tcp.local_addr().map_err(DevnetError::Ports)?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(DevnetError::Ports(std::io::Error::other(
+        "no port free for both TCP and UDP",
+    )))
+}
+
+fn ports_free(config: &NodeConfig) -> bool {
+    let api_free = TcpListener::bind(config.api.listen).is_ok();
+    api_free
+        && config.network.listen.iter().all(|addr| {
+            let parts: Vec<_> = addr.iter().collect();
+            match parts.as_slice() {
+                [_, libp2p::multiaddr::Protocol::Tcp(p)] => {
+                    TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                }
+                [_, libp2p::multiaddr::Protocol::Udp(p), _] => {
+                    UdpSocket::bind(("127.0.0.1", *p)).is_ok()
+                }
+                _ => false,
+            }
+        })
+}
+
+fn listen_addrs(port: u16) -> Vec<Multiaddr> {
+    [
+        format!("/ip4/127.0.0.1/tcp/{port}"),
+        format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+/// Creates the node dirs that do not exist yet, keeps the identities of those that do, and
+/// rewrites every config so each node trusts and bootstraps to all the others.
+pub fn prepare(dir: &Path, nodes: usize) -> Result<Vec<DevnetMember>, DevnetError> {
+    if nodes == 0 || nodes > max_nodes() {
+        return Err(DevnetError::NodeCount(nodes));
+    }
+    let regions: Vec<RegionInfo> = region::all().take(nodes).collect();
+    let mut members = Vec::new();
+    for info in &regions {
+        let data_dir = dir.join(slug(info));
+        let region = Region::from_code(info.code)
+            .map_err(|e| DevnetError::Setup(SetupError::Serialize(e.to_string())))?;
+        let config_path = data_dir.join(CONFIG_FILE);
+        if !data_dir.join(KEY_FILE).exists() {
+            let port = free_port_pair()?;
+            let api_port = free_port_pair()?;
+            setup::init(InitOptions {
+                data_dir: data_dir.clone(),
+                region,
+                name: organisation(info),
+                listen: listen_addrs(port),
+                api: Some(SocketAddr::from(([127, 0, 0, 1], api_port))),
+                members: Vec::new(),
+                bootstrap: Vec::new(),
+                mdns: true,
+                key: None,
+            })?;
+        }
+        let key = NodeKey::load(&data_dir.join(KEY_FILE))?;
+        identity::check_private(&data_dir.join(TOKEN_FILE), "the admin API token")?;
+        let mut config = NodeConfig::load(&config_path)?;
+        if !ports_free(&config) {
+            config.network.listen = listen_addrs(free_port_pair()?);
+            config.api.listen = SocketAddr::from(([127, 0, 0, 1], free_port_pair()?));
+        }
+        members.push(DevnetMember {
+            region,
+            data_dir,
+            peer_id: key.peer_id(),
+            config,
+        });
+    }
+    let all: Vec<(PeerId, Vec<Multiaddr>, String)> = members
+        .iter()
+        .map(|m| {
+            (
+                m.peer_id,
+                m.config.network.listen.clone(),
+                m.config.node.name.clone(),
+            )
+        })
+        .collect();
+    for m in &mut members {
+        m.config.network.mdns = true;
+        m.config.federation.members = all
+            .iter()
+            .filter(|(p, _, _)| *p != m.peer_id)
+            .map(|(p, _, name)| Member {
+                peer_id: *p,
+                name: Some(name.clone()),
+            })
+            .collect();
+        m.config.network.bootstrap = all
+            .iter()
+            .filter(|(p, _, _)| *p != m.peer_id)
+            .filter_map(|(p, addrs, _)| addrs.first().and_then(|a| a.clone().with_p2p(*p).ok()))
+            .collect();
+        let path = m.data_dir.join(CONFIG_FILE);
+        m.config.check(&path)?;
+        setup::write_config(&path, &m.config)?;
+    }
+    Ok(members)
+}
+
+impl Devnet {
+    /// Prepares and starts every node.
+    pub async fn start(dir: &Path, nodes: usize) -> Result<Devnet, DevnetError> {
+        let members = prepare(dir, nodes)?;
+        let mut running = Vec::new();
+        for m in members {
+            let options = NodeOptions {
+                config: m.config.clone(),
+                data_dir: m.data_dir.clone(),
+            };
+            match Node::start(options).await {
+                Ok(node) => running.push((m, node)),
+                Err(source) => {
+                    for (_, n) in running {
+                        let _ = n.shutdown().await;
+                    }
+                    return Err(DevnetError::Node {
+                        region: m.region.label(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Devnet { nodes: running })
+    }
+
+    /// Stops every node cleanly.
+    pub async fn shutdown(self) {
+        for (m, node) in self.nodes {
+            if let Err(e) = node.shutdown().await {
+                tracing::error!(region = %m.region.label(), error = %e, "shutdown failed");
+            }
+        }
+    }
+}
+
+/// A text table of the nodes: region, peer id, admin URL, data dir, token.
+pub fn describe(devnet: &Devnet) -> String {
+    let mut out = String::from("YRD devnet is running. Ctrl-C stops every node cleanly.\n\n");
+    for (m, node) in &devnet.nodes {
+        let token = identity::load_token(&m.data_dir.join(TOKEN_FILE)).unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {}\n  peer     {}\n  admin    http://{}/api/v1/health\n  data dir {}\n  token    {}\n  try      yrd --data-dir {} peers\n\n",
+            m.region.label(),
+            m.config.node.name,
+            m.peer_id,
+            node.api_address,
+            m.data_dir.display(),
+            token,
+            m.data_dir.display(),
+        ));
+    }
+    out
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> Result<(), DevnetError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DevnetError::Signal)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(DevnetError::Signal),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+/// The sample catalogue of one devnet region: (offers, demands, withheld), as JSON.
+fn sample_lists(
+    code: u32,
+) -> (
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+) {
+    use serde_json::json;
+    let offer = |id: &str,
+                 title: &str,
+                 desc: &str,
+                 std: &str,
+                 share: &str,
+                 cond: Option<&str>,
+                 code: &str,
+                 theme: &str| {
+        let mut v = json!({
+            "identifier": id, "title": title, "description": desc,
+            "theme": [theme], "keyword": [std, title],
+            "media_type": "application/jsonl", "resource_code": code,
+            "share_type": share, "share_method": "file", "open_attribute": "not-open",
+            "update_cycle": "daily", "schema_id": std, "schema_version": "1.0.0",
+            "license": "长三角政务数据共享协议 / YRD government data sharing agreement",
+            "issued": "2026-01-01"
+        });
+        if let Some(c) = cond {
+            v["share_conditions"] = json!(c);
+        }
+        v
+    };
+    let demand = |id: &str, title: &str, std: &str, purpose: &str, basis: &str| {
+        json!({"identifier": id, "title": title, "schema_id": std, "version_req": "^1.0",
+               "purpose": purpose, "legal_basis": basis, "frequency": "daily"})
+    };
+    let withheld = |id: &str, title: &str, reason: &str, basis: &str| json!({"identifier": id, "title": title, "reason": reason, "legal_basis": basis});
+    let pipl = "《中华人民共和国个人信息保护法》第十三条、第二十八条";
+    match code {
+        310000 => (
+            vec![
+                offer(
+                    "sh-enterprise-licence",
+                    "上海市企业营业执照信息",
+                    "上海市市场监督管理局登记的企业营业执照基本信息，含统一社会信用代码。",
+                    "enterprise-licence",
+                    "unconditional",
+                    None,
+                    "310000-SCJG-00001",
+                    "市场监管",
+                ),
+                offer(
+                    "sh-medical-settlement",
+                    "上海市异地就医直接结算记录",
+                    "参保人在上海定点医疗机构发生的跨省异地就医直接结算明细。",
+                    "medical-insurance-settlement",
+                    "conditional",
+                    Some("仅用于参保地医保部门的结算核验与基金监管，需经上海市医疗保障局审批"),
+                    "310000-YBJ-00012",
+                    "医疗保障",
+                ),
+            ],
+            vec![demand(
+                "sh-need-provident-fund",
+                "长三角住房公积金缴存记录",
+                "housing-provident-fund",
+                "跨省公积金贷款资格审核",
+                "《住房公积金管理条例》第二十六条",
+            )],
+            vec![withheld(
+                "sh-household-detail",
+                "户籍人口明细信息",
+                "涉及大量敏感个人信息，不予共享",
+                pipl,
+            )],
+        ),
+        320000 => (
+            vec![
+                offer(
+                    "js-social-insurance",
+                    "江苏省社会保险缴费记录",
+                    "江苏省参保单位及个人的社会保险缴费明细。",
+                    "social-insurance-contribution",
+                    "conditional",
+                    Some("仅用于社保关系跨省转移接续与待遇资格核验"),
+                    "320000-RSJ-00003",
+                    "社会保障",
+                ),
+                offer(
+                    "js-enterprise-licence",
+                    "江苏省企业营业执照信息",
+                    "江苏省市场监督管理局登记的企业营业执照基本信息。",
+                    "enterprise-licence",
+                    "unconditional",
+                    None,
+                    "320000-SCJG-00001",
+                    "市场监管",
+                ),
+            ],
+            vec![demand(
+                "js-need-medical-settlement",
+                "异地就医直接结算记录",
+                "medical-insurance-settlement",
+                "异地就医结算清算与基金监管",
+                "《医疗保障基金使用监督管理条例》第四条",
+            )],
+            vec![withheld(
+                "js-tax-detail",
+                "个人纳税明细",
+                "属于税收保密信息，不予共享",
+                "《中华人民共和国税收征收管理法》第八条",
+            )],
+        ),
+        330000 => (
+            vec![
+                offer(
+                    "zj-provident-fund",
+                    "浙江省住房公积金缴存记录",
+                    "浙江省住房公积金缴存职工的缴存明细。",
+                    "housing-provident-fund",
+                    "conditional",
+                    Some("仅用于跨省公积金贷款及提取业务审核"),
+                    "330000-GJJ-00007",
+                    "住房保障",
+                ),
+                offer(
+                    "zj-electronic-licences",
+                    "浙江省电子证照目录",
+                    "浙江省政务服务平台签发的电子证照目录索引。",
+                    "electronic-licence-index",
+                    "unconditional",
+                    None,
+                    "330000-DSJ-00021",
+                    "政务服务",
+                ),
+            ],
+            vec![demand(
+                "zj-need-enterprise-licence",
+                "长三角企业营业执照信息",
+                "enterprise-licence",
+                "跨省通办企业登记信息核验",
+                "《优化营商环境条例》第三十七条",
+            )],
+            vec![withheld(
+                "zj-medical-records",
+                "电子病历",
+                "涉及个人健康信息，不予共享",
+                pipl,
+            )],
+        ),
+        340000 => (
+            vec![offer(
+                "ah-elderly-care-subsidy",
+                "安徽省养老服务补贴发放记录",
+                "安徽省高龄津贴及养老服务补贴发放明细。",
+                "elderly-care-subsidy",
+                "conditional",
+                Some("仅用于补贴发放资格跨省比对，防止重复领取"),
+                "340000-MZT-00005",
+                "民政",
+            )],
+            vec![demand(
+                "ah-need-social-insurance",
+                "长三角社会保险缴费记录",
+                "social-insurance-contribution",
+                "养老保险关系跨省转移接续",
+                "《社会保险法》第十九条",
+            )],
+            vec![withheld(
+                "ah-minimum-living",
+                "最低生活保障对象明细",
+                "涉及困难群众个人隐私，不予共享",
+                pipl,
+            )],
+        ),
+        _ => (Vec::new(), Vec::new(), Vec::new()),
+    }
+}
+
+impl Devnet {
+    /// Gives a new devnet something to look at: Shanghai publishes the shared data standards,
+    /// and each province adds sample offers, demands and withheld entries. Idempotent.
+    pub async fn seed(&self) -> Result<(), DevnetError> {
+        let node_err = |region: Region, source: NodeError| DevnetError::Node {
+            region: region.label(),
+            source,
+        };
+        let Some((first, integrator)) = self.nodes.first() else {
+            return Ok(());
+        };
+        for info in crate::samples::STANDARDS {
+            let Some(text) = crate::samples::schema_json(info.id) else {
+                continue;
+            };
+            let schema: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| node_err(first.region, NodeError::Invalid(e.to_string())))?;
+            let title = format!("{} / {}", info.title_zh, info.title_en);
+            integrator
+                .node
+                .publish_schema(info.id, info.version, Some(title), schema)
+                .await
+                .map_err(|e| node_err(first.region, e))?;
+        }
+        for (member, running) in &self.nodes {
+            let node = &running.node;
+            let (offers, demands, withheld) = sample_lists(member.region.code());
+            if offers.is_empty()
+                || !node
+                    .offers()
+                    .map_err(|e| node_err(member.region, e))?
+                    .is_empty()
+            {
+                continue;
+            }
+            // The standards travel by gossip and anti-entropy; wait for them before offering.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while crate::samples::STANDARDS
+                .iter()
+                .any(|s| node.schema_doc(s.id, Some(s.version)).is_err())
+            {
+                if std::time::Instant::now() > deadline {
+                    return Err(node_err(
+                        member.region,
+                        NodeError::NotFound(
+                            "the sample standards did not arrive within 30 s".into(),
+                        ),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            for o in offers {
+                let input = serde_json::from_value(o)
+                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                node.add_offer(input)
+                    .await
+                    .map_err(|e| node_err(member.region, e))?;
+            }
+            for d in demands {
+                let d = serde_json::from_value(d)
+                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                node.add_demand(d)
+                    .await
+                    .map_err(|e| node_err(member.region, e))?;
+            }
+            for w in withheld {
+                let w = serde_json::from_value(w)
+                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                node.add_withheld(w)
+                    .await
+                    .map_err(|e| node_err(member.region, e))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! The node's identity: one ed25519 key whose libp2p `PeerId` is the node id and which signs every
+//! document the node issues, and the private files (key, admin token) that hold secrets on disk.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::RngCore;
+
+/// File name of the node key inside a data dir.
+pub const KEY_FILE: &str = "node.key";
+/// File name of the admin API token inside a data dir.
+pub const TOKEN_FILE: &str = "api.token";
+
+/// Why a key or token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The file does not exist.
+    #[error("{path}: file not found ({what}); create a node with `yrd init`")]
+    Missing {
+        /// Path that was looked for.
+        path: PathBuf,
+        /// What the file is.
+        what: &'static str,
+    },
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Group or others may read a secret.
+    #[error(
+        "{path}: {what} is readable by group or others (mode {mode:o}); \
+         fix with: chmod 600 {path}"
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// What the file is.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file's content is not a key.
+    #[error("{path}: corrupt node key: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Refusing to overwrite a secret.
+    #[error("{path}: already exists; refusing to overwrite an existing node")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The node's ed25519 key, usable both by libp2p and for signing documents.
+#[derive(Clone)]
+pub struct NodeKey {
+    signing: SigningKey,
+    keypair: Keypair,
+}
+
+impl NodeKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
+    /// The key with this 32-byte secret seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(&seed);
+        // libp2p takes the same 32-byte secret; both views share one key.
+        let keypair = match Keypair::ed25519_from_bytes(seed) {
+            Ok(k) => k,
+            // ok: a 32-byte slice is always a valid ed25519 secret; this arm is unreachable.
+            Err(_) => Keypair::generate_ed25519(),
+        };
+        NodeKey { signing, keypair }
+    }
+
+    /// Loads `path`, refusing files that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let bytes = read_private_file(path, "the node key")?;
+        let text = String::from_utf8(bytes).map_err(|_| IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "not text (expected 64 hex characters)".into(),
+        })?;
+        let hex_text = text.trim();
+        let raw = hex::decode(hex_text).map_err(|e| IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("not hex ({e}); expected 64 hex characters"),
+        })?;
+        let seed: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| IdentityError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("{} bytes, expected 32", raw.len()),
+            })?;
+        Ok(Self::from_seed(seed))
+    }
+
+    /// Writes the key to a new file with mode 0600; refuses to overwrite.
+    pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
+        let text = format!("{}\n", hex::encode(self.signing.to_bytes()));
+        write_private_file(path, text.as_bytes())
+    }
+
+    /// The node id.
+    pub fn peer_id(&self) -> PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    /// The libp2p view of the key.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The signing view of the key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// Hex of the 32-byte public key, as documents name their signer.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.signing.verifying_key().to_bytes())
+    }
+}
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        write!(f, "NodeKey({})", short_peer(&self.peer_id()))
+    }
+}
+
+/// The libp2p peer id of a raw ed25519 public key.
+pub fn peer_id_of(public: &ed25519_dalek::VerifyingKey) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(public.as_bytes()).ok()?;
+    Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The last ten characters of a peer id: every ed25519 id starts with "12D3KooW", so the tail is
+/// what tells peers apart on a screen.
+pub fn short_peer(peer: &PeerId) -> String {
+    let s = peer.to_string();
+    let start = s.len().saturating_sub(10);
+    format!("…{}", &s[start..])
+}
+
+/// A new random admin token (hex of 32 random bytes).
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+/// Reads the admin token, refusing a file others can read.
+pub fn load_token(path: &Path) -> Result<String, IdentityError> {
+    let bytes = read_private_file(path, "the admin API token")?;
+    let token = String::from_utf8(bytes)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if token.len() < 32 {
+        return Err(IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "admin token is shorter than 32 characters".into(),
+        });
+    }
+    Ok(token)
+}
+
+/// Refuses a secret file that group or others can read, naming the fix.
+pub fn check_private(path: &Path, what: &'static str) -> Result<(), IdentityError> {
+    let meta = fs::metadata(path).map_err(|e| io_or_missing(path, what, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::TooOpen {
+            path: path.to_path_buf(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+fn read_private_file(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
+    check_private(path, what)?;
+    fs::read(path).map_err(|e| io_or_missing(path, what, e))
+}
+
+/// Creates `path` with mode 0600 and `contents`, fsynced; refuses to overwrite.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                IdentityError::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io(e)
+            }
+        })?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn io_or_missing(path: &Path, what: &'static str, e: std::io::Error) -> IdentityError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        IdentityError::Missing {
+            path: path.to_path_buf(),
+            what,
+        }
+    } else {
+        IdentityError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_round_trip_and_permissions() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(KEY_FILE);
+        let key = NodeKey::generate();
+        key.save_new(&path)?;
+        assert_eq!(fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        let loaded = NodeKey::load(&path)?;
+        assert_eq!(loaded.peer_id(), key.peer_id());
+        assert_eq!(
+            peer_id_of(&key.signing_key().verifying_key()),
+            Some(key.peer_id())
+        );
+        assert!(matches!(
+            key.save_new(&path),
+            Err(IdentityError::Exists { .. })
+        ));
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        let err = NodeKey::load(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_key_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(KEY_FILE);
+        write_private_file(&path, b"abcd\n")?;
+        let err = NodeKey::load(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("corrupt node key") && err.contains("2 bytes"),
+            "{err}"
+        );
+        let missing = NodeKey::load(&dir.path().join("nope"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(missing.unwrap_or_default().contains("not found"));
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The messages peers exchange: request/response over `/yrd/req/1` (documents, never datasets)
+//! and announcements on the gossip topic `yrd/announce/1` (ids, sequence numbers and digests
+//! only — content is always pulled and verified).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::catalogue::{Catalogue, SchemaDoc};
+use crate::model::node_info::NodeInfo;
+use crate::model::signed::Signed;
+
+/// The gossip topic of announcements.
+pub const ANNOUNCE_TOPIC: &str = "yrd/announce/1";
+
+/// A request to a peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Ask for the peer's current signed NodeInfo.
+    NodeInfo,
+    /// Ask which catalogue sequences and standards the peer holds (anti-entropy).
+    Heads,
+    /// Ask for the latest catalogue the peer holds from `publisher` (its own or a relayed one;
+    /// the publisher's signature makes relaying safe).
+    GetCatalogue {
+        /// Publisher peer id.
+        publisher: String,
+    },
+    /// Ask for one version of a standard.
+    GetSchema {
+        /// Standard id.
+        id: String,
+        /// Version.
+        version: String,
+    },
+}
+
+/// One standard version a peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaHead {
+    /// Standard id.
+    pub id: String,
+    /// Version.
+    pub version: String,
+    /// Content digest.
+    pub digest: String,
+}
+
+/// One catalogue a peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// Publisher peer id.
+    pub publisher: String,
+    /// Sequence held.
+    pub sequence: u64,
+}
+
+/// A peer's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Response {
+    /// The peer's signed NodeInfo.
+    NodeInfo {
+        /// The envelope.
+        info: Box<Signed<NodeInfo>>,
+    },
+    /// What the peer holds.
+    Heads {
+        /// Catalogue sequences per publisher.
+        catalogues: Vec<Head>,
+        /// Standards.
+        schemas: Vec<SchemaHead>,
+    },
+    /// A catalogue snapshot.
+    Catalogue {
+        /// The publisher's signed snapshot.
+        catalogue: Box<Signed<Catalogue>>,
+    },
+    /// A standard.
+    Schema {
+        /// The publisher's signed standard.
+        schema: Box<Signed<SchemaDoc>>,
+    },
+    /// The request was refused or failed; `code` is machine-readable, `message` for people.
+    Error {
+        /// e.g. "not-found", "refused", "bad-request".
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A gossip announcement: small (far below gossipsub's 64 KiB cap), content pulled separately.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Announcement {
+    /// A new catalogue snapshot.
+    Catalogue {
+        /// Publisher peer id.
+        publisher: String,
+        /// Its sequence number.
+        sequence: u64,
+        /// BLAKE3 of the signed envelope's canonical JSON.
+        digest: String,
+    },
+    /// A new standard version.
+    Schema {
+        /// Publisher peer id.
+        publisher: String,
+        /// Standard id.
+        id: String,
+        /// Version.
+        version: String,
+        /// Content digest.
+        digest: String,
+    },
+}

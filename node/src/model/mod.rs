@@ -1,0 +1,12 @@
+//! Pure data: the documents, messages and tables of the protocol, their canonical form and
+//! signatures. No I/O lives here.
+
+pub mod canonical;
+pub mod catalogue;
+pub mod merkle;
+pub mod message;
+pub mod node_info;
+pub mod protocol_schemas;
+pub mod region;
+pub mod signed;
+pub mod standard;

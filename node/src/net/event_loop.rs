@@ -1,0 +1,589 @@
+//! The task that owns the libp2p `Swarm`: it turns commands into swarm calls and swarm events into
+//! [`NetEvent`]s, keeps members connected (redial with backoff, Kademlia lookups), and nothing more.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
+    yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::gate::{Gate, Members, Refused};
+use super::{
+    Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
+};
+use crate::config::peer_of;
+use crate::identity::short_peer;
+use crate::model::message::{Request, Response};
+
+const MAX_ADDRESSES_PER_PEER: usize = 16;
+const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+const FIRST_REDIAL: Duration = Duration::from_millis(500);
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    // First, so a non-member is refused before any other behaviour sets up a handler.
+    gate: Gate,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    rpc: request_response::json::Behaviour<Request, Response>,
+}
+
+struct Redial {
+    next: Instant,
+    backoff: Duration,
+}
+
+/// The network task. Build it with [`super::new`], then `tokio::spawn(event_loop.run())`.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    members: Members,
+    peers: HashMap<PeerId, PeerState>,
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    redial: HashMap<PeerId, Redial>,
+    redial_max: Duration,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
+    last_kad_bootstrap: Option<Instant>,
+    stats: NetStats,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("peer", self.swarm.local_peer_id())
+            .finish()
+    }
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        config: NetConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetEvent>,
+    ) -> Result<EventLoop, NetError> {
+        let local = config.key.peer_id();
+        let members = config.members.clone();
+        let keypair = config.key.keypair().clone();
+        let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+        let request_timeout = config.request_timeout;
+        let ping_interval = config.ping_interval;
+        let mdns_on = config.mdns;
+        let agent = config.agent.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| transport(&e))?
+            .with_behaviour(|key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let peer = key.public().to_peer_id();
+                let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                kad_config.set_query_timeout(Duration::from_secs(30));
+                let mut kad =
+                    kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+                kad.set_mode(Some(kad::Mode::Server));
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_secs(1))
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .max_transmit_size(MAX_GOSSIP_BYTES)
+                    .build()?;
+                let gossipsub = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
+                // mDNS is a convenience (devnet, one LAN); a host without multicast still runs.
+                let mdns = if mdns_on {
+                    match mdns::tokio::Behaviour::new(mdns::Config::default(), peer) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "mDNS unavailable; continuing without it");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let codec = request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(MAX_REQUEST_BYTES)
+                    .set_response_size_maximum(MAX_RESPONSE_BYTES);
+                let rpc = request_response::Behaviour::with_codec(
+                    codec,
+                    [(StreamProtocol::new(REQUEST_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(request_timeout),
+                );
+                Ok(Behaviour {
+                    gate: Gate::new(members.clone()),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                            .with_agent_version(agent.clone()),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
+                    kad,
+                    gossipsub,
+                    mdns: Toggle::from(mdns),
+                    rpc,
+                })
+            })
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    cause: listen_cause(&e),
+                })?;
+        }
+        for addr in &config.external_addresses {
+            swarm.add_external_address(addr.clone());
+        }
+        let mut event_loop = EventLoop {
+            swarm,
+            commands,
+            events,
+            members,
+            peers: HashMap::new(),
+            addresses: HashMap::new(),
+            redial: HashMap::new(),
+            redial_max: config.redial_max,
+            pending_requests: HashMap::new(),
+            pending_dials: Vec::new(),
+            last_kad_bootstrap: None,
+            stats: NetStats::default(),
+        };
+        for addr in &config.bootstrap {
+            if let Some(peer) = peer_of(addr) {
+                event_loop.learn_address(peer, strip_p2p(addr));
+            }
+        }
+        for (peer, addr) in config.known_addresses {
+            event_loop.learn_address(peer, addr);
+        }
+        tracing::debug!(peer = %local, "network task built");
+        Ok(event_loop)
+    }
+
+    /// Runs until shutdown or until every handle is dropped.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                _ = tick.tick() => self.maintain(),
+            }
+        }
+        tracing::debug!("network task stopped");
+    }
+
+    fn emit(&mut self, event: NetEvent) {
+        // Never block the swarm on a slow reader: drop and count instead (peers retry, and the
+        // service re-reads state through commands).
+        if let Err(e) = self.events.try_send(event) {
+            self.stats.dropped_events += 1;
+            tracing::warn!(error = %e, "network event dropped: the service is not keeping up");
+        }
+    }
+
+    fn learn_address(&mut self, peer: PeerId, addr: Multiaddr) {
+        if peer == *self.swarm.local_peer_id() || !self.members.contains(&peer) {
+            return;
+        }
+        let list = self.addresses.entry(peer).or_default();
+        if !list.contains(&addr) {
+            if list.len() >= MAX_ADDRESSES_PER_PEER {
+                list.remove(0);
+            }
+            list.push(addr.clone());
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+    }
+
+    /// Keeps every member connected: dial the ones we know how to reach, look the others up.
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        let local = *self.swarm.local_peer_id();
+        for peer in self.members.list() {
+            if peer == local || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let state = self.redial.entry(peer).or_insert(Redial {
+                next: now,
+                backoff: FIRST_REDIAL,
+            });
+            if now < state.next {
+                continue;
+            }
+            state.next = now + state.backoff;
+            state.backoff = (state.backoff * 2).min(self.redial_max);
+            let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+            if addrs.is_empty() {
+                self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(peer = %short_peer(&peer), error = %e, "redial not started");
+            }
+        }
+        let due = self
+            .last_kad_bootstrap
+            .is_none_or(|t| now.duration_since(t) > KAD_BOOTSTRAP_EVERY);
+        if due && !self.peers.is_empty() {
+            self.last_kad_bootstrap = Some(now);
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        // Close connections of peers removed from the member list.
+        let stale: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|p| !self.members.contains(p))
+            .copied()
+            .collect();
+        for peer in stale {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { addr, reply } => {
+                let target = addr.to_string();
+                let result = self.swarm.dial(addr.clone()).map_err(|e| NetError::Dial {
+                    target,
+                    cause: e.to_string(),
+                });
+                if let (Ok(()), Some(peer)) = (&result, peer_of(&addr)) {
+                    self.learn_address(peer, strip_p2p(&addr));
+                    if self.pending_dials.len() < 256 {
+                        self.pending_dials.push((peer, reply));
+                        return;
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("response not sent: the requester went away");
+                }
+            }
+            Command::Subscribe { topic, reply } => {
+                let t = gossipsub::IdentTopic::new(topic.clone());
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&t)
+                    .map(|_| ())
+                    .map_err(|e| NetError::Publish {
+                        topic,
+                        cause: e.to_string(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Publish { topic, data, reply } => {
+                let t = gossipsub::IdentTopic::new(topic.clone());
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(t, data)
+                    .map(|_| ())
+                    .map_err(|e| NetError::Publish {
+                        topic,
+                        cause: e.to_string(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::ConnectedPeers { reply } => {
+                let list = self
+                    .peers
+                    .iter()
+                    .map(|(peer, s)| ConnectedPeer {
+                        peer: *peer,
+                        addresses: s.connections.values().cloned().collect(),
+                        listen_addresses: s.listen_addresses.clone(),
+                        connected_since: s.since,
+                        rtt: s.rtt,
+                        agent: s.agent.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::ListenAddresses { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats.clone());
+            }
+            Command::DisconnectNonMembers => self.maintain(),
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(NetEvent::Listening { address });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let address = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.learn_address(peer_id, strip_p2p(&address));
+                }
+                self.redial.remove(&peer_id);
+                let first = !self.peers.contains_key(&peer_id);
+                let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
+                    connections: HashMap::new(),
+                    listen_addresses: Vec::new(),
+                    since: SystemTime::now(),
+                    rtt: None,
+                    agent: None,
+                });
+                state.connections.insert(connection_id, address.clone());
+                let dials = std::mem::take(&mut self.pending_dials);
+                for (peer, reply) in dials {
+                    if peer == peer_id {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        self.pending_dials.push((peer, reply));
+                    }
+                }
+                if first {
+                    tracing::info!(peer = %peer_id, %address, "member connected");
+                    self.emit(NetEvent::PeerConnected {
+                        peer: peer_id,
+                        address,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections.remove(&connection_id);
+                }
+                if num_established == 0 && self.peers.remove(&peer_id).is_some() {
+                    tracing::info!(peer = %peer_id, "member disconnected");
+                    self.emit(NetEvent::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                let dials = std::mem::take(&mut self.pending_dials);
+                for (p, reply) in dials {
+                    if p == peer {
+                        let _ = reply.send(Err(NetError::Dial {
+                            target: peer.to_string(),
+                            cause: error.to_string(),
+                        }));
+                    } else {
+                        self.pending_dials.push((p, reply));
+                    }
+                }
+                tracing::debug!(peer = %short_peer(&peer), %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(address = %send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gate(Refused {
+                peer,
+                address,
+                inbound,
+            }) => {
+                self.stats.refused_connections += 1;
+                tracing::warn!(
+                    peer = %peer, %address, inbound,
+                    "refused a connection: peer is not a federation member"
+                );
+                self.emit(NetEvent::Refused {
+                    peer,
+                    address,
+                    inbound,
+                });
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in &info.listen_addrs {
+                    self.learn_address(peer_id, strip_p2p(addr));
+                }
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.listen_addresses = info
+                        .listen_addrs
+                        .into_iter()
+                        .take(MAX_ADDRESSES_PER_PEER)
+                        .collect();
+                    state.agent = Some(info.agent_version.chars().take(128).collect());
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.rtt = Some(rtt);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                for addr in addresses.iter() {
+                    self.learn_address(peer, strip_p2p(addr));
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(ok)),
+                ..
+            }) => {
+                for info in ok.peers {
+                    for addr in info.addrs {
+                        self.learn_address(info.peer_id, strip_p2p(&addr));
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    self.learn_address(peer, addr);
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                self.stats.gossip_received += 1;
+                let Some(source) = message.source else { return };
+                self.emit(NetEvent::Gossip {
+                    source,
+                    topic: message.topic.to_string(),
+                    data: message.data,
+                });
+            }
+            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        self.stats.inbound_requests += 1;
+                        self.emit(NetEvent::InboundRequest {
+                            peer,
+                            request,
+                            channel,
+                        });
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(reply) = self.pending_requests.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Rpc(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        cause: error.to_string(),
+                    }));
+                }
+            }
+            BehaviourEvent::Rpc(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                tracing::debug!(peer = %short_peer(&peer), %error, "inbound request failed");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect()
+}
+
+fn listen_cause(e: &libp2p::TransportError<std::io::Error>) -> String {
+    match e {
+        libp2p::TransportError::MultiaddrNotSupported(a) => format!("address not supported: {a}"),
+        libp2p::TransportError::Other(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
+            "the port is already in use (another node on this port?)".to_string()
+        }
+        libp2p::TransportError::Other(io) => io.to_string(),
+    }
+}

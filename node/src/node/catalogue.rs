@@ -1,0 +1,581 @@
+//! The catalogue service: our three lists (offers, demands, withheld), the signed snapshot we
+//! issue after every change, the snapshots of other members we accept (newer, verified, members
+//! only), anti-entropy, local search over the whole network, and demand matching.
+
+use std::collections::HashMap;
+
+use libp2p::PeerId;
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+
+use super::schemas::to_json;
+use super::{Node, NodeError};
+use crate::clock::now_rfc3339;
+use crate::model::catalogue::{
+    Catalogue, CatalogueEntry, Demand, InformationItem, OfferInput, SchemaRef, ShareType, Withheld,
+    valid_identifier,
+};
+use crate::model::message::Announcement;
+use crate::model::region::Region;
+use crate::model::signed::Signed;
+use crate::model::standard;
+
+/// The three lists, as stored under these names.
+pub const OFFERS: &str = "offer";
+/// Demands list name.
+pub const DEMANDS: &str = "demand";
+/// Withheld list name.
+pub const WITHHELD: &str = "withheld";
+
+/// A search over the network's catalogues.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// Words that must all appear in title, description, keywords, themes, identifier or
+    /// resource code (case-insensitive).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Standard id.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Publisher's region (a province code also matches its cities).
+    #[serde(default)]
+    pub region: Option<Region>,
+    /// Share type.
+    #[serde(default)]
+    pub share_type: Option<ShareType>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Publishing node.
+    pub publisher: String,
+    /// Its region.
+    pub region: Region,
+    /// "310000 上海市 Shanghai".
+    pub region_label: String,
+    /// Its organisation.
+    pub organisation: String,
+    /// The offer.
+    pub entry: CatalogueEntry,
+}
+
+/// A demand of one node met by an offer of another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemandMatch {
+    /// Whose demand.
+    pub demander: String,
+    /// Its region label.
+    pub demander_region: String,
+    /// The demand.
+    pub demand: Demand,
+    /// Who offers.
+    pub provider: String,
+    /// Its region label.
+    pub provider_region: String,
+    /// The offer's identifier.
+    pub offer: String,
+    /// The offer's title.
+    pub offer_title: String,
+    /// The standard version offered.
+    pub schema_version: String,
+    /// Its share type.
+    pub share_type: ShareType,
+}
+
+/// `yrd demand match`: what meets our demands, and whose demands our offers meet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatchReport {
+    /// For each of our demands, the offers of others that meet it.
+    pub for_our_demands: Vec<DemandMatch>,
+    /// For each of our offers, the demands of others it meets.
+    pub for_our_offers: Vec<DemandMatch>,
+    /// Our demands nobody meets yet.
+    pub unmet_demands: Vec<String>,
+}
+
+/// Catalogue heads one node holds, for anti-entropy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct CatalogueHead {
+    /// Publisher peer id.
+    pub publisher: String,
+    /// Sequence held.
+    pub sequence: u64,
+}
+
+impl Node {
+    fn local<T: serde::de::DeserializeOwned>(&self, list: &str) -> Result<Vec<T>, NodeError> {
+        self.store()
+            .local_list(list)?
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| NodeError::Invalid(format!("stored {list} unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    /// Our offers.
+    pub fn offers(&self) -> Result<Vec<CatalogueEntry>, NodeError> {
+        self.local(OFFERS)
+    }
+
+    /// Our demands.
+    pub fn demands(&self) -> Result<Vec<Demand>, NodeError> {
+        self.local(DEMANDS)
+    }
+
+    /// Our withheld entries.
+    pub fn withheld(&self) -> Result<Vec<Withheld>, NodeError> {
+        self.local(WITHHELD)
+    }
+
+    /// Completes and checks an offer: the standard must be known.
+    fn complete_offer(&self, input: OfferInput) -> Result<CatalogueEntry, NodeError> {
+        let invalid = |m: String| Err(NodeError::Invalid(m));
+        if !valid_identifier(&input.identifier) {
+            return invalid(format!(
+                "offer identifier {:?}: expected 1-64 characters of a-z 0-9 . _ - starting with a letter or digit",
+                input.identifier
+            ));
+        }
+        for (field, value, max) in [
+            ("title", &input.title, 200),
+            ("description", &input.description, 4000),
+            ("media_type", &input.media_type, 100),
+            ("resource_code", &input.resource_code, 64),
+        ] {
+            if value.trim().is_empty() || value.chars().count() > max {
+                return invalid(format!(
+                    "offer {}: field `{field}` must be 1 to {max} characters",
+                    input.identifier
+                ));
+            }
+        }
+        if input.share_type != ShareType::Unconditional
+            && input
+                .share_conditions
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            return invalid(format!(
+                "offer {}: field `share_conditions` (共享条件) is required when share_type is {}",
+                input.identifier,
+                serde_json::to_value(input.share_type)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
+        }
+        if input.theme.len() > 32 || input.keyword.len() > 64 || input.spatial.len() > 64 {
+            return invalid(format!(
+                "offer {}: too many themes, keywords or regions",
+                input.identifier
+            ));
+        }
+        let schema = self.schema_doc(&input.schema_id, Some(&input.schema_version)).map_err(|_| {
+            NodeError::Invalid(format!(
+                "offer {}: standard {}@{} is not known to this node; publish it or wait for it to arrive (`yrd schema list --network`)",
+                input.identifier, input.schema_id, input.schema_version
+            ))
+        })?;
+        let compiled = standard::compile(&schema.document.schema)
+            .map_err(|e| NodeError::Invalid(format!("standard {}: {e}", input.schema_id)))?;
+        let information_items = compiled
+            .fields()
+            .iter()
+            .map(|f| InformationItem {
+                name: f.name.clone(),
+                title: f.title.clone(),
+                data_type: f.types.join("|"),
+                required: f.required,
+            })
+            .collect();
+        let mut input = input;
+        if input.spatial.is_empty() {
+            input.spatial.push(self.region());
+        }
+        Ok(CatalogueEntry {
+            publisher: self.config().node.name.clone(),
+            conforms_to: SchemaRef {
+                id: schema.document.id.clone(),
+                version: schema.document.version.clone(),
+                digest: schema.document.digest.clone(),
+            },
+            information_items,
+            modified: now_rfc3339(),
+            latest_version: None,
+            byte_size: None,
+            checksum: None,
+            offer: input,
+        })
+    }
+
+    /// Adds or replaces an offer and issues a new catalogue.
+    pub async fn add_offer(&self, input: OfferInput) -> Result<CatalogueEntry, NodeError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let mut entry = self.complete_offer(input)?;
+        // Keep what publishing recorded about the latest version.
+        if let Some(old) = self
+            .offers()?
+            .into_iter()
+            .find(|o| o.offer.identifier == entry.offer.identifier)
+        {
+            entry.latest_version = old.latest_version;
+            entry.byte_size = old.byte_size;
+            entry.checksum = old.checksum;
+        }
+        self.store()
+            .put_local(OFFERS, &entry.offer.identifier, &to_json(&entry)?)?;
+        self.issue_catalogue().await?;
+        Ok(entry)
+    }
+
+    /// Adds or replaces a demand and issues a new catalogue.
+    pub async fn add_demand(&self, demand: Demand) -> Result<Demand, NodeError> {
+        if !valid_identifier(&demand.identifier) {
+            return Err(NodeError::Invalid(format!(
+                "demand identifier {:?} is not valid",
+                demand.identifier
+            )));
+        }
+        VersionReq::parse(&demand.version_req).map_err(|e| {
+            NodeError::Invalid(format!(
+                "demand {}: version_req {:?} is not a semver requirement such as \"^1.0\" ({e})",
+                demand.identifier, demand.version_req
+            ))
+        })?;
+        for (field, value) in [
+            ("title", &demand.title),
+            ("purpose", &demand.purpose),
+            ("legal_basis", &demand.legal_basis),
+            ("schema_id", &demand.schema_id),
+        ] {
+            if value.trim().is_empty() || value.chars().count() > 2000 {
+                return Err(NodeError::Invalid(format!(
+                    "demand {}: field `{field}` must be 1 to 2000 characters",
+                    demand.identifier
+                )));
+            }
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        self.store()
+            .put_local(DEMANDS, &demand.identifier, &to_json(&demand)?)?;
+        self.issue_catalogue().await?;
+        Ok(demand)
+    }
+
+    /// Adds or replaces a withheld entry and issues a new catalogue.
+    pub async fn add_withheld(&self, entry: Withheld) -> Result<Withheld, NodeError> {
+        if !valid_identifier(&entry.identifier) {
+            return Err(NodeError::Invalid(format!(
+                "withheld identifier {:?} is not valid",
+                entry.identifier
+            )));
+        }
+        for (field, value) in [
+            ("title", &entry.title),
+            ("reason", &entry.reason),
+            ("legal_basis", &entry.legal_basis),
+        ] {
+            if value.trim().is_empty() || value.chars().count() > 2000 {
+                return Err(NodeError::Invalid(format!(
+                    "withheld {}: field `{field}` must be 1 to 2000 characters",
+                    entry.identifier
+                )));
+            }
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        self.store()
+            .put_local(WITHHELD, &entry.identifier, &to_json(&entry)?)?;
+        self.issue_catalogue().await?;
+        Ok(entry)
+    }
+
+    /// Removes an entry from one of our lists and issues a new catalogue.
+    pub async fn remove_entry(&self, list: &str, id: &str) -> Result<(), NodeError> {
+        let _guard = self.inner.write_lock.lock().await;
+        if !self.store().remove_local(list, id)? {
+            return Err(NodeError::NotFound(format!(
+                "no {list} {id:?} in our catalogue"
+            )));
+        }
+        self.issue_catalogue().await?;
+        Ok(())
+    }
+
+    /// Our latest signed catalogue, if we issued one.
+    pub fn own_catalogue(&self) -> Result<Option<Signed<Catalogue>>, NodeError> {
+        Ok(self.catalogue_of(&self.peer_id()))
+    }
+
+    pub(crate) fn catalogue_of(&self, peer: &PeerId) -> Option<Signed<Catalogue>> {
+        self.inner
+            .catalogues
+            .read()
+            .ok()
+            .and_then(|m| m.get(peer).cloned())
+    }
+
+    /// Signs a new snapshot of our lists with the next sequence number, stores it (flushed),
+    /// and announces it. Callers hold the write lock.
+    pub(crate) async fn issue_catalogue(&self) -> Result<Signed<Catalogue>, NodeError> {
+        let sequence = self
+            .own_catalogue()?
+            .map(|c| c.document.sequence + 1)
+            .unwrap_or(1);
+        let catalogue = Catalogue {
+            publisher: self.peer_id().to_string(),
+            region: self.region(),
+            organisation: self.config().node.name.clone(),
+            sequence,
+            issued_at: now_rfc3339(),
+            offers: self.offers()?,
+            demands: self.demands()?,
+            withheld: self.withheld()?,
+        };
+        let signed = Signed::sign(catalogue, self.inner.key.signing_key())?;
+        self.store()
+            .put_catalogue(&self.peer_id(), &to_json(&signed)?)?;
+        self.store().flush().await?;
+        if let Ok(mut m) = self.inner.catalogues.write() {
+            m.insert(self.peer_id(), signed.clone());
+        }
+        tracing::info!(sequence, "catalogue issued");
+        self.announce(Announcement::Catalogue {
+            publisher: self.peer_id().to_string(),
+            sequence,
+            digest: signed.digest_hex()?,
+        })
+        .await;
+        Ok(signed)
+    }
+
+    /// Loads every stored catalogue into memory (at start).
+    pub(crate) fn load_catalogues(&self) -> Result<(), NodeError> {
+        let mut map = HashMap::new();
+        for (peer, raw) in self.store().catalogues()? {
+            match serde_json::from_value::<Signed<Catalogue>>(raw) {
+                Ok(c) if c.verify().is_ok() => {
+                    map.insert(peer, c);
+                }
+                _ => tracing::error!(peer = %peer, "stored catalogue does not verify; dropped"),
+            }
+        }
+        if let Ok(mut m) = self.inner.catalogues.write() {
+            *m = map;
+        }
+        Ok(())
+    }
+
+    /// Accepts a catalogue snapshot: verified, signed by its publisher, a member, and newer than
+    /// what we hold. Returns whether it was stored.
+    /// The entry point of every snapshot that arrives from the network.
+    pub async fn accept_catalogue(
+        &self,
+        from: PeerId,
+        signed: Signed<Catalogue>,
+    ) -> Result<bool, NodeError> {
+        signed.verify()?;
+        let publisher = self.signer_peer(&signed.signer_key()?, &signed.document.publisher)?;
+        if publisher == self.peer_id() {
+            return Ok(false);
+        }
+        if !self.members().contains(&publisher) {
+            return Err(NodeError::BadPeer {
+                peer: from,
+                reason: format!("catalogue of non-member {publisher} refused"),
+            });
+        }
+        let held = self
+            .catalogue_of(&publisher)
+            .map(|c| c.document.sequence)
+            .unwrap_or(0);
+        if signed.document.sequence <= held {
+            return Err(NodeError::Stale(format!(
+                "catalogue of {publisher} with sequence {} refused: we hold sequence {held}",
+                signed.document.sequence
+            )));
+        }
+        self.store().put_catalogue(&publisher, &to_json(&signed)?)?;
+        if let Ok(mut m) = self.inner.catalogues.write() {
+            m.insert(publisher, signed.clone());
+        }
+        tracing::info!(
+            peer = %from,
+            publisher = %publisher,
+            region = %signed.document.region.label(),
+            sequence = signed.document.sequence,
+            "catalogue accepted"
+        );
+        Ok(true)
+    }
+
+    /// The sequence heads we hold, ours included.
+    pub fn catalogue_heads(&self) -> Vec<CatalogueHead> {
+        self.inner
+            .catalogues
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|(p, c)| CatalogueHead {
+                        publisher: p.to_string(),
+                        sequence: c.document.sequence,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The latest catalogue of every member we know, ours included.
+    pub fn network_catalogues(&self) -> Vec<Signed<Catalogue>> {
+        let mut list: Vec<Signed<Catalogue>> = self
+            .inner
+            .catalogues
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| {
+            a.document
+                .region
+                .cmp(&b.document.region)
+                .then(a.document.publisher.cmp(&b.document.publisher))
+        });
+        list
+    }
+
+    /// Searches every catalogue we hold, locally.
+    pub fn search(&self, query: &SearchQuery) -> Vec<SearchHit> {
+        let words: Vec<String> = query
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        let catalogues = self.inner.catalogues.read();
+        let Ok(catalogues) = catalogues else {
+            return Vec::new();
+        };
+        let mut hits = Vec::new();
+        for c in catalogues.values() {
+            let doc = &c.document;
+            if let Some(r) = query.region {
+                if doc.region != r && doc.region.province() != r {
+                    continue;
+                }
+            }
+            for entry in &doc.offers {
+                if query
+                    .schema
+                    .as_deref()
+                    .is_some_and(|s| s != entry.conforms_to.id)
+                {
+                    continue;
+                }
+                if query
+                    .share_type
+                    .is_some_and(|t| t != entry.offer.share_type)
+                {
+                    continue;
+                }
+                if !words.is_empty() && !words.iter().all(|w| entry_mentions(entry, w)) {
+                    continue;
+                }
+                hits.push(SearchHit {
+                    publisher: doc.publisher.clone(),
+                    region: doc.region,
+                    region_label: doc.region.label(),
+                    organisation: doc.organisation.clone(),
+                    entry: entry.clone(),
+                });
+            }
+        }
+        hits.sort_by(|a, b| {
+            a.region
+                .cmp(&b.region)
+                .then(a.entry.offer.identifier.cmp(&b.entry.offer.identifier))
+        });
+        hits
+    }
+
+    /// Matches demands and offers across the network, from our point of view.
+    pub fn match_demands(&self) -> MatchReport {
+        let me = self.peer_id().to_string();
+        let catalogues = self.network_catalogues();
+        let mut report = MatchReport {
+            for_our_demands: Vec::new(),
+            for_our_offers: Vec::new(),
+            unmet_demands: Vec::new(),
+        };
+        for demander in &catalogues {
+            for demand in &demander.document.demands {
+                let Ok(req) = VersionReq::parse(&demand.version_req) else {
+                    continue;
+                };
+                let mut met = false;
+                for provider in &catalogues {
+                    if provider.document.publisher == demander.document.publisher {
+                        continue;
+                    }
+                    let ours_involved =
+                        demander.document.publisher == me || provider.document.publisher == me;
+                    if !ours_involved {
+                        continue;
+                    }
+                    if !demand.regions.is_empty()
+                        && !demand.regions.iter().any(|r| {
+                            *r == provider.document.region
+                                || *r == provider.document.region.province()
+                        })
+                    {
+                        continue;
+                    }
+                    for offer in &provider.document.offers {
+                        let version_ok = Version::parse(&offer.conforms_to.version)
+                            .is_ok_and(|v| req.matches(&v));
+                        if offer.conforms_to.id != demand.schema_id
+                            || !version_ok
+                            || offer.offer.share_type == ShareType::NotShared
+                        {
+                            continue;
+                        }
+                        met = true;
+                        let m = DemandMatch {
+                            demander: demander.document.publisher.clone(),
+                            demander_region: demander.document.region.label(),
+                            demand: demand.clone(),
+                            provider: provider.document.publisher.clone(),
+                            provider_region: provider.document.region.label(),
+                            offer: offer.offer.identifier.clone(),
+                            offer_title: offer.offer.title.clone(),
+                            schema_version: offer.conforms_to.version.clone(),
+                            share_type: offer.offer.share_type,
+                        };
+                        if demander.document.publisher == me {
+                            report.for_our_demands.push(m);
+                        } else {
+                            report.for_our_offers.push(m);
+                        }
+                    }
+                }
+                if demander.document.publisher == me && !met {
+                    report.unmet_demands.push(demand.identifier.clone());
+                }
+            }
+        }
+        report
+    }
+}
+
+fn entry_mentions(entry: &CatalogueEntry, word: &str) -> bool {
+    let o = &entry.offer;
+    let has = |s: &str| s.to_lowercase().contains(word);
+    has(&o.title)
+        || has(&o.description)
+        || has(&o.identifier)
+        || has(&o.resource_code)
+        || has(&entry.conforms_to.id)
+        || o.keyword.iter().any(|k| has(k))
+        || o.theme.iter().any(|t| has(t))
+}

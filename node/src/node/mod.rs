@@ -1,0 +1,793 @@
+//! The service layer: the only place that decides. It owns the node's state (identity, store,
+//! peers' verified NodeInfos, catalogues, standards), reacts to network events, and serves the
+//! admin API and CLI.
+
+pub mod catalogue;
+pub mod schemas;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::clock::{format_system_time, now_rfc3339};
+use crate::config::NodeConfig;
+use crate::identity::{self, IdentityError, NodeKey, short_peer};
+use crate::model::catalogue::Catalogue;
+use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
+use crate::model::node_info::NodeInfo;
+use crate::model::region::Region;
+use crate::model::signed::{SignatureError, Signed};
+use crate::net::{self, Members, NetConfig, NetError, NetEvent, NetHandle};
+use crate::store::{Store, StoreError, StoredPeer};
+
+/// How often a node compares heads with a few random peers.
+pub const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
+
+fn unexpected(peer: PeerId, response: &Response) -> NodeError {
+    let kind = serde_json::to_value(response)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    NodeError::BadPeer {
+        peer,
+        reason: format!("unexpected answer of kind {kind:?}"),
+    }
+}
+
+/// The software name and version peers see.
+pub const AGENT: &str = concat!("yrd/", env!("CARGO_PKG_VERSION"));
+
+/// Why the node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Key or token problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Database problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Network problem.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A document could not be signed or verified.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The admin API could not start.
+    #[error("cannot start the admin API on {addr}: {cause}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        cause: String,
+    },
+    /// The input is invalid; the message names the field and the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what exists (e.g. a reused id+version).
+    #[error("{0}")]
+    Conflict(String),
+    /// A document older than (or as old as) the one held.
+    #[error("{0}")]
+    Stale(String),
+    /// A peer answered something we cannot accept.
+    #[error("peer {peer}: {reason}")]
+    BadPeer {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The parsed config.
+    pub config: NodeConfig,
+    /// The data dir (key, token, db).
+    pub data_dir: PathBuf,
+}
+
+impl NodeOptions {
+    /// Options from a config file, resolving the data dir against it.
+    pub fn from_config_file(path: &Path) -> Result<NodeOptions, crate::config::ConfigError> {
+        let config = NodeConfig::load(path)?;
+        let data_dir = config.data_dir(path);
+        Ok(NodeOptions { config, data_dir })
+    }
+}
+
+/// A connected member as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Full peer id.
+    pub peer_id: String,
+    /// Short form for tables.
+    pub short_id: String,
+    /// Region code, if its NodeInfo was verified.
+    pub region: Option<Region>,
+    /// "310000 上海市 Shanghai".
+    pub region_label: Option<String>,
+    /// Organisation name from its NodeInfo.
+    pub organisation: Option<String>,
+    /// Remote addresses of the open connections.
+    pub addresses: Vec<String>,
+    /// When it connected (RFC 3339).
+    pub connected_since: String,
+    /// Latest ping round trip, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Its software.
+    pub agent: Option<String>,
+}
+
+/// This node, as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Peer id.
+    pub peer_id: String,
+    /// Region.
+    pub region: Region,
+    /// "310000 上海市 Shanghai".
+    pub region_label: String,
+    /// Organisation.
+    pub organisation: String,
+    /// Addresses we listen on.
+    pub listen_addresses: Vec<String>,
+    /// Admin API address.
+    pub api_address: Option<String>,
+    /// Data dir.
+    pub data_dir: String,
+    /// Federation size (members besides us).
+    pub members: usize,
+    /// Members connected now.
+    pub connected: usize,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// Software version.
+    pub version: String,
+    /// Our signed NodeInfo.
+    pub node_info: Signed<NodeInfo>,
+}
+
+/// The health summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// "ok" or "degraded".
+    pub status: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Members connected now.
+    pub connected_members: usize,
+    /// Members configured.
+    pub members: usize,
+    /// Connections refused because the peer is not a member.
+    pub refused_connections: u64,
+    /// Database reachable.
+    pub store_ok: bool,
+}
+
+struct Inner {
+    config: NodeConfig,
+    data_dir: PathBuf,
+    key: NodeKey,
+    store: Store,
+    net: NetHandle,
+    members: Members,
+    started: SystemTime,
+    listen: RwLock<Vec<Multiaddr>>,
+    peer_infos: RwLock<HashMap<PeerId, Signed<NodeInfo>>>,
+    api_address: RwLock<Option<SocketAddr>>,
+    catalogues: RwLock<HashMap<PeerId, Signed<Catalogue>>>,
+    /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+/// A cloneable handle to the service layer.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer", &short_peer(&self.peer_id()))
+            .finish()
+    }
+}
+
+/// A started node: its handle plus the tasks to stop on shutdown.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The service handle.
+    pub node: Node,
+    /// Where the admin API listens.
+    pub api_address: SocketAddr,
+    net_task: JoinHandle<()>,
+    service_task: JoinHandle<()>,
+    sync_task: JoinHandle<()>,
+    api: crate::api::ApiServer,
+}
+
+impl RunningNode {
+    /// Stops the API, the network and the service, then flushes the database.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.api.shutdown().await;
+        self.sync_task.abort();
+        self.node.inner.net.shutdown().await;
+        let _ = self.net_task.await;
+        let _ = self.service_task.await;
+        self.node.inner.store.flush().await?;
+        tracing::info!(peer = %self.node.peer_id(), "node stopped; database flushed");
+        Ok(())
+    }
+}
+
+impl Node {
+    /// Loads identity and store, starts the network, the service task and the admin API.
+    pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
+        let NodeOptions { config, data_dir } = options;
+        let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
+        let token = identity::load_token(&data_dir.join(identity::TOKEN_FILE))?;
+        let store = Store::open(&data_dir)?;
+        let members = Members::new(config.member_ids());
+        let mut known_addresses = Vec::new();
+        for (peer, _) in store.peers()? {
+            for addr in store.peer_addresses(&peer)? {
+                known_addresses.push((peer, addr));
+            }
+        }
+        let net_config = NetConfig {
+            key: key.clone(),
+            listen: config.network.listen.clone(),
+            external_addresses: config.network.external_addresses.clone(),
+            bootstrap: config.network.bootstrap.clone(),
+            known_addresses,
+            members: members.clone(),
+            mdns: config.network.mdns,
+            redial_max: Duration::from_secs(config.network.redial_max_secs),
+            idle_timeout: Duration::from_secs(config.network.idle_timeout_secs),
+            ping_interval: Duration::from_secs(config.network.ping_interval_secs),
+            request_timeout: Duration::from_secs(config.network.request_timeout_secs),
+            agent: AGENT.to_string(),
+        };
+        let (net, events, event_loop) = net::new(net_config)?;
+        let net_task = tokio::spawn(event_loop.run());
+        let node = Node {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                data_dir,
+                key,
+                store,
+                net,
+                members,
+                started: SystemTime::now(),
+                listen: RwLock::new(Vec::new()),
+                peer_infos: RwLock::new(HashMap::new()),
+                api_address: RwLock::new(None),
+                catalogues: RwLock::new(HashMap::new()),
+                write_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        node.load_peer_infos();
+        node.load_catalogues()?;
+        node.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
+        if node.own_catalogue()?.is_none() {
+            let _guard = node.inner.write_lock.lock().await;
+            node.issue_catalogue().await?;
+        }
+        let sync_task = tokio::spawn(node.clone().anti_entropy_loop());
+        let service_task = tokio::spawn(node.clone().service_loop(events));
+        let api = match crate::api::ApiServer::bind(node.clone(), config.api.listen, token).await {
+            Ok(api) => api,
+            Err(e) => {
+                sync_task.abort();
+                node.inner.net.shutdown().await;
+                let _ = net_task.await;
+                let _ = service_task.await;
+                return Err(e);
+            }
+        };
+        let api_address = api.local_addr();
+        if let Ok(mut a) = node.inner.api_address.write() {
+            *a = Some(api_address);
+        }
+        tracing::info!(
+            peer = %node.peer_id(),
+            region = %node.region().label(),
+            api = %api_address,
+            "node started"
+        );
+        Ok(RunningNode {
+            node,
+            api_address,
+            net_task,
+            service_task,
+            sync_task,
+            api,
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.key.peer_id()
+    }
+
+    /// Our region.
+    pub fn region(&self) -> Region {
+        self.inner.config.node.region
+    }
+
+    /// The network handle.
+    pub fn net(&self) -> &NetHandle {
+        &self.inner.net
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The config the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The federation members.
+    pub fn members(&self) -> &Members {
+        &self.inner.members
+    }
+
+    fn load_peer_infos(&self) {
+        let Ok(peers) = self.inner.store.peers() else {
+            return;
+        };
+        for (peer, stored) in peers {
+            let Some(raw) = stored.node_info else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_value::<Signed<NodeInfo>>(raw) else {
+                continue;
+            };
+            if verify_node_info(&info, &peer).is_ok() {
+                if let Ok(mut map) = self.inner.peer_infos.write() {
+                    map.insert(peer, info);
+                }
+            }
+        }
+    }
+
+    /// Our NodeInfo, signed now with the addresses we listen on.
+    pub fn signed_node_info(&self) -> Result<Signed<NodeInfo>, NodeError> {
+        let addresses = self
+            .inner
+            .listen
+            .read()
+            .map(|l| l.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        let info = NodeInfo {
+            peer_id: self.peer_id().to_string(),
+            region: self.region(),
+            organisation: self.inner.config.node.name.clone(),
+            addresses,
+            issued_at: now_rfc3339(),
+            software: AGENT.to_string(),
+        };
+        Ok(Signed::sign(info, self.inner.key.signing_key())?)
+    }
+
+    async fn service_loop(self, mut events: mpsc::Receiver<NetEvent>) {
+        while let Some(event) = events.recv().await {
+            self.on_net_event(event).await;
+        }
+    }
+
+    async fn on_net_event(&self, event: NetEvent) {
+        match event {
+            NetEvent::Listening { address } => {
+                if let Ok(mut l) = self.inner.listen.write() {
+                    if !l.contains(&address) {
+                        l.push(address);
+                    }
+                }
+            }
+            NetEvent::PeerConnected { peer, address } => {
+                // Ask for its card off the event path: the answer needs the network task.
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.fetch_node_info(peer, address).await {
+                        tracing::warn!(peer = %peer, error = %e, "no valid NodeInfo from member");
+                    }
+                    // Anti-entropy on connect: pull whatever we missed while apart.
+                    if let Err(e) = node.sync_with(peer).await {
+                        tracing::debug!(peer = %peer, error = %e, "sync on connect failed");
+                    }
+                });
+            }
+            NetEvent::PeerDisconnected { .. } => {}
+            NetEvent::Refused { .. } => {}
+            NetEvent::InboundRequest {
+                peer,
+                request,
+                channel,
+            } => {
+                let response = self.answer(peer, request);
+                if let Err(e) = self.inner.net.respond(channel, response).await {
+                    tracing::debug!(peer = %peer, error = %e, "could not answer");
+                }
+            }
+            NetEvent::Gossip {
+                source,
+                topic,
+                data,
+            } => {
+                if !self.inner.members.contains(&source) {
+                    tracing::warn!(peer = %source, %topic, "gossip from a non-member ignored");
+                    return;
+                }
+                match serde_json::from_slice::<Announcement>(&data) {
+                    Ok(a) => {
+                        let node = self.clone();
+                        tokio::spawn(async move { node.on_announcement(source, a).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %source, %topic, error = %e, "malformed announcement ignored");
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&self, _peer: PeerId, request: Request) -> Response {
+        let error = |code: &str, message: String| Response::Error {
+            code: code.into(),
+            message,
+        };
+        match request {
+            Request::NodeInfo => match self.signed_node_info() {
+                Ok(info) => Response::NodeInfo {
+                    info: Box::new(info),
+                },
+                Err(e) => error("internal", e.to_string()),
+            },
+            Request::Heads => Response::Heads {
+                catalogues: self
+                    .catalogue_heads()
+                    .into_iter()
+                    .map(|h| Head {
+                        publisher: h.publisher,
+                        sequence: h.sequence,
+                    })
+                    .collect(),
+                schemas: self
+                    .schema_docs()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| SchemaHead {
+                        id: d.document.id,
+                        version: d.document.version,
+                        digest: d.document.digest,
+                    })
+                    .collect(),
+            },
+            Request::GetCatalogue { publisher } => {
+                let found = publisher
+                    .parse::<PeerId>()
+                    .ok()
+                    .and_then(|p| self.catalogue_of(&p));
+                match found {
+                    Some(c) => Response::Catalogue {
+                        catalogue: Box::new(c),
+                    },
+                    None => error("not-found", format!("no catalogue of {publisher} held")),
+                }
+            }
+            Request::GetSchema { id, version } => match self.schema_doc(&id, Some(&version)) {
+                Ok(s) => Response::Schema {
+                    schema: Box::new(s),
+                },
+                Err(e) => error("not-found", e.to_string()),
+            },
+        }
+    }
+
+    /// Publishes an announcement; having no peers yet is not an error (anti-entropy catches up).
+    pub(crate) async fn announce(&self, announcement: Announcement) {
+        let Ok(data) = serde_json::to_vec(&announcement) else {
+            return;
+        };
+        if let Err(e) = self.inner.net.publish(ANNOUNCE_TOPIC, data).await {
+            tracing::debug!(error = %e, "announcement not sent");
+        }
+    }
+
+    async fn on_announcement(&self, source: PeerId, announcement: Announcement) {
+        let result = match announcement {
+            Announcement::Catalogue {
+                publisher,
+                sequence,
+                ..
+            } => {
+                let held = publisher
+                    .parse::<PeerId>()
+                    .ok()
+                    .and_then(|p| self.catalogue_of(&p))
+                    .map(|c| c.document.sequence)
+                    .unwrap_or(0);
+                if sequence > held {
+                    self.pull_catalogue(source, &publisher).await
+                } else {
+                    Ok(())
+                }
+            }
+            Announcement::Schema { id, version, .. } => {
+                if self.schema_doc(&id, Some(&version)).is_err() {
+                    self.pull_schema(source, &id, &version).await
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(peer = %source, error = %e, "announced document refused");
+        }
+    }
+
+    async fn pull_catalogue(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
+        let request = Request::GetCatalogue {
+            publisher: publisher.to_string(),
+        };
+        match self.inner.net.request(from, request).await? {
+            Response::Catalogue { catalogue } => {
+                // Standards the catalogue refers to come first, so its offers resolve here.
+                for offer in &catalogue.document.offers {
+                    let r = &offer.conforms_to;
+                    if self.schema_doc(&r.id, Some(&r.version)).is_err() {
+                        let _ = self.pull_schema(from, &r.id, &r.version).await;
+                    }
+                }
+                match self.accept_catalogue(from, *catalogue).await {
+                    Ok(_) | Err(NodeError::Stale(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Response::Error { code, message } => Err(NodeError::BadPeer {
+                peer: from,
+                reason: format!("{code}: {message}"),
+            }),
+            other => Err(unexpected(from, &other)),
+        }
+    }
+
+    async fn pull_schema(&self, from: PeerId, id: &str, version: &str) -> Result<(), NodeError> {
+        let request = Request::GetSchema {
+            id: id.to_string(),
+            version: version.to_string(),
+        };
+        match self.inner.net.request(from, request).await? {
+            Response::Schema { schema } => self.accept_schema(from, *schema).await.map(|_| ()),
+            Response::Error { code, message } => Err(NodeError::BadPeer {
+                peer: from,
+                reason: format!("{code}: {message}"),
+            }),
+            other => Err(unexpected(from, &other)),
+        }
+    }
+
+    /// Anti-entropy with one peer: compare heads, pull what is newer there.
+    pub async fn sync_with(&self, peer: PeerId) -> Result<(), NodeError> {
+        let (catalogues, schemas) = match self.inner.net.request(peer, Request::Heads).await? {
+            Response::Heads {
+                catalogues,
+                schemas,
+            } => (catalogues, schemas),
+            other => return Err(unexpected(peer, &other)),
+        };
+        for s in schemas.iter().take(10_000) {
+            if self.schema_doc(&s.id, Some(&s.version)).is_err() {
+                if let Err(e) = self.pull_schema(peer, &s.id, &s.version).await {
+                    tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard refused");
+                }
+            }
+        }
+        for head in catalogues.iter().take(10_000) {
+            let Ok(publisher) = head.publisher.parse::<PeerId>() else {
+                continue;
+            };
+            if publisher == self.peer_id() {
+                continue;
+            }
+            let held = self
+                .catalogue_of(&publisher)
+                .map(|c| c.document.sequence)
+                .unwrap_or(0);
+            if head.sequence > held {
+                if let Err(e) = self.pull_catalogue(peer, &head.publisher).await {
+                    tracing::warn!(peer = %peer, publisher = %head.publisher, error = %e, "catalogue refused");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn anti_entropy_loop(self) {
+        let mut tick = tokio::time::interval(ANTI_ENTROPY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Ok(mut peers) = self.inner.net.connected_peers().await else {
+                return;
+            };
+            // A few random peers per round keep the cost flat as the federation grows.
+            use rand::seq::SliceRandom;
+            peers.shuffle(&mut rand::thread_rng());
+            for p in peers.into_iter().take(3) {
+                if let Err(e) = self.sync_with(p.peer).await {
+                    tracing::debug!(peer = %p.peer, error = %e, "anti-entropy round failed");
+                }
+            }
+        }
+    }
+
+    /// The peer id of a document's signer, checked against the id the document claims.
+    pub(crate) fn signer_peer(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+        claimed: &str,
+    ) -> Result<PeerId, NodeError> {
+        let signer = identity::peer_id_of(key)
+            .ok_or_else(|| NodeError::Invalid("signer key is not a valid ed25519 key".into()))?;
+        if signer.to_string() != claimed {
+            return Err(NodeError::Invalid(format!(
+                "document claims publisher {claimed} but is signed by {signer}"
+            )));
+        }
+        Ok(signer)
+    }
+
+    async fn fetch_node_info(&self, peer: PeerId, address: Multiaddr) -> Result<(), NodeError> {
+        let response = self.inner.net.request(peer, Request::NodeInfo).await?;
+        let info = match response {
+            Response::NodeInfo { info } => *info,
+            Response::Error { code, message } => {
+                return Err(NodeError::BadPeer {
+                    peer,
+                    reason: format!("{code}: {message}"),
+                });
+            }
+            other => return Err(unexpected(peer, &other)),
+        };
+        verify_node_info(&info, &peer)?;
+        let region = info.document.region;
+        tracing::info!(
+            peer = %peer,
+            region = %region.label(),
+            organisation = %info.document.organisation,
+            "member identified"
+        );
+        let mut stored = self.inner.store.peer(&peer)?.unwrap_or(StoredPeer {
+            node_info: None,
+            addresses: Vec::new(),
+            last_seen: None,
+        });
+        stored.node_info = serde_json::to_value(&info).ok();
+        let addr = address.to_string();
+        if !stored.addresses.contains(&addr) {
+            stored.addresses.insert(0, addr);
+            stored.addresses.truncate(8);
+        }
+        stored.last_seen = Some(now_rfc3339());
+        self.inner.store.put_peer(&peer, &stored)?;
+        if let Ok(mut map) = self.inner.peer_infos.write() {
+            map.insert(peer, info);
+        }
+        Ok(())
+    }
+
+    /// The connected members with their verified cards.
+    pub async fn peers(&self) -> Result<Vec<PeerView>, NodeError> {
+        let connected = self.inner.net.connected_peers().await?;
+        let infos = self
+            .inner
+            .peer_infos
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let mut views: Vec<PeerView> = connected
+            .into_iter()
+            .map(|c| {
+                let info = infos.get(&c.peer).map(|s| &s.document);
+                PeerView {
+                    peer_id: c.peer.to_string(),
+                    short_id: short_peer(&c.peer),
+                    region: info.map(|i| i.region),
+                    region_label: info.map(|i| i.region.label()),
+                    organisation: info.map(|i| i.organisation.clone()),
+                    addresses: c.addresses.iter().map(|a| a.to_string()).collect(),
+                    connected_since: format_system_time(c.connected_since),
+                    rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    agent: c.agent,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.region.cmp(&b.region).then(a.peer_id.cmp(&b.peer_id)));
+        Ok(views)
+    }
+
+    /// This node's summary.
+    pub async fn view(&self) -> Result<NodeView, NodeError> {
+        let listen = self.inner.net.listen_addresses().await?;
+        let connected = self.inner.net.connected_peers().await?.len();
+        let api_address = self
+            .inner
+            .api_address
+            .read()
+            .ok()
+            .and_then(|a| a.map(|a| a.to_string()));
+        Ok(NodeView {
+            peer_id: self.peer_id().to_string(),
+            region: self.region(),
+            region_label: self.region().label(),
+            organisation: self.inner.config.node.name.clone(),
+            listen_addresses: listen.iter().map(|a| a.to_string()).collect(),
+            api_address,
+            data_dir: self.inner.data_dir.display().to_string(),
+            members: self.inner.members.list().len(),
+            connected,
+            started_at: format_system_time(self.inner.started),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_info: self.signed_node_info()?,
+        })
+    }
+
+    /// Health summary.
+    pub async fn health(&self) -> Result<Health, NodeError> {
+        let connected = self.inner.net.connected_peers().await?.len();
+        let stats = self.inner.net.stats().await?;
+        let store_ok = self.inner.store.format_version().is_ok();
+        Ok(Health {
+            status: if store_ok { "ok" } else { "degraded" }.to_string(),
+            uptime_secs: self
+                .inner
+                .started
+                .elapsed()
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            connected_members: connected,
+            members: self.inner.members.list().len(),
+            refused_connections: stats.refused_connections,
+            store_ok,
+        })
+    }
+}
+
+/// A NodeInfo is acceptable from `peer` only if it verifies, is signed by `peer`'s own key and
+/// names `peer`.
+pub fn verify_node_info(info: &Signed<NodeInfo>, peer: &PeerId) -> Result<(), NodeError> {
+    info.verify()?;
+    let signer = info.signer_key()?;
+    if identity::peer_id_of(&signer) != Some(*peer) {
+        return Err(NodeError::BadPeer {
+            peer: *peer,
+            reason: "NodeInfo is signed by a key that is not the peer's own".into(),
+        });
+    }
+    if info.document.peer_id != peer.to_string() {
+        return Err(NodeError::BadPeer {
+            peer: *peer,
+            reason: format!("NodeInfo names peer {} instead", info.document.peer_id),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The schema registry: publishing data standards (signed `SchemaDoc`s), accepting those of other
+//! members, and the rules that keep an id+version immutable and minor versions compatible.
+
+use libp2p::PeerId;
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use super::{Node, NodeError};
+use crate::clock::now_rfc3339;
+use crate::model::canonical;
+use crate::model::catalogue::{SchemaDoc, valid_identifier};
+use crate::model::message::Announcement;
+use crate::model::signed::Signed;
+use crate::model::standard;
+
+/// What `yrd schema list` shows per standard version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaSummary {
+    /// Standard id.
+    pub id: String,
+    /// Version.
+    pub version: String,
+    /// Title.
+    pub title: String,
+    /// Content digest.
+    pub digest: String,
+    /// Publishing node.
+    pub publisher: String,
+    /// "310000 上海市 Shanghai".
+    pub region_label: String,
+    /// When it was published.
+    pub published_at: String,
+    /// Whether we published it.
+    pub ours: bool,
+}
+
+/// BLAKE3 hex of the canonical JSON of a schema: the digest a `SchemaRef` names.
+pub fn schema_digest(schema: &serde_json::Value) -> Result<String, NodeError> {
+    let canon = canonical::canonicalize(schema)
+        .map_err(|e| NodeError::Invalid(format!("schema is not canonicalizable JSON: {e}")))?;
+    Ok(blake3::hash(canon.as_bytes()).to_hex().to_string())
+}
+
+fn parse_version(v: &str) -> Result<Version, NodeError> {
+    Version::parse(v).map_err(|e| {
+        NodeError::Invalid(format!(
+            "version {v:?} is not a semantic version like 1.2.0 ({e})"
+        ))
+    })
+}
+
+impl Node {
+    /// Every standard version we hold, parsed.
+    pub fn schema_docs(&self) -> Result<Vec<Signed<SchemaDoc>>, NodeError> {
+        let mut out = Vec::new();
+        for raw in self.store().schemas()? {
+            match serde_json::from_value::<Signed<SchemaDoc>>(raw) {
+                Ok(doc) => out.push(doc),
+                Err(e) => tracing::error!(error = %e, "unreadable stored schema skipped"),
+            }
+        }
+        out.sort_by(|a, b| {
+            let va = Version::parse(&a.document.version).ok();
+            let vb = Version::parse(&b.document.version).ok();
+            a.document.id.cmp(&b.document.id).then(va.cmp(&vb))
+        });
+        Ok(out)
+    }
+
+    /// One standard: `version` or, when `None`, the highest version held.
+    pub fn schema_doc(
+        &self,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<Signed<SchemaDoc>, NodeError> {
+        let all = self.schema_docs()?;
+        let found = match version {
+            Some(v) => all
+                .into_iter()
+                .find(|d| d.document.id == id && d.document.version == v),
+            None => all.into_iter().rfind(|d| d.document.id == id),
+        };
+        found.ok_or_else(|| {
+            NodeError::NotFound(match version {
+                Some(v) => format!("no standard {id}@{v} is known"),
+                None => format!("no standard {id} is known"),
+            })
+        })
+    }
+
+    /// Summaries for `yrd schema list`; `network = false` lists only ours.
+    pub fn schema_summaries(&self, network: bool) -> Result<Vec<SchemaSummary>, NodeError> {
+        let me = self.peer_id().to_string();
+        Ok(self
+            .schema_docs()?
+            .into_iter()
+            .filter(|d| network || d.document.publisher == me)
+            .map(|d| SchemaSummary {
+                ours: d.document.publisher == me,
+                id: d.document.id,
+                version: d.document.version,
+                title: d.document.title,
+                digest: d.document.digest,
+                publisher: d.document.publisher,
+                region_label: d.document.region.label(),
+                published_at: d.document.published_at,
+            })
+            .collect())
+    }
+
+    /// Checks a standard against the registry rules; `Ok(true)` if the very same content is
+    /// already held (nothing to do).
+    fn check_schema_rules(&self, doc: &SchemaDoc) -> Result<bool, NodeError> {
+        if !valid_identifier(&doc.id) {
+            return Err(NodeError::Invalid(format!(
+                "standard id {:?}: expected 1-64 characters of a-z 0-9 . _ - starting with a letter or digit",
+                doc.id
+            )));
+        }
+        let new_version = parse_version(&doc.version)?;
+        standard::compile(&doc.schema)
+            .map_err(|e| NodeError::Invalid(format!("{}@{}: {e}", doc.id, doc.version)))?;
+        let digest = schema_digest(&doc.schema)?;
+        if digest != doc.digest {
+            return Err(NodeError::Invalid(format!(
+                "{}@{}: digest {} does not match the schema's content ({digest})",
+                doc.id, doc.version, doc.digest
+            )));
+        }
+        let existing: Vec<Signed<SchemaDoc>> = self
+            .schema_docs()?
+            .into_iter()
+            .filter(|d| d.document.id == doc.id)
+            .collect();
+        if let Some(owner) = existing.first().map(|d| d.document.publisher.clone()) {
+            if owner != doc.publisher {
+                return Err(NodeError::Conflict(format!(
+                    "standard {} belongs to {owner}; another publisher cannot add versions to it",
+                    doc.id
+                )));
+            }
+        }
+        if let Some(same) = existing.iter().find(|d| d.document.version == doc.version) {
+            if same.document.digest == doc.digest {
+                return Ok(true);
+            }
+            return Err(NodeError::Conflict(format!(
+                "{}@{} is already published with different content (digest {}); publish a new version",
+                doc.id, doc.version, same.document.digest
+            )));
+        }
+        // The previous version is the highest one below the new one.
+        let previous = existing
+            .iter()
+            .filter_map(|d| Version::parse(&d.document.version).ok().map(|v| (v, d)))
+            .filter(|(v, _)| *v < new_version)
+            .max_by(|a, b| a.0.cmp(&b.0));
+        if let Some((prev_version, prev)) = previous {
+            standard::check_version_step(
+                &prev_version,
+                &prev.document.schema,
+                &new_version,
+                &doc.schema,
+            )
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        }
+        Ok(false)
+    }
+
+    /// Publishes a data standard: validates, signs, stores, announces.
+    pub async fn publish_schema(
+        &self,
+        id: &str,
+        version: &str,
+        title: Option<String>,
+        schema: serde_json::Value,
+    ) -> Result<Signed<SchemaDoc>, NodeError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let title = title
+            .or_else(|| {
+                schema
+                    .get("title")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| id.to_string());
+        let doc = SchemaDoc {
+            id: id.to_string(),
+            version: version.to_string(),
+            title,
+            digest: schema_digest(&schema)?,
+            schema,
+            publisher: self.peer_id().to_string(),
+            region: self.region(),
+            published_at: now_rfc3339(),
+        };
+        if self.check_schema_rules(&doc)? {
+            return self.schema_doc(id, Some(version));
+        }
+        let signed = Signed::sign(doc, self.inner.key.signing_key())?;
+        self.store().put_schema(id, version, &to_json(&signed)?)?;
+        self.store().flush().await?;
+        tracing::info!(schema = %id, version = %version, "standard published");
+        self.announce(Announcement::Schema {
+            publisher: self.peer_id().to_string(),
+            id: id.to_string(),
+            version: version.to_string(),
+            digest: signed.document.digest.clone(),
+        })
+        .await;
+        Ok(signed)
+    }
+
+    /// Accepts a standard a member sent; refuses (and logs) anything that breaks the rules.
+    /// The entry point of every standard that arrives from the network.
+    pub async fn accept_schema(
+        &self,
+        from: PeerId,
+        signed: Signed<SchemaDoc>,
+    ) -> Result<bool, NodeError> {
+        signed.verify()?;
+        let publisher = self.signer_peer(&signed.signer_key()?, &signed.document.publisher)?;
+        if publisher != self.peer_id() && !self.members().contains(&publisher) {
+            return Err(NodeError::BadPeer {
+                peer: from,
+                reason: format!("standard published by non-member {publisher}"),
+            });
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        if self.check_schema_rules(&signed.document)? {
+            return Ok(false);
+        }
+        self.store().put_schema(
+            &signed.document.id,
+            &signed.document.version,
+            &to_json(&signed)?,
+        )?;
+        tracing::info!(
+            peer = %from,
+            schema = %signed.document.id,
+            version = %signed.document.version,
+            "standard received"
+        );
+        Ok(true)
+    }
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, NodeError> {
+    serde_json::to_value(value).map_err(|e| NodeError::Invalid(format!("cannot encode: {e}")))
+}

@@ -1,0 +1,379 @@
+//! Persistence: the node's sled database (and, later, its blob files). Nothing else in the crate
+//! opens sled; every tree is reached through [`Store`], which knows no network and no policy.
+
+use std::path::{Path, PathBuf};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Directory of the sled database inside the data dir.
+pub const DB_DIR: &str = "db";
+
+const META: &str = "meta";
+const PEERS: &str = "peers";
+/// Signed data standards, key `id@version`.
+const SCHEMAS: &str = "schemas";
+/// Our own offers, demands and withheld entries, key `<list>/<identifier>`.
+const LOCAL_LISTS: &str = "local_lists";
+/// The latest verified catalogue of every publisher (ourselves included), key = peer id bytes.
+const CATALOGUES: &str = "catalogues";
+const FORMAT_KEY: &[u8] = b"format_version";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not open the database.
+    #[error("cannot open database {path}: {source} (is another yrd running on this data dir?)")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// The database was written by a newer yrd.
+    #[error(
+        "database {path} has format version {found}, but this yrd supports up to {supported}; \
+         run a newer yrd (or restore a backup made by this version)"
+    )]
+    NewerFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// Version found on disk.
+        found: u32,
+        /// Version this build supports.
+        supported: u32,
+    },
+    /// The format key is unreadable.
+    #[error("database {path}: corrupt format version key")]
+    CorruptMeta {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// A sled operation failed.
+    #[error("database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value could not be decoded.
+    #[error("database: corrupt value in tree {tree}: {message}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The decoder's account.
+        message: String,
+    },
+}
+
+/// What the node remembers about a federation member between runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredPeer {
+    /// The member's latest verified NodeInfo envelope (JSON), if one was received.
+    #[serde(default)]
+    pub node_info: Option<serde_json::Value>,
+    /// Addresses the member was last reached at.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// When it was last connected (RFC 3339).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+}
+
+/// The node's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `data_dir`, checking its format version.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(DB_DIR);
+        let db = sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Store { db, path };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let meta = self.db.open_tree(META)?;
+        match meta.get(FORMAT_KEY)? {
+            None => {
+                meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+            Some(raw) => {
+                let bytes: [u8; 4] =
+                    raw.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::CorruptMeta {
+                            path: self.path.clone(),
+                        })?;
+                let found = u32::from_be_bytes(bytes);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        path: self.path.clone(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The format version recorded on disk.
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        let raw = self.db.open_tree(META)?.get(FORMAT_KEY)?;
+        let bytes: [u8; 4] =
+            raw.as_deref()
+                .and_then(|r| r.try_into().ok())
+                .ok_or(StoreError::CorruptMeta {
+                    path: self.path.clone(),
+                })?;
+        Ok(u32::from_be_bytes(bytes))
+    }
+
+    /// Test and upgrade hook: overwrite the format version.
+    pub fn set_format_version(&self, version: u32) -> Result<(), StoreError> {
+        self.db
+            .open_tree(META)?
+            .insert(FORMAT_KEY, &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Writes everything to disk; call before acknowledging anything that must survive a crash.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown paths outside the runtime.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Remembers a member.
+    pub fn put_peer(&self, peer: &PeerId, record: &StoredPeer) -> Result<(), StoreError> {
+        put_json(&self.db.open_tree(PEERS)?, PEERS, &peer.to_bytes(), record)
+    }
+
+    /// What we remember of a member.
+    pub fn peer(&self, peer: &PeerId) -> Result<Option<StoredPeer>, StoreError> {
+        get_json(&self.db.open_tree(PEERS)?, PEERS, &peer.to_bytes())
+    }
+
+    /// Every member we remember, with its record.
+    pub fn peers(&self) -> Result<Vec<(PeerId, StoredPeer)>, StoreError> {
+        let tree = self.db.open_tree(PEERS)?;
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let Ok(peer) = PeerId::from_bytes(&k) else {
+                continue;
+            };
+            let record = decode(PEERS, &v)?;
+            out.push((peer, record));
+        }
+        Ok(out)
+    }
+
+    /// Addresses we last reached `peer` at, parsed.
+    pub fn peer_addresses(&self, peer: &PeerId) -> Result<Vec<Multiaddr>, StoreError> {
+        Ok(self
+            .peer(peer)?
+            .map(|p| p.addresses.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default())
+    }
+
+    /// Stores a signed standard (JSON envelope) under `id@version`.
+    pub fn put_schema(
+        &self,
+        id: &str,
+        version: &str,
+        envelope: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        put_json(
+            &self.db.open_tree(SCHEMAS)?,
+            SCHEMAS,
+            format!("{id}@{version}").as_bytes(),
+            envelope,
+        )
+    }
+
+    /// One stored standard.
+    pub fn schema(&self, id: &str, version: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        get_json(
+            &self.db.open_tree(SCHEMAS)?,
+            SCHEMAS,
+            format!("{id}@{version}").as_bytes(),
+        )
+    }
+
+    /// Every stored standard envelope.
+    pub fn schemas(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let tree = self.db.open_tree(SCHEMAS)?;
+        tree.iter().values().map(|v| decode(SCHEMAS, &v?)).collect()
+    }
+
+    /// Puts an entry of one of our lists (`offer`, `demand`, `withheld`).
+    pub fn put_local(
+        &self,
+        list: &str,
+        id: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        put_json(
+            &self.db.open_tree(LOCAL_LISTS)?,
+            LOCAL_LISTS,
+            format!("{list}/{id}").as_bytes(),
+            value,
+        )
+    }
+
+    /// Removes an entry of one of our lists; true if it existed.
+    pub fn remove_local(&self, list: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .open_tree(LOCAL_LISTS)?
+            .remove(format!("{list}/{id}").as_bytes())?
+            .is_some())
+    }
+
+    /// The entries of one of our lists, in identifier order.
+    pub fn local_list(&self, list: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let tree = self.db.open_tree(LOCAL_LISTS)?;
+        tree.scan_prefix(format!("{list}/").as_bytes())
+            .values()
+            .map(|v| decode(LOCAL_LISTS, &v?))
+            .collect()
+    }
+
+    /// Stores the latest verified catalogue of `publisher`.
+    pub fn put_catalogue(
+        &self,
+        publisher: &PeerId,
+        envelope: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        put_json(
+            &self.db.open_tree(CATALOGUES)?,
+            CATALOGUES,
+            &publisher.to_bytes(),
+            envelope,
+        )
+    }
+
+    /// The latest catalogue we hold from `publisher`.
+    pub fn catalogue(&self, publisher: &PeerId) -> Result<Option<serde_json::Value>, StoreError> {
+        get_json(
+            &self.db.open_tree(CATALOGUES)?,
+            CATALOGUES,
+            &publisher.to_bytes(),
+        )
+    }
+
+    /// Every catalogue we hold.
+    pub fn catalogues(&self) -> Result<Vec<(PeerId, serde_json::Value)>, StoreError> {
+        let tree = self.db.open_tree(CATALOGUES)?;
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let Ok(peer) = PeerId::from_bytes(&k) else {
+                continue;
+            };
+            out.push((peer, decode(CATALOGUES, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// The database size on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn put_json<T: Serialize>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        tree: name,
+        message: e.to_string(),
+    })?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+fn get_json<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => decode(name, &v).map(Some),
+    }
+}
+
+fn decode<T: DeserializeOwned>(name: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: name,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_version_is_checked_at_open() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let store = Store::open(dir.path())?;
+            assert_eq!(store.format_version()?, FORMAT_VERSION);
+            store.set_format_version(FORMAT_VERSION + 1)?;
+            store.flush_blocking()?;
+        }
+        let err = Store::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("newer yrd") || err.contains("supports up to"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn peers_survive_reopen() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let peer = PeerId::random();
+        let rec = StoredPeer {
+            node_info: None,
+            addresses: vec!["/ip4/127.0.0.1/tcp/7401".into()],
+            last_seen: None,
+        };
+        {
+            let store = Store::open(dir.path())?;
+            store.put_peer(&peer, &rec)?;
+            store.flush_blocking()?;
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.peer(&peer)?, Some(rec));
+        assert_eq!(store.peer_addresses(&peer)?.len(), 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,391 @@
+//! Black-box tests of the `yrd` binary: init, config check, run's refusals, a daemon answering the
+//! CLI, and the devnet with its reuse of identities.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const YRD: &str = env!("CARGO_BIN_EXE_yrd");
+
+fn yrd(args: &[&str]) -> Output {
+    Command::new(YRD)
+        .args(args)
+        .env_remove("YRD_DATA_DIR")
+        .env_remove("YRD_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run yrd")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn init(dir: &Path, region: &str) -> Output {
+    let d = dir.to_str().unwrap();
+    yrd(&[
+        "init",
+        "--data-dir",
+        d,
+        "--region",
+        region,
+        "--name",
+        "测试局",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        "127.0.0.1:0",
+    ])
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_creates_a_node_and_refuses_to_overwrite_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sh");
+    let out = init(&dir, "310000");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("310000 上海市 Shanghai"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(mode(&dir.join("node.key")), 0o600);
+    assert_eq!(mode(&dir.join("api.token")), 0o600);
+    let key_before = std::fs::read(dir.join("node.key")).unwrap();
+
+    let again = init(&dir, "310000");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("refusing to overwrite"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("node.key")).unwrap(),
+        key_before,
+        "key untouched"
+    );
+
+    let check = yrd(&["config", "check", dir.join("yrd.toml").to_str().unwrap()]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
+fn init_refuses_bad_arguments_with_their_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("x");
+    let d = d.to_str().unwrap();
+    let out = yrd(&[
+        "init",
+        "--data-dir",
+        d,
+        "--region",
+        "110000",
+        "--name",
+        "北京",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("110000") && stderr(&out).contains("GB/T 2260"));
+    let out = yrd(&[
+        "init",
+        "--data-dir",
+        d,
+        "--region",
+        "320000",
+        "--name",
+        "x",
+        "--listen",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--listen \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = yrd(&[
+        "init",
+        "--data-dir",
+        d,
+        "--region",
+        "320000",
+        "--name",
+        "x",
+        "--member",
+        "abc",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--member"), "{}", stderr(&out));
+    assert!(
+        !Path::new(d).join("node.key").exists(),
+        "nothing created on refusal"
+    );
+}
+
+#[test]
+fn config_check_accepts_the_examples_and_names_what_is_wrong() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for name in ["shanghai", "jiangsu", "zhejiang", "anhui"] {
+        let out = yrd(&[
+            "config",
+            "check",
+            root.join(format!("{name}.toml")).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[node]\nname = \"x\"\nregion = \"999999\"\n", "999999"),
+        (
+            "[node]\nname = \"x\"\nregion = \"310000\"\ncolour = 1\n",
+            "unknown field `colour`",
+        ),
+        (
+            "[node]\nname = \"x\"\nregion = \"310000\"\n[network]\nlisten = [\"/ip4/1.2.3.4/tcp/x\"]\n",
+            "invalid multiaddr",
+        ),
+        (
+            "[node]\nname = \"x\"\nregion = \"310000\"\n[network]\nping_interval_secs = 0\n",
+            "network.ping_interval_secs",
+        ),
+        (
+            "[node]\nname = \"x\"\nregion = \"310000\"\n[log]\nformat = \"xml\"\n",
+            "xml",
+        ),
+        ("[node\n", "TOML parse error"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = yrd(&["config", "check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "case {i}");
+        assert!(
+            stderr(&out).contains(expected),
+            "case {i}: {}",
+            stderr(&out)
+        );
+    }
+    let out = yrd(&[
+        "config",
+        "check",
+        tmp.path().join("missing.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing.toml"));
+}
+
+#[test]
+fn run_refuses_readable_or_corrupt_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("js");
+    assert!(init(&dir, "320000").status.success());
+    let d = dir.to_str().unwrap();
+    let key = dir.join("node.key");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = yrd(&["--data-dir", d, "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("node.key") && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = dir.join("api.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = stderr(&yrd(&["--data-dir", d, "run"]));
+    assert!(
+        err.contains("api.token") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    std::fs::write(&key, "not a key\n").unwrap();
+    let out = yrd(&["--data-dir", d, "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("corrupt node key"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let out = yrd(&["--data-dir", d, "run"]);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("zj");
+    assert!(init(&dir, "330000").status.success());
+    // Fix the API port so the CLI can find it from the config.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("yrd.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let d = dir.to_str().unwrap();
+
+    let unreachable = yrd(&["--data-dir", d, "health"]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(3),
+        "{}",
+        stderr(&unreachable)
+    );
+    assert!(stderr(&unreachable).contains("cannot reach"));
+
+    let mut daemon = Daemon(
+        Command::new(YRD)
+            .args(["--data-dir", d, "--log-format", "json", "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = yrd(&["--data-dir", d, "--json", "health"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["status"], "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon never answered: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node = yrd(&["--data-dir", d, "--json", "node"]);
+    let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
+    assert_eq!(v["region"], "330000");
+    assert_eq!(v["region_label"], "330000 浙江省 Zhejiang");
+    let peers = yrd(&["--data-dir", d, "peers"]);
+    assert!(stdout(&peers).contains("PEER") && stdout(&peers).contains("RTT"));
+
+    // A second daemon on the same data dir is refused with its cause, not a panic.
+    let second = yrd(&["--data-dir", d, "run"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("in use") || stderr(&second).contains("another yrd"),
+        "{}",
+        stderr(&second)
+    );
+
+    signal(&daemon.0, "TERM");
+    let status =
+        wait_exit(&mut daemon.0, Duration::from_secs(15)).expect("daemon stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("\"region\":\"330000 浙江省 Zhejiang\""),
+        "structured JSON logs: {log}"
+    );
+    assert!(log.contains("database flushed"), "{log}");
+}
+
+#[test]
+fn the_devnet_starts_four_provinces_and_reuses_identities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("devnet");
+    let d = dir.to_str().unwrap();
+    let mut ids = Vec::new();
+    for run in 0..2 {
+        let mut child = Daemon(
+            Command::new(YRD)
+                .args(["devnet", "--dir", d, "--nodes", "4"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(child.0.stdout.take().unwrap());
+        let mut text = String::new();
+        while !text.contains("340000") || text.matches("token").count() < 4 {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("devnet exited early: {text}");
+            }
+            text.push_str(&line);
+        }
+        for region in [
+            "310000 上海市",
+            "320000 江苏省",
+            "330000 浙江省",
+            "340000 安徽省",
+        ] {
+            assert!(text.contains(region), "{text}");
+        }
+        let sh = dir.join("shanghai");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = yrd(&["--data-dir", sh.to_str().unwrap(), "--json", "peers"]);
+            if o.status.success() {
+                let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+                if v.iter().filter(|p| p["region"].is_string()).count() == 3 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "devnet never meshed (run {run})");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let node = yrd(&["--data-dir", sh.to_str().unwrap(), "--json", "node"]);
+        let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
+        ids.push(v["peer_id"].as_str().unwrap().to_string());
+        signal(&child.0, "INT");
+        let status =
+            wait_exit(&mut child.0, Duration::from_secs(20)).expect("devnet stops on Ctrl-C");
+        assert!(status.success(), "{status:?}");
+    }
+    assert_eq!(ids[0], ids[1], "the second run reuses the identities");
+}
