@@ -389,3 +389,208 @@ fn the_devnet_starts_four_provinces_and_reuses_identities() {
     }
     assert_eq!(ids[0], ids[1], "the second run reuses the identities");
 }
+
+#[test]
+fn doc_canon_and_verify_work_offline() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/jcs");
+    let out = yrd(&[
+        "doc",
+        "canon",
+        vectors.join("input/structures.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = std::fs::read_to_string(vectors.join("output/structures.json")).unwrap();
+    assert_eq!(stdout(&out).trim_end_matches('\n'), expected);
+
+    let published: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/vectors/signatures.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.json");
+    std::fs::write(
+        &good,
+        serde_json::to_string(&published[0]["envelope"]).unwrap(),
+    )
+    .unwrap();
+    let out = yrd(&["doc", "verify", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("valid "), "{}", stdout(&out));
+
+    let mut tampered = published[0]["envelope"].clone();
+    let doc = tampered["document"].as_object_mut().unwrap();
+    let key = doc.keys().next().unwrap().clone();
+    doc.insert(key, serde_json::json!("changed"));
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&tampered).unwrap()).unwrap();
+    let out = yrd(&["doc", "verify", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+
+    std::fs::write(&bad, "{\"type\": ").unwrap();
+    let out = yrd(&["doc", "verify", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn schema_and_catalogue_verbs_work_through_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ah");
+    assert!(init(&dir, "340000").status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("yrd.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let d = dir.to_str().unwrap();
+    let _daemon = Daemon(
+        Command::new(YRD)
+            .args(["--data-dir", d, "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !yrd(&["--data-dir", d, "health"]).status.success() {
+        assert!(Instant::now() < deadline, "daemon never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let std_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/datasets/elderly-care-subsidy.schema.json");
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "schema",
+        "publish",
+        std_file.to_str().unwrap(),
+        "--id",
+        "elderly-care-subsidy",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = yrd(&["--data-dir", d, "schema", "list"]);
+    assert!(
+        stdout(&out).contains("elderly-care-subsidy") && stdout(&out).contains("340000"),
+        "{}",
+        stdout(&out)
+    );
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "--json",
+        "schema",
+        "show",
+        "elderly-care-subsidy@1.0.0",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "schema");
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "schema",
+        "publish",
+        cfg.to_str().unwrap(),
+        "--id",
+        "x",
+        "--version",
+        "1.0.0",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a TOML file is not a JSON Schema"
+    );
+
+    let offer = tmp.path().join("offer.toml");
+    std::fs::write(
+        &offer,
+        r#"
+identifier = "ah-subsidy"
+title = "安徽省养老服务补贴发放记录"
+description = "高龄津贴发放明细"
+media_type = "application/jsonl"
+resource_code = "340000-MZT-00005"
+share_type = "conditional"
+share_conditions = "仅用于补贴资格比对"
+share_method = "file"
+update_cycle = "monthly"
+schema_id = "elderly-care-subsidy"
+schema_version = "1.0.0"
+"#,
+    )
+    .unwrap();
+    let out = yrd(&["--data-dir", d, "catalog", "add", offer.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = yrd(&["--data-dir", d, "catalog", "show"]);
+    assert!(
+        stdout(&out).contains("ah-subsidy") && stdout(&out).contains("有条件共享"),
+        "{}",
+        stdout(&out)
+    );
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "--json",
+        "catalog",
+        "search",
+        "--text",
+        "养老",
+        "--region",
+        "340000",
+    ]);
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits.len(), 1);
+    let out = yrd(&["--data-dir", d, "catalog", "export", "--format", "csv"]);
+    assert!(stdout(&out).contains("信息资源代码") && stdout(&out).contains("340000-MZT-00005"));
+    let out = yrd(&["--data-dir", d, "catalog", "export", "--format", "xml"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+
+    let bad_offer = tmp.path().join("bad.json");
+    std::fs::write(&bad_offer, r#"{"identifier": "x", "title": "t"}"#).unwrap();
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "catalog",
+        "add",
+        bad_offer.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing field"), "{}", stderr(&out));
+
+    let withheld = tmp.path().join("w.json");
+    std::fs::write(&withheld, r#"{"identifier": "ah-dibao", "title": "低保对象明细", "reason": "涉及个人隐私", "legal_basis": "《个人信息保护法》"}"#).unwrap();
+    assert!(
+        yrd(&[
+            "--data-dir",
+            d,
+            "withheld",
+            "add",
+            withheld.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let out = yrd(&["--data-dir", d, "catalog", "remove", "nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        yrd(&["--data-dir", d, "catalog", "remove", "ah-subsidy"])
+            .status
+            .success()
+    );
+    let out = yrd(&["--data-dir", d, "--json", "catalog", "show"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["offers"].as_array().map(Vec::len), Some(0));
+    assert_eq!(v["withheld"].as_array().map(Vec::len), Some(1));
+    assert!(v["signed"]["document"]["sequence"].as_u64().unwrap_or(0) >= 4);
+}

@@ -31,7 +31,7 @@ pub const EXIT_REFUSED: u8 = 4;
 
 /// YRD Node: peer-to-peer government data sharing for the Yangtze River Delta.
 #[derive(Debug, Parser)]
-#[command(name = "yrd", version, about, propagate_version = true)]
+#[command(name = "yrd", version, about)]
 pub struct Cli {
     /// The node's data dir (key, token, config, database).
     #[arg(long, global = true, env = "YRD_DATA_DIR")]
@@ -598,4 +598,13 @@ fn regions(cli: &Cli) -> Result<(), CliError> {
         table::render(&["CODE", "NAME", "ENGLISH", "LEVEL", "PROVINCE"], &rows)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

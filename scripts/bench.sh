@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the project's benchmarks on one release build and prints their figures.
+# Figures are medians (or p50/p99) of several runs, measured side by side in this one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p yrd-node --bin yrd -p yrd-tests --bin bench-catalogue
+echo "== machine"
+echo "$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== node: cold start and idle RSS"
+python3 scripts/bench_node.py target/release/yrd 5
+echo "== catalogue: propagation (16 nodes, 50 changes) and search (10,000 offers)"
+target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}"
