@@ -227,6 +227,38 @@ fn run_refuses_readable_or_corrupt_secrets() {
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
+/// Inits a node with a fixed free API port, so the CLI finds it from the config.
+fn init_with_api_port(dir: &Path, region: &str) {
+    assert!(init(dir, region).status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("yrd.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+}
+
+/// Waits until the daemon on `d` answers `yrd health`.
+fn wait_healthy(d: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = yrd(&["--data-dir", d, "--json", "health"]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon never answered: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -258,18 +290,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("zj");
-    assert!(init(&dir, "330000").status.success());
-    // Fix the API port so the CLI can find it from the config.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("yrd.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&cfg, text).unwrap();
+    init_with_api_port(&dir, "330000");
     let d = dir.to_str().unwrap();
 
     let unreachable = yrd(&["--data-dir", d, "health"]);
@@ -289,21 +310,10 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = yrd(&["--data-dir", d, "--json", "health"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(v["status"], "ok");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon never answered: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(d);
+    let out = yrd(&["--data-dir", d, "--json", "health"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
     let node = yrd(&["--data-dir", d, "--json", "node"]);
     let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
     assert_eq!(v["region"], "330000");
@@ -440,17 +450,8 @@ fn doc_canon_and_verify_work_offline() {
 fn schema_and_catalogue_verbs_work_through_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ah");
-    assert!(init(&dir, "340000").status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    init_with_api_port(&dir, "340000");
     let cfg = dir.join("yrd.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&cfg, text).unwrap();
     let d = dir.to_str().unwrap();
     let _daemon = Daemon(
         Command::new(YRD)
@@ -460,11 +461,7 @@ fn schema_and_catalogue_verbs_work_through_the_daemon() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !yrd(&["--data-dir", d, "health"]).status.success() {
-        assert!(Instant::now() < deadline, "daemon never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(d);
     let std_file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../schemas/datasets/elderly-care-subsidy.schema.json");
     let out = yrd(&[

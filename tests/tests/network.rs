@@ -175,3 +175,48 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() -> Result<()> {
     assert_eq!(ok["status"], "ok");
     net.stop_all().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_a_clear_error_and_an_unreachable_bootstrap_peer_is_not() -> Result<()> {
+    let mut net = TestNet::line(1).await?;
+    let taken = net.nodes[0].tcp_address().await?;
+    let member = NodeKey::generate();
+    // An unreachable bootstrap member: the node starts, stays healthy, and keeps redialling.
+    let unreachable = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", member.peer_id()).parse()?;
+    let mut lonely = TestNode::create(
+        net.root.path(),
+        1,
+        NodeKey::generate(),
+        &[member.peer_id()],
+        vec![unreachable],
+    )?;
+    lonely.start().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let health: serde_json::Value = lonely.client()?.get("/api/v1/health").await?;
+    assert_eq!(health["status"], "ok");
+    lonely.stop().await?;
+
+    // The libp2p port of a running node.
+    let mut clash = TestNode::create(net.root.path(), 2, NodeKey::generate(), &[], Vec::new())?;
+    let mut addr = taken.clone();
+    addr.pop();
+    clash.edit_config(|c| c.network.listen = vec![addr])?;
+    let err = clash.start().await.expect_err("port in use");
+    assert!(err.to_string().contains("already in use"), "{err}");
+
+    // The admin API port of a running node.
+    let api = net.nodes[0]
+        .api_url()?
+        .trim_start_matches("http://")
+        .parse()?;
+    clash.edit_config(|c| {
+        c.network.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+        c.api.listen = api;
+    })?;
+    let err = clash.start().await.expect_err("API port in use");
+    assert!(
+        err.to_string().contains("admin API") && err.to_string().contains("already in use"),
+        "{err}"
+    );
+    net.stop_all().await
+}

@@ -88,35 +88,22 @@ impl ApiClient {
         &self.base
     }
 
-    /// GET a JSON resource.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    /// Sends a request with the token: the body of a success, or why it failed.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                cause: cause(&e),
-            })?;
-        decode(response).await
-    }
-
-    /// GET a resource as text (exports).
-    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                cause: cause(&e),
-            })?;
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            cause: cause(&e),
+        })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -130,7 +117,19 @@ impl ApiClient {
                 message: body["message"].as_str().unwrap_or("").to_string(),
             });
         }
-        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+        Ok(bytes.to_vec())
+    }
+
+    /// GET a JSON resource.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let bytes = self.send(reqwest::Method::GET, path, None).await?;
+        decode(&bytes)
+    }
+
+    /// GET a resource as text (exports).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let bytes = self.send(reqwest::Method::GET, path, None).await?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// POST JSON and read JSON.
@@ -139,35 +138,15 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                cause: cause(&e),
-            })?;
-        decode(response).await
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = self.send(reqwest::Method::POST, path, Some(&body)).await?;
+        decode(&bytes)
     }
 
     /// DELETE and read JSON.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .delete(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                cause: cause(&e),
-            })?;
-        decode(response).await
+        let bytes = self.send(reqwest::Method::DELETE, path, None).await?;
+        decode(&bytes)
     }
 }
 
@@ -181,19 +160,6 @@ fn cause(e: &reqwest::Error) -> String {
     s
 }
 
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Decode(cause(&e)))?;
-    if !status.is_success() {
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        return Err(ClientError::Api {
-            status: status.as_u16(),
-            code: body["error"].as_str().unwrap_or("error").to_string(),
-            message: body["message"].as_str().unwrap_or("").to_string(),
-        });
-    }
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
 }

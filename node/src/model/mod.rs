@@ -3,6 +3,8 @@
 
 pub mod canonical;
 pub mod catalogue;
+pub mod exchange;
+pub mod masking;
 pub mod merkle;
 pub mod message;
 pub mod node_info;

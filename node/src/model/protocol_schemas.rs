@@ -4,6 +4,7 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::model::catalogue::{Catalogue, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Revocation};
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::signed::Signed;
@@ -24,6 +25,18 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),
         ("withheld", schema::<Withheld>()),
+        ("manifest", schema::<Manifest>()),
+        ("signed-manifest", schema::<Signed<Manifest>>()),
+        ("access-request", schema::<AccessRequest>()),
+        ("signed-access-request", schema::<Signed<AccessRequest>>()),
+        ("grant", schema::<Grant>()),
+        ("signed-grant", schema::<Signed<Grant>>()),
+        ("denial", schema::<Denial>()),
+        ("signed-denial", schema::<Signed<Denial>>()),
+        ("revocation", schema::<Revocation>()),
+        ("signed-revocation", schema::<Signed<Revocation>>()),
+        ("receipt", schema::<Receipt>()),
+        ("signed-receipt", schema::<Signed<Receipt>>()),
         ("request", schema::<Request>()),
         ("response", schema::<Response>()),
         ("announcement", schema::<Announcement>()),

@@ -144,6 +144,7 @@ impl EventLoop {
             .build();
 
         for addr in &config.listen {
+            probe_port(addr)?;
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
@@ -576,6 +577,36 @@ fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
         .collect()
+}
+
+/// libp2p listens with `SO_REUSEPORT`, so a second node on a taken port would start and silently
+/// share it with the first; a plain bind first turns that into a clear error.
+fn probe_port(addr: &Multiaddr) -> Result<(), NetError> {
+    use libp2p::multiaddr::Protocol;
+    let parts: Vec<Protocol> = addr.iter().collect();
+    let (ip, port, udp) = match parts.as_slice() {
+        [Protocol::Ip4(ip), Protocol::Tcp(p)] => (std::net::IpAddr::V4(*ip), *p, false),
+        [Protocol::Ip6(ip), Protocol::Tcp(p)] => (std::net::IpAddr::V6(*ip), *p, false),
+        [Protocol::Ip4(ip), Protocol::Udp(p), ..] => (std::net::IpAddr::V4(*ip), *p, true),
+        [Protocol::Ip6(ip), Protocol::Udp(p), ..] => (std::net::IpAddr::V6(*ip), *p, true),
+        _ => return Ok(()),
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    let probe = if udp {
+        std::net::UdpSocket::bind((ip, port)).map(drop)
+    } else {
+        std::net::TcpListener::bind((ip, port)).map(drop)
+    };
+    probe.map_err(|e| NetError::Listen {
+        addr: addr.clone(),
+        cause: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the port is already in use (another node on this port?)".to_string()
+        } else {
+            e.to_string()
+        },
+    })
 }
 
 fn listen_cause(e: &libp2p::TransportError<std::io::Error>) -> String {

@@ -43,7 +43,15 @@ pub struct SearchQuery {
     /// Share type.
     #[serde(default)]
     pub share_type: Option<ShareType>,
+    /// Most hits to return (default 500, at most 10,000), in region and identifier order.
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
+
+/// Hits returned when a search names no limit.
+pub const DEFAULT_SEARCH_LIMIT: usize = 500;
+/// The largest limit a search may ask for.
+pub const MAX_SEARCH_LIMIT: usize = 10_000;
 
 /// One search result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,9 +346,7 @@ impl Node {
         self.store()
             .put_catalogue(&self.peer_id(), &to_json(&signed)?)?;
         self.store().flush().await?;
-        if let Ok(mut m) = self.inner.catalogues.write() {
-            m.insert(self.peer_id(), signed.clone());
-        }
+        self.hold_catalogue(self.peer_id(), signed.clone());
         tracing::info!(sequence, "catalogue issued");
         self.announce(Announcement::Catalogue {
             publisher: self.peer_id().to_string(),
@@ -362,10 +368,22 @@ impl Node {
                 _ => tracing::error!(peer = %peer, "stored catalogue does not verify; dropped"),
             }
         }
-        if let Ok(mut m) = self.inner.catalogues.write() {
-            *m = map;
+        for (peer, c) in map {
+            self.hold_catalogue(peer, c);
         }
         Ok(())
+    }
+
+    /// Keeps a verified snapshot in memory with the lowercased text search matches against,
+    /// built once here rather than on every search.
+    fn hold_catalogue(&self, peer: PeerId, signed: Signed<Catalogue>) {
+        let texts: Vec<String> = signed.document.offers.iter().map(search_text).collect();
+        if let Ok(mut idx) = self.inner.search_text.write() {
+            idx.insert(peer, texts);
+        }
+        if let Ok(mut m) = self.inner.catalogues.write() {
+            m.insert(peer, signed);
+        }
     }
 
     /// Accepts a catalogue snapshot: verified, signed by its publisher, a member, and newer than
@@ -398,9 +416,7 @@ impl Node {
             )));
         }
         self.store().put_catalogue(&publisher, &to_json(&signed)?)?;
-        if let Ok(mut m) = self.inner.catalogues.write() {
-            m.insert(publisher, signed.clone());
-        }
+        self.hold_catalogue(publisher, signed.clone());
         tracing::info!(
             peer = %from,
             publisher = %publisher,
@@ -453,50 +469,64 @@ impl Node {
             .split_whitespace()
             .map(str::to_lowercase)
             .collect();
-        let catalogues = self.inner.catalogues.read();
-        let Ok(catalogues) = catalogues else {
+        let (Ok(catalogues), Ok(index)) =
+            (self.inner.catalogues.read(), self.inner.search_text.read())
+        else {
             return Vec::new();
         };
-        let mut hits = Vec::new();
-        for c in catalogues.values() {
+        // Collect references first and clone only the hits returned.
+        let mut found: Vec<(&Catalogue, &CatalogueEntry)> = Vec::new();
+        for (peer, c) in catalogues.iter() {
             let doc = &c.document;
             if let Some(r) = query.region {
                 if doc.region != r && doc.region.province() != r {
                     continue;
                 }
             }
-            for entry in &doc.offers {
+            let texts = index.get(peer);
+            for (i, entry) in doc.offers.iter().enumerate() {
                 if query
                     .schema
                     .as_deref()
                     .is_some_and(|s| s != entry.conforms_to.id)
+                    || query
+                        .share_type
+                        .is_some_and(|t| t != entry.offer.share_type)
                 {
                     continue;
                 }
-                if query
-                    .share_type
-                    .is_some_and(|t| t != entry.offer.share_type)
-                {
-                    continue;
+                if !words.is_empty() {
+                    let text = texts
+                        .and_then(|t| t.get(i))
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    if !words.iter().all(|w| text.contains(w.as_str())) {
+                        continue;
+                    }
                 }
-                if !words.is_empty() && !words.iter().all(|w| entry_mentions(entry, w)) {
-                    continue;
-                }
-                hits.push(SearchHit {
-                    publisher: doc.publisher.clone(),
-                    region: doc.region,
-                    region_label: doc.region.label(),
-                    organisation: doc.organisation.clone(),
-                    entry: entry.clone(),
-                });
+                found.push((doc, entry));
             }
         }
-        hits.sort_by(|a, b| {
-            a.region
-                .cmp(&b.region)
-                .then(a.entry.offer.identifier.cmp(&b.entry.offer.identifier))
+        found.sort_by(|a, b| {
+            a.0.region
+                .cmp(&b.0.region)
+                .then(a.1.offer.identifier.cmp(&b.1.offer.identifier))
         });
-        hits
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_SEARCH_LIMIT)
+            .min(MAX_SEARCH_LIMIT);
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(doc, entry)| SearchHit {
+                publisher: doc.publisher.clone(),
+                region: doc.region,
+                region_label: doc.region.label(),
+                organisation: doc.organisation.clone(),
+                entry: entry.clone(),
+            })
+            .collect()
     }
 
     /// Matches demands and offers across the network, from our point of view.
@@ -568,14 +598,18 @@ impl Node {
     }
 }
 
-fn entry_mentions(entry: &CatalogueEntry, word: &str) -> bool {
+/// The lowercased text an offer is found by: title, description, identifier, resource code,
+/// standard, keywords and themes.
+fn search_text(entry: &CatalogueEntry) -> String {
     let o = &entry.offer;
-    let has = |s: &str| s.to_lowercase().contains(word);
-    has(&o.title)
-        || has(&o.description)
-        || has(&o.identifier)
-        || has(&o.resource_code)
-        || has(&entry.conforms_to.id)
-        || o.keyword.iter().any(|k| has(k))
-        || o.theme.iter().any(|t| has(t))
+    let mut parts: Vec<&str> = vec![
+        &o.title,
+        &o.description,
+        &o.identifier,
+        &o.resource_code,
+        &entry.conforms_to.id,
+    ];
+    parts.extend(o.keyword.iter().map(String::as_str));
+    parts.extend(o.theme.iter().map(String::as_str));
+    parts.join("\n").to_lowercase()
 }

@@ -188,6 +188,8 @@ struct Inner {
     peer_infos: RwLock<HashMap<PeerId, Signed<NodeInfo>>>,
     api_address: RwLock<Option<SocketAddr>>,
     catalogues: RwLock<HashMap<PeerId, Signed<Catalogue>>>,
+    /// Per publisher, the lowercased search text of each offer (same order as its offers).
+    search_text: RwLock<HashMap<PeerId, Vec<String>>>,
     /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -276,6 +278,7 @@ impl Node {
                 peer_infos: RwLock::new(HashMap::new()),
                 api_address: RwLock::new(None),
                 catalogues: RwLock::new(HashMap::new()),
+                search_text: RwLock::new(HashMap::new()),
                 write_lock: tokio::sync::Mutex::new(()),
             }),
         };

@@ -11,6 +11,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Directory of the sled database inside the data dir.
 pub const DB_DIR: &str = "db";
 
+pub mod blobs;
+
 const META: &str = "meta";
 const PEERS: &str = "peers";
 /// Signed data standards, key `id@version`.

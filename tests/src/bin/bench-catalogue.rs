@@ -185,6 +185,14 @@ async fn search(members: usize, per_member: usize) -> Result<()> {
             },
         ),
         (
+            "schema, every hit (limit 10000)",
+            SearchQuery {
+                schema: Some("housing-provident-fund".into()),
+                limit: Some(10_000),
+                ..Default::default()
+            },
+        ),
+        (
             "region 320000 (province + cities)",
             SearchQuery {
                 region: Some("320000".parse()?),
@@ -201,7 +209,7 @@ async fn search(members: usize, per_member: usize) -> Result<()> {
             },
         ),
     ];
-    println!("search over {total} offers from {members} members:");
+    println!("search over {total} offers from {members} members (default limit 500 hits):");
     for (label, q) in queries {
         let mut times = Vec::new();
         let mut hits = 0;
