@@ -220,3 +220,42 @@ async fn a_port_in_use_is_a_clear_error_and_an_unreachable_bootstrap_peer_is_not
     );
     net.stop_all().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_connect_over_quic() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let keys = [NodeKey::generate(), NodeKey::generate()];
+    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    let quic: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse()?;
+    let mut a = TestNode::create(root.path(), 0, keys[0].clone(), &ids, Vec::new())?;
+    a.edit_config(|c| c.network.listen = vec![quic.clone()])?;
+    a.start().await?;
+    let deadline = std::time::Instant::now() + WAIT;
+    let a_addr = loop {
+        let addrs = a.node()?.net().listen_addresses().await?;
+        if let Some(m) = addrs
+            .into_iter()
+            .find(|m| m.to_string().contains("quic-v1"))
+        {
+            break Some(m);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never listened on QUIC"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let a_addr = a_addr.expect("quic address").with_p2p(ids[0]).expect("p2p");
+    let mut b = TestNode::create(root.path(), 1, keys[1].clone(), &ids, vec![a_addr])?;
+    b.edit_config(|c| c.network.listen = vec![quic])?;
+    b.start().await?;
+    wait_until("a verified QUIC connection", WAIT, || async {
+        let peers = b.peers().await?;
+        Ok(peers.len() == 1
+            && peers[0].region.is_some()
+            && peers[0].addresses.iter().all(|a| a.contains("quic-v1")))
+    })
+    .await?;
+    b.stop().await?;
+    a.stop().await
+}

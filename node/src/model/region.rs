@@ -273,10 +273,11 @@ mod tests {
     }
 
     #[test]
-    fn serde_round_trip_is_the_code_string() {
-        let r: Region = serde_json::from_str("\"340100\"").unwrap();
-        assert_eq!(serde_json::to_string(&r).unwrap(), "\"340100\"");
+    fn serde_round_trip_is_the_code_string() -> Result<(), serde_json::Error> {
+        let r: Region = serde_json::from_str("\"340100\"")?;
+        assert_eq!(serde_json::to_string(&r)?, "\"340100\"");
         assert!(serde_json::from_str::<Region>("\"999999\"").is_err());
         assert_eq!(r.label(), "340100 合肥市 Hefei");
+        Ok(())
     }
 }

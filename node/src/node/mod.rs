@@ -27,6 +27,9 @@ use crate::model::signed::{SignatureError, Signed};
 use crate::net::{self, Members, NetConfig, NetError, NetEvent, NetHandle};
 use crate::store::{Store, StoreError, StoredPeer};
 
+/// Announcement-triggered pulls in flight at once.
+pub const MAX_CONCURRENT_PULLS: usize = 32;
+
 /// How often a node compares heads with a few random peers.
 pub const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
 
@@ -190,6 +193,8 @@ struct Inner {
     catalogues: RwLock<HashMap<PeerId, Signed<Catalogue>>>,
     /// Per publisher, the lowercased search text of each offer (same order as its offers).
     search_text: RwLock<HashMap<PeerId, Vec<String>>>,
+    /// Pulls started by announcements in flight at once.
+    pulls: Arc<tokio::sync::Semaphore>,
     /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -279,15 +284,25 @@ impl Node {
                 api_address: RwLock::new(None),
                 catalogues: RwLock::new(HashMap::new()),
                 search_text: RwLock::new(HashMap::new()),
+                pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
                 write_lock: tokio::sync::Mutex::new(()),
             }),
         };
         node.load_peer_infos();
-        node.load_catalogues()?;
-        node.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
-        if node.own_catalogue()?.is_none() {
-            let _guard = node.inner.write_lock.lock().await;
-            node.issue_catalogue().await?;
+        let prepared = async {
+            node.load_catalogues()?;
+            node.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
+            if node.own_catalogue()?.is_none() {
+                let _guard = node.inner.write_lock.lock().await;
+                node.issue_catalogue().await?;
+            }
+            Ok::<(), NodeError>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            node.inner.net.shutdown().await;
+            let _ = net_task.await;
+            return Err(e);
         }
         let sync_task = tokio::spawn(node.clone().anti_entropy_loop());
         let service_task = tokio::spawn(node.clone().service_loop(events));
@@ -440,8 +455,17 @@ impl Node {
                 }
                 match serde_json::from_slice::<Announcement>(&data) {
                     Ok(a) => {
+                        // Bounded: when every pull slot is busy the announcement is dropped;
+                        // anti-entropy fetches what it named within one round.
+                        let Ok(permit) = self.inner.pulls.clone().try_acquire_owned() else {
+                            tracing::debug!(peer = %source, "announcement dropped: pulls busy");
+                            return;
+                        };
                         let node = self.clone();
-                        tokio::spawn(async move { node.on_announcement(source, a).await });
+                        tokio::spawn(async move {
+                            node.on_announcement(source, a).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(peer = %source, %topic, error = %e, "malformed announcement ignored");
