@@ -529,6 +529,33 @@ schema_version = "1.0.0"
     .unwrap();
     let out = yrd(&["--data-dir", d, "catalog", "add", offer.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Publish a version through the CLI (records generated for the standard).
+    let records = yrd_node::samples::generate("elderly-care-subsidy", 50, 3).unwrap();
+    let data = tmp.path().join("subsidy.jsonl");
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&data, lines).unwrap();
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "publish",
+        "ah-subsidy",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("v1: 50 records"), "{}", stdout(&out));
+    let out = yrd(&["--data-dir", d, "versions", "ah-subsidy"]);
+    assert!(stdout(&out).contains("v1"), "{}", stdout(&out));
+    let out = yrd(&[
+        "--data-dir",
+        d,
+        "publish",
+        "ah-subsidy",
+        data.to_str().unwrap(),
+        "--format",
+        "xls",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
     let out = yrd(&["--data-dir", d, "catalog", "show"]);
     assert!(
         stdout(&out).contains("ah-subsidy") && stdout(&out).contains("有条件共享"),

@@ -181,6 +181,10 @@ fn router(node: Node, token: String) -> Router {
             delete(routes::withheld_remove),
         )
         .route("/api/v1/demands/match", get(routes::demand_match))
+        .route(
+            "/api/v1/datasets/{id}/versions",
+            get(routes::versions_list).post(routes::version_publish),
+        )
         .route("/api/v1/doc/canon", post(routes::doc_canon))
         .route("/api/v1/doc/verify", post(routes::doc_verify))
         .fallback(not_found)

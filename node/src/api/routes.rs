@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Path, Query, State};
 use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::signed::{AnySigned, Signed};
 use crate::node::catalogue::{DEMANDS, MatchReport, OFFERS, SearchHit, SearchQuery, WITHHELD};
 use crate::node::schemas::SchemaSummary;
@@ -266,4 +267,40 @@ pub(super) async fn doc_verify(
 ) -> ApiResult<Verified> {
     let Json(doc) = body?;
     Ok(Json(verify_any(&doc)))
+}
+
+/// Body of `POST /api/v1/datasets/{id}/versions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishVersion {
+    /// Absolute path of the file on the node's machine.
+    pub file: std::path::PathBuf,
+    /// jsonl, csv or file.
+    pub format: DataFormat,
+}
+
+pub(super) async fn version_publish(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<PublishVersion>, JsonRejection>,
+) -> Result<(StatusCode, Json<Signed<Manifest>>), ApiError> {
+    let Json(b) = body?;
+    if !b.file.is_absolute() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "file {:?}: give an absolute path on the node's machine",
+                b.file
+            ),
+        ));
+    }
+    let m = s.node.publish_dataset(&id, &b.file, b.format).await?;
+    Ok((StatusCode::CREATED, Json(m)))
+}
+
+pub(super) async fn versions_list(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<Signed<Manifest>>> {
+    Ok(Json(s.node.manifests(None, &id)?))
 }

@@ -8,9 +8,10 @@ use super::{
     CatalogCommand, Cli, CliError, DemandCommand, DocCommand, SchemaCommand, WithheldCommand,
 };
 use super::{client, print_json, table};
-use crate::api::routes::{OwnCatalogue, PublishSchema, Removed, verify_any};
+use crate::api::routes::{OwnCatalogue, PublishSchema, PublishVersion, Removed, verify_any};
 use crate::model::canonical;
 use crate::model::catalogue::{CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::protocol_schemas;
 use crate::model::signed::{AnySigned, Signed};
 use crate::node::catalogue::{MatchReport, SearchHit};
@@ -464,4 +465,67 @@ pub(super) async fn withheld(cli: &Cli, cmd: &WithheldCommand) -> Result<(), Cli
         }
         WithheldCommand::Remove { id } => removed(cli, "withheld", id).await,
     }
+}
+
+pub(super) async fn publish(
+    cli: &Cli,
+    dataset: &str,
+    file: &Path,
+    format: &str,
+) -> Result<(), CliError> {
+    let format = match format {
+        "jsonl" => DataFormat::Jsonl,
+        "csv" => DataFormat::Csv,
+        "file" => DataFormat::File,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--format {other:?}: expected jsonl, csv or file"
+            )));
+        }
+    };
+    let file = std::fs::canonicalize(file).map_err(|e| CliError::File {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let body = PublishVersion { file, format };
+    let path = format!("/api/v1/datasets/{}/versions", urlencode(dataset));
+    let m: Signed<Manifest> = client(cli)?.post(&path, &body).await?;
+    if cli.json {
+        return print_json(&m);
+    }
+    let d = &m.document;
+    println!(
+        "published {} v{}: {} records, {} bytes, digest {}",
+        d.dataset, d.version, d.record_count, d.size, d.digest
+    );
+    Ok(())
+}
+
+pub(super) async fn versions(cli: &Cli, dataset: &str) -> Result<(), CliError> {
+    let path = format!("/api/v1/datasets/{}/versions", urlencode(dataset));
+    let list: Vec<Signed<Manifest>> = client(cli)?.get(&path).await?;
+    if cli.json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            let d = &m.document;
+            vec![
+                format!("v{}", d.version),
+                d.record_count.to_string(),
+                d.size.to_string(),
+                d.digest.chars().take(16).collect(),
+                d.published_at.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["VERSION", "RECORDS", "BYTES", "DIGEST", "PUBLISHED"],
+            &rows
+        )
+    );
+    Ok(())
 }

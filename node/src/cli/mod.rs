@@ -85,6 +85,21 @@ pub enum Command {
     /// Our withheld list (不予共享清单).
     #[command(subcommand)]
     Withheld(WithheldCommand),
+    /// Publish a new version of one of our offers from a file (validated against its standard).
+    Publish {
+        /// The offer identifier.
+        dataset: String,
+        /// The file (JSON Lines: one record per line).
+        file: PathBuf,
+        /// jsonl, csv or file (opaque, not validated).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
+    /// List the published versions of one of our datasets.
+    Versions {
+        /// The offer identifier.
+        dataset: String,
+    },
 }
 
 /// `yrd doc …`.
@@ -372,6 +387,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Catalog(cmd) => docs::catalog(&cli, cmd).await,
         Command::Demand(cmd) => docs::demand(&cli, cmd).await,
         Command::Withheld(cmd) => docs::withheld(&cli, cmd).await,
+        Command::Publish {
+            dataset,
+            file,
+            format,
+        } => docs::publish(&cli, dataset, file, format).await,
+        Command::Versions { dataset } => docs::versions(&cli, dataset).await,
         Command::Peers => {
             let peers: Vec<PeerView> = client(&cli)?.get("/api/v1/peers").await?;
             if cli.json {

@@ -3,6 +3,7 @@
 //! admin API and CLI.
 
 pub mod catalogue;
+pub mod datasets;
 pub mod schemas;
 
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ use crate::model::region::Region;
 use crate::model::signed::{SignatureError, Signed};
 use crate::net::{self, Members, NetConfig, NetError, NetEvent, NetHandle};
 use crate::store::{Store, StoreError, StoredPeer};
+
+/// Directory of the dataset blobs inside the data dir.
+pub const BLOBS_DIR: &str = "blobs";
 
 /// Announcement-triggered pulls in flight at once.
 pub const MAX_CONCURRENT_PULLS: usize = 32;
@@ -193,6 +197,8 @@ struct Inner {
     catalogues: RwLock<HashMap<PeerId, Signed<Catalogue>>>,
     /// Per publisher, the lowercased search text of each offer (same order as its offers).
     search_text: RwLock<HashMap<PeerId, Vec<String>>>,
+    /// Dataset files.
+    blobs: crate::store::blobs::BlobStore,
     /// Pulls started by announcements in flight at once.
     pulls: Arc<tokio::sync::Semaphore>,
     /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
@@ -247,6 +253,8 @@ impl Node {
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
         let token = identity::load_token(&data_dir.join(identity::TOKEN_FILE))?;
         let store = Store::open(&data_dir)?;
+        let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))
+            .map_err(|e| NodeError::Invalid(format!("blob store: {e}")))?;
         let members = Members::new(config.member_ids());
         let mut known_addresses = Vec::new();
         for (peer, _) in store.peers()? {
@@ -284,6 +292,7 @@ impl Node {
                 api_address: RwLock::new(None),
                 catalogues: RwLock::new(HashMap::new()),
                 search_text: RwLock::new(HashMap::new()),
+                blobs,
                 pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
                 write_lock: tokio::sync::Mutex::new(()),
             }),

@@ -19,6 +19,8 @@ const PEERS: &str = "peers";
 const SCHEMAS: &str = "schemas";
 /// Our own offers, demands and withheld entries, key `<list>/<identifier>`.
 const LOCAL_LISTS: &str = "local_lists";
+/// Signed manifests of dataset versions, key `publisher \0 dataset \0 version (u64 BE)`.
+const MANIFESTS: &str = "manifests";
 /// The latest verified catalogue of every publisher (ourselves included), key = peer id bytes.
 const CATALOGUES: &str = "catalogues";
 const FORMAT_KEY: &[u8] = b"format_version";
@@ -297,10 +299,56 @@ impl Store {
         Ok(out)
     }
 
+    /// Stores a signed manifest (JSON envelope).
+    pub fn put_manifest(
+        &self,
+        publisher: &str,
+        dataset: &str,
+        version: u64,
+        envelope: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut key = manifest_prefix(publisher, dataset);
+        key.extend_from_slice(&version.to_be_bytes());
+        put_json(&self.db.open_tree(MANIFESTS)?, MANIFESTS, &key, envelope)
+    }
+
+    /// Every stored manifest of `dataset` by `publisher`, in version order.
+    pub fn manifests(
+        &self,
+        publisher: &str,
+        dataset: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let tree = self.db.open_tree(MANIFESTS)?;
+        tree.scan_prefix(manifest_prefix(publisher, dataset))
+            .values()
+            .map(|v| decode(MANIFESTS, &v?))
+            .collect()
+    }
+
+    /// Whether any stored manifest names the blob `digest`.
+    pub fn manifest_names_blob(&self, digest: &str) -> Result<bool, StoreError> {
+        for v in self.db.open_tree(MANIFESTS)?.iter().values() {
+            let m: serde_json::Value = decode(MANIFESTS, &v?)?;
+            if m["document"]["digest"].as_str() == Some(digest) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The database size on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+fn manifest_prefix(publisher: &str, dataset: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(publisher.len() + dataset.len() + 10);
+    key.extend_from_slice(publisher.as_bytes());
+    key.push(0);
+    key.extend_from_slice(dataset.as_bytes());
+    key.push(0);
+    key
 }
 
 fn put_json<T: Serialize>(

@@ -1,0 +1,332 @@
+//! Publishing dataset versions (R3): the file is validated record by record against the offer's
+//! standard, kept as a content-addressed blob, described by a signed Manifest chained to the
+//! previous version, and the offer in our catalogue points at the latest version.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::schemas::to_json;
+use super::{Node, NodeError};
+use crate::clock::now_rfc3339;
+use crate::model::catalogue::CatalogueEntry;
+use crate::model::exchange::{DataFormat, Manifest};
+use crate::model::signed::Signed;
+use crate::model::standard::{self, CompiledStandard};
+use crate::store::blobs::{BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
+
+/// Record errors reported when a version is refused.
+pub const MAX_REPORTED_ERRORS: usize = 10;
+/// Longest JSON line accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One reason a record was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordProblem {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// JSON pointer of the field ("" for the record itself).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of validating a file.
+struct Checked {
+    records: u64,
+}
+
+/// Validates JSON Lines from `reader` against `standard`, collecting the first problems.
+fn check_jsonl(
+    reader: impl std::io::Read,
+    standard: &CompiledStandard,
+) -> Result<Checked, Vec<RecordProblem>> {
+    let mut problems = Vec::new();
+    let mut records = 0u64;
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        // Bounded read: a line longer than the limit is a problem, not an allocation.
+        let mut limited = std::io::Read::take(&mut reader, MAX_LINE_BYTES as u64 + 1);
+        let read = match limited.read_until(b'\n', &mut line) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(RecordProblem {
+                    line: number + 1,
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                break;
+            }
+        };
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if line.len() > MAX_LINE_BYTES {
+            problems.push(RecordProblem {
+                line: number,
+                path: String::new(),
+                message: format!("line longer than {MAX_LINE_BYTES} bytes"),
+            });
+            break;
+        }
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t.trim(),
+            Err(_) => {
+                problems.push(RecordProblem {
+                    line: number,
+                    path: String::new(),
+                    message: "not UTF-8".into(),
+                });
+                if problems.len() >= MAX_REPORTED_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        records += 1;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(record) => {
+                if let Err(errors) = standard.validate(&record) {
+                    for e in errors {
+                        problems.push(RecordProblem {
+                            line: number,
+                            path: e.path,
+                            message: e.message,
+                        });
+                    }
+                }
+            }
+            Err(e) => problems.push(RecordProblem {
+                line: number,
+                path: String::new(),
+                message: format!("not a JSON record: {e}"),
+            }),
+        }
+        if problems.len() >= MAX_REPORTED_ERRORS {
+            break;
+        }
+    }
+    if problems.is_empty() {
+        Ok(Checked { records })
+    } else {
+        problems.truncate(MAX_REPORTED_ERRORS);
+        Err(problems)
+    }
+}
+
+fn describe(problems: &[RecordProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            let at = if p.path.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", p.path)
+            };
+            format!("  line {}{at}: {}", p.line, p.message)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Node {
+    /// The node's blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Every version we hold of `dataset` from `publisher` (ours when None), oldest first.
+    pub fn manifests(
+        &self,
+        publisher: Option<&str>,
+        dataset: &str,
+    ) -> Result<Vec<Signed<Manifest>>, NodeError> {
+        let publisher = publisher
+            .map(str::to_string)
+            .unwrap_or_else(|| self.peer_id().to_string());
+        let mut out = Vec::new();
+        for raw in self.store().manifests(&publisher, dataset)? {
+            match serde_json::from_value::<Signed<Manifest>>(raw) {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    tracing::error!(dataset, error = %e, "unreadable stored manifest skipped")
+                }
+            }
+        }
+        out.sort_by_key(|m| m.document.version);
+        Ok(out)
+    }
+
+    /// Publishes a new version of one of our offers from a file on this machine.
+    pub async fn publish_dataset(
+        &self,
+        dataset: &str,
+        file: &Path,
+        format: DataFormat,
+    ) -> Result<Signed<Manifest>, NodeError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let offer: CatalogueEntry = self
+            .offers()?
+            .into_iter()
+            .find(|o| o.offer.identifier == dataset)
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "{dataset:?} is not one of our offers; add it with `yrd catalog add` first"
+                ))
+            })?;
+        let schema_ref = offer.conforms_to.clone();
+        let compiled = match format {
+            DataFormat::File => None,
+            DataFormat::Jsonl => {
+                let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
+                Some(
+                    standard::compile(&doc.document.schema)
+                        .map_err(|e| NodeError::Invalid(e.to_string()))?,
+                )
+            }
+            DataFormat::Csv => {
+                return Err(NodeError::Invalid(
+                    "--format csv: CSV publishing is not supported yet; convert to JSON Lines (one record per line) or publish as an opaque file".into(),
+                ));
+            }
+        };
+        // Import first, then validate the stored blob: what is validated is exactly what is
+        // published, even if the source file changes meanwhile.
+        let blobs = self.inner.blobs.clone();
+        let path: PathBuf = file.to_path_buf();
+        let info: BlobInfo =
+            tokio::task::spawn_blocking(move || blobs.import_file(&path, DEFAULT_CHUNK_SIZE))
+                .await
+                .map_err(|e| NodeError::Invalid(format!("import task failed: {e}")))?
+                .map_err(|e| NodeError::Invalid(format!("{}: {e}", file.display())))?;
+        let previous = self.manifests(None, dataset)?.pop();
+        let records = match compiled {
+            None => 0,
+            Some(standard) => {
+                let blobs = self.inner.blobs.clone();
+                let digest = info.digest.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    let reader = blobs.open_read(&digest).map_err(|e| {
+                        vec![RecordProblem {
+                            line: 0,
+                            path: String::new(),
+                            message: e.to_string(),
+                        }]
+                    })?;
+                    check_jsonl(reader, &standard)
+                })
+                .await
+                .map_err(|e| NodeError::Invalid(format!("validation task failed: {e}")))?;
+                match checked {
+                    Ok(c) => c.records,
+                    Err(problems) => {
+                        // Keep no refused bytes, unless a published version is the same file.
+                        if !self.store().manifest_names_blob(&info.digest)? {
+                            let _ = self.inner.blobs.remove(&info.digest);
+                        }
+                        return Err(NodeError::Invalid(format!(
+                            "{}: version refused, records do not conform to {}@{}:\n{}",
+                            file.display(),
+                            schema_ref.id,
+                            schema_ref.version,
+                            describe(&problems)
+                        )));
+                    }
+                }
+            }
+        };
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.document.digest == info.digest)
+        {
+            return Err(NodeError::Conflict(format!(
+                "{dataset}: the file is identical to version {} (digest {}); nothing to publish",
+                previous.as_ref().map(|p| p.document.version).unwrap_or(0),
+                info.digest
+            )));
+        }
+        let manifest = Manifest {
+            dataset: dataset.to_string(),
+            publisher: self.peer_id().to_string(),
+            region: self.region(),
+            version: previous
+                .as_ref()
+                .map(|p| p.document.version + 1)
+                .unwrap_or(1),
+            previous: previous.as_ref().map(|p| p.document.digest.clone()),
+            schema: if format == DataFormat::File {
+                None
+            } else {
+                Some(schema_ref)
+            },
+            format,
+            digest: info.digest.clone(),
+            size: info.size,
+            record_count: records,
+            chunk_size: info.chunk_table.chunk_size,
+            chunk_table_digest: info
+                .chunk_table
+                .digest()
+                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+            published_at: now_rfc3339(),
+            derived_from: None,
+        };
+        let signed = Signed::sign(manifest, self.inner.key.signing_key())?;
+        let m = &signed.document;
+        self.store()
+            .put_manifest(&m.publisher, dataset, m.version, &to_json(&signed)?)?;
+        let mut entry = offer;
+        entry.latest_version = Some(m.version);
+        entry.byte_size = Some(m.size);
+        entry.checksum = Some(m.digest.clone());
+        entry.modified = now_rfc3339();
+        self.store()
+            .put_local(super::catalogue::OFFERS, dataset, &to_json(&entry)?)?;
+        // issue_catalogue flushes, so the manifest is durable before we answer.
+        self.issue_catalogue().await?;
+        tracing::info!(
+            dataset,
+            version = m.version,
+            records = m.record_count,
+            size = m.size,
+            "dataset version published"
+        );
+        Ok(signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_problems_name_line_and_field() -> Result<(), Box<dyn std::error::Error>> {
+        let schema = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": {"a": {"type": "string"}, "n": {"type": "integer"}}, "required": ["a"]
+        });
+        let standard = standard::compile(&schema)?;
+        let good = "{\"a\":\"x\",\"n\":1}\n\n{\"a\":\"y\"}\n";
+        assert_eq!(
+            check_jsonl(good.as_bytes(), &standard)
+                .map(|c| c.records)
+                .ok(),
+            Some(2)
+        );
+        let bad = "{\"a\":\"x\"}\n{\"a\":1}\n{\"n\":\"z\",\"a\":\"q\"}\nnot json\n";
+        let problems = check_jsonl(bad.as_bytes(), &standard)
+            .err()
+            .unwrap_or_default();
+        let lines: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(lines, vec![(2, "/a"), (3, "/n"), (4, "")]);
+        Ok(())
+    }
+}
