@@ -444,9 +444,17 @@ fn sample_lists(
     }
 }
 
+/// A stable seed per dataset, so every devnet gets the same sample records.
+fn seed_of(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl Devnet {
     /// Gives a new devnet something to look at: Shanghai publishes the shared data standards,
-    /// and each province adds sample offers, demands and withheld entries. Idempotent.
+    /// and each province adds sample offers, demands and withheld entries, and publishes a first
+    /// version of each offer from generated records. Idempotent.
     pub async fn seed(&self) -> Result<(), DevnetError> {
         let node_err = |region: Region, source: NodeError| DevnetError::Node {
             region: region.label(),
@@ -513,6 +521,23 @@ impl Devnet {
                 let w = serde_json::from_value(w)
                     .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
                 node.add_withheld(w)
+                    .await
+                    .map_err(|e| node_err(member.region, e))?;
+            }
+            // A first version of every offer, from the standards' sample generators.
+            let samples = member.data_dir.join("samples");
+            std::fs::create_dir_all(&samples)
+                .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+            for offer in node.offers().map_err(|e| node_err(member.region, e))? {
+                let id = offer.offer.identifier;
+                let records =
+                    crate::samples::generate(&offer.conforms_to.id, 1000, seed_of(&id))
+                        .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+                let file = samples.join(format!("{id}.jsonl"));
+                std::fs::write(&file, text)
+                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                node.publish_dataset(&id, &file, crate::model::exchange::DataFormat::Jsonl)
                     .await
                     .map_err(|e| node_err(member.region, e))?;
             }
