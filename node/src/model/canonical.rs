@@ -181,7 +181,7 @@ impl Parser<'_> {
                 return Err(self.error(&format!("duplicate member name {key:?}")));
             }
             self.skip_ws();
-            self.expect(b':', "expected ':' after a member name")?;
+            self.expect(b':', "expected ':' after a member name")?; // ok: the parser's own expect, not Option::expect
             self.skip_ws();
             let member = self.value(depth)?;
             map.insert(key, member);

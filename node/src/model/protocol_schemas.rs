@@ -7,40 +7,43 @@ use crate::model::catalogue::{Catalogue, Demand, OfferInput, SchemaDoc, Withheld
 use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Revocation};
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
-use crate::model::signed::Signed;
+use crate::model::signed::{Document, Signed};
 
 fn schema<T: JsonSchema>() -> serde_json::Value {
     serde_json::to_value(schema_for!(T)).unwrap_or_default()
 }
 
+/// A document type and its signed envelope, named by the document's `TYPE`.
+fn document<T: Document>() -> [(String, serde_json::Value); 2] {
+    [
+        (T::TYPE.to_string(), schema::<T>()),
+        (format!("signed-{}", T::TYPE), schema::<Signed<T>>()),
+    ]
+}
+
 /// `(file stem, schema)` for every protocol type, in a fixed order.
-pub fn all() -> Vec<(&'static str, serde_json::Value)> {
-    vec![
-        ("node-info", schema::<NodeInfo>()),
-        ("signed-node-info", schema::<Signed<NodeInfo>>()),
-        ("schema", schema::<SchemaDoc>()),
-        ("signed-schema", schema::<Signed<SchemaDoc>>()),
-        ("catalogue", schema::<Catalogue>()),
-        ("signed-catalogue", schema::<Signed<Catalogue>>()),
+pub fn all() -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    out.extend(document::<NodeInfo>());
+    out.extend(document::<SchemaDoc>());
+    out.extend(document::<Catalogue>());
+    out.extend(document::<Manifest>());
+    out.extend(document::<AccessRequest>());
+    out.extend(document::<Grant>());
+    out.extend(document::<Denial>());
+    out.extend(document::<Revocation>());
+    out.extend(document::<Receipt>());
+    for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),
         ("withheld", schema::<Withheld>()),
-        ("manifest", schema::<Manifest>()),
-        ("signed-manifest", schema::<Signed<Manifest>>()),
-        ("access-request", schema::<AccessRequest>()),
-        ("signed-access-request", schema::<Signed<AccessRequest>>()),
-        ("grant", schema::<Grant>()),
-        ("signed-grant", schema::<Signed<Grant>>()),
-        ("denial", schema::<Denial>()),
-        ("signed-denial", schema::<Signed<Denial>>()),
-        ("revocation", schema::<Revocation>()),
-        ("signed-revocation", schema::<Signed<Revocation>>()),
-        ("receipt", schema::<Receipt>()),
-        ("signed-receipt", schema::<Signed<Receipt>>()),
         ("request", schema::<Request>()),
         ("response", schema::<Response>()),
         ("announcement", schema::<Announcement>()),
-    ]
+    ] {
+        out.push((name.to_string(), schema));
+    }
+    out
 }
 
 /// The file text of one schema: pretty JSON with a trailing newline.
