@@ -128,7 +128,39 @@ async fn versions_are_validated_stored_signed_chained_and_catalogued() -> Result
         "no refused bytes kept"
     );
 
-    // Unknown dataset, relative path, missing file, unsupported CSV: clear refusals.
+    // The same standard's records as CSV (a header row, typed by the standard) are a version too.
+    let header: Vec<String> = records[0].as_object().unwrap().keys().cloned().collect();
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut csv_text = header
+        .iter()
+        .map(|h| quote(h))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
+    for r in &records[..100] {
+        let cells: Vec<String> = header
+            .iter()
+            .map(|h| match &r[h] {
+                Value::Null => String::new(),
+                Value::String(s) => quote(s),
+                other => other.to_string(),
+            })
+            .collect();
+        csv_text.push_str(&(cells.join(",") + "\n"));
+    }
+    let v4 = dir.path().join("v4.csv");
+    std::fs::write(&v4, csv_text)?;
+    let m4: Value = sh
+        .post(
+            "/api/v1/datasets/sh-licences/versions",
+            &json!({"file": v4, "format": "csv"}),
+        )
+        .await?;
+    assert_eq!(m4["document"]["version"], 3);
+    assert_eq!(m4["document"]["format"], "csv");
+    assert_eq!(m4["document"]["record_count"], 100);
+
+    // Unknown dataset, relative path, missing file: clear refusals.
     let err = sh
         .post::<_, Value>(
             "/api/v1/datasets/nope/versions",

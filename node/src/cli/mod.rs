@@ -89,7 +89,8 @@ pub enum Command {
     Publish {
         /// The offer identifier.
         dataset: String,
-        /// The file (JSON Lines: one record per line).
+        /// The file: JSON Lines (one record per line), CSV (a header row naming the standard's
+        /// fields), or any file with --format file.
         file: PathBuf,
         /// jsonl, csv or file (opaque, not validated).
         #[arg(long, default_value = "jsonl")]

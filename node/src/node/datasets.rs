@@ -122,6 +122,107 @@ fn check_jsonl(
     }
 }
 
+/// The JSON value of one CSV cell, by the types the standard allows for its column: an empty
+/// cell is null where null is allowed; numbers, integers and booleans are parsed where the
+/// standard asks for them; everything else stays a string (and validation says if it must not).
+fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
+    use serde_json::Value;
+    let allows = |t: &str| types.iter().any(|x| x == t);
+    if cell.is_empty() && allows("null") {
+        return Value::Null;
+    }
+    if allows("integer") {
+        if let Ok(i) = cell.parse::<i64>() {
+            return Value::from(i);
+        }
+    }
+    if allows("number") {
+        if let Ok(n) = serde_json::from_str::<serde_json::Number>(cell) {
+            return Value::Number(n);
+        }
+    }
+    if allows("boolean") {
+        match cell {
+            "true" => return Value::Bool(true),
+            "false" => return Value::Bool(false),
+            _ => {}
+        }
+    }
+    Value::String(cell.to_string())
+}
+
+/// Validates CSV (a header row naming the standard's fields, then one record per row).
+fn check_csv(
+    reader: impl std::io::Read,
+    standard: &CompiledStandard,
+) -> Result<Checked, Vec<RecordProblem>> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(reader);
+    let problem = |line: u64, message: String| RecordProblem {
+        line,
+        path: String::new(),
+        message,
+    };
+    let headers: Vec<String> = match csv.headers() {
+        Ok(h) => h
+            .iter()
+            .map(|c| c.trim_start_matches('\u{feff}').to_string())
+            .collect(),
+        Err(e) => return Err(vec![problem(1, format!("cannot read the header row: {e}"))]),
+    };
+    let fields = standard.fields();
+    let mut types = Vec::with_capacity(headers.len());
+    for h in &headers {
+        match fields.iter().find(|f| &f.name == h) {
+            Some(f) => types.push(f.types.clone()),
+            None => {
+                return Err(vec![problem(
+                    1,
+                    format!("column {h:?} is not a field of the standard"),
+                )]);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut records = 0u64;
+    let mut row = csv::StringRecord::new();
+    loop {
+        let line = csv.position().line();
+        match csv.read_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                problems.push(problem(line.max(2), format!("malformed CSV: {e}")));
+                break;
+            }
+        }
+        let line = row.position().map(|p| p.line()).unwrap_or(line);
+        records += 1;
+        let mut record = serde_json::Map::new();
+        for ((name, cell), t) in headers.iter().zip(row.iter()).zip(&types) {
+            record.insert(name.clone(), csv_cell(cell, t));
+        }
+        if let Err(errors) = standard.validate(&serde_json::Value::Object(record)) {
+            problems.extend(errors.into_iter().map(|e| RecordProblem {
+                line,
+                path: e.path,
+                message: e.message,
+            }));
+        }
+        if problems.len() >= MAX_REPORTED_ERRORS {
+            break;
+        }
+    }
+    if problems.is_empty() {
+        Ok(Checked { records })
+    } else {
+        problems.truncate(MAX_REPORTED_ERRORS);
+        Err(problems)
+    }
+}
+
 fn describe(problems: &[RecordProblem]) -> String {
     problems
         .iter()
@@ -185,17 +286,12 @@ impl Node {
         let schema_ref = offer.conforms_to.clone();
         let compiled = match format {
             DataFormat::File => None,
-            DataFormat::Jsonl => {
+            DataFormat::Jsonl | DataFormat::Csv => {
                 let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
                 Some(
                     standard::compile(&doc.document.schema)
                         .map_err(|e| NodeError::Invalid(e.to_string()))?,
                 )
-            }
-            DataFormat::Csv => {
-                return Err(NodeError::Invalid(
-                    "--format csv: CSV publishing is not supported yet; convert to JSON Lines (one record per line) or publish as an opaque file".into(),
-                ));
             }
         };
         // Import first, then validate the stored blob: what is validated is exactly what is
@@ -221,7 +317,11 @@ impl Node {
                             message: e.to_string(),
                         }]
                     })?;
-                    check_jsonl(reader, &standard)
+                    if format == DataFormat::Csv {
+                        check_csv(reader, &standard)
+                    } else {
+                        check_jsonl(reader, &standard)
+                    }
                 })
                 .await
                 .map_err(|e| NodeError::Invalid(format!("validation task failed: {e}")))?;
@@ -327,6 +427,44 @@ mod tests {
             .unwrap_or_default();
         let lines: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.path.as_str())).collect();
         assert_eq!(lines, vec![(2, "/a"), (3, "/n"), (4, "")]);
+        Ok(())
+    }
+
+    #[test]
+    fn csv_cells_follow_the_standard_and_problems_name_lines()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let schema = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": {"a": {"type": "string"}, "n": {"type": "integer"},
+                           "x": {"type": ["number", "null"]}, "b": {"type": "boolean"}},
+            "required": ["a", "n"], "additionalProperties": false
+        });
+        let standard = standard::compile(&schema)?;
+        let good = "\u{feff}a,n,x,b\n\"hello, world\",1,2.5,true\n007,2,,false\n";
+        assert_eq!(
+            check_csv(good.as_bytes(), &standard)
+                .map(|c| c.records)
+                .ok(),
+            Some(2)
+        );
+        let bad = "a,n,x,b\nq,1,,true\nq,one,,true\nq,3,,maybe\n";
+        let problems = check_csv(bad.as_bytes(), &standard)
+            .err()
+            .unwrap_or_default();
+        let lines: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(lines, vec![(3, "/n"), (4, "/b")]);
+        let unknown = check_csv("a,zzz\nq,1\n".as_bytes(), &standard)
+            .err()
+            .unwrap_or_default();
+        assert!(unknown.first().is_some_and(|p| p.message.contains("zzz")));
+        let ragged = check_csv("a,n\nq,1,extra\n".as_bytes(), &standard)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            ragged
+                .first()
+                .is_some_and(|p| p.message.contains("malformed CSV"))
+        );
         Ok(())
     }
 }
