@@ -94,15 +94,7 @@ fn check_jsonl(
         records += 1;
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(record) => {
-                if let Err(errors) = standard.validate(&record) {
-                    for e in errors {
-                        problems.push(RecordProblem {
-                            line: number,
-                            path: e.path,
-                            message: e.message,
-                        });
-                    }
-                }
+                check_record(standard, number, &record, &mut problems);
             }
             Err(e) => problems.push(RecordProblem {
                 line: number,
@@ -114,6 +106,27 @@ fn check_jsonl(
             break;
         }
     }
+    verdict(records, problems)
+}
+
+/// Validates one record, adding its problems (found at `line`).
+fn check_record(
+    standard: &CompiledStandard,
+    line: u64,
+    record: &serde_json::Value,
+    problems: &mut Vec<RecordProblem>,
+) {
+    if let Err(errors) = standard.validate(record) {
+        problems.extend(errors.into_iter().map(|e| RecordProblem {
+            line,
+            path: e.path,
+            message: e.message,
+        }));
+    }
+}
+
+/// Accepted when nothing was found; otherwise the first problems.
+fn verdict(records: u64, mut problems: Vec<RecordProblem>) -> Result<Checked, Vec<RecordProblem>> {
     if problems.is_empty() {
         Ok(Checked { records })
     } else {
@@ -204,23 +217,17 @@ fn check_csv(
         for ((name, cell), t) in headers.iter().zip(row.iter()).zip(&types) {
             record.insert(name.clone(), csv_cell(cell, t));
         }
-        if let Err(errors) = standard.validate(&serde_json::Value::Object(record)) {
-            problems.extend(errors.into_iter().map(|e| RecordProblem {
-                line,
-                path: e.path,
-                message: e.message,
-            }));
-        }
+        check_record(
+            standard,
+            line,
+            &serde_json::Value::Object(record),
+            &mut problems,
+        );
         if problems.len() >= MAX_REPORTED_ERRORS {
             break;
         }
     }
-    if problems.is_empty() {
-        Ok(Checked { records })
-    } else {
-        problems.truncate(MAX_REPORTED_ERRORS);
-        Err(problems)
-    }
+    verdict(records, problems)
 }
 
 fn describe(problems: &[RecordProblem]) -> String {
