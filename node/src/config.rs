@@ -65,6 +65,103 @@ pub struct NodeConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// Dataset exchange: limits, timeouts and auto-approval rules.
+    #[serde(default)]
+    pub exchange: ExchangeSection,
+}
+
+/// `[exchange]`: how this node serves and fetches datasets and answers access requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeSection {
+    /// Transfers one peer may have running from this node at once; more are refused as "busy".
+    pub max_transfers_per_peer: usize,
+    /// Access requests from one peer that may wait for an operator at once; more are refused.
+    pub max_pending_requests_per_peer: usize,
+    /// A transfer stream that makes no progress for this long is closed, in seconds.
+    pub stall_timeout_secs: u64,
+    /// How long a fetch keeps retrying an unreachable provider before it fails, in seconds
+    /// (it resumes from the chunks it has).
+    pub fetch_retry_secs: u64,
+    /// Validity of a grant when the approval names none, in days.
+    pub default_grant_days: u64,
+    /// Rules that answer access requests without an operator, tried in order; the first that
+    /// matches decides. A request no rule matches waits for `yrd requests approve|deny`.
+    pub auto_approve: Vec<AutoRule>,
+}
+
+impl Default for ExchangeSection {
+    fn default() -> Self {
+        ExchangeSection {
+            max_transfers_per_peer: 4,
+            max_pending_requests_per_peer: 32,
+            stall_timeout_secs: 30,
+            fetch_retry_secs: 600,
+            default_grant_days: 365,
+            auto_approve: Vec::new(),
+        }
+    }
+}
+
+/// What an auto-approval rule decides.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoDecision {
+    /// Issue a grant.
+    Approve,
+    /// Issue a denial with the rule's `reason`.
+    Deny,
+}
+
+/// `[[exchange.auto_approve]]`: one rule. Every condition given must hold for it to match.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AutoRule {
+    /// Name of the rule; a grant it issues says `decided_by = "auto:<name>"`.
+    pub name: String,
+    /// `approve` or `deny`.
+    pub decision: AutoDecision,
+    /// Dataset identifiers it applies to; empty means every conditional offer.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Requester regions it applies to; a province's code also covers its cities. Empty means
+    /// any member.
+    #[serde(default)]
+    pub regions: Vec<Region>,
+    /// The request's purpose must contain one of these (ignoring case); empty means any.
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    /// Fields granted; empty means the fields requested (or all, if the request names none).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Masks, in the CLI form `FIELD=redact|hash|keep:N:M`.
+    #[serde(default)]
+    pub masks: Vec<String>,
+    /// Validity of the grant in days (default: `default_grant_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_days: Option<u64>,
+    /// The reason a `deny` rule gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AutoRule {
+    /// Whether the rule applies to a request for `dataset` from `region` for `purpose`.
+    pub fn matches(&self, dataset: &str, region: Region, purpose: &str) -> bool {
+        let dataset_ok = self.datasets.is_empty() || self.datasets.iter().any(|d| d == dataset);
+        let region_ok = self.regions.is_empty()
+            || self
+                .regions
+                .iter()
+                .any(|r| *r == region || (*r == r.province() && region.province() == *r));
+        let purpose = purpose.to_lowercase();
+        let purpose_ok = self.purposes.is_empty()
+            || self
+                .purposes
+                .iter()
+                .any(|p| purpose.contains(&p.to_lowercase()));
+        dataset_ok && region_ok && purpose_ok
+    }
 }
 
 /// `[node]`: the organisation running this node.
@@ -319,6 +416,94 @@ impl NodeConfig {
                     field.into(),
                     value.to_string(),
                     &format!("a number of seconds from {min} to {max}"),
+                ));
+            }
+        }
+        let x = &self.exchange;
+        let limits = [
+            (
+                "exchange.max_transfers_per_peer",
+                x.max_transfers_per_peer,
+                1,
+                64,
+            ),
+            (
+                "exchange.max_pending_requests_per_peer",
+                x.max_pending_requests_per_peer,
+                1,
+                10_000,
+            ),
+        ];
+        for (field, value, min, max) in limits {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    field.into(),
+                    value.to_string(),
+                    &format!("a number from {min} to {max}"),
+                ));
+            }
+        }
+        let secs = [
+            (
+                "exchange.stall_timeout_secs",
+                x.stall_timeout_secs,
+                1,
+                3_600,
+            ),
+            (
+                "exchange.fetch_retry_secs",
+                x.fetch_retry_secs,
+                0,
+                7 * 86_400,
+            ),
+            (
+                "exchange.default_grant_days",
+                x.default_grant_days,
+                1,
+                3_650,
+            ),
+        ];
+        for (field, value, min, max) in secs {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    field.into(),
+                    value.to_string(),
+                    &format!("a number from {min} to {max}"),
+                ));
+            }
+        }
+        for (i, rule) in x.auto_approve.iter().enumerate() {
+            let at = |f: &str| format!("exchange.auto_approve[{i}].{f}");
+            if rule.name.trim().is_empty() || rule.name.len() > 64 {
+                return Err(invalid(
+                    at("name"),
+                    format!("{:?}", rule.name),
+                    "a rule name of 1 to 64 characters",
+                ));
+            }
+            for (j, m) in rule.masks.iter().enumerate() {
+                if let Err(e) = m.parse::<crate::model::masking::FieldMask>() {
+                    return Err(invalid(
+                        format!("{}[{j}]", at("masks")),
+                        format!("{m:?}"),
+                        &e.to_string(),
+                    ));
+                }
+            }
+            if rule.expires_days.is_some_and(|d| !(1..=3_650).contains(&d)) {
+                return Err(invalid(
+                    at("expires_days"),
+                    format!("{:?}", rule.expires_days),
+                    "a number of days from 1 to 3650",
+                ));
+            }
+            if rule.decision == AutoDecision::Deny
+                && rule.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+            {
+                return Err(invalid(
+                    at("reason"),
+                    "(none)".into(),
+                    "a deny rule must give the reason the requester will read",
                 ));
             }
         }

@@ -133,6 +133,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
             listen: options.api.unwrap_or(ApiSection::default().listen),
             allow_remote: false,
         },
+        exchange: Default::default(),
         log: LogSection::default(),
     };
     config.check(&config_path)?;

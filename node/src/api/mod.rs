@@ -79,6 +79,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+pub mod exchange;
 pub mod routes;
 
 #[derive(Clone)]
@@ -185,6 +186,33 @@ fn router(node: Node, token: String) -> Router {
             "/api/v1/datasets/{id}/versions",
             get(routes::versions_list).post(routes::version_publish),
         )
+        .route("/api/v1/fetch", post(exchange::fetch))
+        .route("/api/v1/transfers", get(exchange::transfers))
+        .route("/api/v1/transfers/{id}", get(exchange::transfer))
+        .route(
+            "/api/v1/transfers/{id}/content",
+            get(exchange::transfer_content),
+        )
+        .route(
+            "/api/v1/requests",
+            get(exchange::requests).post(exchange::request_create),
+        )
+        .route("/api/v1/requests/{id}", get(exchange::request_show))
+        .route(
+            "/api/v1/requests/{id}/approve",
+            post(exchange::request_approve),
+        )
+        .route("/api/v1/requests/{id}/deny", post(exchange::request_deny))
+        .route("/api/v1/grants", get(exchange::grants))
+        .route("/api/v1/grants/{id}", get(exchange::grant_show))
+        .route("/api/v1/grants/{id}/revoke", post(exchange::grant_revoke))
+        .route(
+            "/api/v1/subscriptions",
+            get(exchange::subscriptions)
+                .post(exchange::subscribe)
+                .delete(exchange::unsubscribe),
+        )
+        .route("/api/v1/receipts", get(exchange::receipts))
         .route("/api/v1/doc/canon", post(routes::doc_canon))
         .route("/api/v1/doc/verify", post(routes::doc_verify))
         .fallback(not_found)

@@ -143,6 +143,67 @@ impl ApiClient {
         decode(&bytes)
     }
 
+    /// GETs a file and writes it to `out` (temp file, fsync, rename): never a half-written
+    /// `out`. Returns the bytes written and the digest the node announced.
+    pub async fn download(&self, path: &str, out: &Path) -> Result<(u64, String), ClientError> {
+        use std::io::Write;
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                cause: cause(&e),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body["error"].as_str().unwrap_or("error").to_string(),
+                message: body["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        let digest = response
+            .headers()
+            .get("x-yrd-digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let io = |e: std::io::Error| ClientError::Decode(format!("{}: {e}", out.display()));
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Decode(cause(&e)))?
+        {
+            hasher.update(&chunk);
+            tmp.write_all(&chunk).map_err(io)?;
+            written += chunk.len() as u64;
+        }
+        let got = hasher.finalize().to_hex().to_string();
+        if !digest.is_empty() && got != digest {
+            return Err(ClientError::Decode(format!(
+                "downloaded file has digest {got}, the node said {digest}; {} left untouched",
+                out.display()
+            )));
+        }
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(out).map_err(|e| io(e.error))?;
+        Ok((written, got))
+    }
+
     /// DELETE and read JSON.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let bytes = self.send(reqwest::Method::DELETE, path, None).await?;

@@ -192,7 +192,7 @@ pub(super) async fn schema(cli: &Cli, cmd: &SchemaCommand) -> Result<(), CliErro
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

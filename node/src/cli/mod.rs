@@ -3,6 +3,7 @@
 
 pub mod client;
 mod docs;
+mod exchange;
 mod table;
 
 use std::net::SocketAddr;
@@ -100,6 +101,127 @@ pub enum Command {
     Versions {
         /// The offer identifier.
         dataset: String,
+    },
+    /// Fetch a dataset version from its publisher, verified chunk by chunk (resumable).
+    Fetch {
+        /// REGION_OR_PEER/DATASET: a region code or name (320000, Jiangsu) or a peer id, then
+        /// the offer identifier.
+        target: String,
+        /// The version (default: the latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// The grant to fetch under (default: the latest valid one we hold).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Write the verified file here (temp file, fsync, rename).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Start the fetch and return at once (follow it with `yrd transfers ID`).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Ask a provider for conditional data with a signed AccessRequest.
+    Request {
+        /// REGION_OR_PEER/DATASET.
+        target: String,
+        /// Why the data is needed (履职事项).
+        #[arg(long)]
+        purpose: String,
+        /// The legal basis (法律依据).
+        #[arg(long)]
+        basis: String,
+        /// Fields wanted, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+    },
+    /// Access requests we received or sent: list, show, approve, deny.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+    /// Grants we issued or hold: list, show, revoke.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// Fetch each new version of a dataset as it is published.
+    Subscribe {
+        /// REGION_OR_PEER/DATASET.
+        target: String,
+    },
+    /// End a subscription.
+    Unsubscribe {
+        /// REGION_OR_PEER/DATASET.
+        target: String,
+    },
+    /// List our subscriptions.
+    Subscriptions,
+    /// Transfers in progress and finished, both ways (or one, by id).
+    Transfers {
+        /// A transfer id.
+        id: Option<String>,
+    },
+    /// Receipts receivers signed for our data.
+    Receipts,
+}
+
+/// `yrd requests …`.
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List requests (both directions unless one is chosen).
+    List {
+        /// Only requests we received.
+        #[arg(long = "in")]
+        inbound: bool,
+        /// Only requests we sent.
+        #[arg(long = "out")]
+        outbound: bool,
+        /// Only those waiting for a decision.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Show one request with its signed documents.
+    Show {
+        /// The request id.
+        id: String,
+    },
+    /// Approve a pending request: sign a grant and send it to the requester.
+    Approve {
+        /// The request id.
+        id: String,
+        /// Fields granted, comma-separated (default: as requested).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// Mask a granted field: FIELD=redact, FIELD=hash or FIELD=keep:N:M (repeatable).
+        #[arg(long)]
+        mask: Vec<String>,
+        /// Validity: 90d, 12h, 30m (default: exchange.default_grant_days).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Deny a pending request with a reason the requester reads.
+    Deny {
+        /// The request id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `yrd grants …`.
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// List grants issued by us and to us, with their state.
+    List,
+    /// Show one grant with its signed documents.
+    Show {
+        /// The grant id.
+        id: String,
+    },
+    /// Withdraw a grant we issued and tell the grantee.
+    Revoke {
+        /// The grant id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -394,6 +516,36 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             format,
         } => docs::publish(&cli, dataset, file, format).await,
         Command::Versions { dataset } => docs::versions(&cli, dataset).await,
+        Command::Fetch {
+            target,
+            version,
+            grant,
+            out,
+            no_wait,
+        } => {
+            exchange::fetch(
+                &cli,
+                target,
+                *version,
+                grant.clone(),
+                out.as_deref(),
+                *no_wait,
+            )
+            .await
+        }
+        Command::Request {
+            target,
+            purpose,
+            basis,
+            fields,
+        } => exchange::request(&cli, target, purpose, basis, fields).await,
+        Command::Requests(cmd) => exchange::requests(&cli, cmd).await,
+        Command::Grants(cmd) => exchange::grants(&cli, cmd).await,
+        Command::Subscribe { target } => exchange::subscribe(&cli, target).await,
+        Command::Unsubscribe { target } => exchange::unsubscribe(&cli, target).await,
+        Command::Subscriptions => exchange::subscriptions(&cli).await,
+        Command::Transfers { id } => exchange::transfers(&cli, id.as_deref()).await,
+        Command::Receipts => exchange::receipts(&cli).await,
         Command::Peers => {
             let peers: Vec<PeerView> = client(&cli)?.get("/api/v1/peers").await?;
             if cli.json {

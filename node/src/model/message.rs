@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::catalogue::{Catalogue, SchemaDoc};
+use crate::model::exchange::{AccessRequest, Denial, Grant, Receipt, Revocation};
 use crate::model::node_info::NodeInfo;
 use crate::model::signed::Signed;
 
@@ -33,6 +34,42 @@ pub enum Request {
         /// Version.
         version: String,
     },
+    /// Ask for conditional data: the requester's signed AccessRequest (R5).
+    Access {
+        /// The signed request; its signer must be the sending peer.
+        request: Box<Signed<AccessRequest>>,
+    },
+    /// The provider's answer to an earlier AccessRequest, pushed to the requester.
+    Decision {
+        /// The grant, if approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<Box<Signed<Grant>>>,
+        /// The denial, if refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denial: Option<Box<Signed<Denial>>>,
+    },
+    /// The provider withdraws a grant it issued to the receiving node.
+    Revoke {
+        /// The signed revocation.
+        revocation: Box<Signed<Revocation>>,
+    },
+    /// The receiver's signed acknowledgement of a delivery, sent to the provider.
+    Receipt {
+        /// The signed receipt.
+        receipt: Box<Signed<Receipt>>,
+    },
+}
+
+/// Where an access request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Waiting for an operator.
+    Pending,
+    /// A grant was issued.
+    Granted,
+    /// A denial was issued.
+    Denied,
 }
 
 /// One standard version a peer holds.
@@ -83,6 +120,19 @@ pub enum Response {
         /// The publisher's signed standard.
         schema: Box<Signed<SchemaDoc>>,
     },
+    /// The provider holds the access request; when a rule decided at once, the answer is here.
+    Access {
+        /// Where the request stands.
+        status: RequestStatus,
+        /// The grant, if approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<Box<Signed<Grant>>>,
+        /// The denial, if refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denial: Option<Box<Signed<Denial>>>,
+    },
+    /// Accepted and recorded.
+    Ack,
     /// The request was refused or failed; `code` is machine-readable, `message` for people.
     Error {
         /// e.g. "not-found", "refused", "bad-request".

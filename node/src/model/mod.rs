@@ -12,3 +12,4 @@ pub mod protocol_schemas;
 pub mod region;
 pub mod signed;
 pub mod standard;
+pub mod transfer;

@@ -8,6 +8,7 @@ use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Re
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::signed::{Document, Signed};
+use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
 fn schema<T: JsonSchema>() -> serde_json::Value {
     serde_json::to_value(schema_for!(T)).unwrap_or_default()
@@ -40,6 +41,9 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("request", schema::<Request>()),
         ("response", schema::<Response>()),
         ("announcement", schema::<Announcement>()),
+        ("fetch-open", schema::<FetchOpen>()),
+        ("fetch-reply", schema::<FetchReply>()),
+        ("chunk-want", schema::<ChunkWant>()),
     ] {
         out.push((name.to_string(), schema));
     }

@@ -990,6 +990,64 @@ fn is_multiple(old: f64, new: f64) -> bool {
     ratio >= 1.0 - 1e-9 && (ratio - ratio.round()).abs() <= 1e-9 * ratio.max(1.0)
 }
 
+/// The schema a masked delivery's records satisfy: the standard restricted to the granted
+/// `fields` (no others allowed), each `masked` field's own rule replaced by "a string or null"
+/// (masking turns values into strings and keeps nulls), and only granted fields required.
+/// `$defs` and the other top-level keywords are kept, so unmasked fields are checked exactly as
+/// the standard says.
+pub fn project_schema(schema: &Value, fields: &[String], masked: &[String]) -> Value {
+    let mut out = match schema {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let original = out
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut properties = Map::new();
+    for f in fields {
+        let rule = if masked.contains(f) {
+            serde_json::json!({"type": ["string", "null"]})
+        } else {
+            original.get(f).cloned().unwrap_or(Value::Bool(true))
+        };
+        properties.insert(f.clone(), rule);
+    }
+    out.insert("properties".into(), Value::Object(properties));
+    let required: Vec<Value> = out
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter(|v| v.as_str().is_some_and(|s| fields.iter().any(|f| f == s)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    out.insert("required".into(), Value::Array(required));
+    out.insert("additionalProperties".into(), Value::Bool(false));
+    for k in [
+        "patternProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "if",
+        "then",
+        "else",
+        "not",
+        "unevaluatedProperties",
+        "minProperties",
+        "maxProperties",
+    ] {
+        // Whole-record rules may name fields that were not delivered.
+        out.remove(k);
+    }
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ pub(crate) struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     rpc: request_response::json::Behaviour<Request, Response>,
+    // Datasets move on their own streams (see `node::transfer`), outside request-response's caps.
+    stream: libp2p_stream::Behaviour,
 }
 
 struct Redial {
@@ -70,6 +72,11 @@ impl std::fmt::Debug for EventLoop {
 }
 
 impl EventLoop {
+    /// A control for opening and accepting streams, usable from any task.
+    pub(super) fn stream_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().stream.new_control()
+    }
+
     pub(super) fn new(
         config: NetConfig,
         commands: mpsc::Receiver<Command>,
@@ -137,6 +144,7 @@ impl EventLoop {
                     gossipsub,
                     mdns: Toggle::from(mdns),
                     rpc,
+                    stream: libp2p_stream::Behaviour::new(),
                 })
             })
             .map_err(|e| transport(&e))?

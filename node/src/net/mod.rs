@@ -3,6 +3,7 @@
 //! bounded channel. It moves bytes and documents and knows no policy beyond membership gating.
 
 mod event_loop;
+pub mod frames;
 pub mod gate;
 
 use std::collections::HashMap;
@@ -227,13 +228,60 @@ pub(crate) enum Command {
 }
 
 /// A cloneable handle to the network task.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     local_peer: PeerId,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHandle")
+            .field("local_peer", &self.local_peer)
+            .finish()
+    }
 }
 
 impl NetHandle {
+    /// Opens a stream of `protocol` to a member, dialling it if needed, within `timeout`.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+        timeout: Duration,
+    ) -> Result<libp2p::Stream, NetError> {
+        // Each caller uses its own clone: a Control opens one stream at a time.
+        let mut control = self.streams.clone();
+        let opened = tokio::time::timeout(
+            timeout,
+            control.open_stream(peer, libp2p::StreamProtocol::new(protocol)),
+        )
+        .await;
+        match opened {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(NetError::Request {
+                peer,
+                cause: format!("cannot open a {protocol} stream: {e}"),
+            }),
+            Err(_) => Err(NetError::Request {
+                peer,
+                cause: format!("no {protocol} stream within {} s", timeout.as_secs()),
+            }),
+        }
+    }
+
+    /// Starts accepting inbound streams of `protocol` (once per protocol).
+    pub fn accept_streams(
+        &self,
+        protocol: &'static str,
+    ) -> Result<libp2p_stream::IncomingStreams, NetError> {
+        self.streams
+            .clone()
+            .accept(libp2p::StreamProtocol::new(protocol))
+            .map_err(|_| NetError::Transport(format!("{protocol} is already being accepted")))
+    }
+
     /// Our own peer id.
     pub fn local_peer(&self) -> PeerId {
         self.local_peer
@@ -329,10 +377,12 @@ pub fn new(
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let local_peer = config.key.peer_id();
     let event_loop = EventLoop::new(config, cmd_rx, ev_tx)?;
+    let streams = event_loop.stream_control();
     Ok((
         NetHandle {
             commands: cmd_tx,
             local_peer,
+            streams,
         },
         ev_rx,
         event_loop,

@@ -424,6 +424,7 @@ impl Node {
             sequence = signed.document.sequence,
             "catalogue accepted"
         );
+        self.on_catalogue_changed(publisher);
         Ok(true)
     }
 

@@ -33,12 +33,13 @@ pub struct RecordProblem {
 }
 
 /// The outcome of validating a file.
-struct Checked {
-    records: u64,
+pub(crate) struct Checked {
+    /// Records found.
+    pub records: u64,
 }
 
 /// Validates JSON Lines from `reader` against `standard`, collecting the first problems.
-fn check_jsonl(
+pub(crate) fn check_jsonl(
     reader: impl std::io::Read,
     standard: &CompiledStandard,
 ) -> Result<Checked, Vec<RecordProblem>> {
@@ -138,7 +139,7 @@ fn verdict(records: u64, mut problems: Vec<RecordProblem>) -> Result<Checked, Ve
 /// The JSON value of one CSV cell, by the types the standard allows for its column: an empty
 /// cell is null where null is allowed; numbers, integers and booleans are parsed where the
 /// standard asks for them; everything else stays a string (and validation says if it must not).
-fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
+pub(crate) fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
     use serde_json::Value;
     let allows = |t: &str| types.iter().any(|x| x == t);
     if cell.is_empty() && allows("null") {
@@ -165,7 +166,7 @@ fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
 }
 
 /// Validates CSV (a header row naming the standard's fields, then one record per row).
-fn check_csv(
+pub(crate) fn check_csv(
     reader: impl std::io::Read,
     standard: &CompiledStandard,
 ) -> Result<Checked, Vec<RecordProblem>> {

@@ -2,9 +2,11 @@
 //! peers' verified NodeInfos, catalogues, standards), reacts to network events, and serves the
 //! admin API and CLI.
 
+pub mod access;
 pub mod catalogue;
 pub mod datasets;
 pub mod schemas;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,6 +205,18 @@ struct Inner {
     pulls: Arc<tokio::sync::Semaphore>,
     /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
     write_lock: tokio::sync::Mutex<()>,
+    /// Transfers in progress, both ways.
+    transfers: std::sync::Mutex<transfer::Registry>,
+    /// Chunk tables of the files we serve, by digest.
+    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::store::blobs::ChunkTable>>>,
+    /// One masked derivation at a time (they are long; the write lock must stay short).
+    derive_lock: tokio::sync::Mutex<()>,
+    /// Test-only provider faults.
+    faults: std::sync::Mutex<transfer::Faults>,
+    /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
+    shutdown: tokio_util::sync::CancellationToken,
+    /// The long tasks, awaited at shutdown so the database is released.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// A cloneable handle to the service layer.
@@ -229,6 +243,7 @@ pub struct RunningNode {
     net_task: JoinHandle<()>,
     service_task: JoinHandle<()>,
     sync_task: JoinHandle<()>,
+    fetch_task: JoinHandle<()>,
     api: crate::api::ApiServer,
 }
 
@@ -237,6 +252,15 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.api.shutdown().await;
         self.sync_task.abort();
+        self.fetch_task.abort();
+        self.node.inner.shutdown.cancel();
+        self.node.inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.node.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("transfers did not stop within 10 s");
+        }
         self.node.inner.net.shutdown().await;
         let _ = self.net_task.await;
         let _ = self.service_task.await;
@@ -295,6 +319,12 @@ impl Node {
                 blobs,
                 pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
                 write_lock: tokio::sync::Mutex::new(()),
+                transfers: std::sync::Mutex::new(transfer::Registry::default()),
+                chunk_tables: std::sync::Mutex::new(HashMap::new()),
+                derive_lock: tokio::sync::Mutex::new(()),
+                faults: std::sync::Mutex::new(transfer::Faults::default()),
+                shutdown: tokio_util::sync::CancellationToken::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         };
         node.load_peer_infos();
@@ -313,12 +343,27 @@ impl Node {
             let _ = net_task.await;
             return Err(e);
         }
+        let incoming = match node
+            .inner
+            .net
+            .accept_streams(crate::model::transfer::FETCH_PROTOCOL)
+        {
+            Ok(i) => i,
+            Err(e) => {
+                node.inner.net.shutdown().await;
+                let _ = net_task.await;
+                return Err(e.into());
+            }
+        };
+        let fetch_task = tokio::spawn(node.clone().accept_fetches(incoming));
+        node.resume_fetches();
         let sync_task = tokio::spawn(node.clone().anti_entropy_loop());
         let service_task = tokio::spawn(node.clone().service_loop(events));
         let api = match crate::api::ApiServer::bind(node.clone(), config.api.listen, token).await {
             Ok(api) => api,
             Err(e) => {
                 sync_task.abort();
+                fetch_task.abort();
                 node.inner.net.shutdown().await;
                 let _ = net_task.await;
                 let _ = service_task.await;
@@ -341,6 +386,7 @@ impl Node {
             net_task,
             service_task,
             sync_task,
+            fetch_task,
             api,
         })
     }
@@ -439,6 +485,7 @@ impl Node {
                     if let Err(e) = node.sync_with(peer).await {
                         tracing::debug!(peer = %peer, error = %e, "sync on connect failed");
                     }
+                    node.redeliver_to(peer).await;
                 });
             }
             NetEvent::PeerDisconnected { .. } => {}
@@ -448,6 +495,17 @@ impl Node {
                 request,
                 channel,
             } => {
+                if is_exchange(&request) {
+                    // These sign, store and flush: answer off the event path.
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        let response = node.answer_exchange(peer, request).await;
+                        if let Err(e) = node.inner.net.respond(channel, response).await {
+                            tracing::debug!(peer = %peer, error = %e, "could not answer");
+                        }
+                    });
+                    return;
+                }
                 let response = self.answer(peer, request);
                 if let Err(e) = self.inner.net.respond(channel, response).await {
                     tracing::debug!(peer = %peer, error = %e, "could not answer");
@@ -484,12 +542,42 @@ impl Node {
         }
     }
 
+    async fn answer_exchange(&self, peer: PeerId, request: Request) -> Response {
+        let done = |r: Result<(), NodeError>, what: &str| match r {
+            Ok(()) => Response::Ack,
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %e, "{what} refused");
+                Response::Error {
+                    code: "refused".into(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        match request {
+            Request::Access { request } => self.on_access_request(peer, *request).await,
+            Request::Decision { grant, denial } => done(
+                self.on_decision(peer, grant.map(|g| *g), denial.map(|d| *d))
+                    .await,
+                "decision",
+            ),
+            Request::Revoke { revocation } => {
+                done(self.on_revocation(peer, *revocation).await, "revocation")
+            }
+            Request::Receipt { receipt } => done(self.on_receipt(peer, *receipt).await, "receipt"),
+            other => self.answer(peer, other),
+        }
+    }
+
     fn answer(&self, _peer: PeerId, request: Request) -> Response {
         let error = |code: &str, message: String| Response::Error {
             code: code.into(),
             message,
         };
         match request {
+            Request::Access { .. }
+            | Request::Decision { .. }
+            | Request::Revoke { .. }
+            | Request::Receipt { .. } => error("internal", "answered elsewhere".into()),
             Request::NodeInfo => match self.signed_node_info() {
                 Ok(info) => Response::NodeInfo {
                     info: Box::new(info),
@@ -535,6 +623,17 @@ impl Node {
                 Err(e) => error("not-found", e.to_string()),
             },
         }
+    }
+
+    /// Runs `task` as a long task: it stops at shutdown, which waits for it.
+    pub(crate) fn spawn_long(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let token = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = token.cancelled() => {}
+            }
+        });
     }
 
     /// Publishes an announcement; having no peers yet is not an error (anti-entropy catches up).
@@ -806,6 +905,16 @@ impl Node {
             store_ok,
         })
     }
+}
+
+fn is_exchange(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Access { .. }
+            | Request::Decision { .. }
+            | Request::Revoke { .. }
+            | Request::Receipt { .. }
+    )
 }
 
 /// A NodeInfo is acceptable from `peer` only if it verifies, is signed by `peer`'s own key and

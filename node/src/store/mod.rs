@@ -23,6 +23,37 @@ const LOCAL_LISTS: &str = "local_lists";
 const MANIFESTS: &str = "manifests";
 /// The latest verified catalogue of every publisher (ourselves included), key = peer id bytes.
 const CATALOGUES: &str = "catalogues";
+
+/// The exchange's own trees: each keyed by an id, each value one JSON record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTree {
+    /// Access requests we sent or received, by request id.
+    Requests,
+    /// Grants we issued or received (with any revocation), by grant id.
+    Grants,
+    /// Our subscriptions, by `publisher/dataset`.
+    Subscriptions,
+    /// Fetches (running, failed or done), by transfer id.
+    Fetches,
+    /// Derived deliveries we made, by `grant id/version`.
+    Derived,
+    /// Receipts received from receivers, by `receiver/dataset/version/digest`.
+    Receipts,
+}
+
+impl RecordTree {
+    /// The sled tree name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordTree::Requests => "requests",
+            RecordTree::Grants => "grants",
+            RecordTree::Subscriptions => "subscriptions",
+            RecordTree::Fetches => "fetches",
+            RecordTree::Derived => "derived",
+            RecordTree::Receipts => "receipts",
+        }
+    }
+}
 const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Why the store failed.
@@ -339,6 +370,60 @@ impl Store {
     /// The database size on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Writes one record of an exchange tree.
+    pub fn put_record<T: Serialize>(
+        &self,
+        tree: RecordTree,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        put_json(
+            &self.db.open_tree(tree.name())?,
+            tree.name(),
+            key.as_bytes(),
+            value,
+        )
+    }
+
+    /// Reads one record of an exchange tree.
+    pub fn record<T: DeserializeOwned>(
+        &self,
+        tree: RecordTree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        get_json(
+            &self.db.open_tree(tree.name())?,
+            tree.name(),
+            key.as_bytes(),
+        )
+    }
+
+    /// Every record of an exchange tree, in key order.
+    pub fn records<T: DeserializeOwned>(
+        &self,
+        tree: RecordTree,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let t = self.db.open_tree(tree.name())?;
+        let mut out = Vec::new();
+        for item in t.iter() {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                decode(tree.name(), &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes one record; whether it existed.
+    pub fn remove_record(&self, tree: RecordTree, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .open_tree(tree.name())?
+            .remove(key.as_bytes())?
+            .is_some())
     }
 }
 

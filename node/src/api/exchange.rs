@@ -1,0 +1,317 @@
+//! Handlers of the exchange routes: fetch and transfers, access requests, grants,
+//! subscriptions and receipts. They parse, call the service layer and shape JSON.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, Path, Query, State};
+use crate::model::exchange::{Denial, Grant, Receipt};
+use crate::model::masking::FieldMask;
+use crate::model::message::RequestStatus;
+use crate::model::signed::Signed;
+use crate::node::access::{Approval, Direction, GrantRecord, GrantState, RequestRecord};
+use crate::node::transfer::{Subscription, TransferView};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Body of `POST /api/v1/fetch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchBody {
+    /// `REGION_OR_PEER/DATASET`.
+    pub target: String,
+    /// A version (default: the latest).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// A grant id (default: the latest valid grant we hold, for conditional data).
+    #[serde(default)]
+    pub grant: Option<String>,
+}
+
+pub(super) async fn fetch(
+    State(s): State<ApiState>,
+    body: Result<Json<FetchBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<TransferView>), ApiError> {
+    let Json(b) = body?;
+    let view = s.node.fetch(&b.target, b.version, b.grant).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub(super) async fn transfers(State(s): State<ApiState>) -> ApiResult<Vec<TransferView>> {
+    Ok(Json(s.node.transfers()))
+}
+
+pub(super) async fn transfer(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<TransferView> {
+    Ok(Json(s.node.transfer(&id)?))
+}
+
+/// `GET /api/v1/transfers/{id}/content`: the verified file of a completed fetch.
+pub(super) async fn transfer_content(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (path, manifest) = s.node.fetched_file(&id)?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot open the fetched file: {e}"),
+        )
+    })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let m = &manifest.document;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, m.size.to_string()),
+            (
+                header::HeaderName::from_static("x-yrd-digest"),
+                m.digest.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Body of `POST /api/v1/requests`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestBody {
+    /// `REGION_OR_PEER/DATASET`.
+    pub target: String,
+    /// Why the data is needed (履职事项).
+    pub purpose: String,
+    /// The legal basis (法律依据).
+    pub basis: String,
+    /// Fields wanted (empty: all).
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+pub(super) async fn request_create(
+    State(s): State<ApiState>,
+    body: Result<Json<RequestBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<RequestRecord>), ApiError> {
+    let Json(b) = body?;
+    let r = s
+        .node
+        .request_access(&b.target, &b.purpose, &b.basis, b.fields)
+        .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RequestFilter {
+    direction: Option<Direction>,
+    status: Option<RequestStatus>,
+}
+
+pub(super) async fn requests(
+    State(s): State<ApiState>,
+    q: Result<Query<RequestFilter>, QueryRejection>,
+) -> ApiResult<Vec<RequestRecord>> {
+    let Query(q) = q?;
+    let list = s
+        .node
+        .requests()?
+        .into_iter()
+        .filter(|r| q.direction.is_none_or(|d| d == r.direction))
+        .filter(|r| q.status.is_none_or(|st| st == r.status))
+        .collect();
+    Ok(Json(list))
+}
+
+pub(super) async fn request_show(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<RequestRecord> {
+    Ok(Json(s.node.request_record(&id)?))
+}
+
+/// Body of `POST /api/v1/requests/{id}/approve`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ApproveBody {
+    /// Fields granted (default: as requested, or all).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Masks, e.g. `{"field":"id_number","rule":"keep","first":6,"last":4}`.
+    #[serde(default)]
+    pub masks: Vec<FieldMask>,
+    /// Validity: `90d`, `12h`, `30m` or `3600s` (default: `exchange.default_grant_days`).
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+pub(super) async fn request_approve(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ApproveBody>, JsonRejection>,
+) -> ApiResult<Signed<Grant>> {
+    let Json(b) = body?;
+    let expires_in_secs = match b.expires.as_deref() {
+        None => None,
+        Some(text) => Some(parse_duration(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("expires {text:?}: expected a number followed by d, h, m or s, e.g. 90d"),
+            )
+        })?),
+    };
+    let approval = Approval {
+        fields: b.fields,
+        masks: b.masks,
+        expires_in_secs,
+    };
+    Ok(Json(s.node.approve_request(&id, approval).await?))
+}
+
+/// Body of `POST /api/v1/requests/{id}/deny` and `POST /api/v1/grants/{id}/revoke`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReasonBody {
+    /// Why (the requester or grantee reads it).
+    pub reason: String,
+}
+
+pub(super) async fn request_deny(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<Signed<Denial>> {
+    let Json(b) = body?;
+    Ok(Json(s.node.deny_request(&id, &b.reason).await?))
+}
+
+/// A grant with its state now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GrantView {
+    /// The record.
+    #[serde(flatten)]
+    pub record: GrantRecord,
+    /// valid, not-yet-valid, expired or revoked.
+    pub state: GrantState,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct GrantFilter {
+    direction: Option<Direction>,
+}
+
+pub(super) async fn grants(
+    State(s): State<ApiState>,
+    q: Result<Query<GrantFilter>, QueryRejection>,
+) -> ApiResult<Vec<GrantView>> {
+    let Query(q) = q?;
+    let list = s
+        .node
+        .grants()?
+        .into_iter()
+        .filter(|g| q.direction.is_none_or(|d| d == g.direction))
+        .map(|record| GrantView {
+            state: record.state(),
+            record,
+        })
+        .collect();
+    Ok(Json(list))
+}
+
+pub(super) async fn grant_show(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<GrantView> {
+    let record = s.node.grant_record(&id)?;
+    Ok(Json(GrantView {
+        state: record.state(),
+        record,
+    }))
+}
+
+pub(super) async fn grant_revoke(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> ApiResult<GrantView> {
+    let Json(b) = body?;
+    let record = s.node.revoke_grant(&id, &b.reason).await?;
+    Ok(Json(GrantView {
+        state: record.state(),
+        record,
+    }))
+}
+
+/// Body of `POST /api/v1/subscriptions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetBody {
+    /// `REGION_OR_PEER/DATASET`.
+    pub target: String,
+}
+
+pub(super) async fn subscriptions(State(s): State<ApiState>) -> ApiResult<Vec<Subscription>> {
+    Ok(Json(s.node.subscriptions()?))
+}
+
+pub(super) async fn subscribe(
+    State(s): State<ApiState>,
+    body: Result<Json<TargetBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+    let Json(b) = body?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.node.subscribe(&b.target).await?),
+    ))
+}
+
+pub(super) async fn unsubscribe(
+    State(s): State<ApiState>,
+    q: Result<Query<TargetBody>, QueryRejection>,
+) -> ApiResult<super::routes::Removed> {
+    let Query(q) = q?;
+    s.node.unsubscribe(&q.target).await?;
+    Ok(Json(super::routes::Removed {
+        list: "subscriptions".into(),
+        identifier: q.target,
+    }))
+}
+
+pub(super) async fn receipts(State(s): State<ApiState>) -> ApiResult<Vec<Signed<Receipt>>> {
+    Ok(Json(s.node.receipts()?))
+}
+
+/// `90d`, `12h`, `30m`, `3600s` (or a bare number of seconds) as seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&s| s > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_parse() {
+        use super::parse_duration as p;
+        assert_eq!(p("90d"), Some(90 * 86_400));
+        assert_eq!(p("12h"), Some(43_200));
+        assert_eq!(p("30m"), Some(1_800));
+        assert_eq!(p("15"), Some(15));
+        assert_eq!(p("0d"), None);
+        assert_eq!(p("3w"), None);
+        assert_eq!(p("d"), None);
+    }
+}

@@ -1,0 +1,1139 @@
+//! Conditional access (R5, R7): the requester's signed AccessRequest, the provider's pending
+//! queue, its signed Grant or Denial (by an operator or an auto-approval rule), revocation, and
+//! the check every fetch under a grant passes. Also resolves `REGION_OR_PEER/DATASET` targets.
+
+use std::time::Duration;
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Node, NodeError, unexpected};
+use crate::clock::{now_rfc3339, parse_rfc3339};
+use crate::config::AutoDecision;
+use crate::model::catalogue::{CatalogueEntry, ShareType};
+use crate::model::exchange::{AccessRequest, Denial, Grant, Revocation};
+use crate::model::masking::{self, FieldMask, Projection};
+use crate::model::message::{Request, RequestStatus, Response};
+use crate::model::region::{self, Region};
+use crate::model::signed::Signed;
+use crate::model::standard;
+use crate::store::RecordTree;
+
+/// Longest purpose, legal basis or reason accepted, in characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+/// Most fields a request may name.
+pub const MAX_FIELDS: usize = 256;
+
+/// Which side of an exchange a record is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received from the counterparty (an inbound request; a grant issued to us).
+    In,
+    /// Sent to the counterparty (our request; a grant we issued).
+    Out,
+}
+
+/// An access request as this node keeps it, on either side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The request id.
+    pub id: String,
+    /// `in`: we are the provider; `out`: we asked.
+    pub direction: Direction,
+    /// The counterparty's peer id.
+    pub peer: String,
+    /// The signed request.
+    pub request: Signed<AccessRequest>,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// The grant, once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Signed<Grant>>,
+    /// The denial, once refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial: Option<Signed<Denial>>,
+    /// When this node recorded it (RFC 3339).
+    pub recorded_at: String,
+    /// When it was decided (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// Provider side: whether the decision has reached the requester.
+    #[serde(default)]
+    pub answer_delivered: bool,
+}
+
+/// A grant as this node keeps it: issued by us (`out`) or to us (`in`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The grant id.
+    pub id: String,
+    /// `out`: we issued it; `in`: it was issued to us.
+    pub direction: Direction,
+    /// The signed grant.
+    pub grant: Signed<Grant>,
+    /// Its revocation, if withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Signed<Revocation>>,
+    /// Issuer side: whether the revocation has reached the grantee.
+    #[serde(default)]
+    pub revocation_delivered: bool,
+}
+
+/// A grant's state at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantState {
+    /// Usable now.
+    Valid,
+    /// Before `not_before`.
+    NotYetValid,
+    /// After `expires_at`.
+    Expired,
+    /// Withdrawn.
+    Revoked,
+}
+
+impl GrantRecord {
+    /// The state now.
+    pub fn state(&self) -> GrantState {
+        grant_state(&self.grant.document, self.revocation.is_some())
+    }
+}
+
+fn grant_state(g: &Grant, revoked: bool) -> GrantState {
+    if revoked {
+        return GrantState::Revoked;
+    }
+    let now = OffsetDateTime::now_utc();
+    match (parse_rfc3339(&g.not_before), parse_rfc3339(&g.expires_at)) {
+        (Some(nb), _) if now < nb => GrantState::NotYetValid,
+        (_, Some(exp)) if now <= exp => GrantState::Valid,
+        _ => GrantState::Expired,
+    }
+}
+
+/// What an operator (or a rule) approves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Fields granted; absent: the fields requested, or all if none were named.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Masks of granted fields.
+    #[serde(default)]
+    pub masks: Vec<FieldMask>,
+    /// Validity from now, in seconds; absent: `exchange.default_grant_days`.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// A dataset target resolved against the catalogues we hold.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The publisher.
+    pub peer: PeerId,
+    /// Its region.
+    pub region: Region,
+    /// The offer.
+    pub offer: CatalogueEntry,
+}
+
+/// Why a fetch is refused: a code of the fetch protocol and a message naming the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `not-found`, `not-shared`, `grant-required`, `grant-invalid`, …
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+fn refusal(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+fn random_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_text(what: &str, text: &str) -> Result<(), NodeError> {
+    let n = text.trim().chars().count();
+    if n == 0 || n > MAX_TEXT_CHARS {
+        return Err(NodeError::Invalid(format!(
+            "{what} must be 1 to {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_else(|_| now_rfc3339())
+}
+
+/// Parses a region given by code (`320000`) or name (`Jiangsu`, `江苏省`), ignoring case.
+pub fn parse_region(s: &str) -> Option<Region> {
+    if let Ok(r) = s.parse::<Region>() {
+        return Some(r);
+    }
+    let lower = s.trim().to_lowercase();
+    region::all()
+        .find(|r| r.name_en.to_lowercase() == lower || r.name_zh == s.trim())
+        .and_then(|r| Region::from_code(r.code).ok())
+}
+
+impl Node {
+    /// Resolves `REGION_OR_PEER/DATASET` (region code or name, or a full peer id) to the member
+    /// whose catalogue offers `DATASET`.
+    pub fn resolve_target(&self, target: &str) -> Result<Target, NodeError> {
+        let (who, dataset) = target.split_once('/').ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "{target:?}: expected REGION_OR_PEER/DATASET, e.g. 320000/enterprise-licence"
+            ))
+        })?;
+        if dataset.is_empty() || dataset.contains('/') {
+            return Err(NodeError::Invalid(format!(
+                "{target:?}: the dataset identifier after the first '/' is empty or has a '/'"
+            )));
+        }
+        let peer = who.parse::<PeerId>().ok();
+        let region = if peer.is_none() {
+            Some(parse_region(who).ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "{who:?} is neither a peer id nor a Delta region code or name (`yrd regions`)"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let mut found = Vec::new();
+        for c in self.network_catalogues() {
+            let Ok(publisher) = c.document.publisher.parse::<PeerId>() else {
+                continue;
+            };
+            if publisher == self.peer_id() {
+                continue;
+            }
+            let matches = match (peer, region) {
+                (Some(p), _) => p == publisher,
+                (None, Some(r)) => c.document.region == r,
+                _ => false,
+            };
+            if !matches {
+                continue;
+            }
+            if let Some(offer) = c
+                .document
+                .offers
+                .iter()
+                .find(|o| o.offer.identifier == dataset)
+            {
+                found.push(Target {
+                    peer: publisher,
+                    region: c.document.region,
+                    offer: offer.clone(),
+                });
+            }
+        }
+        match found.len() {
+            0 => Err(NodeError::NotFound(format!(
+                "no catalogue we hold from {who} offers {dataset:?} (search with `yrd search`)"
+            ))),
+            1 => Ok(found.remove(0)),
+            _ => Err(NodeError::Invalid(format!(
+                "{} members of {who} offer {dataset:?}; name one by peer id: {}",
+                found.len(),
+                found
+                    .iter()
+                    .map(|t| t.peer.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The field names of one of our offers' standards.
+    fn offer_fields(&self, offer: &CatalogueEntry) -> Result<Vec<String>, NodeError> {
+        let r = &offer.conforms_to;
+        let doc = self.schema_doc(&r.id, Some(&r.version))?;
+        let compiled = standard::compile(&doc.document.schema)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        Ok(compiled.fields().iter().map(|f| f.name.clone()).collect())
+    }
+
+    /// Our offer `dataset`, or why it cannot be delivered: withheld (with the reason and legal
+    /// basis), not shared, or not offered.
+    pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<CatalogueEntry, Refusal> {
+        let withheld = self
+            .withheld()
+            .map_err(|e| refusal("internal", e.to_string()))?;
+        if let Some(w) = withheld.iter().find(|w| w.identifier == dataset) {
+            return Err(refusal(
+                "not-shared",
+                format!(
+                    "{dataset} is not shared (不予共享): {} (legal basis: {})",
+                    w.reason, w.legal_basis
+                ),
+            ));
+        }
+        let offers = self
+            .offers()
+            .map_err(|e| refusal("internal", e.to_string()))?;
+        let offer = offers
+            .into_iter()
+            .find(|o| o.offer.identifier == dataset)
+            .ok_or_else(|| refusal("not-found", format!("{dataset} is not one of our offers")))?;
+        if offer.offer.share_type == ShareType::NotShared {
+            return Err(refusal(
+                "not-shared",
+                format!(
+                    "{dataset} is not shared (不予共享): {}",
+                    offer
+                        .offer
+                        .share_conditions
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                ),
+            ));
+        }
+        Ok(offer)
+    }
+
+    /// Every request we sent or received, newest first.
+    pub fn requests(&self) -> Result<Vec<RequestRecord>, NodeError> {
+        let mut list: Vec<RequestRecord> = self
+            .store()
+            .records::<RequestRecord>(RecordTree::Requests)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        list.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// One request.
+    pub fn request_record(&self, id: &str) -> Result<RequestRecord, NodeError> {
+        self.store()
+            .record(RecordTree::Requests, id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no access request {id}")))
+    }
+
+    /// Every grant we issued or hold, newest first.
+    pub fn grants(&self) -> Result<Vec<GrantRecord>, NodeError> {
+        let mut list: Vec<GrantRecord> = self
+            .store()
+            .records::<GrantRecord>(RecordTree::Grants)?
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        list.sort_by(|a, b| {
+            b.grant
+                .document
+                .issued_at
+                .cmp(&a.grant.document.issued_at)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(list)
+    }
+
+    /// One grant.
+    pub fn grant_record(&self, id: &str) -> Result<GrantRecord, NodeError> {
+        self.store()
+            .record(RecordTree::Grants, id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no grant {id}")))
+    }
+
+    /// A valid grant issued to us by `provider` for `dataset`, the latest issued first.
+    pub fn usable_grant(&self, provider: &PeerId, dataset: &str) -> Option<GrantRecord> {
+        let provider = provider.to_string();
+        self.grants().ok()?.into_iter().find(|g| {
+            g.direction == Direction::In
+                && g.grant.document.provider == provider
+                && g.grant.document.dataset == dataset
+                && g.state() == GrantState::Valid
+        })
+    }
+
+    /// Requester side: signs an AccessRequest for a conditional offer and sends it.
+    pub async fn request_access(
+        &self,
+        target: &str,
+        purpose: &str,
+        legal_basis: &str,
+        fields: Vec<String>,
+    ) -> Result<RequestRecord, NodeError> {
+        check_text("the purpose", purpose)?;
+        check_text("the legal basis", legal_basis)?;
+        if fields.len() > MAX_FIELDS {
+            return Err(NodeError::Invalid(format!("at most {MAX_FIELDS} fields")));
+        }
+        for f in &fields {
+            if !masking::is_valid_field_name(f) {
+                return Err(NodeError::Invalid(format!("{f:?} is not a field name")));
+            }
+        }
+        let t = self.resolve_target(target)?;
+        match t.offer.offer.share_type {
+            ShareType::Conditional => {}
+            ShareType::Unconditional => {
+                return Err(NodeError::Invalid(format!(
+                    "{} is shared unconditionally: fetch it, no request needed",
+                    t.offer.offer.identifier
+                )));
+            }
+            ShareType::NotShared => {
+                return Err(NodeError::Invalid(format!(
+                    "{} is not shared (不予共享): {}",
+                    t.offer.offer.identifier,
+                    t.offer
+                        .offer
+                        .share_conditions
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                )));
+            }
+        }
+        let known: Vec<&str> = t
+            .offer
+            .information_items
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        if !known.is_empty() {
+            if let Some(f) = fields.iter().find(|f| !known.contains(&f.as_str())) {
+                return Err(NodeError::Invalid(format!(
+                    "{f:?} is not a field of {} (fields: {})",
+                    t.offer.offer.identifier,
+                    known.join(", ")
+                )));
+            }
+        }
+        let request = AccessRequest {
+            id: random_id(),
+            requester: self.peer_id().to_string(),
+            requester_region: self.region(),
+            provider: t.peer.to_string(),
+            dataset: t.offer.offer.identifier.clone(),
+            purpose: purpose.trim().to_string(),
+            legal_basis: legal_basis.trim().to_string(),
+            fields,
+            requested_at: now_rfc3339(),
+            wanted_until: None,
+        };
+        let signed = Signed::sign(request, self.inner.key.signing_key())?;
+        let mut record = RequestRecord {
+            id: signed.document.id.clone(),
+            direction: Direction::Out,
+            peer: t.peer.to_string(),
+            request: signed.clone(),
+            status: RequestStatus::Pending,
+            grant: None,
+            denial: None,
+            recorded_at: now_rfc3339(),
+            decided_at: None,
+            answer_delivered: false,
+        };
+        let response = self
+            .inner
+            .net
+            .request(
+                t.peer,
+                Request::Access {
+                    request: Box::new(signed),
+                },
+            )
+            .await?;
+        match response {
+            Response::Access {
+                status,
+                grant,
+                denial,
+            } => {
+                self.store()
+                    .put_record(RecordTree::Requests, &record.id, &record)?;
+                if status != RequestStatus::Pending {
+                    self.on_decision(t.peer, grant.map(|g| *g), denial.map(|d| *d))
+                        .await?;
+                    record = self.request_record(&record.id)?;
+                }
+                self.store().flush().await?;
+                tracing::info!(
+                    peer = %t.peer,
+                    dataset = %record.request.document.dataset,
+                    request = %record.id,
+                    status = ?record.status,
+                    "access request sent"
+                );
+                Ok(record)
+            }
+            Response::Error { code, message } => Err(NodeError::BadPeer {
+                peer: t.peer,
+                reason: format!("request refused ({code}): {message}"),
+            }),
+            other => Err(unexpected(t.peer, &other)),
+        }
+    }
+
+    /// Provider side: a signed AccessRequest arrived from `peer`.
+    pub(crate) async fn on_access_request(
+        &self,
+        peer: PeerId,
+        signed: Signed<AccessRequest>,
+    ) -> Response {
+        match self.take_access_request(peer, signed).await {
+            Ok(record) => Response::Access {
+                status: record.status,
+                grant: record.grant.map(Box::new),
+                denial: record.denial.map(Box::new),
+            },
+            Err((code, message)) => {
+                tracing::warn!(peer = %peer, %code, %message, "access request refused");
+                Response::Error {
+                    code: code.into(),
+                    message,
+                }
+            }
+        }
+    }
+
+    async fn take_access_request(
+        &self,
+        peer: PeerId,
+        signed: Signed<AccessRequest>,
+    ) -> Result<RequestRecord, (&'static str, String)> {
+        let bad = |m: String| ("bad-request", m);
+        signed.verify().map_err(|e| bad(e.to_string()))?;
+        let key = signed.signer_key().map_err(|e| bad(e.to_string()))?;
+        let r = &signed.document;
+        let signer = self
+            .signer_peer(&key, &r.requester)
+            .map_err(|e| bad(e.to_string()))?;
+        if signer != peer {
+            return Err(bad(format!("request signed by {signer}, sent by {peer}")));
+        }
+        if r.provider != self.peer_id().to_string() {
+            return Err(bad(format!(
+                "request names provider {}, not us",
+                r.provider
+            )));
+        }
+        if !is_id(&r.id) {
+            return Err(bad("request id must be 32 lowercase hex digits".into()));
+        }
+        for (what, text) in [("purpose", &r.purpose), ("legal basis", &r.legal_basis)] {
+            check_text(what, text).map_err(|e| bad(e.to_string()))?;
+        }
+        if r.fields.len() > MAX_FIELDS {
+            return Err(bad(format!("at most {MAX_FIELDS} fields")));
+        }
+        let offer = self
+            .deliverable_offer(&r.dataset)
+            .map_err(|f| (f.code, f.message))?;
+        if offer.offer.share_type != ShareType::Conditional {
+            return Err((
+                "bad-request",
+                format!("{} is shared unconditionally: no request needed", r.dataset),
+            ));
+        }
+        let known = self
+            .offer_fields(&offer)
+            .map_err(|e| ("internal", e.to_string()))?;
+        if let Some(f) = r.fields.iter().find(|f| !known.contains(f)) {
+            return Err(bad(format!("{f:?} is not a field of {}", r.dataset)));
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        if let Ok(Some(existing)) = self
+            .store()
+            .record::<RequestRecord>(RecordTree::Requests, &r.id)
+        {
+            if existing.request == signed {
+                return Ok(existing);
+            }
+            return Err(("conflict", format!("request id {} is taken", r.id)));
+        }
+        let limit = self.config().exchange.max_pending_requests_per_peer;
+        let pending = self
+            .requests()
+            .map_err(|e| ("internal", e.to_string()))?
+            .iter()
+            .filter(|x| {
+                x.direction == Direction::In
+                    && x.peer == peer.to_string()
+                    && x.status == RequestStatus::Pending
+            })
+            .count();
+        if pending >= limit {
+            return Err((
+                "limit",
+                format!("{pending} of your requests are already pending here (limit {limit})"),
+            ));
+        }
+        let record = RequestRecord {
+            id: r.id.clone(),
+            direction: Direction::In,
+            peer: peer.to_string(),
+            request: signed.clone(),
+            status: RequestStatus::Pending,
+            grant: None,
+            denial: None,
+            recorded_at: now_rfc3339(),
+            decided_at: None,
+            answer_delivered: false,
+        };
+        self.store()
+            .put_record(RecordTree::Requests, &record.id, &record)
+            .map_err(|e| ("internal", e.to_string()))?;
+        tracing::info!(
+            peer = %peer,
+            region = %r.requester_region.label(),
+            dataset = %r.dataset,
+            request = %r.id,
+            "access request received"
+        );
+        let rule = self
+            .config()
+            .exchange
+            .auto_approve
+            .iter()
+            .find(|rule| rule.matches(&r.dataset, r.requester_region, &r.purpose))
+            .cloned();
+        let record = match rule {
+            None => record,
+            Some(rule) => {
+                let decided_by = format!("auto:{}", rule.name);
+                let decided = match rule.decision {
+                    AutoDecision::Approve => {
+                        let masks = rule
+                            .masks
+                            .iter()
+                            .filter_map(|m| m.parse::<FieldMask>().ok())
+                            .collect();
+                        let approval = Approval {
+                            fields: (!rule.fields.is_empty()).then(|| rule.fields.clone()),
+                            masks,
+                            expires_in_secs: rule.expires_days.map(|d| d * 86_400),
+                        };
+                        self.decide_grant(&r.id, approval, &decided_by).map(|_| ())
+                    }
+                    AutoDecision::Deny => self
+                        .decide_denial(&r.id, rule.reason.as_deref().unwrap_or("denied by rule"))
+                        .map(|_| ()),
+                };
+                if let Err(e) = decided {
+                    tracing::warn!(request = %r.id, rule = %rule.name, error = %e, "auto rule could not decide; left pending");
+                }
+                let mut record = self
+                    .request_record(&r.id)
+                    .map_err(|e| ("internal", e.to_string()))?;
+                // The answer travels in this response.
+                record.answer_delivered = record.status != RequestStatus::Pending;
+                self.store()
+                    .put_record(RecordTree::Requests, &record.id, &record)
+                    .map_err(|e| ("internal", e.to_string()))?;
+                record
+            }
+        };
+        self.store()
+            .flush()
+            .await
+            .map_err(|e| ("internal", e.to_string()))?;
+        Ok(record)
+    }
+
+    /// Signs and records a grant for pending inbound request `id` (caller holds the write lock).
+    fn decide_grant(
+        &self,
+        id: &str,
+        approval: Approval,
+        decided_by: &str,
+    ) -> Result<Signed<Grant>, NodeError> {
+        let mut record = self.request_record(id)?;
+        if record.direction != Direction::In {
+            return Err(NodeError::Invalid(format!(
+                "request {id} is one we sent; only its provider can answer it"
+            )));
+        }
+        if record.status != RequestStatus::Pending {
+            return Err(NodeError::Conflict(format!(
+                "request {id} is already {:?}",
+                record.status
+            )));
+        }
+        let r = &record.request.document;
+        let offer = self
+            .deliverable_offer(&r.dataset)
+            .map_err(|f| NodeError::Invalid(f.message))?;
+        let known = self.offer_fields(&offer)?;
+        let fields = approval.fields.unwrap_or_else(|| {
+            if r.fields.is_empty() {
+                known.clone()
+            } else {
+                r.fields.clone()
+            }
+        });
+        let projection = Projection::new(fields, approval.masks, &known)
+            .map_err(|e| NodeError::Invalid(format!("cannot grant: {e}")))?;
+        let secs = approval
+            .expires_in_secs
+            .unwrap_or(self.config().exchange.default_grant_days * 86_400);
+        if secs == 0 || secs > 3_650 * 86_400 {
+            return Err(NodeError::Invalid(
+                "a grant's validity must be from 1 second to 3650 days".into(),
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        let expires = now + Duration::from_secs(secs);
+        let grant = Grant {
+            id: random_id(),
+            request_id: r.id.clone(),
+            request_digest: record.request.digest_hex()?,
+            provider: self.peer_id().to_string(),
+            grantee: r.requester.clone(),
+            dataset: r.dataset.clone(),
+            purpose: r.purpose.clone(),
+            legal_basis: r.legal_basis.clone(),
+            fields: projection.fields().to_vec(),
+            masks: projection.masks().to_vec(),
+            not_before: rfc3339(now),
+            expires_at: rfc3339(expires),
+            issued_at: rfc3339(now),
+            decided_by: decided_by.to_string(),
+        };
+        let signed = Signed::sign(grant, self.inner.key.signing_key())?;
+        self.store().put_record(
+            RecordTree::Grants,
+            &signed.document.id,
+            &GrantRecord {
+                id: signed.document.id.clone(),
+                direction: Direction::Out,
+                grant: signed.clone(),
+                revocation: None,
+                revocation_delivered: false,
+            },
+        )?;
+        record.status = RequestStatus::Granted;
+        record.grant = Some(signed.clone());
+        record.decided_at = Some(now_rfc3339());
+        self.store()
+            .put_record(RecordTree::Requests, &record.id, &record)?;
+        tracing::info!(
+            peer = %record.peer,
+            dataset = %signed.document.dataset,
+            grant = %signed.document.id,
+            fields = %projection.describe(),
+            decided_by,
+            "grant issued"
+        );
+        Ok(signed)
+    }
+
+    fn decide_denial(&self, id: &str, reason: &str) -> Result<Signed<Denial>, NodeError> {
+        check_text("the reason", reason)?;
+        let mut record = self.request_record(id)?;
+        if record.direction != Direction::In {
+            return Err(NodeError::Invalid(format!(
+                "request {id} is one we sent; only its provider can answer it"
+            )));
+        }
+        if record.status != RequestStatus::Pending {
+            return Err(NodeError::Conflict(format!(
+                "request {id} is already {:?}",
+                record.status
+            )));
+        }
+        let r = &record.request.document;
+        let denial = Denial {
+            request_id: r.id.clone(),
+            request_digest: record.request.digest_hex()?,
+            provider: self.peer_id().to_string(),
+            requester: r.requester.clone(),
+            dataset: r.dataset.clone(),
+            reason: reason.trim().to_string(),
+            issued_at: now_rfc3339(),
+        };
+        let signed = Signed::sign(denial, self.inner.key.signing_key())?;
+        record.status = RequestStatus::Denied;
+        record.denial = Some(signed.clone());
+        record.decided_at = Some(now_rfc3339());
+        self.store()
+            .put_record(RecordTree::Requests, &record.id, &record)?;
+        tracing::info!(peer = %record.peer, dataset = %r.dataset, request = %r.id, "access denied");
+        Ok(signed)
+    }
+
+    /// Operator: approves pending request `id` and sends the grant to the requester.
+    pub async fn approve_request(
+        &self,
+        id: &str,
+        approval: Approval,
+    ) -> Result<Signed<Grant>, NodeError> {
+        let grant = {
+            let _guard = self.inner.write_lock.lock().await;
+            let g = self.decide_grant(id, approval, "operator")?;
+            self.store().flush().await?;
+            g
+        };
+        self.deliver_answer(id).await;
+        Ok(grant)
+    }
+
+    /// Operator: denies pending request `id` and sends the denial to the requester.
+    pub async fn deny_request(&self, id: &str, reason: &str) -> Result<Signed<Denial>, NodeError> {
+        let denial = {
+            let _guard = self.inner.write_lock.lock().await;
+            let d = self.decide_denial(id, reason)?;
+            self.store().flush().await?;
+            d
+        };
+        self.deliver_answer(id).await;
+        Ok(denial)
+    }
+
+    /// Pushes the decision of inbound request `id` to its requester; remembers success, so a
+    /// failed push is retried when the requester next connects.
+    async fn deliver_answer(&self, id: &str) {
+        let Ok(record) = self.request_record(id) else {
+            return;
+        };
+        if record.answer_delivered || record.status == RequestStatus::Pending {
+            return;
+        }
+        let Ok(peer) = record.peer.parse::<PeerId>() else {
+            return;
+        };
+        let request = Request::Decision {
+            grant: record.grant.clone().map(Box::new),
+            denial: record.denial.clone().map(Box::new),
+        };
+        match self.inner.net.request(peer, request).await {
+            Ok(Response::Ack) => {
+                let mut record = record;
+                record.answer_delivered = true;
+                let _ = self
+                    .store()
+                    .put_record(RecordTree::Requests, &record.id, &record);
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %peer, request = %id, answer = ?other, "requester did not take the decision")
+            }
+            Err(e) => {
+                tracing::info!(peer = %peer, request = %id, error = %e, "decision not delivered yet; retried on reconnect")
+            }
+        }
+    }
+
+    /// Retries undelivered decisions and revocations for `peer` (called when it connects).
+    pub(crate) async fn redeliver_to(&self, peer: PeerId) {
+        let who = peer.to_string();
+        if let Ok(requests) = self.requests() {
+            for r in requests {
+                if r.direction == Direction::In
+                    && r.peer == who
+                    && r.status != RequestStatus::Pending
+                    && !r.answer_delivered
+                {
+                    self.deliver_answer(&r.id).await;
+                }
+            }
+        }
+        if let Ok(grants) = self.grants() {
+            for g in grants {
+                if g.direction == Direction::Out
+                    && g.grant.document.grantee == who
+                    && g.revocation.is_some()
+                    && !g.revocation_delivered
+                {
+                    self.deliver_revocation(&g.id).await;
+                }
+            }
+        }
+    }
+
+    /// Requester side: a decision arrived (pushed, or in the answer to our request).
+    pub(crate) async fn on_decision(
+        &self,
+        peer: PeerId,
+        grant: Option<Signed<Grant>>,
+        denial: Option<Signed<Denial>>,
+    ) -> Result<(), NodeError> {
+        let (request_id, request_digest, provider, key, dataset) = match (&grant, &denial) {
+            (Some(g), None) => {
+                g.verify()?;
+                let d = &g.document;
+                if d.grantee != self.peer_id().to_string() {
+                    return Err(NodeError::Invalid("the grant names another grantee".into()));
+                }
+                (
+                    d.request_id.clone(),
+                    d.request_digest.clone(),
+                    d.provider.clone(),
+                    g.signer_key()?,
+                    d.dataset.clone(),
+                )
+            }
+            (None, Some(n)) => {
+                n.verify()?;
+                let d = &n.document;
+                if d.requester != self.peer_id().to_string() {
+                    return Err(NodeError::Invalid(
+                        "the denial names another requester".into(),
+                    ));
+                }
+                (
+                    d.request_id.clone(),
+                    d.request_digest.clone(),
+                    d.provider.clone(),
+                    n.signer_key()?,
+                    d.dataset.clone(),
+                )
+            }
+            _ => {
+                return Err(NodeError::Invalid(
+                    "a decision carries exactly one of grant or denial".into(),
+                ));
+            }
+        };
+        let signer = self.signer_peer(&key, &provider)?;
+        if signer != peer {
+            return Err(NodeError::Invalid(format!(
+                "decision signed by {signer}, sent by {peer}"
+            )));
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        let mut record = self.request_record(&request_id)?;
+        if record.direction != Direction::Out
+            || record.peer != provider
+            || record.request.document.dataset != dataset
+            || record.request.digest_hex()? != request_digest
+        {
+            return Err(NodeError::Invalid(format!(
+                "the decision does not answer our request {request_id}"
+            )));
+        }
+        if record.status != RequestStatus::Pending {
+            // Already have it (the push raced the direct answer).
+            return Ok(());
+        }
+        record.decided_at = Some(now_rfc3339());
+        if let Some(g) = grant {
+            if g.document.fields.is_empty() {
+                return Err(NodeError::Invalid("a grant must name its fields".into()));
+            }
+            record.status = RequestStatus::Granted;
+            record.grant = Some(g.clone());
+            self.store().put_record(
+                RecordTree::Grants,
+                &g.document.id,
+                &GrantRecord {
+                    id: g.document.id.clone(),
+                    direction: Direction::In,
+                    grant: g.clone(),
+                    revocation: None,
+                    revocation_delivered: false,
+                },
+            )?;
+            tracing::info!(peer = %peer, dataset = %dataset, grant = %g.document.id, "grant received");
+        } else if let Some(d) = denial {
+            tracing::info!(peer = %peer, dataset = %dataset, reason = %d.document.reason, "access denied by provider");
+            record.status = RequestStatus::Denied;
+            record.denial = Some(d);
+        }
+        self.store()
+            .put_record(RecordTree::Requests, &record.id, &record)?;
+        self.store().flush().await?;
+        drop(_guard);
+        // A subscription waiting for this grant can start now.
+        if record.status == RequestStatus::Granted {
+            if let Ok(p) = provider.parse::<PeerId>() {
+                self.kick_subscription(p, &dataset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Operator: withdraws grant `id` we issued and tells the grantee.
+    pub async fn revoke_grant(&self, id: &str, reason: &str) -> Result<GrantRecord, NodeError> {
+        check_text("the reason", reason)?;
+        {
+            let _guard = self.inner.write_lock.lock().await;
+            let mut record = self.grant_record(id)?;
+            if record.direction != Direction::Out {
+                return Err(NodeError::Invalid(format!(
+                    "grant {id} was issued to us; only its provider can revoke it"
+                )));
+            }
+            if record.revocation.is_some() {
+                return Err(NodeError::Conflict(format!(
+                    "grant {id} is already revoked"
+                )));
+            }
+            let revocation = Revocation {
+                grant_id: id.to_string(),
+                provider: self.peer_id().to_string(),
+                grantee: record.grant.document.grantee.clone(),
+                reason: reason.trim().to_string(),
+                revoked_at: now_rfc3339(),
+            };
+            record.revocation = Some(Signed::sign(revocation, self.inner.key.signing_key())?);
+            self.store().put_record(RecordTree::Grants, id, &record)?;
+            self.store().flush().await?;
+            tracing::info!(grant = %id, grantee = %record.grant.document.grantee, "grant revoked");
+        }
+        self.deliver_revocation(id).await;
+        self.grant_record(id)
+    }
+
+    async fn deliver_revocation(&self, id: &str) {
+        let Ok(mut record) = self.grant_record(id) else {
+            return;
+        };
+        let (Some(revocation), Ok(peer)) = (
+            record.revocation.clone(),
+            record.grant.document.grantee.parse::<PeerId>(),
+        ) else {
+            return;
+        };
+        let request = Request::Revoke {
+            revocation: Box::new(revocation),
+        };
+        match self.inner.net.request(peer, request).await {
+            Ok(Response::Ack) => {
+                record.revocation_delivered = true;
+                let _ = self.store().put_record(RecordTree::Grants, id, &record);
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %peer, grant = %id, answer = ?other, "grantee did not take the revocation")
+            }
+            Err(e) => {
+                tracing::info!(peer = %peer, grant = %id, error = %e, "revocation not delivered yet; retried on reconnect")
+            }
+        }
+    }
+
+    /// Grantee side: the provider revoked a grant.
+    pub(crate) async fn on_revocation(
+        &self,
+        peer: PeerId,
+        revocation: Signed<Revocation>,
+    ) -> Result<(), NodeError> {
+        revocation.verify()?;
+        let r = &revocation.document;
+        let signer = self.signer_peer(&revocation.signer_key()?, &r.provider)?;
+        if signer != peer {
+            return Err(NodeError::Invalid(format!(
+                "revocation signed by {signer}, sent by {peer}"
+            )));
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        let mut record = self.grant_record(&r.grant_id)?;
+        if record.direction != Direction::In || record.grant.document.provider != r.provider {
+            return Err(NodeError::Invalid(format!(
+                "grant {} was not issued to us by {}",
+                r.grant_id, r.provider
+            )));
+        }
+        if record.revocation.is_none() {
+            record.revocation = Some(revocation.clone());
+            self.store()
+                .put_record(RecordTree::Grants, &r.grant_id, &record)?;
+            self.store().flush().await?;
+            tracing::info!(peer = %peer, grant = %r.grant_id, reason = %r.reason, "grant revoked by provider");
+        }
+        Ok(())
+    }
+
+    /// Provider side, on every fetch of a conditional offer: the grant must be ours, issued to
+    /// `peer`, for `dataset`, within its validity, and not revoked.
+    pub(crate) fn check_grant(
+        &self,
+        peer: &PeerId,
+        dataset: &str,
+        grant_id: Option<&str>,
+    ) -> Result<Signed<Grant>, Refusal> {
+        let Some(id) = grant_id else {
+            return Err(refusal(
+                "grant-required",
+                format!(
+                    "{dataset} is shared on conditions (有条件共享): request access first \
+                     (`yrd request …/{dataset} --purpose … --basis …`)"
+                ),
+            ));
+        };
+        let record: GrantRecord = match self.store().record(RecordTree::Grants, id) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(refusal(
+                    "grant-invalid",
+                    format!("no grant {id} was issued here"),
+                ));
+            }
+            Err(e) => return Err(refusal("internal", e.to_string())),
+        };
+        let g = &record.grant.document;
+        if record.direction != Direction::Out {
+            return Err(refusal(
+                "grant-invalid",
+                format!("grant {id} was not issued here"),
+            ));
+        }
+        if g.grantee != peer.to_string() {
+            return Err(refusal(
+                "grant-invalid",
+                format!("grant {id} was issued to another node"),
+            ));
+        }
+        if g.dataset != dataset {
+            return Err(refusal(
+                "grant-invalid",
+                format!("grant {id} is for {}, not {dataset}", g.dataset),
+            ));
+        }
+        match record.state() {
+            GrantState::Valid => Ok(record.grant),
+            GrantState::Revoked => Err(refusal(
+                "grant-invalid",
+                format!(
+                    "grant {id} was revoked: {}",
+                    record
+                        .revocation
+                        .as_ref()
+                        .map(|r| r.document.reason.as_str())
+                        .unwrap_or("")
+                ),
+            )),
+            GrantState::Expired => Err(refusal(
+                "grant-invalid",
+                format!("grant {id} expired at {}", g.expires_at),
+            )),
+            GrantState::NotYetValid => Err(refusal(
+                "grant-invalid",
+                format!("grant {id} is not valid before {}", g.not_before),
+            )),
+        }
+    }
+
+    /// Test hook: makes grant `id` (issued by us) expire now, as if its time had passed.
+    #[doc(hidden)]
+    pub async fn expire_grant_for_test(&self, id: &str) -> Result<(), NodeError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let mut record = self.grant_record(id)?;
+        let mut g = record.grant.document.clone();
+        let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
+        g.expires_at = rfc3339(past);
+        g.not_before = rfc3339(past - Duration::from_secs(60));
+        record.grant = Signed::sign(g, self.inner.key.signing_key())?;
+        self.store().put_record(RecordTree::Grants, id, &record)?;
+        Ok(())
+    }
+}
