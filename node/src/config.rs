@@ -203,6 +203,12 @@ pub struct NetworkSection {
     pub ping_interval_secs: u64,
     /// Timeout of one request to a peer (documents, not datasets), in seconds.
     pub request_timeout_secs: u64,
+    /// Security of TCP connections offered first when dialling: `noise` or `tls` (a listener
+    /// accepts both, so members may differ).
+    pub tcp_security: crate::net::TcpSecurity,
+    /// QUIC flow-control window per connection (and per stream), in MiB. One stream's
+    /// throughput is at most window ÷ round-trip time.
+    pub quic_window_mib: u32,
 }
 
 impl Default for NetworkSection {
@@ -219,6 +225,8 @@ impl Default for NetworkSection {
             idle_timeout_secs: 300,
             ping_interval_secs: 15,
             request_timeout_secs: 30,
+            tcp_security: crate::net::TcpSecurity::Noise,
+            quic_window_mib: 16,
         }
     }
 }
@@ -418,6 +426,13 @@ impl NodeConfig {
                     &format!("a number of seconds from {min} to {max}"),
                 ));
             }
+        }
+        if !(1..=1024).contains(&self.network.quic_window_mib) {
+            return Err(invalid(
+                "network.quic_window_mib".into(),
+                self.network.quic_window_mib.to_string(),
+                "a window from 1 to 1024 MiB",
+            ));
         }
         let x = &self.exchange;
         let limits = [

@@ -19,6 +19,7 @@ use super::gate::{Gate, Members, Refused};
 use super::{
     Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
+    TcpSecurity,
 };
 use crate::config::peer_of;
 use crate::identity::short_peer;
@@ -40,6 +41,67 @@ pub(crate) struct Behaviour {
     rpc: request_response::json::Behaviour<Request, Response>,
     // Datasets move on their own streams (see `node::transfer`), outside request-response's caps.
     stream: libp2p_stream::Behaviour,
+}
+
+struct BehaviourParams {
+    members: Members,
+    request_timeout: Duration,
+    ping_interval: Duration,
+    mdns_on: bool,
+    agent: String,
+}
+
+fn make_behaviour(
+    key: &libp2p::identity::Keypair,
+    p: &BehaviourParams,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer = key.public().to_peer_id();
+    let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_secs(1))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .build()?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )?;
+    // mDNS is a convenience (devnet, one LAN); a host without multicast still runs.
+    let mdns = if p.mdns_on {
+        match mdns::tokio::Behaviour::new(mdns::Config::default(), peer) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS unavailable; continuing without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let codec = request_response::json::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_BYTES)
+        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+    let rpc = request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(REQUEST_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(p.request_timeout),
+    );
+    Ok(Behaviour {
+        gate: Gate::new(p.members.clone()),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(p.agent.clone()),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(p.ping_interval)),
+        kad,
+        gossipsub,
+        mdns: Toggle::from(mdns),
+        rpc,
+        stream: libp2p_stream::Behaviour::new(),
+    })
 }
 
 struct Redial {
@@ -90,66 +152,42 @@ impl EventLoop {
         let ping_interval = config.ping_interval;
         let mdns_on = config.mdns;
         let agent = config.agent.clone();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-            .map_err(|e| transport(&e))?
-            .with_quic()
-            .with_dns()
-            .map_err(|e| transport(&e))?
-            .with_behaviour(|key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                let peer = key.public().to_peer_id();
-                let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
-                kad_config.set_query_timeout(Duration::from_secs(30));
-                let mut kad =
-                    kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
-                kad.set_mode(Some(kad::Mode::Server));
-                let gossip_config = gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_secs(1))
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .max_transmit_size(MAX_GOSSIP_BYTES)
-                    .build()?;
-                let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    gossip_config,
-                )?;
-                // mDNS is a convenience (devnet, one LAN); a host without multicast still runs.
-                let mdns = if mdns_on {
-                    match mdns::tokio::Behaviour::new(mdns::Config::default(), peer) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "mDNS unavailable; continuing without it");
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                let codec = request_response::json::codec::Codec::default()
-                    .set_request_size_maximum(MAX_REQUEST_BYTES)
-                    .set_response_size_maximum(MAX_RESPONSE_BYTES);
-                let rpc = request_response::Behaviour::with_codec(
-                    codec,
-                    [(StreamProtocol::new(REQUEST_PROTOCOL), ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(request_timeout),
-                );
-                Ok(Behaviour {
-                    gate: Gate::new(members.clone()),
-                    identify: identify::Behaviour::new(
-                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                            .with_agent_version(agent.clone()),
-                    ),
-                    ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
-                    kad,
-                    gossipsub,
-                    mdns: Toggle::from(mdns),
-                    rpc,
-                    stream: libp2p_stream::Behaviour::new(),
-                })
-            })
-            .map_err(|e| transport(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
-            .build();
+        let params = BehaviourParams {
+            members: members.clone(),
+            request_timeout,
+            ping_interval,
+            mdns_on,
+            agent,
+        };
+        let tcp_config = tcp::Config::default().nodelay(true);
+        let idle = config.idle_timeout;
+        let window = config.quic_window_bytes;
+        // Each stream may use the whole connection window: bulk transfers run one stream each.
+        let quic_tune = move |mut c: libp2p::quic::Config| {
+            c.max_connection_data = window;
+            c.max_stream_data = window;
+            c
+        };
+        // Listeners accept both TCP security protocols; the dialer offers its preference first.
+        macro_rules! build_swarm {
+            ($security:expr) => {
+                libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+                    .with_tokio()
+                    .with_tcp(tcp_config.clone(), $security, yamux::Config::default)
+                    .map_err(|e| transport(&e))?
+                    .with_quic_config(quic_tune)
+                    .with_dns()
+                    .map_err(|e| transport(&e))?
+                    .with_behaviour(|key| make_behaviour(key, &params))
+                    .map_err(|e| transport(&e))?
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                    .build()
+            };
+        }
+        let mut swarm = match config.tcp_security {
+            TcpSecurity::Noise => build_swarm!((noise::Config::new, libp2p::tls::Config::new)),
+            TcpSecurity::Tls => build_swarm!((libp2p::tls::Config::new, noise::Config::new)),
+        };
 
         for addr in &config.listen {
             probe_port(addr)?;

@@ -106,6 +106,21 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Agent string for identify.
     pub agent: String,
+    /// The TCP security protocol offered first when dialling (listeners accept both).
+    pub tcp_security: TcpSecurity,
+    /// QUIC flow-control window, per connection and per stream, in bytes.
+    pub quic_window_bytes: u32,
+}
+
+/// The security protocol of TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpSecurity {
+    /// Noise XX (libp2p's default).
+    #[default]
+    Noise,
+    /// TLS 1.3 (libp2p-tls).
+    Tls,
 }
 
 /// A connected member, as the network layer sees it.

@@ -299,6 +299,8 @@ impl Node {
             ping_interval: Duration::from_secs(config.network.ping_interval_secs),
             request_timeout: Duration::from_secs(config.network.request_timeout_secs),
             agent: AGENT.to_string(),
+            tcp_security: config.network.tcp_security,
+            quic_window_bytes: config.network.quic_window_mib.saturating_mul(1 << 20),
         };
         let (net, events, event_loop) = net::new(net_config)?;
         let net_task = tokio::spawn(event_loop.run());
