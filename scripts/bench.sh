@@ -10,3 +10,5 @@ echo "== node: cold start and idle RSS"
 python3 scripts/bench_node.py target/release/yrd 5
 echo "== catalogue: propagation (16 nodes, 50 changes) and search (10,000 offers)"
 target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}"
+echo "== transfer: yrd fetch vs scp vs raw TCP (${TRANSFER_MIB:-1024} MiB)"
+python3 scripts/bench_transfer.py target/release/yrd --size-mib "${TRANSFER_MIB:-1024}"

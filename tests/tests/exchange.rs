@@ -517,6 +517,49 @@ async fn a_fetch_resumes_after_the_provider_restarts() -> Result<()> {
         download(&js, &done, dir.path()).await?,
         std::fs::read(&open)?
     );
+
+    // The receiver restarts mid-transfer: the fetch resumes by itself from its database.
+    let v2 = dir.path().join("v2.jsonl");
+    write_jsonl(&v2, &yrd_node::samples::generate(SCHEMA, 6000, 5)?)?;
+    let _: Value = net.nodes[0]
+        .client()?
+        .post(
+            "/api/v1/datasets/sh-open/versions",
+            &json!({"file": v2, "format": "jsonl"}),
+        )
+        .await?;
+    net.nodes[0]
+        .node()?
+        .inject_fault(Fault::SlowChunks(Duration::from_millis(300)));
+    let started: Value = js
+        .post(
+            "/api/v1/fetch",
+            &json!({"target": "310000/sh-open", "version": 2}),
+        )
+        .await?;
+    let id = started["id"].as_str().unwrap().to_string();
+    poll(&js, &id, "some chunks of v2 arrive", |t| {
+        t["bytes_done"].as_u64().unwrap_or(0) > 0
+    })
+    .await?;
+    net.nodes[1].restart().await?;
+    let js = net.nodes[1].client()?;
+    let done = poll(
+        &js,
+        &id,
+        "v2 completes after the receiver restarts",
+        finished,
+    )
+    .await?;
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
+    assert_eq!(
+        done["digest"],
+        blake3::hash(&std::fs::read(&v2)?)
+            .to_hex()
+            .to_string()
+            .as_str()
+    );
     net.stop_all().await
 }
 
@@ -566,5 +609,112 @@ async fn a_subscription_fetches_each_new_version() -> Result<()> {
         .await?;
     let subs: Vec<Value> = ah.get("/api/v1/subscriptions").await?;
     assert!(subs.is_empty());
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_peer_limits_and_bad_frames_are_refused_with_a_reason() -> Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut net = TestNet::line(2).await?;
+    net.nodes[0].edit_config(|c| {
+        c.exchange.max_transfers_per_peer = 1;
+        c.exchange.max_pending_requests_per_peer = 1;
+    })?;
+    net.nodes[0].restart().await?;
+    net.wait_full_mesh().await?;
+    let dir = tempfile::tempdir()?;
+    provider(&net, dir.path(), 3000).await?;
+    let js = net.nodes[1].client()?;
+
+    // One transfer at a time from this peer: the second waits as "busy", then completes.
+    net.nodes[0]
+        .node()?
+        .inject_fault(Fault::SlowChunks(Duration::from_millis(300)));
+    let first: Value = js
+        .post("/api/v1/fetch", &json!({"target": "310000/sh-open"}))
+        .await?;
+    poll(
+        &js,
+        first["id"].as_str().unwrap(),
+        "first fetch runs",
+        |t| t["status"] == "running",
+    )
+    .await?;
+    let second: Value = js
+        .post(
+            "/api/v1/fetch",
+            &json!({"target": "310000/sh-open", "version": 1, "grant": null}),
+        )
+        .await?;
+    assert_eq!(
+        second["id"], first["id"],
+        "one fetch of a version at a time"
+    );
+    let req: Value = js
+        .post(
+            "/api/v1/requests",
+            &json!({"target": "310000/sh-cond", "purpose": "核验", "basis": "条例"}),
+        )
+        .await?;
+    assert_eq!(req["status"], "pending");
+    let err = js
+        .post::<_, Value>(
+            "/api/v1/requests",
+            &json!({"target": "310000/sh-cond", "purpose": "核验", "basis": "条例"}),
+        )
+        .await
+        .expect_err("over the pending limit");
+    assert!(err.to_string().contains("limit 1"), "{err}");
+    // A second concurrent stream from the same peer is refused as busy, with the reason.
+    let provider_peer = net.nodes[0].peer_id();
+    let handle = net.nodes[1].node()?.net().clone();
+    let mut stream = handle
+        .open_stream(
+            provider_peer,
+            yrd_node::model::transfer::FETCH_PROTOCOL,
+            Duration::from_secs(5),
+        )
+        .await?;
+    let open = serde_json::to_vec(&json!({"dataset": "sh-open"}))?;
+    stream.write_all(&(open.len() as u32).to_be_bytes()).await?;
+    stream.write_all(&open).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    let reply: Value = serde_json::from_slice(&reply[4..])?;
+    assert_eq!(reply["kind"], "refused");
+    assert_eq!(reply["code"], "busy");
+    let done = poll(
+        &js,
+        first["id"].as_str().unwrap(),
+        "first fetch ends",
+        finished,
+    )
+    .await?;
+    assert_eq!(done["status"], "done");
+
+    // An oversized first frame is refused before anything is allocated, and named.
+    let mut stream = handle
+        .open_stream(
+            provider_peer,
+            yrd_node::model::transfer::FETCH_PROTOCOL,
+            Duration::from_secs(5),
+        )
+        .await?;
+    stream.write_all(&u32::MAX.to_be_bytes()).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    let reply: Value = serde_json::from_slice(&reply[4..])?;
+    assert_eq!(reply["code"], "bad-request");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit"),
+        "{reply}"
+    );
+    // The provider still serves.
+    let _: Value = net.nodes[0].client()?.get("/api/v1/health").await?;
     net.stop_all().await
 }

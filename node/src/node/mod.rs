@@ -265,6 +265,11 @@ impl RunningNode {
         let _ = self.net_task.await;
         let _ = self.service_task.await;
         self.node.inner.store.flush().await?;
+        // Every clone of the node must be gone before the database lock is released.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.node.inner) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tracing::info!(peer = %self.node.peer_id(), "node stopped; database flushed");
         Ok(())
     }
@@ -479,7 +484,7 @@ impl Node {
             NetEvent::PeerConnected { peer, address } => {
                 // Ask for its card off the event path: the answer needs the network task.
                 let node = self.clone();
-                tokio::spawn(async move {
+                self.spawn_long(async move {
                     if let Err(e) = node.fetch_node_info(peer, address).await {
                         tracing::warn!(peer = %peer, error = %e, "no valid NodeInfo from member");
                     }
@@ -500,7 +505,7 @@ impl Node {
                 if is_exchange(&request) {
                     // These sign, store and flush: answer off the event path.
                     let node = self.clone();
-                    tokio::spawn(async move {
+                    self.spawn_long(async move {
                         let response = node.answer_exchange(peer, request).await;
                         if let Err(e) = node.inner.net.respond(channel, response).await {
                             tracing::debug!(peer = %peer, error = %e, "could not answer");
@@ -531,7 +536,7 @@ impl Node {
                             return;
                         };
                         let node = self.clone();
-                        tokio::spawn(async move {
+                        self.spawn_long(async move {
                             node.on_announcement(source, a).await;
                             drop(permit);
                         });
