@@ -754,6 +754,7 @@ def run(args):
                "yrd": yrd, "version": subprocess.run([yrd, "--version"], capture_output=True,
                                                      text=True).stdout.strip()}
     fails = results["failures"]
+    results["loadavg_start"] = os.getloadavg()
     sshd = None
     a = b = None
     try:
@@ -878,6 +879,7 @@ def run(args):
                 vres[key] = med([r[key] for r in rs])
             vres["rss_provider_mib"] = max((r["rss_provider_mib"] for r in rs), default=None)
             vres["rss_receiver_mib"] = max((r["rss_receiver_mib"] for r in rs), default=None)
+        results["loadavg_end"] = os.getloadavg()
         return results, tmp
     finally:
         stop_all()
@@ -923,6 +925,14 @@ def report(res, args):
           f"({fmt(res.get('publish_mbps'), '.0f')} MB/s, provider peak RSS "
           f"{fmt(res.get('publish_rss_mib'), '.0f')} MiB); publish of one "
           f"{res.get('small_bytes', 0) / 1024:.0f} KiB version: {res.get('small_publish_ms')} ms")
+    chunks = -(-res.get("bytes", 0) // MIB)
+    sync = res.get("disk_1mib_write_fdatasync_ms") or 0
+    print(f"receiver disk floor: {chunks} chunks of 1 MiB, each written + fdatasync'd (then a "
+          f"journal append + fdatasync): at {sync} ms per 1 MiB write+fdatasync here that alone is "
+          f"≈ {chunks * sync / 1000:.1f} s; load average at start / end: "
+          f"{' '.join(f'{x:.2f}' for x in res.get('loadavg_start', ()))} / "
+          f"{' '.join(f'{x:.2f}' for x in res.get('loadavg_end', ()))} "
+          f"({os.cpu_count()} CPUs; other processes skew the figures)")
     print(f"raw TCP incl. one final fsync: {fmt(res.get('raw_tcp_fsync_mbps'), '.0f')} MB/s; "
           f"scp cipher {res.get('scp_cipher') or '—'}"
           + (f" ({res['scp_note']})" if res.get("scp_note") else "")

@@ -392,12 +392,125 @@ fn the_devnet_starts_four_provinces_and_reuses_identities() {
         let node = yrd(&["--data-dir", sh.to_str().unwrap(), "--json", "node"]);
         let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
         ids.push(v["peer_id"].as_str().unwrap().to_string());
+        if run == 0 {
+            exchange_through_the_cli(&dir, tmp.path());
+        }
         signal(&child.0, "INT");
         let status =
             wait_exit(&mut child.0, Duration::from_secs(20)).expect("devnet stops on Ctrl-C");
         assert!(status.success(), "{status:?}");
     }
     assert_eq!(ids[0], ids[1], "the second run reuses the identities");
+}
+
+/// The devnet's exchange, driven only through the CLI: an unconditional fetch to a file, a
+/// conditional request granted by the devnet's auto-approval rule and delivered masked, and the
+/// subscriptions every province holds to Shanghai's licences picking up a new version.
+fn exchange_through_the_cli(dir: &Path, tmp: &Path) {
+    let sh = dir.join("shanghai");
+    let js = dir.join("jiangsu");
+    let zj = dir.join("zhejiang");
+    let dd = |p: &Path| p.to_str().unwrap().to_string();
+    let out = tmp.join("licences.jsonl");
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&js),
+        "fetch",
+        "310000/sh-enterprise-licence",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("fetched sh-enterprise-licence v1"),
+        "{}",
+        stdout(&o)
+    );
+    let versions = yrd(&[
+        "--data-dir",
+        &dd(&sh),
+        "--json",
+        "versions",
+        "sh-enterprise-licence",
+    ]);
+    let versions: Vec<serde_json::Value> = serde_json::from_slice(&versions.stdout).unwrap();
+    let digest = blake3::hash(&std::fs::read(&out).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(versions[0]["document"]["digest"], digest.as_str());
+
+    // Conditional data: the devnet's rule grants verification requests, masked.
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&zj),
+        "--json",
+        "request",
+        "Shanghai/sh-medical-settlement",
+        "--purpose",
+        "异地就医结算核验",
+        "--basis",
+        "《医疗保障基金使用监督管理条例》",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["status"], "granted", "{r}");
+    let masked = tmp.join("settlements.jsonl");
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&zj),
+        "fetch",
+        "310000/sh-medical-settlement",
+        "--out",
+        masked.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&masked)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = first["insured_id_number"].as_str().unwrap();
+    assert!(id.contains("********"), "masked: {id}");
+    let grants = yrd(&["--data-dir", &dd(&sh), "grants", "list"]);
+    assert!(
+        stdout(&grants).contains("insured_id_number=keep:6:4"),
+        "{}",
+        stdout(&grants)
+    );
+
+    // Every other province subscribes to Shanghai's licences: a new version reaches them all.
+    let v2 = tmp.join("licences-v2.jsonl");
+    let mut text = std::fs::read_to_string(&out).unwrap();
+    text.truncate(text.lines().take(500).map(|l| l.len() + 1).sum());
+    std::fs::write(&v2, text).unwrap();
+    let published = Instant::now();
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&sh),
+        "publish",
+        "sh-enterprise-licence",
+        v2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in ["jiangsu", "zhejiang", "anhui"] {
+        loop {
+            let o = yrd(&["--data-dir", &dd(&dir.join(p)), "--json", "subscriptions"]);
+            let subs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+            if subs.iter().any(|s| s["fetched_version"] == 2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{p} never got version 2");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!(
+        "devnet: version 2 reached all three subscribers within {} ms of `yrd publish` returning",
+        published.elapsed().as_millis()
+    );
 }
 
 #[test]
