@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::catalogue::{Catalogue, SchemaDoc};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Receipt, Revocation};
 use crate::model::node_info::NodeInfo;
+use crate::model::provenance::{Cosignature, TreeHead};
 use crate::model::signed::Signed;
 
 /// The gossip topic of announcements.
@@ -57,6 +58,19 @@ pub enum Request {
     Receipt {
         /// The signed receipt.
         receipt: Box<Signed<Receipt>>,
+    },
+    /// Witnessing: the sender's latest signed tree head, for the receiver to check against the
+    /// heads it holds and cosign.
+    TreeHead {
+        /// The sender's head.
+        head: Box<Signed<TreeHead>>,
+    },
+    /// Witnessing: a consistency proof of the receiver's log between two sizes.
+    Consistency {
+        /// The earlier size.
+        old_size: u64,
+        /// The later size.
+        new_size: u64,
     },
 }
 
@@ -133,6 +147,16 @@ pub enum Response {
     },
     /// Accepted and recorded.
     Ack,
+    /// The witness checked the head and cosigned it.
+    Cosigned {
+        /// The witness's cosignature.
+        cosignature: Box<Signed<Cosignature>>,
+    },
+    /// A consistency proof (hex hashes, bottom-up).
+    Consistency {
+        /// The proof.
+        proof: Vec<String>,
+    },
     /// The request was refused or failed; `code` is machine-readable, `message` for people.
     Error {
         /// e.g. "not-found", "refused", "bad-request".

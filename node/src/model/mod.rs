@@ -9,6 +9,7 @@ pub mod merkle;
 pub mod message;
 pub mod node_info;
 pub mod protocol_schemas;
+pub mod provenance;
 pub mod region;
 pub mod signed;
 pub mod standard;

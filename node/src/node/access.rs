@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::provenance::doc;
 use super::{Node, NodeError, unexpected};
 use crate::clock::{now_rfc3339, parse_rfc3339};
 use crate::config::AutoDecision;
@@ -16,6 +17,7 @@ use crate::model::catalogue::{CatalogueEntry, ShareType};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Revocation};
 use crate::model::masking::{self, FieldMask, Projection};
 use crate::model::message::{Request, RequestStatus, Response};
+use crate::model::provenance::RecordKind;
 use crate::model::region::{self, Region};
 use crate::model::signed::Signed;
 use crate::model::standard;
@@ -180,6 +182,14 @@ fn check_text(what: &str, text: &str) -> Result<(), NodeError> {
 fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_else(|_| now_rfc3339())
+}
+
+/// A grant's fields and masking in words, e.g. `fields uscc, id_number (keep first 6 last 4)`.
+pub(crate) fn grant_fields(g: &Grant) -> Option<String> {
+    let names: Vec<String> = g.fields.clone();
+    Projection::new(g.fields.clone(), g.masks.clone(), &names)
+        .ok()
+        .map(|p| p.describe())
 }
 
 /// Parses a region given by code (`320000`) or name (`Jiangsu`, `江苏省`), ignoring case.
@@ -475,6 +485,8 @@ impl Node {
                     status = ?record.status,
                     "access request sent"
                 );
+                self.record_request(RecordKind::RequestSent, t.peer, &record)
+                    .await;
                 Ok(record)
             }
             Response::Error { code, message } => Err(NodeError::BadPeer {
@@ -499,6 +511,12 @@ impl Node {
             },
             Err((code, message)) => {
                 tracing::warn!(peer = %peer, %code, %message, "access request refused");
+                self.record_refusal(
+                    Some(peer),
+                    None,
+                    &format!("access request refused ({code}): {message}"),
+                )
+                .await;
                 Response::Error {
                     code: code.into(),
                     message,
@@ -601,6 +619,8 @@ impl Node {
             request = %r.id,
             "access request received"
         );
+        self.record_request(RecordKind::RequestReceived, peer, &record)
+            .await;
         let rule = self
             .config()
             .exchange
@@ -636,6 +656,7 @@ impl Node {
                 let mut record = self
                     .request_record(&r.id)
                     .map_err(|e| ("internal", e.to_string()))?;
+                self.record_decision(peer, &record).await;
                 // The answer travels in this response.
                 record.answer_delivered = record.status != RequestStatus::Pending;
                 self.store()
@@ -784,6 +805,11 @@ impl Node {
             self.store().flush().await?;
             g
         };
+        if let Ok(record) = self.request_record(id) {
+            if let Ok(peer) = record.peer.parse::<PeerId>() {
+                self.record_decision(peer, &record).await;
+            }
+        }
         self.deliver_answer(id).await;
         Ok(grant)
     }
@@ -796,6 +822,11 @@ impl Node {
             self.store().flush().await?;
             d
         };
+        if let Ok(record) = self.request_record(id) {
+            if let Ok(peer) = record.peer.parse::<PeerId>() {
+                self.record_decision(peer, &record).await;
+            }
+        }
         self.deliver_answer(id).await;
         Ok(denial)
     }
@@ -953,6 +984,30 @@ impl Node {
             .put_record(RecordTree::Requests, &record.id, &record)?;
         self.store().flush().await?;
         drop(_guard);
+        let kind = if record.status == RequestStatus::Granted {
+            RecordKind::GrantReceived
+        } else {
+            RecordKind::DenialReceived
+        };
+        let mut r = self.new_record(kind);
+        r.dataset = Some(dataset.clone());
+        r.purpose = Some(record.request.document.purpose.clone());
+        r.legal_basis = Some(record.request.document.legal_basis.clone());
+        if let Some(g) = &record.grant {
+            r.grant = Some(g.document.id.clone());
+            r.fields = grant_fields(&g.document);
+        }
+        if let Some(d) = &record.denial {
+            r.cause = Some(d.document.reason.clone());
+        }
+        let docs = [
+            record.grant.as_ref().and_then(doc),
+            record.denial.as_ref().and_then(doc),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.record(r, Some(peer), docs).await;
         // A subscription waiting for this grant can start now.
         if record.status == RequestStatus::Granted {
             if let Ok(p) = provider.parse::<PeerId>() {
@@ -989,6 +1044,18 @@ impl Node {
             self.store().put_record(RecordTree::Grants, id, &record)?;
             self.store().flush().await?;
             tracing::info!(grant = %id, grantee = %record.grant.document.grantee, "grant revoked");
+            let mut r = self.new_record(RecordKind::GrantRevoked);
+            r.dataset = Some(record.grant.document.dataset.clone());
+            r.grant = Some(id.to_string());
+            r.cause = Some(reason.trim().to_string());
+            let peer = record.grant.document.grantee.parse::<PeerId>().ok();
+            let docs = record
+                .revocation
+                .as_ref()
+                .and_then(doc)
+                .into_iter()
+                .collect();
+            self.record(r, peer, docs).await;
         }
         self.deliver_revocation(id).await;
         self.grant_record(id)
@@ -1049,6 +1116,12 @@ impl Node {
                 .put_record(RecordTree::Grants, &r.grant_id, &record)?;
             self.store().flush().await?;
             tracing::info!(peer = %peer, grant = %r.grant_id, reason = %r.reason, "grant revoked by provider");
+            let mut rec = self.new_record(RecordKind::RevocationReceived);
+            rec.dataset = Some(record.grant.document.dataset.clone());
+            rec.grant = Some(r.grant_id.clone());
+            rec.cause = Some(r.reason.clone());
+            self.record(rec, Some(peer), doc(&revocation).into_iter().collect())
+                .await;
         }
         Ok(())
     }
@@ -1121,6 +1194,49 @@ impl Node {
                 format!("grant {id} is not valid before {}", g.not_before),
             )),
         }
+    }
+
+    async fn record_request(&self, kind: RecordKind, peer: PeerId, record: &RequestRecord) {
+        let q = &record.request.document;
+        let mut r = self.new_record(kind);
+        r.dataset = Some(q.dataset.clone());
+        r.purpose = Some(q.purpose.clone());
+        r.legal_basis = Some(q.legal_basis.clone());
+        if !q.fields.is_empty() {
+            r.fields = Some(format!("fields requested {}", q.fields.join(", ")));
+        }
+        self.record(r, Some(peer), doc(&record.request).into_iter().collect())
+            .await;
+    }
+
+    /// Records the grant or denial we issued for an inbound request.
+    async fn record_decision(&self, peer: PeerId, record: &RequestRecord) {
+        let q = &record.request.document;
+        let kind = match record.status {
+            RequestStatus::Granted => RecordKind::GrantIssued,
+            RequestStatus::Denied => RecordKind::DenialIssued,
+            RequestStatus::Pending => return,
+        };
+        let mut r = self.new_record(kind);
+        r.dataset = Some(q.dataset.clone());
+        r.purpose = Some(q.purpose.clone());
+        r.legal_basis = Some(q.legal_basis.clone());
+        if let Some(g) = &record.grant {
+            r.grant = Some(g.document.id.clone());
+            r.fields = grant_fields(&g.document);
+        }
+        if let Some(d) = &record.denial {
+            r.cause = Some(d.document.reason.clone());
+        }
+        let docs = [
+            record.grant.as_ref().and_then(doc),
+            record.denial.as_ref().and_then(doc),
+            doc(&record.request),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.record(r, Some(peer), docs).await;
     }
 
     /// Test hook: makes grant `id` (issued by us) expire now, as if its time had passed.

@@ -354,6 +354,13 @@ impl Node {
             digest: signed.digest_hex()?,
         })
         .await;
+        let r = self.new_record(crate::model::provenance::RecordKind::CatalogueIssued);
+        self.record(
+            r,
+            None,
+            super::provenance::doc(&signed).into_iter().collect(),
+        )
+        .await;
         Ok(signed)
     }
 

@@ -400,6 +400,16 @@ impl Node {
             .put_local(super::catalogue::OFFERS, dataset, &to_json(&entry)?)?;
         // issue_catalogue flushes, so the manifest is durable before we answer.
         self.issue_catalogue().await?;
+        let mut r = self.new_record(crate::model::provenance::RecordKind::DatasetPublished);
+        r.dataset = Some(dataset.to_string());
+        r.version = Some(m.version);
+        r.data_digest = Some(m.digest.clone());
+        self.record(
+            r,
+            None,
+            super::provenance::doc(&signed).into_iter().collect(),
+        )
+        .await;
         tracing::info!(
             dataset,
             version = m.version,

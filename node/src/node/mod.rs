@@ -5,6 +5,7 @@
 pub mod access;
 pub mod catalogue;
 pub mod datasets;
+pub mod provenance;
 pub mod schemas;
 pub mod transfer;
 
@@ -213,6 +214,14 @@ struct Inner {
     derive_lock: tokio::sync::Mutex<()>,
     /// Test-only provider faults.
     faults: std::sync::Mutex<transfer::Faults>,
+    /// The provenance log.
+    provenance: crate::store::provenance::ProvenanceLog,
+    /// One witnessing check at a time (heads of a log must be compared in order).
+    witness_lock: tokio::sync::Mutex<()>,
+    /// Witness alarms raised since start.
+    alarm_count: std::sync::Mutex<u64>,
+    /// When each non-member refusal was last recorded.
+    refusal_seen: std::sync::Mutex<HashMap<PeerId, std::time::Instant>>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
     shutdown: tokio_util::sync::CancellationToken,
     /// The long tasks, awaited at shutdown so the database is released.
@@ -264,6 +273,8 @@ impl RunningNode {
         self.node.inner.net.shutdown().await;
         let _ = self.net_task.await;
         let _ = self.service_task.await;
+        let log = self.node.inner.provenance.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
         self.node.inner.store.flush().await?;
         // Every clone of the node must be gone before the database lock is released.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -307,7 +318,19 @@ impl Node {
             tcp_security: config.network.tcp_security,
             quic_window_bytes: config.network.quic_window_mib.saturating_mul(1 << 20),
         };
-        let (net, events, event_loop) = net::new(net_config)?;
+        let provenance = crate::store::provenance::ProvenanceLog::open(
+            store.db(),
+            key.signing_key().clone(),
+            key.peer_id().to_string(),
+            config.node.region,
+        )?;
+        let (net, events, event_loop) = match net::new(net_config) {
+            Ok(x) => x,
+            Err(e) => {
+                provenance.close();
+                return Err(e.into());
+            }
+        };
         let net_task = tokio::spawn(event_loop.run());
         let node = Node {
             inner: Arc::new(Inner {
@@ -330,6 +353,10 @@ impl Node {
                 chunk_tables: std::sync::Mutex::new(HashMap::new()),
                 derive_lock: tokio::sync::Mutex::new(()),
                 faults: std::sync::Mutex::new(transfer::Faults::default()),
+                provenance,
+                witness_lock: tokio::sync::Mutex::new(()),
+                alarm_count: std::sync::Mutex::new(0),
+                refusal_seen: std::sync::Mutex::new(HashMap::new()),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
             }),
@@ -348,6 +375,7 @@ impl Node {
         if let Err(e) = prepared {
             node.inner.net.shutdown().await;
             let _ = net_task.await;
+            node.inner.provenance.close();
             return Err(e);
         }
         let incoming = match node
@@ -374,6 +402,7 @@ impl Node {
                 node.inner.net.shutdown().await;
                 let _ = net_task.await;
                 let _ = service_task.await;
+                node.inner.provenance.close();
                 return Err(e);
             }
         };
@@ -496,7 +525,38 @@ impl Node {
                 });
             }
             NetEvent::PeerDisconnected { .. } => {}
-            NetEvent::Refused { .. } => {}
+            NetEvent::Refused { peer, address, .. } => {
+                // At most one record per non-member per minute: a flood must not flood the log.
+                let fresh = self
+                    .inner
+                    .refusal_seen
+                    .lock()
+                    .map(|mut m| {
+                        let now = std::time::Instant::now();
+                        if m.len() > 10_000 {
+                            m.clear();
+                        }
+                        match m.get(&peer) {
+                            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+                            _ => {
+                                m.insert(peer, now);
+                                true
+                            }
+                        }
+                    })
+                    .unwrap_or(false);
+                if fresh {
+                    let node = self.clone();
+                    self.spawn_long(async move {
+                        node.record_refusal(
+                            Some(peer),
+                            None,
+                            &format!("connection from {address}: not a federation member"),
+                        )
+                        .await;
+                    });
+                }
+            }
             NetEvent::InboundRequest {
                 peer,
                 request,
@@ -571,6 +631,7 @@ impl Node {
                 done(self.on_revocation(peer, *revocation).await, "revocation")
             }
             Request::Receipt { receipt } => done(self.on_receipt(peer, *receipt).await, "receipt"),
+            Request::TreeHead { head } => self.on_tree_head(peer, *head).await,
             other => self.answer(peer, other),
         }
     }
@@ -584,7 +645,9 @@ impl Node {
             Request::Access { .. }
             | Request::Decision { .. }
             | Request::Revoke { .. }
-            | Request::Receipt { .. } => error("internal", "answered elsewhere".into()),
+            | Request::Receipt { .. }
+            | Request::TreeHead { .. } => error("internal", "answered elsewhere".into()),
+            Request::Consistency { old_size, new_size } => self.on_consistency(old_size, new_size),
             Request::NodeInfo => match self.signed_node_info() {
                 Ok(info) => Response::NodeInfo {
                     info: Box::new(info),
@@ -778,6 +841,10 @@ impl Node {
                 if let Err(e) = self.sync_with(p.peer).await {
                     tracing::debug!(peer = %p.peer, error = %e, "anti-entropy round failed");
                 }
+                // Witnessing rides on the same round.
+                if let Err(e) = self.send_head(p.peer).await {
+                    tracing::debug!(peer = %p.peer, error = %e, "head not witnessed");
+                }
             }
         }
     }
@@ -921,6 +988,7 @@ fn is_exchange(request: &Request) -> bool {
             | Request::Decision { .. }
             | Request::Revoke { .. }
             | Request::Receipt { .. }
+            | Request::TreeHead { .. }
     )
 }
 

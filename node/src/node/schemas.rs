@@ -208,6 +208,15 @@ impl Node {
             digest: signed.document.digest.clone(),
         })
         .await;
+        let mut r = self.new_record(crate::model::provenance::RecordKind::SchemaPublished);
+        r.dataset = Some(id.to_string());
+        r.data_digest = Some(signed.document.digest.clone());
+        self.record(
+            r,
+            None,
+            super::provenance::doc(&signed).into_iter().collect(),
+        )
+        .await;
         Ok(signed)
     }
 

@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use super::access::{Direction, Refusal, Target};
+use super::access::{Direction, Refusal, Target, grant_fields};
 use super::datasets::{RecordProblem, check_csv, check_jsonl, csv_cell};
+use super::provenance::doc;
 use super::{Node, NodeError, unexpected};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest, Receipt};
 use crate::model::masking::Projection;
 use crate::model::message::{Request, Response};
+use crate::model::provenance::RecordKind;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
 use crate::model::standard::{self, CompiledStandard};
@@ -477,6 +479,12 @@ impl Node {
                     reason = %refused.message,
                     "fetch refused"
                 );
+                self.record_refusal(
+                    Some(peer),
+                    Some(&open.dataset),
+                    &format!("fetch refused ({}): {}", refused.code, refused.message),
+                )
+                .await;
                 let reply = FetchReply::Refused {
                     code: refused.code.into(),
                     message: refused.message,
@@ -504,7 +512,7 @@ impl Node {
             peer_region: self.peer_region(&peer),
             dataset: open.dataset.clone(),
             version: Some(manifest.document.version),
-            grant: grant.map(|g| g.document.id),
+            grant: grant.as_ref().map(|g| g.document.id.clone()),
             status: TransferStatus::Running,
             bytes_done: 0,
             bytes_total: manifest.document.size,
@@ -542,6 +550,25 @@ impl Node {
             ok = outcome.is_ok(),
             "fetch session served"
         );
+        if outcome.is_ok() {
+            let m = &manifest.document;
+            let mut r = self.new_record(RecordKind::DeliveryServed);
+            r.dataset = Some(m.dataset.clone());
+            r.version = Some(m.version);
+            r.data_digest = Some(m.digest.clone());
+            if let Some(g) = &grant {
+                r.grant = Some(g.document.id.clone());
+                r.fields = grant_fields(&g.document);
+                r.purpose = Some(g.document.purpose.clone());
+                r.legal_basis = Some(g.document.legal_basis.clone());
+            }
+            let docs = [doc(&manifest), grant.as_ref().and_then(doc)]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.record(r, Some(peer), docs).await;
+            self.witness_soon(peer);
+        }
         outcome
     }
 
@@ -862,6 +889,13 @@ impl Node {
         self.store()
             .put_record(RecordTree::Receipts, &key, &receipt)?;
         self.store().flush().await?;
+        let mut rec = self.new_record(RecordKind::ReceiptReceived);
+        rec.dataset = Some(r.dataset.clone());
+        rec.version = Some(r.version);
+        rec.data_digest = Some(r.data_digest.clone());
+        rec.grant = r.grant_id.clone();
+        self.record(rec, Some(peer), doc(&receipt).into_iter().collect())
+            .await;
         tracing::info!(peer = %peer, dataset = %r.dataset, version = r.version, "receipt recorded");
         Ok(())
     }
@@ -1045,6 +1079,12 @@ impl Node {
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, dataset = %record.view.dataset, error = %e, "fetch failed");
+                self.record_refusal(
+                    Some(peer),
+                    Some(&record.view.dataset),
+                    &format!("fetch failed: {e}"),
+                )
+                .await;
                 record.view.status = TransferStatus::Failed;
                 record.view.error = Some(e);
                 // Nothing half-fetched is kept for a fetch that will not resume.
@@ -1056,7 +1096,30 @@ impl Node {
         let view = record.view.clone();
         self.update_transfer(&id, |v| *v = view);
         if record.view.status == TransferStatus::Done {
+            if let Some(m) = &record.manifest {
+                let mut r = self.new_record(RecordKind::DatasetReceived);
+                r.dataset = Some(m.document.dataset.clone());
+                r.version = Some(m.document.version);
+                r.data_digest = Some(m.document.digest.clone());
+                r.grant = record.view.grant.clone();
+                let grant = record
+                    .view
+                    .grant
+                    .as_deref()
+                    .and_then(|g| self.grant_record(g).ok());
+                if let Some(g) = &grant {
+                    r.fields = grant_fields(&g.grant.document);
+                    r.purpose = Some(g.grant.document.purpose.clone());
+                    r.legal_basis = Some(g.grant.document.legal_basis.clone());
+                }
+                let docs = [doc(m), grant.as_ref().and_then(|g| doc(&g.grant))]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                self.record(r, Some(peer), docs).await;
+            }
             self.send_receipt(peer, &mut record).await;
+            self.witness_soon(peer);
             self.note_subscription_progress(&record);
         }
     }

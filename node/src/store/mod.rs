@@ -12,6 +12,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const DB_DIR: &str = "db";
 
 pub mod blobs;
+pub mod provenance;
 
 const META: &str = "meta";
 const PEERS: &str = "peers";
@@ -163,6 +164,11 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The underlying database (for the provenance log, which owns its own trees).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// The format version recorded on disk.

@@ -1,0 +1,571 @@
+//! Provenance in the service layer (R6, R8, R10, R11): recording each step in the node's log,
+//! witnessing peers' tree heads (consistency checked, cosigned, forks alarmed), queries, the
+//! deliveries report, and evidence bundles.
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use super::{Node, NodeError, unexpected};
+use crate::clock::now_rfc3339;
+use crate::model::merkle;
+use crate::model::message::{Request, Response};
+use crate::model::node_info::NodeInfo;
+use crate::model::provenance::{
+    BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef, EvidenceBundle,
+    ProvenanceRecord, RecordKind, TreeHead,
+};
+use crate::model::signed::{AnySigned, Document, Signed};
+use crate::store::provenance::{Alarm, NewRecord, ProvenanceError, Query};
+
+impl From<ProvenanceError> for NodeError {
+    fn from(e: ProvenanceError) -> Self {
+        NodeError::Invalid(e.to_string())
+    }
+}
+
+/// A signed document to keep with a record.
+pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<AnySigned> {
+    signed.to_any().ok()
+}
+
+/// One delivery of a dataset, as the deliveries report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The delivery record's seq.
+    pub seq: u64,
+    /// When it was served.
+    pub time: String,
+    /// The receiver.
+    pub receiver: String,
+    /// Its region, "320000 江苏省 Jiangsu".
+    pub receiver_region: Option<String>,
+    /// The dataset.
+    pub dataset: String,
+    /// The version.
+    pub version: Option<u64>,
+    /// Fields and masking, in words.
+    pub fields: String,
+    /// Purpose of the access.
+    pub purpose: Option<String>,
+    /// Legal basis.
+    pub legal_basis: Option<String>,
+    /// The grant (conditional data).
+    pub grant: Option<String>,
+    /// Digest of what was delivered.
+    pub data_digest: Option<String>,
+    /// When the receiver's signed receipt arrived, if it did.
+    pub receipt_at: Option<String>,
+    /// Seq of the receipt record.
+    pub receipt_seq: Option<u64>,
+}
+
+/// What to put in an evidence bundle.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExportQuery {
+    /// Every record about this dataset.
+    pub dataset: Option<String>,
+    /// Or a range of seqs, inclusive.
+    pub from_seq: Option<u64>,
+    /// End of the range, inclusive.
+    pub to_seq: Option<u64>,
+    /// Only records with this counterparty.
+    pub peer: Option<String>,
+}
+
+/// Most records in one bundle.
+pub const MAX_BUNDLE_RECORDS: usize = 100_000;
+
+impl Node {
+    /// The log.
+    pub fn provenance(&self) -> &crate::store::provenance::ProvenanceLog {
+        &self.inner.provenance
+    }
+
+    /// A record of `kind` with the fields the log does not fill in.
+    pub(crate) fn new_record(&self, kind: RecordKind) -> ProvenanceRecord {
+        ProvenanceRecord {
+            seq: 0,
+            kind,
+            time: String::new(),
+            actor: self.peer_id().to_string(),
+            actor_region: self.region(),
+            counterparty: None,
+            counterparty_region: None,
+            dataset: None,
+            version: None,
+            grant: None,
+            fields: None,
+            purpose: None,
+            legal_basis: None,
+            data_digest: None,
+            cause: None,
+            documents: Vec::new(),
+        }
+    }
+
+    /// Appends a record (waiting until it is durable) with the documents it names. A failure
+    /// is logged loudly: the step happened, its record could not be kept.
+    pub(crate) async fn record(
+        &self,
+        mut record: ProvenanceRecord,
+        counterparty: Option<PeerId>,
+        documents: Vec<AnySigned>,
+    ) -> Option<u64> {
+        if let Some(p) = counterparty {
+            record.counterparty = Some(p.to_string());
+            record.counterparty_region = self.peer_region(&p);
+        }
+        record.documents = documents
+            .iter()
+            .filter_map(|d| {
+                d.digest().ok().map(|digest| DocRef {
+                    doc_type: d.doc_type.clone(),
+                    digest: hex::encode(digest),
+                })
+            })
+            .collect();
+        let kind = record.kind;
+        match self
+            .inner
+            .provenance
+            .append(NewRecord { record, documents })
+            .await
+        {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
+                None
+            }
+        }
+    }
+
+    /// Records a refusal with its cause.
+    pub(crate) async fn record_refusal(
+        &self,
+        peer: Option<PeerId>,
+        dataset: Option<&str>,
+        cause: &str,
+    ) {
+        let mut r = self.new_record(RecordKind::Refused);
+        r.dataset = dataset.map(str::to_string);
+        r.cause = Some(cause.chars().take(2000).collect());
+        self.record(r, peer, Vec::new()).await;
+    }
+
+    /// Records matching `q`.
+    pub fn provenance_query(&self, q: &Query) -> Result<Vec<ProvenanceRecord>, NodeError> {
+        Ok(self.inner.provenance.query(q)?)
+    }
+
+    /// One record with its inclusion proof in the latest head, and its documents.
+    pub fn provenance_show(&self, seq: u64) -> Result<BundleEntryView, NodeError> {
+        let log = &self.inner.provenance;
+        let record = log
+            .record(seq)?
+            .ok_or_else(|| NodeError::NotFound(format!("no provenance record {seq}")))?;
+        let head = log
+            .head()
+            .ok_or_else(|| NodeError::NotFound("no tree head yet".into()))?;
+        let proof = log
+            .inclusion_proof(seq, head.document.size)?
+            .iter()
+            .map(hex::encode)
+            .collect();
+        let mut documents = Vec::new();
+        for d in &record.documents {
+            if let Some(doc) = log.document(&d.digest)? {
+                documents.push(doc);
+            }
+        }
+        Ok(BundleEntryView {
+            record,
+            proof,
+            head,
+            documents,
+        })
+    }
+
+    /// Every delivery of `dataset` we served, with its receipt if one arrived.
+    pub fn deliveries(&self, dataset: &str) -> Result<Vec<Delivery>, NodeError> {
+        let records = self.provenance_query(&Query {
+            dataset: Some(dataset.to_string()),
+            limit: Some(100_000),
+            ..Query::default()
+        })?;
+        let receipts: Vec<&ProvenanceRecord> = records
+            .iter()
+            .filter(|r| r.kind == RecordKind::ReceiptReceived)
+            .collect();
+        Ok(records
+            .iter()
+            .filter(|r| r.kind == RecordKind::DeliveryServed)
+            .map(|r| {
+                let receipt = receipts.iter().find(|x| {
+                    x.counterparty == r.counterparty
+                        && x.version == r.version
+                        && x.data_digest == r.data_digest
+                });
+                Delivery {
+                    seq: r.seq,
+                    time: r.time.clone(),
+                    receiver: r.counterparty.clone().unwrap_or_default(),
+                    receiver_region: r.counterparty_region.map(|g| g.label()),
+                    dataset: dataset.to_string(),
+                    version: r.version,
+                    fields: r.fields.clone().unwrap_or_else(|| "all fields".into()),
+                    purpose: r.purpose.clone(),
+                    legal_basis: r.legal_basis.clone(),
+                    grant: r.grant.clone(),
+                    data_digest: r.data_digest.clone(),
+                    receipt_at: receipt.map(|x| x.time.clone()),
+                    receipt_seq: receipt.map(|x| x.seq),
+                }
+            })
+            .collect())
+    }
+
+    /// Witness alarms raised here.
+    pub fn alarms(&self) -> Result<Vec<Alarm>, NodeError> {
+        Ok(self.inner.provenance.alarms()?)
+    }
+
+    /// An evidence bundle of the records `q` selects, proven against our latest head.
+    pub fn export_bundle(&self, q: &ExportQuery) -> Result<EvidenceBundle, NodeError> {
+        let log = &self.inner.provenance;
+        let head = log
+            .head()
+            .ok_or_else(|| NodeError::NotFound("no tree head yet".into()))?;
+        let size = head.document.size;
+        let records: Vec<ProvenanceRecord> = match (&q.dataset, q.from_seq) {
+            (Some(d), _) => self.provenance_query(&Query {
+                dataset: Some(d.clone()),
+                peer: q.peer.clone(),
+                limit: Some(MAX_BUNDLE_RECORDS),
+                ..Query::default()
+            })?,
+            (None, Some(from)) => {
+                let to = q
+                    .to_seq
+                    .unwrap_or(size.saturating_sub(1))
+                    .min(size.saturating_sub(1));
+                if to < from || to - from >= MAX_BUNDLE_RECORDS as u64 {
+                    return Err(NodeError::Invalid(format!(
+                        "seq range {from}..{to}: give at most {MAX_BUNDLE_RECORDS} records"
+                    )));
+                }
+                let mut out = Vec::new();
+                for seq in from..=to {
+                    if let Some(r) = log.record(seq)? {
+                        if q.peer
+                            .as_ref()
+                            .is_none_or(|p| r.counterparty.as_ref() == Some(p))
+                        {
+                            out.push(r);
+                        }
+                    }
+                }
+                out
+            }
+            _ => {
+                return Err(NodeError::Invalid(
+                    "export needs --dataset ID or --seq A..B".into(),
+                ));
+            }
+        };
+        let records: Vec<ProvenanceRecord> = records.into_iter().filter(|r| r.seq < size).collect();
+        if records.is_empty() {
+            return Err(NodeError::NotFound("no records match".into()));
+        }
+        let mut entries = Vec::new();
+        let mut documents: Vec<AnySigned> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut party_ids = std::collections::BTreeSet::new();
+        party_ids.insert(self.peer_id().to_string());
+        for r in records {
+            let proof = log
+                .inclusion_proof(r.seq, size)?
+                .iter()
+                .map(hex::encode)
+                .collect();
+            for d in &r.documents {
+                if seen.insert(d.digest.clone()) {
+                    if let Some(doc) = log.document(&d.digest)? {
+                        if let Ok(key) = doc.signer_key() {
+                            if let Some(p) = crate::identity::peer_id_of(&key) {
+                                party_ids.insert(p.to_string());
+                            }
+                        }
+                        documents.push(doc);
+                    }
+                }
+            }
+            if let Some(c) = &r.counterparty {
+                party_ids.insert(c.clone());
+            }
+            entries.push(BundleEntry { record: r, proof });
+        }
+        let mut witnesses = Vec::new();
+        for c in log.cosignatures()? {
+            if c.document.size > size || c.document.size == 0 {
+                continue;
+            }
+            let consistency = log
+                .consistency_proof(c.document.size, size)?
+                .iter()
+                .map(hex::encode)
+                .collect();
+            party_ids.insert(c.document.witness.clone());
+            witnesses.push(BundleWitness {
+                cosignature: c,
+                consistency,
+            });
+        }
+        let infos = self
+            .inner
+            .peer_infos
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let mut parties: Vec<Signed<NodeInfo>> = vec![self.signed_node_info()?];
+        for id in party_ids {
+            if id == self.peer_id().to_string() {
+                continue;
+            }
+            if let Some(info) = id.parse::<PeerId>().ok().and_then(|p| infos.get(&p)) {
+                parties.push(info.clone());
+            }
+        }
+        Ok(EvidenceBundle {
+            format: BUNDLE_FORMAT.to_string(),
+            head,
+            entries,
+            documents,
+            parties,
+            witnesses,
+        })
+    }
+
+    // ---------------------------------------------------------------- witnessing
+
+    /// Sends our latest head to `peer` and keeps its cosignature. Called after every exchange
+    /// with it and periodically.
+    pub(crate) async fn send_head(&self, peer: PeerId) -> Result<(), NodeError> {
+        let Some(head) = self.inner.provenance.head() else {
+            return Ok(());
+        };
+        if head.document.size == 0 {
+            return Ok(());
+        }
+        let request = Request::TreeHead {
+            head: Box::new(head.clone()),
+        };
+        match self.inner.net.request(peer, request).await? {
+            Response::Cosigned { cosignature } => {
+                cosignature.verify()?;
+                let c = &cosignature.document;
+                let signer = self.signer_peer(&cosignature.signer_key()?, &c.witness)?;
+                if signer != peer
+                    || c.log != self.peer_id().to_string()
+                    || c.size != head.document.size
+                    || c.root != head.document.root
+                {
+                    return Err(NodeError::BadPeer {
+                        peer,
+                        reason: "cosignature does not match the head we sent".into(),
+                    });
+                }
+                self.inner.provenance.put_cosignature(&cosignature)?;
+                Ok(())
+            }
+            Response::Error { code, message } => Err(NodeError::BadPeer {
+                peer,
+                reason: format!("{code}: {message}"),
+            }),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    /// Witness side: `peer` shows us its head. It must be signed by `peer` and extend every
+    /// head of its log we hold (checked with a consistency proof we ask it for); then we keep
+    /// it and cosign. A head that does not extend what we hold is a fork: recorded, alarmed,
+    /// refused.
+    pub(crate) async fn on_tree_head(&self, peer: PeerId, head: Signed<TreeHead>) -> Response {
+        match self.witness(peer, head).await {
+            Ok(c) => Response::Cosigned {
+                cosignature: Box::new(c),
+            },
+            Err(e) => Response::Error {
+                code: "refused".into(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    async fn witness(
+        &self,
+        peer: PeerId,
+        head: Signed<TreeHead>,
+    ) -> Result<Signed<Cosignature>, NodeError> {
+        head.verify()?;
+        let signer = self.signer_peer(&head.signer_key()?, &head.document.log)?;
+        if signer != peer {
+            return Err(NodeError::Invalid(format!(
+                "tree head of {signer} sent by {peer}"
+            )));
+        }
+        let new_root = parse_root(&head.document.root)?;
+        let _guard = self.inner.witness_lock.lock().await;
+        let held = self.inner.provenance.witnessed(&head.document.log)?;
+        if let Some(old) = &held {
+            let (o, n) = (old.document.size, head.document.size);
+            let old_root = parse_root(&old.document.root)?;
+            let verdict = if n < o {
+                Err(format!("the log shrank from {o} to {n} records"))
+            } else if n == o {
+                if old_root == new_root {
+                    Ok(())
+                } else {
+                    Err(format!("two different roots for size {n}"))
+                }
+            } else {
+                match self
+                    .inner
+                    .net
+                    .request(
+                        peer,
+                        Request::Consistency {
+                            old_size: o,
+                            new_size: n,
+                        },
+                    )
+                    .await?
+                {
+                    Response::Consistency { proof } => {
+                        let proof: Result<Vec<merkle::Hash>, _> =
+                            proof.iter().map(|h| parse_root(h)).collect();
+                        match proof {
+                            Ok(p) => merkle::verify_consistency(o, n, &old_root, &new_root, &p)
+                                .map_err(|e| {
+                                    format!("size {n} is not consistent with size {o}: {e}")
+                                }),
+                            Err(e) => Err(format!("malformed consistency proof: {e}")),
+                        }
+                    }
+                    Response::Error { code, message } => {
+                        Err(format!("no consistency proof ({code}: {message})"))
+                    }
+                    other => return Err(unexpected(peer, &other)),
+                }
+            };
+            if let Err(cause) = verdict {
+                self.raise_alarm(peer, old.clone(), head.clone(), &cause)
+                    .await;
+                return Err(NodeError::Invalid(format!(
+                    "fork of {peer}'s provenance log: {cause}"
+                )));
+            }
+        }
+        if held
+            .as_ref()
+            .is_none_or(|o| head.document.size > o.document.size)
+        {
+            self.inner.provenance.put_witnessed(&head)?;
+        }
+        let cosignature = Cosignature {
+            log: head.document.log.clone(),
+            size: head.document.size,
+            root: head.document.root.clone(),
+            witness: self.peer_id().to_string(),
+            time: now_rfc3339(),
+        };
+        Ok(Signed::sign(cosignature, self.inner.key.signing_key())?)
+    }
+
+    async fn raise_alarm(
+        &self,
+        peer: PeerId,
+        held: Signed<TreeHead>,
+        presented: Signed<TreeHead>,
+        cause: &str,
+    ) {
+        tracing::error!(
+            peer = %peer,
+            region = %self.peer_region(&peer).map(|r| r.label()).unwrap_or_default(),
+            cause,
+            "WITNESS ALARM: a member's provenance log forked"
+        );
+        let alarm = Alarm {
+            time: now_rfc3339(),
+            log: peer.to_string(),
+            held: held.clone(),
+            presented: presented.clone(),
+            cause: cause.to_string(),
+        };
+        if let Err(e) = self.inner.provenance.put_alarm(&alarm) {
+            tracing::error!(error = %e, "alarm not kept");
+        }
+        let mut r = self.new_record(RecordKind::WitnessAlarm);
+        r.cause = Some(cause.to_string());
+        self.record(
+            r,
+            Some(peer),
+            [doc(&held), doc(&presented)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        )
+        .await;
+        if let Ok(mut n) = self.inner.alarm_count.lock() {
+            *n += 1;
+        }
+    }
+
+    /// Answers a witness's request for a consistency proof of our log.
+    pub(crate) fn on_consistency(&self, old_size: u64, new_size: u64) -> Response {
+        if new_size > self.inner.provenance.size() || old_size > new_size {
+            return Response::Error {
+                code: "bad-request".into(),
+                message: format!("no consistency proof from {old_size} to {new_size}"),
+            };
+        }
+        match self.inner.provenance.consistency_proof(old_size, new_size) {
+            Ok(p) => Response::Consistency {
+                proof: p.iter().map(hex::encode).collect(),
+            },
+            Err(e) => Response::Error {
+                code: "internal".into(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Sends our head to `peer` in the background (after an exchange with it).
+    pub(crate) fn witness_soon(&self, peer: PeerId) {
+        let node = self.clone();
+        self.spawn_long(async move {
+            if let Err(e) = node.send_head(peer).await {
+                tracing::debug!(peer = %peer, error = %e, "head not witnessed");
+            }
+        });
+    }
+}
+
+fn parse_root(s: &str) -> Result<merkle::Hash, NodeError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| NodeError::Invalid(format!("{s:?} is not a 32-byte hex hash")))
+}
+
+/// One record with its proof, the head it leads to, and its documents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleEntryView {
+    /// The record.
+    pub record: ProvenanceRecord,
+    /// Inclusion proof in `head`.
+    pub proof: Vec<String>,
+    /// The latest head.
+    pub head: Signed<TreeHead>,
+    /// The documents it names.
+    pub documents: Vec<AnySigned>,
+}

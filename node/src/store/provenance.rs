@@ -1,0 +1,735 @@
+//! The provenance log on disk (R6, R8): append-only records in sled with an RFC 6962 Merkle
+//! tree over them (`model::merkle`), the signed documents they name, indexes by dataset,
+//! counterparty and kind, a signed tree head per batch, and what witnessing keeps (heads of
+//! other logs, cosignatures of ours, alarms).
+//!
+//! # Group commit
+//! One thread owns all writes. Appenders send records through a bounded channel; the thread takes
+//! every record waiting (up to [`MAX_BATCH`]), gives them consecutive sequence numbers, writes
+//! records, documents, indexes and tree nodes, flushes sled once (fsync), signs one tree head
+//! for the batch, and only then acknowledges each record. An acknowledged record is durable.
+//!
+//! # Crash safety
+//! sled writes all trees through one log, so after a crash the durable state is a prefix of the
+//! writes in order: records are written before their tree nodes. At open, the log size is the
+//! length of the prefix that has both a record and its leaf node; anything beyond it (never
+//! acknowledged) is removed, and parent nodes that cover removed leaves too.
+//!
+//! # Keys
+//! `prov_records`: seq (u64 BE) → canonical JSON of the record. `prov_nodes`:
+//! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'|b'p'|b'k'`, value, 0x00, seq BE → ∅.
+//! `prov_docs`: digest (hex) → the signed document's JSON.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::now_rfc3339;
+use crate::model::canonical;
+use crate::model::merkle::{self, Hash};
+use crate::model::provenance::{Cosignature, ProvenanceRecord, TreeHead};
+use crate::model::region::Region;
+use crate::model::signed::{AnySigned, Signed};
+
+/// Most records committed by one flush.
+pub const MAX_BATCH: usize = 8192;
+/// Appends waiting for the writer at once; more wait for room (backpressure).
+pub const QUEUE: usize = 65_536;
+
+const RECORDS: &str = "prov_records";
+const NODES: &str = "prov_nodes";
+const INDEX: &str = "prov_index";
+const DOCS: &str = "prov_docs";
+const META: &str = "prov_meta";
+const WITNESSED: &str = "prov_witnessed";
+const COSIGS: &str = "prov_cosigs";
+const ALARMS: &str = "prov_alarms";
+const HEAD_KEY: &[u8] = b"head";
+
+/// Why the log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvenanceError {
+    /// Database failure.
+    #[error("provenance log: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value is unreadable.
+    #[error("provenance log: corrupt {what}: {message}")]
+    Corrupt {
+        /// What.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The writer has stopped (shutdown).
+    #[error("provenance log is closed")]
+    Closed,
+    /// Merkle tree failure.
+    #[error("provenance tree: {0}")]
+    Tree(String),
+    /// A record does not verify against the tree.
+    #[error("provenance log does not verify at seq {seq}: {message}")]
+    Mismatch {
+        /// Where.
+        seq: u64,
+        /// What.
+        message: String,
+    },
+}
+
+fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ProvenanceError {
+    ProvenanceError::Corrupt {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// A step to record; the log fills in seq, time, actor and actor region.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// The record (seq, time, actor and actor_region are overwritten).
+    pub record: ProvenanceRecord,
+    /// The signed documents it names (kept by digest).
+    pub documents: Vec<AnySigned>,
+}
+
+struct Append {
+    entry: NewRecord,
+    ack: oneshot::Sender<Result<u64, String>>,
+}
+
+enum Job {
+    Append(Append),
+    Close(std::sync::mpsc::SyncSender<()>),
+}
+
+/// An alarm raised by witnessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The log that forked (peer id).
+    pub log: String,
+    /// The head we held from it.
+    pub held: Signed<TreeHead>,
+    /// The head it presented that does not extend it.
+    pub presented: Signed<TreeHead>,
+    /// What failed.
+    pub cause: String,
+}
+
+/// Filters of a query; every given one must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Query {
+    /// Dataset (or standard) id.
+    pub dataset: Option<String>,
+    /// Counterparty peer id.
+    pub peer: Option<String>,
+    /// Kind (kebab-case).
+    pub kind: Option<String>,
+    /// At or after (RFC 3339).
+    pub since: Option<String>,
+    /// At or before (RFC 3339).
+    pub until: Option<String>,
+    /// Most records returned (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// The provenance log of this node.
+#[derive(Clone)]
+pub struct ProvenanceLog {
+    records: sled::Tree,
+    nodes: sled::Tree,
+    index: sled::Tree,
+    docs: sled::Tree,
+    meta: sled::Tree,
+    witnessed: sled::Tree,
+    cosigs: sled::Tree,
+    alarms: sled::Tree,
+    size: Arc<AtomicU64>,
+    head: Arc<RwLock<Option<Signed<TreeHead>>>>,
+    jobs: mpsc::Sender<Job>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for ProvenanceLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvenanceLog")
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn index_key(tag: u8, value: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 10);
+    k.push(tag);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn index_keys(r: &ProvenanceRecord) -> Vec<Vec<u8>> {
+    let mut keys = vec![index_key(b'k', &r.kind.name(), r.seq)];
+    if let Some(d) = &r.dataset {
+        keys.push(index_key(b'd', d, r.seq));
+    }
+    if let Some(p) = &r.counterparty {
+        keys.push(index_key(b'p', p, r.seq));
+    }
+    keys
+}
+
+fn get_node(nodes: &sled::Tree, level: u8, index: u64) -> Result<Option<Hash>, sled::Error> {
+    Ok(nodes
+        .get(merkle::node_key(level, index))?
+        .and_then(|v| v.as_ref().try_into().ok()))
+}
+
+impl ProvenanceLog {
+    /// Opens the log in `db` (repairing a crash-interrupted batch) and starts its writer, which
+    /// signs tree heads with `key` as `actor` of `region`.
+    pub fn open(
+        db: &sled::Db,
+        key: SigningKey,
+        actor: String,
+        region: Region,
+    ) -> Result<ProvenanceLog, ProvenanceError> {
+        let records = db.open_tree(RECORDS)?;
+        let nodes = db.open_tree(NODES)?;
+        let index = db.open_tree(INDEX)?;
+        let docs = db.open_tree(DOCS)?;
+        let meta = db.open_tree(META)?;
+        let size = repair(&records, &nodes, &index)?;
+        let head = match meta.get(HEAD_KEY)? {
+            Some(raw) => serde_json::from_slice::<Signed<TreeHead>>(&raw)
+                .ok()
+                .filter(|h| h.document.size == size),
+            None => None,
+        };
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let log = ProvenanceLog {
+            records,
+            nodes,
+            index,
+            docs,
+            meta,
+            witnessed: db.open_tree(WITNESSED)?,
+            cosigs: db.open_tree(COSIGS)?,
+            alarms: db.open_tree(ALARMS)?,
+            size: Arc::new(AtomicU64::new(size)),
+            head: Arc::new(RwLock::new(head)),
+            jobs,
+            writer: Arc::new(Mutex::new(None)),
+        };
+        if log.head().is_none() {
+            let h = log.sign_head(&key, &actor, size)?;
+            if let Ok(mut slot) = log.head.write() {
+                *slot = Some(h);
+            }
+        }
+        let writer = Writer {
+            log: log.clone(),
+            db: db.clone(),
+            key,
+            actor,
+            region,
+        };
+        let handle = std::thread::Builder::new()
+            .name("yrd-provenance".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| corrupt("writer thread", e))?;
+        if let Ok(mut w) = log.writer.lock() {
+            *w = Some(handle);
+        }
+        Ok(log)
+    }
+
+    /// Records committed so far.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// The latest signed tree head.
+    pub fn head(&self) -> Option<Signed<TreeHead>> {
+        self.head.read().ok().and_then(|h| h.clone())
+    }
+
+    fn sign_head(
+        &self,
+        key: &SigningKey,
+        actor: &str,
+        size: u64,
+    ) -> Result<Signed<TreeHead>, ProvenanceError> {
+        let root = self.root(size)?;
+        let head = TreeHead {
+            log: actor.to_string(),
+            size,
+            root: hex::encode(root),
+            time: now_rfc3339(),
+        };
+        Signed::sign(head, key).map_err(|e| corrupt("tree head", e))
+    }
+
+    /// Appends one record and waits until it is durable; returns its seq.
+    pub async fn append(&self, entry: NewRecord) -> Result<u64, ProvenanceError> {
+        let (ack, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Append(Append { entry, ack }))
+            .await
+            .map_err(|_| ProvenanceError::Closed)?;
+        match rx.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
+            Err(_) => Err(ProvenanceError::Closed),
+        }
+    }
+
+    /// Stops the writer after the appends already queued, and waits for it.
+    pub fn close(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.jobs.try_send(Job::Close(tx)).is_ok() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// The root of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash, ProvenanceError> {
+        let nodes = &self.nodes;
+        merkle::root(size, &|l: u8, i: u64| get_node(nodes, l, i))
+            .map_err(|e| ProvenanceError::Tree(e.to_string()))
+    }
+
+    /// Inclusion proof of record `seq` in the tree of `size` records.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, ProvenanceError> {
+        let nodes = &self.nodes;
+        merkle::inclusion_proof(seq, size, &|l: u8, i: u64| get_node(nodes, l, i))
+            .map_err(|e| ProvenanceError::Tree(e.to_string()))
+    }
+
+    /// Consistency proof from `old` to `new` records.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProvenanceError> {
+        let nodes = &self.nodes;
+        merkle::consistency_proof(old, new, &|l: u8, i: u64| get_node(nodes, l, i))
+            .map_err(|e| ProvenanceError::Tree(e.to_string()))
+    }
+
+    /// Record `seq`.
+    pub fn record(&self, seq: u64) -> Result<Option<ProvenanceRecord>, ProvenanceError> {
+        if seq >= self.size() {
+            return Ok(None);
+        }
+        match self.records.get(seq_key(seq))? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| corrupt(format!("record {seq}"), e)),
+        }
+    }
+
+    /// A kept document by digest.
+    pub fn document(&self, digest: &str) -> Result<Option<AnySigned>, ProvenanceError> {
+        match self.docs.get(digest.as_bytes())? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| corrupt(format!("document {digest}"), e)),
+        }
+    }
+
+    /// Records matching `q`, oldest first.
+    pub fn query(&self, q: &Query) -> Result<Vec<ProvenanceRecord>, ProvenanceError> {
+        let limit = q.limit.unwrap_or(1000).min(100_000);
+        let size = self.size();
+        let mut out = Vec::new();
+        let keep = |r: &ProvenanceRecord| {
+            q.dataset
+                .as_ref()
+                .is_none_or(|d| r.dataset.as_ref() == Some(d))
+                && q.peer
+                    .as_ref()
+                    .is_none_or(|p| r.counterparty.as_ref() == Some(p))
+                && q.kind.as_ref().is_none_or(|k| &r.kind.name() == k)
+                && q.since.as_ref().is_none_or(|s| &r.time >= s)
+                && q.until.as_ref().is_none_or(|u| &r.time <= u)
+        };
+        let indexed = match (&q.dataset, &q.peer, &q.kind) {
+            (Some(d), _, _) => Some((b'd', d.clone())),
+            (None, Some(p), _) => Some((b'p', p.clone())),
+            (None, None, Some(k)) => Some((b'k', k.clone())),
+            _ => None,
+        };
+        match indexed {
+            Some((tag, value)) => {
+                let mut prefix = vec![tag];
+                prefix.extend_from_slice(value.as_bytes());
+                prefix.push(0);
+                for item in self.index.scan_prefix(&prefix) {
+                    let (k, _) = item?;
+                    let Some(seq) = k
+                        .get(prefix.len()..)
+                        .and_then(|s| s.try_into().ok())
+                        .map(u64::from_be_bytes)
+                    else {
+                        continue;
+                    };
+                    if seq >= size {
+                        continue;
+                    }
+                    if let Some(r) = self.record(seq)? {
+                        if keep(&r) {
+                            out.push(r);
+                            if out.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for item in self.records.range(seq_key(0)..seq_key(size)) {
+                    let (_, raw) = item?;
+                    let r: ProvenanceRecord =
+                        serde_json::from_slice(&raw).map_err(|e| corrupt("record", e))?;
+                    if keep(&r) {
+                        out.push(r);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recomputes every leaf from its record and every stored node above it, and the root;
+    /// fails at the first record or node that does not match.
+    pub fn verify_all(&self) -> Result<(u64, Hash), ProvenanceError> {
+        let size = self.size();
+        let mut stack: Vec<Hash> = Vec::new();
+        for seq in 0..size {
+            let raw = self
+                .records
+                .get(seq_key(seq))?
+                .ok_or_else(|| ProvenanceError::Mismatch {
+                    seq,
+                    message: "record missing".into(),
+                })?;
+            let value = canonical::parse_strict(
+                std::str::from_utf8(&raw).map_err(|e| corrupt("record", e))?,
+            )
+            .map_err(|e| corrupt("record", e))?;
+            let bytes = canonical::canonicalize(&value).map_err(|e| corrupt("record", e))?;
+            if bytes.as_bytes() != raw.as_ref() {
+                return Err(ProvenanceError::Mismatch {
+                    seq,
+                    message: "stored record is not in canonical form".into(),
+                });
+            }
+            let mut h = merkle::leaf_hash(&raw);
+            let (mut level, mut index) = (0u8, seq);
+            loop {
+                let stored = get_node(&self.nodes, level, index)?;
+                if stored != Some(h) {
+                    return Err(ProvenanceError::Mismatch {
+                        seq,
+                        message: format!("tree node ({level}, {index}) does not match"),
+                    });
+                }
+                if index % 2 == 0 {
+                    break;
+                }
+                let left = stack.pop().ok_or_else(|| ProvenanceError::Mismatch {
+                    seq,
+                    message: "tree shape".into(),
+                })?;
+                h = merkle::node_hash(&left, &h);
+                level += 1;
+                index /= 2;
+            }
+            stack.push(h);
+        }
+        let root = match stack.split_last() {
+            None => merkle::empty_root(),
+            Some((last, rest)) => rest
+                .iter()
+                .rev()
+                .fold(*last, |acc, left| merkle::node_hash(left, &acc)),
+        };
+        if root != self.root(size)? {
+            return Err(ProvenanceError::Mismatch {
+                seq: size,
+                message: "root does not match".into(),
+            });
+        }
+        Ok((size, root))
+    }
+
+    /// The latest head we verified of another node's log.
+    pub fn witnessed(&self, log: &str) -> Result<Option<Signed<TreeHead>>, ProvenanceError> {
+        match self.witnessed.get(log.as_bytes())? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| corrupt("witnessed head", e)),
+        }
+    }
+
+    /// Keeps a verified head of another log (flushed by the caller's next flush).
+    pub fn put_witnessed(&self, head: &Signed<TreeHead>) -> Result<(), ProvenanceError> {
+        let bytes = serde_json::to_vec(head).map_err(|e| corrupt("head", e))?;
+        self.witnessed.insert(head.document.log.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Keeps a witness's cosignature of our log (the latest per witness).
+    pub fn put_cosignature(&self, c: &Signed<Cosignature>) -> Result<(), ProvenanceError> {
+        let bytes = serde_json::to_vec(c).map_err(|e| corrupt("cosignature", e))?;
+        self.cosigs.insert(c.document.witness.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// The latest cosignature of our log from each witness.
+    pub fn cosignatures(&self) -> Result<Vec<Signed<Cosignature>>, ProvenanceError> {
+        let mut out = Vec::new();
+        for item in self.cosigs.iter() {
+            let (_, raw) = item?;
+            out.push(serde_json::from_slice(&raw).map_err(|e| corrupt("cosignature", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Records an alarm (kept forever).
+    pub fn put_alarm(&self, alarm: &Alarm) -> Result<(), ProvenanceError> {
+        let key = format!("{}/{}", alarm.time, alarm.log);
+        let bytes = serde_json::to_vec(alarm).map_err(|e| corrupt("alarm", e))?;
+        self.alarms.insert(key.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Every alarm, oldest first.
+    pub fn alarms(&self) -> Result<Vec<Alarm>, ProvenanceError> {
+        let mut out = Vec::new();
+        for item in self.alarms.iter() {
+            let (_, raw) = item?;
+            out.push(serde_json::from_slice(&raw).map_err(|e| corrupt("alarm", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Test hook: rewrites record `seq` behind the log's back and rebuilds the whole tree, as
+    /// a node that quietly rewrites its history would. Only for tests of witnessing.
+    #[doc(hidden)]
+    pub fn rewrite_for_test(
+        &self,
+        seq: u64,
+        record: &ProvenanceRecord,
+    ) -> Result<(), ProvenanceError> {
+        let bytes = record.leaf_data().map_err(|e| corrupt("record", e))?;
+        self.records.insert(seq_key(seq), bytes)?;
+        self.nodes.clear()?;
+        let size = self.size();
+        let mut leaves = Vec::new();
+        for s in 0..size {
+            let raw = self
+                .records
+                .get(seq_key(s))?
+                .ok_or_else(|| corrupt("record", "missing"))?;
+            leaves.push(merkle::leaf_hash(&raw));
+        }
+        let nodes = &self.nodes;
+        let updates = merkle::append_batch_updates(0, &leaves, |l, i| get_node(nodes, l, i))
+            .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
+        for (l, i, h) in updates {
+            self.nodes.insert(merkle::node_key(l, i), &h)?;
+        }
+        self.meta.remove(HEAD_KEY)?;
+        Ok(())
+    }
+}
+
+/// Finds the committed size after a crash and removes what lies beyond it.
+fn repair(
+    records: &sled::Tree,
+    nodes: &sled::Tree,
+    index: &sled::Tree,
+) -> Result<u64, ProvenanceError> {
+    let n_rec = match records.last()? {
+        None => 0,
+        Some((k, _)) => {
+            let b: [u8; 8] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("record key", "not 8 bytes"))?;
+            u64::from_be_bytes(b) + 1
+        }
+    };
+    let n_leaf = match nodes.scan_prefix([0u8]).last() {
+        None => 0,
+        Some(item) => {
+            let (k, _) = item?;
+            let b: [u8; 8] = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| corrupt("node key", "not 9 bytes"))?;
+            u64::from_be_bytes(b) + 1
+        }
+    };
+    let size = n_rec.min(n_leaf);
+    // Records are written in order, so the first `size` are all present.
+    if n_rec > size {
+        for seq in size..n_rec {
+            if let Some(raw) = records.remove(seq_key(seq))? {
+                if let Ok(r) = serde_json::from_slice::<ProvenanceRecord>(&raw) {
+                    for k in index_keys(&r) {
+                        index.remove(k)?;
+                    }
+                }
+            }
+        }
+        tracing::warn!(
+            kept = size,
+            dropped = n_rec - size,
+            "provenance: unacknowledged records of an interrupted batch removed"
+        );
+    }
+    for level in 0u8..64 {
+        let mut doomed = Vec::new();
+        for item in nodes.scan_prefix([level]).rev() {
+            let (k, _) = item?;
+            let Some(i) = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            // The node covers leaves up to (i + 1) * 2^level - 1.
+            let end = (u128::from(i) + 1) << level;
+            if end > u128::from(size) {
+                doomed.push(k);
+            } else {
+                break;
+            }
+        }
+        for k in doomed {
+            nodes.remove(k)?;
+        }
+    }
+    Ok(size)
+}
+
+struct Writer {
+    log: ProvenanceLog,
+    db: sled::Db,
+    key: SigningKey,
+    actor: String,
+    region: Region,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch: Vec<Append> = Vec::new();
+        let mut close: Option<std::sync::mpsc::SyncSender<()>> = None;
+        while close.is_none() {
+            match rx.blocking_recv() {
+                None => break,
+                Some(Job::Close(done)) => close = Some(done),
+                Some(Job::Append(a)) => batch.push(a),
+            }
+            while batch.len() < MAX_BATCH && close.is_none() {
+                match rx.try_recv() {
+                    Ok(Job::Append(a)) => batch.push(a),
+                    Ok(Job::Close(done)) => close = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch));
+            }
+        }
+        if let Some(done) = close {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit(&self, batch: Vec<Append>) {
+        let result = self.write(&batch);
+        match result {
+            Ok(first) => {
+                for (i, a) in batch.into_iter().enumerate() {
+                    let _ = a.ack.send(Ok(first + i as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "provenance batch not committed");
+                let msg = e.to_string();
+                for a in batch {
+                    let _ = a.ack.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+
+    fn write(&self, batch: &[Append]) -> Result<u64, ProvenanceError> {
+        let log = &self.log;
+        let first = log.size();
+        let time = now_rfc3339();
+        let mut records = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut docs = sled::Batch::default();
+        let mut leaves = Vec::with_capacity(batch.len());
+        for (i, a) in batch.iter().enumerate() {
+            let mut r = a.entry.record.clone();
+            r.seq = first + i as u64;
+            r.time = time.clone();
+            r.actor = self.actor.clone();
+            r.actor_region = self.region;
+            for d in &a.entry.documents {
+                let digest = d.digest().map_err(|e| corrupt("document", e))?;
+                let json = serde_json::to_vec(d).map_err(|e| corrupt("document", e))?;
+                docs.insert(hex::encode(digest).as_bytes(), json);
+            }
+            let bytes = r.leaf_data().map_err(|e| corrupt("record", e))?;
+            leaves.push(merkle::leaf_hash(&bytes));
+            for k in index_keys(&r) {
+                index.insert(k, &[] as &[u8]);
+            }
+            records.insert(&seq_key(r.seq), bytes);
+        }
+        let nodes = &log.nodes;
+        let updates = merkle::append_batch_updates(first, &leaves, |l, i| get_node(nodes, l, i))
+            .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
+        let mut node_batch = sled::Batch::default();
+        for (l, i, h) in updates {
+            node_batch.insert(&merkle::node_key(l, i), &h);
+        }
+        // Order matters for crash safety: documents and records before the nodes that commit them.
+        log.docs.apply_batch(docs)?;
+        log.records.apply_batch(records)?;
+        log.index.apply_batch(index)?;
+        log.nodes.apply_batch(node_batch)?;
+        self.db.flush()?;
+        let size = first + batch.len() as u64;
+        log.size.store(size, Ordering::Release);
+        let head = log.sign_head(&self.key, &self.actor, size)?;
+        if let Ok(bytes) = serde_json::to_vec(&head) {
+            let _ = log.meta.insert(HEAD_KEY, bytes);
+        }
+        if let Ok(mut slot) = log.head.write() {
+            *slot = Some(head);
+        }
+        Ok(first)
+    }
+}
