@@ -80,6 +80,7 @@ impl IntoResponse for ApiError {
 }
 
 pub mod exchange;
+pub mod provenance;
 pub mod routes;
 
 #[derive(Clone)]
@@ -213,6 +214,13 @@ fn router(node: Node, token: String) -> Router {
                 .delete(exchange::unsubscribe),
         )
         .route("/api/v1/receipts", get(exchange::receipts))
+        .route("/api/v1/provenance", get(provenance::list))
+        .route("/api/v1/provenance/head", get(provenance::head))
+        .route("/api/v1/provenance/check", post(provenance::check))
+        .route("/api/v1/provenance/alarms", get(provenance::alarms))
+        .route("/api/v1/provenance/deliveries", get(provenance::deliveries))
+        .route("/api/v1/provenance/export", post(provenance::export))
+        .route("/api/v1/provenance/{seq}", get(provenance::show))
         .route("/api/v1/doc/canon", post(routes::doc_canon))
         .route("/api/v1/doc/verify", post(routes::doc_verify))
         .fallback(not_found)

@@ -4,6 +4,7 @@
 pub mod client;
 mod docs;
 mod exchange;
+mod provenance;
 mod table;
 
 use std::net::SocketAddr;
@@ -159,6 +160,73 @@ pub enum Command {
     },
     /// Receipts receivers signed for our data.
     Receipts,
+    /// The provenance log: records, deliveries, alarms, evidence bundles.
+    #[command(subcommand)]
+    Provenance(ProvenanceCommand),
+    /// Check an evidence bundle offline (no node needed) and print what it proves.
+    Verify {
+        /// The bundle (JSON) written by `yrd provenance export`.
+        file: PathBuf,
+    },
+}
+
+/// `yrd provenance …`.
+#[derive(Debug, Subcommand)]
+pub enum ProvenanceCommand {
+    /// List records, oldest first.
+    List {
+        /// Only records about this dataset (or standard).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Only records with this counterparty (peer id).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Only this kind, e.g. delivery-served, grant-issued, refused.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At or after (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// At or before (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Most records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Show one record with its inclusion proof and documents.
+    Show {
+        /// The record number.
+        seq: u64,
+    },
+    /// Every delivery of a dataset: to whom, which version, fields and masking, purpose, legal
+    /// basis, when, and whether a signed receipt came back.
+    Deliveries {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+    },
+    /// Witness alarms: members whose log forked.
+    Alarms,
+    /// The latest signed tree head and who witnessed it.
+    Head,
+    /// Recompute every leaf and node of the log.
+    Check,
+    /// Write an evidence bundle for `yrd verify`.
+    Export {
+        /// Every record about this dataset.
+        #[arg(long, conflicts_with = "seq")]
+        dataset: Option<String>,
+        /// Or a range of records, A..B (inclusive).
+        #[arg(long)]
+        seq: Option<String>,
+        /// Only records with this counterparty.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `yrd requests …`.
@@ -546,6 +614,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subscriptions => exchange::subscriptions(&cli).await,
         Command::Transfers { id } => exchange::transfers(&cli, id.as_deref()).await,
         Command::Receipts => exchange::receipts(&cli).await,
+        Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
+        Command::Verify { file } => provenance::verify(&cli, file),
         Command::Peers => {
             let peers: Vec<PeerView> = client(&cli)?.get("/api/v1/peers").await?;
             if cli.json {

@@ -349,7 +349,7 @@ impl Node {
 
     /// Sends our latest head to `peer` and keeps its cosignature. Called after every exchange
     /// with it and periodically.
-    pub(crate) async fn send_head(&self, peer: PeerId) -> Result<(), NodeError> {
+    pub async fn send_head(&self, peer: PeerId) -> Result<(), NodeError> {
         let Some(head) = self.inner.provenance.head() else {
             return Ok(());
         };

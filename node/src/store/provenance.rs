@@ -101,7 +101,7 @@ struct Append {
 }
 
 enum Job {
-    Append(Append),
+    Append(Box<Append>),
     Close(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -281,7 +281,7 @@ impl ProvenanceLog {
     pub async fn append(&self, entry: NewRecord) -> Result<u64, ProvenanceError> {
         let (ack, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Append(Append { entry, ack }))
+            .send(Job::Append(Box::new(Append { entry, ack })))
             .await
             .map_err(|_| ProvenanceError::Closed)?;
         match rx.await {
@@ -646,11 +646,11 @@ impl Writer {
             match rx.blocking_recv() {
                 None => break,
                 Some(Job::Close(done)) => close = Some(done),
-                Some(Job::Append(a)) => batch.push(a),
+                Some(Job::Append(a)) => batch.push(*a),
             }
             while batch.len() < MAX_BATCH && close.is_none() {
                 match rx.try_recv() {
-                    Ok(Job::Append(a)) => batch.push(a),
+                    Ok(Job::Append(a)) => batch.push(*a),
                     Ok(Job::Close(done)) => close = Some(done),
                     Err(_) => break,
                 }

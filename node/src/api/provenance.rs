@@ -1,0 +1,107 @@
+//! Handlers of the provenance routes: records, one record with its proof, the deliveries
+//! report, alarms, the tree head, a full check of the log, and evidence bundles.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, Path, Query, State};
+use crate::model::provenance::{Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead};
+use crate::model::signed::Signed;
+use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
+use crate::store::provenance::{Alarm, Query as LogQuery};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub(super) async fn list(
+    State(s): State<ApiState>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> ApiResult<Vec<ProvenanceRecord>> {
+    let Query(q) = q?;
+    Ok(Json(s.node.provenance_query(&q)?))
+}
+
+pub(super) async fn show(
+    State(s): State<ApiState>,
+    Path(seq): Path<String>,
+) -> ApiResult<BundleEntryView> {
+    let seq: u64 = seq.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{seq:?} is not a record number"),
+        )
+    })?;
+    Ok(Json(s.node.provenance_show(seq)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DatasetQuery {
+    dataset: String,
+}
+
+pub(super) async fn deliveries(
+    State(s): State<ApiState>,
+    q: Result<Query<DatasetQuery>, QueryRejection>,
+) -> ApiResult<Vec<Delivery>> {
+    let Query(q) = q?;
+    Ok(Json(s.node.deliveries(&q.dataset)?))
+}
+
+pub(super) async fn alarms(State(s): State<ApiState>) -> ApiResult<Vec<Alarm>> {
+    Ok(Json(s.node.alarms()?))
+}
+
+/// `GET /api/v1/provenance/head`: the latest signed tree head and the witnesses' cosignatures.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeadView {
+    /// The latest signed head.
+    pub head: Option<Signed<TreeHead>>,
+    /// The latest cosignature of our log from each witness.
+    pub cosignatures: Vec<Signed<Cosignature>>,
+}
+
+pub(super) async fn head(State(s): State<ApiState>) -> ApiResult<HeadView> {
+    let log = s.node.provenance();
+    Ok(Json(HeadView {
+        head: log.head(),
+        cosignatures: log.cosignatures().map_err(crate::node::NodeError::from)?,
+    }))
+}
+
+/// `POST /api/v1/provenance/check`: recomputes every leaf and node of the log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckView {
+    /// Records verified.
+    pub size: u64,
+    /// The root they give (hex).
+    pub root: String,
+    /// Milliseconds taken.
+    pub ms: u64,
+}
+
+pub(super) async fn check(State(s): State<ApiState>) -> ApiResult<CheckView> {
+    let log = s.node.provenance().clone();
+    let started = std::time::Instant::now();
+    let (size, root) = tokio::task::spawn_blocking(move || log.verify_all())
+        .await
+        .map_err(|e| crate::node::NodeError::Invalid(e.to_string()))?
+        .map_err(crate::node::NodeError::from)?;
+    Ok(Json(CheckView {
+        size,
+        root: hex::encode(root),
+        ms: started.elapsed().as_millis() as u64,
+    }))
+}
+
+pub(super) async fn export(
+    State(s): State<ApiState>,
+    body: Result<Json<ExportQuery>, JsonRejection>,
+) -> ApiResult<EvidenceBundle> {
+    let Json(q) = body?;
+    let node = s.node.clone();
+    let bundle = tokio::task::spawn_blocking(move || node.export_bundle(&q))
+        .await
+        .map_err(|e| crate::node::NodeError::Invalid(e.to_string()))??;
+    Ok(Json(bundle))
+}

@@ -1,0 +1,279 @@
+//! The provenance verbs of the CLI: `provenance list|show|deliveries|alarms|head|check|export`
+//! (through the node) and `verify` (offline, no node).
+
+use std::path::Path;
+
+use super::docs::urlencode;
+use super::{Cli, CliError, ProvenanceCommand, client, print_json, table};
+use crate::api::provenance::{CheckView, HeadView};
+use crate::identity::short_peer;
+use crate::model::canonical;
+use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, verify_bundle};
+use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
+use crate::store::provenance::Alarm;
+
+/// Largest bundle `yrd verify` reads.
+const MAX_BUNDLE_BYTES: u64 = 1 << 30;
+
+fn short(id: &str) -> String {
+    id.parse::<libp2p::PeerId>()
+        .map(|p| short_peer(&p))
+        .unwrap_or_else(|_| id.chars().take(12).collect())
+}
+
+fn record_rows(list: &[ProvenanceRecord]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                r.time.clone(),
+                r.kind.name(),
+                r.counterparty.as_deref().map(short).unwrap_or_default(),
+                r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
+                match (&r.dataset, r.version) {
+                    (Some(d), Some(v)) => format!("{d} v{v}"),
+                    (Some(d), None) => d.clone(),
+                    _ => String::new(),
+                },
+                r.grant
+                    .as_deref()
+                    .map(|g| g.chars().take(12).collect())
+                    .unwrap_or_default(),
+                r.cause.clone().or(r.fields.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(), CliError> {
+    let c = client(cli)?;
+    match cmd {
+        ProvenanceCommand::List {
+            dataset,
+            peer,
+            kind,
+            since,
+            until,
+            limit,
+        } => {
+            let mut q = Vec::new();
+            for (k, v) in [
+                ("dataset", dataset),
+                ("peer", peer),
+                ("kind", kind),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(v)));
+                }
+            }
+            q.push(format!("limit={limit}"));
+            let list: Vec<ProvenanceRecord> = c
+                .get(&format!("/api/v1/provenance?{}", q.join("&")))
+                .await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            print!(
+                "{}",
+                table::render(
+                    &[
+                        "SEQ", "TIME", "KIND", "PEER", "REGION", "DATASET", "GRANT", "DETAIL"
+                    ],
+                    &record_rows(&list)
+                )
+            );
+            Ok(())
+        }
+        ProvenanceCommand::Show { seq } => {
+            let v: BundleEntryView = c.get(&format!("/api/v1/provenance/{seq}")).await?;
+            print_json(&v)
+        }
+        ProvenanceCommand::Deliveries { dataset } => {
+            let list: Vec<Delivery> = c
+                .get(&format!(
+                    "/api/v1/provenance/deliveries?dataset={}",
+                    urlencode(dataset)
+                ))
+                .await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.time.clone(),
+                        short(&d.receiver),
+                        d.receiver_region.clone().unwrap_or_default(),
+                        d.version.map(|v| format!("v{v}")).unwrap_or_default(),
+                        d.fields.clone(),
+                        d.purpose.clone().unwrap_or_else(|| "-".into()),
+                        d.legal_basis.clone().unwrap_or_else(|| "-".into()),
+                        d.receipt_at.clone().unwrap_or_else(|| "NO RECEIPT".into()),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &[
+                        "WHEN", "TO", "REGION", "VERSION", "FIELDS", "PURPOSE", "BASIS", "RECEIPT"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        ProvenanceCommand::Alarms => {
+            let list: Vec<Alarm> = c.get("/api/v1/provenance/alarms").await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no witness alarms");
+            }
+            for a in &list {
+                println!(
+                    "{}  log {} forked: {} (held size {}, presented size {})",
+                    a.time, a.log, a.cause, a.held.document.size, a.presented.document.size
+                );
+            }
+            Ok(())
+        }
+        ProvenanceCommand::Head => {
+            let v: HeadView = c.get("/api/v1/provenance/head").await?;
+            if cli.json {
+                return print_json(&v);
+            }
+            match &v.head {
+                Some(h) => println!(
+                    "size {}  root {}  signed {}",
+                    h.document.size, h.document.root, h.document.time
+                ),
+                None => println!("no tree head yet"),
+            }
+            for c in &v.cosignatures {
+                println!(
+                    "  witnessed by {} at size {} ({})",
+                    short(&c.document.witness),
+                    c.document.size,
+                    c.document.time
+                );
+            }
+            Ok(())
+        }
+        ProvenanceCommand::Check => {
+            let v: CheckView = c.post("/api/v1/provenance/check", &()).await?;
+            if cli.json {
+                return print_json(&v);
+            }
+            println!(
+                "log verifies: {} records, root {} ({} ms)",
+                v.size, v.root, v.ms
+            );
+            Ok(())
+        }
+        ProvenanceCommand::Export {
+            dataset,
+            seq,
+            peer,
+            out,
+        } => {
+            let (from_seq, to_seq) = match seq {
+                None => (None, None),
+                Some(range) => {
+                    let (a, b) = range.split_once("..").ok_or_else(|| {
+                        CliError::Usage(format!("--seq {range:?}: expected A..B"))
+                    })?;
+                    let parse = |s: &str| {
+                        s.parse::<u64>()
+                            .map_err(|_| CliError::Usage(format!("--seq {range:?}: expected A..B")))
+                    };
+                    (Some(parse(a)?), Some(parse(b)?))
+                }
+            };
+            let q = ExportQuery {
+                dataset: dataset.clone(),
+                from_seq,
+                to_seq,
+                peer: peer.clone(),
+            };
+            let bundle: EvidenceBundle = c.post("/api/v1/provenance/export", &q).await?;
+            let text = serde_json::to_string_pretty(&bundle)
+                .map_err(|e| CliError::Output(e.to_string()))?;
+            write_atomic(out, text.as_bytes())?;
+            if !cli.json {
+                println!(
+                    "wrote {}: {} records, {} documents, {} witnesses, head size {}",
+                    out.display(),
+                    bundle.entries.len(),
+                    bundle.documents.len(),
+                    bundle.witnesses.len(),
+                    bundle.head.document.size
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| CliError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// `yrd verify FILE`: checks an evidence bundle offline and prints a plain account.
+pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
+    let file_err = |message: String| CliError::File {
+        path: file.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(file).map_err(|e| file_err(e.to_string()))?;
+    if meta.len() > MAX_BUNDLE_BYTES {
+        return Err(file_err(format!("larger than {MAX_BUNDLE_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
+    let value = canonical::parse_strict(&text).map_err(|e| file_err(e.to_string()))?;
+    let bundle: EvidenceBundle =
+        serde_json::from_value(value).map_err(|e| file_err(format!("not a bundle: {e}")))?;
+    let verified = verify_bundle(&bundle)
+        .map_err(|e| CliError::Invalid(format!("{}: DOES NOT VERIFY: {e}", file.display())))?;
+    if cli.json {
+        return print_json(&serde_json::json!({
+            "verified": true,
+            "log": verified.log.peer_id,
+            "size": verified.head.size,
+            "root": verified.head.root,
+            "witnesses": verified.witnesses,
+            "account": verified.account,
+        }));
+    }
+    println!(
+        "{}: verifies. Log of {} ({}), {} records at {} (root {}), witnessed by {} member(s).",
+        file.display(),
+        verified.log.organisation,
+        verified.log.region.label(),
+        verified.head.size,
+        verified.head.time,
+        verified.head.root,
+        verified.witnesses.len()
+    );
+    for line in &verified.account {
+        println!("{line}");
+    }
+    Ok(())
+}
