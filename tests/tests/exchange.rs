@@ -464,6 +464,7 @@ async fn tampered_chunks_are_refetched_and_forged_manifests_refused() -> Result<
     );
     assert_eq!(forged["bytes_done"], 0);
     assert!(!net.nodes[3].node()?.blobs().contains(&published));
+    drop(provider); // a held handle keeps the node's database open past its shutdown
     net.stop_all().await
 }
 

@@ -93,8 +93,15 @@ pub(super) async fn fetch(
     let path = format!("/api/v1/transfers/{}", view.id);
     let mut last = (Instant::now(), view.bytes_done);
     let mut rate = 0.0f64;
+    let polling = Instant::now();
     while !matches!(view.status, TransferStatus::Done | TransferStatus::Failed) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Small fetches finish in milliseconds: poll fast at first, then settle.
+        let pause = if polling.elapsed() < Duration::from_secs(1) {
+            10
+        } else {
+            200
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         view = c.get(&path).await?;
         let dt = last.0.elapsed().as_secs_f64();
         if dt >= 0.5 {

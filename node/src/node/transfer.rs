@@ -44,6 +44,8 @@ pub const KEEP_FINISHED: usize = 200;
 const MAX_OPEN_FRAME: usize = 64 * 1024;
 /// Chunk buffers queued between the network and the disk, per transfer.
 const CHUNK_QUEUE: usize = 4;
+/// Bytes a fetcher writes between two syncs of the partial file and its journal.
+const SYNC_EVERY: u64 = 16 << 20;
 /// Chunk tables kept in memory (each costs about 90 bytes per MiB of data).
 const CHUNK_TABLE_CACHE: usize = 256;
 
@@ -1350,15 +1352,27 @@ impl Node {
             let p = progress.clone();
             let writer = tokio::task::spawn_blocking(move || {
                 let mut bad = Vec::new();
+                let mut unsynced = 0u64;
                 while let Some((index, bytes)) = rx.blocking_recv() {
-                    match partial.write_chunk(index, &bytes[CHUNK_HEADER..]) {
+                    let len = (bytes.len() - CHUNK_HEADER) as u64;
+                    match partial.write_chunk_deferred(index, &bytes[CHUNK_HEADER..]) {
                         Ok(()) => {
-                            p.bytes
-                                .fetch_add((bytes.len() - CHUNK_HEADER) as u64, Ordering::Relaxed);
+                            unsynced += len;
+                            p.bytes.fetch_add(len, Ordering::Relaxed);
                         }
                         Err(BlobError::BadChunk { .. }) => bad.push(index),
                         Err(e) => return Err((partial, e)),
                     }
+                    // One data sync and one journal sync per SYNC_EVERY bytes, not per chunk.
+                    if unsynced >= SYNC_EVERY {
+                        if let Err(e) = partial.commit() {
+                            return Err((partial, e));
+                        }
+                        unsynced = 0;
+                    }
+                }
+                if let Err(e) = partial.commit() {
+                    return Err((partial, e));
                 }
                 Ok((partial, bad))
             });

@@ -1097,6 +1097,9 @@ pub struct Partial {
     present_bytes: u64,
     /// The journal may end in a torn record (a failed append): rewrite it before appending.
     journal_dirty: bool,
+    /// Chunks written by [`Partial::write_chunk_deferred`] whose journal records wait for
+    /// [`Partial::commit`].
+    pending: Vec<u32>,
     _claim: Claim,
 }
 
@@ -1140,6 +1143,7 @@ impl Partial {
             present_chunks: 0,
             present_bytes: 0,
             journal_dirty: false,
+            pending: Vec::new(),
             _claim: claim,
         })
     }
@@ -1191,6 +1195,7 @@ impl Partial {
             present_chunks: 0,
             present_bytes: 0,
             journal_dirty: false,
+            pending: Vec::new(),
             _claim: claim,
         };
         partial.set_present(present);
@@ -1283,8 +1288,65 @@ impl Partial {
         Ok(())
     }
 
+    /// Like [`write_chunk`](Self::write_chunk) but without syncing: the chunk is verified and
+    /// written, counts as present in memory, and is recorded in the journal only by the next
+    /// [`commit`](Self::commit) (after one data sync for all of them). A crash before that
+    /// loses the chunk (it is fetched again) and never marks an unsynced chunk present.
+    pub fn write_chunk_deferred(&mut self, index: u32, bytes: &[u8]) -> Result<(), BlobError> {
+        self.table.verify_chunk(index, bytes)?;
+        if self.present.get(index) {
+            return Ok(());
+        }
+        let offset = u64::from(index) * u64::from(self.table.chunk_size);
+        let data_path = self.dir.join(DATA_FILE);
+        let mut data = &self.data;
+        data.seek(SeekFrom::Start(offset))
+            .map_err(io_err("seek", &data_path))?;
+        data.write_all(bytes).map_err(io_err("write", &data_path))?;
+        self.present.set(index, true);
+        self.present_chunks += 1;
+        self.present_bytes += bytes.len() as u64;
+        self.pending.push(index);
+        Ok(())
+    }
+
+    /// Makes the chunks written since the last commit durable: one data sync, then their
+    /// journal records appended and synced.
+    pub fn commit(&mut self) -> Result<(), BlobError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data_path = self.dir.join(DATA_FILE);
+        self.data.sync_data().map_err(io_err("sync", &data_path))?;
+        if self.journal_dirty {
+            // The rewrite records every present chunk, the pending ones included.
+            self.rewrite_journal()?;
+            self.pending.clear();
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(self.pending.len() * 8);
+        for &i in &self.pending {
+            records.extend_from_slice(&journal_record(&self.table, i));
+        }
+        let journal_path = self.dir.join(JOURNAL_FILE);
+        let appended = self
+            .journal
+            .write_all(&records)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = appended {
+            self.journal_dirty = true;
+            return Err(io_err("append to", &journal_path)(e));
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
     /// Rewrites the journal atomically from the in-memory present set.
     fn rewrite_journal(&mut self) -> Result<(), BlobError> {
+        // Present chunks may include deferred writes: their data must be durable first.
+        let data_path = self.dir.join(DATA_FILE);
+        self.data.sync_data().map_err(io_err("sync", &data_path))?;
+        self.pending.clear();
         let path = self.dir.join(JOURNAL_FILE);
         write_journal(&path, &self.table, &self.present)?;
         self.journal = open_journal(&path)?;
@@ -1778,6 +1840,40 @@ mod tests {
         assert_eq!(fs::metadata(&journal_path)?.len(), 0);
         assert_eq!(p.missing(), vec![0, 1, 2]);
         assert_eq!(p.progress().0, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn deferred_chunks_count_only_once_committed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = BlobStore::open(dir.path())?;
+        let data: Vec<u8> = (0..(3 * MIN_CHUNK_SIZE as usize))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let src = tempfile::tempdir()?;
+        let info = BlobStore::open(src.path())?.import_reader(&data[..], MIN_CHUNK_SIZE)?;
+        let table = info.chunk_table.clone();
+        let chunk =
+            |i: usize| &data[i * MIN_CHUNK_SIZE as usize..(i + 1) * MIN_CHUNK_SIZE as usize];
+        {
+            let mut p = store.begin_partial("d1", &info.digest, &table)?;
+            p.write_chunk_deferred(0, chunk(0))?;
+            p.commit()?;
+            p.write_chunk_deferred(1, chunk(1))?;
+            assert!(
+                p.write_chunk_deferred(2, chunk(1)).is_err(),
+                "verified first"
+            );
+            assert_eq!(p.missing(), vec![2]);
+            // Dropped without commit: chunk 1 was never journaled.
+        }
+        let mut p = store.begin_partial("d1", &info.digest, &table)?;
+        assert_eq!(p.missing(), vec![1, 2]);
+        p.write_chunk_deferred(1, chunk(1))?;
+        p.write_chunk_deferred(2, chunk(2))?;
+        p.commit()?;
+        let done = p.finish()?;
+        assert_eq!(done.digest, info.digest);
         Ok(())
     }
 
