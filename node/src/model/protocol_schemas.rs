@@ -8,6 +8,7 @@ use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Re
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::signed::{Document, Signed};
+use crate::model::provenance::{Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
 fn schema<T: JsonSchema>() -> serde_json::Value {
@@ -34,6 +35,8 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
     out.extend(document::<Denial>());
     out.extend(document::<Revocation>());
     out.extend(document::<Receipt>());
+    out.extend(document::<TreeHead>());
+    out.extend(document::<Cosignature>());
     for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),
@@ -44,6 +47,8 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("fetch-open", schema::<FetchOpen>()),
         ("fetch-reply", schema::<FetchReply>()),
         ("chunk-want", schema::<ChunkWant>()),
+        ("provenance-record", schema::<ProvenanceRecord>()),
+        ("evidence-bundle", schema::<EvidenceBundle>()),
     ] {
         out.push((name.to_string(), schema));
     }

@@ -928,6 +928,41 @@ mod tests {
                 1,
                 json!({"name": "YRD Node", "id": 1, "active": true, "owner": null}),
             ),
+            (
+                "a grant with field masks, as a provider issues it",
+                "grant",
+                5,
+                json!({
+                    "id": "5f0c6a1e2b3d4c5e6f708192a3b4c5d6",
+                    "request_id": "0123456789abcdef0123456789abcdef",
+                    "request_digest": "9b2d7c1e5a4f3b6d8e0c2a4b6d8f0e1c3a5b7d9f1e3c5a7b9d1f3e5c7a9b1d3f",
+                    "provider": "12D3KooWGzBqNgL6TmdTzeW5f8RYcZcUzqY4uW1j1b1nUaF9hY5c",
+                    "grantee": "12D3KooWQx2sTnM9y4sCkq8wFzbqS4VYm3wQy3h8cJ5wAq6tT4Zr",
+                    "dataset": "sh-medical-settlement",
+                    "purpose": "异地就医结算核验",
+                    "legal_basis": "《医疗保障基金使用监督管理条例》",
+                    "fields": ["settlement_id", "insured_id_number", "insured_name", "amount"],
+                    "masks": [
+                        {"field": "insured_id_number", "rule": "keep", "first": 6, "last": 4},
+                        {"field": "insured_name", "rule": "hash"}
+                    ],
+                    "not_before": "2026-11-26T06:03:00Z",
+                    "expires_at": "2026-12-26T06:03:00Z",
+                    "issued_at": "2026-11-26T06:03:00Z",
+                    "decided_by": "auto:sh-medical-settlement-verification"
+                }),
+            ),
+            (
+                "a signed tree head of a provenance log",
+                "tree-head",
+                6,
+                json!({
+                    "log": "12D3KooWGzBqNgL6TmdTzeW5f8RYcZcUzqY4uW1j1b1nUaF9hY5c",
+                    "size": 1042,
+                    "root": "d3c5a7b9d1f3e5c7a9b1d3f9b2d7c1e5a4f3b6d8e0c2a4b6d8f0e1c3a5b7d9f1",
+                    "time": "2026-11-26T06:03:09Z"
+                }),
+            ),
         ]
     }
 
