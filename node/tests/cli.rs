@@ -481,6 +481,56 @@ fn exchange_through_the_cli(dir: &Path, tmp: &Path) {
         stdout(&grants)
     );
 
+    // Shanghai's evidence of that delivery, checked offline by `yrd verify`.
+    let bundle = tmp.join("evidence.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = yrd(&[
+            "--data-dir",
+            &dd(&sh),
+            "--json",
+            "provenance",
+            "deliveries",
+            "--dataset",
+            "sh-medical-settlement",
+        ]);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        if list.len() == 1 && list[0]["receipt_at"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no receipted delivery: {list:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&sh),
+        "provenance",
+        "export",
+        "--dataset",
+        "sh-medical-settlement",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = yrd(&["verify", bundle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let account = stdout(&o);
+    assert!(
+        account.contains("Shanghai (310000) delivered sh-medical-settlement v1")
+            && account.contains("to Zhejiang (330000)"),
+        "{account}"
+    );
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let altered = tmp.join("evidence-altered.json");
+    std::fs::write(
+        &altered,
+        text.replacen("异地就医结算核验", "统计分析用途", 1),
+    )
+    .unwrap();
+    let o = yrd(&["verify", altered.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("DOES NOT VERIFY"), "{}", stderr(&o));
+
     // Every other province subscribes to Shanghai's licences: a new version reaches them all.
     let v2 = tmp.join("licences-v2.jsonl");
     let mut text = std::fs::read_to_string(&out).unwrap();

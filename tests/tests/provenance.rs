@@ -425,3 +425,72 @@ fn sigkill_during_appends_loses_no_acknowledged_record() -> Result<()> {
     log.close();
     Ok(())
 }
+
+/// The published evidence vector verifies, and the forms of alteration that keep the typed
+/// bundle intact (nulls, re-encoded hex, duplicated parties or witnesses, self-witnessing) are
+/// refused as well.
+#[test]
+fn the_published_evidence_vector_verifies_and_loose_forms_are_refused() -> Result<()> {
+    use yrd_node::model::provenance::verify_bundle_value;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/vectors/evidence-bundle.json");
+    let text = std::fs::read_to_string(path)?;
+    let v = yrd_node::model::canonical::parse_strict(&text)?;
+    let ok = verify_bundle_value(&v).map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(ok.witnesses.len() >= 2, "{:?}", ok.witnesses);
+    assert!(
+        ok.account
+            .iter()
+            .any(|l| l.contains("delivered sh-medical-settlement v1"))
+    );
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "null optional member",
+            Box::new(|v: &mut Value| v["entries"][0]["record"]["cause"] = Value::Null),
+        ),
+        (
+            "missing documents list",
+            Box::new(|v: &mut Value| {
+                v["entries"][0]["record"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("documents");
+            }),
+        ),
+        (
+            "uppercase proof hex",
+            Box::new(|v: &mut Value| {
+                let e = v["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| !e["proof"].as_array().unwrap().is_empty())
+                    .unwrap();
+                let h = e["proof"][0].as_str().unwrap().to_uppercase();
+                e["proof"][0] = json!(h);
+            }),
+        ),
+        (
+            "party listed twice",
+            Box::new(|v: &mut Value| {
+                let p = v["parties"][1].clone();
+                v["parties"].as_array_mut().unwrap().push(p);
+            }),
+        ),
+        (
+            "witness listed twice",
+            Box::new(|v: &mut Value| {
+                let w = v["witnesses"][0].clone();
+                v["witnesses"].as_array_mut().unwrap().push(w);
+            }),
+        ),
+    ];
+    for (what, mutate) in cases {
+        let mut altered = v.clone();
+        mutate(&mut altered);
+        let err = verify_bundle_value(&altered).expect_err(what);
+        eprintln!("{what}: {err}");
+    }
+    Ok(())
+}

@@ -136,6 +136,16 @@ pub(super) async fn fetch(
     if cli.json {
         return print_json(&view);
     }
+    if view.transfer_ms == 0 && view.bytes_total > 0 {
+        println!(
+            "{} v{} from {} was already held here (digest {}); nothing moved",
+            view.dataset,
+            view.version.unwrap_or(0),
+            short(&view.peer),
+            view.digest.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
     let secs = view.transfer_ms.max(1) as f64 / 1000.0;
     println!(
         "fetched {} v{} from {}: {} in {:.2} s ({}/s){}{}; digest {}",
@@ -176,7 +186,7 @@ pub(super) async fn transfers(cli: &Cli, id: Option<&str>) -> Result<(), CliErro
         .iter()
         .map(|v| {
             vec![
-                v.id.chars().take(12).collect(),
+                v.id.clone(),
                 match v.direction {
                     Direction::In => "in".into(),
                     Direction::Out => "out".into(),

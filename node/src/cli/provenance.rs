@@ -8,7 +8,7 @@ use super::{Cli, CliError, ProvenanceCommand, client, print_json, table};
 use crate::api::provenance::{CheckView, HeadView};
 use crate::identity::short_peer;
 use crate::model::canonical;
-use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, verify_bundle};
+use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, verify_bundle_value};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 use crate::store::provenance::Alarm;
 
@@ -248,9 +248,7 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
     }
     let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
     let value = canonical::parse_strict(&text).map_err(|e| file_err(e.to_string()))?;
-    let bundle: EvidenceBundle =
-        serde_json::from_value(value).map_err(|e| file_err(format!("not a bundle: {e}")))?;
-    let verified = verify_bundle(&bundle)
+    let verified = verify_bundle_value(&value)
         .map_err(|e| CliError::Invalid(format!("{}: DOES NOT VERIFY: {e}", file.display())))?;
     if cli.json {
         return print_json(&serde_json::json!({

@@ -7,8 +7,8 @@ use crate::model::catalogue::{Catalogue, Demand, OfferInput, SchemaDoc, Withheld
 use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Revocation};
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
-use crate::model::signed::{Document, Signed};
 use crate::model::provenance::{Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead};
+use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
 fn schema<T: JsonSchema>() -> serde_json::Value {

@@ -227,6 +227,9 @@ fn fail(msg: impl Into<String>) -> BundleError {
 }
 
 fn parse_hash(s: &str, what: &str) -> Result<Hash, BundleError> {
+    if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(fail(format!("{what}: not lowercase hex")));
+    }
     let bytes = hex::decode(s).map_err(|_| fail(format!("{what}: not hex")))?;
     bytes
         .try_into()
@@ -267,6 +270,33 @@ fn short_time(t: &str) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// Verifies a bundle as read from its JSON: it must also be in exactly the form it was written
+/// in (no member null, missing or re-encoded), so that what was hashed is what is shown.
+pub fn verify_bundle_value(value: &serde_json::Value) -> Result<VerifiedBundle, BundleError> {
+    let bundle: EvidenceBundle = serde_json::from_value(value.clone())
+        .map_err(|e| fail(format!("not an evidence bundle: {e}")))?;
+    let exact = |a: &serde_json::Value, b: &serde_json::Value| matches!((canonical::canonicalize(a), canonical::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
+    let again = serde_json::to_value(&bundle).map_err(|e| fail(e.to_string()))?;
+    if !exact(&again, value) {
+        if let (Some(read), Some(written)) =
+            (value["entries"].as_array(), again["entries"].as_array())
+        {
+            for (i, (a, b)) in read.iter().zip(written).enumerate() {
+                if !exact(a, b) {
+                    return Err(fail(format!(
+                        "entry {i}: the record is not in its exact form (a member is null, \
+                         missing or re-encoded)"
+                    )));
+                }
+            }
+        }
+        return Err(fail(
+            "the bundle is not in its exact form (a member is null, missing or re-encoded)",
+        ));
+    }
+    verify_bundle(&bundle)
+}
+
 /// Checks every signature, inclusion proof, document digest and cosignature of a bundle, and
 /// writes a plain account of the steps. Any alteration of a byte that matters fails, naming it.
 pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleError> {
@@ -293,7 +323,15 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                 p.document.peer_id
             )));
         }
-        keys.insert(p.document.peer_id.clone(), p.signer.clone());
+        if keys
+            .insert(p.document.peer_id.clone(), p.signer.clone())
+            .is_some()
+        {
+            return Err(fail(format!(
+                "party {i}: {} is listed twice",
+                p.document.peer_id
+            )));
+        }
         parties.insert(p.document.peer_id.clone(), p.document.clone());
     }
     // The head: signed by the log's owner, a listed party.
@@ -311,6 +349,7 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
     let root = parse_hash(&head.document.root, "tree head root")?;
     // Documents by digest, each signature checked.
     let mut docs: HashMap<String, &AnySigned> = HashMap::new();
+    let owner_key = head.signer.clone();
     for (i, d) in bundle.documents.iter().enumerate() {
         d.verify()
             .map_err(|e| fail(format!("document {i} ({}) signature: {e}", d.doc_type)))?;
@@ -351,15 +390,47 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                     d.digest, doc.doc_type, d.doc_type
                 )));
             }
+            // A step's documents are signed by one of its two parties.
+            let counterparty_key = r.counterparty.as_ref().and_then(|c| keys.get(c));
+            let by_owner = doc.signer == owner_key;
+            let by_counterparty = counterparty_key == Some(&doc.signer);
+            if !by_owner && !by_counterparty {
+                return Err(fail(format!(
+                    "{at}: {} {} is signed by neither the log owner nor the counterparty",
+                    d.doc_type, d.digest
+                )));
+            }
+            if r.kind == RecordKind::ReceiptReceived && d.doc_type == "receipt" && !by_counterparty
+            {
+                return Err(fail(format!(
+                    "{at}: the receipt is not signed by the counterparty"
+                )));
+            }
         }
         account.push(describe(r, &parties, &docs, &bundle.entries));
     }
     // Witnesses: cosignatures by parties, consistent with the head.
-    let mut witnesses = Vec::new();
+    let mut witnesses: Vec<String> = Vec::new();
     for (i, w) in bundle.witnesses.iter().enumerate() {
         let c = &w.cosignature;
         c.verify()
             .map_err(|e| fail(format!("witness {i} cosignature signature: {e}")))?;
+        if c.document.witness == log {
+            return Err(fail(format!(
+                "witness {i}: the log owner cannot witness itself"
+            )));
+        }
+        if c.document.size == 0 {
+            return Err(fail(format!(
+                "witness {i}: a cosignature of the empty log proves nothing"
+            )));
+        }
+        if witnesses.contains(&c.document.witness) {
+            return Err(fail(format!(
+                "witness {i}: {} is listed twice",
+                c.document.witness
+            )));
+        }
         if keys.get(&c.document.witness) != Some(&c.signer) {
             return Err(fail(format!(
                 "witness {i}: cosignature not signed by the witness's listed key"

@@ -258,7 +258,7 @@ impl Node {
         }
         match found.len() {
             0 => Err(NodeError::NotFound(format!(
-                "no catalogue we hold from {who} offers {dataset:?} (search with `yrd search`)"
+                "no catalogue we hold from {who} offers {dataset:?} (search with `yrd catalog search`)"
             ))),
             1 => Ok(found.remove(0)),
             _ => Err(NodeError::Invalid(format!(
@@ -564,6 +564,16 @@ impl Node {
                 format!("{} is shared unconditionally: no request needed", r.dataset),
             ));
         }
+        // Rules match on the region the requester really is, not the one it claims.
+        if let Some(verified) = self.peer_region(&peer) {
+            if verified != r.requester_region {
+                return Err(bad(format!(
+                    "the request claims region {} but the requester is {}",
+                    r.requester_region.label(),
+                    verified.label()
+                )));
+            }
+        }
         let known = self
             .offer_fields(&offer)
             .map_err(|e| ("internal", e.to_string()))?;
@@ -866,6 +876,7 @@ impl Node {
 
     /// Retries undelivered decisions and revocations for `peer` (called when it connects).
     pub(crate) async fn redeliver_to(&self, peer: PeerId) {
+        self.resend_receipts(peer).await;
         let who = peer.to_string();
         if let Ok(requests) = self.requests() {
             for r in requests {
@@ -1104,7 +1115,10 @@ impl Node {
         }
         let _guard = self.inner.write_lock.lock().await;
         let mut record = self.grant_record(&r.grant_id)?;
-        if record.direction != Direction::In || record.grant.document.provider != r.provider {
+        if record.direction != Direction::In
+            || record.grant.document.provider != r.provider
+            || r.grantee != self.peer_id().to_string()
+        {
             return Err(NodeError::Invalid(format!(
                 "grant {} was not issued to us by {}",
                 r.grant_id, r.provider

@@ -968,7 +968,8 @@ impl Node {
                 && !v.status.finished()
                 && v.peer == peer
                 && v.dataset == dataset
-                && (version.is_none() || v.version == version)
+                && v.grant == grant
+                && (version.is_none() || v.version.is_none() || v.version == version)
         }) {
             return Ok(running);
         }
@@ -1345,7 +1346,18 @@ impl Node {
         let mut missing = partial.missing();
         while !missing.is_empty() {
             // Ask in slices, so a want frame stays small however fragmented the gaps are.
-            let round: Vec<u32> = missing.iter().copied().take(65_536).collect();
+            // At most MAX_WANT_RANGES ranges per request, however fragmented the gaps are.
+            let mut round: Vec<u32> = Vec::new();
+            let mut ranges = 0usize;
+            for &i in &missing {
+                if round.last().is_none_or(|&last| last + 1 != i) {
+                    if ranges == crate::model::transfer::MAX_WANT_RANGES {
+                        break;
+                    }
+                    ranges += 1;
+                }
+                round.push(i);
+            }
             let want = ChunkWant::from_indexes(&round);
             frames::write_json(stream, &want, stall).await?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
@@ -1497,6 +1509,22 @@ impl Node {
         }
     }
 
+    /// Sends again the receipts `peer` has not acknowledged (called when it connects).
+    pub(crate) async fn resend_receipts(&self, peer: PeerId) {
+        let Ok(records) = self.store().records::<FetchRecord>(RecordTree::Fetches) else {
+            return;
+        };
+        let who = peer.to_string();
+        for (_, mut rec) in records {
+            if rec.view.peer == who
+                && rec.view.status == TransferStatus::Done
+                && !rec.receipt_acknowledged
+            {
+                self.send_receipt(peer, &mut rec).await;
+            }
+        }
+    }
+
     async fn send_receipt(&self, peer: PeerId, record: &mut FetchRecord) {
         let Some(manifest) = &record.manifest else {
             return;
@@ -1505,6 +1533,10 @@ impl Node {
         let Ok(manifest_digest) = manifest.digest_hex() else {
             return;
         };
+        // A receipt already signed is sent as it is: one receipt per delivery.
+        if let Some(existing) = record.receipt.clone() {
+            return self.deliver_receipt(peer, record, existing).await;
+        }
         let receipt = Receipt {
             receiver: self.peer_id().to_string(),
             provider: m.publisher.clone(),
@@ -1520,6 +1552,15 @@ impl Node {
         };
         record.receipt = Some(signed.clone());
         self.save_fetch(record);
+        self.deliver_receipt(peer, record, signed).await;
+    }
+
+    async fn deliver_receipt(
+        &self,
+        peer: PeerId,
+        record: &mut FetchRecord,
+        signed: Signed<Receipt>,
+    ) {
         for attempt in 0..3u32 {
             let request = Request::Receipt {
                 receipt: Box::new(signed.clone()),

@@ -46,7 +46,10 @@
 //! [`BlobStore::begin_partial`] creates (or resumes, given the same expected digest and table)
 //! `partial/<id>/`. [`Partial::write_chunk`] verifies the bytes against the table *before*
 //! writing anything, writes them at the chunk's offset, `fdatasync`s the data, then appends a
-//! record to `present.log` and `fdatasync`s it. The journal replaces a rewritten state file: an
+//! record to `present.log` and `fdatasync`s it. [`Partial::write_chunk_deferred`] does the same
+//! without syncing, and [`Partial::commit`] then syncs the data once and appends the records of
+//! every chunk written since (the fetcher commits every 16 MiB), so a crash loses at most the
+//! uncommitted chunks and never marks one present whose data is not durable. The journal replaces a rewritten state file: an
 //! append costs O(1) bytes and one sync per chunk instead of rewriting the whole state (which
 //! grows with the chunk count) plus a rename and a directory sync.
 //!

@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""Independent verifier of YRD evidence bundles (yrd-evidence/1).
+
+Written from docs/evidence.md alone, without reading or calling the node's code, so that an
+auditor can check a bundle with a second implementation.
+
+Usage:  verify_evidence.py BUNDLE.json
+
+Exit 0 and print the account (the same lines as `yrd verify`) if the bundle verifies; exit 1 and
+print `error: BUNDLE.json: DOES NOT VERIFY: <what failed>` on stderr if it does not; exit 2 on a
+usage error or when a needed Python module is missing.
+
+Needs Python 3.8+, the `cryptography` package (ed25519; Debian: python3-cryptography) and the
+`blake3` package (`pip install blake3`); everything else is the standard library.
+"""
+
+import hashlib
+import json
+import sys
+import unicodedata
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _require_modules():
+    missing = []
+    try:
+        import blake3  # noqa: F401
+    except ImportError:
+        missing.append(("blake3", "BLAKE3 digests of signed documents",
+                        "pip install blake3"))
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
+    except ImportError:
+        missing.append(("cryptography", "ed25519 signatures",
+                        "apt-get install python3-cryptography, or pip install cryptography"))
+    if missing:
+        for name, purpose, how in missing:
+            print(f"error: the Python module '{name}' is missing (needed for {purpose}); "
+                  f"install it with: {how}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+class Fail(Exception):
+    """The bundle does not verify; the message names what failed."""
+
+
+# ------------------------------------------------------------------------------------------
+# Reading JSON (docs/evidence.md, "Canonical JSON": what to refuse when parsing)
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise Fail(f"duplicate member name {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _parse_constant(name):
+    raise Fail(f"{name} is not JSON")
+
+
+def _parse_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise Fail(f"number {text} is outside the double range")
+    return value
+
+
+def _parse_int(text):
+    # -0 is the double -0, not an integer.
+    if text == "-0":
+        return -0.0
+    return int(text)
+
+
+def _check_strings(value, where="bundle"):
+    """Refuses unpaired surrogates (JSON escapes like "\\ud800" that name no character)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+                raise Fail(f"a string holds an unpaired surrogate escape: {v!r}")
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+
+
+def read_json(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise Fail(f"cannot read: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Fail(f"not UTF-8 (byte {e.start})")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates,
+                           parse_constant=_parse_constant, parse_float=_parse_float,
+                           parse_int=_parse_int)
+    except Fail as e:
+        raise Fail(f"not a bundle: {e}")
+    except (ValueError, RecursionError) as e:
+        raise Fail(f"not JSON: {e}")
+    _check_strings(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------------
+# RFC 8785 canonical JSON
+
+MAX_SAFE = 2 ** 53
+
+
+def es_number(f):
+    """ECMAScript Number.prototype.toString of a finite double."""
+    if f != f or f in (float("inf"), float("-inf")):
+        raise Fail(f"number {f} has no canonical JSON form")
+    if f == 0:
+        return "0"
+    sign = "-" if f < 0 else ""
+    r = repr(abs(f))  # shortest round-tripping digits, correctly rounded
+    mantissa, _, exp = r.partition("e")
+    exponent = int(exp) if exp else 0
+    int_part, _, frac_part = mantissa.partition(".")
+    digits = int_part + frac_part
+    point = len(int_part) + exponent  # value = 0.DIGITS x 10^point
+    stripped = digits.lstrip("0")
+    point -= len(digits) - len(stripped)
+    s = stripped.rstrip("0")
+    k, n = len(s), point
+    if k <= n <= 21:
+        out = s + "0" * (n - k)
+    elif 0 < n <= 21:
+        out = s[:n] + "." + s[n:]
+    elif -6 < n <= 0:
+        out = "0." + "0" * (-n) + s
+    else:
+        e = n - 1
+        e_text = ("+" if e > 0 else "-") + str(abs(e))
+        out = (s if k == 1 else s[0] + "." + s[1:]) + "e" + e_text
+    return sign + out
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+            "\t": "\\t"}
+
+
+def canon_string(s):
+    out = ['"']
+    for c in s:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif ord(c) < 0x20:
+            out.append("\\u%04x" % ord(c))
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def canon(v):
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        if abs(v) <= MAX_SAFE:
+            return str(v)
+        try:
+            return es_number(float(v))
+        except OverflowError:
+            raise Fail(f"integer {v} is outside the double range")
+    if isinstance(v, float):
+        return es_number(v)
+    if isinstance(v, str):
+        return canon_string(v)
+    if isinstance(v, list):
+        return "[" + ",".join(canon(x) for x in v) + "]"
+    if isinstance(v, dict):
+        members = sorted(v.items(), key=lambda kv: kv[0].encode("utf-16-be"))
+        return "{" + ",".join(canon_string(k) + ":" + canon(x) for k, x in members) + "}"
+    raise Fail(f"value {v!r} is not JSON")
+
+
+def canon_bytes(v):
+    return canon(v).encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------
+# Shapes (docs/evidence.md, "Format")
+
+REGIONS = {
+    "310000": ("上海市", "Shanghai"), "320000": ("江苏省", "Jiangsu"),
+    "330000": ("浙江省", "Zhejiang"), "340000": ("安徽省", "Anhui"),
+    "320100": ("南京市", "Nanjing"), "320200": ("无锡市", "Wuxi"),
+    "320300": ("徐州市", "Xuzhou"), "320400": ("常州市", "Changzhou"),
+    "320500": ("苏州市", "Suzhou"), "320600": ("南通市", "Nantong"),
+    "320700": ("连云港市", "Lianyungang"), "320800": ("淮安市", "Huai'an"),
+    "320900": ("盐城市", "Yancheng"), "321000": ("扬州市", "Yangzhou"),
+    "321100": ("镇江市", "Zhenjiang"), "321200": ("泰州市", "Taizhou (Jiangsu)"),
+    "321300": ("宿迁市", "Suqian"), "330100": ("杭州市", "Hangzhou"),
+    "330200": ("宁波市", "Ningbo"), "330300": ("温州市", "Wenzhou"),
+    "330400": ("嘉兴市", "Jiaxing"), "330500": ("湖州市", "Huzhou"),
+    "330600": ("绍兴市", "Shaoxing"), "330700": ("金华市", "Jinhua"),
+    "330800": ("衢州市", "Quzhou"), "330900": ("舟山市", "Zhoushan"),
+    "331000": ("台州市", "Taizhou (Zhejiang)"), "331100": ("丽水市", "Lishui"),
+    "340100": ("合肥市", "Hefei"), "340200": ("芜湖市", "Wuhu"),
+    "340300": ("蚌埠市", "Bengbu"), "340400": ("淮南市", "Huainan"),
+    "340500": ("马鞍山市", "Ma'anshan"), "340600": ("淮北市", "Huaibei"),
+    "340700": ("铜陵市", "Tongling"), "340800": ("安庆市", "Anqing"),
+    "341000": ("黄山市", "Huangshan"), "341100": ("滁州市", "Chuzhou"),
+    "341200": ("阜阳市", "Fuyang"), "341300": ("宿州市", "Suzhou (Anhui)"),
+    "341500": ("六安市", "Lu'an"), "341600": ("亳州市", "Bozhou"),
+    "341700": ("池州市", "Chizhou"), "341800": ("宣城市", "Xuancheng"),
+}
+
+KINDS = {
+    "schema-published", "catalogue-issued", "dataset-published", "request-sent",
+    "request-received", "grant-issued", "denial-issued", "grant-revoked", "grant-received",
+    "denial-received", "revocation-received", "delivery-served", "dataset-received",
+    "receipt-received", "refused", "witness-alarm",
+}
+
+HEX = set("0123456789abcdef")
+
+
+def is_str(v):
+    return isinstance(v, str)
+
+
+def is_u64(v):
+    return type(v) is int and 0 <= v < 2 ** 64
+
+
+def is_region(v):
+    return isinstance(v, str) and v in REGIONS
+
+
+def is_str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def hex_bytes(v, n, what):
+    if not isinstance(v, str) or len(v) != 2 * n or not set(v) <= HEX:
+        raise Fail(f"{what}: expected {2 * n} lowercase hex characters, found {v!r}")
+    return bytes.fromhex(v)
+
+
+def check_object(v, what, required, optional=None):
+    """`required` and `optional` map member names to (test, description)."""
+    optional = optional or {}
+    if not isinstance(v, dict):
+        raise Fail(f"{what}: expected an object")
+    for name in v:
+        if name not in required and name not in optional:
+            raise Fail(f"{what}: unknown member {name!r}")
+    for name, (test, desc) in required.items():
+        if name not in v:
+            raise Fail(f"{what}: member {name!r} is missing")
+        if not test(v[name]):
+            raise Fail(f"{what}: member {name!r} must be {desc}")
+    for name, (test, desc) in optional.items():
+        if name in v:
+            if v[name] is None:
+                raise Fail(f"{what}: member {name!r} is null (absent members must be omitted)")
+            if not test(v[name]):
+                raise Fail(f"{what}: member {name!r} must be {desc}")
+    return v
+
+
+STR = (is_str, "a string")
+U64 = (is_u64, "an integer in 0..2^64-1")
+REGION = (is_region, "a region code of the table (a six-character string)")
+OBJ = (lambda v: isinstance(v, dict), "an object")
+ARR = (lambda v: isinstance(v, list), "an array")
+
+TREE_HEAD = {"log": STR, "size": U64, "root": STR, "time": STR}
+COSIGNATURE = {"log": STR, "size": U64, "root": STR, "witness": STR, "time": STR}
+NODE_INFO = {"peer_id": STR, "region": REGION, "organisation": STR,
+             "addresses": (is_str_list, "an array of strings"), "issued_at": STR,
+             "software": STR}
+RECORD_REQUIRED = {"seq": U64, "kind": (lambda v: v in KINDS if is_str(v) else False,
+                                        "one of the record kinds"),
+                   "time": STR, "actor": STR, "actor_region": REGION, "documents": ARR}
+RECORD_OPTIONAL = {"counterparty": STR, "counterparty_region": REGION, "dataset": STR,
+                   "version": U64, "grant": STR, "fields": STR, "purpose": STR,
+                   "legal_basis": STR, "data_digest": STR, "cause": STR}
+DOC_REF = {"type": STR, "digest": STR}
+
+
+def valid_type_name(name):
+    if not isinstance(name, str) or not name or len(name.encode("utf-8")) > 64:
+        return False
+    return all(part and all(c in "abcdefghijklmnopqrstuvwxyz0123456789" for c in part)
+               for part in name.split("-"))
+
+
+def check_envelope(v, what, doc_type=None, document_shape=None):
+    check_object(v, what, {"type": STR, "version": (lambda x: type(x) is int, "an integer"),
+                           "document": OBJ, "signer": STR, "signature": STR})
+    if not valid_type_name(v["type"]):
+        raise Fail(f"{what}: invalid document type name {v['type']!r}")
+    if doc_type is not None and v["type"] != doc_type:
+        raise Fail(f"{what}: expected a {doc_type!r} envelope, found {v['type']!r}")
+    if v["version"] != 1:
+        raise Fail(f"{what}: envelope version {v['version']}, expected 1")
+    if document_shape is not None:
+        check_object(v["document"], f"{what} document", document_shape)
+    return v
+
+
+# ------------------------------------------------------------------------------------------
+# Ed25519, strict (docs/evidence.md, "Signatures")
+
+P = 2 ** 255 - 19
+L = 2 ** 252 + 27742317777372353535851937790883648493
+D = (-121665 * pow(121666, P - 2, P)) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+
+
+def decode_point(b):
+    """RFC 8032 5.1.3 decoding, y reduced modulo p, x = 0 with the sign bit accepted."""
+    y = (int.from_bytes(b, "little") & ((1 << 255) - 1)) % P
+    sign = b[31] >> 7
+    u = (y * y - 1) % P
+    v = (D * y * y + 1) % P
+    x = (u * pow(v, 3, P) * pow(u * pow(v, 7, P), (P - 5) // 8, P)) % P
+    vxx = v * x * x % P
+    if vxx == u:
+        pass
+    elif vxx == (-u) % P:
+        x = x * SQRT_M1 % P
+    else:
+        return None
+    if (x & 1) != sign:
+        x = (-x) % P
+    return (x, y)
+
+
+def point_add(p1, p2):
+    (x1, y1), (x2, y2) = p1, p2
+    t = D * x1 * x2 * y1 * y2 % P
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, P - 2, P) % P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P
+    return (x3, y3)
+
+
+def small_order(point):
+    q = point
+    for _ in range(3):
+        q = point_add(q, q)
+    return q == (0, 1)
+
+
+def verify_signature(env, what):
+    """Checks the envelope's ed25519 signature over "yrd/v1/" + type + canonical(document)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = hex_bytes(env["signer"], 32, f"{what} signer")
+    sig = hex_bytes(env["signature"], 64, f"{what} signature")
+    a = decode_point(key)
+    if a is None:
+        raise Fail(f"{what}: signer is not an ed25519 public key (not a curve point)")
+    if small_order(a):
+        raise Fail(f"{what}: signer is a weak (small-order) ed25519 key")
+    if int.from_bytes(sig[32:], "little") >= L:
+        raise Fail(f"{what}: signature is not canonical (S is not below the group order)")
+    r = decode_point(sig[:32])
+    if r is None or small_order(r):
+        raise Fail(f"{what}: signature does not verify for document type {env['type']!r} "
+                   f"(its R is not a usable curve point)")
+    message = b"yrd/v1/" + env["type"].encode("utf-8") + canon_bytes(env["document"])
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, message)
+    except (InvalidSignature, ValueError):
+        raise Fail(f"{what}: signature does not verify for document type {env['type']!r}")
+
+
+def envelope_digest(env):
+    import blake3
+    return blake3.blake3(canon_bytes(env)).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# Peer ids (docs/evidence.md, "Peer ids")
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58btc(data):
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, rem = divmod(n, 58)
+        out = B58[rem] + out
+    return "1" * zeros + out
+
+
+def peer_id(key):
+    protobuf = bytes([0x08, 0x01, 0x12, 0x20]) + key
+    return base58btc(bytes([0x00, len(protobuf)]) + protobuf)
+
+
+# ------------------------------------------------------------------------------------------
+# Merkle tree (RFC 6962 hashing, RFC 9162 proof verification)
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def verify_inclusion(leaf, index, size, proof, root):
+    if index >= size:
+        raise Fail(f"leaf index {index} is not below the tree size {size}")
+    fn, sn, x = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise Fail("the proof is too long")
+        if fn & 1 or fn == sn:
+            x = node_hash(p, x)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            x = node_hash(x, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise Fail("the proof is too short")
+    if x != root:
+        raise Fail("the root computed from the proof is not the head's root")
+
+
+def verify_consistency(m, n, old_root, new_root, proof):
+    if m > n:
+        raise Fail(f"the old size {m} exceeds the head's size {n}")
+    if m == n:
+        if proof:
+            raise Fail("a proof between equal sizes must be empty")
+        if old_root != new_root:
+            raise Fail("two different roots for the same size")
+        return
+    if m == 0:
+        if proof:
+            raise Fail("a proof from size 0 must be empty")
+        if old_root != hashlib.sha256(b"").digest():
+            raise Fail("the root of size 0 is not the empty tree's")
+        return
+    if not proof:
+        raise Fail("the proof is empty")
+    path = list(proof)
+    if m & (m - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise Fail("the proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise Fail("the proof is too short")
+    if fr != old_root:
+        raise Fail("the old root computed from the proof is not the cosigned root")
+    if sr != new_root:
+        raise Fail("the new root computed from the proof is not the head's root")
+
+
+# ------------------------------------------------------------------------------------------
+# The account (docs/evidence.md, "The account")
+
+# Grapheme_Extend members that are not of category Mn/Me (Other_Grapheme_Extend, Unicode 16),
+# and one that Python's older tables list as Mn but is Mc (not Grapheme_Extend) since.
+OTHER_GRAPHEME_EXTEND = [
+    (0x09BE, 0x09BE), (0x09D7, 0x09D7), (0x0B3E, 0x0B3E), (0x0B57, 0x0B57), (0x0BBE, 0x0BBE),
+    (0x0BD7, 0x0BD7), (0x0CC0, 0x0CC0), (0x0CC2, 0x0CC2), (0x0CC7, 0x0CC8), (0x0CCA, 0x0CCB),
+    (0x0CD5, 0x0CD6), (0x0D3E, 0x0D3E), (0x0D57, 0x0D57), (0x0DCF, 0x0DCF), (0x0DDF, 0x0DDF),
+    (0x1715, 0x1715), (0x1734, 0x1734), (0x1B35, 0x1B35), (0x1B3B, 0x1B3B), (0x1B3D, 0x1B3D),
+    (0x1B43, 0x1B44), (0x1BAA, 0x1BAA), (0x1BF2, 0x1BF3), (0x200C, 0x200C), (0x302E, 0x302F),
+    (0xA953, 0xA953), (0xA9C0, 0xA9C0), (0xFF9E, 0xFF9F), (0x111C0, 0x111C0),
+    (0x11235, 0x11235), (0x1133E, 0x1133E), (0x1134D, 0x1134D), (0x11357, 0x11357),
+    (0x114B0, 0x114B0), (0x114BD, 0x114BD), (0x115AF, 0x115AF), (0x116B6, 0x116B6),
+    (0x11930, 0x11930), (0x1193D, 0x1193D), (0x16FF0, 0x16FF1), (0x1D165, 0x1D166),
+    (0x1D16D, 0x1D172), (0xE0020, 0xE007F),
+]
+NOT_GRAPHEME_EXTEND = {0x1171E}
+NOT_PRINTABLE = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"}
+_DEBUG_ESCAPES = {"\0": "\\0", "\t": "\\t", "\r": "\\r", "\n": "\\n", '"': '\\"',
+                  "\\": "\\\\"}
+
+
+def _grapheme_extend(c):
+    cp = ord(c)
+    if cp in NOT_GRAPHEME_EXTEND:
+        return False
+    if unicodedata.category(c) in ("Mn", "Me"):
+        return True
+    return any(lo <= cp <= hi for lo, hi in OTHER_GRAPHEME_EXTEND)
+
+
+def quoted(s):
+    """Rust's `{:?}` of a string."""
+    out = ['"']
+    for c in s:
+        if c in _DEBUG_ESCAPES:
+            out.append(_DEBUG_ESCAPES[c])
+        elif _grapheme_extend(c) or (unicodedata.category(c) in NOT_PRINTABLE and c != " "):
+            out.append("\\u{%x}" % ord(c))
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def byte_prefix(s, k):
+    """The first k bytes of s, or None if s is shorter or byte k is inside a character."""
+    b = s.encode("utf-8")
+    if len(b) < k or (len(b) > k and (b[k] & 0xC0) == 0x80):
+        return None
+    return b[:k].decode("utf-8")
+
+
+def first_bytes(s, k):
+    p = byte_prefix(s, k)
+    return s if p is None else p
+
+
+def short_time(t):
+    p = byte_prefix(t, 16)
+    return t if p is None else p.replace("T", " ")
+
+
+def describe(r, parties, digests, entries):
+    def label(peer):
+        info = parties.get(peer)
+        if info is None:
+            return f"peer {peer}"
+        code = info["region"]
+        return f"{REGIONS[code][1]} ({code})"
+
+    me = label(r["actor"])
+    other = label(r["counterparty"]) if "counterparty" in r else "-"
+    if "dataset" in r and "version" in r:
+        what = f"{r['dataset']} v{r['version']}"
+    elif "dataset" in r:
+        what = r["dataset"]
+    else:
+        what = ""
+    digest = f"digest {first_bytes(r['data_digest'], 12)}…" if "data_digest" in r else ""
+    when = short_time(r["time"])
+    grant = f" under grant {first_bytes(r['grant'], 12)}" if "grant" in r else ""
+    purpose = f" for purpose {quoted(r['purpose'])}" if "purpose" in r else ""
+    kind = r["kind"]
+    if kind == "delivery-served":
+        receipt = "; no receipt in this bundle"
+        for e in entries:
+            x = e["record"]
+            if (x["kind"] == "receipt-received"
+                    and all(x.get(k) == r.get(k)
+                            for k in ("counterparty", "dataset", "version", "data_digest"))):
+                signed = any(d["type"] == "receipt" and d["digest"] in digests
+                             for d in x["documents"])
+                receipt = (f"; receipt {'signed ' if signed else ''}by {other} at "
+                           f"{short_time(x['time'])}")
+                break
+        fields = r.get("fields", "all fields")
+        return f"{when} {me} delivered {what} ({digest}, {fields}) to {other}{grant}{purpose}{receipt}"
+    if kind == "dataset-received":
+        return f"{when} {me} received {what} ({digest}) from {other}{grant}, verified"
+    if kind == "refused":
+        paren = f" ({what})" if what else ""
+        return f"{when} {me} refused {other}{paren}: {r.get('cause', '')}"
+    line = f"{when} {me} {kind.replace('-', ' ')}"
+    if what:
+        line += f" {what}"
+    if "counterparty" in r:
+        line += f" with {other}"
+    line += grant + purpose
+    if "cause" in r:
+        line += f": {r['cause']}"
+    return line
+
+
+# ------------------------------------------------------------------------------------------
+# Verification (docs/evidence.md, "Verification, step by step")
+
+def verify(bundle):
+    # 1. Read: the top level.
+    check_object(bundle, "bundle",
+                 {"format": STR, "head": OBJ, "entries": ARR, "documents": ARR, "parties": ARR},
+                 {"witnesses": ARR})
+    # 2. Format.
+    if bundle["format"] != "yrd-evidence/1":
+        raise Fail(f"format {bundle['format']!r}: expected 'yrd-evidence/1'")
+
+    # 3. Parties.
+    parties, keys = {}, {}
+    for i, p in enumerate(bundle["parties"]):
+        what = f"party {i}"
+        check_envelope(p, what, "node-info", NODE_INFO)
+        verify_signature(p, f"{what} NodeInfo")
+        signer_peer = peer_id(bytes.fromhex(p["signer"]))
+        claimed = p["document"]["peer_id"]
+        if signer_peer != claimed:
+            raise Fail(f"{what}: NodeInfo names {claimed} but is signed by {signer_peer}")
+        if claimed in parties:
+            raise Fail(f"{what}: peer {claimed} is listed twice among the parties")
+        parties[claimed] = p["document"]
+        keys[claimed] = p["signer"]
+
+    # 4. Head.
+    head = check_envelope(bundle["head"], "tree head", "tree-head", TREE_HEAD)
+    verify_signature(head, "tree head")
+    log = head["document"]["log"]
+    if log not in parties:
+        raise Fail(f"the log owner {log} is not among the parties")
+    if head["signer"] != keys[log]:
+        raise Fail("tree head is not signed by the log owner's key")
+    size = head["document"]["size"]
+    root = hex_bytes(head["document"]["root"], 32, "tree head root")
+
+    # 5. Documents.
+    digests = {}
+    for i, d in enumerate(bundle["documents"]):
+        what = f"document {i}"
+        check_envelope(d, what)
+        verify_signature(d, f"{what} ({d['type']})")
+        digests[envelope_digest(d)] = d
+
+    # 6. Entries.
+    entries = bundle["entries"]
+    for i, e in enumerate(entries):
+        check_object(e, f"entry {i}", {"record": OBJ, "proof": ARR})
+        r = check_object(e["record"], f"entry {i} record", RECORD_REQUIRED, RECORD_OPTIONAL)
+        at = f"record seq {r['seq']}"
+        for j, ref in enumerate(r["documents"]):
+            check_object(ref, f"{at} documents[{j}]", DOC_REF)
+    account = []
+    for i, e in enumerate(entries):
+        r = e["record"]
+        at = f"record seq {r['seq']}"
+        if r["actor"] != log:
+            raise Fail(f"{at}: actor {r['actor']} is not the log owner")
+        proof = [hex_bytes(h, 32, f"entry {i} proof[{j}]") for j, h in enumerate(e["proof"])]
+        try:
+            verify_inclusion(leaf_hash(canon_bytes(r)), r["seq"], size, proof, root)
+        except Fail as err:
+            raise Fail(f"{at}: not in the log at size {size}: {err}")
+        for ref in r["documents"]:
+            doc = digests.get(ref["digest"])
+            if doc is None:
+                raise Fail(f"{at}: names {ref['type']} {ref['digest']} which is not in the bundle")
+            if doc["type"] != ref["type"]:
+                raise Fail(f"{at}: document {ref['digest']} is a {doc['type']}, "
+                           f"the record says {ref['type']}")
+        account.append(describe(r, parties, digests, entries))
+
+    # 7. Witnesses.
+    witnesses = []
+    for i, w in enumerate(bundle.get("witnesses", [])):
+        what = f"witness {i}"
+        check_object(w, what, {"cosignature": OBJ, "consistency": ARR})
+        c = check_envelope(w["cosignature"], f"{what} cosignature", "cosignature", COSIGNATURE)
+        verify_signature(c, f"{what} cosignature")
+        doc = c["document"]
+        if doc["witness"] not in parties:
+            raise Fail(f"{what}: the witness {doc['witness']} is not among the parties")
+        if doc["witness"] == log:
+            raise Fail(f"{what}: cosigned by the log owner itself, which proves nothing")
+        if c["signer"] != keys[doc["witness"]]:
+            raise Fail(f"{what}: cosignature not signed by the witness's listed key")
+        if doc["log"] != log:
+            raise Fail(f"{what}: cosigns another log ({doc['log']})")
+        if doc["size"] < 1:
+            raise Fail(f"{what}: cosigns the empty log, which proves nothing")
+        old_root = hex_bytes(doc["root"], 32, f"{what} root")
+        proof = [hex_bytes(h, 32, f"{what} consistency[{j}]")
+                 for j, h in enumerate(w["consistency"])]
+        try:
+            verify_consistency(doc["size"], size, old_root, root, proof)
+        except Fail as err:
+            raise Fail(f"{what}: the head is not consistent with what {doc['witness']} "
+                       f"witnessed at size {doc['size']}: {err}")
+        if doc["witness"] not in witnesses:
+            witnesses.append(doc["witness"])
+
+    return parties[log], head["document"], witnesses, account
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr if len(argv) != 2 else sys.stdout)
+        return EXIT_USAGE if len(argv) != 2 else 0
+    _require_modules()
+    path = argv[1]
+    try:
+        bundle = read_json(path)
+        info, head, witnesses, account = verify(bundle)
+    except Fail as err:
+        print(f"error: {path}: DOES NOT VERIFY: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    region = info["region"]
+    zh, en = REGIONS[region]
+    print(f"{path}: verifies. Log of {info['organisation']} ({region} {zh} {en}), "
+          f"{head['size']} records at {head['time']} (root {head['root']}), "
+          f"witnessed by {len(witnesses)} member(s).")
+    for line in account:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+        sys.stderr.reconfigure(encoding="utf-8")
+    sys.exit(main(sys.argv))
