@@ -681,6 +681,15 @@ def verify(bundle):
             if doc["type"] != ref["type"]:
                 raise Fail(f"{at}: document {ref['digest']} is a {doc['type']}, "
                            f"the record says {ref['type']}")
+            # A step's documents are signed by one of its two parties; a receipt by the other.
+            counterparty_key = keys.get(r.get("counterparty"))
+            by_owner = doc["signer"] == keys[log]
+            by_counterparty = counterparty_key is not None and doc["signer"] == counterparty_key
+            if not by_owner and not by_counterparty:
+                raise Fail(f"{at}: {ref['type']} {ref['digest']} is signed by neither the log "
+                           f"owner nor the counterparty")
+            if r["kind"] == "receipt-received" and ref["type"] == "receipt" and not by_counterparty:
+                raise Fail(f"{at}: the receipt is not signed by the counterparty")
         account.append(describe(r, parties, digests, entries))
 
     # 7. Witnesses.
@@ -693,6 +702,8 @@ def verify(bundle):
         doc = c["document"]
         if doc["witness"] not in parties:
             raise Fail(f"{what}: the witness {doc['witness']} is not among the parties")
+        if doc["witness"] in witnesses:
+            raise Fail(f"{what}: {doc['witness']} is listed twice")
         if doc["witness"] == log:
             raise Fail(f"{what}: cosigned by the log owner itself, which proves nothing")
         if c["signer"] != keys[doc["witness"]]:
@@ -709,8 +720,7 @@ def verify(bundle):
         except Fail as err:
             raise Fail(f"{what}: the head is not consistent with what {doc['witness']} "
                        f"witnessed at size {doc['size']}: {err}")
-        if doc["witness"] not in witnesses:
-            witnesses.append(doc["witness"])
+        witnesses.append(doc["witness"])
 
     return parties[log], head["document"], witnesses, account
 

@@ -18,4 +18,5 @@ pub mod net;
 pub mod node;
 pub mod samples;
 pub mod setup;
+pub mod sim;
 pub mod store;

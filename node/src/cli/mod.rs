@@ -168,6 +168,21 @@ pub enum Command {
         /// The bundle (JSON) written by `yrd provenance export`.
         file: PathBuf,
     },
+    /// Simulate a network of N real nodes in this process, driven by a scenario file.
+    Sim {
+        /// The scenario (TOML), e.g. scripts/scenarios/four-provinces.toml.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Nodes (default: the scenario's `nodes`, else 4).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Keep the nodes' data dirs here instead of a temp dir removed at the end.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `yrd provenance …`.
@@ -616,6 +631,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Receipts => exchange::receipts(&cli).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
         Command::Verify { file } => provenance::verify(&cli, file),
+        Command::Sim {
+            scenario,
+            nodes,
+            report,
+            dir,
+        } => sim(&cli, scenario, *nodes, report.as_deref(), dir.as_deref()).await,
         Command::Peers => {
             let peers: Vec<PeerView> = client(&cli)?.get("/api/v1/peers").await?;
             if cli.json {
@@ -775,6 +796,41 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
     Ok(())
+}
+
+async fn sim(
+    cli: &Cli,
+    scenario: &std::path::Path,
+    nodes: Option<usize>,
+    report_file: Option<&std::path::Path>,
+    dir: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    crate::logging::init("warn", cli.log_format.unwrap_or(LogFormat::Text));
+    let report = crate::sim::run_file(scenario, nodes, dir)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    if let Some(path) = report_file {
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Output(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| CliError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    if report.passed {
+        Ok(())
+    } else {
+        let failed = report.assertions.iter().filter(|a| !a.passed).count();
+        Err(CliError::Invalid(format!(
+            "scenario {:?}: {failed} assertion(s) failed",
+            report.scenario
+        )))
+    }
 }
 
 async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {

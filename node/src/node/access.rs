@@ -472,6 +472,9 @@ impl Node {
             } => {
                 self.store()
                     .put_record(RecordTree::Requests, &record.id, &record)?;
+                // The request is recorded before any decision that came with the answer.
+                self.record_request(RecordKind::RequestSent, t.peer, &record)
+                    .await;
                 if status != RequestStatus::Pending {
                     self.on_decision(t.peer, grant.map(|g| *g), denial.map(|d| *d))
                         .await?;
@@ -485,8 +488,6 @@ impl Node {
                     status = ?record.status,
                     "access request sent"
                 );
-                self.record_request(RecordKind::RequestSent, t.peer, &record)
-                    .await;
                 Ok(record)
             }
             Response::Error { code, message } => Err(NodeError::BadPeer {

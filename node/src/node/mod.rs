@@ -89,6 +89,9 @@ pub enum NodeError {
     /// A document older than (or as old as) the one held.
     #[error("{0}")]
     Stale(String),
+    /// Something failed inside the node (the database, the provenance log).
+    #[error("{0}")]
+    Internal(String),
     /// A peer answered something we cannot accept.
     #[error("peer {peer}: {reason}")]
     BadPeer {
@@ -562,6 +565,20 @@ impl Node {
                 request,
                 channel,
             } => {
+                if let Some(d) = self.answer_delay() {
+                    // A simulated slow link: answer later, off the event path.
+                    let node = self.clone();
+                    self.spawn_long(async move {
+                        tokio::time::sleep(d).await;
+                        let response = if is_exchange(&request) {
+                            node.answer_exchange(peer, request).await
+                        } else {
+                            node.answer(peer, request)
+                        };
+                        let _ = node.inner.net.respond(channel, response).await;
+                    });
+                    return;
+                }
                 if is_exchange(&request) {
                     // These sign, store and flush: answer off the event path.
                     let node = self.clone();

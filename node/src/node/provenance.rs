@@ -19,7 +19,7 @@ use crate::store::provenance::{Alarm, NewRecord, ProvenanceError, Query};
 
 impl From<ProvenanceError> for NodeError {
     fn from(e: ProvenanceError) -> Self {
-        NodeError::Invalid(e.to_string())
+        NodeError::Internal(e.to_string())
     }
 }
 
@@ -304,9 +304,24 @@ impl Node {
             }
             entries.push(BundleEntry { record: r, proof });
         }
+        let infos = self
+            .inner
+            .peer_infos
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         let mut witnesses = Vec::new();
         for c in log.cosignatures()? {
             if c.document.size > size || c.document.size == 0 {
+                continue;
+            }
+            // A witness the bundle cannot name (no verified NodeInfo) cannot be checked.
+            let known = c
+                .document
+                .witness
+                .parse::<PeerId>()
+                .is_ok_and(|p| infos.contains_key(&p));
+            if !known {
                 continue;
             }
             let consistency = log
@@ -320,12 +335,6 @@ impl Node {
                 consistency,
             });
         }
-        let infos = self
-            .inner
-            .peer_infos
-            .read()
-            .map(|m| m.clone())
-            .unwrap_or_default();
         let mut parties: Vec<Signed<NodeInfo>> = vec![self.signed_node_info()?];
         for id in party_ids {
             if id == self.peer_id().to_string() {
@@ -451,8 +460,12 @@ impl Node {
                             Err(e) => Err(format!("malformed consistency proof: {e}")),
                         }
                     }
+                    // No proof is not a proof of a fork: refuse to cosign, raise nothing.
                     Response::Error { code, message } => {
-                        Err(format!("no consistency proof ({code}: {message})"))
+                        return Err(NodeError::BadPeer {
+                            peer,
+                            reason: format!("no consistency proof ({code}: {message})"),
+                        });
                     }
                     other => return Err(unexpected(peer, &other)),
                 }
@@ -470,6 +483,8 @@ impl Node {
             .is_none_or(|o| head.document.size > o.document.size)
         {
             self.inner.provenance.put_witnessed(&head)?;
+            // What we cosign must survive a crash, or we could later cosign a fork of it.
+            self.store().flush().await?;
         }
         let cosignature = Cosignature {
             log: head.document.log.clone(),
@@ -488,6 +503,21 @@ impl Node {
         presented: Signed<TreeHead>,
         cause: &str,
     ) {
+        // The same fork shown again is the same alarm, not a new one.
+        let known = self
+            .inner
+            .provenance
+            .alarms()
+            .unwrap_or_default()
+            .iter()
+            .any(|a| {
+                a.log == peer.to_string()
+                    && a.presented.document.size == presented.document.size
+                    && a.presented.document.root == presented.document.root
+            });
+        if known {
+            return;
+        }
         tracing::error!(
             peer = %peer,
             region = %self.peer_region(&peer).map(|r| r.label()).unwrap_or_default(),

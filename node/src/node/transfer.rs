@@ -229,6 +229,9 @@ pub enum Fault {
     ForgeManifest,
     /// Wait this long before sending each chunk.
     SlowChunks(Duration),
+    /// Add this latency to every answer and every chunk (the simulator's slow links; zero
+    /// removes it).
+    Delay(Duration),
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +239,7 @@ pub(crate) struct Faults {
     corrupt: Option<(u32, u32)>,
     forge: bool,
     slow: Option<Duration>,
+    delay: Option<Duration>,
 }
 
 /// A subscription to another member's dataset.
@@ -383,6 +387,7 @@ impl Node {
                 Fault::CorruptChunk { index, times } => f.corrupt = Some((index, times)),
                 Fault::ForgeManifest => f.forge = true,
                 Fault::SlowChunks(d) => f.slow = Some(d),
+                Fault::Delay(d) => f.delay = (!d.is_zero()).then_some(d),
             }
         }
     }
@@ -752,7 +757,16 @@ impl Node {
             }
             _ => false,
         };
-        (f.slow, corrupt)
+        let wait = match (f.slow, f.delay) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        (wait, corrupt)
+    }
+
+    /// The simulated latency of this node's answers, if any.
+    pub(crate) fn answer_delay(&self) -> Option<Duration> {
+        self.inner.faults.lock().ok().and_then(|f| f.delay)
     }
 
     /// The masked delivery of `original` under `grant`: derived once per grant and version,

@@ -294,9 +294,27 @@ impl ProvenanceLog {
     /// Stops the writer after the appends already queued, and waits for it.
     pub fn close(&self) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.jobs.try_send(Job::Close(tx)).is_ok() {
-            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        let mut job = Job::Close(tx);
+        // The queue drains as the writer commits: wait for room, but not forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let sent = loop {
+            match self.jobs.try_send(job) {
+                Ok(()) => break true,
+                Err(mpsc::error::TrySendError::Closed(_)) => break false,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if std::time::Instant::now() > deadline {
+                        break false;
+                    }
+                    job = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        };
+        if !sent {
+            tracing::error!("provenance writer did not take the close request; not waiting for it");
+            return;
         }
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(h) = handle {
             let _ = h.join();
@@ -682,6 +700,12 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "provenance batch not committed");
+                // Remove whatever of the batch reached the trees, so the next batch starts clean.
+                let log = &self.log;
+                match repair(&log.records, &log.nodes, &log.index) {
+                    Ok(size) => log.size.store(size, Ordering::Release),
+                    Err(e) => tracing::error!(error = %e, "provenance log repair failed"),
+                }
                 let msg = e.to_string();
                 for a in batch {
                     let _ = a.ack.send(Err(msg.clone()));

@@ -1,0 +1,1437 @@
+//! The network simulator (`yrd sim`): N real nodes (real libp2p on loopback, real sled in temp
+//! dirs) in one process, driven by a TOML scenario of steps — publish, request, approve, fetch,
+//! subscribe, partition, heal, kill, restart, delay, wait and assert — and a report of what
+//! happened: convergence times, transfers, traffic per node and assertion results. See
+//! `docs/simulation.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CONFIG_FILE, NodeConfig};
+use crate::identity::NodeKey;
+use crate::model::catalogue::ShareType;
+use crate::model::exchange::DataFormat;
+use crate::model::masking::FieldMask;
+use crate::model::provenance::RecordKind;
+use crate::model::region::{self, Region};
+use crate::node::access::{Approval, Direction};
+use crate::node::transfer::{Fault, TransferStatus};
+use crate::node::{Node, NodeError, NodeOptions, RunningNode};
+use crate::setup::{self, InitOptions};
+use crate::store::provenance::Query;
+
+/// Most nodes one simulation runs.
+pub const MAX_NODES: usize = 200;
+/// Largest scenario file read.
+const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+/// Why a simulation could not run (an assertion failing is a result, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario file is unreadable or invalid; names the line and the reason.
+    #[error("{path}: {message}")]
+    Scenario {
+        /// The file.
+        path: String,
+        /// Line and reason.
+        message: String,
+    },
+    /// A node could not be created or started.
+    #[error("node {index}: {message}")]
+    Node {
+        /// Which node.
+        index: usize,
+        /// Why.
+        message: String,
+    },
+    /// A step failed to run (not an assertion: e.g. a fetch that was refused).
+    #[error("step {step} (line {line}, {action}): {message}")]
+    Step {
+        /// Step number, from 1.
+        step: usize,
+        /// Line in the scenario file.
+        line: usize,
+        /// Its action.
+        action: String,
+        /// Why.
+        message: String,
+    },
+    /// The temp dir could not be made.
+    #[error("cannot create the simulation's directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which nodes a step applies to: a list of indexes, or `"all"`, `"others"` (all but node 0),
+/// `"third"` (every third node: 1, 4, 7, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NodeSet {
+    /// Explicit indexes.
+    List(Vec<usize>),
+    /// A named set.
+    Named(String),
+}
+
+impl NodeSet {
+    fn resolve(&self, n: usize) -> Result<Vec<usize>, String> {
+        match self {
+            NodeSet::List(l) => {
+                if let Some(bad) = l.iter().find(|i| **i >= n) {
+                    return Err(format!(
+                        "node {bad} does not exist (nodes are 0 to {})",
+                        n - 1
+                    ));
+                }
+                Ok(l.clone())
+            }
+            NodeSet::Named(s) => match s.as_str() {
+                "all" => Ok((0..n).collect()),
+                "others" => Ok((1..n).collect()),
+                "third" => Ok((0..n).filter(|i| i % 3 == 1).collect()),
+                other => Err(format!(
+                    "nodes = {other:?}: expected a list of indexes, \"all\", \"others\" or \"third\""
+                )),
+            },
+        }
+    }
+}
+
+/// A condition checked by `wait_until` and `assert`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// Every running node holds every running node's latest catalogue.
+    CatalogueConverged,
+    /// Every listed running node holds the provider's latest version of the dataset (for a
+    /// masked delivery: a derivation of that version).
+    DigestEqual {
+        /// The publishing node.
+        provider: usize,
+        /// The dataset.
+        dataset: String,
+        /// The receivers.
+        nodes: NodeSet,
+    },
+    /// Provenance of both sides agrees: every delivery a running provider served has the
+    /// receiver's dataset-received record and the provider's receipt-received record.
+    ProvenanceAgrees,
+    /// No running node raised a witness alarm.
+    NoAlarms,
+    /// Every listed node's subscription to the dataset has fetched at least this version.
+    Subscribed {
+        /// The publishing node.
+        provider: usize,
+        /// The dataset.
+        dataset: String,
+        /// The subscribers.
+        nodes: NodeSet,
+        /// The version.
+        version: u64,
+    },
+}
+
+fn default_records() -> usize {
+    200
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+fn default_expect() -> bool {
+    true
+}
+
+fn default_share() -> String {
+    "unconditional".into()
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// A node publishes one of the sample data standards (`schemas/datasets/`).
+    PublishSchema {
+        /// The publishing node.
+        node: usize,
+        /// Standard id, e.g. `enterprise-licence`.
+        standard: String,
+    },
+    /// A node adds an offer of a standard it holds.
+    AddOffer {
+        /// The node.
+        node: usize,
+        /// Offer identifier.
+        dataset: String,
+        /// Standard id.
+        standard: String,
+        /// `unconditional`, `conditional` or `not-shared`.
+        #[serde(default = "default_share")]
+        share: String,
+    },
+    /// A node publishes a new version of its offer from generated sample records.
+    Publish {
+        /// The node.
+        node: usize,
+        /// Offer identifier.
+        dataset: String,
+        /// Records generated.
+        #[serde(default = "default_records")]
+        records: usize,
+    },
+    /// A node asks a provider for conditional data.
+    Request {
+        /// The requester.
+        node: usize,
+        /// The provider.
+        provider: usize,
+        /// Offer identifier.
+        dataset: String,
+        /// Purpose.
+        purpose: String,
+        /// Legal basis.
+        basis: String,
+    },
+    /// A node approves every pending request it holds, with these masks.
+    Approve {
+        /// The provider.
+        node: usize,
+        /// Masks, `FIELD=redact|hash|keep:N:M`.
+        #[serde(default)]
+        masks: Vec<String>,
+    },
+    /// Nodes fetch the provider's latest version and wait for it.
+    Fetch {
+        /// The fetchers.
+        nodes: NodeSet,
+        /// The provider.
+        provider: usize,
+        /// Offer identifier.
+        dataset: String,
+        /// Seconds to wait.
+        #[serde(default = "default_timeout")]
+        timeout_secs: u64,
+    },
+    /// Nodes subscribe to a provider's dataset.
+    Subscribe {
+        /// The subscribers.
+        nodes: NodeSet,
+        /// The provider.
+        provider: usize,
+        /// Offer identifier.
+        dataset: String,
+    },
+    /// Splits the network: nodes of different groups cannot reach each other. Nodes in no
+    /// group keep reaching everyone.
+    Partition {
+        /// The groups.
+        groups: Vec<Vec<usize>>,
+    },
+    /// Ends every partition.
+    Heal,
+    /// Stops nodes (their data stays).
+    Kill {
+        /// Which.
+        nodes: NodeSet,
+    },
+    /// Starts stopped nodes again on the same data dirs and ports.
+    Restart {
+        /// Which.
+        nodes: NodeSet,
+    },
+    /// Adds latency to everything the nodes answer (requests and dataset chunks).
+    Delay {
+        /// Which.
+        nodes: NodeSet,
+        /// Milliseconds added (0 removes the delay).
+        ms: u64,
+    },
+    /// Waits until a condition holds (fails the scenario if it does not in time).
+    WaitUntil {
+        /// The condition.
+        condition: Condition,
+        /// Seconds.
+        #[serde(default = "default_timeout")]
+        timeout_secs: u64,
+    },
+    /// Checks a condition now; with `expect = false`, checks that it does NOT hold (e.g. that
+    /// a partition really keeps a change from the other side).
+    Assert {
+        /// The condition.
+        condition: Condition,
+        /// Whether the condition should hold.
+        #[serde(default = "default_expect")]
+        expect: bool,
+    },
+    /// Waits a fixed time.
+    Sleep {
+        /// Milliseconds.
+        ms: u64,
+    },
+}
+
+impl Step {
+    fn action(&self) -> &'static str {
+        match self {
+            Step::PublishSchema { .. } => "publish_schema",
+            Step::AddOffer { .. } => "add_offer",
+            Step::Publish { .. } => "publish",
+            Step::Request { .. } => "request",
+            Step::Approve { .. } => "approve",
+            Step::Fetch { .. } => "fetch",
+            Step::Subscribe { .. } => "subscribe",
+            Step::Partition { .. } => "partition",
+            Step::Heal => "heal",
+            Step::Kill { .. } => "kill",
+            Step::Restart { .. } => "restart",
+            Step::Delay { .. } => "delay",
+            Step::WaitUntil { .. } => "wait_until",
+            Step::Assert { .. } => "assert",
+            Step::Sleep { .. } => "sleep",
+        }
+    }
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// What it shows.
+    #[serde(default)]
+    pub description: String,
+    /// Nodes (the command line's `--nodes` overrides it).
+    #[serde(default)]
+    pub nodes: Option<usize>,
+    /// Regions of the first nodes (codes); the rest come from the 41-city table in order.
+    #[serde(default)]
+    pub regions: Vec<Region>,
+    /// The steps, in order.
+    #[serde(rename = "step", default)]
+    pub steps: Vec<toml::Spanned<Step>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|t| t.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file for `nodes` nodes (None: the file's own count).
+    pub fn load(path: &Path, nodes: Option<usize>) -> Result<(Scenario, usize), SimError> {
+        let err = |message: String| SimError::Scenario {
+            path: path.display().to_string(),
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if meta.len() > MAX_SCENARIO_BYTES {
+            return Err(err(format!("larger than {MAX_SCENARIO_BYTES} bytes")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Scenario::parse(&text, nodes).map_err(err)
+    }
+
+    /// Parses and checks scenario text; an error names the line and the reason.
+    pub fn parse(text: &str, nodes: Option<usize>) -> Result<(Scenario, usize), String> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            format!("line {line}: {}", e.message())
+        })?;
+        let n = nodes.or(scenario.nodes).unwrap_or(4);
+        if n == 0 || n > MAX_NODES {
+            return Err(format!("{n} nodes: expected 1 to {MAX_NODES}"));
+        }
+        if scenario.steps.is_empty() {
+            return Err("no [[step]]: a scenario needs at least one step".into());
+        }
+        for (i, s) in scenario.steps.iter().enumerate() {
+            let line = line_of(text, s.span().start);
+            check_step(s.get_ref(), n).map_err(|m| {
+                format!(
+                    "line {line}: step {} ({}): {m}",
+                    i + 1,
+                    s.get_ref().action()
+                )
+            })?;
+        }
+        Ok((scenario, n))
+    }
+}
+
+fn check_node(i: usize, n: usize) -> Result<(), String> {
+    if i >= n {
+        Err(format!(
+            "node {i} does not exist (nodes are 0 to {})",
+            n - 1
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_condition(c: &Condition, n: usize) -> Result<(), String> {
+    match c {
+        Condition::DigestEqual {
+            provider, nodes, ..
+        }
+        | Condition::Subscribed {
+            provider, nodes, ..
+        } => {
+            check_node(*provider, n)?;
+            nodes.resolve(n).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_step(step: &Step, n: usize) -> Result<(), String> {
+    match step {
+        Step::PublishSchema { node, standard } => {
+            check_node(*node, n)?;
+            if crate::samples::schema_json(standard).is_none() {
+                return Err(format!(
+                    "standard {standard:?} is not one of the sample standards ({})",
+                    crate::samples::STANDARDS
+                        .iter()
+                        .map(|s| s.id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Ok(())
+        }
+        Step::AddOffer { node, share, .. } => {
+            check_node(*node, n)?;
+            parse_share(share).map(|_| ())
+        }
+        Step::Publish { node, records, .. } => {
+            check_node(*node, n)?;
+            if *records == 0 || *records > 5_000_000 {
+                return Err("records must be 1 to 5,000,000".into());
+            }
+            Ok(())
+        }
+        Step::Request { node, provider, .. } => {
+            check_node(*node, n)?;
+            check_node(*provider, n)
+        }
+        Step::Approve { node, masks } => {
+            check_node(*node, n)?;
+            for m in masks {
+                m.parse::<FieldMask>()
+                    .map_err(|e| format!("mask {m:?}: {e}"))?;
+            }
+            Ok(())
+        }
+        Step::Fetch {
+            nodes, provider, ..
+        }
+        | Step::Subscribe {
+            nodes, provider, ..
+        } => {
+            check_node(*provider, n)?;
+            nodes.resolve(n).map(|_| ())
+        }
+        Step::Partition { groups } => {
+            let mut seen = std::collections::HashSet::new();
+            for g in groups {
+                for i in g {
+                    check_node(*i, n)?;
+                    if !seen.insert(*i) {
+                        return Err(format!("node {i} is in two groups"));
+                    }
+                }
+            }
+            if groups.len() < 2 {
+                return Err("a partition needs at least two groups".into());
+            }
+            Ok(())
+        }
+        Step::Kill { nodes } | Step::Restart { nodes } | Step::Delay { nodes, .. } => {
+            nodes.resolve(n).map(|_| ())
+        }
+        Step::WaitUntil { condition, .. } | Step::Assert { condition, .. } => {
+            check_condition(condition, n)
+        }
+        Step::Heal | Step::Sleep { .. } => Ok(()),
+    }
+}
+
+fn parse_share(s: &str) -> Result<ShareType, String> {
+    match s {
+        "unconditional" => Ok(ShareType::Unconditional),
+        "conditional" => Ok(ShareType::Conditional),
+        "not-shared" => Ok(ShareType::NotShared),
+        other => Err(format!(
+            "share {other:?}: expected unconditional, conditional or not-shared"
+        )),
+    }
+}
+
+/// One assertion's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssertionResult {
+    /// Step number.
+    pub step: usize,
+    /// Line in the file.
+    pub line: usize,
+    /// The condition, as written.
+    pub condition: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// Why not, or what was seen.
+    pub detail: String,
+}
+
+/// One transfer the scenario made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferFigure {
+    /// Receiving node.
+    pub node: usize,
+    /// Providing node.
+    pub provider: usize,
+    /// Dataset.
+    pub dataset: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// Milliseconds, request to verified.
+    pub ms: u64,
+}
+
+/// Traffic of one node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeFigure {
+    /// Index.
+    pub node: usize,
+    /// Its region.
+    pub region: String,
+    /// Dataset bytes received.
+    pub bytes_in: u64,
+    /// Dataset bytes served.
+    pub bytes_out: u64,
+    /// Requests it answered.
+    pub requests_answered: u64,
+    /// Gossip messages it received.
+    pub gossip_received: u64,
+    /// Whether it was running at the end.
+    pub running: bool,
+}
+
+/// What a simulation reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Seconds to start every node and reach a full mesh.
+    pub startup_secs: f64,
+    /// Milliseconds from each catalogue change to every running node holding it.
+    pub convergence_ms: Vec<f64>,
+    /// p50 of `convergence_ms`.
+    pub convergence_p50_ms: Option<f64>,
+    /// p99 of `convergence_ms`.
+    pub convergence_p99_ms: Option<f64>,
+    /// Transfers.
+    pub transfers: Vec<TransferFigure>,
+    /// Per node.
+    pub per_node: Vec<NodeFigure>,
+    /// Assertions and waits.
+    pub assertions: Vec<AssertionResult>,
+    /// Whether every assertion passed.
+    pub passed: bool,
+    /// Total seconds.
+    pub total_secs: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i.min(sorted.len() - 1)).copied()
+}
+
+impl Report {
+    /// The human table.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "scenario {:?}: {} nodes, started and meshed in {:.1} s, ran {:.1} s — {}\n",
+            self.scenario,
+            self.nodes,
+            self.startup_secs,
+            self.total_secs,
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        if !self.convergence_ms.is_empty() {
+            out.push_str(&format!(
+                "catalogue convergence over {} changes: p50 {:.1} ms, p99 {:.1} ms\n",
+                self.convergence_ms.len(),
+                self.convergence_p50_ms.unwrap_or(0.0),
+                self.convergence_p99_ms.unwrap_or(0.0)
+            ));
+        }
+        for t in &self.transfers {
+            out.push_str(&format!(
+                "transfer: node {} ← node {} {}: {} bytes in {} ms\n",
+                t.node, t.provider, t.dataset, t.bytes, t.ms
+            ));
+        }
+        out.push_str("assertions:\n");
+        for a in &self.assertions {
+            out.push_str(&format!(
+                "  [{}] step {} (line {}): {} — {}\n",
+                if a.passed { "ok" } else { "FAIL" },
+                a.step,
+                a.line,
+                a.condition,
+                a.detail
+            ));
+        }
+        out.push_str(
+            "node  region                    in B        out B       requests  gossip  running\n",
+        );
+        for f in &self.per_node {
+            out.push_str(&format!(
+                "{:<5} {:<24}  {:<10}  {:<10}  {:<8}  {:<6}  {}\n",
+                f.node,
+                f.region,
+                f.bytes_in,
+                f.bytes_out,
+                f.requests_answered,
+                f.gossip_received,
+                f.running
+            ));
+        }
+        out
+    }
+}
+
+struct SimNode {
+    region: Region,
+    data_dir: PathBuf,
+    running: Option<RunningNode>,
+}
+
+impl SimNode {
+    fn node(&self) -> Option<&Node> {
+        self.running.as_ref().map(|r| &r.node)
+    }
+}
+
+/// A running simulation.
+pub struct Sim {
+    _root: Option<tempfile::TempDir>,
+    nodes: Vec<SimNode>,
+    ids: Vec<PeerId>,
+    report: Report,
+    text: String,
+    /// The current partition's groups, if any.
+    partition: Option<Vec<Vec<usize>>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+fn region_for(i: usize, scenario: &Scenario) -> Region {
+    if let Some(r) = scenario.regions.get(i) {
+        return *r;
+    }
+    let cities: Vec<Region> = region::all()
+        .filter(|r| r.code % 10000 != 0)
+        .filter_map(|r| Region::from_code(r.code).ok())
+        .collect();
+    match cities.get(i % cities.len().max(1)) {
+        Some(r) => *r,
+        // The table always has cities; a Region is only ever built from the table.
+        None => scenario.regions.first().copied().unwrap_or_else(shanghai),
+    }
+}
+
+fn shanghai() -> Region {
+    match "310000".parse() {
+        Ok(r) => r,
+        Err(_) => unreachable!("310000 is in the region table"),
+    }
+}
+
+async fn tcp_address(node: &Node) -> Option<Multiaddr> {
+    for _ in 0..500 {
+        if let Ok(addrs) = node.net().listen_addresses().await {
+            if let Some(a) = addrs.into_iter().find(|a| {
+                a.iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(port) if port != 0))
+            }) {
+                return Some(a);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+impl Sim {
+    /// Creates and starts `n` nodes under `dir` (a temp dir when None), each trusting the
+    /// others and bootstrapping to node 0, and waits for every node to know every other.
+    pub async fn start(
+        scenario: &Scenario,
+        n: usize,
+        dir: Option<&Path>,
+        text: &str,
+    ) -> Result<Sim, SimError> {
+        let started = Instant::now();
+        let (root, base) = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.to_path_buf())
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+        let ids: Vec<PeerId> = keys.iter().map(NodeKey::peer_id).collect();
+        let mut nodes = Vec::new();
+        let mut bootstrap: Vec<Multiaddr> = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            let region = region_for(i, scenario);
+            let data_dir = base.join(format!("node{i:03}-{}", region.code()));
+            let node_err = |message: String| SimError::Node { index: i, message };
+            setup::init(InitOptions {
+                data_dir: data_dir.clone(),
+                region,
+                name: format!("{} sim node {i}", region.name_zh()),
+                listen: vec![
+                    "/ip4/127.0.0.1/tcp/0"
+                        .parse()
+                        .map_err(|_| node_err("address".into()))?,
+                ],
+                api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+                members: ids
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != key.peer_id())
+                    .collect(),
+                bootstrap: bootstrap.clone(),
+                mdns: false,
+                key: Some(key.clone()),
+            })
+            .map_err(|e| node_err(e.to_string()))?;
+            let mut sim_node = SimNode {
+                region,
+                data_dir,
+                running: None,
+            };
+            start_node(&mut sim_node, i).await?;
+            if i == 0 {
+                if let Some(node) = sim_node.node() {
+                    if let Some(a) = tcp_address(node).await {
+                        if let Ok(a) = a.with_p2p(ids[0]) {
+                            bootstrap.push(a);
+                        }
+                    }
+                }
+            }
+            nodes.push(sim_node);
+        }
+        let mut sim = Sim {
+            _root: root,
+            nodes,
+            ids,
+            report: Report {
+                scenario: scenario.name.clone(),
+                nodes: n,
+                passed: true,
+                ..Report::default()
+            },
+            text: text.to_string(),
+            partition: None,
+        };
+        // Every node has verified every other's NodeInfo: the network is up.
+        let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
+        loop {
+            let mut meshed = true;
+            for s in &sim.nodes {
+                if let Some(node) = s.node() {
+                    if node
+                        .peers()
+                        .await
+                        .map(|p| p.iter().filter(|v| v.region.is_some()).count())
+                        .unwrap_or(0)
+                        + 1
+                        < n
+                    {
+                        meshed = false;
+                        break;
+                    }
+                }
+            }
+            if meshed {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(SimError::Node {
+                    index: 0,
+                    message: format!("the {n} nodes did not mesh within {} s", 60 + n),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sim.report.startup_secs = started.elapsed().as_secs_f64();
+        Ok(sim)
+    }
+
+    fn node(&self, i: usize) -> Result<&Node, String> {
+        self.nodes
+            .get(i)
+            .and_then(SimNode::node)
+            .ok_or_else(|| format!("node {i} is not running"))
+    }
+
+    fn running(&self) -> Vec<(usize, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node().map(|n| (i, n)))
+            .collect()
+    }
+
+    /// Runs every step; returns the report (assertion failures are in it, not errors).
+    pub async fn run(mut self, scenario: &Scenario) -> Result<Report, SimError> {
+        let started = Instant::now();
+        for (i, spanned) in scenario.steps.iter().enumerate() {
+            let line = line_of(&self.text, spanned.span().start);
+            let step = spanned.get_ref();
+            tracing::info!(step = i + 1, line, action = step.action(), "sim step");
+            if let Err(message) = self.step(i + 1, line, step).await {
+                self.shutdown().await;
+                return Err(SimError::Step {
+                    step: i + 1,
+                    line,
+                    action: step.action().into(),
+                    message,
+                });
+            }
+        }
+        self.collect_figures().await;
+        let mut sorted = self.report.convergence_ms.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        self.report.convergence_p50_ms = percentile(&sorted, 0.5);
+        self.report.convergence_p99_ms = percentile(&sorted, 0.99);
+        self.report.total_secs = started.elapsed().as_secs_f64();
+        let report = self.report.clone();
+        self.shutdown().await;
+        Ok(report)
+    }
+
+    async fn shutdown(&mut self) {
+        for s in &mut self.nodes {
+            if let Some(r) = s.running.take() {
+                let _ = r.shutdown().await;
+            }
+        }
+    }
+
+    async fn collect_figures(&mut self) {
+        let mut per_node = Vec::new();
+        for (i, s) in self.nodes.iter().enumerate() {
+            let mut f = NodeFigure {
+                node: i,
+                region: s.region.label(),
+                running: s.running.is_some(),
+                ..NodeFigure::default()
+            };
+            if let Some(node) = s.node() {
+                for t in node.transfers() {
+                    match t.direction {
+                        Direction::In => f.bytes_in += t.bytes_done,
+                        Direction::Out => f.bytes_out += t.bytes_done,
+                    }
+                }
+                if let Ok(stats) = node.net().stats().await {
+                    f.requests_answered = stats.inbound_requests;
+                    f.gossip_received = stats.gossip_received;
+                }
+            }
+            per_node.push(f);
+        }
+        self.report.per_node = per_node;
+    }
+
+    /// Time until every running node holds node `i`'s latest catalogue.
+    async fn converge_from(&mut self, i: usize) -> Result<(), String> {
+        let started = Instant::now();
+        let node = self.node(i)?.clone();
+        let seq = node
+            .own_catalogue()
+            .map_err(|e| e.to_string())?
+            .map(|c| c.document.sequence)
+            .unwrap_or(0);
+        let id = self.ids[i];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Only the nodes on this side of a partition can converge now.
+        let group_of = |k: usize| {
+            self.partition
+                .as_ref()
+                .and_then(|g| g.iter().position(|x| x.contains(&k)))
+        };
+        let reachable = |j: usize| match (group_of(i), group_of(j)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        loop {
+            let done = self
+                .running()
+                .iter()
+                .filter(|(j, _)| reachable(*j))
+                .all(|(_, n)| {
+                    n.catalogue_of(&id)
+                        .map(|c| c.document.sequence)
+                        .unwrap_or(0)
+                        >= seq
+                });
+            if done {
+                self.report
+                    .convergence_ms
+                    .push(started.elapsed().as_secs_f64() * 1000.0);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                // Partitioned nodes cannot converge; the scenario's waits judge that.
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn step(&mut self, number: usize, line: usize, step: &Step) -> Result<(), String> {
+        let n = self.nodes.len();
+        match step {
+            Step::PublishSchema { node, standard } => {
+                let text = crate::samples::schema_json(standard).ok_or("unknown standard")?;
+                let schema: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| e.to_string())?;
+                let version = crate::samples::STANDARDS
+                    .iter()
+                    .find(|s| s.id == standard)
+                    .map(|s| s.version)
+                    .unwrap_or("1.0.0");
+                self.node(*node)?
+                    .publish_schema(standard, version, None, schema)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Offers need the standard on the node that adds them: wait for it to spread.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while self
+                    .running()
+                    .iter()
+                    .any(|(_, x)| x.schema_doc(standard, Some(version)).is_err())
+                {
+                    if Instant::now() > deadline {
+                        return Err(format!("standard {standard} did not reach every node"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Step::AddOffer {
+                node,
+                dataset,
+                standard,
+                share,
+            } => {
+                let share = parse_share(share)?;
+                let version = crate::samples::STANDARDS
+                    .iter()
+                    .find(|s| s.id == standard)
+                    .map(|s| s.version)
+                    .unwrap_or("1.0.0");
+                let mut offer = serde_json::json!({
+                    "identifier": dataset, "title": format!("{dataset} ({standard})"),
+                    "description": "simulated offer", "media_type": "application/jsonl",
+                    "resource_code": format!("SIM-{dataset}"), "share_type": share,
+                    "share_method": "file", "update_cycle": "daily",
+                    "schema_id": standard, "schema_version": version
+                });
+                if share != ShareType::Unconditional {
+                    offer["share_conditions"] = serde_json::json!("simulated conditions");
+                }
+                let input = serde_json::from_value(offer).map_err(|e| e.to_string())?;
+                self.node(*node)?
+                    .add_offer(input)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.converge_from(*node).await?;
+            }
+            Step::Publish {
+                node,
+                dataset,
+                records,
+            } => {
+                let x = self.node(*node)?.clone();
+                let offer = x
+                    .offers()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|o| o.offer.identifier == *dataset)
+                    .ok_or_else(|| format!("node {node} has no offer {dataset}"))?;
+                let version = x.manifests(None, dataset).map_err(|e| e.to_string())?.len() as u64;
+                let seed = (number as u64) << 32 | version;
+                let recs = crate::samples::generate(&offer.conforms_to.id, *records, seed)
+                    .map_err(|e| e.to_string())?;
+                let dir = self.nodes[*node].data_dir.join("sim-files");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let file = dir.join(format!("{dataset}-{number}.jsonl"));
+                let text: String = recs.iter().map(|r| format!("{r}\n")).collect();
+                std::fs::write(&file, text).map_err(|e| e.to_string())?;
+                x.publish_dataset(dataset, &file, DataFormat::Jsonl)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.converge_from(*node).await?;
+            }
+            Step::Request {
+                node,
+                provider,
+                dataset,
+                purpose,
+                basis,
+            } => {
+                let target = format!("{}/{dataset}", self.ids[*provider]);
+                self.node(*node)?
+                    .request_access(&target, purpose, basis, Vec::new())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Step::Approve { node, masks } => {
+                let x = self.node(*node)?.clone();
+                let masks: Vec<FieldMask> = masks.iter().filter_map(|m| m.parse().ok()).collect();
+                for r in x.requests().map_err(|e| e.to_string())? {
+                    if r.direction == Direction::In
+                        && r.status == crate::model::message::RequestStatus::Pending
+                    {
+                        x.approve_request(
+                            &r.id,
+                            Approval {
+                                fields: None,
+                                masks: masks.clone(),
+                                expires_in_secs: None,
+                            },
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    }
+                }
+                // The grants travel to the requesters.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Step::Fetch {
+                nodes,
+                provider,
+                dataset,
+                timeout_secs,
+            } => {
+                let target = format!("{}/{dataset}", self.ids[*provider]);
+                let mut started = Vec::new();
+                for i in nodes.resolve(n)? {
+                    if i == *provider {
+                        continue;
+                    }
+                    let x = self.node(i)?.clone();
+                    let view = x
+                        .fetch(&target, None, None)
+                        .await
+                        .map_err(|e| format!("node {i}: {e}"))?;
+                    started.push((i, x, view.id, Instant::now()));
+                }
+                let deadline = Instant::now() + Duration::from_secs(*timeout_secs);
+                for (i, x, id, t0) in started {
+                    loop {
+                        let v = x.transfer(&id).map_err(|e| e.to_string())?;
+                        match v.status {
+                            TransferStatus::Done => {
+                                self.report.transfers.push(TransferFigure {
+                                    node: i,
+                                    provider: *provider,
+                                    dataset: dataset.clone(),
+                                    bytes: v.bytes_total,
+                                    ms: t0.elapsed().as_millis() as u64,
+                                });
+                                break;
+                            }
+                            TransferStatus::Failed => {
+                                return Err(format!(
+                                    "node {i}: fetch failed: {}",
+                                    v.error.unwrap_or_default()
+                                ));
+                            }
+                            _ => {}
+                        }
+                        if Instant::now() > deadline {
+                            return Err(format!("node {i}: fetch not done in {timeout_secs} s"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            Step::Subscribe {
+                nodes,
+                provider,
+                dataset,
+            } => {
+                let target = format!("{}/{dataset}", self.ids[*provider]);
+                for i in nodes.resolve(n)? {
+                    if i == *provider {
+                        continue;
+                    }
+                    self.node(i)?
+                        .subscribe(&target)
+                        .await
+                        .map_err(|e| format!("node {i}: {e}"))?;
+                }
+            }
+            Step::Partition { groups } => {
+                let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+                for (i, s) in self.nodes.iter().enumerate() {
+                    let Some(node) = s.node() else { continue };
+                    let allowed: Vec<PeerId> = (0..n)
+                        .filter(|j| *j != i)
+                        .filter(|j| match (group_of(i), group_of(*j)) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => true,
+                        })
+                        .map(|j| self.ids[j])
+                        .collect();
+                    node.members().replace(allowed);
+                    let _ = node.net().disconnect_non_members().await;
+                }
+                self.partition = Some(groups.clone());
+            }
+            Step::Heal => {
+                self.partition = None;
+                for (i, s) in self.nodes.iter().enumerate() {
+                    let Some(node) = s.node() else { continue };
+                    node.members().replace(
+                        self.ids
+                            .iter()
+                            .copied()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i)
+                            .map(|(_, p)| p),
+                    );
+                }
+            }
+            Step::Kill { nodes } => {
+                for i in nodes.resolve(n)? {
+                    if let Some(r) = self.nodes[i].running.take() {
+                        r.shutdown().await.map_err(|e| format!("node {i}: {e}"))?;
+                    }
+                }
+            }
+            Step::Restart { nodes } => {
+                for i in nodes.resolve(n)? {
+                    if self.nodes[i].running.is_none() {
+                        start_node(&mut self.nodes[i], i)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Step::Delay { nodes, ms } => {
+                for i in nodes.resolve(n)? {
+                    self.node(i)?
+                        .inject_fault(Fault::Delay(Duration::from_millis(*ms)));
+                }
+            }
+            Step::WaitUntil {
+                condition,
+                timeout_secs,
+            } => {
+                let started = Instant::now();
+                let deadline = started + Duration::from_secs(*timeout_secs);
+                let mut last;
+                loop {
+                    last = self.check(condition).await;
+                    if last.is_ok() || Instant::now() > deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let passed = last.is_ok();
+                self.report.passed &= passed;
+                self.report.assertions.push(AssertionResult {
+                    step: number,
+                    line,
+                    condition: format!("wait_until {}", describe(condition)),
+                    passed,
+                    detail: match last {
+                        Ok(d) => format!(
+                            "{d} after {:.0} ms",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        ),
+                        Err(e) => format!("not within {timeout_secs} s: {e}"),
+                    },
+                });
+            }
+            Step::Assert { condition, expect } => {
+                let r = self.check(condition).await;
+                let passed = r.is_ok() == *expect;
+                self.report.passed &= passed;
+                self.report.assertions.push(AssertionResult {
+                    step: number,
+                    line,
+                    condition: if *expect {
+                        describe(condition)
+                    } else {
+                        format!("NOT {}", describe(condition))
+                    },
+                    passed,
+                    detail: r.unwrap_or_else(|e| e),
+                });
+            }
+            Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        }
+        Ok(())
+    }
+
+    /// Ok(what was seen) if the condition holds, Err(why not) otherwise.
+    async fn check(&self, c: &Condition) -> Result<String, String> {
+        let n = self.nodes.len();
+        let running = self.running();
+        match c {
+            Condition::CatalogueConverged => {
+                for (i, a) in &running {
+                    let own = a
+                        .own_catalogue()
+                        .map_err(|e| e.to_string())?
+                        .map(|c| c.document.sequence)
+                        .unwrap_or(0);
+                    for (j, b) in &running {
+                        let held = b
+                            .catalogue_of(&self.ids[*i])
+                            .map(|c| c.document.sequence)
+                            .unwrap_or(0);
+                        if i != j && held < own {
+                            return Err(format!(
+                                "node {j} holds node {i}'s catalogue {held}, node {i} is at {own}"
+                            ));
+                        }
+                    }
+                }
+                Ok(format!(
+                    "{} running nodes hold every catalogue",
+                    running.len()
+                ))
+            }
+            Condition::DigestEqual {
+                provider,
+                dataset,
+                nodes,
+            } => {
+                let p = self.node(*provider)?;
+                let latest = p
+                    .manifests(None, dataset)
+                    .map_err(|e| e.to_string())?
+                    .pop()
+                    .ok_or_else(|| format!("node {provider} has no version of {dataset}"))?;
+                let pid = self.ids[*provider].to_string();
+                let mut checked = 0;
+                for i in nodes.resolve(n)? {
+                    if i == *provider {
+                        continue;
+                    }
+                    let Ok(x) = self.node(i) else { continue };
+                    let held = x
+                        .manifests(Some(&pid), dataset)
+                        .map_err(|e| e.to_string())?;
+                    let ok = held.iter().any(|m| {
+                        m.document.version == latest.document.version
+                            && (m.document.digest == latest.document.digest
+                                || m.document
+                                    .derived_from
+                                    .as_ref()
+                                    .is_some_and(|d| d.original_digest == latest.document.digest))
+                            && x.blobs().contains(&m.document.digest)
+                    });
+                    if !ok {
+                        return Err(format!(
+                            "node {i} does not hold {dataset} v{}",
+                            latest.document.version
+                        ));
+                    }
+                    checked += 1;
+                }
+                Ok(format!(
+                    "{checked} nodes hold {dataset} v{} ({}…)",
+                    latest.document.version,
+                    latest.document.digest.get(..12).unwrap_or("")
+                ))
+            }
+            Condition::ProvenanceAgrees => {
+                let mut deliveries = 0;
+                for (i, p) in &running {
+                    let served = p
+                        .provenance_query(&Query {
+                            kind: Some(RecordKind::DeliveryServed.name()),
+                            limit: Some(100_000),
+                            ..Query::default()
+                        })
+                        .map_err(|e| e.to_string())?;
+                    let receipts = p
+                        .provenance_query(&Query {
+                            kind: Some(RecordKind::ReceiptReceived.name()),
+                            limit: Some(100_000),
+                            ..Query::default()
+                        })
+                        .map_err(|e| e.to_string())?;
+                    for d in served {
+                        let receiver = d.counterparty.clone().unwrap_or_default();
+                        let Some(j) = self.ids.iter().position(|x| x.to_string() == receiver)
+                        else {
+                            return Err(format!("node {i} served an unknown peer {receiver}"));
+                        };
+                        let has_receipt = receipts.iter().any(|r| {
+                            r.counterparty == d.counterparty
+                                && r.data_digest == d.data_digest
+                                && r.version == d.version
+                        });
+                        if !has_receipt {
+                            return Err(format!(
+                                "node {i}'s delivery {} (seq {}) to node {j} has no receipt",
+                                d.dataset.clone().unwrap_or_default(),
+                                d.seq
+                            ));
+                        }
+                        if let Ok(r) = self.node(j) {
+                            let received = r
+                                .provenance_query(&Query {
+                                    kind: Some(RecordKind::DatasetReceived.name()),
+                                    peer: Some(self.ids[*i].to_string()),
+                                    limit: Some(100_000),
+                                    ..Query::default()
+                                })
+                                .map_err(|e| e.to_string())?;
+                            if !received.iter().any(|x| x.data_digest == d.data_digest) {
+                                return Err(format!(
+                                    "node {j} has no dataset-received record of node {i}'s delivery seq {}",
+                                    d.seq
+                                ));
+                            }
+                        }
+                        deliveries += 1;
+                    }
+                }
+                Ok(format!(
+                    "{deliveries} deliveries, each received and receipted"
+                ))
+            }
+            Condition::NoAlarms => {
+                for (i, x) in &running {
+                    let alarms = x.alarms().map_err(|e| e.to_string())?;
+                    if let Some(a) = alarms.first() {
+                        return Err(format!(
+                            "node {i}: {} alarm(s), first: {}",
+                            alarms.len(),
+                            a.cause
+                        ));
+                    }
+                }
+                Ok("no witness alarm".into())
+            }
+            Condition::Subscribed {
+                provider,
+                dataset,
+                nodes,
+                version,
+            } => {
+                let pid = self.ids[*provider].to_string();
+                let mut count = 0;
+                for i in nodes.resolve(n)? {
+                    if i == *provider {
+                        continue;
+                    }
+                    let Ok(x) = self.node(i) else { continue };
+                    let subs = x.subscriptions().map_err(|e| e.to_string())?;
+                    let got = subs
+                        .iter()
+                        .find(|s| s.publisher == pid && s.dataset == *dataset)
+                        .map(|s| s.fetched_version)
+                        .unwrap_or(0);
+                    if got < *version {
+                        return Err(format!("node {i} has fetched v{got} of {dataset}"));
+                    }
+                    count += 1;
+                }
+                Ok(format!("{count} subscribers have v{version}"))
+            }
+        }
+    }
+}
+
+fn describe(c: &Condition) -> String {
+    match c {
+        Condition::CatalogueConverged => "catalogue converged".into(),
+        Condition::DigestEqual {
+            provider, dataset, ..
+        } => format!("digest of {dataset} (node {provider}) equal on the nodes"),
+        Condition::ProvenanceAgrees => "provenance of both sides agrees".into(),
+        Condition::NoAlarms => "no witness alarm".into(),
+        Condition::Subscribed {
+            provider,
+            dataset,
+            version,
+            ..
+        } => format!("subscribers have {dataset} v{version} of node {provider}"),
+    }
+}
+
+async fn start_node(s: &mut SimNode, index: usize) -> Result<(), SimError> {
+    let node_err = |message: String| SimError::Node { index, message };
+    let config_path = s.data_dir.join(CONFIG_FILE);
+    let mut config = NodeConfig::load(&config_path).map_err(|e| node_err(e.to_string()))?;
+    let first = config.network.listen.iter().any(|a| {
+        a.iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)))
+    });
+    // The simulation runs many nodes on few cores: anti-entropy and pings stay at defaults.
+    let running = Node::start(NodeOptions {
+        config: config.clone(),
+        data_dir: s.data_dir.clone(),
+    })
+    .await
+    .map_err(|e: NodeError| node_err(e.to_string()))?;
+    if first {
+        // Keep the port the OS chose, so peers reach a restarted node where they knew it.
+        if let Some(mut a) = tcp_address(&running.node).await {
+            if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                a.pop();
+            }
+            config.network.listen = vec![a];
+            let _ = setup::write_config(&config_path, &config);
+        }
+    }
+    s.running = Some(running);
+    Ok(())
+}
+
+/// Runs a scenario file: loads it, starts the nodes, runs the steps, returns the report.
+pub async fn run_file(
+    path: &Path,
+    nodes: Option<usize>,
+    dir: Option<&Path>,
+) -> Result<Report, SimError> {
+    let (scenario, n) = Scenario::load(path, nodes)?;
+    let text = std::fs::read_to_string(path)?;
+    let sim = Sim::start(&scenario, n, dir, &text).await?;
+    sim.run(&scenario).await
+}
