@@ -14,3 +14,7 @@ echo "== transfer: yrd fetch vs scp vs raw TCP (${TRANSFER_MIB:-1024} MiB)"
 python3 scripts/bench_transfer.py target/release/yrd --size-mib "${TRANSFER_MIB:-1024}"
 echo "== provenance: durable appends, proofs and queries in a ${PROV_RECORDS:-1000000}-record log, full verification"
 target/release/bench-provenance all --records "${PROV_RECORDS:-1000000}"
+echo "== simulation: catalogue convergence at 16 and 100 nodes (yrd sim)"
+for n in 16 100; do
+  target/release/yrd sim --scenario scripts/scenarios/delta-100.toml --nodes "$n" --report "/tmp/yrd-sim-$n.json" | head -2
+done

@@ -805,7 +805,10 @@ async fn sim(
     report_file: Option<&std::path::Path>,
     dir: Option<&std::path::Path>,
 ) -> Result<(), CliError> {
-    crate::logging::init("warn", cli.log_format.unwrap_or(LogFormat::Text));
+    crate::logging::init(
+        "warn,libp2p_kad=error",
+        cli.log_format.unwrap_or(LogFormat::Text),
+    );
     let report = crate::sim::run_file(scenario, nodes, dir)
         .await
         .map_err(|e| CliError::Invalid(e.to_string()))?;

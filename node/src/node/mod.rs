@@ -627,29 +627,32 @@ impl Node {
     }
 
     async fn answer_exchange(&self, peer: PeerId, request: Request) -> Response {
-        let done = |r: Result<(), NodeError>, what: &str| match r {
-            Ok(()) => Response::Ack,
-            Err(e) => {
-                tracing::warn!(peer = %peer, error = %e, "{what} refused");
-                Response::Error {
-                    code: "refused".into(),
-                    message: e.to_string(),
-                }
-            }
-        };
-        match request {
-            Request::Access { request } => self.on_access_request(peer, *request).await,
-            Request::Decision { grant, denial } => done(
+        let (result, what) = match request {
+            Request::Access { request } => return self.on_access_request(peer, *request).await,
+            Request::TreeHead { head } => return self.on_tree_head(peer, *head).await,
+            Request::Decision { grant, denial } => (
                 self.on_decision(peer, grant.map(|g| *g), denial.map(|d| *d))
                     .await,
                 "decision",
             ),
             Request::Revoke { revocation } => {
-                done(self.on_revocation(peer, *revocation).await, "revocation")
+                (self.on_revocation(peer, *revocation).await, "revocation")
             }
-            Request::Receipt { receipt } => done(self.on_receipt(peer, *receipt).await, "receipt"),
-            Request::TreeHead { head } => self.on_tree_head(peer, *head).await,
-            other => self.answer(peer, other),
+            Request::Receipt { receipt } => (self.on_receipt(peer, *receipt).await, "receipt"),
+            other => return self.answer(peer, other),
+        };
+        match result {
+            Ok(()) => Response::Ack,
+            Err(e) => {
+                // A document refused (bad signature, not ours, not matching) is evidence too.
+                tracing::warn!(peer = %peer, error = %e, "{what} refused");
+                self.record_refusal(Some(peer), None, &format!("{what} refused: {e}"))
+                    .await;
+                Response::Error {
+                    code: "refused".into(),
+                    message: e.to_string(),
+                }
+            }
         }
     }
 
