@@ -207,6 +207,12 @@ struct Inner {
     blobs: crate::store::blobs::BlobStore,
     /// Pulls started by announcements in flight at once.
     pulls: Arc<tokio::sync::Semaphore>,
+    /// Publishers whose catalogue is being pulled now: one pull per publisher at a time, however
+    /// many peers announce or offer it (a network joining at once would otherwise pull every
+    /// catalogue from every peer).
+    pulling: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Syncs on connect in flight at once.
+    connect_syncs: Arc<tokio::sync::Semaphore>,
     /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
     write_lock: tokio::sync::Mutex<()>,
     /// Transfers in progress, both ways.
@@ -351,6 +357,8 @@ impl Node {
                 search_text: RwLock::new(HashMap::new()),
                 blobs,
                 pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
+                pulling: std::sync::Mutex::new(std::collections::HashSet::new()),
+                connect_syncs: Arc::new(tokio::sync::Semaphore::new(4)),
                 write_lock: tokio::sync::Mutex::new(()),
                 transfers: std::sync::Mutex::new(transfer::Registry::default()),
                 chunk_tables: std::sync::Mutex::new(HashMap::new()),
@@ -520,10 +528,13 @@ impl Node {
                     if let Err(e) = node.fetch_node_info(peer, address).await {
                         tracing::warn!(peer = %peer, error = %e, "no valid NodeInfo from member");
                     }
-                    // Anti-entropy on connect: pull whatever we missed while apart.
+                    // Anti-entropy on connect: pull whatever we missed while apart. Bounded, so a
+                    // whole network connecting at once does not swamp the node.
+                    let permit = node.inner.connect_syncs.clone().acquire_owned().await;
                     if let Err(e) = node.sync_with(peer).await {
                         tracing::debug!(peer = %peer, error = %e, "sync on connect failed");
                     }
+                    drop(permit);
                     node.redeliver_to(peer).await;
                 });
             }
@@ -769,6 +780,23 @@ impl Node {
     }
 
     async fn pull_catalogue(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
+        let fresh = self
+            .inner
+            .pulling
+            .lock()
+            .map(|mut p| p.insert(publisher.to_string()))
+            .unwrap_or(false);
+        if !fresh {
+            return Ok(());
+        }
+        let result = self.pull_catalogue_now(from, publisher).await;
+        if let Ok(mut p) = self.inner.pulling.lock() {
+            p.remove(publisher);
+        }
+        result
+    }
+
+    async fn pull_catalogue_now(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
         let request = Request::GetCatalogue {
             publisher: publisher.to_string(),
         };
