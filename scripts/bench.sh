@@ -1,20 +1,55 @@
 #!/usr/bin/env bash
-# Runs the project's benchmarks on one release build and prints their figures.
-# Figures are medians (or p50/p99) of several runs, measured side by side in this one run.
+# Runs every benchmark of the project on one release build, prints each one's figures as it goes,
+# then one table of them all (scripts/bench_report.py), and writes that table with the machine's
+# description into docs/benchmarks.md (between its `bench.sh summary` markers).
+# Figures are medians of several runs (or p50/p99 over many samples), measured side by side in
+# this one run. Run it on an otherwise idle machine: it needs about 40 minutes on 2 cores.
+#
+# Environment: TRANSFER_MIB (1024), TRANSFER_RUNS (3), PROV_RECORDS (1000000), SIM_SIZES
+# ("16 100"), NODES/CHANGES (bench-catalogue: 16/50), OUT (figures dir, default a temp dir),
+# NO_WRITE=1 (print the table, leave docs/benchmarks.md alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p yrd-node --bin yrd -p yrd-tests --bin bench-catalogue --bin bench-provenance
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/yrd-bench.XXXXXX")}
+mkdir -p "$OUT"
+cargo build --release --locked -p yrd-node --bin yrd \
+  -p yrd-tests --bin bench-catalogue --bin bench-provenance --bin bench-validate
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || true)
+echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr);" \
+  "$(target/release/yrd --version); run $(date -u +%Y-%m-%dT%H:%MZ)." >"$OUT/machine.txt"
 echo "== machine"
-echo "$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "== node: cold start and idle RSS"
-python3 scripts/bench_node.py target/release/yrd 5
-echo "== catalogue: propagation (16 nodes, 50 changes) and search (10,000 offers)"
-target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}"
-echo "== transfer: yrd fetch vs scp vs raw TCP (${TRANSFER_MIB:-1024} MiB)"
-python3 scripts/bench_transfer.py target/release/yrd --size-mib "${TRANSFER_MIB:-1024}"
+cat "$OUT/machine.txt"
+
+echo "== node: cold start and idle RSS (median of 5)"
+python3 scripts/bench_node.py target/release/yrd 5 "$OUT/node.json"
+
+echo "== schema validation rate (one core)"
+target/release/bench-validate --records 200000 --runs 5 --json-out "$OUT/validate.json"
+
+echo "== catalogue: propagation (${NODES:-16} nodes, ${CHANGES:-50} changes) and search (10,000 offers)"
+target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}" \
+  --json-out "$OUT/catalogue.json"
+
+echo "== transfer: yrd fetch vs scp vs raw TCP (${TRANSFER_MIB:-1024} MiB, ${TRANSFER_RUNS:-3} runs)"
+python3 scripts/bench_transfer.py target/release/yrd --size-mib "${TRANSFER_MIB:-1024}" \
+  --runs "${TRANSFER_RUNS:-3}" --json-out "$OUT/transfer.json"
+
 echo "== provenance: durable appends, proofs and queries in a ${PROV_RECORDS:-1000000}-record log, full verification"
-target/release/bench-provenance all --records "${PROV_RECORDS:-1000000}"
-echo "== simulation: catalogue convergence at 16 and 100 nodes (yrd sim)"
-for n in 16 100; do
-  target/release/yrd sim --scenario scripts/scenarios/delta-100.toml --nodes "$n" --report "/tmp/yrd-sim-$n.json" | head -2
+target/release/bench-provenance all --records "${PROV_RECORDS:-1000000}" \
+  --json-out "$OUT/provenance.json"
+
+for n in ${SIM_SIZES:-16 100}; do
+  echo "== simulation: catalogue convergence at $n nodes (yrd sim, scripts/scenarios/delta-100.toml)"
+  # A failed assertion is a figure too (the table shows it): the suite goes on.
+  target/release/yrd sim --scenario scripts/scenarios/delta-100.toml --nodes "$n" \
+    --report "$OUT/sim-$n.json" >"$OUT/sim-$n.txt" 2>&1 || echo "yrd sim at $n nodes failed (exit $?)"
+  grep -v '^  *[0-9]' "$OUT/sim-$n.txt" | head -n 20 || true
 done
+
+if [ "${NO_WRITE:-0}" = 1 ]; then
+  python3 scripts/bench_report.py "$OUT"
+else
+  python3 scripts/bench_report.py "$OUT" --write docs/benchmarks.md
+fi
+echo "figures: $OUT"

@@ -3,7 +3,7 @@
 
 Cold start: from exec to the first successful `GET /api/v1/health` (the node has opened its
 database, bound libp2p and the API). Idle RSS: VmRSS after 5 s idle, and VmHWM (peak).
-Runs N times on fresh data dirs and prints medians.  Usage: bench_node.py YRD_BINARY [RUNS]
+Runs N times on fresh data dirs and prints medians.  Usage: bench_node.py YRD_BINARY [RUNS [JSON_OUT]]
 """
 import json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -55,8 +55,13 @@ def main():
     hwm = statistics.median(r[2] for r in results) / 1024
     print(f"node cold start (exec → health 200), median of {runs}: {cold*1000:.0f} ms")
     print(f"node idle RSS after 5 s, median of {runs}: {rss:.1f} MiB (peak {hwm:.1f} MiB)")
-    print(json.dumps({"cold_start_ms": round(cold * 1000, 1), "idle_rss_mib": round(rss, 1),
-                      "peak_rss_mib": round(hwm, 1), "runs": runs}))
+    figures = {"cold_start_ms": round(cold * 1000, 1), "idle_rss_mib": round(rss, 1),
+               "peak_rss_mib": round(hwm, 1), "runs": runs}
+    print(json.dumps(figures))
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "w") as f:
+            json.dump(figures, f, indent=1)
+            f.write("\n")
 
 if __name__ == "__main__":
     main()

@@ -257,13 +257,20 @@ pub fn describe(devnet: &Devnet) -> String {
     out
 }
 
-/// Waits for SIGINT or SIGTERM.
+/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise kill the process without its
+/// clean shutdown, is logged and ignored: the config is read only at start.
 pub async fn wait_for_signal() -> Result<(), DevnetError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DevnetError::Signal)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(DevnetError::Signal),
-        _ = term.recv() => Ok(()),
+    let mut hup = signal(SignalKind::hangup()).map_err(DevnetError::Signal)?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.map_err(DevnetError::Signal),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: the config is read only at start; restart the node to apply changes"
+            ),
+        }
     }
 }
 

@@ -199,10 +199,10 @@ pub enum ProvenanceCommand {
         /// Only this kind, e.g. delivery-served, grant-issued, refused.
         #[arg(long)]
         kind: Option<String>,
-        /// At or after (RFC 3339).
+        /// At or after (RFC 3339, or a date: from its start, UTC).
         #[arg(long)]
         since: Option<String>,
-        /// At or before (RFC 3339).
+        /// At or before (RFC 3339, or a date: to its end, UTC).
         #[arg(long)]
         until: Option<String>,
         /// Most records.

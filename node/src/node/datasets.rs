@@ -33,13 +33,15 @@ pub struct RecordProblem {
 }
 
 /// The outcome of validating a file.
-pub(crate) struct Checked {
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
     /// Records found.
     pub records: u64,
 }
 
-/// Validates JSON Lines from `reader` against `standard`, collecting the first problems.
-pub(crate) fn check_jsonl(
+/// Validates JSON Lines from `reader` against `standard`, collecting the first problems. Public
+/// so that the validation benchmark measures exactly the path `publish` takes.
+pub fn check_jsonl(
     reader: impl std::io::Read,
     standard: &CompiledStandard,
 ) -> Result<Checked, Vec<RecordProblem>> {

@@ -153,8 +153,23 @@ impl Node {
     }
 
     /// Records matching `q`.
+    ///
+    /// `since` and `until` are RFC 3339 times (any offset) or dates (`YYYY-MM-DD`: `since` from
+    /// its start, `until` to its end, UTC); anything else is refused rather than compared as
+    /// text, which would silently select the wrong records.
     pub fn provenance_query(&self, q: &Query) -> Result<Vec<ProvenanceRecord>, NodeError> {
-        Ok(self.inner.provenance.query(q)?)
+        let mut q = q.clone();
+        q.since = q
+            .since
+            .as_deref()
+            .map(|s| time_bound(s, "since", false))
+            .transpose()?;
+        q.until = q
+            .until
+            .as_deref()
+            .map(|s| time_bound(s, "until", true))
+            .transpose()?;
+        Ok(self.inner.provenance.query(&q)?)
     }
 
     /// One record with its inclusion proof in the latest head, and its documents.
@@ -237,12 +252,22 @@ impl Node {
             .ok_or_else(|| NodeError::NotFound("no tree head yet".into()))?;
         let size = head.document.size;
         let records: Vec<ProvenanceRecord> = match (&q.dataset, q.from_seq) {
-            (Some(d), _) => self.provenance_query(&Query {
-                dataset: Some(d.clone()),
-                peer: q.peer.clone(),
-                limit: Some(MAX_BUNDLE_RECORDS),
-                ..Query::default()
-            })?,
+            (Some(d), _) => {
+                // One more than the cap, so that a dataset with too many records is refused
+                // rather than exported in part.
+                let found = self.provenance_query(&Query {
+                    dataset: Some(d.clone()),
+                    peer: q.peer.clone(),
+                    limit: Some(MAX_BUNDLE_RECORDS + 1),
+                    ..Query::default()
+                })?;
+                if found.len() > MAX_BUNDLE_RECORDS {
+                    return Err(NodeError::Invalid(format!(
+                        "dataset {d} has more than {MAX_BUNDLE_RECORDS} records: export it in seq ranges (--seq A..B --peer P)"
+                    )));
+                }
+                found
+            }
             (None, Some(from)) => {
                 let to = q
                     .to_seq
@@ -598,4 +623,67 @@ pub struct BundleEntryView {
     pub head: Signed<TreeHead>,
     /// The documents it names.
     pub documents: Vec<AnySigned>,
+}
+
+/// A `since`/`until` bound in the records' own form (RFC 3339 UTC, whole seconds), so that the
+/// log's text comparison is a time comparison.
+fn time_bound(s: &str, name: &str, end_of_day: bool) -> Result<String, NodeError> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    let instant = if let Some(t) = crate::clock::parse_rfc3339(s) {
+        t
+    } else {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let date = time::Date::parse(s, &format).map_err(|_| {
+            NodeError::Invalid(format!(
+                "{name} {s:?}: expected an RFC 3339 time (2026-11-26T14:03:00Z) or a date (2026-11-26)"
+            ))
+        })?;
+        let t = if end_of_day {
+            date.with_hms(23, 59, 59)
+        } else {
+            date.with_hms(0, 0, 0)
+        };
+        t.map_err(|e| NodeError::Invalid(format!("{name} {s:?}: {e}")))?
+            .assume_utc()
+    };
+    instant
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(instant)
+        .format(&Rfc3339)
+        .map_err(|e| NodeError::Invalid(format!("{name} {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_bound;
+
+    #[test]
+    fn time_bounds_are_normalised_to_the_records_form_or_refused() {
+        let b = |s, end| time_bound(s, "since", end).ok();
+        assert_eq!(
+            b("2026-11-26", false).as_deref(),
+            Some("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            b("2026-11-26", true).as_deref(),
+            Some("2026-11-26T23:59:59Z")
+        );
+        assert_eq!(
+            b("2026-11-26T22:03:00+08:00", false).as_deref(),
+            Some("2026-11-26T14:03:00Z")
+        );
+        assert_eq!(
+            b("2026-11-26T14:03:00.75Z", false).as_deref(),
+            Some("2026-11-26T14:03:00Z")
+        );
+        for bad in ["yesterday", "2026-13-01", "", "2026-11-26 14:03"] {
+            let e = time_bound(bad, "until", true).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|m| m.contains("until")),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
 }

@@ -106,6 +106,20 @@ async fn propagation(nodes: usize, changes: usize) -> Result<()> {
         latencies.push(t0.elapsed());
     }
     latencies.sort();
+    if let Some(path) = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "--json-out")
+        .map(|w| w[1].clone())
+    {
+        let figures = json!({
+            "nodes": nodes, "changes": changes,
+            "p50_ms": ms(percentile(&latencies, 0.5)), "p99_ms": ms(percentile(&latencies, 0.99)),
+            "max_ms": ms(percentile(&latencies, 1.0)),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")
+            .with_context(|| format!("write {path}"))?;
+    }
     println!(
         "catalogue propagation, {nodes} nodes, {changes} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(percentile(&latencies, 0.5)),
