@@ -43,8 +43,9 @@ for n in ${SIM_SIZES:-16 100}; do
   echo "== simulation: catalogue convergence at $n nodes (yrd sim, scripts/scenarios/delta-100.toml)"
   # A failed assertion is a figure too (the table shows it): the suite goes on.
   target/release/yrd sim --scenario scripts/scenarios/delta-100.toml --nodes "$n" \
-    --report "$OUT/sim-$n.json" >"$OUT/sim-$n.txt" 2>&1 || echo "yrd sim at $n nodes failed (exit $?)"
-  grep -v '^  *[0-9]' "$OUT/sim-$n.txt" | head -n 20 || true
+    --report "$OUT/sim-$n.json" >"$OUT/sim-$n.txt" 2>"$OUT/sim-$n.log" ||
+    echo "yrd sim at $n nodes failed (exit $?); its log: $OUT/sim-$n.log"
+  grep -vE '^([0-9]|node )' "$OUT/sim-$n.txt" | head -n 20 || true  # the per-node rows are in the JSON
 done
 
 if [ "${NO_WRITE:-0}" = 1 ]; then

@@ -89,7 +89,8 @@ def rows(d):
         if s is None:
             add(f"catalogue convergence, {size} nodes (yrd sim): p99 (p50)", None, "", "")
             continue
-        goal = 1000 if size <= 16 else 5000
+        # Issue 3's goal (p99 < 1 s) is for a provincial network; the issues set none at 100 nodes.
+        goal = 1000 if size <= 16 else None
         add(f"catalogue convergence, {size} nodes (yrd sim, {len(s.get('convergence_ms') or [])} "
             f"changes): p99 (p50)", s.get("convergence_p99_ms"), ".0f", " ms", goal, higher=False)
         out[-1] = out[-1][:1] + (f"{fmt(s.get('convergence_p99_ms'), '.0f')} ms "
