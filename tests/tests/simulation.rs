@@ -85,6 +85,11 @@ fn bad_scenarios_are_refused_with_the_line_and_the_reason() {
             "expected 1 to",
         ),
         ("name = \"x\"\n[[step]\n", "line 2", ""),
+        (
+            "name = \"x\"\ntransport = \"udp\"\n[[step]]\naction = \"heal\"\n",
+            "",
+            "expected \"tcp\" or \"quic\"",
+        ),
     ];
     for (text, line, reason) in cases {
         let err = Scenario::parse(text, None).expect_err(text);
