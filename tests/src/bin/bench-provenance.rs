@@ -20,11 +20,7 @@ use yrd_node::model::region::Region;
 use yrd_node::store::provenance::{NewRecord, ProvenanceLog, Query};
 
 fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    yrd_tests::flag_value(name)
 }
 
 fn num(name: &str, default: usize) -> usize {

@@ -16,11 +16,7 @@ use yrd_node::node::datasets::check_jsonl;
 use yrd_node::samples;
 
 fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    yrd_tests::flag_value(name)
 }
 
 fn num(name: &str, default: usize) -> Result<usize> {
