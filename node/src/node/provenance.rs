@@ -15,7 +15,7 @@ use crate::model::provenance::{
     ProvenanceRecord, RecordKind, TreeHead,
 };
 use crate::model::signed::{AnySigned, Document, Signed};
-use crate::store::provenance::{Alarm, NewRecord, ProvenanceError, Query};
+use crate::store::provenance::{Alarm, MAX_QUERY_RECORDS, NewRecord, ProvenanceError, Query};
 
 impl From<ProvenanceError> for NodeError {
     fn from(e: ProvenanceError) -> Self {
@@ -156,9 +156,16 @@ impl Node {
     ///
     /// `since` and `until` are RFC 3339 times (any offset) or dates (`YYYY-MM-DD`: `since` from
     /// its start, `until` to its end, UTC); anything else is refused rather than compared as
-    /// text, which would silently select the wrong records.
+    /// text, which would silently select the wrong records. At most [`MAX_QUERY_RECORDS`] are
+    /// returned, whatever `limit` asks.
     pub fn provenance_query(&self, q: &Query) -> Result<Vec<ProvenanceRecord>, NodeError> {
         let mut q = q.clone();
+        q.limit = Some(q.limit.unwrap_or(1000).min(MAX_QUERY_RECORDS));
+        self.query_unbounded(q)
+    }
+
+    /// [`Self::provenance_query`] without its cap on `limit`, for exports that must see past it.
+    fn query_unbounded(&self, mut q: Query) -> Result<Vec<ProvenanceRecord>, NodeError> {
         q.since = q
             .since
             .as_deref()
@@ -255,7 +262,7 @@ impl Node {
             (Some(d), _) => {
                 // One more than the cap, so that a dataset with too many records is refused
                 // rather than exported in part.
-                let found = self.provenance_query(&Query {
+                let found = self.query_unbounded(Query {
                     dataset: Some(d.clone()),
                     peer: q.peer.clone(),
                     limit: Some(MAX_BUNDLE_RECORDS + 1),

@@ -120,6 +120,9 @@ pub struct Alarm {
     pub cause: String,
 }
 
+/// The most records one query of the admin API returns.
+pub const MAX_QUERY_RECORDS: usize = 100_000;
+
 /// Filters of a query; every given one must hold.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Query {
@@ -365,9 +368,10 @@ impl ProvenanceLog {
         }
     }
 
-    /// Records matching `q`, oldest first.
+    /// Records matching `q`, oldest first: at most `q.limit` (default 1000), which the caller
+    /// bounds (the admin API at [`MAX_QUERY_RECORDS`]).
     pub fn query(&self, q: &Query) -> Result<Vec<ProvenanceRecord>, ProvenanceError> {
-        let limit = q.limit.unwrap_or(1000).min(100_000);
+        let limit = q.limit.unwrap_or(1000);
         let size = self.size();
         let mut out = Vec::new();
         let keep = |r: &ProvenanceRecord| {
