@@ -154,7 +154,7 @@ fn router(node: Node, token: String) -> Router {
         node,
         token: Arc::from(token),
     };
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/node", get(node_view))
         .route("/api/v1/peers", get(peers))
@@ -225,7 +225,9 @@ fn router(node: Node, token: String) -> Router {
         .route("/api/v1/doc/verify", post(routes::doc_verify))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state);
+    // The console's static assets carry no data, so they are served before the token check.
+    Router::new().merge(crate::console::routes()).merge(api)
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
