@@ -7,6 +7,21 @@ cd "$(dirname "$0")/.."
 python3 -c 'import pyshacl' 2>/dev/null || python3 -m pip install --quiet pyshacl==0.40.1
 # The independent evidence verifier (scripts/verify_evidence.py) needs ed25519 and BLAKE3.
 python3 -c 'import cryptography, blake3' 2>/dev/null || python3 -m pip install --quiet cryptography blake3
+# The console's browser test drives Debian's Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "console browser test: chromium and chromium-driver are missing (apt-get install chromium chromium-driver as root); it will be skipped" >&2
+    fi
+fi
+if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
+    export YRD_REQUIRE_BROWSER=1
+fi
+# The checked-in OpenAPI document must be valid OpenAPI 3.1 (the Rust tests check it is current).
+python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install --quiet openapi-spec-validator==0.9.0
+python3 -c 'import json, openapi_spec_validator as v; v.validate(json.load(open("docs/api/openapi.json"))); print("docs/api/openapi.json: valid OpenAPI 3.1")'
 cargo build --locked -p yrd-node --bin yrd
 cargo test --locked --workspace -- --test-threads 2
 # docs/evidence.md is precise enough to verify a bundle without our code: the Python verifier,

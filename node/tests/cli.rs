@@ -480,6 +480,40 @@ fn exchange_through_the_cli(dir: &Path, tmp: &Path) {
         "{}",
         stdout(&grants)
     );
+    // `show` verbs print a labelled summary by default and the API's JSON with --json.
+    let grant_id = r["grant"]["document"]["id"].as_str().unwrap();
+    let o = yrd(&["--data-dir", &dd(&sh), "grants", "show", grant_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("state")
+            && text.contains("valid")
+            && text.contains("insured_id_number=keep:6:4")
+            && text.contains("sh-medical-settlement"),
+        "{text}"
+    );
+    let o = yrd(&[
+        "--data-dir",
+        &dd(&zj),
+        "requests",
+        "show",
+        r["id"].as_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("异地就医结算核验") && text.contains("granted") && text.contains(grant_id),
+        "{text}"
+    );
+    let o = yrd(&["--data-dir", &dd(&sh), "provenance", "show", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("included in"), "{}", stdout(&o));
+    let o = yrd(&["--data-dir", &dd(&sh), "--json", "provenance", "show", "0"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["record"]["seq"], 0, "{v}");
+    let o = yrd(&["--data-dir", &dd(&sh), "health"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
 
     // Shanghai's evidence of that delivery, checked offline by `yrd verify`.
     let bundle = tmp.join("evidence.json");
@@ -780,4 +814,16 @@ schema_version = "1.0.0"
     assert_eq!(v["offers"].as_array().map(Vec::len), Some(0));
     assert_eq!(v["withheld"].as_array().map(Vec::len), Some(1));
     assert!(v["signed"]["document"]["sequence"].as_u64().unwrap_or(0) >= 4);
+}
+
+#[test]
+fn openapi_prints_the_checked_in_document_offline() {
+    let out = yrd(&["openapi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/api/openapi.json"
+    ))
+    .unwrap();
+    assert_eq!(stdout(&out), checked_in);
 }

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Path, Query, State};
@@ -19,7 +20,7 @@ use crate::node::transfer::{Subscription, TransferView};
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Body of `POST /api/v1/fetch`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct FetchBody {
     /// `REGION_OR_PEER/DATASET`.
     pub target: String,
@@ -81,7 +82,7 @@ pub(super) async fn transfer_content(
 }
 
 /// Body of `POST /api/v1/requests`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RequestBody {
     /// `REGION_OR_PEER/DATASET`.
     pub target: String,
@@ -106,7 +107,7 @@ pub(super) async fn request_create(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct RequestFilter {
     direction: Option<Direction>,
     status: Option<RequestStatus>,
@@ -135,7 +136,7 @@ pub(super) async fn request_show(
 }
 
 /// Body of `POST /api/v1/requests/{id}/approve`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ApproveBody {
     /// Fields granted (default: as requested, or all).
     #[serde(default)]
@@ -173,7 +174,7 @@ pub(super) async fn request_approve(
 }
 
 /// Body of `POST /api/v1/requests/{id}/deny` and `POST /api/v1/grants/{id}/revoke`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ReasonBody {
     /// Why (the requester or grantee reads it).
     pub reason: String,
@@ -189,7 +190,7 @@ pub(super) async fn request_deny(
 }
 
 /// A grant with its state now.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct GrantView {
     /// The record.
     #[serde(flatten)]
@@ -198,7 +199,7 @@ pub struct GrantView {
     pub state: GrantState,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct GrantFilter {
     direction: Option<Direction>,
 }
@@ -246,7 +247,7 @@ pub(super) async fn grant_revoke(
 }
 
 /// Body of `POST /api/v1/subscriptions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TargetBody {
     /// `REGION_OR_PEER/DATASET`.
     pub target: String,

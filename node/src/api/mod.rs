@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -18,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::node::{Node, NodeError};
 
 /// The one JSON shape of every error the API returns.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ApiErrorBody {
     /// Machine-readable code, e.g. "unauthorized", "not-found", "bad-request".
     pub error: String,
@@ -63,14 +62,25 @@ impl From<NodeError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+        rejection(e.status(), e.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+        rejection(e.status(), e.body_text())
     }
+}
+
+/// An extractor's refusal in our error shape, keeping its status (415 for a missing JSON content
+/// type, 413 for a body over the limit, 400 or 422 for bad JSON).
+fn rejection(status: StatusCode, text: String) -> ApiError {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        _ => "bad-request",
+    };
+    ApiError::new(status, code, text)
 }
 
 impl IntoResponse for ApiError {
@@ -80,13 +90,30 @@ impl IntoResponse for ApiError {
 }
 
 pub mod exchange;
+pub mod metrics;
+pub mod openapi;
 pub mod provenance;
 pub mod routes;
+
+use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::exchange::{Denial, Grant, Manifest, Receipt};
+use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, VerifiedBundle};
+use crate::model::signed::{AnySigned, Signed};
+use crate::node::access::RequestRecord;
+use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
+use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
+use crate::node::schemas::SchemaSummary;
+use crate::node::transfer::{Subscription, TransferView};
+use crate::node::{Health, NodeView, PeerView};
+use crate::store::provenance::{Alarm, Query as LogQuery};
+use axum::routing::MethodFilter;
+use openapi::{ApiBuilder, Doc};
 
 #[derive(Clone)]
 struct ApiState {
     node: Node,
     token: Arc<str>,
+    openapi: Arc<serde_json::Value>,
 }
 
 /// The running API server.
@@ -149,81 +176,580 @@ impl ApiServer {
     }
 }
 
+/// The admin API's routes and their OpenAPI document, built together (see [`openapi`]).
+fn routes() -> ApiBuilder {
+    use MethodFilter as M;
+    use exchange as x;
+    use provenance as p;
+    use routes as r;
+    ApiBuilder::new()
+        // The node.
+        .route(
+            M::GET,
+            "/api/v1/health",
+            health,
+            Doc::new::<Health>(
+                "health",
+                "node",
+                "Health: members connected, catalogue, log, alarms",
+            )
+            .cli("yrd health"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/node",
+            node_view,
+            Doc::new::<NodeView>(
+                "node",
+                "node",
+                "This node: identity, region, addresses, counts",
+            )
+            .cli("yrd node"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/peers",
+            peers,
+            Doc::new::<Vec<PeerView>>("peers", "node", "Connected federation members")
+                .cli("yrd peers"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/regions",
+            regions,
+            Doc::new::<Vec<RegionView>>(
+                "regions",
+                "node",
+                "The GB/T 2260 regions a node may serve",
+            )
+            .cli("yrd regions"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/openapi.json",
+            openapi_json,
+            Doc::new::<serde_json::Value>("openapi", "node", "This document (OpenAPI 3.1)"),
+        )
+        .route(
+            M::GET,
+            "/metrics",
+            metrics::serve,
+            Doc::new::<()>(
+                "metrics",
+                "node",
+                "Prometheus metrics (text exposition format 0.0.4)",
+            )
+            .raw("text/plain; version=0.0.4"),
+        )
+        // Data standards.
+        .route(
+            M::GET,
+            "/api/v1/schemas",
+            r::schema_list,
+            Doc::new::<Vec<SchemaSummary>>(
+                "schemaList",
+                "schemas",
+                "List standards (ours, or every one held)",
+            )
+            .query::<r::ListQuery>()
+            .cli("yrd schema list"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/schemas",
+            r::schema_publish,
+            Doc::new::<Signed<SchemaDoc>>(
+                "schemaPublish",
+                "schemas",
+                "Publish a data standard (a JSON Schema)",
+            )
+            .body::<r::PublishSchema>()
+            .status(201)
+            .cli("yrd schema publish"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/schemas/{id}",
+            r::schema_show,
+            Doc::new::<Signed<SchemaDoc>>(
+                "schemaShow",
+                "schemas",
+                "One standard, the highest version unless one is named",
+            )
+            .query::<r::VersionQuery>()
+            .cli("yrd schema show"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/protocol/schemas",
+            r::protocol_schemas,
+            Doc::new::<std::collections::BTreeMap<String, serde_json::Value>>(
+                "protocolSchemas",
+                "schemas",
+                "The JSON Schema of every protocol document and message",
+            )
+            .cli("yrd schema export"),
+        )
+        // Catalogue.
+        .route(
+            M::GET,
+            "/api/v1/catalogue",
+            r::catalogue_show,
+            Doc::new::<r::OwnCatalogue>(
+                "catalogueShow",
+                "catalogue",
+                "Our three lists and our latest signed catalogue",
+            )
+            .cli("yrd catalog show"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/catalogue/network",
+            r::catalogue_network,
+            Doc::new::<Vec<Signed<Catalogue>>>(
+                "catalogueNetwork",
+                "catalogue",
+                "Every member's latest signed catalogue",
+            ),
+        )
+        .route(
+            M::GET,
+            "/api/v1/catalogue/search",
+            r::catalogue_search,
+            Doc::new::<Vec<SearchHit>>(
+                "catalogueSearch",
+                "catalogue",
+                "Search every member's offers",
+            )
+            .query::<SearchQuery>()
+            .cli("yrd catalog search"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/catalogue/export",
+            r::catalogue_export,
+            Doc::new::<()>(
+                "catalogueExport",
+                "catalogue",
+                "DCAT-AP 3 JSON-LD (application/ld+json) or the national CSV template (text/csv)",
+            )
+            .query::<r::ExportQuery>()
+            .raw("application/ld+json")
+            .cli("yrd catalog export"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/catalogue/offers",
+            r::offer_add,
+            Doc::new::<CatalogueEntry>(
+                "offerAdd",
+                "catalogue",
+                "Add or replace an offer (共享数据清单)",
+            )
+            .body::<OfferInput>()
+            .status(201)
+            .cli("yrd catalog add"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/catalogue/offers/{id}",
+            r::offer_remove,
+            Doc::new::<r::Removed>("offerRemove", "catalogue", "Remove an offer")
+                .cli("yrd catalog remove"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/catalogue/demands",
+            r::demand_add,
+            Doc::new::<Demand>(
+                "demandAdd",
+                "catalogue",
+                "Add or replace a demand (履职需求数据清单)",
+            )
+            .body::<Demand>()
+            .status(201)
+            .cli("yrd demand add"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/catalogue/demands/{id}",
+            r::demand_remove,
+            Doc::new::<r::Removed>("demandRemove", "catalogue", "Remove a demand")
+                .cli("yrd demand remove"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/catalogue/withheld",
+            r::withheld_add,
+            Doc::new::<Withheld>(
+                "withheldAdd",
+                "catalogue",
+                "Add or replace a withheld entry (不予共享清单)",
+            )
+            .body::<Withheld>()
+            .status(201)
+            .cli("yrd withheld add"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/catalogue/withheld/{id}",
+            r::withheld_remove,
+            Doc::new::<r::Removed>("withheldRemove", "catalogue", "Remove a withheld entry")
+                .cli("yrd withheld remove"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/demands/match",
+            r::demand_match,
+            Doc::new::<MatchReport>(
+                "demandMatch",
+                "catalogue",
+                "Match our demands against the network's offers",
+            )
+            .cli("yrd demand match"),
+        )
+        // Datasets and exchange.
+        .route(
+            M::GET,
+            "/api/v1/datasets/{id}/versions",
+            r::versions_list,
+            Doc::new::<Vec<Signed<Manifest>>>(
+                "versionsList",
+                "exchange",
+                "The published versions of one of our datasets",
+            )
+            .cli("yrd versions"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/datasets/{id}/versions",
+            r::version_publish,
+            Doc::new::<Signed<Manifest>>(
+                "versionPublish",
+                "exchange",
+                "Publish a new version from a file on the node's machine",
+            )
+            .body::<r::PublishVersion>()
+            .status(201)
+            .cli("yrd publish"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/fetch",
+            x::fetch,
+            Doc::new::<TransferView>(
+                "fetch",
+                "exchange",
+                "Start fetching a dataset version (follow it in transfers)",
+            )
+            .body::<x::FetchBody>()
+            .status(202)
+            .cli("yrd fetch"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/transfers",
+            x::transfers,
+            Doc::new::<Vec<TransferView>>(
+                "transfers",
+                "exchange",
+                "Transfers in progress and finished, both ways",
+            )
+            .cli("yrd transfers"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/transfers/{id}",
+            x::transfer,
+            Doc::new::<TransferView>("transferShow", "exchange", "One transfer")
+                .cli("yrd transfers ID"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/transfers/{id}/content",
+            x::transfer_content,
+            Doc::new::<()>(
+                "transferContent",
+                "exchange",
+                "The verified file of a completed fetch (header x-yrd-digest)",
+            )
+            .raw("application/octet-stream")
+            .cli("yrd fetch --out"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/requests",
+            x::requests,
+            Doc::new::<Vec<RequestRecord>>(
+                "requests",
+                "access",
+                "Access requests we received or sent",
+            )
+            .query::<x::RequestFilter>()
+            .cli("yrd requests list"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/requests",
+            x::request_create,
+            Doc::new::<RequestRecord>(
+                "requestCreate",
+                "access",
+                "Ask a provider for conditional data (a signed AccessRequest)",
+            )
+            .body::<x::RequestBody>()
+            .status(201)
+            .cli("yrd request"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/requests/{id}",
+            x::request_show,
+            Doc::new::<RequestRecord>(
+                "requestShow",
+                "access",
+                "One request with its signed documents",
+            )
+            .cli("yrd requests show"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/requests/{id}/approve",
+            x::request_approve,
+            Doc::new::<Signed<Grant>>(
+                "requestApprove",
+                "access",
+                "Approve a pending request: sign a grant (fields, masks, expiry)",
+            )
+            .body::<x::ApproveBody>()
+            .cli("yrd requests approve"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/requests/{id}/deny",
+            x::request_deny,
+            Doc::new::<Signed<Denial>>(
+                "requestDeny",
+                "access",
+                "Deny a pending request with a reason",
+            )
+            .body::<x::ReasonBody>()
+            .cli("yrd requests deny"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/grants",
+            x::grants,
+            Doc::new::<Vec<x::GrantView>>(
+                "grants",
+                "access",
+                "Grants issued by us and to us, with their state",
+            )
+            .query::<x::GrantFilter>()
+            .cli("yrd grants list"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/grants/{id}",
+            x::grant_show,
+            Doc::new::<x::GrantView>("grantShow", "access", "One grant").cli("yrd grants show"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/grants/{id}/revoke",
+            x::grant_revoke,
+            Doc::new::<x::GrantView>(
+                "grantRevoke",
+                "access",
+                "Withdraw a grant we issued and tell the grantee",
+            )
+            .body::<x::ReasonBody>()
+            .cli("yrd grants revoke"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/subscriptions",
+            x::subscriptions,
+            Doc::new::<Vec<Subscription>>("subscriptions", "exchange", "Our subscriptions")
+                .cli("yrd subscriptions"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/subscriptions",
+            x::subscribe,
+            Doc::new::<Subscription>(
+                "subscribe",
+                "exchange",
+                "Fetch each new version of a dataset as it is published",
+            )
+            .body::<x::TargetBody>()
+            .status(201)
+            .cli("yrd subscribe"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/subscriptions",
+            x::unsubscribe,
+            Doc::new::<r::Removed>("unsubscribe", "exchange", "End a subscription")
+                .query::<x::TargetBody>()
+                .cli("yrd unsubscribe"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/receipts",
+            x::receipts,
+            Doc::new::<Vec<Signed<Receipt>>>(
+                "receipts",
+                "exchange",
+                "Receipts receivers signed for our data",
+            )
+            .cli("yrd receipts"),
+        )
+        // Provenance.
+        .route(
+            M::GET,
+            "/api/v1/provenance",
+            p::list,
+            Doc::new::<Vec<ProvenanceRecord>>(
+                "provenanceList",
+                "provenance",
+                "Records, oldest first, filtered",
+            )
+            .query::<LogQuery>()
+            .cli("yrd provenance list"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/provenance/head",
+            p::head,
+            Doc::new::<p::HeadView>(
+                "provenanceHead",
+                "provenance",
+                "The latest signed tree head and its cosignatures",
+            )
+            .cli("yrd provenance head"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/provenance/check",
+            p::check,
+            Doc::new::<p::CheckView>(
+                "provenanceCheck",
+                "provenance",
+                "Recompute every leaf and node of the log",
+            )
+            .cli("yrd provenance check"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/provenance/alarms",
+            p::alarms,
+            Doc::new::<Vec<Alarm>>(
+                "provenanceAlarms",
+                "provenance",
+                "Witness alarms: members whose log forked",
+            )
+            .cli("yrd provenance alarms"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/provenance/deliveries",
+            p::deliveries,
+            Doc::new::<Vec<Delivery>>(
+                "provenanceDeliveries",
+                "provenance",
+                "Every delivery of a dataset",
+            )
+            .query::<p::DatasetQuery>()
+            .cli("yrd provenance deliveries"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/provenance/export",
+            p::export,
+            Doc::new::<EvidenceBundle>(
+                "provenanceExport",
+                "provenance",
+                "An evidence bundle (for `yrd verify`)",
+            )
+            .body::<ExportQuery>()
+            .cli("yrd provenance export"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/provenance/{seq}",
+            p::show,
+            Doc::new::<BundleEntryView>(
+                "provenanceShow",
+                "provenance",
+                "One record with its inclusion proof and documents",
+            )
+            .int_params(&["seq"])
+            .cli("yrd provenance show"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/evidence/verify",
+            p::verify,
+            Doc::new::<VerifiedBundle>(
+                "evidenceVerify",
+                "provenance",
+                "Check an evidence bundle and say what it proves",
+            )
+            .body::<EvidenceBundle>()
+            .body_limit(256 << 20)
+            .cli("yrd verify"),
+        )
+        // Signed documents.
+        .route(
+            M::POST,
+            "/api/v1/doc/canon",
+            r::doc_canon,
+            Doc::new::<r::Canonical>(
+                "docCanon",
+                "documents",
+                "The RFC 8785 canonical form of a JSON value",
+            )
+            .body::<serde_json::Value>()
+            .cli("yrd doc canon"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/doc/verify",
+            r::doc_verify,
+            Doc::new::<r::Verified>(
+                "docVerify",
+                "documents",
+                "Check the signature of any signed document",
+            )
+            .body::<AnySigned>()
+            .cli("yrd doc verify"),
+        )
+}
+
+/// The OpenAPI document of the admin API, as served at `/api/v1/openapi.json` and checked in at
+/// `docs/api/openapi.json`.
+pub fn openapi_document() -> serde_json::Value {
+    routes().finish().1
+}
+
+/// [`openapi_document`] as the checked-in file's text: pretty JSON and a final newline.
+pub fn openapi_text() -> String {
+    let mut text = serde_json::to_string_pretty(&openapi_document()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 fn router(node: Node, token: String) -> Router {
+    let (routes, doc) = routes().finish();
     let state = ApiState {
         node,
         token: Arc::from(token),
+        openapi: Arc::new(doc),
     };
-    let api = Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/node", get(node_view))
-        .route("/api/v1/peers", get(peers))
-        .route(
-            "/api/v1/schemas",
-            get(routes::schema_list).post(routes::schema_publish),
-        )
-        .route("/api/v1/schemas/{id}", get(routes::schema_show))
-        .route("/api/v1/catalogue", get(routes::catalogue_show))
-        .route("/api/v1/catalogue/network", get(routes::catalogue_network))
-        .route("/api/v1/catalogue/search", get(routes::catalogue_search))
-        .route("/api/v1/catalogue/export", get(routes::catalogue_export))
-        .route("/api/v1/catalogue/offers", post(routes::offer_add))
-        .route(
-            "/api/v1/catalogue/offers/{id}",
-            delete(routes::offer_remove),
-        )
-        .route("/api/v1/catalogue/demands", post(routes::demand_add))
-        .route(
-            "/api/v1/catalogue/demands/{id}",
-            delete(routes::demand_remove),
-        )
-        .route("/api/v1/catalogue/withheld", post(routes::withheld_add))
-        .route(
-            "/api/v1/catalogue/withheld/{id}",
-            delete(routes::withheld_remove),
-        )
-        .route("/api/v1/demands/match", get(routes::demand_match))
-        .route(
-            "/api/v1/datasets/{id}/versions",
-            get(routes::versions_list).post(routes::version_publish),
-        )
-        .route("/api/v1/fetch", post(exchange::fetch))
-        .route("/api/v1/transfers", get(exchange::transfers))
-        .route("/api/v1/transfers/{id}", get(exchange::transfer))
-        .route(
-            "/api/v1/transfers/{id}/content",
-            get(exchange::transfer_content),
-        )
-        .route(
-            "/api/v1/requests",
-            get(exchange::requests).post(exchange::request_create),
-        )
-        .route("/api/v1/requests/{id}", get(exchange::request_show))
-        .route(
-            "/api/v1/requests/{id}/approve",
-            post(exchange::request_approve),
-        )
-        .route("/api/v1/requests/{id}/deny", post(exchange::request_deny))
-        .route("/api/v1/grants", get(exchange::grants))
-        .route("/api/v1/grants/{id}", get(exchange::grant_show))
-        .route("/api/v1/grants/{id}/revoke", post(exchange::grant_revoke))
-        .route(
-            "/api/v1/subscriptions",
-            get(exchange::subscriptions)
-                .post(exchange::subscribe)
-                .delete(exchange::unsubscribe),
-        )
-        .route("/api/v1/receipts", get(exchange::receipts))
-        .route("/api/v1/provenance", get(provenance::list))
-        .route("/api/v1/provenance/head", get(provenance::head))
-        .route("/api/v1/provenance/check", post(provenance::check))
-        .route("/api/v1/provenance/alarms", get(provenance::alarms))
-        .route("/api/v1/provenance/deliveries", get(provenance::deliveries))
-        .route("/api/v1/provenance/export", post(provenance::export))
-        .route("/api/v1/provenance/{seq}", get(provenance::show))
-        .route("/api/v1/doc/canon", post(routes::doc_canon))
-        .route("/api/v1/doc/verify", post(routes::doc_verify))
+    let api = routes
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     // The console's static assets carry no data, so they are served before the token check.
@@ -265,6 +791,47 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not take that method (see /api/v1/openapi.json)",
+    )
+}
+
+async fn openapi_json(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(state.openapi.as_ref().clone())
+}
+
+/// A region as `GET /api/v1/regions` lists it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RegionView {
+    /// GB/T 2260 code, e.g. "320000".
+    pub code: String,
+    /// Chinese name.
+    pub name_zh: String,
+    /// English name.
+    pub name_en: String,
+    /// province, city or municipality.
+    pub level: String,
+    /// The province's code.
+    pub province: String,
+}
+
+async fn regions() -> Json<Vec<RegionView>> {
+    Json(
+        crate::model::region::all()
+            .map(|r| RegionView {
+                code: r.code.to_string(),
+                name_zh: r.name_zh.to_string(),
+                name_en: r.name_en.to_string(),
+                level: format!("{:?}", r.level).to_lowercase(),
+                province: r.province.to_string(),
+            })
+            .collect(),
+    )
+}
+
 async fn health(State(state): State<ApiState>) -> Result<Json<crate::node::Health>, ApiError> {
     Ok(Json(state.node.health().await?))
 }
@@ -277,4 +844,51 @@ async fn peers(
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<crate::node::PeerView>>, ApiError> {
     Ok(Json(state.node.peers().await?))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The checked-in document is the one the code generates (regenerate it with
+    /// `cargo run -q --bin yrd -- openapi > docs/api/openapi.json`).
+    #[test]
+    fn checked_in_openapi_equals_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/openapi.json");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = super::openapi_text();
+        assert!(
+            checked_in == generated,
+            "docs/api/openapi.json differs from the API's routes and types; regenerate it with \
+             `cargo run -q --bin yrd -- openapi > docs/api/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_operation_has_an_id_a_summary_and_the_error_responses() {
+        let doc = super::openapi_document();
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        assert!(paths.len() > 40, "only {} paths", paths.len());
+        let mut ids = std::collections::HashSet::new();
+        for (path, item) in &paths {
+            for (method, op) in item.as_object().cloned().unwrap_or_default() {
+                let id = op["operationId"].as_str().unwrap_or_default().to_string();
+                assert!(!id.is_empty(), "{method} {path}: no operationId");
+                assert!(ids.insert(id.clone()), "operationId {id} twice");
+                assert!(op["summary"].is_string(), "{method} {path}: no summary");
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path}: no 401"
+                );
+            }
+        }
+        // Every $ref points at a schema the document holds.
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            assert!(schemas.contains_key(name), "dangling $ref to {name}");
+        }
+    }
 }

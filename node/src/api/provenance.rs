@@ -3,10 +3,13 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Path, Query, State};
-use crate::model::provenance::{Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead};
+use crate::model::provenance::{
+    Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead, VerifiedBundle, verify_bundle_value,
+};
 use crate::model::signed::Signed;
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 use crate::store::provenance::{Alarm, Query as LogQuery};
@@ -35,7 +38,7 @@ pub(super) async fn show(
     Ok(Json(s.node.provenance_show(seq)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct DatasetQuery {
     dataset: String,
 }
@@ -53,7 +56,7 @@ pub(super) async fn alarms(State(s): State<ApiState>) -> ApiResult<Vec<Alarm>> {
 }
 
 /// `GET /api/v1/provenance/head`: the latest signed tree head and the witnesses' cosignatures.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct HeadView {
     /// The latest signed head.
     pub head: Option<Signed<TreeHead>>,
@@ -70,7 +73,7 @@ pub(super) async fn head(State(s): State<ApiState>) -> ApiResult<HeadView> {
 }
 
 /// `POST /api/v1/provenance/check`: recomputes every leaf and node of the log.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CheckView {
     /// Records verified.
     pub size: u64,
@@ -104,4 +107,21 @@ pub(super) async fn export(
         .await
         .map_err(|e| crate::node::NodeError::Invalid(e.to_string()))??;
     Ok(Json(bundle))
+}
+
+pub(super) async fn verify(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult<VerifiedBundle> {
+    let Json(value) = body?;
+    let verified = tokio::task::spawn_blocking(move || verify_bundle_value(&value))
+        .await
+        .map_err(|e| crate::node::NodeError::Internal(e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-evidence",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(verified))
 }

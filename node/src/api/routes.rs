@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, Path, Query, State};
@@ -15,7 +16,7 @@ use crate::node::schemas::SchemaSummary;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct ListQuery {
     #[serde(default)]
     network: bool,
@@ -29,7 +30,7 @@ pub(super) async fn schema_list(
     Ok(Json(s.node.schema_summaries(q.network)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct VersionQuery {
     version: Option<String>,
 }
@@ -44,7 +45,7 @@ pub(super) async fn schema_show(
 }
 
 /// Body of `POST /api/v1/schemas`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PublishSchema {
     /// Standard id.
     pub id: String,
@@ -70,7 +71,7 @@ pub(super) async fn schema_publish(
 }
 
 /// `GET /api/v1/catalogue`: our lists and our latest signed snapshot.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct OwnCatalogue {
     /// Our latest signed snapshot.
     pub signed: Option<Signed<Catalogue>>,
@@ -105,7 +106,7 @@ pub(super) async fn catalogue_search(
     Ok(Json(s.node.search(&q)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct ExportQuery {
     format: String,
     #[serde(default)]
@@ -172,7 +173,7 @@ pub(super) async fn withheld_add(
 }
 
 /// The answer of a removal.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Removed {
     /// Which list.
     pub list: String,
@@ -214,7 +215,7 @@ pub(super) async fn demand_match(State(s): State<ApiState>) -> ApiResult<MatchRe
 }
 
 /// Answer of `POST /api/v1/doc/canon`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Canonical {
     /// The RFC 8785 canonical form.
     pub canonical: String,
@@ -230,7 +231,7 @@ pub(super) async fn doc_canon(
 }
 
 /// Answer of `POST /api/v1/doc/verify`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Verified {
     /// Whether the signature verifies.
     pub valid: bool,
@@ -270,7 +271,7 @@ pub(super) async fn doc_verify(
 }
 
 /// Body of `POST /api/v1/datasets/{id}/versions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PublishVersion {
     /// Absolute path of the file on the node's machine.
     pub file: std::path::PathBuf,
@@ -303,4 +304,9 @@ pub(super) async fn versions_list(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<Signed<Manifest>>> {
     Ok(Json(s.node.manifests(None, &id)?))
+}
+
+pub(super) async fn protocol_schemas() -> Json<std::collections::BTreeMap<String, serde_json::Value>>
+{
+    Json(crate::model::protocol_schemas::all().into_iter().collect())
 }

@@ -334,7 +334,38 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
             let r: RequestRecord = c
                 .get(&format!("/api/v1/requests/{}", urlencode(id)))
                 .await?;
-            print_json(&r)
+            if cli.json {
+                return print_json(&r);
+            }
+            let q = &r.request.document;
+            let mut rows = vec![
+                ("request", r.id.clone()),
+                ("direction", lower(&r.direction)),
+                ("status", lower(&r.status)),
+                ("peer", r.peer.clone()),
+                (
+                    "requester",
+                    format!("{} ({})", q.requester_region.label(), q.requester),
+                ),
+                ("dataset", q.dataset.clone()),
+                ("purpose", q.purpose.clone()),
+                ("legal basis", q.legal_basis.clone()),
+                ("fields", or_all(&q.fields)),
+                ("requested", q.requested_at.clone()),
+                ("recorded", r.recorded_at.clone()),
+            ];
+            if let Some(d) = &r.decided_at {
+                rows.push(("decided", d.clone()));
+            }
+            if let Some(g) = &r.grant {
+                rows.push(("grant", g.document.id.clone()));
+                rows.push(("expires", g.document.expires_at.clone()));
+            }
+            if let Some(d) = &r.denial {
+                rows.push(("denied because", d.document.reason.clone()));
+            }
+            print!("{}", table::fields(&rows));
+            Ok(())
         }
         RequestsCommand::Approve {
             id,
@@ -441,7 +472,41 @@ pub(super) async fn grants(cli: &Cli, cmd: &GrantsCommand) -> Result<(), CliErro
         }
         GrantsCommand::Show { id } => {
             let g: GrantView = c.get(&format!("/api/v1/grants/{}", urlencode(id))).await?;
-            print_json(&g)
+            if cli.json {
+                return print_json(&g);
+            }
+            let d = &g.record.grant.document;
+            let masks: Vec<String> = d.masks.iter().map(|m| m.to_string()).collect();
+            let mut rows = vec![
+                ("grant", g.record.id.clone()),
+                ("state", lower(&g.state)),
+                ("direction", lower(&g.record.direction)),
+                ("dataset", d.dataset.clone()),
+                ("provider", d.provider.clone()),
+                ("grantee", d.grantee.clone()),
+                ("purpose", d.purpose.clone()),
+                ("legal basis", d.legal_basis.clone()),
+                ("fields", or_all(&d.fields)),
+                (
+                    "masks",
+                    if masks.is_empty() {
+                        "none".into()
+                    } else {
+                        masks.join(", ")
+                    },
+                ),
+                ("valid", format!("{} .. {}", d.not_before, d.expires_at)),
+                ("issued", format!("{} by {}", d.issued_at, d.decided_by)),
+                ("request", d.request_id.clone()),
+            ];
+            if let Some(r) = &g.record.revocation {
+                rows.push((
+                    "revoked",
+                    format!("{} ({})", r.document.revoked_at, r.document.reason),
+                ));
+            }
+            print!("{}", table::fields(&rows));
+            Ok(())
         }
         GrantsCommand::Revoke { id, reason } => {
             let body = ReasonBody {
@@ -543,4 +608,20 @@ pub(super) async fn receipts(cli: &Cli) -> Result<(), CliError> {
         )
     );
     Ok(())
+}
+
+/// A serde enum's wire name (`in`, `pending`, `not-yet-valid`) for tables.
+fn lower<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn or_all(fields: &[String]) -> String {
+    if fields.is_empty() {
+        "all".into()
+    } else {
+        fields.join(", ")
+    }
 }

@@ -30,6 +30,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code: the node refused the request (4xx, including a wrong token).
 pub const EXIT_REFUSED: u8 = 4;
+/// Exit code: `yrd health` reached the node and it reports itself degraded.
+pub const EXIT_DEGRADED: u8 = 5;
 
 /// YRD Node: peer-to-peer government data sharing for the Yangtze River Delta.
 #[derive(Debug, Parser)]
@@ -66,6 +68,9 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// List the GB/T 2260 regions a node may serve.
     Regions,
+    /// Print the admin API's OpenAPI 3.1 document (offline; a running node serves the same at
+    /// /api/v1/openapi.json).
+    Openapi,
     /// Show the running node.
     Node,
     /// Show the running node's health.
@@ -514,6 +519,9 @@ pub enum CliError {
     /// A signed document does not verify.
     #[error("{0}")]
     Invalid(String),
+    /// The node answers but is not healthy.
+    #[error("the node is {0}")]
+    Degraded(String),
 }
 
 impl CliError {
@@ -521,6 +529,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
+            CliError::Degraded(_) => EXIT_DEGRADED,
             CliError::Client(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
             CliError::Client(ClientError::Api { status, .. }) if *status < 500 => EXIT_REFUSED,
             _ => EXIT_FAILED,
@@ -552,6 +561,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Devnet(args) => devnet(&cli, args).await,
         Command::Regions => regions(&cli),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_text());
+            Ok(())
+        }
         Command::Node => {
             let view: NodeView = client(&cli)?.get("/api/v1/node").await?;
             if cli.json {
@@ -576,17 +589,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Health => {
             let health: Health = client(&cli)?.get("/api/v1/health").await?;
             if cli.json {
-                return print_json(&health);
+                print_json(&health)?;
+            } else {
+                println!(
+                    "{}: up {}s, {}/{} members connected, {} refused connections",
+                    health.status,
+                    health.uptime_secs,
+                    health.connected_members,
+                    health.members,
+                    health.refused_connections
+                );
             }
-            println!(
-                "{}: up {}s, {}/{} members connected, {} refused connections",
-                health.status,
-                health.uptime_secs,
-                health.connected_members,
-                health.members,
-                health.refused_connections
-            );
-            Ok(())
+            if health.status == "ok" {
+                Ok(())
+            } else {
+                Err(CliError::Degraded(health.status))
+            }
         }
         Command::Doc(cmd) => docs::doc(&cli, cmd),
         Command::Schema(cmd) => docs::schema(&cli, cmd).await,

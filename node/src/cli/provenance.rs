@@ -88,7 +88,58 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
         }
         ProvenanceCommand::Show { seq } => {
             let v: BundleEntryView = c.get(&format!("/api/v1/provenance/{seq}")).await?;
-            print_json(&v)
+            if cli.json {
+                return print_json(&v);
+            }
+            let r = &v.record;
+            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            let mut rows = vec![
+                ("record", r.seq.to_string()),
+                ("time", r.time.clone()),
+                ("kind", r.kind.name()),
+                ("actor", format!("{} ({})", r.actor, r.actor_region.label())),
+                (
+                    "counterparty",
+                    match (&r.counterparty, r.counterparty_region) {
+                        (Some(p), Some(reg)) => format!("{p} ({})", reg.label()),
+                        (p, _) => opt(p),
+                    },
+                ),
+                ("dataset", opt(&r.dataset)),
+                (
+                    "version",
+                    r.version.map(|v| v.to_string()).unwrap_or("-".into()),
+                ),
+                ("grant", opt(&r.grant)),
+                ("fields", opt(&r.fields)),
+                ("purpose", opt(&r.purpose)),
+                ("legal basis", opt(&r.legal_basis)),
+                ("data digest", opt(&r.data_digest)),
+                ("cause", opt(&r.cause)),
+            ];
+            let h = &v.head.document;
+            rows.push((
+                "included in",
+                format!(
+                    "tree of {} records, root {}…, proof of {} hashes, head signed {}",
+                    h.size,
+                    h.root.get(..16).unwrap_or(&h.root),
+                    v.proof.len(),
+                    h.time
+                ),
+            ));
+            let docs: Vec<String> = v.documents.iter().map(|d| d.doc_type.clone()).collect();
+            rows.push((
+                "documents",
+                if docs.is_empty() {
+                    "none".into()
+                } else {
+                    docs.join(", ")
+                },
+            ));
+            print!("{}", table::fields(&rows));
+            println!("(--json prints the record, its inclusion proof, the head and the documents)");
+            Ok(())
         }
         ProvenanceCommand::Deliveries { dataset } => {
             let list: Vec<Delivery> = c

@@ -46,6 +46,19 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Renders `label  value` lines with the labels padded to one width (for `show` verbs).
+pub fn fields(pairs: &[(&str, String)]) -> String {
+    let w = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        out.push_str(k);
+        out.push_str(&" ".repeat(w - width(k) + 2));
+        out.push_str(v);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

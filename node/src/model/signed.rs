@@ -134,7 +134,7 @@ pub fn signing_message(doc_type: &str, document: &Value) -> Result<Vec<u8>, Sign
 /// through JSON without loss (no fields dropped or defaulted on the way).
 #[derive(Serialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-#[schemars(bound = "T: Document")]
+#[schemars(bound = "T: Document", rename = "Signed{T}")]
 pub struct Signed<T> {
     #[serde(rename = "type")]
     #[schemars(schema_with = "type_schema::<T>")]

@@ -2,6 +2,7 @@
 //! queue, its signed Grant or Denial (by an operator or an auto-approval rule), revocation, and
 //! the check every fetch under a grant passes. Also resolves `REGION_OR_PEER/DATASET` targets.
 
+use schemars::JsonSchema;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -29,7 +30,7 @@ pub const MAX_TEXT_CHARS: usize = 2000;
 pub const MAX_FIELDS: usize = 256;
 
 /// Which side of an exchange a record is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Received from the counterparty (an inbound request; a grant issued to us).
@@ -39,7 +40,7 @@ pub enum Direction {
 }
 
 /// An access request as this node keeps it, on either side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RequestRecord {
     /// The request id.
     pub id: String,
@@ -68,7 +69,7 @@ pub struct RequestRecord {
 }
 
 /// A grant as this node keeps it: issued by us (`out`) or to us (`in`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GrantRecord {
     /// The grant id.
     pub id: String,
@@ -85,7 +86,7 @@ pub struct GrantRecord {
 }
 
 /// A grant's state at a moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GrantState {
     /// Usable now.

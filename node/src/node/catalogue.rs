@@ -2,6 +2,7 @@
 //! issue after every change, the snapshots of other members we accept (newer, verified, members
 //! only), anti-entropy, local search over the whole network, and demand matching.
 
+use schemars::JsonSchema;
 use std::collections::HashMap;
 
 use libp2p::PeerId;
@@ -28,7 +29,7 @@ pub const DEMANDS: &str = "demand";
 pub const WITHHELD: &str = "withheld";
 
 /// A search over the network's catalogues.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct SearchQuery {
     /// Words that must all appear in title, description, keywords, themes, identifier or
     /// resource code (case-insensitive).
@@ -54,7 +55,7 @@ pub const DEFAULT_SEARCH_LIMIT: usize = 500;
 pub const MAX_SEARCH_LIMIT: usize = 10_000;
 
 /// One search result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SearchHit {
     /// Publishing node.
     pub publisher: String,
@@ -69,7 +70,7 @@ pub struct SearchHit {
 }
 
 /// A demand of one node met by an offer of another.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DemandMatch {
     /// Whose demand.
     pub demander: String,
@@ -92,7 +93,7 @@ pub struct DemandMatch {
 }
 
 /// `yrd demand match`: what meets our demands, and whose demands our offers meet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MatchReport {
     /// For each of our demands, the offers of others that meet it.
     pub for_our_demands: Vec<DemandMatch>,

@@ -4,11 +4,13 @@
 
 pub mod access;
 pub mod catalogue;
+pub mod counters;
 pub mod datasets;
 pub mod provenance;
 pub mod schemas;
 pub mod transfer;
 
+use schemars::JsonSchema;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,7 +123,7 @@ impl NodeOptions {
 }
 
 /// A connected member as operators see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PeerView {
     /// Full peer id.
     pub peer_id: String,
@@ -144,7 +146,7 @@ pub struct PeerView {
 }
 
 /// This node, as operators see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NodeView {
     /// Peer id.
     pub peer_id: String,
@@ -173,7 +175,7 @@ pub struct NodeView {
 }
 
 /// The health summary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
     /// "ok" or "degraded".
     pub status: String,
@@ -229,6 +231,8 @@ struct Inner {
     witness_lock: tokio::sync::Mutex<()>,
     /// Witness alarms raised since start.
     alarm_count: std::sync::Mutex<u64>,
+    /// Bytes and transfers since start, for `/metrics`.
+    counters: Arc<counters::Counters>,
     /// When each non-member refusal was last recorded.
     refusal_seen: std::sync::Mutex<HashMap<PeerId, std::time::Instant>>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
@@ -341,6 +345,7 @@ impl Node {
             }
         };
         let net_task = tokio::spawn(event_loop.run());
+        let counters = Arc::new(counters::Counters::default());
         let node = Node {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -360,13 +365,14 @@ impl Node {
                 pulling: std::sync::Mutex::new(std::collections::HashSet::new()),
                 connect_syncs: Arc::new(tokio::sync::Semaphore::new(4)),
                 write_lock: tokio::sync::Mutex::new(()),
-                transfers: std::sync::Mutex::new(transfer::Registry::default()),
+                transfers: std::sync::Mutex::new(transfer::Registry::new(counters.clone())),
                 chunk_tables: std::sync::Mutex::new(HashMap::new()),
                 derive_lock: tokio::sync::Mutex::new(()),
                 faults: std::sync::Mutex::new(transfer::Faults::default()),
                 provenance,
                 witness_lock: tokio::sync::Mutex::new(()),
                 alarm_count: std::sync::Mutex::new(0),
+                counters,
                 refusal_seen: std::sync::Mutex::new(HashMap::new()),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -1006,6 +1012,16 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_info: self.signed_node_info()?,
         })
+    }
+
+    /// Bytes and transfers since start.
+    pub fn counters(&self) -> &counters::Counters {
+        &self.inner.counters
+    }
+
+    /// The federation's size (members besides us).
+    pub fn member_count(&self) -> usize {
+        self.inner.members.list().len()
     }
 
     /// Health summary.

@@ -3,6 +3,7 @@
 //! deliveries report, and evidence bundles.
 
 use libp2p::PeerId;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeError, unexpected};
@@ -29,7 +30,7 @@ pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<AnySigned> {
 }
 
 /// One delivery of a dataset, as the deliveries report shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Delivery {
     /// The delivery record's seq.
     pub seq: u64,
@@ -60,7 +61,7 @@ pub struct Delivery {
 }
 
 /// What to put in an evidence bundle.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ExportQuery {
     /// Every record about this dataset.
     pub dataset: Option<String>,
@@ -620,7 +621,7 @@ fn parse_root(s: &str) -> Result<merkle::Hash, NodeError> {
 }
 
 /// One record with its proof, the head it leads to, and its documents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct BundleEntryView {
     /// The record.
     pub record: ProvenanceRecord,

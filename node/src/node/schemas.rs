@@ -2,6 +2,7 @@
 //! members, and the rules that keep an id+version immutable and minor versions compatible.
 
 use libp2p::PeerId;
+use schemars::JsonSchema;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ use crate::model::signed::Signed;
 use crate::model::standard;
 
 /// What `yrd schema list` shows per standard version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SchemaSummary {
     /// Standard id.
     pub id: String,

@@ -5,6 +5,8 @@
 //! re-validated, a signed Receipt sent), the registry of transfers in progress, and
 //! subscriptions that fetch each new version as it is published.
 
+use super::counters::Counters;
+use schemars::JsonSchema;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,7 +52,7 @@ const SYNC_EVERY: u64 = 16 << 20;
 const CHUNK_TABLE_CACHE: usize = 256;
 
 /// Where a transfer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TransferStatus {
     /// Opening a stream to the provider.
@@ -74,7 +76,7 @@ impl TransferStatus {
 }
 
 /// A transfer, either way, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TransferView {
     /// Transfer id (32 hex).
     pub id: String,
@@ -157,14 +159,23 @@ struct Live {
 }
 
 /// The transfers this node runs, both ways.
-#[derive(Default)]
 pub(crate) struct Registry {
     live: HashMap<String, Live>,
     finished_order: Vec<String>,
     serving_per_peer: HashMap<PeerId, usize>,
+    counters: Arc<Counters>,
 }
 
 impl Registry {
+    pub(crate) fn new(counters: Arc<Counters>) -> Registry {
+        Registry {
+            live: HashMap::new(),
+            finished_order: Vec::new(),
+            serving_per_peer: HashMap::new(),
+            counters,
+        }
+    }
+
     fn view(&self, id: &str) -> Option<TransferView> {
         self.live.get(id).map(|l| {
             let mut v = l.view.clone();
@@ -179,7 +190,18 @@ impl Registry {
 
     fn update(&mut self, id: &str, f: impl FnOnce(&mut TransferView)) {
         if let Some(l) = self.live.get_mut(id) {
+            let was_finished = l.view.status.finished();
             f(&mut l.view);
+            if l.view.status.finished() && !was_finished {
+                let c = &self.counters;
+                let counter = match (l.view.direction, l.view.status) {
+                    (Direction::In, TransferStatus::Done) => &c.fetches_done,
+                    (Direction::In, _) => &c.fetches_failed,
+                    (Direction::Out, TransferStatus::Done) => &c.serves_done,
+                    (Direction::Out, _) => &c.serves_failed,
+                };
+                Counters::add(counter, 1);
+            }
             if l.view.status.finished() {
                 l.view.bytes_done = l
                     .view
@@ -243,7 +265,7 @@ pub(crate) struct Faults {
 }
 
 /// A subscription to another member's dataset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Subscription {
     /// The publisher.
     pub publisher: String,
@@ -741,6 +763,7 @@ impl Node {
                 progress
                     .bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Counters::add(&self.inner.counters.bytes_sent, bytes.len() as u64);
             }
             let _ = reader.await;
         }
@@ -1376,6 +1399,7 @@ impl Node {
             frames::write_json(stream, &want, stall).await?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
             let p = progress.clone();
+            let totals = self.inner.counters.clone();
             let writer = tokio::task::spawn_blocking(move || {
                 let mut bad = Vec::new();
                 let mut unsynced = 0u64;
@@ -1385,6 +1409,7 @@ impl Node {
                         Ok(()) => {
                             unsynced += len;
                             p.bytes.fetch_add(len, Ordering::Relaxed);
+                            Counters::add(&totals.bytes_received, len);
                         }
                         Err(BlobError::BadChunk { .. }) => bad.push(index),
                         Err(e) => return Err((partial, e)),

@@ -20,6 +20,7 @@
 //! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'|b'p'|b'k'`, value, 0x00, seq BE → ∅.
 //! `prov_docs`: digest (hex) → the signed document's JSON.
 
+use schemars::JsonSchema;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -106,7 +107,7 @@ enum Job {
 }
 
 /// An alarm raised by witnessing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Alarm {
     /// When (RFC 3339).
     pub time: String,
@@ -124,7 +125,7 @@ pub struct Alarm {
 pub const MAX_QUERY_RECORDS: usize = 100_000;
 
 /// Filters of a query; every given one must hold.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Query {
     /// Dataset (or standard) id.
     pub dataset: Option<String>,

@@ -1,0 +1,221 @@
+//! `GET /metrics`: the node's state in the Prometheus text exposition format (0.0.4), read when
+//! scraped. Behind the admin token like every route (Prometheus sends it with `authorization`).
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiState};
+use crate::model::message::RequestStatus;
+use crate::node::access::Direction;
+use crate::node::counters::Counters;
+use crate::node::transfer::TransferStatus;
+
+/// Builds the exposition text, one family at a time.
+#[derive(Debug, Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.text, "{k}=\"{v}\"");
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let node = &s.node;
+    let health = node.health().await?;
+    let mut m = Exposition::default();
+
+    m.one(
+        "yrd_up",
+        "gauge",
+        "1 when the node answers and its database is reachable.",
+        u64::from(health.store_ok),
+    );
+    m.one(
+        "yrd_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        health.uptime_secs,
+    );
+    m.one(
+        "yrd_members",
+        "gauge",
+        "Federation members configured (besides this node).",
+        node.member_count() as u64,
+    );
+    m.one(
+        "yrd_members_connected",
+        "gauge",
+        "Federation members connected now.",
+        health.connected_members as u64,
+    );
+    m.one(
+        "yrd_refused_connections_total",
+        "counter",
+        "Connections refused since start because the peer is not a federation member.",
+        health.refused_connections,
+    );
+
+    let ours = node.offers()?.len() as u64;
+    let network: u64 = node
+        .network_catalogues()
+        .iter()
+        .map(|c| c.document.offers.len() as u64)
+        .sum();
+    m.family(
+        "yrd_catalogue_entries",
+        "gauge",
+        "Offers in our own list (scope=\"own\") and in every catalogue we hold, ours included \
+         (scope=\"network\").",
+    );
+    m.sample("yrd_catalogue_entries", &[("scope", "own")], ours);
+    m.sample("yrd_catalogue_entries", &[("scope", "network")], network);
+    m.one(
+        "yrd_catalogues_held",
+        "gauge",
+        "Members' signed catalogues held, ours included.",
+        node.network_catalogues().len() as u64,
+    );
+
+    let c = node.counters();
+    m.family(
+        "yrd_dataset_bytes_total",
+        "counter",
+        "Dataset bytes moved since start: sent to fetching peers, or received and verified.",
+    );
+    m.sample(
+        "yrd_dataset_bytes_total",
+        &[("direction", "sent")],
+        Counters::get(&c.bytes_sent),
+    );
+    m.sample(
+        "yrd_dataset_bytes_total",
+        &[("direction", "received")],
+        Counters::get(&c.bytes_received),
+    );
+
+    let transfers = node.transfers();
+    let active = |d: Direction| {
+        transfers
+            .iter()
+            .filter(|t| t.direction == d)
+            .filter(|t| !matches!(t.status, TransferStatus::Done | TransferStatus::Failed))
+            .count() as u64
+    };
+    m.family(
+        "yrd_transfers_active",
+        "gauge",
+        "Transfers in progress: direction=\"in\" we fetch, \"out\" we serve.",
+    );
+    m.sample(
+        "yrd_transfers_active",
+        &[("direction", "in")],
+        active(Direction::In),
+    );
+    m.sample(
+        "yrd_transfers_active",
+        &[("direction", "out")],
+        active(Direction::Out),
+    );
+    m.family(
+        "yrd_transfers_finished_total",
+        "counter",
+        "Transfers finished since start, by direction and outcome.",
+    );
+    for (direction, outcome, counter) in [
+        ("in", "done", &c.fetches_done),
+        ("in", "failed", &c.fetches_failed),
+        ("out", "done", &c.serves_done),
+        ("out", "failed", &c.serves_failed),
+    ] {
+        m.sample(
+            "yrd_transfers_finished_total",
+            &[("direction", direction), ("outcome", outcome)],
+            Counters::get(counter),
+        );
+    }
+
+    let requests = node.requests()?;
+    m.family(
+        "yrd_access_requests",
+        "gauge",
+        "Access requests held, by direction (received/sent) and decision.",
+    );
+    for (direction, dname) in [(Direction::In, "received"), (Direction::Out, "sent")] {
+        for (status, sname) in [
+            (RequestStatus::Pending, "pending"),
+            (RequestStatus::Granted, "granted"),
+            (RequestStatus::Denied, "denied"),
+        ] {
+            let n = requests
+                .iter()
+                .filter(|r| r.direction == direction && r.status == status)
+                .count() as u64;
+            m.sample(
+                "yrd_access_requests",
+                &[("direction", dname), ("decision", sname)],
+                n,
+            );
+        }
+    }
+
+    let log = node.provenance();
+    m.one(
+        "yrd_provenance_records",
+        "gauge",
+        "Records in this node's provenance log (the Merkle tree's size).",
+        log.size(),
+    );
+    m.one(
+        "yrd_provenance_signed_tree_size",
+        "gauge",
+        "Size of the latest signed tree head (lags the log by at most one signing interval).",
+        log.head().map(|h| h.document.size).unwrap_or(0),
+    );
+    m.one(
+        "yrd_witness_alarms",
+        "gauge",
+        "Witness alarms held: members whose log was seen to fork. Any value above 0 needs an \
+         operator (docs/operations.md).",
+        node.alarms()?.len() as u64,
+    );
+
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.text,
+    )
+        .into_response())
+}
