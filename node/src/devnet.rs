@@ -238,16 +238,17 @@ impl Devnet {
     }
 }
 
-/// A text table of the nodes: region, peer id, admin URL, data dir, token.
+/// A text table of the nodes: region, peer id, console and API URLs, data dir, token.
 pub fn describe(devnet: &Devnet) -> String {
     let mut out = String::from("YRD devnet is running. Ctrl-C stops every node cleanly.\n\n");
     for (m, node) in &devnet.nodes {
         let token = identity::load_token(&m.data_dir.join(TOKEN_FILE)).unwrap_or_default();
         out.push_str(&format!(
-            "{}  {}\n  peer     {}\n  admin    http://{}/api/v1/health\n  data dir {}\n  token    {}\n  try      yrd --data-dir {} peers\n\n",
+            "{}  {}\n  peer     {}\n  console  http://{}/\n  metrics  http://{}/metrics\n  data dir {}\n  token    {}\n  try      yrd --data-dir {} peers\n\n",
             m.region.label(),
             m.config.node.name,
             m.peer_id,
+            node.api_address,
             node.api_address,
             m.data_dir.display(),
             token,
