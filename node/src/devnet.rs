@@ -258,9 +258,10 @@ pub fn describe(devnet: &Devnet) -> String {
     out
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise kill the process without its
-/// clean shutdown, is logged and ignored: the config is read only at start.
-pub async fn wait_for_signal() -> Result<(), DevnetError> {
+/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload`), which would otherwise kill the
+/// process without its clean shutdown, re-reads each node's admin token (after `yrd token
+/// rotate`); the config is read only at start.
+pub async fn wait_for_signal(nodes: &[&Node]) -> Result<(), DevnetError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DevnetError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DevnetError::Signal)?;
@@ -268,9 +269,17 @@ pub async fn wait_for_signal() -> Result<(), DevnetError> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => return r.map_err(DevnetError::Signal),
             _ = term.recv() => return Ok(()),
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP ignored: the config is read only at start; restart the node to apply changes"
-            ),
+            _ = hup.recv() => {
+                tracing::info!(
+                    "SIGHUP: reloading the admin token; the config is read only at start \
+                     (restart the node to apply config changes)"
+                );
+                for node in nodes {
+                    if let Err(e) = node.reload_admin_token() {
+                        tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
+                    }
+                }
+            }
         }
     }
 }

@@ -185,6 +185,65 @@ pub fn load_token(path: &Path) -> Result<String, IdentityError> {
     Ok(token)
 }
 
+/// The admin token the API checks, shared between the API and whoever may replace it (SIGHUP,
+/// `yrd token rotate`). Cloning shares the cell.
+#[derive(Clone)]
+pub struct AdminToken(std::sync::Arc<std::sync::RwLock<std::sync::Arc<str>>>);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
+}
+
+impl AdminToken {
+    /// A cell holding `token`.
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(std::sync::Arc::new(std::sync::RwLock::new(token.into())))
+    }
+
+    /// The token now.
+    pub fn current(&self) -> std::sync::Arc<str> {
+        match self.0.read() {
+            Ok(t) => t.clone(),
+            // A writer panicked mid-swap; the value is still a whole Arc.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the token file (with the same checks as at start) and uses it from now on; the
+    /// old token keeps working if the file is refused.
+    pub fn reload(&self, path: &Path) -> Result<(), IdentityError> {
+        let token = load_token(path)?;
+        match self.0.write() {
+            Ok(mut t) => *t = token.into(),
+            Err(poisoned) => *poisoned.into_inner() = token.into(),
+        }
+        Ok(())
+    }
+}
+
+/// Writes a new random admin token to `path` (0600, fsynced, renamed over the old one, so a
+/// crash leaves the old token or the new one, never half of either); returns nothing secret.
+pub fn rotate_token(path: &Path) -> Result<(), IdentityError> {
+    let tmp = path.with_extension("token.new");
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, format!("{}\n", new_token()).as_bytes())?;
+    fs::rename(&tmp, path).map_err(|source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| IdentityError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Refuses a secret file that group or others can read, naming the fix.
 pub fn check_private(path: &Path, what: &'static str) -> Result<(), IdentityError> {
     let meta = fs::metadata(path).map_err(|e| io_or_missing(path, what, e))?;

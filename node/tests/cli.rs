@@ -268,6 +268,24 @@ impl Drop for Daemon {
     }
 }
 
+/// The status of `GET /api/v1/node` with `token`.
+fn token_status(api: &str, token: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{api}/api/v1/node"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
 fn signal(child: &Child, sig: &str) {
     Command::new("kill")
         .args(["-s", sig, &child.id().to_string()])
@@ -329,6 +347,43 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
         "{}",
         stderr(&second)
     );
+
+    // `yrd token rotate` replaces the token and the running node switches at once.
+    let api = format!("http://{}", v["api_address"].as_str().unwrap());
+    let token_file = dir.join("api.token");
+    let old_token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token_status(&api, &old_token), 200);
+    let out = yrd(&["--data-dir", d, "token", "rotate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("uses it now"), "{}", stdout(&out));
+    let new_token = std::fs::read_to_string(&token_file).unwrap();
+    assert_ne!(old_token, new_token);
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        token_status(&api, &old_token),
+        401,
+        "the old token still works"
+    );
+    assert_eq!(token_status(&api, &new_token), 200);
+    // A token replaced by hand is picked up on SIGHUP (`systemctl reload yrd`), and the
+    // daemon keeps running.
+    std::fs::remove_file(&token_file).unwrap();
+    let by_hand = "f".repeat(64);
+    yrd_node::identity::write_private_file(&token_file, by_hand.as_bytes()).unwrap();
+    assert_eq!(
+        token_status(&api, &new_token),
+        200,
+        "reloaded before the signal"
+    );
+    signal(&daemon.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while token_status(&api, &by_hand) != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the token");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(token_status(&api, &new_token), 401);
+    assert!(yrd(&["--data-dir", d, "health"]).status.success());
 
     signal(&daemon.0, "TERM");
     let status =

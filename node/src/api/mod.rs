@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::identity::AdminToken;
 use crate::node::{Node, NodeError};
 
 /// The one JSON shape of every error the API returns.
@@ -112,7 +113,7 @@ use openapi::{ApiBuilder, Doc};
 #[derive(Clone)]
 struct ApiState {
     node: Node,
-    token: Arc<str>,
+    token: AdminToken,
     openapi: Arc<serde_json::Value>,
 }
 
@@ -126,7 +127,11 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds `addr` (port 0 picks one) and serves the API for `node`.
-    pub async fn bind(node: Node, addr: SocketAddr, token: String) -> Result<ApiServer, NodeError> {
+    pub async fn bind(
+        node: Node,
+        addr: SocketAddr,
+        token: AdminToken,
+    ) -> Result<ApiServer, NodeError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| NodeError::Api {
@@ -223,6 +228,17 @@ fn routes() -> ApiBuilder {
                 "The GB/T 2260 regions a node may serve",
             )
             .cli("yrd regions"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/token/reload",
+            token_reload,
+            Doc::new::<TokenReloaded>(
+                "tokenReload",
+                "node",
+                "Re-read the admin token from the data dir's api.token (after it was replaced)",
+            )
+            .cli("yrd token rotate"),
         )
         .route(
             M::GET,
@@ -740,11 +756,11 @@ pub fn openapi_text() -> String {
     text
 }
 
-fn router(node: Node, token: String) -> Router {
+fn router(node: Node, token: AdminToken) -> Router {
     let (routes, doc) = routes().finish();
     let state = ApiState {
         node,
-        token: Arc::from(token),
+        token,
         openapi: Arc::new(doc),
     };
     let api = routes
@@ -763,7 +779,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
+    if !constant_time_eq(presented.as_bytes(), state.token.current().as_bytes()) {
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -797,6 +813,18 @@ async fn method_not_allowed() -> ApiError {
         "method-not-allowed",
         "this endpoint does not take that method (see /api/v1/openapi.json)",
     )
+}
+
+/// Answer of `POST /api/v1/token/reload`.
+#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TokenReloaded {
+    /// Always true: the node now checks the token in its `api.token`.
+    pub reloaded: bool,
+}
+
+async fn token_reload(State(state): State<ApiState>) -> Result<Json<TokenReloaded>, ApiError> {
+    state.node.reload_admin_token()?;
+    Ok(Json(TokenReloaded { reloaded: true }))
 }
 
 async fn openapi_json(State(state): State<ApiState>) -> Json<serde_json::Value> {

@@ -68,6 +68,9 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// List the GB/T 2260 regions a node may serve.
     Regions,
+    /// The admin token: `yrd token rotate` writes a new one and makes the running node use it.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the admin API's OpenAPI 3.1 document (offline; a running node serves the same at
     /// /api/v1/openapi.json).
     Openapi,
@@ -188,6 +191,14 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `yrd token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new random admin token to DATA_DIR/api.token (0600) and, if the node is running,
+    /// make it switch to the new token at once (the old one stops working).
+    Rotate,
 }
 
 /// `yrd provenance …`.
@@ -561,6 +572,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Devnet(args) => devnet(&cli, args).await,
         Command::Regions => regions(&cli),
+        Command::Token(TokenCommand::Rotate) => rotate_token(&cli).await,
         Command::Openapi => {
             print!("{}", crate::api::openapi_text());
             Ok(())
@@ -810,7 +822,7 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
     identity::check_private(&options.data_dir.join(TOKEN_FILE), "the admin API token")
         .map_err(crate::node::NodeError::from)?;
     let running = Node::start(options).await?;
-    let _ = crate::devnet::wait_for_signal().await;
+    let _ = crate::devnet::wait_for_signal(&[&running.node]).await;
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
     Ok(())
@@ -881,10 +893,48 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
     } else {
         println!("{}", crate::devnet::describe(&devnet));
     }
-    let waited = crate::devnet::wait_for_signal().await;
+    let nodes: Vec<&Node> = devnet.nodes.iter().map(|(_, r)| &r.node).collect();
+    let waited = crate::devnet::wait_for_signal(&nodes).await;
     tracing::info!("stopping the devnet");
     devnet.shutdown().await;
     waited?;
+    Ok(())
+}
+
+async fn rotate_token(cli: &Cli) -> Result<(), CliError> {
+    // The running node, if any, is asked to reload with the token it has now.
+    let old = client(cli);
+    let path = match (&cli.config, &cli.data_dir) {
+        (Some(config), _) => NodeOptions::from_config_file(config)?.data_dir,
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "token rotate needs --data-dir DIR or --config FILE".into(),
+            ));
+        }
+    }
+    .join(TOKEN_FILE);
+    identity::rotate_token(&path).map_err(crate::node::NodeError::from)?;
+    let reloaded = match old {
+        Ok(c) => match c
+            .post::<_, crate::api::TokenReloaded>("/api/v1/token/reload", &serde_json::json!({}))
+            .await
+        {
+            Ok(_) => true,
+            Err(ClientError::Unreachable { .. }) => false,
+            Err(e) => return Err(e.into()),
+        },
+        Err(_) => false,
+    };
+    if cli.json {
+        return print_json(&serde_json::json!({ "file": path, "reloaded": reloaded }));
+    }
+    println!("new admin token written to {}", path.display());
+    if reloaded {
+        println!("the running node uses it now; the old token no longer works");
+    } else {
+        println!("no node answered; it will use the new token when it starts");
+    }
     Ok(())
 }
 

@@ -233,6 +233,8 @@ struct Inner {
     alarm_count: std::sync::Mutex<u64>,
     /// Bytes and transfers since start, for `/metrics`.
     counters: Arc<counters::Counters>,
+    /// The admin token the API checks (replaced by [`Node::reload_admin_token`]).
+    admin_token: identity::AdminToken,
     /// When each non-member refusal was last recorded.
     refusal_seen: std::sync::Mutex<HashMap<PeerId, std::time::Instant>>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
@@ -304,7 +306,8 @@ impl Node {
     pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         let NodeOptions { config, data_dir } = options;
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
-        let token = identity::load_token(&data_dir.join(identity::TOKEN_FILE))?;
+        let token =
+            identity::AdminToken::new(identity::load_token(&data_dir.join(identity::TOKEN_FILE))?);
         let store = Store::open(&data_dir)?;
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))
             .map_err(|e| NodeError::Invalid(format!("blob store: {e}")))?;
@@ -373,6 +376,7 @@ impl Node {
                 witness_lock: tokio::sync::Mutex::new(()),
                 alarm_count: std::sync::Mutex::new(0),
                 counters,
+                admin_token: token,
                 refusal_seen: std::sync::Mutex::new(HashMap::new()),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -411,7 +415,13 @@ impl Node {
         node.resume_fetches();
         let sync_task = tokio::spawn(node.clone().anti_entropy_loop());
         let service_task = tokio::spawn(node.clone().service_loop(events));
-        let api = match crate::api::ApiServer::bind(node.clone(), config.api.listen, token).await {
+        let api = match crate::api::ApiServer::bind(
+            node.clone(),
+            config.api.listen,
+            node.inner.admin_token.clone(),
+        )
+        .await
+        {
             Ok(api) => api,
             Err(e) => {
                 sync_task.abort();
@@ -1012,6 +1022,15 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_info: self.signed_node_info()?,
         })
+    }
+
+    /// Re-reads `api.token` from the data dir (after `yrd token rotate`, on SIGHUP or
+    /// `POST /api/v1/token/reload`); a refused file leaves the old token in force.
+    pub fn reload_admin_token(&self) -> Result<(), NodeError> {
+        let path = self.inner.data_dir.join(identity::TOKEN_FILE);
+        self.inner.admin_token.reload(&path)?;
+        tracing::info!(file = %path.display(), "admin token reloaded");
+        Ok(())
     }
 
     /// Bytes and transfers since start.
