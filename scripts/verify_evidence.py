@@ -228,7 +228,7 @@ KINDS = {
     "schema-published", "catalogue-issued", "dataset-published", "request-sent",
     "request-received", "grant-issued", "denial-issued", "grant-revoked", "grant-received",
     "denial-received", "revocation-received", "delivery-served", "dataset-received",
-    "receipt-received", "refused", "witness-alarm",
+    "receipt-received", "refused", "witness-alarm", "alarm-resolved",
 }
 
 HEX = set("0123456789abcdef")

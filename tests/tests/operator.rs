@@ -276,7 +276,10 @@ async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works(
         metric(&text, "yrd_catalogue_entries{scope=\"network\"}") == Some(1),
         "{text}"
     );
-    ensure!(metric(&text, "yrd_witness_alarms") == Some(0), "{text}");
+    ensure!(
+        metric(&text, "yrd_witness_alarms{state=\"open\"}") == Some(0),
+        "{text}"
+    );
     let provider_metrics = metrics(&net.nodes[0]).await?;
     ensure!(
         metric(

@@ -370,6 +370,37 @@ async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
     );
     let recorded: Vec<Value> = js.get("/api/v1/provenance?kind=witness-alarm").await?;
     assert_eq!(recorded.len(), 1);
+
+    // Jiangsu's operator finds out what happened and resolves the alarm with a note: the forked
+    // branch becomes the baseline, so Shanghai's head is cosigned again, and the step is kept.
+    let sh_log = net.nodes[0].peer_id().to_string();
+    let empty = js
+        .post::<_, Value>(
+            "/api/v1/provenance/alarms/resolve",
+            &json!({"log": sh_log, "note": "  "}),
+        )
+        .await;
+    assert!(empty.is_err(), "a resolution needs a note");
+    let resolved: Vec<Value> = js
+        .post(
+            "/api/v1/provenance/alarms/resolve",
+            &json!({"log": sh_log, "note": "上海确认：测试中改写了记录 / rewritten in a test"}),
+        )
+        .await?;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
+    assert!(alarms[0]["resolved"]["note"].is_string(), "{alarms:?}");
+    let again = js
+        .post::<_, Value>(
+            "/api/v1/provenance/alarms/resolve",
+            &json!({"log": sh_log, "note": "twice"}),
+        )
+        .await;
+    assert!(again.is_err(), "no open alarm is left to resolve");
+    net.nodes[0].node()?.send_head(js_peer).await?;
+    let kept: Vec<Value> = js.get("/api/v1/provenance?kind=alarm-resolved").await?;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["counterparty"], sh_log.as_str());
     net.stop_all().await
 }
 

@@ -202,12 +202,19 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         "Size of the latest signed tree head (lags the log by at most one signing interval).",
         log.head().map(|h| h.document.size).unwrap_or(0),
     );
-    m.one(
+    let alarms = node.alarms()?;
+    let open = alarms.iter().filter(|a| a.resolved.is_none()).count() as u64;
+    m.family(
         "yrd_witness_alarms",
         "gauge",
-        "Witness alarms held: members whose log was seen to fork. Any value above 0 needs an \
-         operator (docs/operations.md).",
-        node.alarms()?.len() as u64,
+        "Witness alarms: members whose log was seen to fork. state=\"open\" above 0 needs an \
+         operator (docs/operations.md, section 9).",
+    );
+    m.sample("yrd_witness_alarms", &[("state", "open")], open);
+    m.sample(
+        "yrd_witness_alarms",
+        &[("state", "resolved")],
+        alarms.len() as u64 - open,
     );
 
     Ok((

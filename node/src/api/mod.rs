@@ -668,6 +668,18 @@ fn routes() -> ApiBuilder {
             .cli("yrd provenance alarms"),
         )
         .route(
+            M::POST,
+            "/api/v1/provenance/alarms/resolve",
+            p::alarms_resolve,
+            Doc::new::<Vec<Alarm>>(
+                "provenanceAlarmsResolve",
+                "provenance",
+                "Resolve a log's open witness alarms with a note; its newest head becomes the baseline",
+            )
+            .body::<p::ResolveBody>()
+            .cli("yrd provenance resolve"),
+        )
+        .route(
             M::GET,
             "/api/v1/provenance/deliveries",
             p::deliveries,

@@ -51,6 +51,23 @@ pub(super) async fn deliveries(
     Ok(Json(s.node.deliveries(&q.dataset)?))
 }
 
+/// Body of `POST /api/v1/provenance/alarms/resolve`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ResolveBody {
+    /// The log's owner (peer id).
+    pub log: String,
+    /// What the operator found and who confirmed it.
+    pub note: String,
+}
+
+pub(super) async fn alarms_resolve(
+    State(s): State<ApiState>,
+    body: Result<Json<ResolveBody>, JsonRejection>,
+) -> ApiResult<Vec<Alarm>> {
+    let Json(b) = body?;
+    Ok(Json(s.node.resolve_alarms(&b.log, &b.note).await?))
+}
+
 pub(super) async fn alarms(State(s): State<ApiState>) -> ApiResult<Vec<Alarm>> {
     Ok(Json(s.node.alarms()?))
 }

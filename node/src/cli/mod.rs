@@ -239,6 +239,15 @@ pub enum ProvenanceCommand {
     },
     /// Witness alarms: members whose log forked.
     Alarms,
+    /// Resolve the open witness alarms of a member's log once you know what happened (e.g. it
+    /// restored a backup): its newest head becomes the baseline its next heads must extend.
+    Resolve {
+        /// The log's owner (peer id), as `provenance alarms` shows it.
+        log: String,
+        /// What you found and who confirmed it (kept in the provenance log).
+        #[arg(long)]
+        note: String,
+    },
     /// The latest signed tree head and who witnessed it.
     Head,
     /// Recompute every leaf and node of the log.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::docs::urlencode;
 use super::{Cli, CliError, ProvenanceCommand, client, print_json, table};
+use crate::api::provenance::ResolveBody;
 use crate::api::provenance::{CheckView, HeadView};
 use crate::identity::short_peer;
 use crate::model::canonical;
@@ -187,10 +188,42 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
             }
             for a in &list {
                 println!(
-                    "{}  log {} forked: {} (held size {}, presented size {})",
-                    a.time, a.log, a.cause, a.held.document.size, a.presented.document.size
+                    "{}  log {} forked: {} (held size {}, presented size {}){}",
+                    a.time,
+                    a.log,
+                    a.cause,
+                    a.held.document.size,
+                    a.presented.document.size,
+                    match &a.resolved {
+                        Some(r) => format!(" — resolved {}: {}", r.time, r.note),
+                        None => " — OPEN".into(),
+                    }
                 );
             }
+            Ok(())
+        }
+        ProvenanceCommand::Resolve { log, note } => {
+            let list: Vec<Alarm> = c
+                .post(
+                    "/api/v1/provenance/alarms/resolve",
+                    &ResolveBody {
+                        log: log.clone(),
+                        note: note.clone(),
+                    },
+                )
+                .await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            let baseline = list
+                .first()
+                .and_then(|a| a.resolved.as_ref())
+                .map(|r| r.baseline_size)
+                .unwrap_or(0);
+            println!(
+                "resolved {} alarm(s) of {log}; its heads are now checked against size {baseline}",
+                list.len()
+            );
             Ok(())
         }
         ProvenanceCommand::Head => {

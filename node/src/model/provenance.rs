@@ -50,6 +50,9 @@ pub enum RecordKind {
     Refused,
     /// A peer's tree head was inconsistent with one it had shown us: a fork.
     WitnessAlarm,
+    /// An operator resolved the witness alarms of a log (`cause` holds their note); its latest
+    /// presented head became the baseline its next heads are checked against.
+    AlarmResolved,
 }
 
 impl RecordKind {

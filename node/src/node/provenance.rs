@@ -16,7 +16,9 @@ use crate::model::provenance::{
     ProvenanceRecord, RecordKind, TreeHead,
 };
 use crate::model::signed::{AnySigned, Document, Signed};
-use crate::store::provenance::{Alarm, MAX_QUERY_RECORDS, NewRecord, ProvenanceError, Query};
+use crate::store::provenance::{
+    Alarm, AlarmResolution, MAX_QUERY_RECORDS, NewRecord, ProvenanceError, Query,
+};
 
 impl From<ProvenanceError> for NodeError {
     fn from(e: ProvenanceError) -> Self {
@@ -563,6 +565,7 @@ impl Node {
             held: held.clone(),
             presented: presented.clone(),
             cause: cause.to_string(),
+            resolved: None,
         };
         if let Err(e) = self.inner.provenance.put_alarm(&alarm) {
             tracing::error!(error = %e, "alarm not kept");
@@ -581,6 +584,57 @@ impl Node {
         if let Ok(mut n) = self.inner.alarm_count.lock() {
             *n += 1;
         }
+    }
+
+    /// Resolves the open witness alarms of `log` after an operator checked what happened: each
+    /// is marked resolved with `note`, the newest head the log presented becomes the baseline
+    /// its next heads must extend, and the step is recorded.
+    pub async fn resolve_alarms(&self, log: &str, note: &str) -> Result<Vec<Alarm>, NodeError> {
+        let note = note.trim();
+        if note.is_empty() || note.chars().count() > 2000 {
+            return Err(NodeError::Invalid(
+                "note: say what you found (1 to 2000 characters)".into(),
+            ));
+        }
+        let peer: PeerId = log
+            .parse()
+            .map_err(|_| NodeError::Invalid(format!("{log:?} is not a peer id")))?;
+        let _guard = self.inner.witness_lock.lock().await;
+        let open: Vec<Alarm> = self
+            .inner
+            .provenance
+            .alarms()?
+            .into_iter()
+            .filter(|a| a.log == log && a.resolved.is_none())
+            .collect();
+        let Some(newest) = open.iter().max_by_key(|a| a.presented.document.size) else {
+            return Err(NodeError::NotFound(format!(
+                "no open witness alarm for the log of {log}"
+            )));
+        };
+        let resolution = AlarmResolution {
+            time: now_rfc3339(),
+            note: note.to_string(),
+            baseline_size: newest.presented.document.size,
+        };
+        let baseline = newest.presented.clone();
+        let resolved = self
+            .inner
+            .provenance
+            .resolve_alarms(log, &resolution, &baseline)?;
+        self.store().flush().await?;
+        tracing::warn!(
+            peer = %peer,
+            alarms = resolved.len(),
+            baseline = resolution.baseline_size,
+            note,
+            "witness alarms resolved by an operator"
+        );
+        let mut r = self.new_record(RecordKind::AlarmResolved);
+        r.cause = Some(note.to_string());
+        self.record(r, Some(peer), doc(&baseline).into_iter().collect())
+            .await;
+        Ok(resolved)
     }
 
     /// Answers a witness's request for a consistency proof of our log.

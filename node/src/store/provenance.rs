@@ -119,6 +119,21 @@ pub struct Alarm {
     pub presented: Signed<TreeHead>,
     /// What failed.
     pub cause: String,
+    /// Set once an operator resolved it (`yrd provenance resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<AlarmResolution>,
+}
+
+/// How an operator resolved an alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlarmResolution {
+    /// When (RFC 3339).
+    pub time: String,
+    /// What the operator found, e.g. "restored from the backup of 2026-11-20; confirmed with
+    /// the Jiangsu operator by phone".
+    pub note: String,
+    /// The head taken as the new baseline of that log.
+    pub baseline_size: u64,
 }
 
 /// The most records one query of the admin API returns.
@@ -547,6 +562,32 @@ impl ProvenanceLog {
         let bytes = serde_json::to_vec(alarm).map_err(|e| corrupt("alarm", e))?;
         self.alarms.insert(key.as_bytes(), bytes)?;
         Ok(())
+    }
+
+    /// Marks every open alarm of `log` resolved and takes `baseline` as the head we hold of
+    /// it, so its next heads are checked against the branch the operator accepted. Returns the
+    /// alarms resolved.
+    pub fn resolve_alarms(
+        &self,
+        log: &str,
+        resolution: &AlarmResolution,
+        baseline: &Signed<TreeHead>,
+    ) -> Result<Vec<Alarm>, ProvenanceError> {
+        let mut resolved = Vec::new();
+        for item in self.alarms.iter() {
+            let (key, raw) = item?;
+            let mut alarm: Alarm = serde_json::from_slice(&raw).map_err(|e| corrupt("alarm", e))?;
+            if alarm.log == log && alarm.resolved.is_none() {
+                alarm.resolved = Some(resolution.clone());
+                let bytes = serde_json::to_vec(&alarm).map_err(|e| corrupt("alarm", e))?;
+                self.alarms.insert(key, bytes)?;
+                resolved.push(alarm);
+            }
+        }
+        if !resolved.is_empty() {
+            self.put_witnessed(baseline)?;
+        }
+        Ok(resolved)
     }
 
     /// Every alarm, oldest first.
