@@ -17,6 +17,7 @@ pub mod logging;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod notify;
 pub mod samples;
 pub mod setup;
 pub mod sim;

@@ -320,14 +320,28 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
     );
     assert!(stderr(&unreachable).contains("cannot reach"));
 
+    // Started as systemd's Type=notify starts it: readiness goes to $NOTIFY_SOCKET.
+    let notify_path = tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut daemon = Daemon(
         Command::new(YRD)
             .args(["--data-dir", d, "--log-format", "json", "run"])
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1 from the daemon");
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    // Ready means answering: no wait needed before the first call.
+    let out = yrd(&["--data-dir", d, "health"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     wait_healthy(d);
     let out = yrd(&["--data-dir", d, "--json", "health"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -386,6 +400,8 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
     assert!(yrd(&["--data-dir", d, "health"]).status.success());
 
     signal(&daemon.0, "TERM");
+    let n = notify.recv(&mut buf).expect("STOPPING=1 from the daemon");
+    assert!(buf[..n].starts_with(b"STOPPING=1"));
     let status =
         wait_exit(&mut daemon.0, Duration::from_secs(15)).expect("daemon stops on SIGTERM");
     assert!(status.success(), "{status:?}");

@@ -831,7 +831,13 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
     identity::check_private(&options.data_dir.join(TOKEN_FILE), "the admin API token")
         .map_err(crate::node::NodeError::from)?;
     let running = Node::start(options).await?;
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving; admin API on {}\nMAINPID={}",
+        running.api_address,
+        std::process::id()
+    ));
     let _ = crate::devnet::wait_for_signal(&[&running.node]).await;
+    crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
     Ok(())
