@@ -1,0 +1,907 @@
+//! The web console in a real browser: headless Chromium driven over the W3C WebDriver protocol
+//! (chromedriver, plain HTTP with reqwest), against a two-node devnet. The requester logs in
+//! (after a wrong token is refused), finds the provider's conditional offer in the network
+//! catalogue and requests it; the provider approves with a mask on one field; the requester
+//! fetches and sees the transfer complete; the provider sees the delivery in its provenance
+//! timeline and deliveries report and downloads the evidence bundle.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian: `apt-get install chromium
+//! chromium-driver`); without them the test is skipped, unless `YRD_REQUIRE_BROWSER=1`, which
+//! makes it fail. `YRD_CONSOLE_SCREENSHOTS=DIR` saves PNGs of the main pages in DIR (a relative
+//! DIR is taken from the workspace root), as checked in under `docs/console/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use yrd_node::cli::client::ApiClient;
+use yrd_node::identity::{self, TOKEN_FILE};
+use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The key of a web element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long a wait for the page gives it.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+const SCHEMA: &str = "enterprise-licence";
+/// The fields the requester asks for.
+const FIELDS: [&str; 4] = [
+    "uscc",
+    "enterprise_name",
+    "legal_representative",
+    "legal_representative_id_number",
+];
+/// The field the provider masks.
+const MASKED: &str = "legal_representative_id_number";
+
+// ------------------------------------------------------------------------------------------------
+// A minimal WebDriver client
+
+/// chromedriver and one browser session; ended on drop (session deleted, driver killed), also
+/// when the test fails or panics.
+struct Browser {
+    http: reqwest::Client,
+    driver_addr: SocketAddr,
+    session: String,
+    driver: Child,
+    _profile: TempDir,
+    downloads: TempDir,
+    shots: Option<PathBuf>,
+    ended: bool,
+}
+
+impl Browser {
+    async fn start(shots: Option<PathBuf>) -> Result<Browser> {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let driver_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group, so the browsers it starts can be ended with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let driver = cmd.spawn().context("starting chromedriver")?;
+        let profile = tempfile::tempdir()?;
+        let downloads = tempfile::tempdir()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let mut browser = Browser {
+            http,
+            driver_addr,
+            session: String::new(),
+            driver,
+            _profile: profile,
+            downloads,
+            shots,
+            ended: false,
+        };
+        // Wait for the driver to listen.
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            let status = browser
+                .http
+                .get(format!("http://{driver_addr}/status"))
+                .send()
+                .await;
+            if let Ok(r) = status
+                && r.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+                    "--no-proxy-server", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", browser._profile.path().display()),
+                    "--window-size=1280,900",
+                ],
+                "prefs": {
+                    "download.default_directory": browser.downloads.path(),
+                    "download.prompt_for_download": false,
+                },
+            },
+        }}});
+        let answer = browser.raw("POST", "/session", Some(caps)).await?;
+        browser.session = answer["sessionId"]
+            .as_str()
+            .context("no sessionId in the new session answer")?
+            .to_string();
+        Ok(browser)
+    }
+
+    /// One WebDriver command; its `value`, or an error naming the WebDriver error.
+    async fn raw(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("http://{}{path}", self.driver_addr);
+        let request = match method {
+            "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => self
+                .http
+                .post(&url)
+                .json(&body.unwrap_or_else(|| json!({}))),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        if !status.is_success() {
+            bail!(
+                "webdriver {method} {path}: {} ({})",
+                answer["value"]["error"],
+                answer["value"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            );
+        }
+        Ok(answer["value"].clone())
+    }
+
+    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        self.raw(method, &format!("/session/{}{path}", self.session), body)
+            .await
+    }
+
+    async fn goto(&self, url: &str) -> Result<()> {
+        self.cmd("POST", "/url", Some(json!({"url": url}))).await?;
+        Ok(())
+    }
+
+    async fn find_all(&self, css: &str) -> Result<Vec<String>> {
+        let found = self
+            .cmd(
+                "POST",
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await?;
+        Ok(found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn text(&self, element: &str) -> Result<String> {
+        Ok(self
+            .cmd("GET", &format!("/element/{element}/text"), None)
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn displayed(&self, element: &str) -> Result<bool> {
+        Ok(self
+            .cmd("GET", &format!("/element/{element}/displayed"), None)
+            .await?
+            .as_bool()
+            .unwrap_or(false))
+    }
+
+    async fn click(&self, element: &str) -> Result<()> {
+        self.cmd("POST", &format!("/element/{element}/click"), None)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear(&self, element: &str) -> Result<()> {
+        self.cmd("POST", &format!("/element/{element}/clear"), None)
+            .await?;
+        Ok(())
+    }
+
+    async fn type_text(&self, element: &str, text: &str) -> Result<()> {
+        self.cmd(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({"text": text})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn script(&self, script: &str, args: Value) -> Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Waits until a displayed element matches `css` and its text contains every one of
+    /// `texts`; returns it.
+    async fn wait_for(&self, css: &str, texts: &[&str]) -> Result<String> {
+        let deadline = Instant::now() + PAGE_WAIT;
+        let mut last = String::new();
+        loop {
+            // Elements go stale when the page re-renders: any error means "not yet".
+            if let Ok(found) = self.find_all(css).await {
+                for element in found {
+                    let Ok(true) = self.displayed(&element).await else {
+                        continue;
+                    };
+                    let Ok(text) = self.text(&element).await else {
+                        continue;
+                    };
+                    if texts.iter().all(|t| text.contains(t)) {
+                        return Ok(element);
+                    }
+                    last = text;
+                }
+            }
+            if Instant::now() > deadline {
+                let page = self
+                    .script("return document.body.innerText", json!([]))
+                    .await
+                    .unwrap_or_default();
+                bail!(
+                    "timed out after {PAGE_WAIT:?} waiting for {css} with {texts:?}; last such \
+                     element said {last:?}; the page says: {}",
+                    page.as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(1500)
+                        .collect::<String>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for `css` and clicks it.
+    async fn click_on(&self, css: &str) -> Result<()> {
+        let element = self.wait_for(css, &[]).await?;
+        self.click(&element).await
+    }
+
+    /// Waits for the input `css`, empties it and types `text`.
+    async fn fill(&self, css: &str, text: &str) -> Result<()> {
+        let element = self.wait_for(css, &[]).await?;
+        self.clear(&element).await?;
+        self.type_text(&element, text).await
+    }
+
+    /// Saves a PNG of the page as `name`.png when screenshots were asked for: the whole page,
+    /// 1280 px wide (the viewport is stretched to the page's height through DevTools).
+    async fn shot(&self, name: &str) -> Result<()> {
+        let Some(dir) = &self.shots else {
+            return Ok(());
+        };
+        let height = self
+            .script(
+                "return Math.ceil(document.documentElement.scrollHeight)",
+                json!([]),
+            )
+            .await?
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(600, 4000);
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await?;
+        // Let layout settle at the new size (two animation frames).
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(done));", "args": []})),
+        )
+        .await?;
+        let png = self.cmd("GET", "/screenshot", None).await;
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await?;
+        let png = png?;
+        let bytes = base64_decode(png.as_str().context("screenshot is not a string")?)?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(format!("{name}.png")), bytes)?;
+        Ok(())
+    }
+
+    /// A Chrome DevTools command, through chromedriver.
+    async fn cdp(&self, command: &str, params: Value) -> Result<Value> {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": command, "params": params})),
+        )
+        .await
+    }
+
+    /// The browser's console messages since the last call (chromedriver's log endpoint).
+    async fn console_log(&self) -> Result<Vec<String>> {
+        let entries = self
+            .cmd("POST", "/se/log", Some(json!({"type": "browser"})))
+            .await?;
+        Ok(entries
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Ends the session (the browser quits) and the driver.
+    async fn quit(mut self) {
+        if !self.session.is_empty() {
+            let _ = self.cmd("DELETE", "", None).await;
+            self.session.clear();
+        }
+        self.end_driver();
+    }
+
+    fn end_driver(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        // Whatever chromedriver started and left behind is in its process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            // No runtime to rely on here: a plain HTTP DELETE.
+            let _ = delete_session_blocking(self.driver_addr, &self.session);
+        }
+        self.end_driver();
+    }
+}
+
+fn delete_session_blocking(addr: SocketAddr, session: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    Ok(())
+}
+
+/// Standard base64 (screenshots), without a crate for it.
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' => continue,
+            _ => bail!("not base64: {:?}", c as char),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------
+// The devnet
+
+/// Shanghai (node 0) publishes the standard, an unconditional, a conditional and a not-shared
+/// offer, version 1 of the shared ones, a demand and a withheld entry.
+async fn provider(net: &TestNet, dir: &Path) -> Result<()> {
+    let sh = net.nodes[0].client()?;
+    let schema: Value =
+        serde_json::from_str(yrd_node::samples::schema_json(SCHEMA).context("sample standard")?)?;
+    let _: Value = sh
+        .post(
+            "/api/v1/schemas",
+            &json!({"id": SCHEMA, "version": "1.0.0", "schema": schema}),
+        )
+        .await?;
+    let offer = |id: &str, title: &str, share: &str, conditions: Option<&str>| {
+        let mut o = json!({
+            "identifier": id, "title": title, "description": "上海市市场主体登记信息（测试数据）",
+            "media_type": "application/jsonl", "resource_code": "310000-SCJG-00001",
+            "share_type": share, "share_method": "file", "update_cycle": "daily",
+            "schema_id": SCHEMA, "schema_version": "1.0.0", "keyword": ["营业执照"]
+        });
+        if let Some(c) = conditions {
+            o["share_conditions"] = json!(c);
+        }
+        o
+    };
+    for o in [
+        offer("sh-open", "营业执照基本信息", "unconditional", None),
+        offer(
+            "sh-cond",
+            "营业执照详细信息",
+            "conditional",
+            Some("履职需要，经审批"),
+        ),
+        offer(
+            "sh-secret",
+            "涉密登记信息",
+            "not-shared",
+            Some("涉及国家秘密"),
+        ),
+    ] {
+        let _: Value = sh.post("/api/v1/catalogue/offers", &o).await?;
+    }
+    let _: Value = sh
+        .post(
+            "/api/v1/catalogue/demands",
+            &json!({"identifier": "js-social-insurance", "title": "江苏省社保缴费信息",
+                    "schema_id": SCHEMA, "version_req": "^1", "purpose": "跨省通办资格核验",
+                    "legal_basis": "《社会保险法》", "frequency": "monthly", "regions": ["320000"]}),
+        )
+        .await?;
+    let _: Value = sh
+        .post(
+            "/api/v1/catalogue/withheld",
+            &json!({"identifier": "sh-archive", "title": "历史档案扫描件",
+                    "reason": "数据治理整改中", "legal_basis": "《公共数据管理办法》第十条"}),
+        )
+        .await?;
+    for (id, seed) in [("sh-open", 1), ("sh-cond", 2)] {
+        let file = dir.join(format!("{id}.jsonl"));
+        let text: String = yrd_node::samples::generate(SCHEMA, 200, seed)?
+            .iter()
+            .map(|r| format!("{r}\n"))
+            .collect();
+        std::fs::write(&file, text)?;
+        let _: Value = sh
+            .post(
+                &format!("/api/v1/datasets/{id}/versions"),
+                &json!({"file": file, "format": "jsonl"}),
+            )
+            .await?;
+    }
+    let js = net.nodes[1].client()?;
+    wait_until(
+        "the offers with versions reach the requester",
+        WAIT,
+        || async {
+            let hits: Vec<Value> = js.get("/api/v1/catalogue/search?text=sh-cond").await?;
+            Ok(hits.len() == 1 && hits[0]["entry"]["latest_version"] == 1)
+        },
+    )
+    .await
+}
+
+fn token(node: &TestNode) -> Result<String> {
+    Ok(identity::load_token(&node.data_dir.join(TOKEN_FILE))?)
+}
+
+/// Every console asset is served without the token, with its type and the CSP.
+async fn check_assets(base: &str) -> Result<()> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    for (path, content_type) in yrd_node::console::PATHS {
+        let r = http.get(format!("{base}{path}")).send().await?;
+        assert_eq!(r.status(), 200, "{path}");
+        let headers = r.headers();
+        assert_eq!(headers["content-type"], *content_type, "{path}");
+        assert_eq!(
+            headers["content-security-policy"],
+            yrd_node::console::CSP,
+            "{path}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+    }
+    // The API itself still wants the token.
+    let r = http.get(format!("{base}/api/v1/node")).send().await?;
+    assert_eq!(r.status(), 401);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// The test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_drives_a_conditional_exchange_in_a_real_browser() -> Result<()> {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        if std::env::var("YRD_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            bail!(
+                "{missing:?} not found and YRD_REQUIRE_BROWSER=1: apt-get install chromium \
+                 chromium-driver"
+            );
+        }
+        eprintln!(
+            "console browser test skipped: {missing:?} not found (apt-get install chromium \
+             chromium-driver; YRD_REQUIRE_BROWSER=1 makes this a failure)"
+        );
+        return Ok(());
+    }
+    let shots = std::env::var_os("YRD_CONSOLE_SCREENSHOTS").map(|d| {
+        let d = PathBuf::from(d);
+        if d.is_absolute() {
+            d
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(d)
+        }
+    });
+    let started = Instant::now();
+    let mut net = TestNet::line(2).await?;
+    net.wait_full_mesh().await?;
+    let dir = tempfile::tempdir()?;
+    provider(&net, dir.path()).await?;
+    eprintln!("devnet ready in {:?}", started.elapsed());
+
+    let browser = Browser::start(shots).await?;
+    let outcome = flow(&net, &browser).await;
+    browser.quit().await;
+    net.stop_all().await?;
+    eprintln!("console test took {:?}", started.elapsed());
+    outcome
+}
+
+async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
+    let (sh_node, js_node) = (&net.nodes[0], &net.nodes[1]);
+    let sh_url = sh_node.api_url()?;
+    let js_url = js_node.api_url()?;
+    let sh_api: ApiClient = sh_node.client()?;
+    let js_api: ApiClient = js_node.client()?;
+    let sh_peer = sh_node.peer_id().to_string();
+    let js_peer = js_node.peer_id().to_string();
+    check_assets(&js_url).await?;
+
+    // --- Requester (Jiangsu): a wrong token is refused with the API's message, then log in.
+    b.goto(&format!("{js_url}/")).await?;
+    b.wait_for("#login-form", &["YRD"]).await?;
+    b.fill("#login-token", "not-the-admin-token").await?;
+    b.click_on("#login-submit").await?;
+    b.wait_for(
+        "#login-error",
+        &["令牌被拒绝", "missing or wrong bearer token"],
+    )
+    .await?;
+    b.shot("login").await?;
+    b.fill("#login-token", &token(js_node)?).await?;
+    b.click_on("#login-submit").await?;
+    b.wait_for("[data-testid=node-id]", &[&js_peer]).await?;
+    b.wait_for("[data-testid=node-region]", &["320000"]).await?;
+    // Peers grouped by region: Shanghai's node, verified.
+    b.wait_for("[data-testid=peer-group]", &["310000", &sh_peer[..20]])
+        .await?;
+    let stored = b
+        .script(
+            "return [sessionStorage.getItem('yrd.console.token') !== null, JSON.stringify(localStorage)]",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(stored[0], true, "the token is kept in sessionStorage");
+    assert!(
+        !stored[1]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&token(js_node)?),
+        "the token must not reach localStorage"
+    );
+    assert_eq!(
+        b.script("return document.documentElement.lang", json!([]))
+            .await?,
+        "zh-CN"
+    );
+    b.shot("overview").await?;
+
+    // --- Search the network catalogue for the conditional offer and request it.
+    b.click_on("#nav-catalogue").await?;
+    b.wait_for("tr[data-testid=hit][data-dataset=sh-open]", &["无条件共享"])
+        .await?;
+    b.wait_for(
+        "tr[data-testid=hit][data-dataset=sh-secret]",
+        &["不予共享", "涉及国家秘密"],
+    )
+    .await?;
+    b.fill("#search-text", "营业执照").await?;
+    b.click_on("#search-share-type option[value=conditional]")
+        .await?;
+    b.click_on("[data-testid=search-submit]").await?;
+    let hit = "tr[data-testid=hit][data-dataset=sh-cond]";
+    b.wait_for(hit, &["310000", "有条件共享", "履职需要，经审批", "v1"])
+        .await?;
+    b.wait_for("[data-testid=search-count]", &["1"]).await?;
+    assert!(
+        b.find_all("tr[data-testid=hit][data-dataset=sh-open]")
+            .await?
+            .is_empty(),
+        "the share type filter leaves out the unconditional offer"
+    );
+    b.click_on(&format!("{hit} [data-testid=request-open]"))
+        .await?;
+    b.wait_for("[data-testid=request-form]", &["sh-cond"])
+        .await?;
+    b.fill("[data-testid=request-purpose]", "跨省通办企业开办材料核验")
+        .await?;
+    b.fill(
+        "[data-testid=request-basis]",
+        "《优化营商环境条例》第三十七条",
+    )
+    .await?;
+    b.click_on("[data-testid=request-form] [data-testid=fields-none]")
+        .await?;
+    for f in FIELDS {
+        b.click_on(&format!(
+            "[data-testid=request-form] [data-testid=field-{f}]"
+        ))
+        .await?;
+    }
+    b.shot("catalogue").await?;
+    b.click_on("[data-testid=request-submit]").await?;
+    b.wait_for("[data-testid=flash-ok]", &["sh-cond", "待审批"])
+        .await?;
+    b.wait_for(&format!("{hit} [data-testid=request-pending]"), &[])
+        .await?;
+    let sent: Vec<Value> = js_api.get("/api/v1/requests?direction=out").await?;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["status"], "pending");
+    assert_eq!(sent[0]["request"]["document"]["fields"], json!(FIELDS));
+    let request_id = sent[0]["id"].as_str().context("request id")?.to_string();
+
+    // --- Provider (Shanghai): log in, open the pending request, approve with a mask.
+    b.goto(&format!("{sh_url}/#/requests?status=pending"))
+        .await?;
+    b.fill("#login-token", &token(sh_node)?).await?;
+    b.click_on("#login-submit").await?;
+    let row = format!("tr[data-testid=request-in][data-id='{request_id}']");
+    b.wait_for(
+        &row,
+        &["sh-cond", "跨省通办企业开办材料核验", "320000", "待审批"],
+    )
+    .await?;
+    b.click_on(&format!("{row} [data-testid=approve-open]"))
+        .await?;
+    b.wait_for("[data-testid=approve-form]", &[MASKED]).await?;
+    b.click_on(&format!(
+        "[data-testid=approve-form] [data-testid=mask-{MASKED}] option[value=keep]"
+    ))
+    .await?;
+    b.fill(&format!("[data-testid=mask-first-{MASKED}]"), "6")
+        .await?;
+    b.fill(&format!("[data-testid=mask-last-{MASKED}]"), "4")
+        .await?;
+    b.fill("[data-testid=approve-expires]", "30d").await?;
+    b.shot("requests-approve").await?;
+    b.click_on("[data-testid=approve-submit]").await?;
+    b.wait_for("[data-testid=flash-ok]", &["已签发授权"])
+        .await?;
+    // Decided: it left the pending filter; every request shows it granted, masks in words.
+    b.wait_for("[data-testid=requests-in-none]", &[]).await?;
+    b.click_on("[data-testid=filter-all]").await?;
+    b.wait_for(
+        &format!("tr[data-testid=request-in][data-id='{request_id}'][data-status=granted]"),
+        &["已批准", "保留前 6 后 4"],
+    )
+    .await?;
+    let issued: Vec<Value> = sh_api.get("/api/v1/grants?direction=out").await?;
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let grant = &issued[0]["grant"]["document"];
+    assert_eq!(grant["fields"], json!(FIELDS));
+    assert_eq!(
+        grant["masks"],
+        json!([{"field": MASKED, "rule": "keep", "first": 6, "last": 4}])
+    );
+    let grant_id = issued[0]["id"].as_str().context("grant id")?.to_string();
+
+    // --- Requester: the grant arrived; fetch from the catalogue hit; the transfer completes.
+    wait_until("the grant reaches the requester", WAIT, || async {
+        let held: Vec<Value> = js_api.get("/api/v1/grants?direction=in").await?;
+        Ok(held
+            .iter()
+            .any(|g| g["id"] == grant_id.as_str() && g["state"] == "valid"))
+    })
+    .await?;
+    b.goto(&format!("{js_url}/#/catalogue?text=sh-cond"))
+        .await?;
+    b.wait_for(
+        &format!("{hit} [data-testid=grant-held]"),
+        &[&grant_id[..8]],
+    )
+    .await?;
+    b.click_on(&format!("{hit} [data-testid=fetch]")).await?;
+    // The page moves to the transfers, which refresh themselves until the fetch is done.
+    b.wait_for("[data-testid=flash-ok]", &["sh-cond"]).await?;
+    b.wait_for(
+        "tr[data-testid=transfer][data-dataset=sh-cond][data-status=done]",
+        &["已完成", "脱敏交付", "100%", "310000"],
+    )
+    .await?;
+    b.wait_for("[data-testid=no-refresh]", &[]).await?;
+    b.shot("transfers").await?;
+    let transfers: Vec<Value> = js_api.get("/api/v1/transfers").await?;
+    let fetched = transfers
+        .iter()
+        .find(|t| t["dataset"] == "sh-cond" && t["direction"] == "in")
+        .ok_or_else(|| anyhow!("no fetch of sh-cond: {transfers:?}"))?;
+    assert_eq!(fetched["status"], "done", "{fetched}");
+    assert_eq!(fetched["derived"], true);
+    assert_eq!(fetched["grant"], grant_id.as_str());
+    // The grant it held, and a subscription added and removed.
+    b.goto(&format!("{js_url}/#/grants")).await?;
+    b.wait_for(
+        &format!("tr[data-testid=grant-in][data-id='{grant_id}'][data-state=valid]"),
+        &["sh-cond", "有效", "保留前 6 后 4"],
+    )
+    .await?;
+    b.goto(&format!("{js_url}/#/subscriptions")).await?;
+    b.fill("[data-testid=subscribe-target]", "310000/sh-open")
+        .await?;
+    b.click_on("[data-testid=subscribe-submit]").await?;
+    let subscription = "tr[data-testid=subscription][data-dataset=sh-open]";
+    b.wait_for(subscription, &["310000"]).await?;
+    b.click_on(&format!("{subscription} [data-testid=unsubscribe]"))
+        .await?;
+    b.wait_for("[data-testid=subscriptions-none]", &[]).await?;
+    let subscriptions: Vec<Value> = js_api.get("/api/v1/subscriptions").await?;
+    assert!(subscriptions.is_empty(), "{subscriptions:?}");
+
+    // --- Provider: the delivery in the provenance timeline and the deliveries report.
+    wait_until("the receipt reaches the provider", WAIT, || async {
+        let d: Vec<Value> = sh_api
+            .get("/api/v1/provenance/deliveries?dataset=sh-cond")
+            .await?;
+        Ok(d.len() == 1 && !d[0]["receipt_at"].is_null())
+    })
+    .await?;
+    b.goto(&format!(
+        "{sh_url}/#/provenance?kind=delivery-served&dataset=sh-cond"
+    ))
+    .await?;
+    b.wait_for(
+        "li[data-testid=record][data-kind=delivery-served][data-dataset=sh-cond]",
+        &[
+            "完成数据交付",
+            "320000",
+            "跨省通办企业开办材料核验",
+            &js_peer[..16],
+        ],
+    )
+    .await?;
+    b.wait_for("[data-testid=prov-count]", &["1"]).await?;
+    b.goto(&format!("{sh_url}/#/provenance")).await?;
+    b.wait_for(
+        "li[data-testid=record][data-kind=receipt-received]",
+        &["收到签收回执", "sh-cond"],
+    )
+    .await?;
+    b.wait_for(
+        "li[data-testid=record][data-kind=grant-issued]",
+        &["sh-cond"],
+    )
+    .await?;
+    b.shot("provenance").await?;
+    b.goto(&format!("{sh_url}/#/deliveries?dataset=sh-cond"))
+        .await?;
+    b.wait_for(
+        "tr[data-testid=delivery]",
+        &[
+            "320000",
+            "v1",
+            "跨省通办企业开办材料核验",
+            "keep first 6 last 4",
+            &grant_id[..8],
+        ],
+    )
+    .await?;
+    b.wait_for("tr[data-testid=delivery] [data-testid=receipt]", &["#"])
+        .await?;
+    b.shot("deliveries").await?;
+    // The evidence bundle of the dataset, downloaded as a file.
+    b.click_on("[data-testid=deliveries-export]").await?;
+    b.wait_for("[data-testid=flash-ok]", &["evidence-sh-cond.json"])
+        .await?;
+    let saved = b.downloads.path().join("evidence-sh-cond.json");
+    wait_until("the evidence bundle is downloaded", WAIT, || async {
+        Ok(saved.exists())
+    })
+    .await?;
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&saved)?)?;
+    let kinds: Vec<&str> = bundle["entries"]
+        .as_array()
+        .context("bundle entries")?
+        .iter()
+        .filter_map(|e| e["record"]["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"delivery-served"), "{kinds:?}");
+
+    // --- Provider: the grant it issued, its standard, no alarm; its lists; then English, then
+    // log out.
+    b.goto(&format!("{sh_url}/#/grants")).await?;
+    b.wait_for(
+        &format!("tr[data-testid=grant-out][data-id='{grant_id}'][data-state=valid]"),
+        &["sh-cond", "320000"],
+    )
+    .await?;
+    b.goto(&format!("{sh_url}/#/schemas?id={SCHEMA}")).await?;
+    b.wait_for("[data-testid=schema-doc]", &[SCHEMA, "1.0.0", MASKED])
+        .await?;
+    b.goto(&format!("{sh_url}/#/alarms")).await?;
+    b.wait_for("[data-testid=alarms-none]", &[]).await?;
+    b.goto(&format!("{sh_url}/#/lists")).await?;
+    b.wait_for("tr[data-testid=offer][data-id=sh-cond]", &["有条件共享"])
+        .await?;
+    b.wait_for("tr[data-testid=demand][data-id=js-social-insurance]", &[])
+        .await?;
+    b.wait_for(
+        "tr[data-testid=withheld][data-id=sh-archive]",
+        &["数据治理整改中"],
+    )
+    .await?;
+    b.shot("lists").await?;
+    b.click_on("#lang option[value=en]").await?;
+    b.wait_for("#nav-lists", &["Our lists"]).await?;
+    b.wait_for("tr[data-testid=offer][data-id=sh-cond]", &["Conditional"])
+        .await?;
+    assert_eq!(
+        b.script("return document.documentElement.lang", json!([]))
+            .await?,
+        "en"
+    );
+    b.click_on("#logout").await?;
+    b.wait_for("#login-error", &["Logged out"]).await?;
+    assert_eq!(
+        b.script(
+            "return sessionStorage.getItem('yrd.console.token')",
+            json!([])
+        )
+        .await?,
+        Value::Null
+    );
+
+    // No CSP violation, script error or missing asset on the way (a 401 is the wrong token's).
+    match b.console_log().await {
+        Ok(log) => {
+            let bad: Vec<&String> = log
+                .iter()
+                .filter(|m| m.contains("SEVERE") && !m.contains("401"))
+                .collect();
+            assert!(bad.is_empty(), "browser console errors: {bad:#?}");
+        }
+        Err(e) => eprintln!("browser log not available: {e}"),
+    }
+    Ok(())
+}
