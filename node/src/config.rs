@@ -262,8 +262,12 @@ pub struct Member {
 pub struct ApiSection {
     /// Address the admin API listens on. Must be a loopback address unless `allow_remote` is set.
     pub listen: SocketAddr,
-    /// Allow a non-loopback `listen` address (put TLS in front of it).
+    /// Allow a non-loopback `listen` (and `metrics_listen`) address (put TLS in front of it).
     pub allow_remote: bool,
+    /// A second address that serves only `GET /metrics`, without the token, for a scraper that
+    /// cannot send one. Off when absent. Must be a loopback address unless `allow_remote` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiSection {
@@ -271,6 +275,7 @@ impl Default for ApiSection {
         ApiSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             allow_remote: false,
+            metrics_listen: None,
         }
     }
 }
@@ -391,6 +396,22 @@ impl NodeConfig {
                 format!("\"{}\"", self.api.listen),
                 "a loopback address such as 127.0.0.1:7400 (or set api.allow_remote = true)",
             ));
+        }
+        if let Some(m) = self.api.metrics_listen {
+            if !self.api.allow_remote && !m.ip().is_loopback() {
+                return Err(invalid(
+                    "api.metrics_listen".into(),
+                    format!("\"{m}\""),
+                    "a loopback address such as 127.0.0.1:9400 (or set api.allow_remote = true)",
+                ));
+            }
+            if m == self.api.listen && m.port() != 0 {
+                return Err(invalid(
+                    "api.metrics_listen".into(),
+                    format!("\"{m}\""),
+                    "an address other than api.listen",
+                ));
+            }
         }
         let secs = [
             (
@@ -653,6 +674,21 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
         assert!(e.contains("invalid multiaddr"), "{e}");
         let e = refusal(&format!("{GOOD}\n[api]\nlisten = \"0.0.0.0:7400\"\n"));
         assert!(e.contains("api.listen") && e.contains("loopback"), "{e}");
+        let e = refusal(&format!(
+            "{GOOD}\n[api]\nmetrics_listen = \"0.0.0.0:9400\"\n"
+        ));
+        assert!(
+            e.contains("api.metrics_listen") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = refusal(&format!(
+            "{GOOD}\n[api]\nmetrics_listen = \"127.0.0.1:7400\"\n"
+        ));
+        assert!(e.contains("other than api.listen"), "{e}");
+        let ok = parse(&format!(
+            "{GOOD}\n[api]\nmetrics_listen = \"127.0.0.1:9400\"\n"
+        ));
+        assert!(ok.is_ok_and(|c| c.api.metrics_listen.is_some_and(|m| m.port() == 9400)));
         let e = refusal(&format!("{GOOD}bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n"));
         assert!(
             e.contains("network.bootstrap[0]") && e.contains("/p2p/"),

@@ -131,7 +131,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
         },
         api: ApiSection {
             listen: options.api.unwrap_or(ApiSection::default().listen),
-            allow_remote: false,
+            ..ApiSection::default()
         },
         exchange: Default::default(),
         log: LogSection::default(),

@@ -115,6 +115,11 @@ impl TestNode {
         self.start().await
     }
 
+    /// The running node (its addresses).
+    pub fn running(&self) -> Result<&RunningNode> {
+        self.running.as_ref().context("node not running")
+    }
+
     /// The running node's service handle.
     pub fn node(&self) -> Result<&Node> {
         Ok(&self.running.as_ref().context("node not running")?.node)

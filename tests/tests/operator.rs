@@ -213,6 +213,50 @@ fn metric(text: &str, series: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
+    let mut net = TestNet::line(1).await?;
+    net.nodes[0].stop().await?;
+    net.nodes[0].edit_config(|c| c.api.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))?;
+    net.nodes[0].start().await?;
+    let node = &net.nodes[0];
+    let metrics_addr = node
+        .running()?
+        .metrics_address
+        .context("no metrics listener")?;
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let text = response.text().await?;
+    ensure!(metric(&text, "yrd_up") == Some(1), "{text}");
+    // Only /metrics: nothing of the API is reachable there, with or without a token.
+    let (status, body) = error_body(
+        http.get(format!("http://{metrics_addr}/api/v1/node"))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(status == StatusCode::NOT_FOUND, "{status} {body}");
+    let console = http.get(format!("http://{metrics_addr}/")).send().await?;
+    ensure!(
+        console.status() == StatusCode::NOT_FOUND,
+        "{}",
+        console.status()
+    );
+    // The API's own /metrics still needs the token.
+    let (status, _) = error_body(
+        http.get(format!("{}/metrics", node.api_url()?))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "{status}");
+    net.stop_all().await
+}
+
 async fn metrics(node: &yrd_tests::TestNode) -> Result<String> {
     let token =
         yrd_node::identity::load_token(&node.data_dir.join(yrd_node::identity::TOKEN_FILE))?;

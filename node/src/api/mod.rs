@@ -11,7 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::identity::AdminToken;
@@ -117,51 +116,81 @@ struct ApiState {
     openapi: Arc<serde_json::Value>,
 }
 
-/// The running API server.
+/// The running API server (and the optional token-free metrics listener).
 #[derive(Debug)]
 pub struct ApiServer {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    metrics_addr: Option<SocketAddr>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Api {
+            addr,
+            cause: if e.kind() == std::io::ErrorKind::AddrInUse {
+                "the port is already in use (another node on this port?)".into()
+            } else {
+                e.to_string()
+            },
+        })?;
+    let local = listener.local_addr().map_err(|e| NodeError::Api {
+        addr,
+        cause: e.to_string(),
+    })?;
+    Ok((listener, local))
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+    what: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, server = what, "HTTP server stopped with an error");
+        }
+    })
 }
 
 impl ApiServer {
-    /// Binds `addr` (port 0 picks one) and serves the API for `node`.
+    /// Binds `addr` (port 0 picks one) and serves the API for `node`; with `metrics`, also
+    /// serves `GET /metrics` alone, without the token, on that address.
     pub async fn bind(
         node: Node,
         addr: SocketAddr,
         token: AdminToken,
+        metrics: Option<SocketAddr>,
     ) -> Result<ApiServer, NodeError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| NodeError::Api {
-                addr,
-                cause: if e.kind() == std::io::ErrorKind::AddrInUse {
-                    "the port is already in use (another node on this port?)".into()
-                } else {
-                    e.to_string()
-                },
-            })?;
-        let local = listener.local_addr().map_err(|e| NodeError::Api {
-            addr,
-            cause: e.to_string(),
-        })?;
-        let app = router(node, token);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin API stopped with an error");
-            }
-        });
+        // Bind both before serving either, so a taken port fails the start cleanly.
+        let (listener, local) = listen(addr).await?;
+        let metrics_listener = match metrics {
+            Some(a) => Some(listen(a).await?),
+            None => None,
+        };
+        let (app, state) = router(node, token);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = vec![serve(listener, app, stop.clone(), "admin API")];
+        let mut metrics_addr = None;
+        if let Some((l, a)) = metrics_listener {
+            let app = Router::new()
+                .route("/metrics", axum::routing::get(metrics::serve))
+                .fallback(not_found)
+                .with_state(state);
+            tasks.push(serve(l, app, stop.clone(), "metrics"));
+            metrics_addr = Some(a);
+        }
         Ok(ApiServer {
             addr: local,
-            stop: Some(stop_tx),
-            task,
+            metrics_addr,
+            stop,
+            tasks,
         })
     }
 
@@ -170,14 +199,19 @@ impl ApiServer {
         self.addr
     }
 
-    /// Stops accepting requests and waits for the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// The bound address of the token-free metrics listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops accepting requests and waits for the server tasks.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for mut task in self.tasks {
+            // Open keep-alive connections would hold graceful shutdown forever; bound the wait.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await;
+            task.abort();
         }
-        // Open keep-alive connections would hold graceful shutdown forever; bound the wait.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await;
-        self.task.abort();
     }
 }
 
@@ -768,7 +802,7 @@ pub fn openapi_text() -> String {
     text
 }
 
-fn router(node: Node, token: AdminToken) -> Router {
+fn router(node: Node, token: AdminToken) -> (Router, ApiState) {
     let (routes, doc) = routes().finish();
     let state = ApiState {
         node,
@@ -779,9 +813,12 @@ fn router(node: Node, token: AdminToken) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state);
+        .with_state(state.clone());
     // The console's static assets carry no data, so they are served before the token check.
-    Router::new().merge(crate::console::routes()).merge(api)
+    (
+        Router::new().merge(crate::console::routes()).merge(api),
+        state,
+    )
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {

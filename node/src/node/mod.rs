@@ -264,6 +264,8 @@ pub struct RunningNode {
     pub node: Node,
     /// Where the admin API listens.
     pub api_address: SocketAddr,
+    /// Where the token-free metrics listener listens (`api.metrics_listen`), if configured.
+    pub metrics_address: Option<SocketAddr>,
     net_task: JoinHandle<()>,
     service_task: JoinHandle<()>,
     sync_task: JoinHandle<()>,
@@ -419,6 +421,7 @@ impl Node {
             node.clone(),
             config.api.listen,
             node.inner.admin_token.clone(),
+            config.api.metrics_listen,
         )
         .await
         {
@@ -443,7 +446,9 @@ impl Node {
             api = %api_address,
             "node started"
         );
+        let metrics_address = api.metrics_addr();
         Ok(RunningNode {
+            metrics_address,
             node,
             api_address,
             net_task,
