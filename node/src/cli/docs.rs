@@ -491,26 +491,9 @@ pub(super) async fn publish(
     let body = PublishVersion { file, format };
     let path = format!("/api/v1/datasets/{}/versions", urlencode(dataset));
     let c = client(cli)?;
-    // The node validates and imports in one call; on a terminal, show that it is working.
-    let ticker = (!cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                eprint!(
-                    "\rvalidating and importing {:.1} MB … {}s ",
-                    size as f64 / 1e6,
-                    started.elapsed().as_secs()
-                );
-            }
-        })
-    });
-    let answer: Result<Signed<Manifest>, _> = c.post(&path, &body).await;
-    if let Some(t) = ticker {
-        t.abort();
-        eprint!("\r\x1b[K");
-    }
+    let label = format!("validating and importing {:.1} MB", size as f64 / 1e6);
+    let answer: Result<Signed<Manifest>, _> =
+        super::with_progress(cli, &label, c.post(&path, &body)).await;
     let m = answer?;
     if cli.json {
         return print_json(&m);

@@ -249,7 +249,12 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
             Ok(())
         }
         ProvenanceCommand::Check => {
-            let v: CheckView = c.post("/api/v1/provenance/check", &()).await?;
+            let v: CheckView = super::with_progress(
+                cli,
+                "recomputing every leaf and node of the log",
+                c.post("/api/v1/provenance/check", &()),
+            )
+            .await?;
             if cli.json {
                 return print_json(&v);
             }
@@ -284,7 +289,12 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 to_seq,
                 peer: peer.clone(),
             };
-            let bundle: EvidenceBundle = c.post("/api/v1/provenance/export", &q).await?;
+            let bundle: EvidenceBundle = super::with_progress(
+                cli,
+                "collecting records and proofs",
+                c.post("/api/v1/provenance/export", &q),
+            )
+            .await?;
             let text = serde_json::to_string_pretty(&bundle)
                 .map_err(|e| CliError::Output(e.to_string()))?;
             write_atomic(out, text.as_bytes())?;
