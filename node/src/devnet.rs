@@ -258,25 +258,43 @@ pub fn describe(devnet: &Devnet) -> String {
     out
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload`), which would otherwise kill the
-/// process without its clean shutdown, re-reads each node's admin token (after `yrd token
-/// rotate`); the config is read only at start.
-pub async fn wait_for_signal(nodes: &[&Node]) -> Result<(), DevnetError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(DevnetError::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(DevnetError::Signal)?;
-    loop {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.map_err(DevnetError::Signal),
-            _ = term.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::info!(
-                    "SIGHUP: reloading the admin token; the config is read only at start \
-                     (restart the node to apply config changes)"
-                );
-                for node in nodes {
-                    if let Err(e) = node.reload_admin_token() {
-                        tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
+/// The signals a running node answers, installed before it reports itself ready, so that no
+/// SIGTERM or SIGHUP can arrive while the default action (terminating without the clean
+/// shutdown) still applies.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers for SIGTERM and SIGHUP (SIGINT is handled when waiting).
+    pub fn install() -> Result<Signals, DevnetError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(DevnetError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(DevnetError::Signal)?,
+        })
+    }
+
+    /// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload`) re-reads each node's admin
+    /// token (after `yrd token rotate`); the config is read only at start.
+    pub async fn wait(mut self, nodes: &[&Node]) -> Result<(), DevnetError> {
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        loop {
+            tokio::select! {
+                r = &mut interrupt => return r.map_err(DevnetError::Signal),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hup.recv() => {
+                    tracing::info!(
+                        "SIGHUP: reloading the admin token; the config is read only at start \
+                         (restart the node to apply config changes)"
+                    );
+                    for node in nodes {
+                        if let Err(e) = node.reload_admin_token() {
+                            tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
+                        }
                     }
                 }
             }

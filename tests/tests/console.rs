@@ -893,15 +893,14 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     );
 
     // No CSP violation, script error or missing asset on the way (a 401 is the wrong token's).
-    match b.console_log().await {
-        Ok(log) => {
-            let bad: Vec<&String> = log
-                .iter()
-                .filter(|m| m.contains("SEVERE") && !m.contains("401"))
-                .collect();
-            assert!(bad.is_empty(), "browser console errors: {bad:#?}");
-        }
-        Err(e) => eprintln!("browser log not available: {e}"),
-    }
+    let log = b
+        .console_log()
+        .await
+        .context("reading the browser's console log (chromedriver's /se/log)")?;
+    let bad: Vec<&String> = log
+        .iter()
+        .filter(|m| m.contains("SEVERE") && !m.contains("401"))
+        .collect();
+    assert!(bad.is_empty(), "browser console errors: {bad:#?}");
     Ok(())
 }

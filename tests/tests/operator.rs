@@ -152,6 +152,40 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
         status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
         "{status} {body}"
     );
+    // Well-formed JSON of the wrong shape is bad input too (axum's own answer would be 422).
+    let (status, body) = error_body(
+        http.post(format!("{base}/api/v1/requests"))
+            .bearer_auth(&token)
+            .json(&json!({"target": 7}))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
+        "{status} {body}"
+    );
+    // A body without its JSON content type.
+    let (status, body) = error_body(
+        http.post(format!("{base}/api/v1/requests"))
+            .bearer_auth(&token)
+            .body("{}")
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::UNSUPPORTED_MEDIA_TYPE && body["error"] == "unsupported-media-type",
+        "{status} {body}"
+    );
+    // The console's page takes GET only, and says so in the same shape.
+    let (status, body) = error_body(http.post(format!("{base}/")).send().await?).await?;
+    ensure!(
+        status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
+        "{status} {body}"
+    );
+    let page = http.get(format!("{base}/")).send().await?;
+    ensure!(page.status() == StatusCode::OK, "{}", page.status());
     net.stop_all().await
 }
 
@@ -287,7 +321,9 @@ fn tar(args: &[&str]) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works() -> Result<()> {
-    let mut net = TestNet::line(2).await?;
+    // Node 2 (Zhejiang) stays idle until after the restore, so its fetch moves every chunk
+    // from the restored data dir (Jiangsu already holds the file and would move none).
+    let mut net = TestNet::line(3).await?;
     net.wait_full_mesh().await?;
     let work = tempfile::tempdir()?;
     let sh = net.nodes[0].client()?;
@@ -304,7 +340,7 @@ async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works(
 
     // Metrics on both sides.
     let text = metrics(&net.nodes[1]).await?;
-    ensure!(metric(&text, "yrd_members_connected") == Some(1), "{text}");
+    ensure!(metric(&text, "yrd_members_connected") == Some(2), "{text}");
     ensure!(
         metric(&text, "yrd_dataset_bytes_total{direction=\"received\"}") == Some(size),
         "{text}"
@@ -412,16 +448,30 @@ async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works(
     let versions: Vec<Value> = sh.get("/api/v1/datasets/sh-open/versions").await?;
     ensure!(versions.len() == 1, "{versions:?}");
 
-    // And it serves: Jiangsu reconnects and fetches the same version again, digest-equal.
-    wait_until("Jiangsu reconnects to the restored node", WAIT, || async {
-        let peers: Vec<Value> = js.get("/api/v1/peers").await?;
-        Ok(peers.len() == 1)
+    // And it serves: Zhejiang, which never held the file, fetches it from the restored node:
+    // every chunk comes out of the restored blobs, digest-equal to the first delivery.
+    let zj = net.nodes[2].client()?;
+    wait_until("Zhejiang reconnects to the restored node", WAIT, || async {
+        let peers: Vec<Value> = zj.get("/api/v1/peers").await?;
+        Ok(peers.len() == 2)
     })
     .await?;
-    let second = fetch_done(&js, &target).await?;
+    let second = fetch_done(&zj, &target).await?;
     ensure!(
         second["digest"] == first["digest"] && second["bytes_total"] == first["bytes_total"],
         "{first} vs {second}"
+    );
+    ensure!(
+        second["bytes_done"] == first["bytes_total"],
+        "the fetch after the restore moved {} of {} bytes",
+        second["bytes_done"],
+        first["bytes_total"]
+    );
+    let after = metrics(&net.nodes[0]).await?;
+    ensure!(
+        metric(&after, "yrd_dataset_bytes_total{direction=\"sent\"}") == Some(size),
+        "the restored node sent {:?} bytes since its start: {after}",
+        metric(&after, "yrd_dataset_bytes_total{direction=\"sent\"}")
     );
     let deliveries: Vec<Value> = sh
         .get("/api/v1/provenance/deliveries?dataset=sh-open")

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{Value, json};
 use yrd_node::cli::client::ApiClient;
+use yrd_node::cli::client::ClientError;
 use yrd_node::model::provenance::{EvidenceBundle, verify_bundle};
 use yrd_node::store::provenance::ProvenanceLog;
 use yrd_tests::{TestNet, WAIT, wait_until};
@@ -380,7 +381,10 @@ async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
             &json!({"log": sh_log, "note": "  "}),
         )
         .await;
-    assert!(empty.is_err(), "a resolution needs a note");
+    assert!(
+        matches!(empty, Err(ClientError::Api { status: 400, .. })),
+        "a resolution needs a note: {empty:?}"
+    );
     let resolved: Vec<Value> = js
         .post(
             "/api/v1/provenance/alarms/resolve",
@@ -396,11 +400,39 @@ async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
             &json!({"log": sh_log, "note": "twice"}),
         )
         .await;
-    assert!(again.is_err(), "no open alarm is left to resolve");
+    assert!(
+        matches!(again, Err(ClientError::Api { status: 404, .. })),
+        "no open alarm is left to resolve: {again:?}"
+    );
     net.nodes[0].node()?.send_head(js_peer).await?;
     let kept: Vec<Value> = js.get("/api/v1/provenance?kind=alarm-resolved").await?;
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0]["counterparty"], sh_log.as_str());
+
+    // A resolution does not blind the witness: a second rewrite, against the new baseline, is
+    // a new open alarm.
+    net.nodes[0].stop().await?;
+    {
+        let store = yrd_node::store::Store::open(&net.nodes[0].data_dir)?;
+        let log = ProvenanceLog::open(
+            store.db(),
+            net.nodes[0].key.signing_key().clone(),
+            net.nodes[0].peer_id().to_string(),
+            net.nodes[0].region,
+        )?;
+        let mut r = log.record(seq)?.unwrap();
+        r.counterparty = Some("12D3KooWYetAnotherRewrite".into());
+        log.rewrite_for_test(seq, &r)?;
+        log.close();
+        store.flush_blocking()?;
+    }
+    net.nodes[0].start().await?;
+    net.wait_full_mesh().await?;
+    let sent = net.nodes[0].node()?.send_head(js_peer).await;
+    assert!(sent.is_err(), "a second fork must not be cosigned");
+    let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
+    let open: Vec<&Value> = alarms.iter().filter(|a| a["resolved"].is_null()).collect();
+    assert_eq!((alarms.len(), open.len()), (2, 1), "{alarms:?}");
     net.stop_all().await
 }
 

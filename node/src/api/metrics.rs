@@ -56,12 +56,6 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
     let mut m = Exposition::default();
 
     m.one(
-        "yrd_up",
-        "gauge",
-        "1 when the node answers and its database is reachable.",
-        u64::from(health.store_ok),
-    );
-    m.one(
         "yrd_uptime_seconds",
         "gauge",
         "Seconds since the node started.",
@@ -86,7 +80,18 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         health.refused_connections,
     );
 
-    let ours = node.offers()?.len() as u64;
+    // A database that cannot be read makes yrd_up 0 and the families read from it 0; the scrape
+    // itself still answers, so the alert on yrd_up can fire.
+    let mut store_ok = health.store_ok;
+    let ours = or_unreadable(node.offers(), &mut store_ok).len() as u64;
+    let requests = or_unreadable(node.requests(), &mut store_ok);
+    let alarms = or_unreadable(node.alarms(), &mut store_ok);
+    m.one(
+        "yrd_up",
+        "gauge",
+        "1 when the node answers and its database is readable.",
+        u64::from(store_ok),
+    );
     let network: u64 = node
         .network_catalogues()
         .iter()
@@ -165,7 +170,6 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         );
     }
 
-    let requests = node.requests()?;
     m.family(
         "yrd_access_requests",
         "gauge",
@@ -202,7 +206,6 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         "Size of the latest signed tree head (lags the log by at most one signing interval).",
         log.head().map(|h| h.document.size).unwrap_or(0),
     );
-    let alarms = node.alarms()?;
     let open = alarms.iter().filter(|a| a.resolved.is_none()).count() as u64;
     m.family(
         "yrd_witness_alarms",
@@ -225,4 +228,13 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         m.text,
     )
         .into_response())
+}
+
+/// The value, or its default when the database could not be read (noted in `ok`).
+fn or_unreadable<T: Default>(read: Result<T, crate::node::NodeError>, ok: &mut bool) -> T {
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "metrics: cannot read the database");
+        *ok = false;
+        T::default()
+    })
 }

@@ -72,15 +72,16 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// An extractor's refusal in our error shape, keeping its status (415 for a missing JSON content
-/// type, 413 for a body over the limit, 400 or 422 for bad JSON).
+/// An extractor's refusal in our error shape: 415 for a missing JSON content type, 413 for a
+/// body over the limit, 400 for anything else (bad JSON, a missing field, a wrong type).
 fn rejection(status: StatusCode, text: String) -> ApiError {
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-        _ => "bad-request",
-    };
-    ApiError::new(status, code, text)
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "too-large", text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(status, "unsupported-media-type", text),
+        // axum answers 422 for well-formed JSON of the wrong shape; to us that is bad input
+        // like any other, and one status for it is simpler for clients.
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad-request", text),
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -230,7 +231,7 @@ fn routes() -> ApiBuilder {
             Doc::new::<Health>(
                 "health",
                 "node",
-                "Health: members connected, catalogue, log, alarms",
+                "Health: status, uptime, members connected, refused connections, database",
             )
             .cli("yrd health"),
         )
@@ -384,7 +385,7 @@ fn routes() -> ApiBuilder {
                 "DCAT-AP 3 JSON-LD (application/ld+json) or the national CSV template (text/csv)",
             )
             .query::<r::ExportQuery>()
-            .raw("application/ld+json")
+            .raw("application/ld+json, text/csv; charset=utf-8")
             .cli("yrd catalog export"),
         )
         .route(
@@ -760,6 +761,7 @@ fn routes() -> ApiBuilder {
             )
             .body::<EvidenceBundle>()
             .body_limit(256 << 20)
+            .errors(&[(422, "InvalidEvidence")])
             .cli("yrd verify"),
         )
         // Signed documents.
@@ -815,8 +817,13 @@ fn router(node: Node, token: AdminToken) -> (Router, ApiState) {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
     // The console's static assets carry no data, so they are served before the token check.
+    // (The API's routes got their 405 inside the token check; this gives the console's the
+    // same JSON shape.)
     (
-        Router::new().merge(crate::console::routes()).merge(api),
+        Router::new()
+            .merge(crate::console::routes())
+            .method_not_allowed_fallback(method_not_allowed)
+            .merge(api),
         state,
     )
 }

@@ -39,6 +39,7 @@ pub(super) struct Doc {
     int_params: &'static [&'static str],
     response: (u16, Body),
     body_limit: Option<usize>,
+    extra_errors: &'static [(u16, &'static str)],
 }
 
 impl Doc {
@@ -58,6 +59,7 @@ impl Doc {
             int_params: &[],
             response: (200, Body::Json(|g| g.subschema_for::<T>())),
             body_limit: None,
+            extra_errors: &[],
         }
     }
 
@@ -85,6 +87,12 @@ impl Doc {
         self
     }
 
+    /// Error answers particular to this operation: (status, response component).
+    pub(super) fn errors(mut self, errors: &'static [(u16, &'static str)]) -> Doc {
+        self.extra_errors = errors;
+        self
+    }
+
     /// Path parameters that are integers (the others are strings).
     pub(super) fn int_params(mut self, names: &'static [&'static str]) -> Doc {
         self.int_params = names;
@@ -97,7 +105,7 @@ impl Doc {
         self
     }
 
-    /// The success body is not JSON but `media_type`.
+    /// The success body is not JSON but `media_type` (several: comma-separated).
     pub(super) fn raw(mut self, media_type: &'static str) -> Doc {
         self.response.1 = Body::Raw(media_type);
         self
@@ -203,8 +211,13 @@ impl ApiBuilder {
                 json!({"description": status_text(doc.response.0),
                        "content": {"application/json": {"schema": schema}}})
             }
-            Body::Raw(media) => json!({"description": status_text(doc.response.0),
-                                       "content": {media: {}}}),
+            Body::Raw(media) => {
+                let content: Map<String, Value> = media
+                    .split(',')
+                    .map(|m| (m.trim().to_string(), json!({})))
+                    .collect();
+                json!({"description": status_text(doc.response.0), "content": content})
+            }
         };
         let mut responses = Map::new();
         responses.insert(doc.response.0.to_string(), success);
@@ -213,6 +226,13 @@ impl ApiBuilder {
             responses.insert("400".into(), error_ref("BadRequest"));
         }
         responses.insert("401".into(), error_ref("Unauthorized"));
+        if doc.body.is_some() {
+            responses.insert("413".into(), error_ref("TooLarge"));
+            responses.insert("415".into(), error_ref("UnsupportedMediaType"));
+        }
+        for &(status, name) in doc.extra_errors {
+            responses.insert(status.to_string(), error_ref(name));
+        }
         if !path_params(path).is_empty() {
             responses.insert("404".into(), error_ref("NotFound"));
         }
@@ -252,11 +272,17 @@ impl ApiBuilder {
                 },
                 "responses": {
                     "BadRequest": response("The input is invalid; the message names the field \
-                        and the rule (`bad-request`, or `too-large` with 413)."),
+                        and the rule (`bad-request`)."),
+                    "TooLarge": response("The body is over the limit (`too-large`)."),
+                    "UnsupportedMediaType": response("A JSON body was sent without \
+                        `content-type: application/json` (`unsupported-media-type`)."),
+                    "InvalidEvidence": response("The evidence bundle does not verify; the \
+                        message says why (`invalid-evidence`)."),
                     "Unauthorized": response("Missing or wrong bearer token (`unauthorized`)."),
                     "NotFound": response("No such thing (`not-found`)."),
                     "Error": response("`conflict` (409), `peer` (502: a peer failed or \
-                        refused), `method-not-allowed` (405) or `internal` (500).")
+                        refused), `not-found` (404), `method-not-allowed` (405) or `internal` \
+                        (500).")
                 },
                 "schemas": schemas
             }

@@ -106,9 +106,21 @@ pub(super) async fn catalogue_search(
     Ok(Json(s.node.search(&q)))
 }
 
+/// The format of a catalogue export.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ExportFormat {
+    /// DCAT-AP 3 JSON-LD (`application/ld+json`).
+    Dcat,
+    /// The national catalogue template's CSV (`text/csv`).
+    Csv,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct ExportQuery {
-    format: String,
+    /// dcat or csv.
+    format: ExportFormat,
+    /// Every member's offers, not only ours.
     #[serde(default)]
     network: bool,
 }
@@ -131,20 +143,15 @@ pub(super) async fn catalogue_export(
             .map(|c| c.document)
             .collect()
     };
-    match q.format.as_str() {
-        "dcat" => {
+    match q.format {
+        ExportFormat::Dcat => {
             let doc = crate::export::dcat_jsonld(&catalogues);
             Ok(([(header::CONTENT_TYPE, "application/ld+json")], Json(doc)).into_response())
         }
-        "csv" => {
+        ExportFormat::Csv => {
             let text = crate::export::catalogue_csv(&catalogues);
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response())
         }
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("format {other:?}: expected \"dcat\" or \"csv\""),
-        )),
     }
 }
 

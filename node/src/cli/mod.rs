@@ -855,13 +855,14 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
         .map_err(crate::node::NodeError::from)?;
     identity::check_private(&options.data_dir.join(TOKEN_FILE), "the admin API token")
         .map_err(crate::node::NodeError::from)?;
+    let signals = crate::devnet::Signals::install()?;
     let running = Node::start(options).await?;
     crate::notify::notify(&format!(
         "READY=1\nSTATUS=serving; admin API on {}\nMAINPID={}",
         running.api_address,
         std::process::id()
     ));
-    let _ = crate::devnet::wait_for_signal(&[&running.node]).await;
+    let _ = signals.wait(&[&running.node]).await;
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
@@ -911,6 +912,7 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
         "info,libp2p_mdns=warn",
         cli.log_format.unwrap_or(LogFormat::Text),
     );
+    let signals = crate::devnet::Signals::install()?;
     let devnet = crate::devnet::Devnet::start(&args.dir, args.nodes).await?;
     if let Err(e) = devnet.seed().await {
         devnet.shutdown().await;
@@ -934,7 +936,7 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
         println!("{}", crate::devnet::describe(&devnet));
     }
     let nodes: Vec<&Node> = devnet.nodes.iter().map(|(_, r)| &r.node).collect();
-    let waited = crate::devnet::wait_for_signal(&nodes).await;
+    let waited = signals.wait(&nodes).await;
     tracing::info!("stopping the devnet");
     devnet.shutdown().await;
     waited?;
@@ -942,7 +944,8 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
 }
 
 async fn rotate_token(cli: &Cli) -> Result<(), CliError> {
-    // The running node, if any, is asked to reload with the token it has now.
+    // The running node, if any, is asked to reload with the token it has now, so the client is
+    // made (reading the old token) before the file is replaced.
     let old = client(cli);
     let path = match (&cli.config, &cli.data_dir) {
         (Some(config), _) => NodeOptions::from_config_file(config)?.data_dir,
@@ -955,6 +958,8 @@ async fn rotate_token(cli: &Cli) -> Result<(), CliError> {
     }
     .join(TOKEN_FILE);
     identity::rotate_token(&path).map_err(crate::node::NodeError::from)?;
+    let replaced = format!("the new token is in {}", path.display());
+    let by_hand = "make a running node use it with `systemctl reload yrd` (SIGHUP) or a restart";
     let reloaded = match old {
         Ok(c) => match c
             .post::<_, crate::api::TokenReloaded>("/api/v1/token/reload", &serde_json::json!({}))
@@ -962,9 +967,17 @@ async fn rotate_token(cli: &Cli) -> Result<(), CliError> {
         {
             Ok(_) => true,
             Err(ClientError::Unreachable { .. }) => false,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(CliError::Invalid(format!(
+                    "{replaced}, but the node did not reload it ({e}); {by_hand}"
+                )));
+            }
         },
-        Err(_) => false,
+        Err(e) => {
+            return Err(CliError::Invalid(format!(
+                "{replaced}, but the old token could not be used to tell the node ({e}); {by_hand}"
+            )));
+        }
     };
     if cli.json {
         return print_json(&serde_json::json!({ "file": path, "reloaded": reloaded }));

@@ -538,7 +538,8 @@ impl Node {
         presented: Signed<TreeHead>,
         cause: &str,
     ) {
-        // The same fork shown again is the same alarm, not a new one.
+        // The same fork shown again is the same alarm, not a new one (unless it was resolved:
+        // a resolved fork shown again against another baseline is news).
         let known = self
             .inner
             .provenance
@@ -547,6 +548,7 @@ impl Node {
             .iter()
             .any(|a| {
                 a.log == peer.to_string()
+                    && a.resolved.is_none()
                     && a.presented.document.size == presented.document.size
                     && a.presented.document.root == presented.document.root
             });
@@ -587,8 +589,9 @@ impl Node {
     }
 
     /// Resolves the open witness alarms of `log` after an operator checked what happened: each
-    /// is marked resolved with `note`, the newest head the log presented becomes the baseline
-    /// its next heads must extend, and the step is recorded.
+    /// is marked resolved with `note`, the head presented in the newest alarm becomes the
+    /// baseline its next heads must extend (unless we accepted a head of that log after that
+    /// alarm: then that head stays), and the step is recorded.
     pub async fn resolve_alarms(&self, log: &str, note: &str) -> Result<Vec<Alarm>, NodeError> {
         let note = note.trim();
         if note.is_empty() || note.chars().count() > 2000 {
@@ -607,21 +610,29 @@ impl Node {
             .into_iter()
             .filter(|a| a.log == log && a.resolved.is_none())
             .collect();
-        let Some(newest) = open.iter().max_by_key(|a| a.presented.document.size) else {
+        // Alarms are kept in the order they were raised (by our clock): the last is the newest.
+        let Some(newest) = open.last() else {
             return Err(NodeError::NotFound(format!(
                 "no open witness alarm for the log of {log}"
             )));
         };
+        // If we accepted a head of that log after the newest alarm (it went back to the branch
+        // we held), that head stays; otherwise the branch the operator accepts becomes it.
+        let held = self.inner.provenance.witnessed(log)?;
+        let baseline = (held.as_ref() == Some(&newest.held)).then(|| newest.presented.clone());
         let resolution = AlarmResolution {
             time: now_rfc3339(),
             note: note.to_string(),
-            baseline_size: newest.presented.document.size,
+            baseline_size: baseline
+                .as_ref()
+                .or(held.as_ref())
+                .map_or(0, |h| h.document.size),
         };
-        let baseline = newest.presented.clone();
         let resolved = self
             .inner
             .provenance
-            .resolve_alarms(log, &resolution, &baseline)?;
+            .resolve_alarms(log, &resolution, baseline.as_ref())?;
+        let baseline = baseline.or(held);
         self.store().flush().await?;
         tracing::warn!(
             peer = %peer,
@@ -632,8 +643,12 @@ impl Node {
         );
         let mut r = self.new_record(RecordKind::AlarmResolved);
         r.cause = Some(note.to_string());
-        self.record(r, Some(peer), doc(&baseline).into_iter().collect())
-            .await;
+        self.record(
+            r,
+            Some(peer),
+            baseline.as_ref().and_then(doc).into_iter().collect(),
+        )
+        .await;
         Ok(resolved)
     }
 

@@ -558,36 +558,58 @@ impl ProvenanceLog {
 
     /// Records an alarm (kept forever).
     pub fn put_alarm(&self, alarm: &Alarm) -> Result<(), ProvenanceError> {
-        let key = format!("{}/{}", alarm.time, alarm.log);
+        // Time first keeps them in order; the count keeps two alarms of one log raised in the
+        // same second apart (callers raise alarms one at a time, under the witness lock).
+        let key = format!("{}/{:010}/{}", alarm.time, self.alarms.len(), alarm.log);
         let bytes = serde_json::to_vec(alarm).map_err(|e| corrupt("alarm", e))?;
         self.alarms.insert(key.as_bytes(), bytes)?;
         Ok(())
     }
 
-    /// Marks every open alarm of `log` resolved and takes `baseline` as the head we hold of
-    /// it, so its next heads are checked against the branch the operator accepted. Returns the
-    /// alarms resolved.
+    /// Marks every open alarm of `log` resolved and, with a `baseline`, takes it as the head we
+    /// hold of that log, in one transaction (no alarm resolved without its baseline, nor the
+    /// reverse). Returns the alarms resolved.
     pub fn resolve_alarms(
         &self,
         log: &str,
         resolution: &AlarmResolution,
-        baseline: &Signed<TreeHead>,
+        baseline: Option<&Signed<TreeHead>>,
     ) -> Result<Vec<Alarm>, ProvenanceError> {
-        let mut resolved = Vec::new();
+        let mut updates = Vec::new();
         for item in self.alarms.iter() {
             let (key, raw) = item?;
             let mut alarm: Alarm = serde_json::from_slice(&raw).map_err(|e| corrupt("alarm", e))?;
             if alarm.log == log && alarm.resolved.is_none() {
                 alarm.resolved = Some(resolution.clone());
                 let bytes = serde_json::to_vec(&alarm).map_err(|e| corrupt("alarm", e))?;
-                self.alarms.insert(key, bytes)?;
-                resolved.push(alarm);
+                updates.push((key, bytes, alarm));
             }
         }
-        if !resolved.is_empty() {
-            self.put_witnessed(baseline)?;
+        if updates.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(resolved)
+        let head = match baseline {
+            Some(h) => Some(serde_json::to_vec(h).map_err(|e| corrupt("head", e))?),
+            None => None,
+        };
+        use sled::Transactional;
+        (&self.alarms, &self.witnessed)
+            .transaction(|(alarms, witnessed)| {
+                for (key, bytes, _) in &updates {
+                    alarms.insert(key.as_ref(), bytes.as_slice())?;
+                }
+                if let Some(h) = &head {
+                    witnessed.insert(log.as_bytes(), h.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => ProvenanceError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    corrupt("alarm resolution", "aborted")
+                }
+            })?;
+        Ok(updates.into_iter().map(|(_, _, a)| a).collect())
     }
 
     /// Every alarm, oldest first.
