@@ -291,6 +291,115 @@ async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
     net.stop_all().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_routes_refuse_bad_input_with_its_cause() -> Result<()> {
+    let mut net = TestNet::line(1).await?;
+    let node = &net.nodes[0];
+    let base = node.api_url()?;
+    let token_file = node.data_dir.join(yrd_node::identity::TOKEN_FILE);
+    let token = yrd_node::identity::load_token(&token_file)?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+
+    // The published evidence vector verifies; one changed byte of a record does not (422).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/vectors/evidence-bundle.json"
+    );
+    let mut bundle: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let response = post("/api/v1/evidence/verify", bundle.clone()).await?;
+    ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let verified: Value = response.json().await?;
+    ensure!(
+        verified["account"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{verified}"
+    );
+    let time = bundle["entries"][0]["record"]["time"]
+        .as_str()
+        .context("time")?
+        .to_string();
+    bundle["entries"][0]["record"]["time"] = json!(time.replace('0', "1"));
+    let (status, body) = error_body(post("/api/v1/evidence/verify", bundle).await?).await?;
+    ensure!(
+        status == StatusCode::UNPROCESSABLE_ENTITY && body["error"] == "invalid-evidence",
+        "{status} {body}"
+    );
+
+    // A catalogue export in a format there is not.
+    let (status, body) = error_body(
+        http.get(format!("{base}/api/v1/catalogue/export?format=xml"))
+            .bearer_auth(&token)
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::BAD_REQUEST
+            && body["message"].as_str().is_some_and(|m| m.contains("csv")),
+        "{status} {body}"
+    );
+
+    // Resolving alarms: not a peer id; a note far too long; no open alarm.
+    for (body, want) in [
+        (
+            json!({"log": "not-a-peer", "note": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"log": node.peer_id().to_string(), "note": "长".repeat(2001)}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"log": node.peer_id().to_string(), "note": "nothing happened"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (status, answer) =
+            error_body(post("/api/v1/provenance/alarms/resolve", body.clone()).await?).await?;
+        ensure!(status == want, "{body}: {status} {answer}");
+    }
+
+    // A token file the node must refuse (readable by others, then too short) leaves the old
+    // token in force, and the refusal names the cause.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644))?;
+    let (status, body) = error_body(post("/api/v1/token/reload", json!({})).await?).await?;
+    ensure!(
+        status.is_server_error()
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("api.token")),
+        "{status} {body}"
+    );
+    std::fs::remove_file(&token_file)?;
+    yrd_node::identity::write_private_file(&token_file, b"short")?;
+    let (status, body) = error_body(post("/api/v1/token/reload", json!({})).await?).await?;
+    ensure!(
+        status.is_server_error()
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("shorter")),
+        "{status} {body}"
+    );
+    let response = http
+        .get(format!("{base}/api/v1/node"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "the old token stopped working"
+    );
+    net.stop_all().await
+}
+
 async fn metrics(node: &yrd_tests::TestNode) -> Result<String> {
     let token =
         yrd_node::identity::load_token(&node.data_dir.join(yrd_node::identity::TOKEN_FILE))?;
