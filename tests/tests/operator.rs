@@ -43,6 +43,11 @@ fn operations(doc: &Value) -> Vec<(Method, String)> {
     out
 }
 
+/// Sends `request` and reads the answer as (status, JSON body).
+async fn ask(request: reqwest::RequestBuilder) -> Result<(StatusCode, Value)> {
+    error_body(request.send().await?).await
+}
+
 async fn error_body(response: reqwest::Response) -> Result<(StatusCode, Value)> {
     let status = response.status();
     let text = response.text().await?;
@@ -113,73 +118,54 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
     }
 
     // Routes not in the document: 404 in the same shape, and only after the token check.
-    let (status, body) =
-        error_body(http.get(format!("{base}/api/v1/nothing")).send().await?).await?;
+    let (status, body) = ask(http.get(format!("{base}/api/v1/nothing"))).await?;
     ensure!(status == StatusCode::UNAUTHORIZED, "{status} {body}");
-    let (status, body) = error_body(
-        http.get(format!("{base}/api/v1/nothing"))
-            .bearer_auth(&token)
-            .send()
-            .await?,
-    )
+    let (status, body) = ask(http
+        .get(format!("{base}/api/v1/nothing"))
+        .bearer_auth(&token))
     .await?;
     ensure!(
         status == StatusCode::NOT_FOUND && body["error"] == "not-found",
         "{status} {body}"
     );
-    let (status, body) = error_body(
-        http.put(format!("{base}/api/v1/node"))
-            .bearer_auth(&token)
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, body) = ask(http.put(format!("{base}/api/v1/node")).bearer_auth(&token)).await?;
     ensure!(
         status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
         "{status} {body}"
     );
     // A body that is not JSON is refused with the extractor's status in our shape.
-    let (status, body) = error_body(
-        http.post(format!("{base}/api/v1/requests"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await?,
-    )
+    let (status, body) = ask(http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json"))
     .await?;
     ensure!(
         status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
         "{status} {body}"
     );
     // Well-formed JSON of the wrong shape is bad input too (axum's own answer would be 422).
-    let (status, body) = error_body(
-        http.post(format!("{base}/api/v1/requests"))
-            .bearer_auth(&token)
-            .json(&json!({"target": 7}))
-            .send()
-            .await?,
-    )
+    let (status, body) = ask(http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth(&token)
+        .json(&json!({"target": 7})))
     .await?;
     ensure!(
         status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
         "{status} {body}"
     );
     // A body without its JSON content type.
-    let (status, body) = error_body(
-        http.post(format!("{base}/api/v1/requests"))
-            .bearer_auth(&token)
-            .body("{}")
-            .send()
-            .await?,
-    )
+    let (status, body) = ask(http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth(&token)
+        .body("{}"))
     .await?;
     ensure!(
         status == StatusCode::UNSUPPORTED_MEDIA_TYPE && body["error"] == "unsupported-media-type",
         "{status} {body}"
     );
     // The console's page takes GET only, and says so in the same shape.
-    let (status, body) = error_body(http.post(format!("{base}/")).send().await?).await?;
+    let (status, body) = ask(http.post(format!("{base}/"))).await?;
     ensure!(
         status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
         "{status} {body}"
@@ -267,12 +253,7 @@ async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
     let text = response.text().await?;
     ensure!(metric(&text, "yrd_up") == Some(1), "{text}");
     // Only /metrics: nothing of the API is reachable there, with or without a token.
-    let (status, body) = error_body(
-        http.get(format!("http://{metrics_addr}/api/v1/node"))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, body) = ask(http.get(format!("http://{metrics_addr}/api/v1/node"))).await?;
     ensure!(status == StatusCode::NOT_FOUND, "{status} {body}");
     let console = http.get(format!("http://{metrics_addr}/")).send().await?;
     ensure!(
@@ -281,12 +262,7 @@ async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
         console.status()
     );
     // The API's own /metrics still needs the token.
-    let (status, _) = error_body(
-        http.get(format!("{}/metrics", node.api_url()?))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, _) = ask(http.get(format!("{}/metrics", node.api_url()?))).await?;
     ensure!(status == StatusCode::UNAUTHORIZED, "{status}");
     net.stop_all().await
 }
@@ -333,12 +309,9 @@ async fn the_operator_routes_refuse_bad_input_with_its_cause() -> Result<()> {
     );
 
     // A catalogue export in a format there is not.
-    let (status, body) = error_body(
-        http.get(format!("{base}/api/v1/catalogue/export?format=xml"))
-            .bearer_auth(&token)
-            .send()
-            .await?,
-    )
+    let (status, body) = ask(http
+        .get(format!("{base}/api/v1/catalogue/export?format=xml"))
+        .bearer_auth(&token))
     .await?;
     ensure!(
         status == StatusCode::BAD_REQUEST

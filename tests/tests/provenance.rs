@@ -321,6 +321,28 @@ async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
     net.stop_all().await
 }
 
+/// Stops node 0, rewrites record `seq` of its log behind its back (a new counterparty), and
+/// starts it again: a node quietly rewriting its history.
+async fn rewrite_record(net: &mut TestNet, seq: u64, counterparty: &str) -> Result<()> {
+    net.nodes[0].stop().await?;
+    {
+        let store = yrd_node::store::Store::open(&net.nodes[0].data_dir)?;
+        let log = ProvenanceLog::open(
+            store.db(),
+            net.nodes[0].key.signing_key().clone(),
+            net.nodes[0].peer_id().to_string(),
+            net.nodes[0].region,
+        )?;
+        let mut r = log.record(seq)?.unwrap();
+        r.counterparty = Some(counterparty.into());
+        log.rewrite_for_test(seq, &r)?;
+        log.close();
+        store.flush_blocking()?;
+    }
+    net.nodes[0].start().await?;
+    net.wait_full_mesh().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
     let mut net = TestNet::line(2).await?;
@@ -337,23 +359,7 @@ async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
     let seq = delivery[0]["seq"].as_u64().unwrap();
 
     // Shanghai, stopped, rewrites the delivery record behind its own back: to someone else.
-    net.nodes[0].stop().await?;
-    {
-        let store = yrd_node::store::Store::open(&net.nodes[0].data_dir)?;
-        let log = ProvenanceLog::open(
-            store.db(),
-            net.nodes[0].key.signing_key().clone(),
-            net.nodes[0].peer_id().to_string(),
-            net.nodes[0].region,
-        )?;
-        let mut r = log.record(seq)?.unwrap();
-        r.counterparty = Some("12D3KooWSomeoneElseEntirely".into());
-        log.rewrite_for_test(seq, &r)?;
-        log.close();
-        store.flush_blocking()?;
-    }
-    net.nodes[0].start().await?;
-    net.wait_full_mesh().await?;
+    rewrite_record(&mut net, seq, "12D3KooWSomeoneElseEntirely").await?;
     // Its log verifies on its own (the rewrite is self-consistent) …
     let check: Value = net.nodes[0]
         .client()?
@@ -411,23 +417,7 @@ async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
 
     // A resolution does not blind the witness: a second rewrite, against the new baseline, is
     // a new open alarm.
-    net.nodes[0].stop().await?;
-    {
-        let store = yrd_node::store::Store::open(&net.nodes[0].data_dir)?;
-        let log = ProvenanceLog::open(
-            store.db(),
-            net.nodes[0].key.signing_key().clone(),
-            net.nodes[0].peer_id().to_string(),
-            net.nodes[0].region,
-        )?;
-        let mut r = log.record(seq)?.unwrap();
-        r.counterparty = Some("12D3KooWYetAnotherRewrite".into());
-        log.rewrite_for_test(seq, &r)?;
-        log.close();
-        store.flush_blocking()?;
-    }
-    net.nodes[0].start().await?;
-    net.wait_full_mesh().await?;
+    rewrite_record(&mut net, seq, "12D3KooWYetAnotherRewrite").await?;
     let sent = net.nodes[0].node()?.send_head(js_peer).await;
     assert!(sent.is_err(), "a second fork must not be cosigned");
     let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
