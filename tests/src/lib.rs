@@ -268,3 +268,42 @@ pub fn flag_value(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1))
         .cloned()
 }
+
+/// Publishes the sample data standard `id` (version 1.0.0) on the node behind `client`.
+pub async fn publish_sample_standard(client: &ApiClient, id: &str) -> Result<()> {
+    let schema: serde_json::Value = serde_json::from_str(
+        yrd_node::samples::schema_json(id).context("no sample standard of that id")?,
+    )?;
+    let _: serde_json::Value = client
+        .post(
+            "/api/v1/schemas",
+            &serde_json::json!({"id": id, "version": "1.0.0", "schema": schema}),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes `records` sample records of `standard` (generator `seed`) to `dir/DATASET.jsonl` and
+/// publishes them as the next version of the offer `dataset`.
+pub async fn publish_sample_version(
+    client: &ApiClient,
+    dir: &Path,
+    dataset: &str,
+    standard: &str,
+    records: usize,
+    seed: u64,
+) -> Result<()> {
+    let file = dir.join(format!("{dataset}.jsonl"));
+    let text: String = yrd_node::samples::generate(standard, records, seed)?
+        .iter()
+        .map(|r| format!("{r}\n"))
+        .collect();
+    std::fs::write(&file, text)?;
+    let _: serde_json::Value = client
+        .post(
+            &format!("/api/v1/datasets/{dataset}/versions"),
+            &serde_json::json!({"file": file, "format": "jsonl"}),
+        )
+        .await?;
+    Ok(())
+}

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use yrd_node::cli::client::ApiClient;
 use yrd_node::identity::{self, TOKEN_FILE};
-use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
+use yrd_tests::{
+    TestNet, TestNode, WAIT, publish_sample_standard, publish_sample_version, wait_until,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -431,14 +433,7 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
 /// offer, version 1 of the shared ones, a demand and a withheld entry.
 async fn provider(net: &TestNet, dir: &Path) -> Result<()> {
     let sh = net.nodes[0].client()?;
-    let schema: Value =
-        serde_json::from_str(yrd_node::samples::schema_json(SCHEMA).context("sample standard")?)?;
-    let _: Value = sh
-        .post(
-            "/api/v1/schemas",
-            &json!({"id": SCHEMA, "version": "1.0.0", "schema": schema}),
-        )
-        .await?;
+    publish_sample_standard(&sh, SCHEMA).await?;
     let offer = |id: &str, title: &str, share: &str, conditions: Option<&str>| {
         let mut o = json!({
             "identifier": id, "title": title, "description": "上海市市场主体登记信息（测试数据）",
@@ -484,18 +479,7 @@ async fn provider(net: &TestNet, dir: &Path) -> Result<()> {
         )
         .await?;
     for (id, seed) in [("sh-open", 1), ("sh-cond", 2)] {
-        let file = dir.join(format!("{id}.jsonl"));
-        let text: String = yrd_node::samples::generate(SCHEMA, 200, seed)?
-            .iter()
-            .map(|r| format!("{r}\n"))
-            .collect();
-        std::fs::write(&file, text)?;
-        let _: Value = sh
-            .post(
-                &format!("/api/v1/datasets/{id}/versions"),
-                &json!({"file": file, "format": "jsonl"}),
-            )
-            .await?;
+        publish_sample_version(&sh, dir, id, SCHEMA, 200, seed).await?;
     }
     let js = net.nodes[1].client()?;
     wait_until(

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use yrd_node::cli::client::ApiClient;
-use yrd_tests::{TestNet, WAIT, wait_until};
+use yrd_tests::{TestNet, WAIT, publish_sample_standard, publish_sample_version, wait_until};
 
 const SCHEMA: &str = "enterprise-licence";
 
@@ -133,56 +133,50 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
         status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
         "{status} {body}"
     );
-    // A body that is not JSON is refused with the extractor's status in our shape.
-    let (status, body) = ask(http
-        .post(format!("{base}/api/v1/requests"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{not json"))
-    .await?;
-    ensure!(
-        status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
-        "{status} {body}"
-    );
-    // Well-formed JSON of the wrong shape is bad input too (axum's own answer would be 422).
-    let (status, body) = ask(http
-        .post(format!("{base}/api/v1/requests"))
-        .bearer_auth(&token)
-        .json(&json!({"target": 7})))
-    .await?;
-    ensure!(
-        status == StatusCode::BAD_REQUEST && body["error"] == "bad-request",
-        "{status} {body}"
-    );
-    // A body without its JSON content type.
-    let (status, body) = ask(http
-        .post(format!("{base}/api/v1/requests"))
-        .bearer_auth(&token)
-        .body("{}"))
-    .await?;
-    ensure!(
-        status == StatusCode::UNSUPPORTED_MEDIA_TYPE && body["error"] == "unsupported-media-type",
-        "{status} {body}"
-    );
-    // The console's page takes GET only, and says so in the same shape.
-    let (status, body) = ask(http.post(format!("{base}/"))).await?;
-    ensure!(
-        status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
-        "{status} {body}"
-    );
+    // Bad bodies and methods are refused with the right status, in our shape.
+    let requests = format!("{base}/api/v1/requests");
+    for (what, request, want, code) in [
+        (
+            "a body that is not JSON",
+            http.post(&requests)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            // axum's own answer would be 422.
+            "well-formed JSON of the wrong shape",
+            http.post(&requests).json(&json!({"target": 7})),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            "a body without its JSON content type",
+            http.post(&requests).body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        (
+            "a POST to the console's page, which takes GET only",
+            http.post(format!("{base}/")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+        ),
+    ] {
+        let (status, body) = ask(request.bearer_auth(&token)).await?;
+        ensure!(
+            status == want && body["error"] == code,
+            "{what}: {status} {body}"
+        );
+    }
     let page = http.get(format!("{base}/")).send().await?;
     ensure!(page.status() == StatusCode::OK, "{}", page.status());
     net.stop_all().await
 }
 
 async fn publish_offer(c: &ApiClient, dir: &Path) -> Result<()> {
-    let schema: Value = serde_json::from_str(yrd_node::samples::schema_json(SCHEMA).unwrap())?;
-    let _: Value = c
-        .post(
-            "/api/v1/schemas",
-            &json!({"id": SCHEMA, "version": "1.0.0", "schema": schema}),
-        )
-        .await?;
+    publish_sample_standard(c, SCHEMA).await?;
     let _: Value = c
         .post(
             "/api/v1/catalogue/offers",
@@ -194,18 +188,7 @@ async fn publish_offer(c: &ApiClient, dir: &Path) -> Result<()> {
             }),
         )
         .await?;
-    let file = dir.join("open.jsonl");
-    let text: String = yrd_node::samples::generate(SCHEMA, 2_000, 1)?
-        .iter()
-        .map(|r| format!("{r}\n"))
-        .collect();
-    std::fs::write(&file, text)?;
-    let _: Value = c
-        .post(
-            "/api/v1/datasets/sh-open/versions",
-            &json!({"file": file, "format": "jsonl"}),
-        )
-        .await?;
+    publish_sample_version(c, dir, "sh-open", SCHEMA, 2_000, 1).await?;
     Ok(())
 }
 

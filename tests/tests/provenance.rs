@@ -14,20 +14,14 @@ use yrd_node::cli::client::ApiClient;
 use yrd_node::cli::client::ClientError;
 use yrd_node::model::provenance::{EvidenceBundle, verify_bundle};
 use yrd_node::store::provenance::ProvenanceLog;
-use yrd_tests::{TestNet, WAIT, wait_until};
+use yrd_tests::{TestNet, WAIT, publish_sample_standard, publish_sample_version, wait_until};
 
 const SCHEMA: &str = "enterprise-licence";
 
 /// Shanghai (node 0) publishes the standard, an unconditional and a conditional offer, v1 of each.
 async fn provider(net: &TestNet, dir: &std::path::Path) -> Result<()> {
     let sh = net.nodes[0].client()?;
-    let schema: Value = serde_json::from_str(yrd_node::samples::schema_json(SCHEMA).unwrap())?;
-    let _: Value = sh
-        .post(
-            "/api/v1/schemas",
-            &json!({"id": SCHEMA, "version": "1.0.0", "schema": schema}),
-        )
-        .await?;
+    publish_sample_standard(&sh, SCHEMA).await?;
     for (id, share) in [("sh-open", "unconditional"), ("sh-cond", "conditional")] {
         let o = json!({
             "identifier": id, "title": "营业执照", "description": "测试",
@@ -36,18 +30,7 @@ async fn provider(net: &TestNet, dir: &std::path::Path) -> Result<()> {
             "schema_id": SCHEMA, "schema_version": "1.0.0", "share_conditions": "履职需要"
         });
         let _: Value = sh.post("/api/v1/catalogue/offers", &o).await?;
-        let file = dir.join(format!("{id}.jsonl"));
-        let text: String = yrd_node::samples::generate(SCHEMA, 200, 3)?
-            .iter()
-            .map(|r| format!("{r}\n"))
-            .collect();
-        std::fs::write(&file, text)?;
-        let _: Value = sh
-            .post(
-                &format!("/api/v1/datasets/{id}/versions"),
-                &json!({"file": file, "format": "jsonl"}),
-            )
-            .await?;
+        publish_sample_version(&sh, dir, id, SCHEMA, 200, 3).await?;
     }
     for n in &net.nodes[1..] {
         let c = n.client()?;
