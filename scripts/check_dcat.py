@@ -20,8 +20,8 @@ nothing may be fetched to expand it), every property and type must expand to an 
 no prefix in the context is silently dropped by JSON-LD processors), and the graph must hold a
 dcat:Catalog.
 
-The shapes are read from DIR, by default ../../shared/vectors/dcat-ap relative to this script
-(shared/ beside the repository). Needs pyshacl (`pip install pyshacl`, which brings rdflib).
+The shapes are read from DIR, by default ../schemas/vectors/dcat-ap relative to this script
+(vendored in the repository, see schemas/vectors/README.md). Needs pyshacl (`pip install pyshacl`, which brings rdflib).
 
 Exit status: 0 conforms; 1 violations (or warnings with --strict); 2 bad input or arguments;
 3 pyshacl/rdflib missing.
@@ -59,7 +59,7 @@ DATE_SHAPES = """
 
 
 def default_shapes_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "vectors" / "dcat-ap"
+    return Path(__file__).resolve().parent.parent / "schemas" / "vectors" / "dcat-ap"
 
 
 def context_problems(doc) -> list:

@@ -3,7 +3,7 @@
 # tests run, then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The DCAT-AP export test validates with pyshacl (SHACL shapes in ../shared/vectors/dcat-ap).
+# The DCAT-AP export test validates with pyshacl (SHACL shapes in schemas/vectors/dcat-ap).
 python3 -c 'import pyshacl' 2>/dev/null || python3 -m pip install --quiet pyshacl==0.40.1
 # The independent evidence verifier (scripts/verify_evidence.py) needs ed25519 and BLAKE3.
 python3 -c 'import cryptography, blake3' 2>/dev/null || python3 -m pip install --quiet cryptography blake3

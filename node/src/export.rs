@@ -1411,7 +1411,7 @@ mod tests {
         let script = manifest.join("../scripts/check_dcat.py");
         let shapes = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/dcat-ap"
+            "/../schemas/vectors/dcat-ap"
         ));
         let probe = Command::new("python3")
             .args(["-c", "import pyshacl"])

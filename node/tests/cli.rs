@@ -670,7 +670,7 @@ fn exchange_through_the_cli(dir: &Path, tmp: &Path) {
 
 #[test]
 fn doc_canon_and_verify_work_offline() {
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/jcs");
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/vectors/jcs");
     let out = yrd(&[
         "doc",
         "canon",

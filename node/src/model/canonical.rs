@@ -578,7 +578,7 @@ mod tests {
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     /// The RFC 8785 reference vectors shipped in the shared folder.
-    const JCS_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/jcs");
+    const JCS_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/vectors/jcs");
 
     #[test]
     fn rfc8785_reference_vectors() -> TestResult {
