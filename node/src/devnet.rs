@@ -9,7 +9,8 @@ use libp2p::{Multiaddr, PeerId};
 use crate::config::{CONFIG_FILE, Member, NodeConfig};
 use crate::identity::{self, KEY_FILE, NodeKey, TOKEN_FILE};
 use crate::model::region::{self, Region, RegionInfo};
-use crate::node::{Node, NodeError, NodeOptions, RunningNode};
+use crate::node::{Node, NodeError, NodeOptions};
+use crate::server::{Server, ServerError};
 use crate::setup::{self, InitOptions, SetupError};
 
 /// Why the devnet could not run.
@@ -26,11 +27,43 @@ pub enum DevnetError {
     Identity(#[from] identity::IdentityError),
     /// A node failed to start.
     #[error("node {region}: {source}")]
+    Start {
+        /// Which node.
+        region: String,
+        /// Why.
+        source: ServerError,
+    },
+    /// A node refused a step of the devnet's setup.
+    #[error("node {region}: {source}")]
     Node {
         /// Which node.
         region: String,
         /// Why.
         source: NodeError,
+    },
+    /// The embedded seed data does not parse (a bug in this build).
+    #[error("node {region}: embedded devnet seed data unreadable: {source}")]
+    SeedData {
+        /// Which node.
+        region: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// Sample records could not be generated for a dataset.
+    #[error("sample records of {dataset}: {source}")]
+    Samples {
+        /// The dataset.
+        dataset: String,
+        /// Why.
+        source: crate::samples::SampleError,
+    },
+    /// A devnet file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// Too many or too few nodes.
     #[error("--nodes {0}: expected 1 to {max}", max = max_nodes())]
@@ -65,7 +98,7 @@ pub struct DevnetMember {
 #[derive(Debug)]
 pub struct Devnet {
     /// The running nodes, in region order.
-    pub nodes: Vec<(DevnetMember, RunningNode)>,
+    pub nodes: Vec<(DevnetMember, Server)>,
 }
 
 fn slug(info: &RegionInfo) -> String {
@@ -212,13 +245,13 @@ impl Devnet {
                 config: m.config.clone(),
                 data_dir: m.data_dir.clone(),
             };
-            match Node::start(options).await {
+            match Server::start(options).await {
                 Ok(node) => running.push((m, node)),
                 Err(source) => {
                     for (_, n) in running {
                         let _ = n.shutdown().await;
                     }
-                    return Err(DevnetError::Node {
+                    return Err(DevnetError::Start {
                         region: m.region.label(),
                         source,
                     });
@@ -537,6 +570,11 @@ impl Devnet {
             region: region.label(),
             source,
         };
+        // The seed data is embedded in the binary: failing to read it is a bug, said as such.
+        let seed_err = |region: Region, source: serde_json::Error| DevnetError::SeedData {
+            region: region.label(),
+            source,
+        };
         let Some((first, integrator)) = self.nodes.first() else {
             return Ok(());
         };
@@ -544,8 +582,8 @@ impl Devnet {
             let Some(text) = crate::samples::schema_json(info.id) else {
                 continue;
             };
-            let schema: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| node_err(first.region, NodeError::Invalid(e.to_string())))?;
+            let schema: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| seed_err(first.region, e))?;
             let title = format!("{} / {}", info.title_zh, info.title_en);
             integrator
                 .node
@@ -581,39 +619,42 @@ impl Devnet {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             for o in offers {
-                let input = serde_json::from_value(o)
-                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                let input = serde_json::from_value(o).map_err(|e| seed_err(member.region, e))?;
                 node.add_offer(input)
                     .await
                     .map_err(|e| node_err(member.region, e))?;
             }
             for d in demands {
-                let d = serde_json::from_value(d)
-                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                let d = serde_json::from_value(d).map_err(|e| seed_err(member.region, e))?;
                 node.add_demand(d)
                     .await
                     .map_err(|e| node_err(member.region, e))?;
             }
             for w in withheld {
-                let w = serde_json::from_value(w)
-                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                let w = serde_json::from_value(w).map_err(|e| seed_err(member.region, e))?;
                 node.add_withheld(w)
                     .await
                     .map_err(|e| node_err(member.region, e))?;
             }
             // A first version of every offer, from the standards' sample generators.
             let samples = member.data_dir.join("samples");
-            std::fs::create_dir_all(&samples)
-                .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+            std::fs::create_dir_all(&samples).map_err(|source| DevnetError::Io {
+                path: samples.clone(),
+                source,
+            })?;
             for offer in node.offers().map_err(|e| node_err(member.region, e))? {
                 let id = offer.offer.identifier;
-                let records =
-                    crate::samples::generate(&offer.conforms_to.id, 1000, seed_of(&id))
-                        .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                let records = crate::samples::generate(&offer.conforms_to.id, 1000, seed_of(&id))
+                    .map_err(|source| DevnetError::Samples {
+                    dataset: id.clone(),
+                    source,
+                })?;
                 let text: String = records.iter().map(|r| format!("{r}\n")).collect();
                 let file = samples.join(format!("{id}.jsonl"));
-                std::fs::write(&file, text)
-                    .map_err(|e| node_err(member.region, NodeError::Invalid(e.to_string())))?;
+                std::fs::write(&file, text).map_err(|source| DevnetError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
                 node.publish_dataset(&id, &file, crate::model::exchange::DataFormat::Jsonl)
                     .await
                     .map_err(|e| node_err(member.region, e))?;

@@ -19,7 +19,8 @@ use crate::model::provenance::RecordKind;
 use crate::model::region::{self, Region};
 use crate::node::access::{Approval, Direction};
 use crate::node::transfer::{Fault, TransferStatus};
-use crate::node::{Node, NodeError, NodeOptions, RunningNode};
+use crate::node::{Node, NodeOptions};
+use crate::server::Server;
 use crate::setup::{self, InitOptions};
 use crate::store::provenance::Query;
 
@@ -625,7 +626,7 @@ impl Report {
 struct SimNode {
     region: Region,
     data_dir: PathBuf,
-    running: Option<RunningNode>,
+    running: Option<Server>,
 }
 
 impl SimNode {
@@ -1431,12 +1432,12 @@ async fn start_node(s: &mut SimNode, index: usize) -> Result<(), SimError> {
         })
     });
     // The simulation runs many nodes on few cores: anti-entropy and pings stay at defaults.
-    let running = Node::start(NodeOptions {
+    let running = Server::start(NodeOptions {
         config: config.clone(),
         data_dir: s.data_dir.clone(),
     })
     .await
-    .map_err(|e: NodeError| node_err(e.to_string()))?;
+    .map_err(|e| node_err(e.to_string()))?;
     if first {
         // Keep the port the OS chose, so peers reach a restarted node where they knew it.
         if let Some(mut a) = tcp_address(&running.node).await {

@@ -12,7 +12,8 @@ use yrd_node::cli::client::ApiClient;
 use yrd_node::config::{CONFIG_FILE, Member, NodeConfig};
 use yrd_node::identity::{self, NodeKey, TOKEN_FILE};
 use yrd_node::model::region::{self, Region};
-use yrd_node::node::{Node, NodeOptions, PeerView, RunningNode};
+use yrd_node::node::{Node, NodeOptions, PeerView};
+use yrd_node::server::Server;
 use yrd_node::setup::{self, InitOptions};
 
 /// How long harness waits give the network before failing a test.
@@ -27,7 +28,7 @@ pub struct TestNode {
     pub key: NodeKey,
     /// Its data dir.
     pub data_dir: PathBuf,
-    running: Option<RunningNode>,
+    running: Option<Server>,
 }
 
 impl TestNode {
@@ -90,7 +91,7 @@ impl TestNode {
             a.iter()
                 .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)))
         });
-        self.running = Some(Node::start(options).await?);
+        self.running = Some(Server::start(options).await?);
         if first_start {
             // Keep the port the OS chose, as a deployed node keeps its configured port, so peers
             // that learned the address reach the node again after a restart.
@@ -116,7 +117,7 @@ impl TestNode {
     }
 
     /// The running node (its addresses).
-    pub fn running(&self) -> Result<&RunningNode> {
+    pub fn running(&self) -> Result<&Server> {
         self.running.as_ref().context("node not running")
     }
 

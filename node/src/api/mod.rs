@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::identity::AdminToken;
-use crate::node::{Node, NodeError};
+use crate::node::{ErrorClass, Node, NodeError};
 
 /// The one JSON shape of every error the API returns.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -23,6 +23,9 @@ pub struct ApiErrorBody {
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
+    /// For bad input: the field, parameter or document part at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// An error as the API returns it.
@@ -40,6 +43,7 @@ impl ApiError {
             body: ApiErrorBody {
                 error: code.into(),
                 message: message.into(),
+                field: None,
             },
         }
     }
@@ -47,16 +51,24 @@ impl ApiError {
 
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
-        let (status, code) = match &e {
-            NodeError::Invalid(_) | NodeError::Signature(_) => {
-                (StatusCode::BAD_REQUEST, "bad-request")
-            }
-            NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
-            NodeError::Conflict(_) | NodeError::Stale(_) => (StatusCode::CONFLICT, "conflict"),
-            NodeError::Net(_) | NodeError::BadPeer { .. } => (StatusCode::BAD_GATEWAY, "peer"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let (status, code) = match e.class() {
+            ErrorClass::BadInput => (StatusCode::BAD_REQUEST, "bad-request"),
+            ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorClass::Peer => (StatusCode::BAD_GATEWAY, "peer"),
+            ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        ApiError::new(status, code, e.to_string())
+        // The node's own failures keep their whole source chain, in the log and in the answer.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            let chain = e.chain();
+            tracing::error!(error = %chain, "request failed inside the node");
+            chain
+        } else {
+            e.to_string()
+        };
+        let mut error = ApiError::new(status, code, message);
+        error.body.field = e.field().map(str::to_string);
+        error
     }
 }
 
@@ -126,21 +138,32 @@ pub struct ApiServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), NodeError> {
+/// Why the API could not start listening.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the admin API on {addr}: {}", describe_bind(.source))]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn describe_bind(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        "the port is already in use (another node on this port?)".into()
+    } else {
+        e.to_string()
+    }
+}
+
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), BindError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| NodeError::Api {
-            addr,
-            cause: if e.kind() == std::io::ErrorKind::AddrInUse {
-                "the port is already in use (another node on this port?)".into()
-            } else {
-                e.to_string()
-            },
-        })?;
-    let local = listener.local_addr().map_err(|e| NodeError::Api {
-        addr,
-        cause: e.to_string(),
-    })?;
+        .map_err(|source| BindError { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| BindError { addr, source })?;
     Ok((listener, local))
 }
 
@@ -160,6 +183,16 @@ fn serve(
     })
 }
 
+impl Drop for ApiServer {
+    /// Dropped without a shutdown (a failed start above it, a panic), it still stops serving.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 impl ApiServer {
     /// Binds `addr` (port 0 picks one) and serves the API for `node`; with `metrics`, also
     /// serves `GET /metrics` alone, without the token, on that address.
@@ -168,7 +201,7 @@ impl ApiServer {
         addr: SocketAddr,
         token: AdminToken,
         metrics: Option<SocketAddr>,
-    ) -> Result<ApiServer, NodeError> {
+    ) -> Result<ApiServer, BindError> {
         // Bind both before serving either, so a taken port fails the start cleanly.
         let (listener, local) = listen(addr).await?;
         let metrics_listener = match metrics {
@@ -206,9 +239,13 @@ impl ApiServer {
     }
 
     /// Stops accepting requests and waits for the server tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.stop_serving().await;
+    }
+
+    async fn stop_serving(&mut self) {
         self.stop.cancel();
-        for mut task in self.tasks {
+        for mut task in self.tasks.drain(..) {
             // Open keep-alive connections would hold graceful shutdown forever; bound the wait.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await;
             task.abort();

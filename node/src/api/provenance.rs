@@ -105,7 +105,7 @@ pub(super) async fn check(State(s): State<ApiState>) -> ApiResult<CheckView> {
     let started = std::time::Instant::now();
     let (size, root) = tokio::task::spawn_blocking(move || log.verify_all())
         .await
-        .map_err(|e| crate::node::NodeError::Invalid(e.to_string()))?
+        .map_err(crate::node::NodeError::task("checking the log"))?
         .map_err(crate::node::NodeError::from)?;
     Ok(Json(CheckView {
         size,
@@ -122,7 +122,7 @@ pub(super) async fn export(
     let node = s.node.clone();
     let bundle = tokio::task::spawn_blocking(move || node.export_bundle(&q))
         .await
-        .map_err(|e| crate::node::NodeError::Invalid(e.to_string()))??;
+        .map_err(crate::node::NodeError::task("exporting the bundle"))??;
     Ok(Json(bundle))
 }
 
@@ -132,7 +132,7 @@ pub(super) async fn verify(
     let Json(value) = body?;
     let verified = tokio::task::spawn_blocking(move || verify_bundle_value(&value))
         .await
-        .map_err(|e| crate::node::NodeError::Internal(e.to_string()))?
+        .map_err(crate::node::NodeError::task("verifying the bundle"))?
         .map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,

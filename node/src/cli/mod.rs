@@ -522,6 +522,9 @@ pub enum CliError {
     /// The node failed.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    /// The daemon could not start or stop.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     /// The devnet failed.
     #[error(transparent)]
     Devnet(#[from] crate::devnet::DevnetError),
@@ -856,7 +859,7 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
     identity::check_private(&options.data_dir.join(TOKEN_FILE), "the admin API token")
         .map_err(crate::node::NodeError::from)?;
     let signals = crate::devnet::Signals::install()?;
-    let running = Node::start(options).await?;
+    let running = crate::server::Server::start(options).await?;
     crate::notify::notify(&format!(
         "READY=1\nSTATUS=serving; admin API on {}\nMAINPID={}",
         running.api_address,

@@ -170,12 +170,13 @@ fn is_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn check_text(what: &str, text: &str) -> Result<(), NodeError> {
+fn check_text(what: &'static str, text: &str) -> Result<(), NodeError> {
     let n = text.trim().chars().count();
     if n == 0 || n > MAX_TEXT_CHARS {
-        return Err(NodeError::Invalid(format!(
-            "{what} must be 1 to {MAX_TEXT_CHARS} characters"
-        )));
+        return Err(NodeError::invalid(
+            what.trim_start_matches("the "),
+            format!("{what} must be 1 to {MAX_TEXT_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -209,19 +210,25 @@ impl Node {
     /// whose catalogue offers `DATASET`.
     pub fn resolve_target(&self, target: &str) -> Result<Target, NodeError> {
         let (who, dataset) = target.split_once('/').ok_or_else(|| {
-            NodeError::Invalid(format!(
-                "{target:?}: expected REGION_OR_PEER/DATASET, e.g. 320000/enterprise-licence"
-            ))
+            NodeError::invalid(
+                "target",
+                format!(
+                    "{target:?}: expected REGION_OR_PEER/DATASET, e.g. 320000/enterprise-licence"
+                ),
+            )
         })?;
         if dataset.is_empty() || dataset.contains('/') {
-            return Err(NodeError::Invalid(format!(
-                "{target:?}: the dataset identifier after the first '/' is empty or has a '/'"
-            )));
+            return Err(NodeError::invalid(
+                "target",
+                format!(
+                    "{target:?}: the dataset identifier after the first '/' is empty or has a '/'"
+                ),
+            ));
         }
         let peer = who.parse::<PeerId>().ok();
         let region = if peer.is_none() {
             Some(parse_region(who).ok_or_else(|| {
-                NodeError::Invalid(format!(
+                NodeError::invalid("target", format!(
                     "{who:?} is neither a peer id nor a Delta region code or name (`yrd regions`)"
                 ))
             })?)
@@ -262,15 +269,18 @@ impl Node {
                 "no catalogue we hold from {who} offers {dataset:?} (search with `yrd catalog search`)"
             ))),
             1 => Ok(found.remove(0)),
-            _ => Err(NodeError::Invalid(format!(
-                "{} members of {who} offer {dataset:?}; name one by peer id: {}",
-                found.len(),
-                found
-                    .iter()
-                    .map(|t| t.peer.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            _ => Err(NodeError::invalid(
+                "target",
+                format!(
+                    "{} members of {who} offer {dataset:?}; name one by peer id: {}",
+                    found.len(),
+                    found
+                        .iter()
+                        .map(|t| t.peer.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
         }
     }
 
@@ -279,7 +289,7 @@ impl Node {
         let r = &offer.conforms_to;
         let doc = self.schema_doc(&r.id, Some(&r.version))?;
         let compiled = standard::compile(&doc.document.schema)
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            .map_err(|e| NodeError::invalid("standard", e.to_string()))?;
         Ok(compiled.fields().iter().map(|f| f.name.clone()).collect())
     }
 
@@ -387,32 +397,44 @@ impl Node {
         check_text("the purpose", purpose)?;
         check_text("the legal basis", legal_basis)?;
         if fields.len() > MAX_FIELDS {
-            return Err(NodeError::Invalid(format!("at most {MAX_FIELDS} fields")));
+            return Err(NodeError::invalid(
+                "fields",
+                format!("at most {MAX_FIELDS} fields"),
+            ));
         }
         for f in &fields {
             if !masking::is_valid_field_name(f) {
-                return Err(NodeError::Invalid(format!("{f:?} is not a field name")));
+                return Err(NodeError::invalid(
+                    "fields",
+                    format!("{f:?} is not a field name"),
+                ));
             }
         }
         let t = self.resolve_target(target)?;
         match t.offer.offer.share_type {
             ShareType::Conditional => {}
             ShareType::Unconditional => {
-                return Err(NodeError::Invalid(format!(
-                    "{} is shared unconditionally: fetch it, no request needed",
-                    t.offer.offer.identifier
-                )));
+                return Err(NodeError::invalid(
+                    "target",
+                    format!(
+                        "{} is shared unconditionally: fetch it, no request needed",
+                        t.offer.offer.identifier
+                    ),
+                ));
             }
             ShareType::NotShared => {
-                return Err(NodeError::Invalid(format!(
-                    "{} is not shared (不予共享): {}",
-                    t.offer.offer.identifier,
-                    t.offer
-                        .offer
-                        .share_conditions
-                        .as_deref()
-                        .unwrap_or("no reason given")
-                )));
+                return Err(NodeError::invalid(
+                    "target",
+                    format!(
+                        "{} is not shared (不予共享): {}",
+                        t.offer.offer.identifier,
+                        t.offer
+                            .offer
+                            .share_conditions
+                            .as_deref()
+                            .unwrap_or("no reason given")
+                    ),
+                ));
             }
         }
         let known: Vec<&str> = t
@@ -423,11 +445,14 @@ impl Node {
             .collect();
         if !known.is_empty() {
             if let Some(f) = fields.iter().find(|f| !known.contains(&f.as_str())) {
-                return Err(NodeError::Invalid(format!(
-                    "{f:?} is not a field of {} (fields: {})",
-                    t.offer.offer.identifier,
-                    known.join(", ")
-                )));
+                return Err(NodeError::invalid(
+                    "fields",
+                    format!(
+                        "{f:?} is not a field of {} (fields: {})",
+                        t.offer.offer.identifier,
+                        known.join(", ")
+                    ),
+                ));
             }
         }
         let request = AccessRequest {
@@ -693,9 +718,10 @@ impl Node {
     ) -> Result<Signed<Grant>, NodeError> {
         let mut record = self.request_record(id)?;
         if record.direction != Direction::In {
-            return Err(NodeError::Invalid(format!(
-                "request {id} is one we sent; only its provider can answer it"
-            )));
+            return Err(NodeError::invalid(
+                "id",
+                format!("request {id} is one we sent; only its provider can answer it"),
+            ));
         }
         if record.status != RequestStatus::Pending {
             return Err(NodeError::Conflict(format!(
@@ -706,7 +732,7 @@ impl Node {
         let r = &record.request.document;
         let offer = self
             .deliverable_offer(&r.dataset)
-            .map_err(|f| NodeError::Invalid(f.message))?;
+            .map_err(|f| NodeError::invalid("dataset", f.message))?;
         let known = self.offer_fields(&offer)?;
         let fields = approval.fields.unwrap_or_else(|| {
             if r.fields.is_empty() {
@@ -716,12 +742,13 @@ impl Node {
             }
         });
         let projection = Projection::new(fields, approval.masks, &known)
-            .map_err(|e| NodeError::Invalid(format!("cannot grant: {e}")))?;
+            .map_err(|e| NodeError::invalid("masks", format!("cannot grant: {e}")))?;
         let secs = approval
             .expires_in_secs
             .unwrap_or(self.config().exchange.default_grant_days * 86_400);
         if secs == 0 || secs > 3_650 * 86_400 {
-            return Err(NodeError::Invalid(
+            return Err(NodeError::invalid(
+                "expires",
                 "a grant's validity must be from 1 second to 3650 days".into(),
             ));
         }
@@ -775,9 +802,10 @@ impl Node {
         check_text("the reason", reason)?;
         let mut record = self.request_record(id)?;
         if record.direction != Direction::In {
-            return Err(NodeError::Invalid(format!(
-                "request {id} is one we sent; only its provider can answer it"
-            )));
+            return Err(NodeError::invalid(
+                "id",
+                format!("request {id} is one we sent; only its provider can answer it"),
+            ));
         }
         if record.status != RequestStatus::Pending {
             return Err(NodeError::Conflict(format!(
@@ -916,7 +944,10 @@ impl Node {
                 g.verify()?;
                 let d = &g.document;
                 if d.grantee != self.peer_id().to_string() {
-                    return Err(NodeError::Invalid("the grant names another grantee".into()));
+                    return Err(NodeError::invalid(
+                        "grant",
+                        "the grant names another grantee".into(),
+                    ));
                 }
                 (
                     d.request_id.clone(),
@@ -930,7 +961,8 @@ impl Node {
                 n.verify()?;
                 let d = &n.document;
                 if d.requester != self.peer_id().to_string() {
-                    return Err(NodeError::Invalid(
+                    return Err(NodeError::invalid(
+                        "denial",
                         "the denial names another requester".into(),
                     ));
                 }
@@ -943,16 +975,18 @@ impl Node {
                 )
             }
             _ => {
-                return Err(NodeError::Invalid(
+                return Err(NodeError::invalid(
+                    "decision",
                     "a decision carries exactly one of grant or denial".into(),
                 ));
             }
         };
         let signer = self.signer_peer(&key, &provider)?;
         if signer != peer {
-            return Err(NodeError::Invalid(format!(
-                "decision signed by {signer}, sent by {peer}"
-            )));
+            return Err(NodeError::invalid(
+                "decision",
+                format!("decision signed by {signer}, sent by {peer}"),
+            ));
         }
         let _guard = self.inner.write_lock.lock().await;
         let mut record = self.request_record(&request_id)?;
@@ -961,9 +995,10 @@ impl Node {
             || record.request.document.dataset != dataset
             || record.request.digest_hex()? != request_digest
         {
-            return Err(NodeError::Invalid(format!(
-                "the decision does not answer our request {request_id}"
-            )));
+            return Err(NodeError::invalid(
+                "decision",
+                format!("the decision does not answer our request {request_id}"),
+            ));
         }
         if record.status != RequestStatus::Pending {
             // Already have it (the push raced the direct answer).
@@ -972,7 +1007,10 @@ impl Node {
         record.decided_at = Some(now_rfc3339());
         if let Some(g) = grant {
             if g.document.fields.is_empty() {
-                return Err(NodeError::Invalid("a grant must name its fields".into()));
+                return Err(NodeError::invalid(
+                    "grant",
+                    "a grant must name its fields".into(),
+                ));
             }
             record.status = RequestStatus::Granted;
             record.grant = Some(g.clone());
@@ -1037,9 +1075,10 @@ impl Node {
             let _guard = self.inner.write_lock.lock().await;
             let mut record = self.grant_record(id)?;
             if record.direction != Direction::Out {
-                return Err(NodeError::Invalid(format!(
-                    "grant {id} was issued to us; only its provider can revoke it"
-                )));
+                return Err(NodeError::invalid(
+                    "id",
+                    format!("grant {id} was issued to us; only its provider can revoke it"),
+                ));
             }
             if record.revocation.is_some() {
                 return Err(NodeError::Conflict(format!(
@@ -1111,9 +1150,10 @@ impl Node {
         let r = &revocation.document;
         let signer = self.signer_peer(&revocation.signer_key()?, &r.provider)?;
         if signer != peer {
-            return Err(NodeError::Invalid(format!(
-                "revocation signed by {signer}, sent by {peer}"
-            )));
+            return Err(NodeError::invalid(
+                "revocation",
+                format!("revocation signed by {signer}, sent by {peer}"),
+            ));
         }
         let _guard = self.inner.write_lock.lock().await;
         let mut record = self.grant_record(&r.grant_id)?;
@@ -1121,10 +1161,13 @@ impl Node {
             || record.grant.document.provider != r.provider
             || r.grantee != self.peer_id().to_string()
         {
-            return Err(NodeError::Invalid(format!(
-                "grant {} was not issued to us by {}",
-                r.grant_id, r.provider
-            )));
+            return Err(NodeError::invalid(
+                "revocation",
+                format!(
+                    "grant {} was not issued to us by {}",
+                    r.grant_id, r.provider
+                ),
+            ));
         }
         if record.revocation.is_none() {
             record.revocation = Some(revocation.clone());

@@ -118,8 +118,12 @@ impl Node {
             .local_list(list)?
             .into_iter()
             .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| NodeError::Invalid(format!("stored {list} unreadable: {e}")))
+                serde_json::from_value(v).map_err(|e| {
+                    NodeError::Store(crate::store::StoreError::Corrupt {
+                        tree: "local_lists",
+                        message: format!("stored {list} unreadable: {e}"),
+                    })
+                })
             })
             .collect()
     }
@@ -141,7 +145,7 @@ impl Node {
 
     /// Completes and checks an offer: the standard must be known.
     fn complete_offer(&self, input: OfferInput) -> Result<CatalogueEntry, NodeError> {
-        let invalid = |m: String| Err(NodeError::Invalid(m));
+        let invalid = |m: String| Err(NodeError::invalid("offer", m));
         if !valid_identifier(&input.identifier) {
             return invalid(format!(
                 "offer identifier {:?}: expected 1-64 characters of a-z 0-9 . _ - starting with a letter or digit",
@@ -183,13 +187,14 @@ impl Node {
             ));
         }
         let schema = self.schema_doc(&input.schema_id, Some(&input.schema_version)).map_err(|_| {
-            NodeError::Invalid(format!(
+            NodeError::invalid("schema_id", format!(
                 "offer {}: standard {}@{} is not known to this node; publish it or wait for it to arrive (`yrd schema list --network`)",
                 input.identifier, input.schema_id, input.schema_version
             ))
         })?;
-        let compiled = standard::compile(&schema.document.schema)
-            .map_err(|e| NodeError::Invalid(format!("standard {}: {e}", input.schema_id)))?;
+        let compiled = standard::compile(&schema.document.schema).map_err(|e| {
+            NodeError::invalid("schema_id", format!("standard {}: {e}", input.schema_id))
+        })?;
         let information_items = compiled
             .fields()
             .iter()
@@ -243,13 +248,13 @@ impl Node {
     /// Adds or replaces a demand and issues a new catalogue.
     pub async fn add_demand(&self, demand: Demand) -> Result<Demand, NodeError> {
         if !valid_identifier(&demand.identifier) {
-            return Err(NodeError::Invalid(format!(
-                "demand identifier {:?} is not valid",
-                demand.identifier
-            )));
+            return Err(NodeError::invalid(
+                "identifier",
+                format!("demand identifier {:?} is not valid", demand.identifier),
+            ));
         }
         VersionReq::parse(&demand.version_req).map_err(|e| {
-            NodeError::Invalid(format!(
+            NodeError::invalid("version_req", format!(
                 "demand {}: version_req {:?} is not a semver requirement such as \"^1.0\" ({e})",
                 demand.identifier, demand.version_req
             ))
@@ -261,10 +266,13 @@ impl Node {
             ("schema_id", &demand.schema_id),
         ] {
             if value.trim().is_empty() || value.chars().count() > 2000 {
-                return Err(NodeError::Invalid(format!(
-                    "demand {}: field `{field}` must be 1 to 2000 characters",
-                    demand.identifier
-                )));
+                return Err(NodeError::invalid(
+                    "demand",
+                    format!(
+                        "demand {}: field `{field}` must be 1 to 2000 characters",
+                        demand.identifier
+                    ),
+                ));
             }
         }
         let _guard = self.inner.write_lock.lock().await;
@@ -277,10 +285,10 @@ impl Node {
     /// Adds or replaces a withheld entry and issues a new catalogue.
     pub async fn add_withheld(&self, entry: Withheld) -> Result<Withheld, NodeError> {
         if !valid_identifier(&entry.identifier) {
-            return Err(NodeError::Invalid(format!(
-                "withheld identifier {:?} is not valid",
-                entry.identifier
-            )));
+            return Err(NodeError::invalid(
+                "identifier",
+                format!("withheld identifier {:?} is not valid", entry.identifier),
+            ));
         }
         for (field, value) in [
             ("title", &entry.title),
@@ -288,10 +296,13 @@ impl Node {
             ("legal_basis", &entry.legal_basis),
         ] {
             if value.trim().is_empty() || value.chars().count() > 2000 {
-                return Err(NodeError::Invalid(format!(
-                    "withheld {}: field `{field}` must be 1 to 2000 characters",
-                    entry.identifier
-                )));
+                return Err(NodeError::invalid(
+                    "withheld",
+                    format!(
+                        "withheld {}: field `{field}` must be 1 to 2000 characters",
+                        entry.identifier
+                    ),
+                ));
             }
         }
         let _guard = self.inner.write_lock.lock().await;

@@ -14,7 +14,7 @@ use crate::model::catalogue::CatalogueEntry;
 use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::signed::Signed;
 use crate::model::standard::{self, CompiledStandard};
-use crate::store::blobs::{BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
+use crate::store::blobs::{BlobError, BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
 
 /// Record errors reported when a version is refused.
 pub const MAX_REPORTED_ERRORS: usize = 10;
@@ -300,7 +300,7 @@ impl Node {
                 let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
                 Some(
                     standard::compile(&doc.document.schema)
-                        .map_err(|e| NodeError::Invalid(e.to_string()))?,
+                        .map_err(|e| NodeError::invalid("standard", e.to_string()))?,
                 )
             }
         };
@@ -311,8 +311,8 @@ impl Node {
         let info: BlobInfo =
             tokio::task::spawn_blocking(move || blobs.import_file(&path, DEFAULT_CHUNK_SIZE))
                 .await
-                .map_err(|e| NodeError::Invalid(format!("import task failed: {e}")))?
-                .map_err(|e| NodeError::Invalid(format!("{}: {e}", file.display())))?;
+                .map_err(NodeError::task("importing the file"))?
+                .map_err(|e| import_error(file, e))?;
         let previous = self.manifests(None, dataset)?.pop();
         let records = match compiled {
             None => 0,
@@ -334,7 +334,7 @@ impl Node {
                     }
                 })
                 .await
-                .map_err(|e| NodeError::Invalid(format!("validation task failed: {e}")))?;
+                .map_err(NodeError::task("validating the records"))?;
                 match checked {
                     Ok(c) => c.records,
                     Err(problems) => {
@@ -342,13 +342,16 @@ impl Node {
                         if !self.store().manifest_names_blob(&info.digest)? {
                             let _ = self.inner.blobs.remove(&info.digest);
                         }
-                        return Err(NodeError::Invalid(format!(
-                            "{}: version refused, records do not conform to {}@{}:\n{}",
-                            file.display(),
-                            schema_ref.id,
-                            schema_ref.version,
-                            describe(&problems)
-                        )));
+                        return Err(NodeError::invalid(
+                            "file",
+                            format!(
+                                "{}: version refused, records do not conform to {}@{}:\n{}",
+                                file.display(),
+                                schema_ref.id,
+                                schema_ref.version,
+                                describe(&problems)
+                            ),
+                        ));
                     }
                 }
             }
@@ -382,10 +385,7 @@ impl Node {
             size: info.size,
             record_count: records,
             chunk_size: info.chunk_table.chunk_size,
-            chunk_table_digest: info
-                .chunk_table
-                .digest()
-                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+            chunk_table_digest: info.chunk_table.digest().map_err(NodeError::from)?,
             published_at: now_rfc3339(),
             derived_from: None,
         };
@@ -420,6 +420,17 @@ impl Node {
             "dataset version published"
         );
         Ok(signed)
+    }
+}
+
+/// A file the operator named that cannot be opened or read is their input at fault; a failure
+/// writing the blob store is the node's own.
+fn import_error(file: &Path, e: BlobError) -> NodeError {
+    match e {
+        BlobError::Io { ref path, .. } if path == file => {
+            NodeError::invalid("file", format!("{}: {e}", file.display()))
+        }
+        other => NodeError::Blob(other),
     }
 }
 

@@ -6,9 +6,12 @@ pub mod access;
 pub mod catalogue;
 pub mod counters;
 pub mod datasets;
+mod error;
 pub mod provenance;
 pub mod schemas;
 pub mod transfer;
+
+pub use error::{ErrorClass, NodeError};
 
 use schemars::JsonSchema;
 use std::collections::HashMap;
@@ -24,20 +27,24 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{format_system_time, now_rfc3339};
 use crate::config::NodeConfig;
-use crate::identity::{self, IdentityError, NodeKey, short_peer};
+use crate::identity::{self, NodeKey, short_peer};
 use crate::model::catalogue::Catalogue;
 use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
 use crate::model::node_info::NodeInfo;
 use crate::model::region::Region;
-use crate::model::signed::{SignatureError, Signed};
+use crate::model::signed::Signed;
 use crate::net::{self, Members, NetConfig, NetError, NetEvent, NetHandle};
-use crate::store::{Store, StoreError, StoredPeer};
+use crate::store::{Store, StoredPeer};
 
 /// Directory of the dataset blobs inside the data dir.
 pub const BLOBS_DIR: &str = "blobs";
 
 /// Announcement-triggered pulls in flight at once.
 pub const MAX_CONCURRENT_PULLS: usize = 32;
+
+/// Inbound Access, Decision, Revoke, Receipt and TreeHead requests answered at once; beyond it a
+/// peer is told to retry later (`busy`), so no flood of them grows the task set without bound.
+pub const MAX_INBOUND_EXCHANGE: usize = 64;
 
 /// How often a node compares heads with a few random peers.
 pub const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
@@ -55,54 +62,6 @@ fn unexpected(peer: PeerId, response: &Response) -> NodeError {
 
 /// The software name and version peers see.
 pub const AGENT: &str = concat!("yrd/", env!("CARGO_PKG_VERSION"));
-
-/// Why the node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// Key or token problem.
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// Database problem.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Network problem.
-    #[error(transparent)]
-    Net(#[from] NetError),
-    /// A document could not be signed or verified.
-    #[error(transparent)]
-    Signature(#[from] SignatureError),
-    /// The admin API could not start.
-    #[error("cannot start the admin API on {addr}: {cause}")]
-    Api {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        cause: String,
-    },
-    /// The input is invalid; the message names the field and the rule.
-    #[error("{0}")]
-    Invalid(String),
-    /// The thing asked for does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request conflicts with what exists (e.g. a reused id+version).
-    #[error("{0}")]
-    Conflict(String),
-    /// A document older than (or as old as) the one held.
-    #[error("{0}")]
-    Stale(String),
-    /// Something failed inside the node (the database, the provenance log).
-    #[error("{0}")]
-    Internal(String),
-    /// A peer answered something we cannot accept.
-    #[error("peer {peer}: {reason}")]
-    BadPeer {
-        /// The peer.
-        peer: PeerId,
-        /// What was wrong.
-        reason: String,
-    },
-}
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -241,6 +200,10 @@ struct Inner {
     shutdown: tokio_util::sync::CancellationToken,
     /// The long tasks, awaited at shutdown so the database is released.
     tasks: tokio_util::task::TaskTracker,
+    /// Inbound exchange requests being answered at once (each signs, stores and flushes).
+    inbound_exchange: Arc<tokio::sync::Semaphore>,
+    /// Dropped with the state: tells shutdown that the database is released.
+    _released: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A cloneable handle to the service layer.
@@ -258,61 +221,114 @@ impl std::fmt::Debug for Node {
 }
 
 /// A started node: its handle plus the tasks to stop on shutdown.
+///
+/// It is also the start's teardown guard: [`Node::start`] builds it as soon as the node exists and
+/// adds each task as it starts, so a failure at any later step runs the same
+/// [`RunningNode::shutdown`] as a normal stop, and stops exactly what had started. Dropped without
+/// a shutdown (a panic, a caller's bug), it still cancels the long tasks and aborts its loops.
 #[derive(Debug)]
 pub struct RunningNode {
     /// The service handle.
     pub node: Node,
-    /// Where the admin API listens.
-    pub api_address: SocketAddr,
-    /// Where the token-free metrics listener listens (`api.metrics_listen`), if configured.
-    pub metrics_address: Option<SocketAddr>,
-    net_task: JoinHandle<()>,
-    service_task: JoinHandle<()>,
-    sync_task: JoinHandle<()>,
-    fetch_task: JoinHandle<()>,
-    api: crate::api::ApiServer,
+    tasks: NodeTasks,
+}
+
+/// The tasks of a running node, stopped once: by [`RunningNode::shutdown`], or on drop.
+#[derive(Debug)]
+struct NodeTasks {
+    net_task: Option<JoinHandle<()>>,
+    service_task: Option<JoinHandle<()>>,
+    sync_task: Option<JoinHandle<()>>,
+    fetch_task: Option<JoinHandle<()>>,
+    /// Resolves once the node's state is dropped (its last handle gone), which releases sled's
+    /// lock on the database.
+    released: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The node's long tasks watch it.
+    cancel: tokio_util::sync::CancellationToken,
+    stopped: bool,
+}
+
+impl Drop for NodeTasks {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.cancel.cancel();
+        for task in [
+            self.sync_task.take(),
+            self.fetch_task.take(),
+            self.service_task.take(),
+            self.net_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl RunningNode {
-    /// Stops the API, the network and the service, then flushes the database.
+    /// Stops the network and the service, then flushes the database; returns once the database
+    /// is released (or after 10 s, with a warning).
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        self.api.shutdown().await;
-        self.sync_task.abort();
-        self.fetch_task.abort();
-        self.node.inner.shutdown.cancel();
-        self.node.inner.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.node.inner.tasks.wait())
+        let RunningNode { node, mut tasks } = self;
+        tasks.stopped = true;
+        for task in [tasks.sync_task.take(), tasks.fetch_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        node.inner.shutdown.cancel();
+        node.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, node.inner.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!("transfers did not stop within 10 s");
         }
-        self.node.inner.net.shutdown().await;
-        let _ = self.net_task.await;
-        let _ = self.service_task.await;
-        let log = self.node.inner.provenance.clone();
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
-        self.node.inner.store.flush().await?;
-        // Every clone of the node must be gone before the database lock is released.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.node.inner) > 1 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        node.inner.net.shutdown().await;
+        if let Some(t) = tasks.net_task.take() {
+            let _ = t.await;
         }
-        tracing::info!(peer = %self.node.peer_id(), "node stopped; database flushed");
+        if let Some(t) = tasks.service_task.take() {
+            let _ = t.await;
+        }
+        let log = node.inner.provenance.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || log.close()).await {
+            tracing::error!(error = %e, "provenance log did not close cleanly");
+        }
+        let flushed = node.inner.store.flush().await;
+        let peer = node.peer_id();
+        // Our handle goes; every other clone (a request still being answered) must follow
+        // before sled's lock on the database is released.
+        drop(node);
+        if let Some(released) = tasks.released.take() {
+            if tokio::time::timeout(SHUTDOWN_WAIT, released).await.is_err() {
+                tracing::warn!(peer = %peer, "node state still referenced 10 s after shutdown");
+            }
+        }
+        flushed?;
+        tracing::info!(peer = %peer, "node stopped; database flushed");
         Ok(())
     }
 }
 
+/// How long shutdown waits for long tasks, and then for the last handle to the node's state.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 impl Node {
-    /// Loads identity and store, starts the network, the service task and the admin API.
+    /// Loads identity and store, starts the network and the service. A failure at any step stops
+    /// whatever had started before it returns.
     pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         let NodeOptions { config, data_dir } = options;
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
         let token =
             identity::AdminToken::new(identity::load_token(&data_dir.join(identity::TOKEN_FILE))?);
         let store = Store::open(&data_dir)?;
-        let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))
-            .map_err(|e| NodeError::Invalid(format!("blob store: {e}")))?;
+        let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;
         let members = Members::new(config.member_ids());
         let mut known_addresses = Vec::new();
         for (peer, _) in store.peers()? {
@@ -336,21 +352,17 @@ impl Node {
             tcp_security: config.network.tcp_security,
             quic_window_bytes: config.network.quic_window_mib.saturating_mul(1 << 20),
         };
+        // Nothing runs yet: a failure up to here drops what was opened (the swarm's listeners
+        // close with it) and releases the database.
+        let (net, events, event_loop) = net::new(net_config)?;
         let provenance = crate::store::provenance::ProvenanceLog::open(
             store.db(),
             key.signing_key().clone(),
             key.peer_id().to_string(),
             config.node.region,
         )?;
-        let (net, events, event_loop) = match net::new(net_config) {
-            Ok(x) => x,
-            Err(e) => {
-                provenance.close();
-                return Err(e.into());
-            }
-        };
-        let net_task = tokio::spawn(event_loop.run());
         let counters = Arc::new(counters::Counters::default());
+        let (released_tx, released) = tokio::sync::oneshot::channel();
         let node = Node {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -369,6 +381,7 @@ impl Node {
                 pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
                 pulling: std::sync::Mutex::new(std::collections::HashSet::new()),
                 connect_syncs: Arc::new(tokio::sync::Semaphore::new(4)),
+                inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
                 write_lock: tokio::sync::Mutex::new(()),
                 transfers: std::sync::Mutex::new(transfer::Registry::new(counters.clone())),
                 chunk_tables: std::sync::Mutex::new(HashMap::new()),
@@ -382,81 +395,82 @@ impl Node {
                 refusal_seen: std::sync::Mutex::new(HashMap::new()),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
+                _released: released_tx,
             }),
         };
-        node.load_peer_infos();
-        let prepared = async {
-            node.load_catalogues()?;
-            node.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
-            if node.own_catalogue()?.is_none() {
-                let _guard = node.inner.write_lock.lock().await;
-                node.issue_catalogue().await?;
+        // From here on every failure goes through the guard's one shutdown path.
+        let mut running = RunningNode {
+            node: node.clone(),
+            tasks: NodeTasks {
+                net_task: Some(tokio::spawn(event_loop.run())),
+                service_task: None,
+                sync_task: None,
+                fetch_task: None,
+                released: Some(released),
+                cancel: node.inner.shutdown.clone(),
+                stopped: false,
+            },
+        };
+        match node.start_service(&mut running, events).await {
+            Ok(()) => {
+                tracing::info!(peer = %node.peer_id(), region = %node.region().label(), "node started");
+                Ok(running)
             }
-            Ok::<(), NodeError>(())
+            Err(e) => {
+                drop(node);
+                if let Err(stop) = running.shutdown().await {
+                    tracing::warn!(error = %stop, "stopping after a failed start");
+                }
+                Err(e)
+            }
         }
-        .await;
-        if let Err(e) = prepared {
-            node.inner.net.shutdown().await;
-            let _ = net_task.await;
-            node.inner.provenance.close();
-            return Err(e);
+    }
+
+    /// The steps of a start after the node exists, each task handed to `running` as it starts.
+    async fn start_service(
+        &self,
+        running: &mut RunningNode,
+        events: mpsc::Receiver<NetEvent>,
+    ) -> Result<(), NodeError> {
+        self.load_peer_infos();
+        self.load_catalogues()?;
+        self.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
+        if self.own_catalogue()?.is_none() {
+            let _guard = self.inner.write_lock.lock().await;
+            self.issue_catalogue().await?;
         }
-        let incoming = match node
+        // The service loop reads network events from the start, so none are dropped meanwhile.
+        running.tasks.service_task = Some(tokio::spawn(self.clone().service_loop(events)));
+        // The fail point takes the protocol first, so the real registration below fails.
+        let _taken =
+            crate::failpoint::hit(&self.inner.data_dir, "start.accept_streams").then(|| {
+                self.inner
+                    .net
+                    .accept_streams(crate::model::transfer::FETCH_PROTOCOL)
+            });
+        let incoming = self
             .inner
             .net
-            .accept_streams(crate::model::transfer::FETCH_PROTOCOL)
-        {
-            Ok(i) => i,
-            Err(e) => {
-                node.inner.net.shutdown().await;
-                let _ = net_task.await;
-                return Err(e.into());
-            }
-        };
-        let fetch_task = tokio::spawn(node.clone().accept_fetches(incoming));
-        node.resume_fetches();
-        let sync_task = tokio::spawn(node.clone().anti_entropy_loop());
-        let service_task = tokio::spawn(node.clone().service_loop(events));
-        let api = match crate::api::ApiServer::bind(
-            node.clone(),
-            config.api.listen,
-            node.inner.admin_token.clone(),
-            config.api.metrics_listen,
-        )
-        .await
-        {
-            Ok(api) => api,
-            Err(e) => {
-                sync_task.abort();
-                fetch_task.abort();
-                node.inner.net.shutdown().await;
-                let _ = net_task.await;
-                let _ = service_task.await;
-                node.inner.provenance.close();
-                return Err(e);
-            }
-        };
-        let api_address = api.local_addr();
-        if let Ok(mut a) = node.inner.api_address.write() {
-            *a = Some(api_address);
+            .accept_streams(crate::model::transfer::FETCH_PROTOCOL)?;
+        running.tasks.fetch_task = Some(tokio::spawn(self.clone().accept_fetches(incoming)));
+        self.resume_fetches();
+        running.tasks.sync_task = Some(tokio::spawn(self.clone().anti_entropy_loop()));
+        if crate::failpoint::hit(&self.inner.data_dir, "start.after_resume") {
+            return Err(NodeError::Net(NetError::Stopped));
         }
-        tracing::info!(
-            peer = %node.peer_id(),
-            region = %node.region().label(),
-            api = %api_address,
-            "node started"
-        );
-        let metrics_address = api.metrics_addr();
-        Ok(RunningNode {
-            metrics_address,
-            node,
-            api_address,
-            net_task,
-            service_task,
-            sync_task,
-            fetch_task,
-            api,
-        })
+        Ok(())
+    }
+
+    /// Records where the admin API listens, for [`Node::view`] (set by the server above).
+    pub fn set_api_address(&self, address: SocketAddr) {
+        if let Ok(mut a) = self.inner.api_address.write() {
+            *a = Some(address);
+        }
+    }
+
+    /// The admin token the API checks; [`Node::reload_admin_token`] replaces it.
+    pub fn admin_token(&self) -> identity::AdminToken {
+        self.inner.admin_token.clone()
     }
 
     /// Our peer id.
@@ -612,13 +626,28 @@ impl Node {
                     return;
                 }
                 if is_exchange(&request) {
-                    // These sign, store and flush: answer off the event path.
+                    // These sign, store and flush: answer off the event path, a bounded number
+                    // at once; beyond that the peer is told to retry.
+                    let Ok(permit) = self.inner.inbound_exchange.clone().try_acquire_owned() else {
+                        tracing::debug!(peer = %peer, "exchange request refused: too many in progress");
+                        let busy = Response::Error {
+                            code: "busy".into(),
+                            message: format!(
+                                "{MAX_INBOUND_EXCHANGE} exchange requests are being answered; retry later"
+                            ),
+                        };
+                        if let Err(e) = self.inner.net.respond(channel, busy).await {
+                            tracing::debug!(peer = %peer, error = %e, "could not answer");
+                        }
+                        return;
+                    };
                     let node = self.clone();
                     self.spawn_long(async move {
                         let response = node.answer_exchange(peer, request).await;
                         if let Err(e) = node.inner.net.respond(channel, response).await {
                             tracing::debug!(peer = %peer, error = %e, "could not answer");
                         }
+                        drop(permit);
                     });
                     return;
                 }
@@ -924,12 +953,14 @@ impl Node {
         key: &ed25519_dalek::VerifyingKey,
         claimed: &str,
     ) -> Result<PeerId, NodeError> {
-        let signer = identity::peer_id_of(key)
-            .ok_or_else(|| NodeError::Invalid("signer key is not a valid ed25519 key".into()))?;
+        let signer = identity::peer_id_of(key).ok_or_else(|| {
+            NodeError::invalid("signer", "signer key is not a valid ed25519 key".into())
+        })?;
         if signer.to_string() != claimed {
-            return Err(NodeError::Invalid(format!(
-                "document claims publisher {claimed} but is signed by {signer}"
-            )));
+            return Err(NodeError::invalid(
+                "signer",
+                format!("document claims publisher {claimed} but is signed by {signer}"),
+            ));
         }
         Ok(signer)
     }

@@ -16,15 +16,7 @@ use crate::model::provenance::{
     ProvenanceRecord, RecordKind, TreeHead,
 };
 use crate::model::signed::{AnySigned, Document, Signed};
-use crate::store::provenance::{
-    Alarm, AlarmResolution, MAX_QUERY_RECORDS, NewRecord, ProvenanceError, Query,
-};
-
-impl From<ProvenanceError> for NodeError {
-    fn from(e: ProvenanceError) -> Self {
-        NodeError::Internal(e.to_string())
-    }
-}
+use crate::store::provenance::{Alarm, AlarmResolution, MAX_QUERY_RECORDS, NewRecord, Query};
 
 /// A signed document to keep with a record.
 pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<AnySigned> {
@@ -272,9 +264,12 @@ impl Node {
                     ..Query::default()
                 })?;
                 if found.len() > MAX_BUNDLE_RECORDS {
-                    return Err(NodeError::Invalid(format!(
-                        "dataset {d} has more than {MAX_BUNDLE_RECORDS} records: export it in seq ranges (--seq A..B --peer P)"
-                    )));
+                    return Err(NodeError::invalid(
+                        "dataset",
+                        format!(
+                            "dataset {d} has more than {MAX_BUNDLE_RECORDS} records: export it in seq ranges (--seq A..B --peer P)"
+                        ),
+                    ));
                 }
                 found
             }
@@ -284,9 +279,12 @@ impl Node {
                     .unwrap_or(size.saturating_sub(1))
                     .min(size.saturating_sub(1));
                 if to < from || to - from >= MAX_BUNDLE_RECORDS as u64 {
-                    return Err(NodeError::Invalid(format!(
-                        "seq range {from}..{to}: give at most {MAX_BUNDLE_RECORDS} records"
-                    )));
+                    return Err(NodeError::invalid(
+                        "seq",
+                        format!(
+                            "seq range {from}..{to}: give at most {MAX_BUNDLE_RECORDS} records"
+                        ),
+                    ));
                 }
                 let mut out = Vec::new();
                 for seq in from..=to {
@@ -302,7 +300,8 @@ impl Node {
                 out
             }
             _ => {
-                return Err(NodeError::Invalid(
+                return Err(NodeError::invalid(
+                    "query",
                     "export needs --dataset ID or --seq A..B".into(),
                 ));
             }
@@ -453,9 +452,10 @@ impl Node {
         head.verify()?;
         let signer = self.signer_peer(&head.signer_key()?, &head.document.log)?;
         if signer != peer {
-            return Err(NodeError::Invalid(format!(
-                "tree head of {signer} sent by {peer}"
-            )));
+            return Err(NodeError::invalid(
+                "head",
+                format!("tree head of {signer} sent by {peer}"),
+            ));
         }
         let new_root = parse_root(&head.document.root)?;
         let _guard = self.inner.witness_lock.lock().await;
@@ -508,9 +508,10 @@ impl Node {
             if let Err(cause) = verdict {
                 self.raise_alarm(peer, old.clone(), head.clone(), &cause)
                     .await;
-                return Err(NodeError::Invalid(format!(
-                    "fork of {peer}'s provenance log: {cause}"
-                )));
+                return Err(NodeError::invalid(
+                    "head",
+                    format!("fork of {peer}'s provenance log: {cause}"),
+                ));
             }
         }
         if held
@@ -595,13 +596,14 @@ impl Node {
     pub async fn resolve_alarms(&self, log: &str, note: &str) -> Result<Vec<Alarm>, NodeError> {
         let note = note.trim();
         if note.is_empty() || note.chars().count() > 2000 {
-            return Err(NodeError::Invalid(
+            return Err(NodeError::invalid(
+                "note",
                 "note: say what you found (1 to 2000 characters)".into(),
             ));
         }
         let peer: PeerId = log
             .parse()
-            .map_err(|_| NodeError::Invalid(format!("{log:?} is not a peer id")))?;
+            .map_err(|_| NodeError::invalid("log", format!("{log:?} is not a peer id")))?;
         let _guard = self.inner.witness_lock.lock().await;
         let open: Vec<Alarm> = self
             .inner
@@ -686,7 +688,7 @@ fn parse_root(s: &str) -> Result<merkle::Hash, NodeError> {
     hex::decode(s)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| NodeError::Invalid(format!("{s:?} is not a 32-byte hex hash")))
+        .ok_or_else(|| NodeError::invalid("hash", format!("{s:?} is not a 32-byte hex hash")))
 }
 
 /// One record with its proof, the head it leads to, and its documents.
@@ -704,7 +706,7 @@ pub struct BundleEntryView {
 
 /// A `since`/`until` bound in the records' own form (RFC 3339 UTC, whole seconds), so that the
 /// log's text comparison is a time comparison.
-fn time_bound(s: &str, name: &str, end_of_day: bool) -> Result<String, NodeError> {
+fn time_bound(s: &str, name: &'static str, end_of_day: bool) -> Result<String, NodeError> {
     use time::format_description::well_known::Rfc3339;
     let s = s.trim();
     let instant = if let Some(t) = crate::clock::parse_rfc3339(s) {
@@ -712,7 +714,7 @@ fn time_bound(s: &str, name: &str, end_of_day: bool) -> Result<String, NodeError
     } else {
         let format = time::macros::format_description!("[year]-[month]-[day]");
         let date = time::Date::parse(s, &format).map_err(|_| {
-            NodeError::Invalid(format!(
+            NodeError::invalid(name, format!(
                 "{name} {s:?}: expected an RFC 3339 time (2026-11-26T14:03:00Z) or a date (2026-11-26)"
             ))
         })?;
@@ -721,7 +723,7 @@ fn time_bound(s: &str, name: &str, end_of_day: bool) -> Result<String, NodeError
         } else {
             date.with_hms(0, 0, 0)
         };
-        t.map_err(|e| NodeError::Invalid(format!("{name} {s:?}: {e}")))?
+        t.map_err(|e| NodeError::invalid(name, format!("{name} {s:?}: {e}")))?
             .assume_utc()
     };
     instant
@@ -729,7 +731,7 @@ fn time_bound(s: &str, name: &str, end_of_day: bool) -> Result<String, NodeError
         .replace_nanosecond(0)
         .unwrap_or(instant)
         .format(&Rfc3339)
-        .map_err(|e| NodeError::Invalid(format!("{name} {s:?}: {e}")))
+        .map_err(|e| NodeError::invalid(name, format!("{name} {s:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -37,16 +37,18 @@ pub struct SchemaSummary {
 
 /// BLAKE3 hex of the canonical JSON of a schema: the digest a `SchemaRef` names.
 pub fn schema_digest(schema: &serde_json::Value) -> Result<String, NodeError> {
-    let canon = canonical::canonicalize(schema)
-        .map_err(|e| NodeError::Invalid(format!("schema is not canonicalizable JSON: {e}")))?;
+    let canon = canonical::canonicalize(schema).map_err(|e| {
+        NodeError::invalid("schema", format!("schema is not canonicalizable JSON: {e}"))
+    })?;
     Ok(blake3::hash(canon.as_bytes()).to_hex().to_string())
 }
 
 fn parse_version(v: &str) -> Result<Version, NodeError> {
     Version::parse(v).map_err(|e| {
-        NodeError::Invalid(format!(
-            "version {v:?} is not a semantic version like 1.2.0 ({e})"
-        ))
+        NodeError::invalid(
+            "version",
+            format!("version {v:?} is not a semantic version like 1.2.0 ({e})"),
+        )
     })
 }
 
@@ -113,20 +115,27 @@ impl Node {
     /// already held (nothing to do).
     fn check_schema_rules(&self, doc: &SchemaDoc) -> Result<bool, NodeError> {
         if !valid_identifier(&doc.id) {
-            return Err(NodeError::Invalid(format!(
-                "standard id {:?}: expected 1-64 characters of a-z 0-9 . _ - starting with a letter or digit",
-                doc.id
-            )));
+            return Err(NodeError::invalid(
+                "id",
+                format!(
+                    "standard id {:?}: expected 1-64 characters of a-z 0-9 . _ - starting with a letter or digit",
+                    doc.id
+                ),
+            ));
         }
         let new_version = parse_version(&doc.version)?;
-        standard::compile(&doc.schema)
-            .map_err(|e| NodeError::Invalid(format!("{}@{}: {e}", doc.id, doc.version)))?;
+        standard::compile(&doc.schema).map_err(|e| {
+            NodeError::invalid("schema", format!("{}@{}: {e}", doc.id, doc.version))
+        })?;
         let digest = schema_digest(&doc.schema)?;
         if digest != doc.digest {
-            return Err(NodeError::Invalid(format!(
-                "{}@{}: digest {} does not match the schema's content ({digest})",
-                doc.id, doc.version, doc.digest
-            )));
+            return Err(NodeError::invalid(
+                "digest",
+                format!(
+                    "{}@{}: digest {} does not match the schema's content ({digest})",
+                    doc.id, doc.version, doc.digest
+                ),
+            ));
         }
         let existing: Vec<Signed<SchemaDoc>> = self
             .schema_docs()?
@@ -163,7 +172,7 @@ impl Node {
                 &new_version,
                 &doc.schema,
             )
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            .map_err(|e| NodeError::invalid("schema", e.to_string()))?;
         }
         Ok(false)
     }
@@ -256,5 +265,5 @@ impl Node {
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, NodeError> {
-    serde_json::to_value(value).map_err(|e| NodeError::Invalid(format!("cannot encode: {e}")))
+    serde_json::to_value(value).map_err(NodeError::Encode)
 }

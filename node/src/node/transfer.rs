@@ -325,7 +325,7 @@ fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> NodeError {
-    NodeError::Invalid(format!("background task failed: {e}"))
+    NodeError::invalid("transfer", format!("background task failed: {e}"))
 }
 
 impl Node {
@@ -683,15 +683,20 @@ impl Node {
         let table = tokio::task::spawn_blocking(move || blobs.chunk_table(&digest, size))
             .await
             .map_err(blocking_err)?
-            .map_err(|e| NodeError::Invalid(format!("stored file of {}: {e}", m.dataset)))?;
+            .map_err(|e| {
+                NodeError::invalid("transfer", format!("stored file of {}: {e}", m.dataset))
+            })?;
         let digest = table
             .digest()
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            .map_err(|e| NodeError::invalid("transfer", e.to_string()))?;
         if digest != m.chunk_table_digest {
-            return Err(NodeError::Invalid(format!(
-                "stored file of {} v{} no longer matches its manifest",
-                m.dataset, m.version
-            )));
+            return Err(NodeError::invalid(
+                "transfer",
+                format!(
+                    "stored file of {} v{} no longer matches its manifest",
+                    m.dataset, m.version
+                ),
+            ));
         }
         let table = Arc::new(table);
         if let Ok(mut c) = self.inner.chunk_tables.lock() {
@@ -711,7 +716,7 @@ impl Node {
         progress: &Progress,
         stall: Duration,
     ) -> Result<(), NodeError> {
-        let bad = |reason: String| NodeError::Invalid(reason);
+        let bad = |reason: String| NodeError::invalid("transfer", reason);
         loop {
             let want: ChunkWant = match frames::read_json(stream, MAX_CONTROL_FRAME, stall).await {
                 Ok(w) => w,
@@ -747,7 +752,7 @@ impl Node {
             });
             while let Some(item) = rx.recv().await {
                 let (index, mut bytes) =
-                    item.map_err(|e| NodeError::Invalid(format!("stored file: {e}")))?;
+                    item.map_err(|e| NodeError::invalid("transfer", format!("stored file: {e}")))?;
                 let (slow, corrupt) = self.take_faults(index);
                 if let Some(d) = slow {
                     tokio::time::sleep(d).await;
@@ -814,17 +819,16 @@ impl Node {
                 return Ok(m);
             }
         }
-        let schema_ref = o
-            .schema
-            .clone()
-            .ok_or_else(|| NodeError::Invalid("a record dataset without a standard".into()))?;
+        let schema_ref = o.schema.clone().ok_or_else(|| {
+            NodeError::invalid("transfer", "a record dataset without a standard".into())
+        })?;
         let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
         let compiled = standard::compile(&doc.document.schema)
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            .map_err(|e| NodeError::invalid("transfer", e.to_string()))?;
         let known: Vec<String> = compiled.fields().iter().map(|f| f.name.clone()).collect();
         let g = &grant.document;
         let projection = Projection::new(g.fields.clone(), g.masks.clone(), &known)
-            .map_err(|e| NodeError::Invalid(format!("grant {}: {e}", g.id)))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("grant {}: {e}", g.id)))?;
         let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &g.id);
         let blobs = self.blobs().clone();
         let (digest, format) = (o.digest.clone(), o.format);
@@ -849,7 +853,7 @@ impl Node {
             chunk_table_digest: info
                 .chunk_table
                 .digest()
-                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+                .map_err(|e| NodeError::invalid("transfer", e.to_string()))?,
             published_at: now_rfc3339(),
             derived_from: Some(Derivation {
                 original_digest: o.digest.clone(),
@@ -886,12 +890,14 @@ impl Node {
         let r = &receipt.document;
         let signer = self.signer_peer(&receipt.signer_key()?, &r.receiver)?;
         if signer != peer {
-            return Err(NodeError::Invalid(format!(
-                "receipt signed by {signer}, sent by {peer}"
-            )));
+            return Err(NodeError::invalid(
+                "transfer",
+                format!("receipt signed by {signer}, sent by {peer}"),
+            ));
         }
         if r.provider != self.peer_id().to_string() {
-            return Err(NodeError::Invalid(
+            return Err(NodeError::invalid(
+                "transfer",
                 "the receipt names another provider".into(),
             ));
         }
@@ -916,10 +922,13 @@ impl Node {
                 && m.document.digest == r.data_digest
         });
         if !matched {
-            return Err(NodeError::Invalid(format!(
-                "the receipt acknowledges {} v{} with a manifest we did not serve",
-                r.dataset, r.version
-            )));
+            return Err(NodeError::invalid(
+                "transfer",
+                format!(
+                    "the receipt acknowledges {} v{} with a manifest we did not serve",
+                    r.dataset, r.version
+                ),
+            ));
         }
         let key = format!(
             "{}/{}/{}/{}",
@@ -972,14 +981,17 @@ impl Node {
         let dataset = t.offer.offer.identifier.clone();
         let grant = match t.offer.offer.share_type {
             ShareType::NotShared => {
-                return Err(NodeError::Invalid(format!(
-                    "{dataset} is not shared (不予共享): {}",
-                    t.offer
-                        .offer
-                        .share_conditions
-                        .as_deref()
-                        .unwrap_or("no reason given")
-                )));
+                return Err(NodeError::invalid(
+                    "transfer",
+                    format!(
+                        "{dataset} is not shared (不予共享): {}",
+                        t.offer
+                            .offer
+                            .share_conditions
+                            .as_deref()
+                            .unwrap_or("no reason given")
+                    ),
+                ));
             }
             ShareType::Unconditional => None,
             ShareType::Conditional => match grant {
@@ -988,12 +1000,15 @@ impl Node {
                     self.usable_grant(&t.peer, &dataset)
                         .map(|g| g.id)
                         .ok_or_else(|| {
-                            NodeError::Invalid(format!(
-                                "{dataset} is shared on conditions (有条件共享) and we hold no \
+                            NodeError::invalid(
+                                "transfer",
+                                format!(
+                                    "{dataset} is shared on conditions (有条件共享) and we hold no \
                                  valid grant for it: `yrd request {}/{dataset} --purpose … \
                                  --basis …` first",
-                                t.peer
-                            ))
+                                    t.peer
+                                ),
+                            )
                         })?,
                 ),
             },
@@ -1305,39 +1320,44 @@ impl Node {
     ) -> Result<(), NodeError> {
         manifest
             .verify()
-            .map_err(|e| NodeError::Invalid(format!("manifest refused: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("manifest refused: {e}")))?;
         let m = &manifest.document;
-        let signer = crate::identity::peer_id_of(&manifest.signer_key()?)
-            .ok_or_else(|| NodeError::Invalid("manifest signer is not a valid key".into()))?;
+        let signer = crate::identity::peer_id_of(&manifest.signer_key()?).ok_or_else(|| {
+            NodeError::invalid("transfer", "manifest signer is not a valid key".into())
+        })?;
         if signer != peer || m.publisher != peer.to_string() {
-            return Err(NodeError::Invalid(format!(
-                "forged manifest refused: signed by {signer} for publisher {}, but the \
+            return Err(NodeError::invalid(
+                "transfer",
+                format!(
+                    "forged manifest refused: signed by {signer} for publisher {}, but the \
                  dataset's only publisher is {peer}",
-                m.publisher
-            )));
+                    m.publisher
+                ),
+            ));
         }
         if m.dataset != record.view.dataset {
-            return Err(NodeError::Invalid(format!(
-                "manifest is for {}, not {}",
-                m.dataset, record.view.dataset
-            )));
+            return Err(NodeError::invalid(
+                "transfer",
+                format!("manifest is for {}, not {}", m.dataset, record.view.dataset),
+            ));
         }
         if let Some(v) = record.wanted_version {
             if m.version != v {
-                return Err(NodeError::Invalid(format!(
-                    "manifest is for version {}, not {v}",
-                    m.version
-                )));
+                return Err(NodeError::invalid(
+                    "transfer",
+                    format!("manifest is for version {}, not {v}", m.version),
+                ));
             }
         }
         table
             .validate()
-            .map_err(|e| NodeError::Invalid(format!("chunk table refused: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("chunk table refused: {e}")))?;
         let td = table
             .digest()
-            .map_err(|e| NodeError::Invalid(format!("chunk table refused: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("chunk table refused: {e}")))?;
         if td != m.chunk_table_digest || table.size != m.size || table.chunk_size != m.chunk_size {
-            return Err(NodeError::Invalid(
+            return Err(NodeError::invalid(
+                "transfer",
                 "the chunk table sent is not the one the manifest signs".into(),
             ));
         }
@@ -1348,18 +1368,21 @@ impl Node {
                     || d.fields != g.grant.document.fields
                     || d.masks != g.grant.document.masks
                 {
-                    return Err(NodeError::Invalid(format!(
-                        "the delivery does not match grant {gid}'s fields and masking"
-                    )));
+                    return Err(NodeError::invalid(
+                        "transfer",
+                        format!("the delivery does not match grant {gid}'s fields and masking"),
+                    ));
                 }
             }
             (None, Some(_)) => {
-                return Err(NodeError::Invalid(
+                return Err(NodeError::invalid(
+                    "transfer",
                     "a masked delivery arrived without a grant".into(),
                 ));
             }
             (Some(_), None) if m.format != DataFormat::File => {
-                return Err(NodeError::Invalid(
+                return Err(NodeError::invalid(
+                    "transfer",
                     "a delivery under a grant must be a masked derivation".into(),
                 ));
             }
@@ -1510,7 +1533,8 @@ impl Node {
                 standard::project_schema(&doc.document.schema, &d.fields, &masked)
             }
         };
-        let compiled = standard::compile(&schema).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let compiled = standard::compile(&schema)
+            .map_err(|e| NodeError::invalid("transfer", e.to_string()))?;
         let blobs = self.blobs().clone();
         let (digest, format, expected) = (m.digest.clone(), m.format, m.record_count);
         let checked = tokio::task::spawn_blocking(move || {
@@ -1531,20 +1555,26 @@ impl Node {
         .map_err(blocking_err)?;
         match checked {
             Ok(c) if c.records == expected => Ok(()),
-            Ok(c) => Err(NodeError::Invalid(format!(
-                "received {} records, the manifest says {expected}",
-                c.records
-            ))),
-            Err(problems) => Err(NodeError::Invalid(format!(
-                "received records do not conform to {}@{}: {}",
-                r.id,
-                r.version,
-                problems
-                    .iter()
-                    .map(|p| format!("line {} {}: {}", p.line, p.path, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))),
+            Ok(c) => Err(NodeError::invalid(
+                "transfer",
+                format!(
+                    "received {} records, the manifest says {expected}",
+                    c.records
+                ),
+            )),
+            Err(problems) => Err(NodeError::invalid(
+                "transfer",
+                format!(
+                    "received records do not conform to {}@{}: {}",
+                    r.id,
+                    r.version,
+                    problems
+                        .iter()
+                        .map(|p| format!("line {} {}: {}", p.line, p.path, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
         }
     }
 
@@ -1629,10 +1659,10 @@ impl Node {
     pub async fn subscribe(&self, target: &str) -> Result<Subscription, NodeError> {
         let t = self.resolve_target(target)?;
         if t.offer.offer.share_type == ShareType::NotShared {
-            return Err(NodeError::Invalid(format!(
-                "{} is not shared (不予共享)",
-                t.offer.offer.identifier
-            )));
+            return Err(NodeError::invalid(
+                "transfer",
+                format!("{} is not shared (不予共享)", t.offer.offer.identifier),
+            ));
         }
         let publisher = t.peer.to_string();
         let key = sub_key(&publisher, &t.offer.offer.identifier);
@@ -1763,18 +1793,18 @@ fn derive_file(
     salt: &[u8; 32],
 ) -> Result<(crate::store::blobs::BlobInfo, u64), NodeError> {
     use std::io::{BufRead, BufReader, Write};
-    let store_err = |e: BlobError| NodeError::Invalid(format!("derivation: {e}"));
+    let store_err = |e: BlobError| NodeError::invalid("transfer", format!("derivation: {e}"));
     let reader = blobs.open_read(digest).map_err(store_err)?;
     let mut out = blobs.writer(DEFAULT_CHUNK_SIZE).map_err(store_err)?;
     let mut records = 0u64;
     let mut emit = |record: &serde_json::Value, line: u64| -> Result<(), NodeError> {
         let delivered = projection
             .apply(record, salt)
-            .map_err(|e| NodeError::Invalid(format!("record at line {line}: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("record at line {line}: {e}")))?;
         serde_json::to_writer(&mut out, &delivered)
-            .map_err(|e| NodeError::Invalid(format!("derivation: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("derivation: {e}")))?;
         out.write_all(b"\n")
-            .map_err(|e| NodeError::Invalid(format!("derivation: {e}")))?;
+            .map_err(|e| NodeError::invalid("transfer", format!("derivation: {e}")))?;
         records += 1;
         Ok(())
     };
@@ -1785,7 +1815,7 @@ fn derive_file(
                 .from_reader(reader);
             let headers: Vec<String> = csv
                 .headers()
-                .map_err(|e| NodeError::Invalid(format!("derivation: {e}")))?
+                .map_err(|e| NodeError::invalid("transfer", format!("derivation: {e}")))?
                 .iter()
                 .map(|c| c.trim_start_matches('\u{feff}').to_string())
                 .collect();
@@ -1804,7 +1834,7 @@ fn derive_file(
             let mut line = 1u64;
             while csv
                 .read_record(&mut row)
-                .map_err(|e| NodeError::Invalid(format!("derivation: {e}")))?
+                .map_err(|e| NodeError::invalid("transfer", format!("derivation: {e}")))?
             {
                 line += 1;
                 let mut record = serde_json::Map::new();
@@ -1822,7 +1852,7 @@ fn derive_file(
                 buf.clear();
                 let n = reader
                     .read_until(b'\n', &mut buf)
-                    .map_err(|e| NodeError::Invalid(format!("derivation: {e}")))?;
+                    .map_err(|e| NodeError::invalid("transfer", format!("derivation: {e}")))?;
                 if n == 0 {
                     break;
                 }
@@ -1833,7 +1863,7 @@ fn derive_file(
                     continue;
                 }
                 let record: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|e| NodeError::Invalid(format!("line {line}: {e}")))?;
+                    .map_err(|e| NodeError::invalid("transfer", format!("line {line}: {e}")))?;
                 emit(&record, line)?;
             }
         }

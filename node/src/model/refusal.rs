@@ -1,0 +1,102 @@
+//! The machine-readable reasons a node gives on the wire when it refuses or fails a peer's
+//! request: one enum for every protocol (`Response::Error` on `/yrd/exchange/1`,
+//! `FetchReply::Refused` on `/yrd/fetch/1`), so a code is never a string literal and the fetcher
+//! branches on a variant. docs/protocol.md ("Refusal codes") lists them with their meaning.
+//!
+//! Wire form: the kebab-case name (`"grant-invalid"`). A code this build does not know (a newer
+//! peer's) reads as [`RefusalCode::Unknown`] rather than failing the whole answer.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Why a request was refused or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    /// The dataset, version, catalogue or standard asked for is not held.
+    NotFound,
+    /// The offer is not shared (不予共享) or withheld.
+    NotShared,
+    /// The offer is conditional and the request names no grant.
+    GrantRequired,
+    /// The grant named is unknown, someone else's, revoked, expired or does not cover the
+    /// version.
+    GrantInvalid,
+    /// The provider is at its limit of sessions or requests now; retry later.
+    Busy,
+    /// A limit on what one peer may have pending was reached (not retryable at once).
+    Limit,
+    /// The request is malformed or names something invalid.
+    BadRequest,
+    /// A document sent (a decision, revocation, receipt, head) was checked and refused.
+    Refused,
+    /// The provider failed to answer (its disk, its database).
+    Internal,
+    /// A code this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl RefusalCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::NotFound => "not-found",
+            RefusalCode::NotShared => "not-shared",
+            RefusalCode::GrantRequired => "grant-required",
+            RefusalCode::GrantInvalid => "grant-invalid",
+            RefusalCode::Busy => "busy",
+            RefusalCode::Limit => "limit",
+            RefusalCode::BadRequest => "bad-request",
+            RefusalCode::Refused => "refused",
+            RefusalCode::Internal => "internal",
+            RefusalCode::Unknown => "unknown",
+        }
+    }
+
+    /// Whether asking again later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, RefusalCode::Busy | RefusalCode::Internal)
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [RefusalCode; 10] = [
+        RefusalCode::NotFound,
+        RefusalCode::NotShared,
+        RefusalCode::GrantRequired,
+        RefusalCode::GrantInvalid,
+        RefusalCode::Busy,
+        RefusalCode::Limit,
+        RefusalCode::BadRequest,
+        RefusalCode::Refused,
+        RefusalCode::Internal,
+        RefusalCode::Unknown,
+    ];
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for code in ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<RefusalCode>(&json).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn an_unknown_code_reads_as_unknown() {
+        let code: RefusalCode = serde_json::from_str("\"quota-exceeded\"").unwrap();
+        assert_eq!(code, RefusalCode::Unknown);
+        assert!(!code.is_retryable());
+        assert!(RefusalCode::Busy.is_retryable());
+    }
+}
