@@ -12,13 +12,11 @@ use crate::model::merkle;
 use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
-    BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef, EvidenceBundle,
-    ProvenanceRecord, RecordKind, TreeHead,
+    Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef,
+    EvidenceBundle, ProvenanceRecord, Query, RecordKind, TreeHead,
 };
 use crate::model::signed::{AnySigned, Document, Signed};
-use crate::store::provenance::{
-    Alarm, AlarmResolution, MAX_QUERY_RECORDS, NewRecord, ProvenanceError, Query,
-};
+use crate::store::provenance::{MAX_QUERY_RECORDS, NewRecord, ProvenanceError};
 
 impl From<ProvenanceError> for NodeError {
     fn from(e: ProvenanceError) -> Self {
