@@ -1,5 +1,5 @@
 //! How the CLI fails: [`CliError`] and the process exit code of each failure (documented in
-//! `yrd --help` and relied on by scripts), so every verb reports the same way.
+//! docs/cli.md and relied on by scripts), so every verb reports the same way.
 
 use std::path::PathBuf;
 
