@@ -10,6 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::region::Region;
+use crate::net::{TcpSecurity, peer_of};
 
 /// File name of the config inside a data dir, as `yrd init` writes it.
 pub const CONFIG_FILE: &str = "yrd.toml";
@@ -205,7 +206,7 @@ pub struct NetworkSection {
     pub request_timeout_secs: u64,
     /// Security of TCP connections offered first when dialling: `noise` or `tls` (a listener
     /// accepts both, so members may differ).
-    pub tcp_security: crate::net::TcpSecurity,
+    pub tcp_security: TcpSecurity,
     /// QUIC flow-control window per connection (and per stream), in MiB. One stream's
     /// throughput is at most window ÷ round-trip time.
     pub quic_window_mib: u32,
@@ -225,7 +226,7 @@ impl Default for NetworkSection {
             idle_timeout_secs: 300,
             ping_interval_secs: 15,
             request_timeout_secs: 30,
-            tcp_security: crate::net::TcpSecurity::Noise,
+            tcp_security: TcpSecurity::Noise,
             quic_window_mib: 16,
         }
     }
@@ -574,14 +575,6 @@ impl NodeConfig {
     /// The TOML text of this config.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
-    }
-}
-
-/// The peer id at the end of a multiaddr, if any.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    match addr.iter().last() {
-        Some(Protocol::P2p(peer)) => Some(peer),
-        _ => None,
     }
 }
 

@@ -43,7 +43,7 @@ impl Server {
         let metrics = options.config.api.metrics_listen;
         let running = Node::start(options).await?;
         let node = running.node.clone();
-        let api = match ApiServer::bind(node.clone(), listen, node.admin_token(), metrics).await {
+        let api = match ApiServer::start(node.clone(), listen, node.admin_token(), metrics).await {
             Ok(api) => api,
             Err(e) => {
                 drop(node);

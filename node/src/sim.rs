@@ -15,14 +15,13 @@ use crate::identity::NodeKey;
 use crate::model::catalogue::ShareType;
 use crate::model::exchange::DataFormat;
 use crate::model::masking::FieldMask;
-use crate::model::provenance::RecordKind;
+use crate::model::provenance::{Query, RecordKind};
 use crate::model::region::{self, Region};
 use crate::node::access::{Approval, Direction};
 use crate::node::transfer::{Fault, TransferStatus};
 use crate::node::{Node, NodeOptions};
 use crate::server::Server;
 use crate::setup::{self, InitOptions};
-use crate::store::provenance::Query;
 
 /// Most nodes one simulation runs.
 pub const MAX_NODES: usize = 200;

@@ -4,12 +4,14 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, Path, Query, State};
+use super::{ApiError, ApiState};
+use crate::clock::parse_duration;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
 use crate::model::message::RequestStatus;
@@ -282,37 +284,4 @@ pub(super) async fn unsubscribe(
 
 pub(super) async fn receipts(State(s): State<ApiState>) -> ApiResult<Vec<Signed<Receipt>>> {
     Ok(Json(s.node.receipts()?))
-}
-
-/// `90d`, `12h`, `30m`, `3600s` (or a bare number of seconds) as seconds.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|&s| s > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_parse() {
-        use super::parse_duration as p;
-        assert_eq!(p("90d"), Some(90 * 86_400));
-        assert_eq!(p("12h"), Some(43_200));
-        assert_eq!(p("30m"), Some(1_800));
-        assert_eq!(p("15"), Some(15));
-        assert_eq!(p("0d"), None);
-        assert_eq!(p("3w"), None);
-        assert_eq!(p("d"), None);
-    }
 }

@@ -1,256 +1,57 @@
 //! The admin HTTP API (axum): every route behind the bearer token, JSON in and out, bound to
 //! loopback by default. It translates HTTP to calls on the service layer and decides nothing.
+//!
+//! This file owns the route table ([`routes`]: each route with its OpenAPI operation, so the
+//! router and the document cannot drift apart) and the router built from it. The handlers live
+//! by subject (`status`, `routes`, `exchange`, `provenance`, `metrics`); the error shape in
+//! `error`, the token check in `auth`, listening and shutdown in `server`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use serde::Serialize;
-use tokio::task::JoinHandle;
+use axum::Router;
+use axum::middleware;
+use axum::routing::MethodFilter;
 
 use crate::identity::AdminToken;
-use crate::node::{ErrorClass, Node, NodeError};
-
-/// The one JSON shape of every error the API returns.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct ApiErrorBody {
-    /// Machine-readable code, e.g. "unauthorized", "not-found", "bad-request".
-    pub error: String,
-    /// What went wrong, for people.
-    pub message: String,
-    /// For bad input: the field, parameter or document part at fault.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
-
-/// An error as the API returns it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ApiErrorBody,
-}
-
-impl ApiError {
-    /// An error with a status, a code and a message.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            body: ApiErrorBody {
-                error: code.into(),
-                message: message.into(),
-                field: None,
-            },
-        }
-    }
-}
-
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        let (status, code) = match e.class() {
-            ErrorClass::BadInput => (StatusCode::BAD_REQUEST, "bad-request"),
-            ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not-found"),
-            ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
-            ErrorClass::Peer => (StatusCode::BAD_GATEWAY, "peer"),
-            ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        // The node's own failures keep their whole source chain, in the log and in the answer.
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            let chain = e.chain();
-            tracing::error!(error = %chain, "request failed inside the node");
-            chain
-        } else {
-            e.to_string()
-        };
-        let mut error = ApiError::new(status, code, message);
-        error.body.field = e.field().map(str::to_string);
-        error
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
-        rejection(e.status(), e.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> Self {
-        rejection(e.status(), e.body_text())
-    }
-}
-
-/// An extractor's refusal in our error shape: 415 for a missing JSON content type, 413 for a
-/// body over the limit, 400 for anything else (bad JSON, a missing field, a wrong type).
-fn rejection(status: StatusCode, text: String) -> ApiError {
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "too-large", text),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(status, "unsupported-media-type", text),
-        // axum answers 422 for well-formed JSON of the wrong shape; to us that is bad input
-        // like any other, and one status for it is simpler for clients.
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad-request", text),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
-
-pub mod exchange;
-pub mod metrics;
-pub mod openapi;
-pub mod provenance;
-pub mod routes;
-
 use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
 use crate::model::exchange::{Denial, Grant, Manifest, Receipt};
-use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, VerifiedBundle};
-use crate::model::signed::{AnySigned, Signed};
+use crate::model::provenance::{
+    Alarm, EvidenceBundle, ProvenanceRecord, Query as LogQuery, VerifiedBundle,
+};
+use crate::model::signed::{AnySigned, Signed, Verified};
 use crate::node::access::RequestRecord;
 use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 use crate::node::schemas::SchemaSummary;
 use crate::node::transfer::{Subscription, TransferView};
-use crate::node::{Health, NodeView, PeerView};
-use crate::store::provenance::{Alarm, Query as LogQuery};
-use axum::routing::MethodFilter;
+use crate::node::{Health, Node, NodeView, PeerView};
 use openapi::{ApiBuilder, Doc};
 
+mod auth;
+mod error;
+pub mod exchange;
+pub mod metrics;
+pub mod openapi;
+pub mod provenance;
+pub mod routes;
+mod server;
+mod status;
+
+use auth::{require_token, token_reload};
+use error::{method_not_allowed, not_found};
+use status::{health, node_view, openapi_json, peers, regions};
+
+pub use auth::TokenReloaded;
+pub use error::{ApiError, ApiErrorBody};
+pub use server::{ApiServer, BindError};
+pub use status::RegionView;
+
+/// What every handler gets: the service handle, the admin token, the OpenAPI document.
 #[derive(Clone)]
 struct ApiState {
     node: Node,
     token: AdminToken,
     openapi: Arc<serde_json::Value>,
-}
-
-/// The running API server (and the optional token-free metrics listener).
-#[derive(Debug)]
-pub struct ApiServer {
-    addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
-    stop: tokio_util::sync::CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-/// Why the API could not start listening.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start the admin API on {addr}: {}", describe_bind(.source))]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn describe_bind(e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::AddrInUse {
-        "the port is already in use (another node on this port?)".into()
-    } else {
-        e.to_string()
-    }
-}
-
-async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), BindError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| BindError { addr, source })?;
-    Ok((listener, local))
-}
-
-fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    stop: tokio_util::sync::CancellationToken,
-    what: &'static str,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, server = what, "HTTP server stopped with an error");
-        }
-    })
-}
-
-impl Drop for ApiServer {
-    /// Dropped without a shutdown (a failed start above it, a panic), it still stops serving.
-    fn drop(&mut self) {
-        self.stop.cancel();
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl ApiServer {
-    /// Binds `addr` (port 0 picks one) and serves the API for `node`; with `metrics`, also
-    /// serves `GET /metrics` alone, without the token, on that address.
-    pub async fn bind(
-        node: Node,
-        addr: SocketAddr,
-        token: AdminToken,
-        metrics: Option<SocketAddr>,
-    ) -> Result<ApiServer, BindError> {
-        // Bind both before serving either, so a taken port fails the start cleanly.
-        let (listener, local) = listen(addr).await?;
-        let metrics_listener = match metrics {
-            Some(a) => Some(listen(a).await?),
-            None => None,
-        };
-        let (app, state) = router(node, token);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut tasks = vec![serve(listener, app, stop.clone(), "admin API")];
-        let mut metrics_addr = None;
-        if let Some((l, a)) = metrics_listener {
-            let app = Router::new()
-                .route("/metrics", axum::routing::get(metrics::serve))
-                .fallback(not_found)
-                .with_state(state);
-            tasks.push(serve(l, app, stop.clone(), "metrics"));
-            metrics_addr = Some(a);
-        }
-        Ok(ApiServer {
-            addr: local,
-            metrics_addr,
-            stop,
-            tasks,
-        })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The bound address of the token-free metrics listener, if configured.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
-    }
-
-    /// Stops accepting requests and waits for the server tasks.
-    pub async fn shutdown(mut self) {
-        self.stop_serving().await;
-    }
-
-    async fn stop_serving(&mut self) {
-        self.stop.cancel();
-        for mut task in self.tasks.drain(..) {
-            // Open keep-alive connections would hold graceful shutdown forever; bound the wait.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await;
-            task.abort();
-        }
-    }
 }
 
 /// The admin API's routes and their OpenAPI document, built together (see [`openapi`]).
@@ -818,7 +619,7 @@ fn routes() -> ApiBuilder {
             M::POST,
             "/api/v1/doc/verify",
             r::doc_verify,
-            Doc::new::<r::Verified>(
+            Doc::new::<Verified>(
                 "docVerify",
                 "documents",
                 "Check the signature of any signed document",
@@ -841,6 +642,8 @@ pub fn openapi_text() -> String {
     text
 }
 
+/// The admin API's router: the table of [`routes`] behind the token check, the console's
+/// assets before it, and our JSON shape for an unknown path or method.
 fn router(node: Node, token: AdminToken) -> (Router, ApiState) {
     let (routes, doc) = routes().finish();
     let state = ApiState {
@@ -863,108 +666,6 @@ fn router(node: Node, token: AdminToken) -> (Router, ApiState) {
             .merge(api),
         state,
     )
-}
-
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(presented.as_bytes(), state.token.current().as_bytes()) {
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"yrd\""),
-        );
-        return response;
-    }
-    next.run(request).await
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "this endpoint does not take that method (see /api/v1/openapi.json)",
-    )
-}
-
-/// Answer of `POST /api/v1/token/reload`.
-#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub struct TokenReloaded {
-    /// Always true: the node now checks the token in its `api.token`.
-    pub reloaded: bool,
-}
-
-async fn token_reload(State(state): State<ApiState>) -> Result<Json<TokenReloaded>, ApiError> {
-    state.node.reload_admin_token()?;
-    Ok(Json(TokenReloaded { reloaded: true }))
-}
-
-async fn openapi_json(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(state.openapi.as_ref().clone())
-}
-
-/// A region as `GET /api/v1/regions` lists it.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct RegionView {
-    /// GB/T 2260 code, e.g. "320000".
-    pub code: String,
-    /// Chinese name.
-    pub name_zh: String,
-    /// English name.
-    pub name_en: String,
-    /// province, city or municipality.
-    pub level: String,
-    /// The province's code.
-    pub province: String,
-}
-
-async fn regions() -> Json<Vec<RegionView>> {
-    Json(
-        crate::model::region::all()
-            .map(|r| RegionView {
-                code: r.code.to_string(),
-                name_zh: r.name_zh.to_string(),
-                name_en: r.name_en.to_string(),
-                level: format!("{:?}", r.level).to_lowercase(),
-                province: r.province.to_string(),
-            })
-            .collect(),
-    )
-}
-
-async fn health(State(state): State<ApiState>) -> Result<Json<crate::node::Health>, ApiError> {
-    Ok(Json(state.node.health().await?))
-}
-
-async fn node_view(State(state): State<ApiState>) -> Result<Json<crate::node::NodeView>, ApiError> {
-    Ok(Json(state.node.view().await?))
-}
-
-async fn peers(
-    State(state): State<ApiState>,
-) -> Result<Json<Vec<crate::node::PeerView>>, ApiError> {
-    Ok(Json(state.node.peers().await?))
 }
 
 #[cfg(test)]

@@ -3,16 +3,17 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, Path, Query, State};
+use super::{ApiError, ApiState};
 use crate::model::provenance::{
-    Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead, VerifiedBundle, verify_bundle_value,
+    Alarm, Cosignature, EvidenceBundle, ProvenanceRecord, Query as LogQuery, TreeHead,
+    VerifiedBundle, verify_bundle_value,
 };
 use crate::model::signed::Signed;
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
-use crate::store::provenance::{Alarm, Query as LogQuery};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 

@@ -2,15 +2,16 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, Path, Query, State};
+use super::{ApiError, ApiState};
 use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
 use crate::model::exchange::{DataFormat, Manifest};
-use crate::model::signed::{AnySigned, Signed};
+use crate::model::signed::{AnySigned, Signed, Verified, verify_any};
 use crate::node::catalogue::{DEMANDS, MatchReport, OFFERS, SearchHit, SearchQuery, WITHHELD};
 use crate::node::schemas::SchemaSummary;
 
@@ -235,39 +236,6 @@ pub(super) async fn doc_canon(
     let canonical = crate::model::canonical::canonicalize(&v)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
     Ok(Json(Canonical { canonical }))
-}
-
-/// Answer of `POST /api/v1/doc/verify`.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct Verified {
-    /// Whether the signature verifies.
-    pub valid: bool,
-    /// Document type.
-    pub doc_type: String,
-    /// Signer public key (hex).
-    pub signer: String,
-    /// Signer peer id.
-    pub signer_peer: Option<String>,
-    /// Why it does not verify.
-    pub error: Option<String>,
-}
-
-/// Verifies any signed document (shared by the API and `yrd doc verify`).
-pub fn verify_any(doc: &AnySigned) -> Verified {
-    let result = doc.verify();
-    let signer_peer = hex::decode(&doc.signer)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
-        .and_then(|k| crate::identity::peer_id_of(&k))
-        .map(|p| p.to_string());
-    Verified {
-        valid: result.is_ok(),
-        doc_type: doc.doc_type.clone(),
-        signer: doc.signer.clone(),
-        signer_peer,
-        error: result.err().map(|e| e.to_string()),
-    }
 }
 
 pub(super) async fn doc_verify(

@@ -4,16 +4,18 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::client::urlencode;
+use super::output::{print_json, with_progress};
 use super::{
     CatalogCommand, Cli, CliError, DemandCommand, DocCommand, SchemaCommand, WithheldCommand,
 };
-use super::{client, print_json, table};
-use crate::api::routes::{OwnCatalogue, PublishSchema, PublishVersion, Removed, verify_any};
+use super::{client, table};
+use crate::api::routes::{OwnCatalogue, PublishSchema, PublishVersion, Removed};
 use crate::model::canonical;
 use crate::model::catalogue::{CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
 use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::protocol_schemas;
-use crate::model::signed::{AnySigned, Signed};
+use crate::model::signed::{AnySigned, Signed, verify_any};
 use crate::node::catalogue::{MatchReport, SearchHit};
 use crate::node::schemas::SchemaSummary;
 
@@ -190,17 +192,6 @@ pub(super) async fn schema(cli: &Cli, cmd: &SchemaCommand) -> Result<(), CliErro
             Ok(())
         }
     }
-}
-
-pub(super) fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub(super) async fn catalog(cli: &Cli, cmd: &CatalogCommand) -> Result<(), CliError> {
@@ -493,7 +484,7 @@ pub(super) async fn publish(
     let c = client(cli)?;
     let label = format!("validating and importing {:.1} MB", size as f64 / 1e6);
     let answer: Result<Signed<Manifest>, _> =
-        super::with_progress(cli, &label, c.post(&path, &body)).await;
+        with_progress(cli, &label, c.post(&path, &body)).await;
     let m = answer?;
     if cli.json {
         return print_json(&m);

@@ -5,25 +5,18 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::docs::urlencode;
-use super::{Cli, CliError, GrantsCommand, RequestsCommand, client, print_json, table};
+use super::client::urlencode;
+use super::output::{print_json, short_id};
+use super::{Cli, CliError, GrantsCommand, RequestsCommand, client, table};
 use crate::api::exchange::{
     ApproveBody, FetchBody, GrantView, ReasonBody, RequestBody, TargetBody,
 };
 use crate::api::routes::Removed;
-use crate::identity::short_peer;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
 use crate::model::signed::Signed;
 use crate::node::access::{Direction, RequestRecord};
 use crate::node::transfer::{Subscription, TransferStatus, TransferView};
-
-fn short(id: &str) -> String {
-    match id.parse::<libp2p::PeerId>() {
-        Ok(p) => short_peer(&p),
-        Err(_) => id.chars().take(12).collect(),
-    }
-}
 
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -141,7 +134,7 @@ pub(super) async fn fetch(
             "{} v{} from {} was already held here (digest {}); nothing moved",
             view.dataset,
             view.version.unwrap_or(0),
-            short(&view.peer),
+            short_id(&view.peer),
             view.digest.as_deref().unwrap_or("")
         );
         return Ok(());
@@ -151,7 +144,7 @@ pub(super) async fn fetch(
         "fetched {} v{} from {}: {} in {:.2} s ({}/s){}{}; digest {}",
         view.dataset,
         view.version.unwrap_or(0),
-        short(&view.peer),
+        short_id(&view.peer),
         human_bytes(view.bytes_total),
         secs,
         human_bytes((view.bytes_total as f64 / secs) as u64),
@@ -191,7 +184,7 @@ pub(super) async fn transfers(cli: &Cli, id: Option<&str>) -> Result<(), CliErro
                     Direction::In => "in".into(),
                     Direction::Out => "out".into(),
                 },
-                short(&v.peer),
+                short_id(&v.peer),
                 v.peer_region.map(|r| r.label()).unwrap_or_default(),
                 format!(
                     "{}{}",
@@ -250,7 +243,7 @@ pub(super) async fn request(
         "request {} for {} sent to {}: {:?}{}",
         r.id,
         r.request.document.dataset,
-        short(&r.peer),
+        short_id(&r.peer),
         r.status,
         r.grant
             .as_ref()
@@ -270,7 +263,7 @@ fn request_rows(list: &[RequestRecord]) -> Vec<Vec<String>> {
                     Direction::In => "in".into(),
                     Direction::Out => "out".into(),
                 },
-                short(&r.peer),
+                short_id(&r.peer),
                 d.requester_region.label(),
                 d.dataset.clone(),
                 format!("{:?}", r.status).to_lowercase(),
@@ -398,7 +391,7 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
             println!(
                 "granted {} to {}: grant {}, fields {}, masks [{}], until {}",
                 d.dataset,
-                short(&d.grantee),
+                short_id(&d.grantee),
                 d.id,
                 d.fields.join(","),
                 d.masks
@@ -444,8 +437,8 @@ pub(super) async fn grants(cli: &Cli, cmd: &GrantsCommand) -> Result<(), CliErro
                             Direction::In => "to us".into(),
                             Direction::Out => "issued".into(),
                         },
-                        short(&d.provider),
-                        short(&d.grantee),
+                        short_id(&d.provider),
+                        short_id(&d.grantee),
                         d.dataset.clone(),
                         format!("{:?}", g.state).to_lowercase(),
                         d.fields.join(","),
@@ -535,7 +528,7 @@ pub(super) async fn subscribe(cli: &Cli, target: &str) -> Result<(), CliError> {
     println!(
         "subscribed to {} of {} ({}); each new version is fetched as it is published",
         s.dataset,
-        short(&s.publisher),
+        short_id(&s.publisher),
         s.region.label()
     );
     Ok(())
@@ -561,7 +554,7 @@ pub(super) async fn subscriptions(cli: &Cli) -> Result<(), CliError> {
         .map(|s| {
             vec![
                 s.region.label(),
-                short(&s.publisher),
+                short_id(&s.publisher),
                 s.dataset.clone(),
                 if s.fetched_version == 0 {
                     "-".into()
@@ -592,7 +585,7 @@ pub(super) async fn receipts(cli: &Cli) -> Result<(), CliError> {
         .map(|r| {
             let d = &r.document;
             vec![
-                short(&d.receiver),
+                short_id(&d.receiver),
                 format!("{} v{}", d.dataset, d.version),
                 d.data_digest.chars().take(16).collect(),
                 d.grant_id.clone().unwrap_or_else(|| "-".into()),

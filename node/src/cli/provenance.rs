@@ -3,24 +3,17 @@
 
 use std::path::Path;
 
-use super::docs::urlencode;
-use super::{Cli, CliError, ProvenanceCommand, client, print_json, table};
+use super::client::urlencode;
+use super::output::{print_json, short_id, with_progress};
+use super::{Cli, CliError, ProvenanceCommand, client, table};
 use crate::api::provenance::ResolveBody;
 use crate::api::provenance::{CheckView, HeadView};
-use crate::identity::short_peer;
 use crate::model::canonical;
-use crate::model::provenance::{EvidenceBundle, ProvenanceRecord, verify_bundle_value};
+use crate::model::provenance::{Alarm, EvidenceBundle, ProvenanceRecord, verify_bundle_value};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
-use crate::store::provenance::Alarm;
 
 /// Largest bundle `yrd verify` reads.
 const MAX_BUNDLE_BYTES: u64 = 1 << 30;
-
-fn short(id: &str) -> String {
-    id.parse::<libp2p::PeerId>()
-        .map(|p| short_peer(&p))
-        .unwrap_or_else(|_| id.chars().take(12).collect())
-}
 
 fn record_rows(list: &[ProvenanceRecord]) -> Vec<Vec<String>> {
     list.iter()
@@ -29,7 +22,7 @@ fn record_rows(list: &[ProvenanceRecord]) -> Vec<Vec<String>> {
                 r.seq.to_string(),
                 r.time.clone(),
                 r.kind.name(),
-                r.counterparty.as_deref().map(short).unwrap_or_default(),
+                r.counterparty.as_deref().map(short_id).unwrap_or_default(),
                 r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
                 match (&r.dataset, r.version) {
                     (Some(d), Some(v)) => format!("{d} v{v}"),
@@ -157,7 +150,7 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 .map(|d| {
                     vec![
                         d.time.clone(),
-                        short(&d.receiver),
+                        short_id(&d.receiver),
                         d.receiver_region.clone().unwrap_or_default(),
                         d.version.map(|v| format!("v{v}")).unwrap_or_default(),
                         d.fields.clone(),
@@ -241,7 +234,7 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
             for c in &v.cosignatures {
                 println!(
                     "  witnessed by {} at size {} ({})",
-                    short(&c.document.witness),
+                    short_id(&c.document.witness),
                     c.document.size,
                     c.document.time
                 );
@@ -249,7 +242,7 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
             Ok(())
         }
         ProvenanceCommand::Check => {
-            let v: CheckView = super::with_progress(
+            let v: CheckView = with_progress(
                 cli,
                 "recomputing every leaf and node of the log",
                 c.post("/api/v1/provenance/check", &()),
@@ -289,7 +282,7 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 to_seq,
                 peer: peer.clone(),
             };
-            let bundle: EvidenceBundle = super::with_progress(
+            let bundle: EvidenceBundle = with_progress(
                 cli,
                 "collecting records and proofs",
                 c.post("/api/v1/provenance/export", &q),

@@ -1,6 +1,7 @@
 //! Provenance (R6, R8, R10, R11): the record of one step, the signed tree head of a node's
-//! Merkle log, a witness's cosignature, and the evidence bundle with its offline verification
-//! (`yrd verify`). Pure: no I/O. The log itself lives in `store::provenance`; the bundle format
+//! Merkle log, a witness's cosignature, a witness alarm and its resolution, the filters of a
+//! query of the log, and the evidence bundle with its offline verification (`yrd verify`).
+//! Pure: no I/O. The log itself lives in `store::provenance`; the bundle format
 //! is specified in `docs/evidence.md`.
 
 use std::collections::HashMap;
@@ -175,6 +176,53 @@ pub struct Cosignature {
 
 impl Document for Cosignature {
     const TYPE: &'static str = "cosignature";
+}
+
+/// An alarm raised by witnessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Alarm {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The log that forked (peer id).
+    pub log: String,
+    /// The head we held from it.
+    pub held: Signed<TreeHead>,
+    /// The head it presented that does not extend it.
+    pub presented: Signed<TreeHead>,
+    /// What failed.
+    pub cause: String,
+    /// Set once an operator resolved it (`yrd provenance resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<AlarmResolution>,
+}
+
+/// How an operator resolved an alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlarmResolution {
+    /// When (RFC 3339).
+    pub time: String,
+    /// What the operator found, e.g. "restored from the backup of 2026-11-20; confirmed with
+    /// the Jiangsu operator by phone".
+    pub note: String,
+    /// The head taken as the new baseline of that log.
+    pub baseline_size: u64,
+}
+
+/// Filters of a query of the provenance log; every given one must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Query {
+    /// Dataset (or standard) id.
+    pub dataset: Option<String>,
+    /// Counterparty peer id.
+    pub peer: Option<String>,
+    /// Kind (kebab-case).
+    pub kind: Option<String>,
+    /// At or after (RFC 3339).
+    pub since: Option<String>,
+    /// At or before (RFC 3339).
+    pub until: Option<String>,
+    /// Most records returned (default 1000).
+    pub limit: Option<usize>,
 }
 
 /// One record of a bundle with its inclusion proof in the bundle's head.

@@ -336,6 +336,42 @@ impl AnySigned {
     }
 }
 
+/// What checking any signed envelope found ([`verify_any`]): the answer of
+/// `POST /api/v1/doc/verify` and what `yrd doc verify` prints.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+// The OpenAPI document keeps the description it had when the type lived in the API.
+#[schemars(description = "Answer of `POST /api/v1/doc/verify`.")]
+pub struct Verified {
+    /// Whether the signature verifies.
+    pub valid: bool,
+    /// Document type.
+    pub doc_type: String,
+    /// Signer public key (hex).
+    pub signer: String,
+    /// Signer peer id.
+    pub signer_peer: Option<String>,
+    /// Why it does not verify.
+    pub error: Option<String>,
+}
+
+/// Verifies any signed document and says who signed it, whether or not it verifies.
+pub fn verify_any(doc: &AnySigned) -> Verified {
+    let result = doc.verify();
+    let signer_peer = hex::decode(&doc.signer)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .and_then(|k| crate::identity::peer_id_of(&k))
+        .map(|p| p.to_string());
+    Verified {
+        valid: result.is_ok(),
+        doc_type: doc.doc_type.clone(),
+        signer: doc.signer.clone(),
+        signer_peer,
+        error: result.err().map(|e| e.to_string()),
+    }
+}
+
 fn check_header(expected: &str, found: &str, version: u32) -> Result<(), SignatureError> {
     if found != expected {
         return Err(SignatureError::WrongType {

@@ -19,9 +19,8 @@ use super::gate::{Gate, Members, Refused};
 use super::{
     Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
-    TcpSecurity,
+    TcpSecurity, peer_of,
 };
-use crate::config::peer_of;
 use crate::identity::short_peer;
 use crate::model::message::{Request, Response};
 

@@ -112,7 +112,8 @@ pub struct NetConfig {
     pub quic_window_bytes: u32,
 }
 
-/// The security protocol of TCP connections.
+/// The security protocol of TCP connections (also the config file's `network.tcp_security`,
+/// which names net's type rather than net reading the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TcpSecurity {
@@ -121,6 +122,14 @@ pub enum TcpSecurity {
     Noise,
     /// TLS 1.3 (libp2p-tls).
     Tls,
+}
+
+/// The peer id at the end of a multiaddr (`…/p2p/<peer id>`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
 }
 
 /// A connected member, as the network layer sees it.

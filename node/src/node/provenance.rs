@@ -12,11 +12,11 @@ use crate::model::merkle;
 use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
-    BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef, EvidenceBundle,
-    ProvenanceRecord, RecordKind, TreeHead,
+    Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef,
+    EvidenceBundle, ProvenanceRecord, Query, RecordKind, TreeHead,
 };
 use crate::model::signed::{AnySigned, Document, Signed};
-use crate::store::provenance::{Alarm, AlarmResolution, MAX_QUERY_RECORDS, NewRecord, Query};
+use crate::store::provenance::{MAX_QUERY_RECORDS, NewRecord};
 
 /// A signed document to keep with a record.
 pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<AnySigned> {

@@ -20,18 +20,18 @@
 //! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'|b'p'|b'k'`, value, 0x00, seq BE → ∅.
 //! `prov_docs`: digest (hex) → the signed document's JSON.
 
-use schemars::JsonSchema;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_rfc3339;
 use crate::model::canonical;
 use crate::model::merkle::{self, Hash};
-use crate::model::provenance::{Cosignature, ProvenanceRecord, TreeHead};
+use crate::model::provenance::{
+    Alarm, AlarmResolution, Cosignature, ProvenanceRecord, Query, TreeHead,
+};
 use crate::model::region::Region;
 use crate::model::signed::{AnySigned, Signed};
 
@@ -106,55 +106,8 @@ enum Job {
     Close(std::sync::mpsc::SyncSender<()>),
 }
 
-/// An alarm raised by witnessing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Alarm {
-    /// When (RFC 3339).
-    pub time: String,
-    /// The log that forked (peer id).
-    pub log: String,
-    /// The head we held from it.
-    pub held: Signed<TreeHead>,
-    /// The head it presented that does not extend it.
-    pub presented: Signed<TreeHead>,
-    /// What failed.
-    pub cause: String,
-    /// Set once an operator resolved it (`yrd provenance resolve`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<AlarmResolution>,
-}
-
-/// How an operator resolved an alarm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct AlarmResolution {
-    /// When (RFC 3339).
-    pub time: String,
-    /// What the operator found, e.g. "restored from the backup of 2026-11-20; confirmed with
-    /// the Jiangsu operator by phone".
-    pub note: String,
-    /// The head taken as the new baseline of that log.
-    pub baseline_size: u64,
-}
-
 /// The most records one query of the admin API returns.
 pub const MAX_QUERY_RECORDS: usize = 100_000;
-
-/// Filters of a query; every given one must hold.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-pub struct Query {
-    /// Dataset (or standard) id.
-    pub dataset: Option<String>,
-    /// Counterparty peer id.
-    pub peer: Option<String>,
-    /// Kind (kebab-case).
-    pub kind: Option<String>,
-    /// At or after (RFC 3339).
-    pub since: Option<String>,
-    /// At or before (RFC 3339).
-    pub until: Option<String>,
-    /// Most records returned (default 1000).
-    pub limit: Option<usize>,
-}
 
 /// The provenance log of this node.
 #[derive(Clone)]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use yrd_node::identity::NodeKey;
 use yrd_node::model::merkle;
-use yrd_node::model::provenance::{ProvenanceRecord, RecordKind};
+use yrd_node::model::provenance::{ProvenanceRecord, Query, RecordKind};
 use yrd_node::model::region::Region;
-use yrd_node::store::provenance::{NewRecord, ProvenanceLog, Query};
+use yrd_node::store::provenance::{NewRecord, ProvenanceLog};
 
 fn arg(name: &str) -> Option<String> {
     yrd_tests::flag_value(name)
