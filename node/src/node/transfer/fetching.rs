@@ -17,7 +17,7 @@ use libp2p::PeerId;
 use super::registry::Progress;
 use super::{
     CHUNK_QUEUE, FetchRecord, MAX_BAD_CHUNK_RETRIES, SYNC_EVERY, TransferStatus, TransferView,
-    blocking_err, new_id,
+    blocking_err,
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
@@ -123,25 +123,10 @@ impl Node {
             return Ok(running);
         }
         let view = TransferView {
-            id: new_id(),
-            direction: Direction::In,
-            peer,
             peer_region: Some(t.region),
-            dataset,
             version,
             grant,
-            status: TransferStatus::Connecting,
-            bytes_done: 0,
-            bytes_total: 0,
-            refetched_chunks: 0,
-            attempts: 0,
-            started_at: now_rfc3339(),
-            finished_at: None,
-            transfer_ms: 0,
-            total_ms: 0,
-            digest: None,
-            derived: false,
-            error: None,
+            ..TransferView::starting(Direction::In, peer, dataset, TransferStatus::Connecting)
         };
         let record = FetchRecord {
             view: view.clone(),
@@ -699,56 +684,93 @@ mod tests {
         }
     }
 
-    fn manifest(key: &NodeKey, t: &ChunkTable) -> Result<Manifest, Box<dyn std::error::Error>> {
-        Ok(Manifest {
-            dataset: "licences".into(),
-            publisher: key.peer_id().to_string(),
-            region: Region::from_code(320500)?,
-            version: 3,
-            previous: None,
-            schema: Some(SchemaRef {
-                id: "licence".into(),
-                version: "1.0.0".into(),
-                digest: "0".repeat(64),
-            }),
-            format: DataFormat::Jsonl,
-            digest: blake3::hash(b"file").to_hex().to_string(),
-            size: t.size,
-            record_count: 2,
-            chunk_size: t.chunk_size,
-            chunk_table_digest: t.digest()?,
-            published_at: "2025-01-01T00:00:00Z".into(),
-            derived_from: None,
-        })
+    /// A provider serving version 3 of `licences` (JSON Lines) with [`table`]'s chunks.
+    struct Provider {
+        key: NodeKey,
+        peer: PeerId,
     }
 
-    fn record(peer: PeerId, version: Option<u64>, grant: Option<&str>) -> FetchRecord {
-        FetchRecord {
-            view: TransferView {
-                id: new_id(),
-                direction: Direction::In,
-                peer: peer.to_string(),
-                peer_region: None,
+    impl Provider {
+        fn new() -> Provider {
+            let key = NodeKey::generate();
+            let peer = key.peer_id();
+            Provider { key, peer }
+        }
+
+        fn manifest(&self) -> Result<Manifest, Box<dyn std::error::Error>> {
+            let t = table();
+            Ok(Manifest {
                 dataset: "licences".into(),
-                version,
-                grant: grant.map(str::to_string),
-                status: TransferStatus::Connecting,
-                bytes_done: 0,
-                bytes_total: 0,
-                refetched_chunks: 0,
-                attempts: 1,
-                started_at: "2025-01-01T00:00:00Z".into(),
-                finished_at: None,
-                transfer_ms: 0,
-                total_ms: 0,
-                digest: None,
-                derived: false,
-                error: None,
-            },
-            manifest: None,
-            wanted_version: version,
-            receipt: None,
-            receipt_acknowledged: false,
+                publisher: self.peer.to_string(),
+                region: Region::from_code(320500)?,
+                version: 3,
+                previous: None,
+                schema: Some(SchemaRef {
+                    id: "licence".into(),
+                    version: "1.0.0".into(),
+                    digest: "0".repeat(64),
+                }),
+                format: DataFormat::Jsonl,
+                digest: blake3::hash(b"file").to_hex().to_string(),
+                size: t.size,
+                record_count: 2,
+                chunk_size: t.chunk_size,
+                chunk_table_digest: t.digest()?,
+                published_at: "2025-01-01T00:00:00Z".into(),
+                derived_from: None,
+            })
+        }
+
+        /// Its manifest made under `derivation`.
+        fn derived(&self, d: Derivation) -> Result<Manifest, Box<dyn std::error::Error>> {
+            let mut m = self.manifest()?;
+            m.derived_from = Some(d);
+            Ok(m)
+        }
+
+        /// Our fetch from it, of `version` (None: the latest) under `grant`.
+        fn fetch(&self, version: Option<u64>, grant: Option<&str>) -> FetchRecord {
+            FetchRecord {
+                view: TransferView {
+                    version,
+                    grant: grant.map(str::to_string),
+                    ..TransferView::starting(
+                        Direction::In,
+                        self.peer.to_string(),
+                        "licences".into(),
+                        TransferStatus::Connecting,
+                    )
+                },
+                manifest: None,
+                wanted_version: version,
+                receipt: None,
+                receipt_acknowledged: false,
+            }
+        }
+
+        /// The check of `m` signed by `signer` and sent with `t` for `fetch`: its error
+        /// message, or "ok".
+        fn check(
+            &self,
+            fetch: &FetchRecord,
+            signer: &NodeKey,
+            m: Manifest,
+            t: &ChunkTable,
+        ) -> Result<String, Box<dyn std::error::Error>> {
+            let signed = Signed::sign(m, signer.signing_key())?;
+            Ok(match check_manifest(self.peer, fetch, &signed, t, held) {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            })
+        }
+
+        /// [`check`](Self::check) of `m` signed by the provider with the signed table.
+        fn check_own(
+            &self,
+            fetch: &FetchRecord,
+            m: Manifest,
+        ) -> Result<String, Box<dyn std::error::Error>> {
+            self.check(fetch, &self.key, m, &table())
         }
     }
 
@@ -759,8 +781,22 @@ mod tests {
         }]
     }
 
-    fn grant(id: &str) -> Grant {
-        Grant {
+    fn derivation(grant_id: &str) -> Derivation {
+        Derivation {
+            original_digest: "0".repeat(64),
+            grant_id: grant_id.into(),
+            fields: vec!["name".into(), "phone".into()],
+            masks: masks(),
+        }
+    }
+
+    /// The grant store of a fetcher holding grant `g1` (of the fields and masks of
+    /// [`derivation`]).
+    fn held(id: &str) -> Result<Grant, NodeError> {
+        if id != "g1" {
+            return Err(NodeError::NotFound(format!("no grant {id}")));
+        }
+        Ok(Grant {
             id: id.into(),
             request_id: "r".into(),
             request_digest: "0".repeat(64),
@@ -775,63 +811,24 @@ mod tests {
             expires_at: "2099-01-01T00:00:00Z".into(),
             issued_at: "2025-01-01T00:00:00Z".into(),
             decided_by: "operator".into(),
-        }
-    }
-
-    fn derivation(grant_id: &str) -> Derivation {
-        Derivation {
-            original_digest: "0".repeat(64),
-            grant_id: grant_id.into(),
-            fields: vec!["name".into(), "phone".into()],
-            masks: masks(),
-        }
-    }
-
-    /// The grant store of a fetcher holding grant `g1`.
-    fn held(id: &str) -> Result<Grant, NodeError> {
-        if id == "g1" {
-            Ok(grant(id))
-        } else {
-            Err(NodeError::NotFound(format!("no grant {id}")))
-        }
+        })
     }
 
     fn no_grant_lookup(id: &str) -> Result<Grant, NodeError> {
         panic!("grant {id} looked up for a delivery that needs none")
     }
 
-    /// The check's error message, or "ok".
-    fn check(
-        peer: PeerId,
-        record: &FetchRecord,
-        key: &NodeKey,
-        m: Manifest,
-        t: &ChunkTable,
-    ) -> Result<String, Box<dyn std::error::Error>> {
-        let signed = Signed::sign(m, key.signing_key())?;
-        Ok(match check_manifest(peer, record, &signed, t, held) {
-            Ok(()) => "ok".into(),
-            Err(e) => e.to_string(),
-        })
-    }
-
     #[test]
     fn a_manifest_from_the_publisher_for_what_was_asked_passes() -> TestResult {
-        let key = NodeKey::generate();
-        let peer = key.peer_id();
-        let t = table();
-        let m = manifest(&key, &t)?;
-        assert_eq!(
-            check(peer, &record(peer, Some(3), None), &key, m.clone(), &t)?,
-            "ok"
-        );
+        let p = Provider::new();
+        assert_eq!(p.check_own(&p.fetch(Some(3), None), p.manifest()?)?, "ok");
         // Without a version asked, any version is the latest.
-        let signed = Signed::sign(m, key.signing_key())?;
+        let signed = Signed::sign(p.manifest()?, p.key.signing_key())?;
         check_manifest(
-            peer,
-            &record(peer, None, None),
+            p.peer,
+            &p.fetch(None, None),
             &signed,
-            &t,
+            &table(),
             no_grant_lookup,
         )?;
         Ok(())
@@ -839,24 +836,30 @@ mod tests {
 
     #[test]
     fn a_manifest_signed_or_published_by_another_node_is_forged() -> TestResult {
-        let (key, other) = (NodeKey::generate(), NodeKey::generate());
-        let peer = key.peer_id();
-        let t = table();
-        let rec = record(peer, Some(3), None);
-        // Signed by another node, naming itself as publisher.
-        let theirs = manifest(&other, &t)?;
-        assert!(check(peer, &rec, &other, theirs, &t)?.starts_with("forged manifest refused"));
-        // Signed by another node, naming the provider as publisher.
-        let claimed = manifest(&key, &t)?;
-        assert!(check(peer, &rec, &other, claimed, &t)?.starts_with("forged manifest refused"));
+        let (p, other) = (Provider::new(), Provider::new());
+        let fetch = p.fetch(Some(3), None);
+        let forged = |s: String| s.starts_with("forged manifest refused");
+        // Signed by another node, naming itself or the provider as publisher.
+        assert!(forged(p.check(
+            &fetch,
+            &other.key,
+            other.manifest()?,
+            &table()
+        )?));
+        assert!(forged(p.check(
+            &fetch,
+            &other.key,
+            p.manifest()?,
+            &table()
+        )?));
         // Signed by the provider, naming another publisher.
-        let mut relayed = manifest(&key, &t)?;
-        relayed.publisher = other.peer_id().to_string();
-        assert!(check(peer, &rec, &key, relayed, &t)?.starts_with("forged manifest refused"));
+        let mut relayed = p.manifest()?;
+        relayed.publisher = other.peer.to_string();
+        assert!(forged(p.check_own(&fetch, relayed)?));
         // A signature that does not cover the document.
-        let mut tampered = Signed::sign(manifest(&key, &t)?, key.signing_key())?;
+        let mut tampered = Signed::sign(p.manifest()?, p.key.signing_key())?;
         tampered.document.record_count += 1;
-        let e = check_manifest(peer, &rec, &tampered, &t, no_grant_lookup);
+        let e = check_manifest(p.peer, &fetch, &tampered, &table(), no_grant_lookup);
         assert!(
             matches!(&e, Err(NodeError::Invalid(m)) if m.starts_with("manifest refused")),
             "{e:?}"
@@ -866,23 +869,15 @@ mod tests {
 
     #[test]
     fn a_manifest_for_another_dataset_or_version_is_refused() -> TestResult {
-        let key = NodeKey::generate();
-        let peer = key.peer_id();
-        let t = table();
-        let mut other_dataset = manifest(&key, &t)?;
+        let p = Provider::new();
+        let mut other_dataset = p.manifest()?;
         other_dataset.dataset = "permits".into();
         assert_eq!(
-            check(peer, &record(peer, Some(3), None), &key, other_dataset, &t)?,
+            p.check_own(&p.fetch(Some(3), None), other_dataset)?,
             "manifest is for permits, not licences"
         );
         assert_eq!(
-            check(
-                peer,
-                &record(peer, Some(2), None),
-                &key,
-                manifest(&key, &t)?,
-                &t
-            )?,
+            p.check_own(&p.fetch(Some(2), None), p.manifest()?)?,
             "manifest is for version 3, not 2"
         );
         Ok(())
@@ -890,90 +885,64 @@ mod tests {
 
     #[test]
     fn the_chunk_table_must_be_valid_and_the_one_signed() -> TestResult {
-        let key = NodeKey::generate();
-        let peer = key.peer_id();
-        let rec = record(peer, Some(3), None);
-        let signed_table = table();
-        let m = manifest(&key, &signed_table)?;
+        let p = Provider::new();
+        let fetch = p.fetch(Some(3), None);
+        let not_signed = "the chunk table sent is not the one the manifest signs";
         let mut swapped = table();
         swapped.chunks[1] = blake3::hash(b"three").to_hex().to_string();
         assert_eq!(
-            check(peer, &rec, &key, m.clone(), &swapped)?,
-            "the chunk table sent is not the one the manifest signs"
+            p.check(&fetch, &p.key, p.manifest()?, &swapped)?,
+            not_signed
         );
         let mut short = table();
         short.chunks.pop();
-        assert!(check(peer, &rec, &key, m.clone(), &short)?.starts_with("chunk table refused"));
-        // A table consistent with itself but not with the manifest's size.
-        let mut resized = manifest(&key, &signed_table)?;
+        let refused = p.check(&fetch, &p.key, p.manifest()?, &short)?;
+        assert!(refused.starts_with("chunk table refused"), "{refused}");
+        // The signed table, but a manifest of another size.
+        let mut resized = p.manifest()?;
         resized.size += 1;
-        assert_eq!(
-            check(peer, &rec, &key, resized, &signed_table)?,
-            "the chunk table sent is not the one the manifest signs"
-        );
+        assert_eq!(p.check_own(&fetch, resized)?, not_signed);
         Ok(())
     }
 
     #[test]
     fn a_masked_delivery_must_match_our_grant() -> TestResult {
-        let key = NodeKey::generate();
-        let peer = key.peer_id();
-        let t = table();
-        let derived = |d: Derivation| -> Result<Manifest, Box<dyn std::error::Error>> {
-            let mut m = manifest(&key, &t)?;
-            m.derived_from = Some(d);
-            Ok(m)
-        };
-        let under_g1 = record(peer, Some(3), Some("g1"));
-        assert_eq!(
-            check(peer, &under_g1, &key, derived(derivation("g1"))?, &t)?,
-            "ok"
-        );
+        let p = Provider::new();
+        let under_g1 = p.fetch(Some(3), Some("g1"));
+        assert_eq!(p.check_own(&under_g1, p.derived(derivation("g1"))?)?, "ok");
         // Made under another grant, with other fields or other masks.
         let mismatch = "the delivery does not match grant g1's fields and masking";
         assert_eq!(
-            check(peer, &under_g1, &key, derived(derivation("g9"))?, &t)?,
+            p.check_own(&under_g1, p.derived(derivation("g9"))?)?,
             mismatch
         );
         let mut more_fields = derivation("g1");
         more_fields.fields.push("id_number".into());
-        assert_eq!(
-            check(peer, &under_g1, &key, derived(more_fields)?, &t)?,
-            mismatch
-        );
+        assert_eq!(p.check_own(&under_g1, p.derived(more_fields)?)?, mismatch);
         let mut unmasked = derivation("g1");
         unmasked.masks.clear();
-        assert_eq!(
-            check(peer, &under_g1, &key, derived(unmasked)?, &t)?,
-            mismatch
-        );
+        assert_eq!(p.check_own(&under_g1, p.derived(unmasked)?)?, mismatch);
         // A grant we do not hold.
-        let under_g2 = record(peer, Some(3), Some("g2"));
+        let under_g2 = p.fetch(Some(3), Some("g2"));
         assert_eq!(
-            check(peer, &under_g2, &key, derived(derivation("g2"))?, &t)?,
+            p.check_own(&under_g2, p.derived(derivation("g2"))?)?,
             "no grant g2"
         );
         // Masked without a grant asked; unmasked records under a grant.
         assert_eq!(
-            check(
-                peer,
-                &record(peer, Some(3), None),
-                &key,
-                derived(derivation("g1"))?,
-                &t
-            )?,
+            p.check_own(&p.fetch(Some(3), None), p.derived(derivation("g1"))?)?,
             "a masked delivery arrived without a grant"
         );
         assert_eq!(
-            check(peer, &under_g1, &key, manifest(&key, &t)?, &t)?,
+            p.check_own(&under_g1, p.manifest()?)?,
             "a delivery under a grant must be a masked derivation"
         );
         // An opaque file under a grant is delivered whole.
-        let mut file = manifest(&key, &t)?;
+        let mut file = p.manifest()?;
         file.format = DataFormat::File;
         file.schema = None;
-        let signed = Signed::sign(file, key.signing_key())?;
-        check_manifest(peer, &under_g1, &signed, &t, no_grant_lookup)?;
+        let signed = Signed::sign(file, p.key.signing_key())?;
+        check_manifest(p.peer, &under_g1, &signed, &table(), no_grant_lookup)?;
         Ok(())
     }
 

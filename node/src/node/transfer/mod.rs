@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::Direction;
 use super::{Node, NodeError};
+use crate::clock::now_rfc3339;
 use crate::model::exchange::{Manifest, Receipt};
 use crate::model::region::Region;
 use crate::model::signed::Signed;
@@ -128,6 +129,39 @@ pub struct TransferView {
     /// Why it failed (or why it is waiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl TransferView {
+    /// A transfer starting now, with a new id: nothing moved, no attempt counted, nothing known
+    /// of the version yet.
+    fn starting(
+        direction: Direction,
+        peer: String,
+        dataset: String,
+        status: TransferStatus,
+    ) -> TransferView {
+        TransferView {
+            id: new_id(),
+            direction,
+            peer,
+            peer_region: None,
+            dataset,
+            version: None,
+            grant: None,
+            status,
+            bytes_done: 0,
+            bytes_total: 0,
+            refetched_chunks: 0,
+            attempts: 0,
+            started_at: now_rfc3339(),
+            finished_at: None,
+            transfer_ms: 0,
+            total_ms: 0,
+            digest: None,
+            derived: false,
+            error: None,
+        }
+    }
 }
 
 /// A fetch as the database keeps it, so it resumes after a restart.

@@ -215,24 +215,12 @@ mod tests {
     fn view(id: &str, direction: Direction) -> TransferView {
         TransferView {
             id: id.to_string(),
-            direction,
-            peer: "peer".into(),
-            peer_region: None,
-            dataset: "ds".into(),
-            version: Some(1),
-            grant: None,
-            status: TransferStatus::Running,
-            bytes_done: 0,
-            bytes_total: 100,
-            refetched_chunks: 0,
-            attempts: 1,
-            started_at: "2025-01-01T00:00:00Z".into(),
-            finished_at: None,
-            transfer_ms: 0,
-            total_ms: 0,
-            digest: None,
-            derived: false,
-            error: None,
+            ..TransferView::starting(
+                direction,
+                "peer".into(),
+                "ds".into(),
+                TransferStatus::Running,
+            )
         }
     }
 

@@ -13,7 +13,6 @@ use libp2p::PeerId;
 use super::registry::Progress;
 use super::{
     CHUNK_TABLE_CACHE, MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err,
-    new_id,
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
@@ -182,28 +181,23 @@ impl Node {
         frames::write_json(stream, &reply, stall)
             .await
             .map_err(frame_err)?;
-        let id = new_id();
-        let progress = self.register(TransferView {
-            id: id.clone(),
-            direction: Direction::Out,
-            peer: peer.to_string(),
+        let view = TransferView {
             peer_region: self.peer_region(&peer),
-            dataset: open.dataset.clone(),
             version: Some(manifest.document.version),
             grant: grant.as_ref().map(|g| g.document.id.clone()),
-            status: TransferStatus::Running,
-            bytes_done: 0,
             bytes_total: manifest.document.size,
-            refetched_chunks: 0,
             attempts: 1,
-            started_at: now_rfc3339(),
-            finished_at: None,
-            transfer_ms: 0,
-            total_ms: 0,
             digest: Some(digest.clone()),
             derived: manifest.document.derived_from.is_some(),
-            error: None,
-        });
+            ..TransferView::starting(
+                Direction::Out,
+                peer.to_string(),
+                open.dataset.clone(),
+                TransferStatus::Running,
+            )
+        };
+        let id = view.id.clone();
+        let progress = self.register(view);
         let started = Instant::now();
         let outcome = self
             .serve_chunks(stream, &digest, table, &progress, stall)
