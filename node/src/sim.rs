@@ -18,7 +18,7 @@ use crate::model::masking::FieldMask;
 use crate::model::provenance::{Query, RecordKind};
 use crate::model::region::{self, Region};
 use crate::node::access::{Approval, Direction};
-use crate::node::transfer::{Fault, TransferStatus};
+use crate::node::transfer::TransferStatus;
 use crate::node::{Node, NodeOptions};
 use crate::server::Server;
 use crate::setup::{self, InitOptions};
@@ -1172,8 +1172,7 @@ impl Sim {
             }
             Step::Delay { nodes, ms } => {
                 for i in nodes.resolve(n)? {
-                    self.node(i)?
-                        .inject_fault(Fault::Delay(Duration::from_millis(*ms)));
+                    self.node(i)?.set_link_delay(Duration::from_millis(*ms));
                 }
             }
             Step::WaitUntil {

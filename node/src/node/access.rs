@@ -1299,6 +1299,7 @@ impl Node {
     }
 
     /// Test hook: makes grant `id` (issued by us) expire now, as if its time had passed.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub async fn expire_grant_for_test(&self, id: &str) -> Result<(), NodeError> {
         let _guard = self.inner.write_lock.lock().await;

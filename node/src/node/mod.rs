@@ -182,8 +182,11 @@ struct Inner {
     chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::store::blobs::ChunkTable>>>,
     /// One masked derivation at a time (they are long; the write lock must stay short).
     derive_lock: tokio::sync::Mutex<()>,
-    /// Test-only provider faults.
+    /// Provider faults injected by tests.
+    #[cfg(feature = "test-hooks")]
     faults: std::sync::Mutex<transfer::Faults>,
+    /// The simulated latency of this node's links (`yrd sim`).
+    link_delay: transfer::LinkDelay,
     /// The provenance log.
     provenance: crate::store::provenance::ProvenanceLog,
     /// One witnessing check at a time (heads of a log must be compared in order).
@@ -386,7 +389,9 @@ impl Node {
                 transfers: std::sync::Mutex::new(transfer::Registry::new(counters.clone())),
                 chunk_tables: std::sync::Mutex::new(HashMap::new()),
                 derive_lock: tokio::sync::Mutex::new(()),
+                #[cfg(feature = "test-hooks")]
                 faults: std::sync::Mutex::new(transfer::Faults::default()),
+                link_delay: transfer::LinkDelay::default(),
                 provenance,
                 witness_lock: tokio::sync::Mutex::new(()),
                 alarm_count: std::sync::Mutex::new(0),

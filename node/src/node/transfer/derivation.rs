@@ -1,0 +1,394 @@
+//! Masked deliveries (R5): what a grantee of a conditional offer receives instead of the
+//! original version — only the granted fields, in granted order, masked by the grant's rules
+//! with a salt only this provider can compute and distinct per grant. A delivery is derived once
+//! per grant and version, stored as a blob with its own signed manifest naming the original and
+//! the grant (kept in the `Derived` tree by `GRANT/VERSION`), and served again from there.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::blocking_err;
+use crate::clock::now_rfc3339;
+use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest};
+use crate::model::masking::Projection;
+use crate::model::signed::Signed;
+use crate::model::standard::{self, CompiledStandard};
+use crate::node::datasets::csv_cell;
+use crate::node::{Node, NodeError};
+use crate::store::RecordTree;
+use crate::store::blobs::{BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
+
+/// A salt only this provider can compute, distinct per grant: the same value hashes
+/// differently for two grantees, so their deliveries cannot be joined on it.
+fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
+    let mut material = seed.to_vec();
+    material.extend_from_slice(grant_id.as_bytes());
+    blake3::derive_key("yrd/v1 mask salt", &material)
+}
+
+impl Node {
+    /// The masked delivery of `original` under `grant`: derived once per grant and version,
+    /// stored as a blob with its own signed manifest naming the original and the grant.
+    pub(super) async fn derived_delivery(
+        &self,
+        grant: &Signed<Grant>,
+        original: &Signed<Manifest>,
+    ) -> Result<Signed<Manifest>, NodeError> {
+        let o = &original.document;
+        if o.format == DataFormat::File {
+            // An opaque file has no fields to select or mask: the grant covers the whole file.
+            return Ok(original.clone());
+        }
+        let key = format!("{}/{}", grant.document.id, o.version);
+        let _guard = self.inner.derive_lock.lock().await;
+        if let Some(m) = self
+            .store()
+            .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
+        {
+            if self.blobs().contains(&m.document.digest) {
+                return Ok(m);
+            }
+        }
+        let schema_ref = o.schema.clone().ok_or_else(|| {
+            NodeError::invalid("dataset", "a record dataset without a standard".into())
+        })?;
+        let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
+        let compiled = standard::compile(&doc.document.schema)
+            .map_err(|e| NodeError::invalid("standard", e.to_string()))?;
+        let known: Vec<String> = compiled.fields().iter().map(|f| f.name.clone()).collect();
+        let g = &grant.document;
+        let projection = Projection::new(g.fields.clone(), g.masks.clone(), &known)
+            .map_err(|e| NodeError::invalid("grant", format!("grant {}: {e}", g.id)))?;
+        let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &g.id);
+        let blobs = self.blobs().clone();
+        let (digest, format) = (o.digest.clone(), o.format);
+        let started = Instant::now();
+        let (info, records) = tokio::task::spawn_blocking(move || {
+            derive_file(&blobs, &digest, format, &compiled, &projection, &salt)
+        })
+        .await
+        .map_err(blocking_err)??;
+        let manifest = Manifest {
+            dataset: o.dataset.clone(),
+            publisher: self.peer_id().to_string(),
+            region: self.region(),
+            version: o.version,
+            previous: None,
+            schema: Some(schema_ref),
+            format: DataFormat::Jsonl,
+            digest: info.digest.clone(),
+            size: info.size,
+            record_count: records,
+            chunk_size: info.chunk_table.chunk_size,
+            chunk_table_digest: info.chunk_table.digest().map_err(NodeError::from)?,
+            published_at: now_rfc3339(),
+            derived_from: Some(Derivation {
+                original_digest: o.digest.clone(),
+                grant_id: g.id.clone(),
+                fields: g.fields.clone(),
+                masks: g.masks.clone(),
+            }),
+        };
+        let signed = Signed::sign(manifest, self.inner.key.signing_key())?;
+        self.store()
+            .put_record(RecordTree::Derived, &key, &signed)?;
+        self.store().flush().await?;
+        if let Ok(mut c) = self.inner.chunk_tables.lock() {
+            c.insert(info.digest.clone(), Arc::new(info.chunk_table));
+        }
+        tracing::info!(
+            dataset = %o.dataset,
+            version = o.version,
+            grant = %g.id,
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            "masked delivery derived"
+        );
+        Ok(signed)
+    }
+}
+
+/// Writes the masked derivation of blob `digest` as JSON Lines; returns it and its record count.
+fn derive_file(
+    blobs: &BlobStore,
+    digest: &str,
+    format: DataFormat,
+    standard: &CompiledStandard,
+    projection: &Projection,
+    salt: &[u8; 32],
+) -> Result<(BlobInfo, u64), NodeError> {
+    use std::io::{BufRead, BufReader, Write};
+    let store_err = NodeError::Blob;
+    let reader = blobs.open_read(digest).map_err(store_err)?;
+    let mut out = blobs.writer(DEFAULT_CHUNK_SIZE).map_err(store_err)?;
+    let mut records = 0u64;
+    let mut emit = |record: &serde_json::Value, line: u64| -> Result<(), NodeError> {
+        let delivered = projection
+            .apply(record, salt)
+            .map_err(|e| NodeError::invalid("record", format!("record at line {line}: {e}")))?;
+        serde_json::to_writer(&mut out, &delivered).map_err(derivation_write)?;
+        out.write_all(b"\n").map_err(derivation_io)?;
+        records += 1;
+        Ok(())
+    };
+    match format {
+        DataFormat::Csv => {
+            let mut csv = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(reader);
+            let headers: Vec<String> = csv
+                .headers()
+                .map_err(|e| NodeError::invalid("record", format!("CSV header: {e}")))?
+                .iter()
+                .map(|c| c.trim_start_matches('\u{feff}').to_string())
+                .collect();
+            let types: Vec<Vec<String>> = headers
+                .iter()
+                .map(|h| {
+                    standard
+                        .fields()
+                        .iter()
+                        .find(|f| &f.name == h)
+                        .map(|f| f.types.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let mut row = csv::StringRecord::new();
+            let mut line = 1u64;
+            while csv
+                .read_record(&mut row)
+                .map_err(|e| NodeError::invalid("record", format!("CSV line {}: {e}", line + 1)))?
+            {
+                line += 1;
+                let mut record = serde_json::Map::new();
+                for ((name, cell), t) in headers.iter().zip(row.iter()).zip(&types) {
+                    record.insert(name.clone(), csv_cell(cell, t));
+                }
+                emit(&serde_json::Value::Object(record), line)?;
+            }
+        }
+        DataFormat::Jsonl | DataFormat::File => {
+            let mut reader = BufReader::with_capacity(1 << 20, reader);
+            let mut buf = Vec::new();
+            let mut line = 0u64;
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(derivation_io)?;
+                if n == 0 {
+                    break;
+                }
+                line += 1;
+                let text = String::from_utf8_lossy(&buf);
+                let text = text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                let record: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| NodeError::invalid("record", format!("line {line}: {e}")))?;
+                emit(&record, line)?;
+            }
+        }
+    }
+    let info = out.finish().map_err(store_err)?;
+    Ok((info, records))
+}
+
+/// Writing the derived copy failed: the disk's fault, never the grantee's.
+fn derivation_io(source: std::io::Error) -> NodeError {
+    NodeError::Io {
+        op: "write the masked copy of",
+        path: "blobs/tmp".into(),
+        source,
+    }
+}
+
+fn derivation_write(e: serde_json::Error) -> NodeError {
+    match e.io_error_kind() {
+        Some(_) => derivation_io(std::io::Error::other(e)),
+        None => NodeError::Encode(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::model::masking::{FieldMask, MaskRule};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    const SEED: [u8; 32] = [3; 32];
+
+    fn person_standard() -> Result<CompiledStandard, Box<dyn std::error::Error>> {
+        Ok(standard::compile(&json!({
+            "$schema": standard::DRAFT_2020_12,
+            "type": "object",
+            "properties": {
+                "name": { "type": "string" },
+                "id_number": { "type": "string" },
+                "phone": { "type": "string" },
+                "age": { "type": "integer" },
+                "note": { "type": "string" }
+            },
+            "required": ["name"]
+        }))?)
+    }
+
+    /// Delivers name, id_number (keep 6 and 4) and phone (hash); age and note are not granted.
+    fn projection(standard: &CompiledStandard) -> Result<Projection, Box<dyn std::error::Error>> {
+        let known: Vec<String> = standard.fields().iter().map(|f| f.name.clone()).collect();
+        Ok(Projection::new(
+            vec!["phone".into(), "name".into(), "id_number".into()],
+            vec![
+                FieldMask {
+                    field: "id_number".into(),
+                    rule: MaskRule::Keep { first: 6, last: 4 },
+                },
+                FieldMask {
+                    field: "phone".into(),
+                    rule: MaskRule::Hash,
+                },
+            ],
+            &known,
+        )?)
+    }
+
+    const JSONL: &str = concat!(
+        r#"{"name":"张三","id_number":"110101199003071234","phone":"13800138000","age":34,"note":"x"}"#,
+        "\n\n",
+        r#"{"note":"y","age":51,"phone":"13900139000","id_number":"310101198001011111","name":"李四"}"#,
+        "\n",
+    );
+
+    struct Derived {
+        info: BlobInfo,
+        records: u64,
+        lines: Vec<Value>,
+    }
+
+    fn derive(
+        blobs: &BlobStore,
+        input: &str,
+        format: DataFormat,
+        grant: &str,
+    ) -> Result<Derived, Box<dyn std::error::Error>> {
+        let standard = person_standard()?;
+        let original = blobs.import_reader(input.as_bytes(), DEFAULT_CHUNK_SIZE)?;
+        let (info, records) = derive_file(
+            blobs,
+            &original.digest,
+            format,
+            &standard,
+            &projection(&standard)?,
+            &mask_salt(&SEED, grant),
+        )?;
+        let mut text = String::new();
+        blobs.open_read(&info.digest)?.read_to_string(&mut text)?;
+        let lines = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Value>, _>>()?;
+        Ok(Derived {
+            info,
+            records,
+            lines,
+        })
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn delivers_exactly_the_granted_fields_masked() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let blobs = BlobStore::open(dir.path())?;
+        let d = derive(&blobs, JSONL, DataFormat::Jsonl, "grant-1")?;
+        assert_eq!(d.records, 2);
+        assert_eq!(d.lines.len(), 2);
+        for line in &d.lines {
+            assert_eq!(keys(line), ["phone", "name", "id_number"]);
+        }
+        assert_eq!(d.lines[0]["name"], "张三");
+        assert_eq!(d.lines[0]["id_number"], "110101********1234");
+        assert_eq!(d.lines[1]["id_number"], "310101********1111");
+        for (line, phone) in d.lines.iter().zip(["13800138000", "13900139000"]) {
+            let hashed = line["phone"].as_str().unwrap_or_default();
+            assert!(hashed.starts_with("h:"), "{hashed}");
+            assert!(!hashed.contains(phone));
+        }
+        assert_ne!(d.lines[0]["phone"], d.lines[1]["phone"]);
+        // The delivery is a blob of its own, with its chunk table.
+        assert!(blobs.contains(&d.info.digest));
+        d.info.chunk_table.validate()?;
+        assert_eq!(d.info.chunk_table.size, d.info.size);
+        Ok(())
+    }
+
+    #[test]
+    fn the_same_grant_derives_the_same_bytes_another_grant_other_hashes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let blobs = BlobStore::open(dir.path())?;
+        let a = derive(&blobs, JSONL, DataFormat::Jsonl, "grant-1")?;
+        let again = derive(&blobs, JSONL, DataFormat::Jsonl, "grant-1")?;
+        let b = derive(&blobs, JSONL, DataFormat::Jsonl, "grant-2")?;
+        assert_eq!(a.info, again.info);
+        assert_ne!(a.info.digest, b.info.digest);
+        // Only the salted hash differs: the other masks do not depend on the grant.
+        assert_ne!(a.lines[0]["phone"], b.lines[0]["phone"]);
+        assert_eq!(a.lines[0]["id_number"], b.lines[0]["id_number"]);
+        assert_eq!(a.lines[0]["name"], b.lines[0]["name"]);
+        Ok(())
+    }
+
+    #[test]
+    fn csv_cells_are_typed_by_the_standard_before_masking() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let blobs = BlobStore::open(dir.path())?;
+        let csv = "\u{feff}name,id_number,phone,age\n王五,320101197512125678,13700137000,49\n";
+        let d = derive(&blobs, csv, DataFormat::Csv, "grant-1")?;
+        assert_eq!(d.records, 1);
+        assert_eq!(keys(&d.lines[0]), ["phone", "name", "id_number"]);
+        assert_eq!(d.lines[0]["name"], "王五");
+        assert_eq!(d.lines[0]["id_number"], "320101********5678");
+        // The same value hashes the same from CSV as from JSON Lines under one grant.
+        let j = derive(
+            &blobs,
+            r#"{"name":"王五","id_number":"320101197512125678","phone":"13700137000"}"#,
+            DataFormat::Jsonl,
+            "grant-1",
+        )?;
+        assert_eq!(d.lines[0], j.lines[0]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_that_is_not_an_object_or_not_json_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let blobs = BlobStore::open(dir.path())?;
+        for (input, expected) in [
+            ("{\"name\":\"a\"}\n[1,2]\n", "record at line 2"),
+            ("{\"name\":\"a\"}\n\n{oops\n", "line 3"),
+        ] {
+            match derive(&blobs, input, DataFormat::Jsonl, "grant-1") {
+                Err(e) => assert!(e.to_string().contains(expected), "{e}"),
+                Ok(_) => panic!("{input:?} was derived"),
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mask_salt_is_per_grant_and_per_provider() {
+        let a = mask_salt(&SEED, "grant-1");
+        assert_eq!(a, mask_salt(&SEED, "grant-1"));
+        assert_ne!(a, mask_salt(&SEED, "grant-2"));
+        assert_ne!(a, mask_salt(&[4; 32], "grant-1"));
+        assert_ne!(a, SEED);
+    }
+}

@@ -1,0 +1,320 @@
+//! The in-memory registry of transfers, both ways: each transfer's view with its live byte and
+//! re-fetch counts (shared with the task moving it), the serving slots taken per peer, and the
+//! transfer totals of `/metrics`. Finished transfers stay listed until [`KEEP_FINISHED`] newer
+//! ones have finished; fetches are also in the database, so they outlive the registry.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use libp2p::PeerId;
+
+use super::{FetchRecord, KEEP_FINISHED, TransferStatus, TransferView};
+use crate::model::exchange::Manifest;
+use crate::model::signed::Signed;
+use crate::node::access::Direction;
+use crate::node::counters::Counters;
+use crate::node::{Node, NodeError};
+use crate::store::RecordTree;
+
+/// Live progress shared between a transfer's task and the registry.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    pub(super) bytes: AtomicU64,
+    pub(super) refetched: AtomicU64,
+}
+
+impl Progress {
+    /// The progress of a transfer that has `bytes` done already (a resumed fetch).
+    fn starting_at(bytes: u64) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        progress.bytes.store(bytes, Ordering::Relaxed);
+        progress
+    }
+}
+
+struct Live {
+    view: TransferView,
+    progress: Arc<Progress>,
+    started: Instant,
+}
+
+/// The transfers this node runs, both ways.
+pub(crate) struct Registry {
+    live: HashMap<String, Live>,
+    finished_order: Vec<String>,
+    serving_per_peer: HashMap<PeerId, usize>,
+    counters: Arc<Counters>,
+}
+
+impl Registry {
+    pub(crate) fn new(counters: Arc<Counters>) -> Registry {
+        Registry {
+            live: HashMap::new(),
+            finished_order: Vec::new(),
+            serving_per_peer: HashMap::new(),
+            counters,
+        }
+    }
+
+    /// Lists a transfer whose task reports through `progress`.
+    fn insert(&mut self, view: TransferView, progress: Arc<Progress>) {
+        self.live.insert(
+            view.id.clone(),
+            Live {
+                view,
+                progress,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// A transfer's view with its live counts.
+    fn view(&self, id: &str) -> Option<TransferView> {
+        self.live.get(id).map(|l| {
+            let mut v = l.view.clone();
+            v.bytes_done = v.bytes_done.max(l.progress.bytes.load(Ordering::Relaxed));
+            v.refetched_chunks = l.progress.refetched.load(Ordering::Relaxed);
+            if !v.status.finished() {
+                v.total_ms = l.started.elapsed().as_millis() as u64;
+            }
+            v
+        })
+    }
+
+    /// Every listed transfer's view.
+    fn views(&self) -> Vec<TransferView> {
+        self.live.keys().filter_map(|id| self.view(id)).collect()
+    }
+
+    /// Changes a transfer's view. The change that finishes it counts it in the totals and
+    /// freezes its live counts into the view; the oldest finished transfers beyond
+    /// [`KEEP_FINISHED`] are dropped.
+    fn update(&mut self, id: &str, f: impl FnOnce(&mut TransferView)) {
+        if let Some(l) = self.live.get_mut(id) {
+            let was_finished = l.view.status.finished();
+            f(&mut l.view);
+            if l.view.status.finished() && !was_finished {
+                let c = &self.counters;
+                let counter = match (l.view.direction, l.view.status) {
+                    (Direction::In, TransferStatus::Done) => &c.fetches_done,
+                    (Direction::In, _) => &c.fetches_failed,
+                    (Direction::Out, TransferStatus::Done) => &c.serves_done,
+                    (Direction::Out, _) => &c.serves_failed,
+                };
+                Counters::add(counter, 1);
+            }
+            if l.view.status.finished() {
+                l.view.bytes_done = l
+                    .view
+                    .bytes_done
+                    .max(l.progress.bytes.load(Ordering::Relaxed));
+                l.view.refetched_chunks = l.progress.refetched.load(Ordering::Relaxed);
+                self.finished_order.push(id.to_string());
+                while self.finished_order.len() > KEEP_FINISHED {
+                    let old = self.finished_order.remove(0);
+                    self.live.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Takes one of `peer`'s serving slots, unless it already holds `limit`.
+    pub(super) fn admit_serving(&mut self, peer: PeerId, limit: usize) -> bool {
+        let n = self.serving_per_peer.entry(peer).or_insert(0);
+        if *n >= limit {
+            false
+        } else {
+            *n += 1;
+            true
+        }
+    }
+
+    /// Gives back one of `peer`'s serving slots.
+    pub(super) fn release_serving(&mut self, peer: &PeerId) {
+        if let Some(n) = self.serving_per_peer.get_mut(peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.serving_per_peer.remove(peer);
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Lists a transfer in the registry; its task reports progress through the result.
+    pub(super) fn register(&self, view: TransferView) -> Arc<Progress> {
+        let progress = Progress::starting_at(view.bytes_done);
+        if let Ok(mut r) = self.inner.transfers.lock() {
+            r.insert(view, progress.clone());
+        }
+        progress
+    }
+
+    pub(super) fn update_transfer(&self, id: &str, f: impl FnOnce(&mut TransferView)) {
+        if let Ok(mut r) = self.inner.transfers.lock() {
+            r.update(id, f);
+        }
+    }
+
+    /// Transfers in progress and recently finished, both ways, newest first.
+    pub fn transfers(&self) -> Vec<TransferView> {
+        let mut list: Vec<TransferView> = self
+            .inner
+            .transfers
+            .lock()
+            .map(|r| r.views())
+            .unwrap_or_default();
+        // Fetches finished before this run are in the database.
+        if let Ok(records) = self.store().records::<FetchRecord>(RecordTree::Fetches) {
+            for (_, rec) in records {
+                if !list.iter().any(|v| v.id == rec.view.id) {
+                    list.push(rec.view);
+                }
+            }
+        }
+        list.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// One transfer.
+    pub fn transfer(&self, id: &str) -> Result<TransferView, NodeError> {
+        if let Some(v) = self.inner.transfers.lock().ok().and_then(|r| r.view(id)) {
+            return Ok(v);
+        }
+        self.store()
+            .record::<FetchRecord>(RecordTree::Fetches, id)?
+            .map(|r| r.view)
+            .ok_or_else(|| NodeError::NotFound(format!("no transfer {id}")))
+    }
+
+    /// The file of a completed fetch, for download.
+    pub fn fetched_file(&self, id: &str) -> Result<(PathBuf, Signed<Manifest>), NodeError> {
+        let rec = self
+            .store()
+            .record::<FetchRecord>(RecordTree::Fetches, id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no fetch {id}")))?;
+        let (TransferStatus::Done, Some(m)) = (rec.view.status, rec.manifest) else {
+            return Err(NodeError::Conflict(format!("fetch {id} has not completed")));
+        };
+        let path = self
+            .blobs()
+            .path(&m.document.digest)
+            .filter(|p| p.is_file())
+            .ok_or_else(|| NodeError::NotFound(format!("the file of fetch {id} is gone")))?;
+        Ok((path, m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, direction: Direction) -> TransferView {
+        TransferView {
+            id: id.to_string(),
+            ..TransferView::starting(
+                direction,
+                "peer".into(),
+                "ds".into(),
+                TransferStatus::Running,
+            )
+        }
+    }
+
+    fn registry() -> (Registry, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        (Registry::new(counters.clone()), counters)
+    }
+
+    fn finish(r: &mut Registry, id: &str, status: TransferStatus) {
+        r.update(id, |v| v.status = status);
+    }
+
+    #[test]
+    fn keeps_the_newest_finished_and_every_running_transfer() {
+        let (mut r, _) = registry();
+        r.insert(view("running", Direction::In), Arc::default());
+        let extra = 5;
+        let ids: Vec<String> = (0..KEEP_FINISHED + extra)
+            .map(|i| format!("t{i}"))
+            .collect();
+        for id in &ids {
+            r.insert(view(id, Direction::Out), Arc::default());
+        }
+        for id in &ids {
+            finish(&mut r, id, TransferStatus::Done);
+        }
+        assert_eq!(r.views().len(), KEEP_FINISHED + 1);
+        for id in &ids[..extra] {
+            assert!(r.view(id).is_none(), "{id} should have been trimmed");
+        }
+        for id in &ids[extra..] {
+            assert!(r.view(id).is_some(), "{id} should be kept");
+        }
+        assert!(r.view("running").is_some());
+    }
+
+    #[test]
+    fn finishing_counts_once_by_direction_and_outcome() {
+        let (mut r, c) = registry();
+        for (id, d) in [
+            ("a", Direction::In),
+            ("b", Direction::In),
+            ("c", Direction::Out),
+            ("d", Direction::Out),
+        ] {
+            r.insert(view(id, d), Arc::default());
+        }
+        finish(&mut r, "a", TransferStatus::Done);
+        finish(&mut r, "b", TransferStatus::Failed);
+        finish(&mut r, "c", TransferStatus::Done);
+        finish(&mut r, "d", TransferStatus::Failed);
+        // Progress without finishing counts nothing.
+        r.update("a", |v| v.attempts = 2);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&c.fetches_done), 1);
+        assert_eq!(load(&c.fetches_failed), 1);
+        assert_eq!(load(&c.serves_done), 1);
+        assert_eq!(load(&c.serves_failed), 1);
+    }
+
+    #[test]
+    fn views_carry_live_counts_and_freeze_them_when_finished() {
+        let (mut r, _) = registry();
+        let mut v = view("x", Direction::In);
+        v.bytes_done = 10;
+        let progress = Progress::starting_at(v.bytes_done);
+        r.insert(v, progress.clone());
+        assert_eq!(r.view("x").map(|v| v.bytes_done), Some(10));
+        progress.bytes.store(40, Ordering::Relaxed);
+        progress.refetched.store(2, Ordering::Relaxed);
+        let live = r.view("x").map(|v| (v.bytes_done, v.refetched_chunks));
+        assert_eq!(live, Some((40, 2)));
+        assert_eq!(r.live.get("x").map(|l| l.view.bytes_done), Some(10));
+        finish(&mut r, "x", TransferStatus::Done);
+        assert_eq!(r.live.get("x").map(|l| l.view.bytes_done), Some(40));
+        assert_eq!(r.view("x").map(|v| v.total_ms), Some(0));
+        assert!(r.view("missing").is_none());
+    }
+
+    #[test]
+    fn serving_slots_are_limited_per_peer_and_given_back() {
+        let (mut r, _) = registry();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(r.admit_serving(a, 2));
+        assert!(r.admit_serving(a, 2));
+        assert!(!r.admit_serving(a, 2));
+        assert!(r.admit_serving(b, 2));
+        r.release_serving(&a);
+        assert!(r.admit_serving(a, 2));
+        r.release_serving(&a);
+        r.release_serving(&a);
+        assert!(!r.serving_per_peer.contains_key(&a));
+        r.release_serving(&a);
+        assert!(!r.serving_per_peer.contains_key(&a));
+        assert_eq!(r.serving_per_peer.get(&b), Some(&1));
+    }
+}
