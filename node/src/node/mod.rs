@@ -220,7 +220,7 @@ struct Inner {
     /// Transfers in progress, both ways.
     transfers: std::sync::Mutex<transfer::Registry>,
     /// Chunk tables of the files we serve, by digest.
-    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::store::blobs::ChunkTable>>>,
+    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::model::chunks::ChunkTable>>>,
     /// One masked derivation at a time (they are long; the write lock must stay short).
     derive_lock: tokio::sync::Mutex<()>,
     /// Test-only provider faults.

@@ -22,6 +22,7 @@ use super::provenance::doc;
 use super::{Node, NodeError, unexpected};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
+use crate::model::chunks::{ChunkTable, DEFAULT_CHUNK_SIZE};
 use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest, Receipt};
 use crate::model::masking::Projection;
 use crate::model::message::{Request, Response};
@@ -34,7 +35,7 @@ use crate::model::transfer::{
 };
 use crate::net::frames::{self, FrameError};
 use crate::store::RecordTree;
-use crate::store::blobs::{BlobError, BlobStore, ChunkTable, DEFAULT_CHUNK_SIZE, Partial};
+use crate::store::blobs::{BlobError, BlobStore, Partial};
 
 /// Inbound fetch streams served at once, all peers together.
 pub const MAX_SERVING: usize = 64;
