@@ -1,5 +1,8 @@
-//! Persistence: the node's sled database (and, later, its blob files). Nothing else in the crate
-//! opens sled; every tree is reached through [`Store`], which knows no network and no policy.
+//! Persistence: the node's sled database, its dataset files ([`blobs`]) and the provenance log
+//! ([`provenance`]). Nothing else in the crate opens sled; every tree is reached through
+//! [`Store`], which knows no network and no policy. sled holds an exclusive file lock on the
+//! database while a handle is open; [`Store::open`] waits a bounded time ([`LOCK_WAIT`]) for a
+//! lock still held (a previous handle being released), then names the database in its error.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
