@@ -3,6 +3,7 @@
 
 pub mod canonical;
 pub mod catalogue;
+pub mod chunks;
 pub mod exchange;
 pub mod masking;
 pub mod merkle;

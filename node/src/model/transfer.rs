@@ -9,9 +9,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::chunks::ChunkTable;
 use crate::model::exchange::Manifest;
 use crate::model::signed::Signed;
-use crate::store::blobs::ChunkTable;
 
 /// Protocol id of the fetch stream.
 pub const FETCH_PROTOCOL: &str = "/yrd/fetch/1";

@@ -11,10 +11,11 @@ use super::schemas::to_json;
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::CatalogueEntry;
+use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::signed::Signed;
 use crate::model::standard::{self, CompiledStandard};
-use crate::store::blobs::{BlobError, BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
+use crate::store::blobs::{BlobError, BlobInfo, BlobStore};
 
 /// Record errors reported when a version is refused.
 pub const MAX_REPORTED_ERRORS: usize = 10;

@@ -33,6 +33,9 @@ pub enum NodeError {
     /// [`NodeError::class`]).
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// A chunk table we built or hold does not hold together.
+    #[error(transparent)]
+    Chunks(#[from] crate::model::chunks::ChunkError),
     /// The provenance log failed.
     #[error(transparent)]
     Provenance(#[from] ProvenanceError),
@@ -141,6 +144,7 @@ impl NodeError {
             | NodeError::Provenance(_)
             | NodeError::Io { .. }
             | NodeError::Encode(_)
+            | NodeError::Chunks(_)
             | NodeError::Task { .. } => ErrorClass::Internal,
         }
     }
@@ -174,11 +178,9 @@ impl NodeError {
 /// object or an unreadable partial is the node's.
 fn blob_class(e: &BlobError) -> ErrorClass {
     match e {
-        BlobError::InvalidDigest { .. }
-        | BlobError::InvalidId { .. }
-        | BlobError::InvalidChunkSize { .. }
-        | BlobError::TooManyChunks { .. }
-        | BlobError::Input { .. } => ErrorClass::BadInput,
+        BlobError::InvalidDigest { .. } | BlobError::InvalidId { .. } | BlobError::Input { .. } => {
+            ErrorClass::BadInput
+        }
         BlobError::NotFound { .. } => ErrorClass::NotFound,
         BlobError::PartialBusy { .. } => ErrorClass::Conflict,
         _ => ErrorClass::Internal,

@@ -179,7 +179,7 @@ struct Inner {
     /// Transfers in progress, both ways.
     transfers: std::sync::Mutex<transfer::Registry>,
     /// Chunk tables of the files we serve, by digest.
-    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::store::blobs::ChunkTable>>>,
+    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::model::chunks::ChunkTable>>>,
     /// One masked derivation at a time (they are long; the write lock must stay short).
     derive_lock: tokio::sync::Mutex<()>,
     /// Provider faults injected by tests.
@@ -330,7 +330,11 @@ impl Node {
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
         let token =
             identity::AdminToken::new(identity::load_token(&data_dir.join(identity::TOKEN_FILE))?);
-        let store = Store::open(&data_dir)?;
+        // Opening may wait for sled's lock (a node on this dir still stopping): off the runtime.
+        let dir = data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(NodeError::task("opening the database"))??;
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;
         let members = Members::new(config.member_ids());
         let mut known_addresses = Vec::new();

@@ -1,7 +1,11 @@
-//! Persistence: the node's sled database (and, later, its blob files). Nothing else in the crate
-//! opens sled; every tree is reached through [`Store`], which knows no network and no policy.
+//! Persistence: the node's sled database, its dataset files ([`blobs`]) and the provenance log
+//! ([`provenance`]). Nothing else in the crate opens sled; every tree is reached through
+//! [`Store`], which knows no network and no policy. sled holds an exclusive file lock on the
+//! database while a handle is open; [`Store::open`] waits a bounded time ([`LOCK_WAIT`]) for a
+//! lock still held (a previous handle being released), then names the database in its error.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -57,6 +61,17 @@ impl RecordTree {
 }
 const FORMAT_KEY: &[u8] = b"format_version";
 
+/// How long [`Store::open`] waits for a database lock held by another handle.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const LOCK_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Whether sled refused to open because another handle holds the database's file lock. sled
+/// reports it only as an `io::ErrorKind::Other` with this message (sled 0.34, `Config::try_lock`).
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock on"))
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +82,17 @@ pub enum StoreError {
         path: PathBuf,
         /// sled's error.
         source: sled::Error,
+    },
+    /// The database stayed locked by another handle for the whole wait.
+    #[error(
+        "database {path} is locked: still held by another handle after waiting {waited:?} \
+         (is another yrd running on this data dir?)"
+    )]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+        /// How long the open waited.
+        waited: Duration,
     },
     /// The database was written by a newer yrd.
     #[error(
@@ -122,17 +148,42 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database under `data_dir`, checking its format version.
+    /// Opens (or creates) the database under `data_dir`, checking its format version. While
+    /// another handle holds the database's lock (a previous one still being released, or
+    /// another yrd), it retries for up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_waiting(data_dir, LOCK_WAIT, || {})
+    }
+
+    /// [`open`](Self::open) waiting at most `wait` for the lock; `on_locked` runs each time the
+    /// lock is found held.
+    fn open_waiting(
+        data_dir: &Path,
+        wait: Duration,
+        mut on_locked: impl FnMut(),
+    ) -> Result<Store, StoreError> {
         let path = data_dir.join(DB_DIR);
-        let db = sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let start = Instant::now();
+        let mut backoff = LOCK_BACKOFF_MIN;
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(source) if is_lock_held(&source) => {
+                    on_locked();
+                    let waited = start.elapsed();
+                    if waited >= wait {
+                        return Err(StoreError::Locked { path, waited });
+                    }
+                    std::thread::sleep(backoff.min(wait - waited));
+                    backoff = (backoff * 2).min(LOCK_BACKOFF_MAX);
+                }
+                Err(source) => return Err(StoreError::Open { path, source }),
+            }
+        };
         let store = Store { db, path };
         store.check_format()?;
         Ok(store)
@@ -476,6 +527,8 @@ fn decode<T: DeserializeOwned>(name: &'static str, bytes: &[u8]) -> Result<T, St
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
 
     #[test]
@@ -495,6 +548,66 @@ mod tests {
             err.contains("newer yrd") || err.contains("supports up to"),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn open_waits_for_a_lock_released_meanwhile() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let data_dir = dir.path().to_path_buf();
+        let holder = std::thread::spawn(move || -> Result<(), StoreError> {
+            let held = Store::open(&data_dir)?;
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+            drop(held);
+            Ok(())
+        });
+        held_rx.recv()?;
+        // Told to release only once the open has found the lock held: the wait is exercised.
+        let mut locked = 0;
+        let store = Store::open_waiting(dir.path(), LOCK_WAIT, || {
+            locked += 1;
+            let _ = release_tx.send(());
+        })?;
+        assert!(locked >= 1);
+        holder.join().map_err(|_| "holder panicked")??;
+        assert_eq!(store.format_version()?, FORMAT_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_lock_held_past_the_bound_is_a_clear_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let _held = Store::open(dir.path())?;
+        let mut locked = 0;
+        let err = Store::open_waiting(dir.path(), Duration::from_millis(100), || locked += 1)
+            .err()
+            .ok_or("opened a database whose lock is held")?;
+        let db = dir.path().join(DB_DIR);
+        assert!(
+            matches!(&err, StoreError::Locked { path, waited }
+                if *path == db && *waited >= Duration::from_millis(100)),
+            "{err}"
+        );
+        assert!(locked >= 2, "retried before giving up");
+        let message = err.to_string();
+        assert!(message.contains(&db.display().to_string()), "{message}");
+        assert!(message.contains("locked"), "{message}");
+        Ok(())
+    }
+
+    #[test]
+    fn other_open_errors_fail_at_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join(DB_DIR), b"not a directory")?;
+        let mut locked = 0;
+        let err = Store::open_waiting(dir.path(), LOCK_WAIT, || locked += 1)
+            .err()
+            .ok_or("opened a database that is a file")?;
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert_eq!(locked, 0);
         Ok(())
     }
 

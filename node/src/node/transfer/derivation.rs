@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::blocking_err;
 use crate::clock::now_rfc3339;
+use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest};
 use crate::model::masking::Projection;
 use crate::model::signed::Signed;
@@ -16,7 +17,7 @@ use crate::model::standard::{self, CompiledStandard};
 use crate::node::datasets::csv_cell;
 use crate::node::{Node, NodeError};
 use crate::store::RecordTree;
-use crate::store::blobs::{BlobInfo, BlobStore, DEFAULT_CHUNK_SIZE};
+use crate::store::blobs::{BlobInfo, BlobStore};
 
 /// A salt only this provider can compute, distinct per grant: the same value hashes
 /// differently for two grantees, so their deliveries cannot be joined on it.

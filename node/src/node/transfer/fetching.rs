@@ -21,6 +21,7 @@ use super::{
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
+use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::message::{Request, Response};
 use crate::model::provenance::RecordKind;
@@ -37,7 +38,7 @@ use crate::node::datasets::{RecordProblem, check_csv, check_jsonl};
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError, unexpected};
 use crate::store::RecordTree;
-use crate::store::blobs::{BlobError, ChunkTable, Partial};
+use crate::store::blobs::{BlobError, Partial};
 
 /// How one attempt of a fetch ended, when it did not complete.
 enum AttemptError {
@@ -686,10 +687,10 @@ mod tests {
     use super::*;
     use crate::identity::NodeKey;
     use crate::model::catalogue::SchemaRef;
+    use crate::model::chunks::MIN_CHUNK_SIZE;
     use crate::model::exchange::Derivation;
     use crate::model::masking::{FieldMask, MaskRule};
     use crate::model::region::Region;
-    use crate::store::blobs::MIN_CHUNK_SIZE;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
+use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{Grant, Manifest};
 use crate::model::provenance::RecordKind;
 use crate::model::region::Region;
@@ -26,7 +27,7 @@ use crate::node::access::{Direction, Refusal, grant_fields};
 use crate::node::counters::Counters;
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError};
-use crate::store::blobs::{BlobError, ChunkTable};
+use crate::store::blobs::BlobError;
 
 /// A serving slot of one peer, given back however the session ends (error, cancellation at
 /// shutdown).
@@ -394,7 +395,7 @@ mod tests {
     use crate::model::region::Region;
 
     fn table(chunks: usize) -> ChunkTable {
-        let chunk_size = crate::store::blobs::MIN_CHUNK_SIZE;
+        let chunk_size = crate::model::chunks::MIN_CHUNK_SIZE;
         ChunkTable {
             chunk_size,
             size: u64::from(chunk_size) * chunks as u64,
@@ -418,7 +419,7 @@ mod tests {
                     digest: "0".repeat(64),
                     size: 0,
                     record_count: 0,
-                    chunk_size: crate::store::blobs::MIN_CHUNK_SIZE,
+                    chunk_size: crate::model::chunks::MIN_CHUNK_SIZE,
                     chunk_table_digest: "0".repeat(64),
                     published_at: "2025-01-01T00:00:00Z".into(),
                     derived_from: None,
@@ -468,7 +469,7 @@ mod tests {
         assert!(wanted_chunks(&too_many, &table(10_000)).is_err());
         // Any chunk of an empty file is beyond it.
         let empty = ChunkTable {
-            chunk_size: crate::store::blobs::MIN_CHUNK_SIZE,
+            chunk_size: crate::model::chunks::MIN_CHUNK_SIZE,
             size: 0,
             chunks: vec![],
         };
