@@ -9,6 +9,7 @@ use crate::model::catalogue::{Catalogue, SchemaDoc};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Receipt, Revocation};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{Cosignature, TreeHead};
+use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
 
 /// The gossip topic of announcements.
@@ -159,8 +160,8 @@ pub enum Response {
     },
     /// The request was refused or failed; `code` is machine-readable, `message` for people.
     Error {
-        /// e.g. "not-found", "refused", "bad-request".
-        code: String,
+        /// Why, machine-readable (docs/protocol.md, "Refusal codes").
+        code: RefusalCode,
         /// What went wrong.
         message: String,
     },

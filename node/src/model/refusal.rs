@@ -28,6 +28,8 @@ pub enum RefusalCode {
     Limit,
     /// The request is malformed or names something invalid.
     BadRequest,
+    /// The request conflicts with what the provider holds (e.g. a request id already taken).
+    Conflict,
     /// A document sent (a decision, revocation, receipt, head) was checked and refused.
     Refused,
     /// The provider failed to answer (its disk, its database).
@@ -48,6 +50,7 @@ impl RefusalCode {
             RefusalCode::Busy => "busy",
             RefusalCode::Limit => "limit",
             RefusalCode::BadRequest => "bad-request",
+            RefusalCode::Conflict => "conflict",
             RefusalCode::Refused => "refused",
             RefusalCode::Internal => "internal",
             RefusalCode::Unknown => "unknown",
@@ -70,7 +73,7 @@ impl std::fmt::Display for RefusalCode {
 mod tests {
     use super::*;
 
-    const ALL: [RefusalCode; 10] = [
+    const ALL: [RefusalCode; 11] = [
         RefusalCode::NotFound,
         RefusalCode::NotShared,
         RefusalCode::GrantRequired,
@@ -78,6 +81,7 @@ mod tests {
         RefusalCode::Busy,
         RefusalCode::Limit,
         RefusalCode::BadRequest,
+        RefusalCode::Conflict,
         RefusalCode::Refused,
         RefusalCode::Internal,
         RefusalCode::Unknown,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::chunks::ChunkTable;
 use crate::model::exchange::Manifest;
+use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
 
 /// Protocol id of the fetch stream.
@@ -52,7 +53,7 @@ pub enum FetchReply {
     /// `busy`, `bad-request`, `internal`.
     Refused {
         /// Machine-readable reason.
-        code: String,
+        code: RefusalCode,
         /// For people: names the cause (e.g. the withheld reason and its legal basis).
         message: String,
     },

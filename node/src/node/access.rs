@@ -19,6 +19,7 @@ use crate::model::exchange::{AccessRequest, Denial, Grant, Revocation};
 use crate::model::masking::{self, FieldMask, Projection};
 use crate::model::message::{Request, RequestStatus, Response};
 use crate::model::provenance::RecordKind;
+use crate::model::refusal::RefusalCode;
 use crate::model::region::{self, Region};
 use crate::model::signed::Signed;
 use crate::model::standard;
@@ -146,13 +147,13 @@ pub struct Target {
 /// Why a fetch is refused: a code of the fetch protocol and a message naming the cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// `not-found`, `not-shared`, `grant-required`, `grant-invalid`, …
-    pub code: &'static str,
+    /// Why, on the wire.
+    pub code: RefusalCode,
     /// For people.
     pub message: String,
 }
 
-fn refusal(code: &'static str, message: impl Into<String>) -> Refusal {
+fn refusal(code: RefusalCode, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
@@ -298,10 +299,10 @@ impl Node {
     pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<CatalogueEntry, Refusal> {
         let withheld = self
             .withheld()
-            .map_err(|e| refusal("internal", e.to_string()))?;
+            .map_err(|e| refusal(RefusalCode::Internal, e.to_string()))?;
         if let Some(w) = withheld.iter().find(|w| w.identifier == dataset) {
             return Err(refusal(
-                "not-shared",
+                RefusalCode::NotShared,
                 format!(
                     "{dataset} is not shared (不予共享): {} (legal basis: {})",
                     w.reason, w.legal_basis
@@ -310,14 +311,19 @@ impl Node {
         }
         let offers = self
             .offers()
-            .map_err(|e| refusal("internal", e.to_string()))?;
+            .map_err(|e| refusal(RefusalCode::Internal, e.to_string()))?;
         let offer = offers
             .into_iter()
             .find(|o| o.offer.identifier == dataset)
-            .ok_or_else(|| refusal("not-found", format!("{dataset} is not one of our offers")))?;
+            .ok_or_else(|| {
+                refusal(
+                    RefusalCode::NotFound,
+                    format!("{dataset} is not one of our offers"),
+                )
+            })?;
         if offer.offer.share_type == ShareType::NotShared {
             return Err(refusal(
-                "not-shared",
+                RefusalCode::NotShared,
                 format!(
                     "{dataset} is not shared (不予共享): {}",
                     offer
@@ -544,10 +550,7 @@ impl Node {
                     &format!("access request refused ({code}): {message}"),
                 )
                 .await;
-                Response::Error {
-                    code: code.into(),
-                    message,
-                }
+                Response::Error { code, message }
             }
         }
     }
@@ -556,8 +559,8 @@ impl Node {
         &self,
         peer: PeerId,
         signed: Signed<AccessRequest>,
-    ) -> Result<RequestRecord, (&'static str, String)> {
-        let bad = |m: String| ("bad-request", m);
+    ) -> Result<RequestRecord, (RefusalCode, String)> {
+        let bad = |m: String| (RefusalCode::BadRequest, m);
         signed.verify().map_err(|e| bad(e.to_string()))?;
         let key = signed.signer_key().map_err(|e| bad(e.to_string()))?;
         let r = &signed.document;
@@ -587,7 +590,7 @@ impl Node {
             .map_err(|f| (f.code, f.message))?;
         if offer.offer.share_type != ShareType::Conditional {
             return Err((
-                "bad-request",
+                RefusalCode::BadRequest,
                 format!("{} is shared unconditionally: no request needed", r.dataset),
             ));
         }
@@ -603,7 +606,7 @@ impl Node {
         }
         let known = self
             .offer_fields(&offer)
-            .map_err(|e| ("internal", e.to_string()))?;
+            .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
         if let Some(f) = r.fields.iter().find(|f| !known.contains(f)) {
             return Err(bad(format!("{f:?} is not a field of {}", r.dataset)));
         }
@@ -615,12 +618,15 @@ impl Node {
             if existing.request == signed {
                 return Ok(existing);
             }
-            return Err(("conflict", format!("request id {} is taken", r.id)));
+            return Err((
+                RefusalCode::Conflict,
+                format!("request id {} is taken", r.id),
+            ));
         }
         let limit = self.config().exchange.max_pending_requests_per_peer;
         let pending = self
             .requests()
-            .map_err(|e| ("internal", e.to_string()))?
+            .map_err(|e| (RefusalCode::Internal, e.to_string()))?
             .iter()
             .filter(|x| {
                 x.direction == Direction::In
@@ -630,7 +636,7 @@ impl Node {
             .count();
         if pending >= limit {
             return Err((
-                "limit",
+                RefusalCode::Limit,
                 format!("{pending} of your requests are already pending here (limit {limit})"),
             ));
         }
@@ -648,7 +654,7 @@ impl Node {
         };
         self.store()
             .put_record(RecordTree::Requests, &record.id, &record)
-            .map_err(|e| ("internal", e.to_string()))?;
+            .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
         tracing::info!(
             peer = %peer,
             region = %r.requester_region.label(),
@@ -692,20 +698,20 @@ impl Node {
                 }
                 let mut record = self
                     .request_record(&r.id)
-                    .map_err(|e| ("internal", e.to_string()))?;
+                    .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
                 self.record_decision(peer, &record).await;
                 // The answer travels in this response.
                 record.answer_delivered = record.status != RequestStatus::Pending;
                 self.store()
                     .put_record(RecordTree::Requests, &record.id, &record)
-                    .map_err(|e| ("internal", e.to_string()))?;
+                    .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
                 record
             }
         };
         self.store()
             .flush()
             .await
-            .map_err(|e| ("internal", e.to_string()))?;
+            .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
         Ok(record)
     }
 
@@ -1195,7 +1201,7 @@ impl Node {
     ) -> Result<Signed<Grant>, Refusal> {
         let Some(id) = grant_id else {
             return Err(refusal(
-                "grant-required",
+                RefusalCode::GrantRequired,
                 format!(
                     "{dataset} is shared on conditions (有条件共享): request access first \
                      (`yrd request …/{dataset} --purpose … --basis …`)"
@@ -1206,35 +1212,35 @@ impl Node {
             Ok(Some(r)) => r,
             Ok(None) => {
                 return Err(refusal(
-                    "grant-invalid",
+                    RefusalCode::GrantInvalid,
                     format!("no grant {id} was issued here"),
                 ));
             }
-            Err(e) => return Err(refusal("internal", e.to_string())),
+            Err(e) => return Err(refusal(RefusalCode::Internal, e.to_string())),
         };
         let g = &record.grant.document;
         if record.direction != Direction::Out {
             return Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!("grant {id} was not issued here"),
             ));
         }
         if g.grantee != peer.to_string() {
             return Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!("grant {id} was issued to another node"),
             ));
         }
         if g.dataset != dataset {
             return Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!("grant {id} is for {}, not {dataset}", g.dataset),
             ));
         }
         match record.state() {
             GrantState::Valid => Ok(record.grant),
             GrantState::Revoked => Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!(
                     "grant {id} was revoked: {}",
                     record
@@ -1245,11 +1251,11 @@ impl Node {
                 ),
             )),
             GrantState::Expired => Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!("grant {id} expired at {}", g.expires_at),
             )),
             GrantState::NotYetValid => Err(refusal(
-                "grant-invalid",
+                RefusalCode::GrantInvalid,
                 format!("grant {id} is not valid before {}", g.not_before),
             )),
         }

@@ -31,6 +31,7 @@ use crate::identity::{self, NodeKey, short_peer};
 use crate::model::catalogue::Catalogue;
 use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
 use crate::model::node_info::NodeInfo;
+use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
 use crate::net::{self, Members, NetConfig, NetError, NetEvent, NetHandle};
@@ -640,7 +641,7 @@ impl Node {
                     let Ok(permit) = self.inner.inbound_exchange.clone().try_acquire_owned() else {
                         tracing::debug!(peer = %peer, "exchange request refused: too many in progress");
                         let busy = Response::Error {
-                            code: "busy".into(),
+                            code: RefusalCode::Busy,
                             message: format!(
                                 "{MAX_INBOUND_EXCHANGE} exchange requests are being answered; retry later"
                             ),
@@ -719,7 +720,7 @@ impl Node {
                 self.record_refusal(Some(peer), None, &format!("{what} refused: {e}"))
                     .await;
                 Response::Error {
-                    code: "refused".into(),
+                    code: RefusalCode::Refused,
                     message: e.to_string(),
                 }
             }
@@ -727,22 +728,19 @@ impl Node {
     }
 
     fn answer(&self, _peer: PeerId, request: Request) -> Response {
-        let error = |code: &str, message: String| Response::Error {
-            code: code.into(),
-            message,
-        };
+        let error = |code: RefusalCode, message: String| Response::Error { code, message };
         match request {
             Request::Access { .. }
             | Request::Decision { .. }
             | Request::Revoke { .. }
             | Request::Receipt { .. }
-            | Request::TreeHead { .. } => error("internal", "answered elsewhere".into()),
+            | Request::TreeHead { .. } => error(RefusalCode::Internal, "answered elsewhere".into()),
             Request::Consistency { old_size, new_size } => self.on_consistency(old_size, new_size),
             Request::NodeInfo => match self.signed_node_info() {
                 Ok(info) => Response::NodeInfo {
                     info: Box::new(info),
                 },
-                Err(e) => error("internal", e.to_string()),
+                Err(e) => error(RefusalCode::Internal, e.to_string()),
             },
             Request::Heads => Response::Heads {
                 catalogues: self
@@ -773,14 +771,17 @@ impl Node {
                     Some(c) => Response::Catalogue {
                         catalogue: Box::new(c),
                     },
-                    None => error("not-found", format!("no catalogue of {publisher} held")),
+                    None => error(
+                        RefusalCode::NotFound,
+                        format!("no catalogue of {publisher} held"),
+                    ),
                 }
             }
             Request::GetSchema { id, version } => match self.schema_doc(&id, Some(&version)) {
                 Ok(s) => Response::Schema {
                     schema: Box::new(s),
                 },
-                Err(e) => error("not-found", e.to_string()),
+                Err(e) => error(RefusalCode::NotFound, e.to_string()),
             },
         }
     }

@@ -15,6 +15,7 @@ use crate::model::provenance::{
     Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef,
     EvidenceBundle, ProvenanceRecord, Query, RecordKind, TreeHead,
 };
+use crate::model::refusal::RefusalCode;
 use crate::model::signed::{AnySigned, Document, Signed};
 use crate::store::provenance::{MAX_QUERY_RECORDS, NewRecord};
 
@@ -438,7 +439,7 @@ impl Node {
                 cosignature: Box::new(c),
             },
             Err(e) => Response::Error {
-                code: "refused".into(),
+                code: RefusalCode::Refused,
                 message: e.to_string(),
             },
         }
@@ -658,7 +659,7 @@ impl Node {
     pub(crate) fn on_consistency(&self, old_size: u64, new_size: u64) -> Response {
         if new_size > self.inner.provenance.size() || old_size > new_size {
             return Response::Error {
-                code: "bad-request".into(),
+                code: RefusalCode::BadRequest,
                 message: format!("no consistency proof from {old_size} to {new_size}"),
             };
         }
@@ -667,7 +668,7 @@ impl Node {
                 proof: p.iter().map(hex::encode).collect(),
             },
             Err(e) => Response::Error {
-                code: "internal".into(),
+                code: RefusalCode::Internal,
                 message: e.to_string(),
             },
         }

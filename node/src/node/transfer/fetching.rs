@@ -304,7 +304,7 @@ impl Node {
             } => (*manifest, chunk_table),
             FetchReply::Refused { code, message } => {
                 let e = format!("refused by the provider ({code}): {message}");
-                return Err(if code == "busy" {
+                return Err(if code.is_retryable() {
                     AttemptError::Retry(e)
                 } else {
                     AttemptError::Fatal(e)

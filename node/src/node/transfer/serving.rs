@@ -19,6 +19,7 @@ use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{Grant, Manifest};
 use crate::model::provenance::RecordKind;
+use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME};
@@ -55,7 +56,7 @@ fn choose_version(
         None => versions.into_iter().last(),
     }
     .ok_or_else(|| Refusal {
-        code: "not-found",
+        code: RefusalCode::NotFound,
         message: match wanted {
             Some(v) => format!("{dataset} has no version {v}"),
             None => format!("{dataset} has no published version yet"),
@@ -105,7 +106,7 @@ impl Node {
         if !admitted {
             tracing::warn!(peer = %peer, limit, "fetch refused: too many transfers from this peer");
             let reply = FetchReply::Refused {
-                code: "busy".into(),
+                code: RefusalCode::Busy,
                 message: format!("{limit} transfers of yours are already running here"),
             };
             let _ = frames::write_json(&mut stream, &reply, stall).await;
@@ -137,7 +138,7 @@ impl Node {
             Ok(o) => o,
             Err(e) => {
                 let reply = FetchReply::Refused {
-                    code: "bad-request".into(),
+                    code: RefusalCode::BadRequest,
                     message: format!("first frame must be a FetchOpen: {e}"),
                 };
                 let _ = frames::write_json(stream, &reply, stall).await;
@@ -150,7 +151,7 @@ impl Node {
                 tracing::warn!(
                     peer = %peer,
                     dataset = %open.dataset,
-                    code = refused.code,
+                    code = %refused.code,
                     reason = %refused.message,
                     "fetch refused"
                 );
@@ -161,7 +162,7 @@ impl Node {
                 )
                 .await;
                 let reply = FetchReply::Refused {
-                    code: refused.code.into(),
+                    code: refused.code,
                     message: refused.message,
                 };
                 frames::write_json(stream, &reply, stall)
@@ -261,7 +262,7 @@ impl Node {
         open: &FetchOpen,
     ) -> Result<(Signed<Manifest>, Arc<ChunkTable>, Option<Signed<Grant>>), Refusal> {
         let internal = |e: NodeError| Refusal {
-            code: "internal",
+            code: RefusalCode::Internal,
             message: e.to_string(),
         };
         let offer = self.deliverable_offer(&open.dataset)?;
@@ -279,7 +280,7 @@ impl Node {
             }
             ShareType::NotShared => {
                 return Err(Refusal {
-                    code: "not-shared",
+                    code: RefusalCode::NotShared,
                     message: format!("{} is not shared", open.dataset),
                 });
             }
@@ -498,7 +499,7 @@ mod tests {
         assert_eq!(
             missing.map(|_| ()),
             Err(Refusal {
-                code: "not-found",
+                code: RefusalCode::NotFound,
                 message: "ds has no version 7".into()
             })
         );
@@ -506,7 +507,7 @@ mod tests {
         assert_eq!(
             none.map(|_| ()),
             Err(Refusal {
-                code: "not-found",
+                code: RefusalCode::NotFound,
                 message: "ds has no published version yet".into()
             })
         );
