@@ -5,7 +5,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::task::{Context, Poll};
 
 use libp2p::core::Endpoint;
@@ -28,22 +30,17 @@ impl Members {
 
     /// Is `peer` a member?
     pub fn contains(&self, peer: &PeerId) -> bool {
-        self.0.read().map(|s| s.contains(peer)).unwrap_or(false)
+        self.0.read().contains(peer)
     }
 
     /// All members.
     pub fn list(&self) -> Vec<PeerId> {
-        self.0
-            .read()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.0.read().iter().copied().collect()
     }
 
     /// Replaces the set.
     pub fn replace(&self, peers: impl IntoIterator<Item = PeerId>) {
-        if let Ok(mut s) = self.0.write() {
-            *s = peers.into_iter().collect();
-        }
+        *self.0.write() = peers.into_iter().collect();
     }
 }
 

@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use std::collections::HashMap;
 
+use parking_lot::RwLock;
+
 use libp2p::PeerId;
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
@@ -110,6 +112,108 @@ pub struct CatalogueHead {
     pub publisher: String,
     /// Sequence held.
     pub sequence: u64,
+}
+
+/// The latest verified catalogue of every member (ours included), each with the lowercased search
+/// text of its offers, built once when it is held rather than on every search. One lock holds
+/// both, so a snapshot and its search text always change together.
+#[derive(Debug, Default)]
+pub(crate) struct HeldCatalogues {
+    held: RwLock<HashMap<PeerId, Held>>,
+}
+
+/// A snapshot and the search text of each of its offers (same order).
+type Held = (Signed<Catalogue>, Vec<String>);
+
+impl HeldCatalogues {
+    /// Keeps a snapshot the caller has verified.
+    pub(crate) fn hold(&self, peer: PeerId, signed: Signed<Catalogue>) {
+        let texts: Vec<String> = signed.document.offers.iter().map(search_text).collect();
+        self.held.write().insert(peer, (signed, texts));
+    }
+
+    /// The snapshot held of `peer`.
+    pub(crate) fn get(&self, peer: &PeerId) -> Option<Signed<Catalogue>> {
+        self.held.read().get(peer).map(|(c, _)| c.clone())
+    }
+
+    /// Every snapshot held.
+    pub(crate) fn all(&self) -> Vec<Signed<Catalogue>> {
+        self.held.read().values().map(|(c, _)| c.clone()).collect()
+    }
+
+    /// The sequence held of each publisher.
+    pub(crate) fn heads(&self) -> Vec<CatalogueHead> {
+        self.held
+            .read()
+            .iter()
+            .map(|(p, (c, _))| CatalogueHead {
+                publisher: p.to_string(),
+                sequence: c.document.sequence,
+            })
+            .collect()
+    }
+
+    /// Searches every snapshot held.
+    pub(crate) fn search(&self, query: &SearchQuery) -> Vec<SearchHit> {
+        let words: Vec<String> = query
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        let held = self.held.read();
+        // Collect references first and clone only the hits returned.
+        let mut found: Vec<(&Catalogue, &CatalogueEntry)> = Vec::new();
+        for (c, texts) in held.values() {
+            let doc = &c.document;
+            if let Some(r) = query.region {
+                if doc.region != r && doc.region.province() != r {
+                    continue;
+                }
+            }
+            for (i, entry) in doc.offers.iter().enumerate() {
+                if query
+                    .schema
+                    .as_deref()
+                    .is_some_and(|s| s != entry.conforms_to.id)
+                    || query
+                        .share_type
+                        .is_some_and(|t| t != entry.offer.share_type)
+                {
+                    continue;
+                }
+                if !words.is_empty() {
+                    let text = texts.get(i).map(String::as_str).unwrap_or("");
+                    if !words.iter().all(|w| text.contains(w.as_str())) {
+                        continue;
+                    }
+                }
+                found.push((doc, entry));
+            }
+        }
+        found.sort_by(|a, b| {
+            a.0.region
+                .cmp(&b.0.region)
+                .then(a.1.offer.identifier.cmp(&b.1.offer.identifier))
+        });
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_SEARCH_LIMIT)
+            .min(MAX_SEARCH_LIMIT);
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(doc, entry)| SearchHit {
+                publisher: doc.publisher.clone(),
+                region: doc.region,
+                region_label: doc.region.label(),
+                organisation: doc.organisation.clone(),
+                entry: entry.clone(),
+            })
+            .collect()
+    }
 }
 
 impl Node {
@@ -330,11 +434,7 @@ impl Node {
     }
 
     pub(crate) fn catalogue_of(&self, peer: &PeerId) -> Option<Signed<Catalogue>> {
-        self.inner
-            .catalogues
-            .read()
-            .ok()
-            .and_then(|m| m.get(peer).cloned())
+        self.inner.catalogues.get(peer)
     }
 
     /// Signs a new snapshot of our lists with the next sequence number, stores it (flushed),
@@ -396,13 +496,7 @@ impl Node {
     /// Keeps a verified snapshot in memory with the lowercased text search matches against,
     /// built once here rather than on every search.
     fn hold_catalogue(&self, peer: PeerId, signed: Signed<Catalogue>) {
-        let texts: Vec<String> = signed.document.offers.iter().map(search_text).collect();
-        if let Ok(mut idx) = self.inner.search_text.write() {
-            idx.insert(peer, texts);
-        }
-        if let Ok(mut m) = self.inner.catalogues.write() {
-            m.insert(peer, signed);
-        }
+        self.inner.catalogues.hold(peer, signed);
     }
 
     /// Accepts a catalogue snapshot: verified, signed by its publisher, a member, and newer than
@@ -449,28 +543,12 @@ impl Node {
 
     /// The sequence heads we hold, ours included.
     pub fn catalogue_heads(&self) -> Vec<CatalogueHead> {
-        self.inner
-            .catalogues
-            .read()
-            .map(|m| {
-                m.iter()
-                    .map(|(p, c)| CatalogueHead {
-                        publisher: p.to_string(),
-                        sequence: c.document.sequence,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.inner.catalogues.heads()
     }
 
     /// The latest catalogue of every member we know, ours included.
     pub fn network_catalogues(&self) -> Vec<Signed<Catalogue>> {
-        let mut list: Vec<Signed<Catalogue>> = self
-            .inner
-            .catalogues
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let mut list: Vec<Signed<Catalogue>> = self.inner.catalogues.all();
         list.sort_by(|a, b| {
             a.document
                 .region
@@ -482,71 +560,7 @@ impl Node {
 
     /// Searches every catalogue we hold, locally.
     pub fn search(&self, query: &SearchQuery) -> Vec<SearchHit> {
-        let words: Vec<String> = query
-            .text
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_lowercase)
-            .collect();
-        let (Ok(catalogues), Ok(index)) =
-            (self.inner.catalogues.read(), self.inner.search_text.read())
-        else {
-            return Vec::new();
-        };
-        // Collect references first and clone only the hits returned.
-        let mut found: Vec<(&Catalogue, &CatalogueEntry)> = Vec::new();
-        for (peer, c) in catalogues.iter() {
-            let doc = &c.document;
-            if let Some(r) = query.region {
-                if doc.region != r && doc.region.province() != r {
-                    continue;
-                }
-            }
-            let texts = index.get(peer);
-            for (i, entry) in doc.offers.iter().enumerate() {
-                if query
-                    .schema
-                    .as_deref()
-                    .is_some_and(|s| s != entry.conforms_to.id)
-                    || query
-                        .share_type
-                        .is_some_and(|t| t != entry.offer.share_type)
-                {
-                    continue;
-                }
-                if !words.is_empty() {
-                    let text = texts
-                        .and_then(|t| t.get(i))
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    if !words.iter().all(|w| text.contains(w.as_str())) {
-                        continue;
-                    }
-                }
-                found.push((doc, entry));
-            }
-        }
-        found.sort_by(|a, b| {
-            a.0.region
-                .cmp(&b.0.region)
-                .then(a.1.offer.identifier.cmp(&b.1.offer.identifier))
-        });
-        let limit = query
-            .limit
-            .unwrap_or(DEFAULT_SEARCH_LIMIT)
-            .min(MAX_SEARCH_LIMIT);
-        found
-            .into_iter()
-            .take(limit)
-            .map(|(doc, entry)| SearchHit {
-                publisher: doc.publisher.clone(),
-                region: doc.region,
-                region_label: doc.region.label(),
-                organisation: doc.organisation.clone(),
-                entry: entry.clone(),
-            })
-            .collect()
+        self.inner.catalogues.search(query)
     }
 
     /// Matches demands and offers across the network, from our point of view.

@@ -255,6 +255,31 @@ impl Node {
         &self.inner.blobs
     }
 
+    /// Deletes a blob nothing should keep (refused records), off the runtime: it may be a large
+    /// file. The caller is already failing for another reason, so a failure here is logged, not
+    /// returned; the file stays on disk until removed by hand.
+    pub(crate) async fn discard_blob(&self, digest: &str) {
+        let (blobs, d) = (self.inner.blobs.clone(), digest.to_string());
+        match tokio::task::spawn_blocking(move || blobs.remove(&d)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(digest, error = %e, "refused blob not removed"),
+            Err(e) => tracing::error!(digest, error = %e, "refused blob not removed"),
+        }
+    }
+
+    /// Deletes a partial download that will not resume, off the runtime (a directory of up to
+    /// the dataset's size); a failure is logged.
+    pub(crate) async fn discard_partial(&self, id: &str) {
+        let (blobs, i) = (self.inner.blobs.clone(), id.to_string());
+        match tokio::task::spawn_blocking(move || blobs.abort_partial(&i)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(transfer = id, error = %e, "partial download not removed")
+            }
+            Err(e) => tracing::error!(transfer = id, error = %e, "partial download not removed"),
+        }
+    }
+
     /// Every version we hold of `dataset` from `publisher` (ours when None), oldest first.
     pub fn manifests(
         &self,
@@ -341,7 +366,7 @@ impl Node {
                     Err(problems) => {
                         // Keep no refused bytes, unless a published version is the same file.
                         if !self.store().manifest_names_blob(&info.digest)? {
-                            let _ = self.inner.blobs.remove(&info.digest);
+                            self.discard_blob(&info.digest).await;
                         }
                         return Err(NodeError::invalid(
                             "file",

@@ -7,17 +7,19 @@ pub mod catalogue;
 pub mod counters;
 pub mod datasets;
 mod error;
+mod peers;
 pub mod provenance;
 pub mod schemas;
+mod sync;
 pub mod transfer;
 
 pub use error::{ErrorClass, NodeError};
 
 use schemars::JsonSchema;
-use std::collections::HashMap;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use libp2p::{Multiaddr, PeerId};
@@ -28,7 +30,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{format_system_time, now_rfc3339};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey, short_peer};
-use crate::model::catalogue::Catalogue;
+
 use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
 use crate::model::node_info::NodeInfo;
 use crate::model::refusal::RefusalCode;
@@ -39,9 +41,6 @@ use crate::store::{Store, StoredPeer};
 
 /// Directory of the dataset blobs inside the data dir.
 pub const BLOBS_DIR: &str = "blobs";
-
-/// Announcement-triggered pulls in flight at once.
-pub const MAX_CONCURRENT_PULLS: usize = 32;
 
 /// Inbound Access, Decision, Revoke, Receipt and TreeHead requests answered at once; beyond it a
 /// peer is told to retry later (`busy`), so no flood of them grows the task set without bound.
@@ -151,6 +150,9 @@ pub struct Health {
     pub store_ok: bool,
 }
 
+/// The service's state: the node's identity and handles below it, then one owned part per
+/// responsibility. Each part keeps its own locks and maps private to its module; this struct
+/// only holds them together.
 struct Inner {
     config: NodeConfig,
     data_dir: PathBuf,
@@ -159,53 +161,34 @@ struct Inner {
     net: NetHandle,
     members: Members,
     started: SystemTime,
-    listen: RwLock<Vec<Multiaddr>>,
-    peer_infos: RwLock<HashMap<PeerId, Signed<NodeInfo>>>,
-    api_address: RwLock<Option<SocketAddr>>,
-    catalogues: RwLock<HashMap<PeerId, Signed<Catalogue>>>,
-    /// Per publisher, the lowercased search text of each offer (same order as its offers).
-    search_text: RwLock<HashMap<PeerId, Vec<String>>>,
     /// Dataset files.
     blobs: crate::store::blobs::BlobStore,
-    /// Pulls started by announcements in flight at once.
-    pulls: Arc<tokio::sync::Semaphore>,
-    /// Publishers whose catalogue is being pulled now: one pull per publisher at a time, however
-    /// many peers announce or offer it (a network joining at once would otherwise pull every
-    /// catalogue from every peer).
-    pulling: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Syncs on connect in flight at once.
-    connect_syncs: Arc<tokio::sync::Semaphore>,
-    /// Serialises changes that issue a new signed document (sequence numbers, registry rules).
-    write_lock: tokio::sync::Mutex<()>,
-    /// Transfers in progress, both ways.
-    transfers: std::sync::Mutex<transfer::Registry>,
-    /// Chunk tables of the files we serve, by digest.
-    chunk_tables: std::sync::Mutex<HashMap<String, Arc<crate::model::chunks::ChunkTable>>>,
-    /// One masked derivation at a time (they are long; the write lock must stay short).
-    derive_lock: tokio::sync::Mutex<()>,
-    /// Provider faults injected by tests.
-    #[cfg(feature = "test-hooks")]
-    faults: std::sync::Mutex<transfer::Faults>,
-    /// The simulated latency of this node's links (`yrd sim`).
-    link_delay: transfer::LinkDelay,
     /// The provenance log.
     provenance: crate::store::provenance::ProvenanceLog,
-    /// One witnessing check at a time (heads of a log must be compared in order).
-    witness_lock: tokio::sync::Mutex<()>,
-    /// Witness alarms raised since start.
-    alarm_count: std::sync::Mutex<u64>,
-    /// Bytes and transfers since start, for `/metrics`.
-    counters: Arc<counters::Counters>,
+    /// Members' verified cards, our listen addresses, recent refusals (`peers.rs`).
+    peers: peers::Peers,
+    /// Every member's latest catalogue with its search text (`catalogue.rs`).
+    catalogues: catalogue::HeldCatalogues,
+    /// The limits on catalogue pulls and syncs (`sync.rs`).
+    sync: sync::CatalogueSync,
+    /// Transfers both ways, chunk tables, derivation, counters (`transfer/`).
+    transfers: transfer::Transfers,
+    /// One witnessing check at a time: heads of a log must be compared in order
+    /// (`provenance.rs`).
+    witness: tokio::sync::Mutex<()>,
+    /// Serialises changes that issue a new signed document (catalogue sequence numbers, the
+    /// standards registry, grant decisions), so two never take the same number.
+    write_lock: tokio::sync::Mutex<()>,
+    /// Where the admin API listens, once the server above has bound it (for [`Node::view`]).
+    api_address: parking_lot::RwLock<Option<SocketAddr>>,
     /// The admin token the API checks (replaced by [`Node::reload_admin_token`]).
     admin_token: identity::AdminToken,
-    /// When each non-member refusal was last recorded.
-    refusal_seen: std::sync::Mutex<HashMap<PeerId, std::time::Instant>>,
+    /// Inbound exchange requests being answered at once (each signs, stores and flushes).
+    inbound_exchange: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
     shutdown: tokio_util::sync::CancellationToken,
     /// The long tasks, awaited at shutdown so the database is released.
     tasks: tokio_util::task::TaskTracker,
-    /// Inbound exchange requests being answered at once (each signs, stores and flushes).
-    inbound_exchange: Arc<tokio::sync::Semaphore>,
     /// Dropped with the state: tells shutdown that the database is released.
     _released: tokio::sync::oneshot::Sender<()>,
 }
@@ -369,7 +352,6 @@ impl Node {
             key.peer_id().to_string(),
             config.node.region,
         )?;
-        let counters = Arc::new(counters::Counters::default());
         let (released_tx, released) = tokio::sync::oneshot::channel();
         let node = Node {
             inner: Arc::new(Inner {
@@ -380,29 +362,17 @@ impl Node {
                 net,
                 members,
                 started: SystemTime::now(),
-                listen: RwLock::new(Vec::new()),
-                peer_infos: RwLock::new(HashMap::new()),
-                api_address: RwLock::new(None),
-                catalogues: RwLock::new(HashMap::new()),
-                search_text: RwLock::new(HashMap::new()),
                 blobs,
-                pulls: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
-                pulling: std::sync::Mutex::new(std::collections::HashSet::new()),
-                connect_syncs: Arc::new(tokio::sync::Semaphore::new(4)),
-                inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
-                write_lock: tokio::sync::Mutex::new(()),
-                transfers: std::sync::Mutex::new(transfer::Registry::new(counters.clone())),
-                chunk_tables: std::sync::Mutex::new(HashMap::new()),
-                derive_lock: tokio::sync::Mutex::new(()),
-                #[cfg(feature = "test-hooks")]
-                faults: std::sync::Mutex::new(transfer::Faults::default()),
-                link_delay: transfer::LinkDelay::default(),
                 provenance,
-                witness_lock: tokio::sync::Mutex::new(()),
-                alarm_count: std::sync::Mutex::new(0),
-                counters,
+                peers: peers::Peers::default(),
+                catalogues: catalogue::HeldCatalogues::default(),
+                sync: sync::CatalogueSync::default(),
+                transfers: transfer::Transfers::new(),
+                witness: tokio::sync::Mutex::new(()),
+                write_lock: tokio::sync::Mutex::new(()),
+                api_address: parking_lot::RwLock::new(None),
                 admin_token: token,
-                refusal_seen: std::sync::Mutex::new(HashMap::new()),
+                inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
                 _released: released_tx,
@@ -442,7 +412,7 @@ impl Node {
         running: &mut RunningNode,
         events: mpsc::Receiver<NetEvent>,
     ) -> Result<(), NodeError> {
-        self.load_peer_infos();
+        self.load_peer_infos()?;
         self.load_catalogues()?;
         self.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
         if self.own_catalogue()?.is_none() {
@@ -473,9 +443,7 @@ impl Node {
 
     /// Records where the admin API listens, for [`Node::view`] (set by the server above).
     pub fn set_api_address(&self, address: SocketAddr) {
-        if let Ok(mut a) = self.inner.api_address.write() {
-            *a = Some(address);
-        }
+        *self.inner.api_address.write() = Some(address);
     }
 
     /// The admin token the API checks; [`Node::reload_admin_token`] replaces it.
@@ -513,33 +481,33 @@ impl Node {
         &self.inner.members
     }
 
-    fn load_peer_infos(&self) {
-        let Ok(peers) = self.inner.store.peers() else {
-            return;
-        };
-        for (peer, stored) in peers {
+    /// The members' cards kept from earlier runs; one that no longer verifies is dropped with a
+    /// warning (the member is asked again when it connects).
+    fn load_peer_infos(&self) -> Result<(), NodeError> {
+        for (peer, stored) in self.inner.store.peers()? {
             let Some(raw) = stored.node_info else {
                 continue;
             };
-            let Ok(info) = serde_json::from_value::<Signed<NodeInfo>>(raw) else {
-                continue;
-            };
-            if verify_node_info(&info, &peer).is_ok() {
-                if let Ok(mut map) = self.inner.peer_infos.write() {
-                    map.insert(peer, info);
-                }
+            let checked = serde_json::from_value::<Signed<NodeInfo>>(raw)
+                .map_err(|e| NodeError::invalid("node_info", e.to_string()))
+                .and_then(|info| verify_node_info(&info, &peer).map(|()| info));
+            match checked {
+                Ok(info) => self.inner.peers.remember(peer, info),
+                Err(e) => tracing::warn!(peer = %peer, error = %e, "stored NodeInfo dropped"),
             }
         }
+        Ok(())
     }
 
     /// Our NodeInfo, signed now with the addresses we listen on.
     pub fn signed_node_info(&self) -> Result<Signed<NodeInfo>, NodeError> {
         let addresses = self
             .inner
-            .listen
-            .read()
-            .map(|l| l.iter().map(|a| a.to_string()).collect())
-            .unwrap_or_default();
+            .peers
+            .listen_addresses()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         let info = NodeInfo {
             peer_id: self.peer_id().to_string(),
             region: self.region(),
@@ -560,11 +528,7 @@ impl Node {
     async fn on_net_event(&self, event: NetEvent) {
         match event {
             NetEvent::Listening { address } => {
-                if let Ok(mut l) = self.inner.listen.write() {
-                    if !l.contains(&address) {
-                        l.push(address);
-                    }
-                }
+                self.inner.peers.add_listen(address);
             }
             NetEvent::PeerConnected { peer, address } => {
                 // Ask for its card off the event path: the answer needs the network task.
@@ -575,7 +539,7 @@ impl Node {
                     }
                     // Anti-entropy on connect: pull whatever we missed while apart. Bounded, so a
                     // whole network connecting at once does not swamp the node.
-                    let permit = node.inner.connect_syncs.clone().acquire_owned().await;
+                    let permit = node.inner.sync.connect_slot().await;
                     if let Err(e) = node.sync_with(peer).await {
                         tracing::debug!(peer = %peer, error = %e, "sync on connect failed");
                     }
@@ -586,25 +550,11 @@ impl Node {
             NetEvent::PeerDisconnected { .. } => {}
             NetEvent::Refused { peer, address, .. } => {
                 // At most one record per non-member per minute: a flood must not flood the log.
-                let fresh = self
+                if self
                     .inner
-                    .refusal_seen
-                    .lock()
-                    .map(|mut m| {
-                        let now = std::time::Instant::now();
-                        if m.len() > 10_000 {
-                            m.clear();
-                        }
-                        match m.get(&peer) {
-                            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
-                            _ => {
-                                m.insert(peer, now);
-                                true
-                            }
-                        }
-                    })
-                    .unwrap_or(false);
-                if fresh {
+                    .peers
+                    .refusal_due(peer, std::time::Instant::now())
+                {
                     let node = self.clone();
                     self.spawn_long(async move {
                         node.record_refusal(
@@ -679,7 +629,7 @@ impl Node {
                     Ok(a) => {
                         // Bounded: when every pull slot is busy the announcement is dropped;
                         // anti-entropy fetches what it named within one round.
-                        let Ok(permit) = self.inner.pulls.clone().try_acquire_owned() else {
+                        let Some(permit) = self.inner.sync.try_pull_slot() else {
                             tracing::debug!(peer = %source, "announcement dropped: pulls busy");
                             return;
                         };
@@ -807,156 +757,6 @@ impl Node {
         }
     }
 
-    async fn on_announcement(&self, source: PeerId, announcement: Announcement) {
-        let result = match announcement {
-            Announcement::Catalogue {
-                publisher,
-                sequence,
-                ..
-            } => {
-                let held = publisher
-                    .parse::<PeerId>()
-                    .ok()
-                    .and_then(|p| self.catalogue_of(&p))
-                    .map(|c| c.document.sequence)
-                    .unwrap_or(0);
-                if sequence > held {
-                    self.pull_catalogue(source, &publisher).await
-                } else {
-                    Ok(())
-                }
-            }
-            Announcement::Schema { id, version, .. } => {
-                if self.schema_doc(&id, Some(&version)).is_err() {
-                    self.pull_schema(source, &id, &version).await
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(peer = %source, error = %e, "announced document refused");
-        }
-    }
-
-    async fn pull_catalogue(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
-        let fresh = self
-            .inner
-            .pulling
-            .lock()
-            .map(|mut p| p.insert(publisher.to_string()))
-            .unwrap_or(false);
-        if !fresh {
-            return Ok(());
-        }
-        let result = self.pull_catalogue_now(from, publisher).await;
-        if let Ok(mut p) = self.inner.pulling.lock() {
-            p.remove(publisher);
-        }
-        result
-    }
-
-    async fn pull_catalogue_now(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
-        let request = Request::GetCatalogue {
-            publisher: publisher.to_string(),
-        };
-        match self.inner.net.request(from, request).await? {
-            Response::Catalogue { catalogue } => {
-                // Standards the catalogue refers to come first, so its offers resolve here.
-                for offer in &catalogue.document.offers {
-                    let r = &offer.conforms_to;
-                    if self.schema_doc(&r.id, Some(&r.version)).is_err() {
-                        let _ = self.pull_schema(from, &r.id, &r.version).await;
-                    }
-                }
-                match self.accept_catalogue(from, *catalogue).await {
-                    Ok(_) | Err(NodeError::Stale(_)) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-            Response::Error { code, message } => Err(NodeError::BadPeer {
-                peer: from,
-                reason: format!("{code}: {message}"),
-            }),
-            other => Err(unexpected(from, &other)),
-        }
-    }
-
-    async fn pull_schema(&self, from: PeerId, id: &str, version: &str) -> Result<(), NodeError> {
-        let request = Request::GetSchema {
-            id: id.to_string(),
-            version: version.to_string(),
-        };
-        match self.inner.net.request(from, request).await? {
-            Response::Schema { schema } => self.accept_schema(from, *schema).await.map(|_| ()),
-            Response::Error { code, message } => Err(NodeError::BadPeer {
-                peer: from,
-                reason: format!("{code}: {message}"),
-            }),
-            other => Err(unexpected(from, &other)),
-        }
-    }
-
-    /// Anti-entropy with one peer: compare heads, pull what is newer there.
-    pub async fn sync_with(&self, peer: PeerId) -> Result<(), NodeError> {
-        let (catalogues, schemas) = match self.inner.net.request(peer, Request::Heads).await? {
-            Response::Heads {
-                catalogues,
-                schemas,
-            } => (catalogues, schemas),
-            other => return Err(unexpected(peer, &other)),
-        };
-        for s in schemas.iter().take(10_000) {
-            if self.schema_doc(&s.id, Some(&s.version)).is_err() {
-                if let Err(e) = self.pull_schema(peer, &s.id, &s.version).await {
-                    tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard refused");
-                }
-            }
-        }
-        for head in catalogues.iter().take(10_000) {
-            let Ok(publisher) = head.publisher.parse::<PeerId>() else {
-                continue;
-            };
-            if publisher == self.peer_id() {
-                continue;
-            }
-            let held = self
-                .catalogue_of(&publisher)
-                .map(|c| c.document.sequence)
-                .unwrap_or(0);
-            if head.sequence > held {
-                if let Err(e) = self.pull_catalogue(peer, &head.publisher).await {
-                    tracing::warn!(peer = %peer, publisher = %head.publisher, error = %e, "catalogue refused");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn anti_entropy_loop(self) {
-        let mut tick = tokio::time::interval(ANTI_ENTROPY_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Ok(mut peers) = self.inner.net.connected_peers().await else {
-                return;
-            };
-            // A few random peers per round keep the cost flat as the federation grows.
-            use rand::seq::SliceRandom;
-            peers.shuffle(&mut rand::thread_rng());
-            for p in peers.into_iter().take(3) {
-                if let Err(e) = self.sync_with(p.peer).await {
-                    tracing::debug!(peer = %p.peer, error = %e, "anti-entropy round failed");
-                }
-                // Witnessing rides on the same round.
-                if let Err(e) = self.send_head(p.peer).await {
-                    tracing::debug!(peer = %p.peer, error = %e, "head not witnessed");
-                }
-            }
-        }
-    }
-
     /// The peer id of a document's signer, checked against the id the document claims.
     pub(crate) fn signer_peer(
         &self,
@@ -1008,21 +808,14 @@ impl Node {
         }
         stored.last_seen = Some(now_rfc3339());
         self.inner.store.put_peer(&peer, &stored)?;
-        if let Ok(mut map) = self.inner.peer_infos.write() {
-            map.insert(peer, info);
-        }
+        self.inner.peers.remember(peer, info);
         Ok(())
     }
 
     /// The connected members with their verified cards.
     pub async fn peers(&self) -> Result<Vec<PeerView>, NodeError> {
         let connected = self.inner.net.connected_peers().await?;
-        let infos = self
-            .inner
-            .peer_infos
-            .read()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        let infos = self.inner.peers.infos();
         let mut views: Vec<PeerView> = connected
             .into_iter()
             .map(|c| {
@@ -1048,12 +841,7 @@ impl Node {
     pub async fn view(&self) -> Result<NodeView, NodeError> {
         let listen = self.inner.net.listen_addresses().await?;
         let connected = self.inner.net.connected_peers().await?.len();
-        let api_address = self
-            .inner
-            .api_address
-            .read()
-            .ok()
-            .and_then(|a| a.map(|a| a.to_string()));
+        let api_address = self.inner.api_address.read().map(|a| a.to_string());
         Ok(NodeView {
             peer_id: self.peer_id().to_string(),
             region: self.region(),
@@ -1081,7 +869,7 @@ impl Node {
 
     /// Bytes and transfers since start.
     pub fn counters(&self) -> &counters::Counters {
-        &self.inner.counters
+        self.inner.transfers.counters()
     }
 
     /// The federation's size (members besides us).

@@ -339,12 +339,7 @@ impl Node {
             }
             entries.push(BundleEntry { record: r, proof });
         }
-        let infos = self
-            .inner
-            .peer_infos
-            .read()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        let infos = self.inner.peers.infos();
         let mut witnesses = Vec::new();
         for c in log.cosignatures()? {
             if c.document.size > size || c.document.size == 0 {
@@ -459,7 +454,7 @@ impl Node {
             ));
         }
         let new_root = parse_root(&head.document.root)?;
-        let _guard = self.inner.witness_lock.lock().await;
+        let _guard = self.inner.witness.lock().await;
         let held = self.inner.provenance.witnessed(&head.document.log)?;
         if let Some(old) = &held {
             let (o, n) = (old.document.size, head.document.size);
@@ -585,9 +580,6 @@ impl Node {
                 .collect(),
         )
         .await;
-        if let Ok(mut n) = self.inner.alarm_count.lock() {
-            *n += 1;
-        }
     }
 
     /// Resolves the open witness alarms of `log` after an operator checked what happened: each
@@ -605,7 +597,7 @@ impl Node {
         let peer: PeerId = log
             .parse()
             .map_err(|_| NodeError::invalid("log", format!("{log:?} is not a peer id")))?;
-        let _guard = self.inner.witness_lock.lock().await;
+        let _guard = self.inner.witness.lock().await;
         let open: Vec<Alarm> = self
             .inner
             .provenance

@@ -20,8 +20,10 @@
 //! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'|b'p'|b'k'`, value, 0x00, seq BE → ∅.
 //! `prov_docs`: digest (hex) → the signed document's JSON.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
@@ -202,9 +204,7 @@ impl ProvenanceLog {
         };
         if log.head().is_none() {
             let h = log.sign_head(&key, &actor, size)?;
-            if let Ok(mut slot) = log.head.write() {
-                *slot = Some(h);
-            }
+            *log.head.write() = Some(h);
         }
         let writer = Writer {
             log: log.clone(),
@@ -217,9 +217,7 @@ impl ProvenanceLog {
             .name("yrd-provenance".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| corrupt("writer thread", e))?;
-        if let Ok(mut w) = log.writer.lock() {
-            *w = Some(handle);
-        }
+        *log.writer.lock() = Some(handle);
         Ok(log)
     }
 
@@ -230,7 +228,7 @@ impl ProvenanceLog {
 
     /// The latest signed tree head.
     pub fn head(&self) -> Option<Signed<TreeHead>> {
-        self.head.read().ok().and_then(|h| h.clone())
+        self.head.read().clone()
     }
 
     fn sign_head(
@@ -287,7 +285,7 @@ impl ProvenanceLog {
             return;
         }
         let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        let handle = self.writer.lock().take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -783,12 +781,17 @@ impl Writer {
         let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
         let head = log.sign_head(&self.key, &self.actor, size)?;
-        if let Ok(bytes) = serde_json::to_vec(&head) {
-            let _ = log.meta.insert(HEAD_KEY, bytes);
+        // The records are committed; a head that cannot be stored is signed again at the next
+        // batch or at open (repair), so this is loud but not fatal.
+        match serde_json::to_vec(&head) {
+            Ok(bytes) => {
+                if let Err(e) = log.meta.insert(HEAD_KEY, bytes) {
+                    tracing::error!(error = %e, size, "provenance tree head not stored");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, size, "provenance tree head not encoded"),
         }
-        if let Ok(mut slot) = log.head.write() {
-            *slot = Some(head);
-        }
+        *log.head.write() = Some(head);
         Ok(first)
     }
 }

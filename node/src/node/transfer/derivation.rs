@@ -41,7 +41,7 @@ impl Node {
             return Ok(original.clone());
         }
         let key = format!("{}/{}", grant.document.id, o.version);
-        let _guard = self.inner.derive_lock.lock().await;
+        let _guard = self.inner.transfers.derive_lock.lock().await;
         if let Some(m) = self
             .store()
             .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
@@ -94,9 +94,9 @@ impl Node {
         self.store()
             .put_record(RecordTree::Derived, &key, &signed)?;
         self.store().flush().await?;
-        if let Ok(mut c) = self.inner.chunk_tables.lock() {
-            c.insert(info.digest.clone(), Arc::new(info.chunk_table));
-        }
+        self.inner
+            .transfers
+            .cache_table(&info.digest, Arc::new(info.chunk_table));
         tracing::info!(
             dataset = %o.dataset,
             version = o.version,

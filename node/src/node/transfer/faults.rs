@@ -60,14 +60,12 @@ impl Node {
     /// Test hook: makes this node misbehave as a provider.
     #[doc(hidden)]
     pub fn inject_fault(&self, fault: Fault) {
-        if let Ok(mut f) = self.inner.faults.lock() {
-            f.inject(fault);
-        }
+        self.inner.transfers.faults.lock().inject(fault);
     }
 
     /// The manifest as served: re-signed by a throw-away key under [`Fault::ForgeManifest`].
     pub(super) fn maybe_forge(&self, manifest: Signed<Manifest>) -> Signed<Manifest> {
-        let forge = self.inner.faults.lock().map(|f| f.forge).unwrap_or(false);
+        let forge = self.inner.transfers.faults.lock().forge;
         if !forge {
             return manifest;
         }
@@ -77,12 +75,7 @@ impl Node {
 
     /// Applies the faults in force to chunk `index` about to be sent.
     pub(super) async fn apply_chunk_faults(&self, index: u32, bytes: &mut [u8]) {
-        let (slow, corrupt) = self
-            .inner
-            .faults
-            .lock()
-            .map(|mut f| f.take(index))
-            .unwrap_or((None, false));
+        let (slow, corrupt) = self.inner.transfers.faults.lock().take(index);
         if let Some(d) = slow {
             tokio::time::sleep(d).await;
         }

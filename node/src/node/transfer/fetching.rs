@@ -232,7 +232,7 @@ impl Node {
                 record.view.status = TransferStatus::Failed;
                 record.view.error = Some(e);
                 // Nothing half-fetched is kept for a fetch that will not resume.
-                let _ = self.blobs().abort_partial(&id);
+                self.discard_partial(&id).await;
             }
         }
         self.save_fetch(&record);
@@ -322,7 +322,7 @@ impl Node {
             .is_some_and(|held| held.document.digest != m.digest)
         {
             // The provider re-derived the delivery (e.g. after losing it): start over.
-            let _ = self.blobs().abort_partial(&id);
+            self.discard_partial(&id).await;
             progress.bytes.store(0, Ordering::Relaxed);
         }
         record.manifest = Some(manifest.clone());
@@ -375,7 +375,7 @@ impl Node {
         self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
         if let Err(e) = self.revalidate(peer, &manifest).await {
             if !self.store().manifest_names_blob(&m.digest).unwrap_or(true) {
-                let _ = self.blobs().remove(&m.digest);
+                self.discard_blob(&m.digest).await;
             }
             return Err(AttemptError::Fatal(e.to_string()));
         }
@@ -418,7 +418,7 @@ impl Node {
             frames::write_json(stream, &want, stall).await?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
             let p = progress.clone();
-            let totals = self.inner.counters.clone();
+            let totals = self.inner.transfers.counters().clone();
             let writer = tokio::task::spawn_blocking(move || {
                 let mut bad = Vec::new();
                 let mut unsynced = 0u64;

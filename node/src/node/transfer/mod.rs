@@ -23,11 +23,18 @@ mod subscriptions;
 #[cfg(feature = "test-hooks")]
 pub use faults::Fault;
 #[cfg(feature = "test-hooks")]
-pub(crate) use faults::Faults;
-pub(crate) use registry::Registry;
+use faults::Faults;
+use registry::Registry;
 pub use subscriptions::Subscription;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::counters::Counters;
+use crate::model::chunks::ChunkTable;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -182,6 +189,59 @@ struct FetchRecord {
     receipt_acknowledged: bool,
 }
 
+/// The transfer service's own state, owned here and locked only here: the registry of transfers
+/// both ways, the chunk tables of the files we serve, the one-at-a-time masked derivation, the
+/// simulated link delay, the byte counters and (in test builds) the provider's faults.
+#[derive(Debug)]
+pub(crate) struct Transfers {
+    registry: Mutex<Registry>,
+    chunk_tables: Mutex<HashMap<String, Arc<ChunkTable>>>,
+    /// One masked derivation at a time (they are long; the write lock must stay short).
+    derive_lock: tokio::sync::Mutex<()>,
+    link_delay: LinkDelay,
+    counters: Arc<Counters>,
+    #[cfg(feature = "test-hooks")]
+    faults: Mutex<Faults>,
+}
+
+impl Transfers {
+    pub(crate) fn new() -> Transfers {
+        let counters = Arc::new(Counters::default());
+        Transfers {
+            registry: Mutex::new(Registry::new(counters.clone())),
+            chunk_tables: Mutex::new(HashMap::new()),
+            derive_lock: tokio::sync::Mutex::new(()),
+            link_delay: LinkDelay::default(),
+            counters,
+            #[cfg(feature = "test-hooks")]
+            faults: Mutex::new(Faults::default()),
+        }
+    }
+
+    /// Bytes and transfers since start.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock()
+    }
+
+    /// The chunk table of a file we serve, if computed already.
+    fn cached_table(&self, digest: &str) -> Option<Arc<ChunkTable>> {
+        self.chunk_tables.lock().get(digest).cloned()
+    }
+
+    /// Keeps a file's chunk table; the cache is bounded (cleared when full).
+    fn cache_table(&self, digest: &str, table: Arc<ChunkTable>) {
+        let mut c = self.chunk_tables.lock();
+        if c.len() >= CHUNK_TABLE_CACHE && !c.contains_key(digest) {
+            c.clear();
+        }
+        c.insert(digest.to_string(), table);
+    }
+}
+
 /// The simulated latency of this node's links (`yrd sim`'s `delay` step): added to every answer
 /// and every chunk served. Zero means none.
 #[derive(Debug, Default)]
@@ -205,12 +265,12 @@ impl Node {
     /// Simulates a slow link: adds `delay` to every answer and every chunk this node sends
     /// (zero removes it).
     pub fn set_link_delay(&self, delay: Duration) {
-        self.inner.link_delay.set(delay);
+        self.inner.transfers.link_delay.set(delay);
     }
 
     /// The simulated latency of this node's answers, if any.
     pub(crate) fn answer_delay(&self) -> Option<Duration> {
-        self.inner.link_delay.get()
+        self.inner.transfers.link_delay.get()
     }
 }
 

@@ -35,6 +35,7 @@ impl Progress {
     }
 }
 
+#[derive(Debug)]
 struct Live {
     view: TransferView,
     progress: Arc<Progress>,
@@ -42,6 +43,7 @@ struct Live {
 }
 
 /// The transfers this node runs, both ways.
+#[derive(Debug)]
 pub(crate) struct Registry {
     live: HashMap<String, Live>,
     finished_order: Vec<String>,
@@ -147,26 +149,20 @@ impl Node {
     /// Lists a transfer in the registry; its task reports progress through the result.
     pub(super) fn register(&self, view: TransferView) -> Arc<Progress> {
         let progress = Progress::starting_at(view.bytes_done);
-        if let Ok(mut r) = self.inner.transfers.lock() {
-            r.insert(view, progress.clone());
-        }
+        self.inner
+            .transfers
+            .registry()
+            .insert(view, progress.clone());
         progress
     }
 
     pub(super) fn update_transfer(&self, id: &str, f: impl FnOnce(&mut TransferView)) {
-        if let Ok(mut r) = self.inner.transfers.lock() {
-            r.update(id, f);
-        }
+        self.inner.transfers.registry().update(id, f);
     }
 
     /// Transfers in progress and recently finished, both ways, newest first.
     pub fn transfers(&self) -> Vec<TransferView> {
-        let mut list: Vec<TransferView> = self
-            .inner
-            .transfers
-            .lock()
-            .map(|r| r.views())
-            .unwrap_or_default();
+        let mut list: Vec<TransferView> = self.inner.transfers.registry().views();
         // Fetches finished before this run are in the database.
         if let Ok(records) = self.store().records::<FetchRecord>(RecordTree::Fetches) {
             for (_, rec) in records {
@@ -181,7 +177,7 @@ impl Node {
 
     /// One transfer.
     pub fn transfer(&self, id: &str) -> Result<TransferView, NodeError> {
-        if let Some(v) = self.inner.transfers.lock().ok().and_then(|r| r.view(id)) {
+        if let Some(v) = self.inner.transfers.registry().view(id) {
             return Ok(v);
         }
         self.store()

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::registry::Progress;
-use super::{
-    CHUNK_TABLE_CACHE, MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err,
-};
+use super::{MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
@@ -39,9 +37,11 @@ struct ServingSlot {
 
 impl Drop for ServingSlot {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.node.inner.transfers.lock() {
-            r.release_serving(&self.peer);
-        }
+        self.node
+            .inner
+            .transfers
+            .registry()
+            .release_serving(&self.peer);
     }
 }
 
@@ -97,12 +97,7 @@ impl Node {
         use futures::AsyncWriteExt;
         let stall = Duration::from_secs(self.config().exchange.stall_timeout_secs);
         let limit = self.config().exchange.max_transfers_per_peer;
-        let admitted = self
-            .inner
-            .transfers
-            .lock()
-            .map(|mut r| r.admit_serving(peer, limit))
-            .unwrap_or(false);
+        let admitted = self.inner.transfers.registry().admit_serving(peer, limit);
         if !admitted {
             tracing::warn!(peer = %peer, limit, "fetch refused: too many transfers from this peer");
             let reply = FetchReply::Refused {
@@ -248,11 +243,7 @@ impl Node {
 
     /// The region of a member whose NodeInfo we verified.
     pub(crate) fn peer_region(&self, peer: &PeerId) -> Option<Region> {
-        self.inner
-            .peer_infos
-            .read()
-            .ok()
-            .and_then(|m| m.get(peer).map(|i| i.document.region))
+        self.inner.peers.region(peer)
     }
 
     /// Access checks and the manifest + chunk table of what `peer` will receive.
@@ -295,13 +286,7 @@ impl Node {
         manifest: &Signed<Manifest>,
     ) -> Result<Arc<ChunkTable>, NodeError> {
         let m = &manifest.document;
-        if let Some(t) = self
-            .inner
-            .chunk_tables
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&m.digest).cloned())
-        {
+        if let Some(t) = self.inner.transfers.cached_table(&m.digest) {
             return Ok(t);
         }
         let blobs = self.blobs().clone();
@@ -318,12 +303,7 @@ impl Node {
             )));
         }
         let table = Arc::new(table);
-        if let Ok(mut c) = self.inner.chunk_tables.lock() {
-            if c.len() >= CHUNK_TABLE_CACHE {
-                c.clear();
-            }
-            c.insert(m.digest.clone(), table.clone());
-        }
+        self.inner.transfers.cache_table(&m.digest, table.clone());
         Ok(table)
     }
 
@@ -381,7 +361,10 @@ impl Node {
                 progress
                     .bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Counters::add(&self.inner.counters.bytes_sent, bytes.len() as u64);
+                Counters::add(
+                    &self.inner.transfers.counters().bytes_sent,
+                    bytes.len() as u64,
+                );
             }
             let _ = reader.await;
         }

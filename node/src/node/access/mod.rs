@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod rules;
+
 use super::provenance::doc;
 use super::{Node, NodeError, unexpected};
-use crate::clock::{now_rfc3339, parse_rfc3339};
+use crate::clock::now_rfc3339;
 use crate::config::AutoDecision;
 use crate::model::catalogue::{CatalogueEntry, ShareType};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Revocation};
@@ -24,6 +26,8 @@ use crate::model::region::{self, Region};
 use crate::model::signed::Signed;
 use crate::model::standard;
 use crate::store::RecordTree;
+pub use rules::Refusal;
+use rules::check_text;
 
 /// Longest purpose, legal basis or reason accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -103,19 +107,11 @@ pub enum GrantState {
 impl GrantRecord {
     /// The state now.
     pub fn state(&self) -> GrantState {
-        grant_state(&self.grant.document, self.revocation.is_some())
-    }
-}
-
-fn grant_state(g: &Grant, revoked: bool) -> GrantState {
-    if revoked {
-        return GrantState::Revoked;
-    }
-    let now = OffsetDateTime::now_utc();
-    match (parse_rfc3339(&g.not_before), parse_rfc3339(&g.expires_at)) {
-        (Some(nb), _) if now < nb => GrantState::NotYetValid,
-        (_, Some(exp)) if now <= exp => GrantState::Valid,
-        _ => GrantState::Expired,
+        rules::grant_state(
+            &self.grant.document,
+            self.revocation.is_some(),
+            OffsetDateTime::now_utc(),
+        )
     }
 }
 
@@ -144,42 +140,11 @@ pub struct Target {
     pub offer: CatalogueEntry,
 }
 
-/// Why a fetch is refused: a code of the fetch protocol and a message naming the cause.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Why, on the wire.
-    pub code: RefusalCode,
-    /// For people.
-    pub message: String,
-}
-
-fn refusal(code: RefusalCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-    }
-}
-
 fn random_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
-}
-
-fn is_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn check_text(what: &'static str, text: &str) -> Result<(), NodeError> {
-    let n = text.trim().chars().count();
-    if n == 0 || n > MAX_TEXT_CHARS {
-        return Err(NodeError::invalid(
-            what.trim_start_matches("the "),
-            format!("{what} must be 1 to {MAX_TEXT_CHARS} characters"),
-        ));
-    }
-    Ok(())
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -297,44 +262,10 @@ impl Node {
     /// Our offer `dataset`, or why it cannot be delivered: withheld (with the reason and legal
     /// basis), not shared, or not offered.
     pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<CatalogueEntry, Refusal> {
-        let withheld = self
-            .withheld()
-            .map_err(|e| refusal(RefusalCode::Internal, e.to_string()))?;
-        if let Some(w) = withheld.iter().find(|w| w.identifier == dataset) {
-            return Err(refusal(
-                RefusalCode::NotShared,
-                format!(
-                    "{dataset} is not shared (不予共享): {} (legal basis: {})",
-                    w.reason, w.legal_basis
-                ),
-            ));
-        }
-        let offers = self
-            .offers()
-            .map_err(|e| refusal(RefusalCode::Internal, e.to_string()))?;
-        let offer = offers
-            .into_iter()
-            .find(|o| o.offer.identifier == dataset)
-            .ok_or_else(|| {
-                refusal(
-                    RefusalCode::NotFound,
-                    format!("{dataset} is not one of our offers"),
-                )
-            })?;
-        if offer.offer.share_type == ShareType::NotShared {
-            return Err(refusal(
-                RefusalCode::NotShared,
-                format!(
-                    "{dataset} is not shared (不予共享): {}",
-                    offer
-                        .offer
-                        .share_conditions
-                        .as_deref()
-                        .unwrap_or("no reason recorded")
-                ),
-            ));
-        }
-        Ok(offer)
+        let internal = |e: NodeError| rules::refusal(RefusalCode::Internal, e.to_string());
+        let withheld = self.withheld().map_err(internal)?;
+        let offers = self.offers().map_err(internal)?;
+        rules::deliverable(dataset, &withheld, offers)
     }
 
     /// Every request we sent or received, newest first.
@@ -560,6 +491,7 @@ impl Node {
         peer: PeerId,
         signed: Signed<AccessRequest>,
     ) -> Result<RequestRecord, (RefusalCode, String)> {
+        let as_pair = |f: Refusal| (f.code, f.message);
         let bad = |m: String| (RefusalCode::BadRequest, m);
         signed.verify().map_err(|e| bad(e.to_string()))?;
         let key = signed.signer_key().map_err(|e| bad(e.to_string()))?;
@@ -567,54 +499,21 @@ impl Node {
         let signer = self
             .signer_peer(&key, &r.requester)
             .map_err(|e| bad(e.to_string()))?;
-        if signer != peer {
-            return Err(bad(format!("request signed by {signer}, sent by {peer}")));
-        }
-        if r.provider != self.peer_id().to_string() {
-            return Err(bad(format!(
-                "request names provider {}, not us",
-                r.provider
-            )));
-        }
-        if !is_id(&r.id) {
-            return Err(bad("request id must be 32 lowercase hex digits".into()));
-        }
-        for (what, text) in [("purpose", &r.purpose), ("legal basis", &r.legal_basis)] {
-            check_text(what, text).map_err(|e| bad(e.to_string()))?;
-        }
-        if r.fields.len() > MAX_FIELDS {
-            return Err(bad(format!("at most {MAX_FIELDS} fields")));
-        }
-        let offer = self
-            .deliverable_offer(&r.dataset)
-            .map_err(|f| (f.code, f.message))?;
-        if offer.offer.share_type != ShareType::Conditional {
-            return Err((
-                RefusalCode::BadRequest,
-                format!("{} is shared unconditionally: no request needed", r.dataset),
-            ));
-        }
+        let us = self.peer_id().to_string();
+        rules::check_request_form(r, signer, peer, &us).map_err(as_pair)?;
+        let offer = self.deliverable_offer(&r.dataset).map_err(as_pair)?;
         // Rules match on the region the requester really is, not the one it claims.
-        if let Some(verified) = self.peer_region(&peer) {
-            if verified != r.requester_region {
-                return Err(bad(format!(
-                    "the request claims region {} but the requester is {}",
-                    r.requester_region.label(),
-                    verified.label()
-                )));
-            }
-        }
+        rules::check_request_offer(r, &offer, self.peer_region(&peer)).map_err(as_pair)?;
         let known = self
             .offer_fields(&offer)
             .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
-        if let Some(f) = r.fields.iter().find(|f| !known.contains(f)) {
-            return Err(bad(format!("{f:?} is not a field of {}", r.dataset)));
-        }
+        rules::check_request_fields(r, &known).map_err(as_pair)?;
         let _guard = self.inner.write_lock.lock().await;
-        if let Ok(Some(existing)) = self
+        let existing = self
             .store()
             .record::<RequestRecord>(RecordTree::Requests, &r.id)
-        {
+            .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
+        if let Some(existing) = existing {
             if existing.request == signed {
                 return Ok(existing);
             }
@@ -634,12 +533,7 @@ impl Node {
                     && x.status == RequestStatus::Pending
             })
             .count();
-        if pending >= limit {
-            return Err((
-                RefusalCode::Limit,
-                format!("{pending} of your requests are already pending here (limit {limit})"),
-            ));
-        }
+        rules::pending_within_limit(pending, limit).map_err(as_pair)?;
         let record = RequestRecord {
             id: r.id.clone(),
             direction: Direction::In,
@@ -676,19 +570,9 @@ impl Node {
             Some(rule) => {
                 let decided_by = format!("auto:{}", rule.name);
                 let decided = match rule.decision {
-                    AutoDecision::Approve => {
-                        let masks = rule
-                            .masks
-                            .iter()
-                            .filter_map(|m| m.parse::<FieldMask>().ok())
-                            .collect();
-                        let approval = Approval {
-                            fields: (!rule.fields.is_empty()).then(|| rule.fields.clone()),
-                            masks,
-                            expires_in_secs: rule.expires_days.map(|d| d * 86_400),
-                        };
-                        self.decide_grant(&r.id, approval, &decided_by).map(|_| ())
-                    }
+                    AutoDecision::Approve => rules::rule_approval(&rule)
+                        .and_then(|approval| self.decide_grant(&r.id, approval, &decided_by))
+                        .map(|_| ()),
                     AutoDecision::Deny => self
                         .decide_denial(&r.id, rule.reason.as_deref().unwrap_or("denied by rule"))
                         .map(|_| ()),
@@ -1199,66 +1083,14 @@ impl Node {
         dataset: &str,
         grant_id: Option<&str>,
     ) -> Result<Signed<Grant>, Refusal> {
-        let Some(id) = grant_id else {
-            return Err(refusal(
-                RefusalCode::GrantRequired,
-                format!(
-                    "{dataset} is shared on conditions (有条件共享): request access first \
-                     (`yrd request …/{dataset} --purpose … --basis …`)"
-                ),
-            ));
+        let record: Option<GrantRecord> = match grant_id {
+            None => None,
+            Some(id) => self
+                .store()
+                .record(RecordTree::Grants, id)
+                .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?,
         };
-        let record: GrantRecord = match self.store().record(RecordTree::Grants, id) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return Err(refusal(
-                    RefusalCode::GrantInvalid,
-                    format!("no grant {id} was issued here"),
-                ));
-            }
-            Err(e) => return Err(refusal(RefusalCode::Internal, e.to_string())),
-        };
-        let g = &record.grant.document;
-        if record.direction != Direction::Out {
-            return Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!("grant {id} was not issued here"),
-            ));
-        }
-        if g.grantee != peer.to_string() {
-            return Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!("grant {id} was issued to another node"),
-            ));
-        }
-        if g.dataset != dataset {
-            return Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!("grant {id} is for {}, not {dataset}", g.dataset),
-            ));
-        }
-        match record.state() {
-            GrantState::Valid => Ok(record.grant),
-            GrantState::Revoked => Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!(
-                    "grant {id} was revoked: {}",
-                    record
-                        .revocation
-                        .as_ref()
-                        .map(|r| r.document.reason.as_str())
-                        .unwrap_or("")
-                ),
-            )),
-            GrantState::Expired => Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!("grant {id} expired at {}", g.expires_at),
-            )),
-            GrantState::NotYetValid => Err(refusal(
-                RefusalCode::GrantInvalid,
-                format!("grant {id} is not valid before {}", g.not_before),
-            )),
-        }
+        rules::grant_for_fetch(record, grant_id, peer, dataset, OffsetDateTime::now_utc())
     }
 
     async fn record_request(&self, kind: RecordKind, peer: PeerId, record: &RequestRecord) {
