@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::config::{CONFIG_FILE, Member, NodeConfig};
-use crate::identity::{self, KEY_FILE, NodeKey, TOKEN_FILE};
+use crate::identity::{self, AdminToken, KEY_FILE, NodeKey, TOKEN_FILE};
 use crate::model::region::{self, Region, RegionInfo};
-use crate::node::{Node, NodeError, NodeOptions};
+use crate::node::{NodeError, NodeOptions};
 use crate::server::{Server, ServerError};
 use crate::setup::{self, InitOptions, SetupError};
 
@@ -312,7 +312,7 @@ impl Signals {
 
     /// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload`) re-reads each node's admin
     /// token (after `yrd token rotate`); the config is read only at start.
-    pub async fn wait(mut self, nodes: &[&Node]) -> Result<(), DevnetError> {
+    pub async fn wait(mut self, tokens: &[&AdminToken]) -> Result<(), DevnetError> {
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         loop {
@@ -324,8 +324,8 @@ impl Signals {
                         "SIGHUP: reloading the admin token; the config is read only at start \
                          (restart the node to apply config changes)"
                     );
-                    for node in nodes {
-                        if let Err(e) = node.reload_admin_token() {
+                    for token in tokens {
+                        if let Err(e) = token.reload() {
                             tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
                         }
                     }

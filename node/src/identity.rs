@@ -185,10 +185,13 @@ pub fn load_token(path: &Path) -> Result<String, IdentityError> {
     Ok(token)
 }
 
-/// The admin token the API checks, shared between the API and whoever may replace it (SIGHUP,
-/// `yrd token rotate`). Cloning shares the cell.
+/// The admin token the API checks, read from its file and re-read from it on demand (SIGHUP,
+/// `yrd token rotate`, `POST /api/v1/token/reload`). Cloning shares the cell.
 #[derive(Clone)]
-pub struct AdminToken(std::sync::Arc<std::sync::RwLock<std::sync::Arc<str>>>);
+pub struct AdminToken {
+    cell: std::sync::Arc<parking_lot::RwLock<std::sync::Arc<str>>>,
+    path: std::sync::Arc<Path>,
+}
 
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,28 +200,26 @@ impl fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
-    /// A cell holding `token`.
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(std::sync::Arc::new(std::sync::RwLock::new(token.into())))
+    /// The token in `path` (refused if others can read it, or too short).
+    pub fn load(path: &Path) -> Result<AdminToken, IdentityError> {
+        let token = load_token(path)?;
+        Ok(AdminToken {
+            cell: std::sync::Arc::new(parking_lot::RwLock::new(token.into())),
+            path: path.into(),
+        })
     }
 
     /// The token now.
     pub fn current(&self) -> std::sync::Arc<str> {
-        match self.0.read() {
-            Ok(t) => t.clone(),
-            // A writer panicked mid-swap; the value is still a whole Arc.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.cell.read().clone()
     }
 
     /// Re-reads the token file (with the same checks as at start) and uses it from now on; the
     /// old token keeps working if the file is refused.
-    pub fn reload(&self, path: &Path) -> Result<(), IdentityError> {
-        let token = load_token(path)?;
-        match self.0.write() {
-            Ok(mut t) => *t = token.into(),
-            Err(poisoned) => *poisoned.into_inner() = token.into(),
-        }
+    pub fn reload(&self) -> Result<(), IdentityError> {
+        let token = load_token(&self.path)?;
+        *self.cell.write() = token.into();
+        tracing::info!(file = %self.path.display(), "admin token reloaded");
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 
 use crate::api::ApiServer;
+use crate::identity::{AdminToken, IdentityError, TOKEN_FILE};
 use crate::node::{Node, NodeError, NodeOptions, RunningNode};
 
 /// Why the daemon could not start or stop.
@@ -18,6 +19,9 @@ pub enum ServerError {
     /// The node failed (key, store, network, provenance log).
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The admin token is missing, unreadable or readable by others.
+    #[error(transparent)]
+    Token(#[from] IdentityError),
     /// The admin API could not bind its address.
     #[error(transparent)]
     Api(#[from] crate::api::BindError),
@@ -34,6 +38,7 @@ pub struct Server {
     pub metrics_address: Option<SocketAddr>,
     running: RunningNode,
     api: ApiServer,
+    token: AdminToken,
 }
 
 impl Server {
@@ -41,9 +46,11 @@ impl Server {
     pub async fn start(options: NodeOptions) -> Result<Server, ServerError> {
         let listen = options.config.api.listen;
         let metrics = options.config.api.metrics_listen;
+        // The token is the API's: checked before anything starts, so a readable one refuses.
+        let token = AdminToken::load(&options.data_dir.join(TOKEN_FILE))?;
         let running = Node::start(options).await?;
         let node = running.node.clone();
-        let api = match ApiServer::start(node.clone(), listen, node.admin_token(), metrics).await {
+        let api = match ApiServer::start(node.clone(), listen, token.clone(), metrics).await {
             Ok(api) => api,
             Err(e) => {
                 drop(node);
@@ -57,12 +64,18 @@ impl Server {
         node.set_api_address(api_address);
         tracing::info!(peer = %node.peer_id(), api = %api_address, "admin API listening");
         Ok(Server {
+            token,
             metrics_address: api.metrics_addr(),
             node,
             api_address,
             running,
             api,
         })
+    }
+
+    /// The admin token the API checks; [`AdminToken::reload`] re-reads its file (on SIGHUP).
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.token
     }
 
     /// Stops accepting API requests, then stops the node (see [`RunningNode::shutdown`]).

@@ -58,6 +58,12 @@ pub struct TokenReloaded {
 pub(super) async fn token_reload(
     State(state): State<ApiState>,
 ) -> Result<Json<TokenReloaded>, ApiError> {
-    state.node.reload_admin_token()?;
+    state.token.reload().map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e}; the old token stays in force"),
+        )
+    })?;
     Ok(Json(TokenReloaded { reloaded: true }))
 }

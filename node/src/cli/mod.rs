@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::config::{CONFIG_FILE, LogFormat, NodeConfig};
-use crate::identity::{self, KEY_FILE, TOKEN_FILE};
+use crate::identity::{self, AdminToken, KEY_FILE, TOKEN_FILE};
 use crate::model::region::{self, Region};
-use crate::node::{Health, Node, NodeOptions, NodeView, PeerView};
+use crate::node::{Health, NodeOptions, NodeView, PeerView};
 use crate::setup::{self, InitOptions};
 use client::{ApiClient, ClientError};
 use output::print_json;
@@ -309,7 +309,7 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
         running.api_address,
         std::process::id()
     ));
-    let _ = signals.wait(&[&running.node]).await;
+    let _ = signals.wait(&[running.admin_token()]).await;
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
@@ -382,8 +382,8 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
     } else {
         println!("{}", crate::devnet::describe(&devnet));
     }
-    let nodes: Vec<&Node> = devnet.nodes.iter().map(|(_, r)| &r.node).collect();
-    let waited = signals.wait(&nodes).await;
+    let tokens: Vec<&AdminToken> = devnet.nodes.iter().map(|(_, r)| r.admin_token()).collect();
+    let waited = signals.wait(&tokens).await;
     tracing::info!("stopping the devnet");
     devnet.shutdown().await;
     waited?;

@@ -181,8 +181,6 @@ struct Inner {
     write_lock: tokio::sync::Mutex<()>,
     /// Where the admin API listens, once the server above has bound it (for [`Node::view`]).
     api_address: parking_lot::RwLock<Option<SocketAddr>>,
-    /// The admin token the API checks (replaced by [`Node::reload_admin_token`]).
-    admin_token: identity::AdminToken,
     /// Inbound exchange requests being answered at once (each signs, stores and flushes).
     inbound_exchange: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
@@ -312,8 +310,6 @@ impl Node {
     pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         let NodeOptions { config, data_dir } = options;
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
-        let token =
-            identity::AdminToken::new(identity::load_token(&data_dir.join(identity::TOKEN_FILE))?);
         // Opening may wait for sled's lock (a node on this dir still stopping): off the runtime.
         let dir = data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -371,7 +367,6 @@ impl Node {
                 witness: tokio::sync::Mutex::new(()),
                 write_lock: tokio::sync::Mutex::new(()),
                 api_address: parking_lot::RwLock::new(None),
-                admin_token: token,
                 inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -444,11 +439,6 @@ impl Node {
     /// Records where the admin API listens, for [`Node::view`] (set by the server above).
     pub fn set_api_address(&self, address: SocketAddr) {
         *self.inner.api_address.write() = Some(address);
-    }
-
-    /// The admin token the API checks; [`Node::reload_admin_token`] replaces it.
-    pub fn admin_token(&self) -> identity::AdminToken {
-        self.inner.admin_token.clone()
     }
 
     /// Our peer id.
@@ -856,15 +846,6 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_info: self.signed_node_info()?,
         })
-    }
-
-    /// Re-reads `api.token` from the data dir (after `yrd token rotate`, on SIGHUP or
-    /// `POST /api/v1/token/reload`); a refused file leaves the old token in force.
-    pub fn reload_admin_token(&self) -> Result<(), NodeError> {
-        let path = self.inner.data_dir.join(identity::TOKEN_FILE);
-        self.inner.admin_token.reload(&path)?;
-        tracing::info!(file = %path.display(), "admin token reloaded");
-        Ok(())
     }
 
     /// Bytes and transfers since start.
