@@ -255,6 +255,28 @@ impl Node {
         &self.inner.blobs
     }
 
+    /// Checks every record of a stored blob against `standard`, off the runtime. The outer error
+    /// is the node's own (the blob unreadable, the task lost); the inner one lists the records
+    /// that do not conform.
+    pub(crate) async fn check_stored_records(
+        &self,
+        digest: &str,
+        format: DataFormat,
+        standard: CompiledStandard,
+    ) -> Result<Result<Checked, Vec<RecordProblem>>, NodeError> {
+        let (blobs, digest) = (self.inner.blobs.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || {
+            let reader = blobs.open_read(&digest)?;
+            Ok(if format == DataFormat::Csv {
+                check_csv(reader, &standard)
+            } else {
+                check_jsonl(reader, &standard)
+            })
+        })
+        .await
+        .map_err(NodeError::task("validating the records"))?
+    }
+
     /// Deletes a blob nothing should keep (refused records), off the runtime: it may be a large
     /// file. The caller is already failing for another reason, so a failure here is logged, not
     /// returned; the file stays on disk until removed by hand.
@@ -343,24 +365,9 @@ impl Node {
         let records = match compiled {
             None => 0,
             Some(standard) => {
-                let blobs = self.inner.blobs.clone();
-                let digest = info.digest.clone();
-                let checked = tokio::task::spawn_blocking(move || {
-                    let reader = blobs.open_read(&digest).map_err(|e| {
-                        vec![RecordProblem {
-                            line: 0,
-                            path: String::new(),
-                            message: e.to_string(),
-                        }]
-                    })?;
-                    if format == DataFormat::Csv {
-                        check_csv(reader, &standard)
-                    } else {
-                        check_jsonl(reader, &standard)
-                    }
-                })
-                .await
-                .map_err(NodeError::task("validating the records"))?;
+                let checked = self
+                    .check_stored_records(&info.digest, format, standard)
+                    .await?;
                 match checked {
                     Ok(c) => c.records,
                     Err(problems) => {

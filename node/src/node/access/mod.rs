@@ -599,14 +599,9 @@ impl Node {
         Ok(record)
     }
 
-    /// Signs and records a grant for pending inbound request `id` (caller holds the write lock).
-    fn decide_grant(
-        &self,
-        id: &str,
-        approval: Approval,
-        decided_by: &str,
-    ) -> Result<Signed<Grant>, NodeError> {
-        let mut record = self.request_record(id)?;
+    /// Inbound request `id`, if it is still waiting for our decision.
+    fn pending_inbound(&self, id: &str) -> Result<RequestRecord, NodeError> {
+        let record = self.request_record(id)?;
         if record.direction != Direction::In {
             return Err(NodeError::invalid(
                 "id",
@@ -619,6 +614,17 @@ impl Node {
                 record.status
             )));
         }
+        Ok(record)
+    }
+
+    /// Signs and records a grant for pending inbound request `id` (caller holds the write lock).
+    fn decide_grant(
+        &self,
+        id: &str,
+        approval: Approval,
+        decided_by: &str,
+    ) -> Result<Signed<Grant>, NodeError> {
+        let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
         let offer = self
             .deliverable_offer(&r.dataset)
@@ -690,19 +696,7 @@ impl Node {
 
     fn decide_denial(&self, id: &str, reason: &str) -> Result<Signed<Denial>, NodeError> {
         check_text("the reason", reason)?;
-        let mut record = self.request_record(id)?;
-        if record.direction != Direction::In {
-            return Err(NodeError::invalid(
-                "id",
-                format!("request {id} is one we sent; only its provider can answer it"),
-            ));
-        }
-        if record.status != RequestStatus::Pending {
-            return Err(NodeError::Conflict(format!(
-                "request {id} is already {:?}",
-                record.status
-            )));
-        }
+        let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
         let denial = Denial {
             request_id: r.id.clone(),

@@ -17,7 +17,6 @@ use libp2p::PeerId;
 use super::registry::Progress;
 use super::{
     CHUNK_QUEUE, FetchRecord, MAX_BAD_CHUNK_RETRIES, SYNC_EVERY, TransferStatus, TransferView,
-    blocking_err,
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
@@ -34,7 +33,6 @@ use crate::model::transfer::{
 use crate::net::frames::{self, FrameError};
 use crate::node::access::{Direction, Target, grant_fields};
 use crate::node::counters::Counters;
-use crate::node::datasets::{RecordProblem, check_csv, check_jsonl};
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError, unexpected};
 use crate::store::RecordTree;
@@ -525,24 +523,10 @@ impl Node {
         };
         let compiled = standard::compile(&schema)
             .map_err(|e| NodeError::invalid("standard", e.to_string()))?;
-        let blobs = self.blobs().clone();
-        let (digest, format, expected) = (m.digest.clone(), m.format, m.record_count);
-        let checked = tokio::task::spawn_blocking(move || {
-            let reader = blobs.open_read(&digest).map_err(|e| {
-                vec![RecordProblem {
-                    line: 0,
-                    path: String::new(),
-                    message: e.to_string(),
-                }]
-            })?;
-            if format == DataFormat::Csv {
-                check_csv(reader, &compiled)
-            } else {
-                check_jsonl(reader, &compiled)
-            }
-        })
-        .await
-        .map_err(blocking_err)?;
+        let expected = m.record_count;
+        let checked = self
+            .check_stored_records(&m.digest, m.format, compiled)
+            .await?;
         match checked {
             Ok(c) if c.records == expected => Ok(()),
             Ok(c) => Err(NodeError::invalid(
