@@ -8,9 +8,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
 use yrd_node::api::ApiErrorBody;
-use yrd_node::api::exchange::{ApproveBody, FetchBody, GrantView, RequestBody};
-use yrd_node::api::provenance::{CheckView, HeadView};
-use yrd_node::api::routes::{OwnCatalogue, Removed};
+use yrd_node::api::exchange::{
+    ApproveBody, FetchBody, GrantView, ReasonBody, RequestBody, TargetBody,
+};
+use yrd_node::api::provenance::{CheckView, HeadView, ResolveBody};
+use yrd_node::api::routes::{OwnCatalogue, PublishSchema, PublishVersion, Removed};
 use yrd_node::cli::client::{ApiClient, ClientError};
 use yrd_node::model::catalogue::{
     Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld,
@@ -21,7 +23,7 @@ use yrd_node::model::provenance::{EvidenceBundle, ProvenanceRecord, RecordKind};
 use yrd_node::model::signed::Signed;
 use yrd_node::node::access::{Direction, RequestRecord};
 use yrd_node::node::catalogue::{MatchReport, SearchHit, SearchQuery};
-use yrd_node::node::provenance::Delivery;
+use yrd_node::node::provenance::{Delivery, ExportQuery};
 use yrd_node::node::transfer::{Subscription, TransferStatus, TransferView};
 use yrd_node::node::{Health, NodeView, PeerView};
 use yrd_node::store::provenance::Alarm;
@@ -48,27 +50,17 @@ fn wire<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// `path?k=v&…` with the given pairs percent-encoded, absent ones left out.
-fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
-    let encode = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let query: Vec<String> = pairs
+/// `path?k=v&…` with the given pairs form-encoded, absent ones left out.
+fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> Result<String, ClientError> {
+    let present = pairs
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", query.join("&"))
-    }
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)));
+    let url = reqwest::Url::parse_with_params("http://query.invalid/", present)
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
+    Ok(match url.query() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
+    })
 }
 
 /// A client of one node's admin API.
@@ -119,7 +111,12 @@ impl Api {
         self.client
             .post(
                 "/api/v1/schemas",
-                &json!({"id": id, "version": version, "schema": schema}),
+                &PublishSchema {
+                    id: id.into(),
+                    version: version.into(),
+                    title: None,
+                    schema: schema.clone(),
+                },
             )
             .await
     }
@@ -162,7 +159,7 @@ impl Api {
                 ("share_type", q.share_type.as_ref().map(wire)),
                 ("limit", q.limit.map(|l| l.to_string())),
             ],
-        );
+        )?;
         self.client.get(&path).await
     }
 
@@ -192,7 +189,10 @@ impl Api {
         self.client
             .post(
                 &format!("/api/v1/datasets/{dataset}/versions"),
-                &json!({"file": file, "format": format}),
+                &PublishVersion {
+                    file: file.to_path_buf(),
+                    format,
+                },
             )
             .await
     }
@@ -294,7 +294,7 @@ impl Api {
                 ("direction", direction.as_ref().map(wire)),
                 ("status", status.as_ref().map(wire)),
             ],
-        );
+        )?;
         self.client.get(&path).await
     }
 
@@ -315,7 +315,9 @@ impl Api {
         self.client
             .post(
                 &format!("/api/v1/requests/{id}/deny"),
-                &json!({"reason": reason}),
+                &ReasonBody {
+                    reason: reason.into(),
+                },
             )
             .await
     }
@@ -325,7 +327,7 @@ impl Api {
         let path = with_query(
             "/api/v1/grants",
             &[("direction", direction.as_ref().map(wire))],
-        );
+        )?;
         self.client.get(&path).await
     }
 
@@ -339,7 +341,9 @@ impl Api {
         self.client
             .post(
                 &format!("/api/v1/grants/{id}/revoke"),
-                &json!({"reason": reason}),
+                &ReasonBody {
+                    reason: reason.into(),
+                },
             )
             .await
     }
@@ -349,7 +353,12 @@ impl Api {
     /// `POST /api/v1/subscriptions`.
     pub async fn subscribe(&self, target: &str) -> Answer<Subscription> {
         self.client
-            .post("/api/v1/subscriptions", &json!({"target": target}))
+            .post(
+                "/api/v1/subscriptions",
+                &TargetBody {
+                    target: target.into(),
+                },
+            )
             .await
     }
 
@@ -360,7 +369,7 @@ impl Api {
 
     /// `DELETE /api/v1/subscriptions?target=…`.
     pub async fn unsubscribe(&self, target: &str) -> Answer<Removed> {
-        let path = with_query("/api/v1/subscriptions", &[("target", Some(target.into()))]);
+        let path = with_query("/api/v1/subscriptions", &[("target", Some(target.into()))])?;
         self.client.delete(&path).await
     }
 
@@ -384,7 +393,7 @@ impl Api {
                 ("kind", kind.as_ref().map(wire)),
                 ("limit", Some("100000".into())),
             ],
-        );
+        )?;
         self.client.get(&path).await
     }
 
@@ -410,7 +419,10 @@ impl Api {
         self.client
             .post(
                 "/api/v1/provenance/alarms/resolve",
-                &json!({"log": log, "note": note}),
+                &ResolveBody {
+                    log: log.into(),
+                    note: note.into(),
+                },
             )
             .await
     }
@@ -420,14 +432,20 @@ impl Api {
         let path = with_query(
             "/api/v1/provenance/deliveries",
             &[("dataset", Some(dataset.into()))],
-        );
+        )?;
         self.client.get(&path).await
     }
 
     /// `POST /api/v1/provenance/export` of every record about `dataset`.
     pub async fn export(&self, dataset: &str) -> Answer<EvidenceBundle> {
         self.client
-            .post("/api/v1/provenance/export", &json!({"dataset": dataset}))
+            .post(
+                "/api/v1/provenance/export",
+                &ExportQuery {
+                    dataset: Some(dataset.into()),
+                    ..ExportQuery::default()
+                },
+            )
             .await
     }
 }

@@ -36,6 +36,13 @@ pub const WITHHELD_REASON: &str = "数据治理整改中";
 pub const WITHHELD_BASIS: &str = "《公共数据管理办法》第十条";
 /// The provider's demand.
 pub const DEMAND: &str = "js-social-insurance";
+/// The fields the tests' conditional requests ask for.
+pub const FIELDS: [&str; 4] = [
+    "uscc",
+    "enterprise_name",
+    "legal_representative",
+    "legal_representative_id_number",
+];
 
 /// The JSON Schema of the sample standard `id`.
 pub fn sample_schema(id: &str) -> Result<Value> {

@@ -9,7 +9,7 @@ use yrd_node::model::catalogue::{Catalogue, Demand, OfferInput, ShareType, Updat
 use yrd_node::model::signed::Signed;
 use yrd_node::node::NodeError;
 use yrd_node::node::catalogue::SearchQuery;
-use yrd_tests::api::status;
+use yrd_tests::api::{Api, status};
 use yrd_tests::fixtures::{STANDARD, publish_sample_standard};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
@@ -150,15 +150,17 @@ fn held_by_1(net: &TestNet) -> Result<Option<Signed<Catalogue>>> {
         .find(|c| c.document.publisher == shanghai))
 }
 
+/// Node 1's refusal of `snapshot` as if node 0 had sent it.
+async fn refusal(net: &TestNet, snapshot: Signed<Catalogue>) -> Result<NodeError> {
+    let from = net.nodes[0].peer_id();
+    let accepted = net.nodes[1].node()?.accept_catalogue(from, snapshot).await;
+    Ok(accepted.expect_err("refused"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_older_snapshot_is_refused_as_stale() -> Result<()> {
     let (mut net, old) = two_snapshots().await?;
-    let from = net.nodes[0].peer_id();
-    let err = net.nodes[1]
-        .node()?
-        .accept_catalogue(from, old)
-        .await
-        .expect_err("refused");
+    let err = refusal(&net, old).await?;
     assert!(matches!(err, NodeError::Stale(_)), "{err}");
     net.stop_all().await
 }
@@ -166,15 +168,10 @@ async fn a_replayed_older_snapshot_is_refused_as_stale() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_snapshot_is_refused_by_its_signature() -> Result<()> {
     let (mut net, _) = two_snapshots().await?;
-    let from = net.nodes[0].peer_id();
     // A higher sequence with the original signature.
     let mut tampered = held_by_1(&net)?.expect("snapshot");
     tampered.document.sequence += 10;
-    let err = net.nodes[1]
-        .node()?
-        .accept_catalogue(from, tampered)
-        .await
-        .expect_err("refused");
+    let err = refusal(&net, tampered).await?;
     assert!(matches!(err, NodeError::Signature(_)), "{err}");
     net.stop_all().await
 }
@@ -182,17 +179,11 @@ async fn a_tampered_snapshot_is_refused_by_its_signature() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_members_snapshot_signed_by_its_own_key_is_refused() -> Result<()> {
     let (mut net, old) = two_snapshots().await?;
-    let from = net.nodes[0].peer_id();
     let outsider = NodeKey::generate();
     let mut doc = old.document;
     doc.publisher = outsider.peer_id().to_string();
     doc.sequence = 1;
-    let signed = Signed::sign(doc, outsider.signing_key())?;
-    let err = net.nodes[1]
-        .node()?
-        .accept_catalogue(from, signed)
-        .await
-        .expect_err("refused");
+    let err = refusal(&net, Signed::sign(doc, outsider.signing_key())?).await?;
     assert!(err.to_string().contains("non-member"), "{err}");
     net.stop_all().await
 }
@@ -238,6 +229,15 @@ fn test_standard() -> Value {
     })
 }
 
+/// One node holding [`test_standard`] as `test-std` 1.0.0, and its API client.
+async fn with_test_standard() -> Result<(TestNet, Api)> {
+    let net = TestNet::line(1).await?;
+    let api = net.api(0)?;
+    api.publish_schema("test-std", "1.0.0", &test_standard())
+        .await?;
+    Ok((net, api))
+}
+
 /// [`test_standard`] with an optional string `c` added.
 fn with_optional_c() -> Value {
     let mut v = test_standard();
@@ -247,10 +247,7 @@ fn with_optional_c() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_published_again_is_idempotent_and_other_content_conflicts() -> Result<()> {
-    let mut net = TestNet::line(1).await?;
-    let api = net.api(0)?;
-    api.publish_schema("test-std", "1.0.0", &test_standard())
-        .await?;
+    let (mut net, api) = with_test_standard().await?;
     api.publish_schema("test-std", "1.0.0", &test_standard())
         .await?;
     let err = api
@@ -263,10 +260,7 @@ async fn a_standard_published_again_is_idempotent_and_other_content_conflicts() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minor_version_must_be_compatible_and_a_major_one_need_not() -> Result<()> {
-    let mut net = TestNet::line(1).await?;
-    let api = net.api(0)?;
-    api.publish_schema("test-std", "1.0.0", &test_standard())
-        .await?;
+    let (mut net, api) = with_test_standard().await?;
     // An optional field added: compatible.
     api.publish_schema("test-std", "1.1.0", &with_optional_c())
         .await?;
@@ -314,10 +308,7 @@ async fn a_schema_not_in_draft_2020_12_or_not_compilable_is_refused() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_needs_a_known_standard_and_conditions_unless_unconditional() -> Result<()> {
-    let mut net = TestNet::line(1).await?;
-    let api = net.api(0)?;
-    api.publish_schema("test-std", "1.0.0", &test_standard())
-        .await?;
+    let (mut net, api) = with_test_standard().await?;
     let mut no_conditions = offer("o", "test-std", ShareType::Conditional);
     no_conditions.share_conditions = None;
     for (case, o, says) in [

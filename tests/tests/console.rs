@@ -26,8 +26,8 @@ use yrd_node::model::provenance::{EvidenceBundle, RecordKind};
 use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::TransferStatus;
 use yrd_tests::fixtures::{
-    COND, COND_CONDITIONS, DEMAND, SECRET, SECRET_REASON, STANDARD, WITHHELD, WITHHELD_REASON,
-    provider,
+    COND, COND_CONDITIONS, DEMAND, FIELDS, SECRET, SECRET_REASON, STANDARD, WITHHELD,
+    WITHHELD_REASON, provider,
 };
 use yrd_tests::{TestNet, WAIT, wait_until};
 
@@ -37,13 +37,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long a wait for the page gives it.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
-/// The fields the requester asks for.
-const FIELDS: [&str; 4] = [
-    "uscc",
-    "enterprise_name",
-    "legal_representative",
-    "legal_representative_id_number",
-];
 /// The field the provider masks.
 const MASKED: &str = "legal_representative_id_number";
 

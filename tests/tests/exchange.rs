@@ -19,18 +19,11 @@ use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::{Fault, TransferStatus, TransferView};
 use yrd_tests::api::{fetch_body, finished};
 use yrd_tests::fixtures::{
-    COND, OPEN, Provider, SECRET, SECRET_REASON, STANDARD, WITHHELD, WITHHELD_BASIS,
+    COND, FIELDS, OPEN, Provider, SECRET, SECRET_REASON, STANDARD, WITHHELD, WITHHELD_BASIS,
     WITHHELD_REASON, file_digest, grant, provider, request_body, write_sample_records,
 };
 use yrd_tests::{TestNet, WAIT, wait_until};
 
-/// The fields the conditional requests ask for.
-const FIELDS: [&str; 4] = [
-    "uscc",
-    "enterprise_name",
-    "legal_representative",
-    "legal_representative_id_number",
-];
 /// The purpose of the conditional requests.
 const PURPOSE: &str = "跨省通办企业核验";
 
