@@ -110,12 +110,24 @@ impl TestNode {
         Ok(())
     }
 
-    /// Stops the node cleanly.
+    /// Stops the node cleanly; returns once its database may be opened again.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(r) = self.running.take() {
             r.shutdown().await?;
+            self.wait_database_released().await?;
         }
         Ok(())
+    }
+
+    /// Waits until nothing holds the lock of the node's database: sled's background writes
+    /// keep it a moment after the last handle is dropped, so a start or an open of the store
+    /// right after a shutdown (or after a test's own use of the store) could find it locked.
+    pub async fn wait_database_released(&self) -> Result<()> {
+        let lock_file = self.data_dir.join(yrd_node::store::DB_DIR).join("db");
+        wait_until("the node's database lock to be released", WAIT, || async {
+            Ok(std::fs::File::open(&lock_file)?.try_lock().is_ok())
+        })
+        .await
     }
 
     /// Stops and starts again with the same data dir.

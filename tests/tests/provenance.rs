@@ -302,6 +302,7 @@ async fn rewrite_record(net: &mut TestNet, seq: u64, counterparty: &str) -> Resu
         log.close();
         store.flush_blocking()?;
     }
+    net.nodes[0].wait_database_released().await?;
     net.nodes[0].start().await?;
     net.wait_full_mesh().await
 }
