@@ -1,15 +1,33 @@
 //! Black-box tests of the `yrd` binary: init, config check, run's refusals, a daemon answering the
-//! CLI, and the devnet with its reuse of identities.
+//! CLI, and the devnet with its reuse of identities and an exchange driven only through the CLI.
+//! `--json` answers are read as the node's own view types.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use tempfile::TempDir;
+use yrd_node::api::routes::OwnCatalogue;
+use yrd_node::model::catalogue::SchemaDoc;
+use yrd_node::model::exchange::Manifest;
+use yrd_node::model::message::RequestStatus;
+use yrd_node::model::signed::Signed;
+use yrd_node::node::access::RequestRecord;
+use yrd_node::node::catalogue::SearchHit;
+use yrd_node::node::provenance::{BundleEntryView, Delivery};
+use yrd_node::node::transfer::Subscription;
+use yrd_node::node::{Health, NodeView, PeerView};
+
 const YRD: &str = env!("CARGO_BIN_EXE_yrd");
+/// How long a wait gives the daemon or the devnet.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn yrd(args: &[&str]) -> Output {
     Command::new(YRD)
@@ -29,12 +47,51 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Asserts that `o` succeeded; returns its standard output.
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", stderr(o));
+    stdout(o)
+}
+
+/// The `--json` answer of a successful command, as the view type it is.
+fn json<T: DeserializeOwned>(o: &Output) -> T {
+    ok(o);
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// A data dir argument.
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `yrd --data-dir DIR ARGS…`.
+fn on(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--data-dir", arg(dir)];
+    all.extend_from_slice(args);
+    yrd(&all)
+}
+
+/// Polls `check` every 100 ms until it gives a value; panics naming `what` after `timeout`.
+fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn init(dir: &Path, region: &str) -> Output {
-    let d = dir.to_str().unwrap();
     yrd(&[
         "init",
         "--data-dir",
-        d,
+        arg(dir),
         "--region",
         region,
         "--name",
@@ -50,21 +107,26 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+// ------------------------------------------------------------------------------------------------
+// init, config check, run's refusals
+
 #[test]
-fn init_creates_a_node_and_refuses_to_overwrite_it() {
+fn init_creates_a_node_with_owner_only_secrets_and_a_valid_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sh");
-    let out = init(&dir, "310000");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("310000 上海市 Shanghai"),
-        "{}",
-        stdout(&out)
-    );
+    let out = ok(&init(&dir, "310000"));
+    assert!(out.contains("310000 上海市 Shanghai"), "{out}");
     assert_eq!(mode(&dir.join("node.key")), 0o600);
     assert_eq!(mode(&dir.join("api.token")), 0o600);
-    let key_before = std::fs::read(dir.join("node.key")).unwrap();
+    ok(&yrd(&["config", "check", arg(&dir.join("yrd.toml"))]));
+}
 
+#[test]
+fn init_refuses_to_overwrite_a_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sh");
+    ok(&init(&dir, "310000"));
+    let key_before = std::fs::read(dir.join("node.key")).unwrap();
     let again = init(&dir, "310000");
     assert_eq!(again.status.code(), Some(1));
     assert!(
@@ -77,57 +139,38 @@ fn init_creates_a_node_and_refuses_to_overwrite_it() {
         key_before,
         "key untouched"
     );
-
-    let check = yrd(&["config", "check", dir.join("yrd.toml").to_str().unwrap()]);
-    assert!(check.status.success(), "{}", stderr(&check));
 }
 
 #[test]
-fn init_refuses_bad_arguments_with_their_cause() {
+fn init_refuses_bad_arguments_with_their_cause_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("x");
-    let d = d.to_str().unwrap();
-    let out = yrd(&[
-        "init",
-        "--data-dir",
-        d,
-        "--region",
-        "110000",
-        "--name",
-        "北京",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("110000") && stderr(&out).contains("GB/T 2260"));
-    let out = yrd(&[
-        "init",
-        "--data-dir",
-        d,
-        "--region",
-        "320000",
-        "--name",
-        "x",
-        "--listen",
-        "nope",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("--listen \"nope\""),
-        "{}",
-        stderr(&out)
-    );
-    let out = yrd(&[
-        "init",
-        "--data-dir",
-        d,
-        "--region",
-        "320000",
-        "--name",
-        "x",
-        "--member",
-        "abc",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--member"), "{}", stderr(&out));
+    let d = arg(&d);
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "a region outside the delta",
+            &["--region", "110000"],
+            &["110000", "GB/T 2260"],
+        ),
+        (
+            "a bad listen address",
+            &["--region", "320000", "--listen", "nope"],
+            &["--listen \"nope\""],
+        ),
+        (
+            "a bad member",
+            &["--region", "320000", "--member", "abc"],
+            &["--member"],
+        ),
+    ];
+    for (case, extra, says) in cases {
+        let mut args = vec!["init", "--data-dir", d, "--name", "x"];
+        args.extend_from_slice(extra);
+        let out = yrd(&args);
+        assert_eq!(out.status.code(), Some(2), "{case}");
+        let err = stderr(&out);
+        assert!(says.iter().all(|s| err.contains(s)), "{case}: {err}");
+    }
     assert!(
         !Path::new(d).join("node.key").exists(),
         "nothing created on refusal"
@@ -135,16 +178,16 @@ fn init_refuses_bad_arguments_with_their_cause() {
 }
 
 #[test]
-fn config_check_accepts_the_examples_and_names_what_is_wrong() {
+fn config_check_accepts_the_examples() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     for name in ["shanghai", "jiangsu", "zhejiang", "anhui"] {
-        let out = yrd(&[
-            "config",
-            "check",
-            root.join(format!("{name}.toml")).to_str().unwrap(),
-        ]);
+        let out = yrd(&["config", "check", arg(&root.join(format!("{name}.toml")))]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn config_check_names_what_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let cases = [
         ("[node]\nname = \"x\"\nregion = \"999999\"\n", "999999"),
@@ -169,7 +212,7 @@ fn config_check_accepts_the_examples_and_names_what_is_wrong() {
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = tmp.path().join(format!("bad{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let out = yrd(&["config", "check", path.to_str().unwrap()]);
+        let out = yrd(&["config", "check", arg(&path)]);
         assert_eq!(out.status.code(), Some(1), "case {i}");
         assert!(
             stderr(&out).contains(expected),
@@ -177,94 +220,166 @@ fn config_check_accepts_the_examples_and_names_what_is_wrong() {
             stderr(&out)
         );
     }
-    let out = yrd(&[
-        "config",
-        "check",
-        tmp.path().join("missing.toml").to_str().unwrap(),
-    ]);
+    let out = yrd(&["config", "check", arg(&tmp.path().join("missing.toml"))]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("missing.toml"));
 }
 
-#[test]
-fn run_refuses_readable_or_corrupt_secrets() {
+/// An initialised node in a temp dir.
+fn initialised(region: &str) -> (TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("js");
-    assert!(init(&dir, "320000").status.success());
-    let d = dir.to_str().unwrap();
-    let key = dir.join("node.key");
+    let dir = tmp.path().join(region);
+    ok(&init(&dir, region));
+    (tmp, dir)
+}
 
+/// `yrd run` on `dir`, expected to be refused: its error output.
+fn run_refused(dir: &Path) -> String {
+    let out = on(dir, &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn run_refuses_a_key_readable_by_others() {
+    let (_tmp, dir) = initialised("320000");
+    let key = dir.join("node.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = yrd(&["--data-dir", d, "run"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = run_refused(&dir);
     assert!(
         err.contains("node.key") && err.contains("chmod 600"),
         "{err}"
     );
+}
 
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+#[test]
+fn run_refuses_a_token_readable_by_the_group() {
+    let (_tmp, dir) = initialised("320000");
     let token = dir.join("api.token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let err = stderr(&yrd(&["--data-dir", d, "run"]));
+    let err = run_refused(&dir);
     assert!(
         err.contains("api.token") && err.contains("chmod 600"),
         "{err}"
     );
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
 
+#[test]
+fn run_refuses_a_corrupt_or_missing_key() {
+    let (_tmp, dir) = initialised("320000");
+    let key = dir.join("node.key");
     std::fs::write(&key, "not a key\n").unwrap();
-    let out = yrd(&["--data-dir", d, "run"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("corrupt node key"),
-        "{}",
-        stderr(&out)
-    );
-
+    let err = run_refused(&dir);
+    assert!(err.contains("corrupt node key"), "{err}");
     std::fs::remove_file(&key).unwrap();
-    let out = yrd(&["--data-dir", d, "run"]);
-    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let err = stderr(&on(&dir, &["run"]));
+    assert!(err.contains("not found"), "{err}");
 }
 
-/// Inits a node with a fixed free API port, so the CLI finds it from the config.
-fn init_with_api_port(dir: &Path, region: &str) {
-    assert!(init(dir, region).status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("yrd.toml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&cfg, text).unwrap();
-}
+// ------------------------------------------------------------------------------------------------
+// A daemon
 
-/// Waits until the daemon on `d` answers `yrd health`.
-fn wait_healthy(d: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = yrd(&["--data-dir", d, "--json", "health"]);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon never answered: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// A child process, killed when dropped (also when a test panics).
+struct Process(Child);
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args(["-s", sig, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {sig}");
+    }
+
+    fn wait_exit(&mut self, what: &str) -> ExitStatus {
+        wait_until(what, WAIT, || self.0.try_wait().unwrap())
+    }
+}
+
+/// `yrd run` on a node initialised with a fixed free API port (so the CLI finds it from the
+/// config), started as systemd's Type=notify starts it, its JSON logs in a file.
+struct Daemon {
+    _tmp: TempDir,
+    dir: PathBuf,
+    process: Process,
+    notify: UnixDatagram,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Inits a node for `region` and starts it; returns once it reported READY=1.
+    fn start(region: &str) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(region);
+        ok(&init(&dir, region));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = dir.join("yrd.toml");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&cfg, text).unwrap();
+        let notify_path = tmp.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify.set_read_timeout(Some(WAIT)).unwrap();
+        let log = tmp.path().join("daemon.log");
+        let process = Process(
+            Command::new(YRD)
+                .args(["--data-dir", arg(&dir), "--log-format", "json", "run"])
+                .env("NOTIFY_SOCKET", &notify_path)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let daemon = Daemon {
+            _tmp: tmp,
+            dir,
+            process,
+            notify,
+            log,
+        };
+        let ready = daemon.notification("READY=1 from the daemon");
+        assert!(ready.starts_with("READY=1\n"), "{ready}");
+        daemon
+    }
+
+    /// The next message on the notify socket.
+    fn notification(&self, what: &str) -> String {
+        let mut buf = [0u8; 512];
+        let n = self.notify.recv(&mut buf).expect(what);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Runs `yrd --data-dir DIR ARGS…` against it.
+    fn yrd(&self, args: &[&str]) -> Output {
+        on(&self.dir, args)
+    }
+
+    /// Its admin API base URL.
+    fn api(&self) -> String {
+        let view: NodeView = json(&self.yrd(&["--json", "node"]));
+        format!("http://{}", view.api_address.unwrap())
+    }
+
+    /// Stops it with SIGTERM as systemd does; returns how it ended and its log.
+    fn stop(mut self) -> (String, ExitStatus, String) {
+        self.process.signal("TERM");
+        let stopping = self.notification("STOPPING=1 from the daemon");
+        let status = self.process.wait_exit("the daemon to stop on SIGTERM");
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        (stopping, status, log)
     }
 }
 
@@ -286,32 +401,10 @@ fn token_status(api: &str, token: &str) -> u16 {
     })
 }
 
-fn signal(child: &Child, sig: &str) {
-    Command::new("kill")
-        .args(["-s", sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 #[test]
-fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("zj");
-    init_with_api_port(&dir, "330000");
-    let d = dir.to_str().unwrap();
-
-    let unreachable = yrd(&["--data-dir", d, "health"]);
+fn the_cli_says_when_no_daemon_answers() {
+    let (_tmp, dir) = initialised("330000");
+    let unreachable = on(&dir, &["health"]);
     assert_eq!(
         unreachable.status.code(),
         Some(3),
@@ -319,94 +412,84 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
         stderr(&unreachable)
     );
     assert!(stderr(&unreachable).contains("cannot reach"));
+}
 
-    // Started as systemd's Type=notify starts it: readiness goes to $NOTIFY_SOCKET.
-    let notify_path = tmp.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut daemon = Daemon(
-        Command::new(YRD)
-            .args(["--data-dir", d, "--log-format", "json", "run"])
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut buf = [0u8; 512];
-    let n = notify.recv(&mut buf).expect("READY=1 from the daemon");
-    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(ready.starts_with("READY=1\n"), "{ready}");
-    // Ready means answering: no wait needed before the first call.
-    let out = yrd(&["--data-dir", d, "health"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_healthy(d);
-    let out = yrd(&["--data-dir", d, "--json", "health"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["status"], "ok");
-    let node = yrd(&["--data-dir", d, "--json", "node"]);
-    let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
-    assert_eq!(v["region"], "330000");
-    assert_eq!(v["region_label"], "330000 浙江省 Zhejiang");
-    let peers = yrd(&["--data-dir", d, "peers"]);
-    assert!(stdout(&peers).contains("PEER") && stdout(&peers).contains("RTT"));
+#[test]
+fn a_daemon_answers_the_cli_as_soon_as_it_reports_ready() {
+    let daemon = Daemon::start("330000");
+    // Ready means answering: no wait before the first call.
+    let health: Health = json(&daemon.yrd(&["--json", "health"]));
+    assert_eq!(health.status, "ok");
+    let node: NodeView = json(&daemon.yrd(&["--json", "node"]));
+    assert_eq!(node.region.code(), 330000);
+    assert_eq!(node.region_label, "330000 浙江省 Zhejiang");
+    let peers = ok(&daemon.yrd(&["peers"]));
+    assert!(peers.contains("PEER") && peers.contains("RTT"), "{peers}");
+    let text = ok(&daemon.yrd(&["health"]));
+    assert!(text.starts_with("ok: "), "{text}");
+}
 
-    // A second daemon on the same data dir is refused with its cause, not a panic.
-    let second = yrd(&["--data-dir", d, "run"]);
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_with_its_cause() {
+    let daemon = Daemon::start("330000");
+    let second = daemon.yrd(&["run"]);
     assert_eq!(second.status.code(), Some(1));
     assert!(
         stderr(&second).contains("in use") || stderr(&second).contains("another yrd"),
         "{}",
         stderr(&second)
     );
+}
 
-    // `yrd token rotate` replaces the token and the running node switches at once.
-    let api = format!("http://{}", v["api_address"].as_str().unwrap());
-    let token_file = dir.join("api.token");
+#[test]
+fn token_rotate_replaces_the_token_and_the_running_node_switches_at_once() {
+    let daemon = Daemon::start("330000");
+    let api = daemon.api();
+    let token_file = daemon.dir.join("api.token");
     let old_token = std::fs::read_to_string(&token_file).unwrap();
     assert_eq!(token_status(&api, &old_token), 200);
-    let out = yrd(&["--data-dir", d, "token", "rotate"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("uses it now"), "{}", stdout(&out));
+    let out = ok(&daemon.yrd(&["token", "rotate"]));
+    assert!(out.contains("uses it now"), "{out}");
     let new_token = std::fs::read_to_string(&token_file).unwrap();
     assert_ne!(old_token, new_token);
-    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(mode(&token_file), 0o600);
     assert_eq!(
         token_status(&api, &old_token),
         401,
         "the old token still works"
     );
     assert_eq!(token_status(&api, &new_token), 200);
-    // A token replaced by hand is picked up on SIGHUP (`systemctl reload yrd`), and the
-    // daemon keeps running.
+}
+
+#[test]
+fn sighup_reloads_a_token_replaced_by_hand_and_the_daemon_keeps_running() {
+    let daemon = Daemon::start("330000");
+    let api = daemon.api();
+    let token_file = daemon.dir.join("api.token");
+    let old_token = std::fs::read_to_string(&token_file).unwrap();
     std::fs::remove_file(&token_file).unwrap();
     let by_hand = "f".repeat(64);
     yrd_node::identity::write_private_file(&token_file, by_hand.as_bytes()).unwrap();
     assert_eq!(
-        token_status(&api, &new_token),
+        token_status(&api, &old_token),
         200,
         "reloaded before the signal"
     );
-    signal(&daemon.0, "HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while token_status(&api, &by_hand) != 200 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload the token");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(token_status(&api, &new_token), 401);
-    assert!(yrd(&["--data-dir", d, "health"]).status.success());
+    // `systemctl reload yrd`.
+    daemon.process.signal("HUP");
+    wait_until("SIGHUP to reload the token", WAIT, || {
+        (token_status(&api, &by_hand) == 200).then_some(())
+    });
+    assert_eq!(token_status(&api, &old_token), 401);
+    ok(&daemon.yrd(&["health"]));
+}
 
-    signal(&daemon.0, "TERM");
-    let n = notify.recv(&mut buf).expect("STOPPING=1 from the daemon");
-    assert!(buf[..n].starts_with(b"STOPPING=1"));
-    let status =
-        wait_exit(&mut daemon.0, Duration::from_secs(15)).expect("daemon stops on SIGTERM");
+#[test]
+fn sigterm_stops_the_daemon_cleanly_with_structured_logs() {
+    let daemon = Daemon::start("330000");
+    let (stopping, status, log) = daemon.stop();
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(
         log.contains("\"region\":\"330000 浙江省 Zhejiang\""),
         "structured JSON logs: {log}"
@@ -414,370 +497,30 @@ fn a_running_daemon_answers_the_cli_and_stops_cleanly_on_sigterm() {
     assert!(log.contains("database flushed"), "{log}");
 }
 
-#[test]
-fn the_devnet_starts_four_provinces_and_reuses_identities() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("devnet");
-    let d = dir.to_str().unwrap();
-    let mut ids = Vec::new();
-    for run in 0..2 {
-        let mut child = Daemon(
-            Command::new(YRD)
-                .args(["devnet", "--dir", d, "--nodes", "4"])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let mut out = BufReader::new(child.0.stdout.take().unwrap());
-        let mut text = String::new();
-        while !text.contains("340000") || text.matches("token").count() < 4 {
-            let mut line = String::new();
-            if out.read_line(&mut line).unwrap() == 0 {
-                panic!("devnet exited early: {text}");
-            }
-            text.push_str(&line);
-        }
-        for region in [
-            "310000 上海市",
-            "320000 江苏省",
-            "330000 浙江省",
-            "340000 安徽省",
-        ] {
-            assert!(text.contains(region), "{text}");
-        }
-        let sh = dir.join("shanghai");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let o = yrd(&["--data-dir", sh.to_str().unwrap(), "--json", "peers"]);
-            if o.status.success() {
-                let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-                if v.iter().filter(|p| p["region"].is_string()).count() == 3 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "devnet never meshed (run {run})");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let node = yrd(&["--data-dir", sh.to_str().unwrap(), "--json", "node"]);
-        let v: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
-        ids.push(v["peer_id"].as_str().unwrap().to_string());
-        if run == 0 {
-            exchange_through_the_cli(&dir, tmp.path());
-        }
-        signal(&child.0, "INT");
-        let status =
-            wait_exit(&mut child.0, Duration::from_secs(20)).expect("devnet stops on Ctrl-C");
-        assert!(status.success(), "{status:?}");
-    }
-    assert_eq!(ids[0], ids[1], "the second run reuses the identities");
-}
+// ------------------------------------------------------------------------------------------------
+// Standards and the catalogue through a daemon
 
-/// The devnet's exchange, driven only through the CLI: an unconditional fetch to a file, a
-/// conditional request granted by the devnet's auto-approval rule and delivered masked, and the
-/// subscriptions every province holds to Shanghai's licences picking up a new version.
-fn exchange_through_the_cli(dir: &Path, tmp: &Path) {
-    let sh = dir.join("shanghai");
-    let js = dir.join("jiangsu");
-    let zj = dir.join("zhejiang");
-    let dd = |p: &Path| p.to_str().unwrap().to_string();
-    let out = tmp.join("licences.jsonl");
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&js),
-        "fetch",
-        "310000/sh-enterprise-licence",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains("fetched sh-enterprise-licence v1"),
-        "{}",
-        stdout(&o)
-    );
-    let versions = yrd(&[
-        "--data-dir",
-        &dd(&sh),
-        "--json",
-        "versions",
-        "sh-enterprise-licence",
-    ]);
-    let versions: Vec<serde_json::Value> = serde_json::from_slice(&versions.stdout).unwrap();
-    let digest = blake3::hash(&std::fs::read(&out).unwrap())
-        .to_hex()
-        .to_string();
-    assert_eq!(versions[0]["document"]["digest"], digest.as_str());
-
-    // Conditional data: the devnet's rule grants verification requests, masked.
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&zj),
-        "--json",
-        "request",
-        "Shanghai/sh-medical-settlement",
-        "--purpose",
-        "异地就医结算核验",
-        "--basis",
-        "《医疗保障基金使用监督管理条例》",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["status"], "granted", "{r}");
-    let masked = tmp.join("settlements.jsonl");
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&zj),
-        "fetch",
-        "310000/sh-medical-settlement",
-        "--out",
-        masked.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let first: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&masked)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let id = first["insured_id_number"].as_str().unwrap();
-    assert!(id.contains("********"), "masked: {id}");
-    let grants = yrd(&["--data-dir", &dd(&sh), "grants", "list"]);
-    assert!(
-        stdout(&grants).contains("insured_id_number=keep:6:4"),
-        "{}",
-        stdout(&grants)
-    );
-    // `show` verbs print a labelled summary by default and the API's JSON with --json.
-    let grant_id = r["grant"]["document"]["id"].as_str().unwrap();
-    let o = yrd(&["--data-dir", &dd(&sh), "grants", "show", grant_id]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let text = stdout(&o);
-    assert!(
-        text.contains("state")
-            && text.contains("valid")
-            && text.contains("insured_id_number=keep:6:4")
-            && text.contains("sh-medical-settlement"),
-        "{text}"
-    );
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&zj),
-        "requests",
-        "show",
-        r["id"].as_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let text = stdout(&o);
-    assert!(
-        text.contains("异地就医结算核验") && text.contains("granted") && text.contains(grant_id),
-        "{text}"
-    );
-    let o = yrd(&["--data-dir", &dd(&sh), "provenance", "show", "0"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("included in"), "{}", stdout(&o));
-    let o = yrd(&["--data-dir", &dd(&sh), "--json", "provenance", "show", "0"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["record"]["seq"], 0, "{v}");
-    let o = yrd(&["--data-dir", &dd(&sh), "health"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
-
-    // Shanghai's evidence of that delivery, checked offline by `yrd verify`.
-    let bundle = tmp.join("evidence.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = yrd(&[
-            "--data-dir",
-            &dd(&sh),
-            "--json",
-            "provenance",
-            "deliveries",
-            "--dataset",
-            "sh-medical-settlement",
-        ]);
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-        if list.len() == 1 && list[0]["receipt_at"].is_string() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no receipted delivery: {list:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&sh),
-        "provenance",
-        "export",
-        "--dataset",
-        "sh-medical-settlement",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = yrd(&["verify", bundle.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let account = stdout(&o);
-    assert!(
-        account.contains("Shanghai (310000) delivered sh-medical-settlement v1")
-            && account.contains("to Zhejiang (330000)"),
-        "{account}"
-    );
-    let text = std::fs::read_to_string(&bundle).unwrap();
-    let altered = tmp.join("evidence-altered.json");
-    std::fs::write(
-        &altered,
-        text.replacen("异地就医结算核验", "统计分析用途", 1),
-    )
-    .unwrap();
-    let o = yrd(&["verify", altered.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stderr(&o).contains("DOES NOT VERIFY"), "{}", stderr(&o));
-
-    // Every other province subscribes to Shanghai's licences: a new version reaches them all.
-    let v2 = tmp.join("licences-v2.jsonl");
-    let mut text = std::fs::read_to_string(&out).unwrap();
-    text.truncate(text.lines().take(500).map(|l| l.len() + 1).sum());
-    std::fs::write(&v2, text).unwrap();
-    let published = Instant::now();
-    let o = yrd(&[
-        "--data-dir",
-        &dd(&sh),
-        "publish",
-        "sh-enterprise-licence",
-        v2.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for p in ["jiangsu", "zhejiang", "anhui"] {
-        loop {
-            let o = yrd(&["--data-dir", &dd(&dir.join(p)), "--json", "subscriptions"]);
-            let subs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-            if subs.iter().any(|s| s["fetched_version"] == 2) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{p} never got version 2");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    eprintln!(
-        "devnet: version 2 reached all three subscribers within {} ms of `yrd publish` returning",
-        published.elapsed().as_millis()
-    );
-}
-
-#[test]
-fn doc_canon_and_verify_work_offline() {
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/vectors/jcs");
-    let out = yrd(&[
-        "doc",
-        "canon",
-        vectors.join("input/structures.json").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = std::fs::read_to_string(vectors.join("output/structures.json")).unwrap();
-    assert_eq!(stdout(&out).trim_end_matches('\n'), expected);
-
-    let published: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/vectors/signatures.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let good = tmp.path().join("good.json");
-    std::fs::write(
-        &good,
-        serde_json::to_string(&published[0]["envelope"]).unwrap(),
-    )
-    .unwrap();
-    let out = yrd(&["doc", "verify", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("valid "), "{}", stdout(&out));
-
-    let mut tampered = published[0]["envelope"].clone();
-    let doc = tampered["document"].as_object_mut().unwrap();
-    let key = doc.keys().next().unwrap().clone();
-    doc.insert(key, serde_json::json!("changed"));
-    let bad = tmp.path().join("bad.json");
-    std::fs::write(&bad, serde_json::to_string(&tampered).unwrap()).unwrap();
-    let out = yrd(&["doc", "verify", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
-
-    std::fs::write(&bad, "{\"type\": ").unwrap();
-    let out = yrd(&["doc", "verify", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
-}
-
-#[test]
-fn schema_and_catalogue_verbs_work_through_the_daemon() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ah");
-    init_with_api_port(&dir, "340000");
-    let cfg = dir.join("yrd.toml");
-    let d = dir.to_str().unwrap();
-    let _daemon = Daemon(
-        Command::new(YRD)
-            .args(["--data-dir", d, "run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_healthy(d);
+/// A daemon holding the elderly-care standard.
+fn with_standard() -> Daemon {
+    let daemon = Daemon::start("340000");
     let std_file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../schemas/datasets/elderly-care-subsidy.schema.json");
-    let out = yrd(&[
-        "--data-dir",
-        d,
+    ok(&daemon.yrd(&[
         "schema",
         "publish",
-        std_file.to_str().unwrap(),
+        arg(&std_file),
         "--id",
         "elderly-care-subsidy",
         "--version",
         "1.0.0",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = yrd(&["--data-dir", d, "schema", "list"]);
-    assert!(
-        stdout(&out).contains("elderly-care-subsidy") && stdout(&out).contains("340000"),
-        "{}",
-        stdout(&out)
-    );
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "--json",
-        "schema",
-        "show",
-        "elderly-care-subsidy@1.0.0",
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["type"], "schema");
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "schema",
-        "publish",
-        cfg.to_str().unwrap(),
-        "--id",
-        "x",
-        "--version",
-        "1.0.0",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a TOML file is not a JSON Schema"
-    );
+    ]));
+    daemon
+}
 
-    let offer = tmp.path().join("offer.toml");
+/// [`with_standard`] and its conditional offer `ah-subsidy`.
+fn with_offer() -> Daemon {
+    let daemon = with_standard();
+    let offer = daemon.dir.join("offer.toml");
     std::fs::write(
         &offer,
         r#"
@@ -795,106 +538,416 @@ schema_version = "1.0.0"
 "#,
     )
     .unwrap();
-    let out = yrd(&["--data-dir", d, "catalog", "add", offer.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    // Publish a version through the CLI (records generated for the standard).
+    ok(&daemon.yrd(&["catalog", "add", arg(&offer)]));
+    daemon
+}
+
+#[test]
+fn schema_verbs_publish_list_and_show_a_standard() {
+    let daemon = with_standard();
+    let list = ok(&daemon.yrd(&["schema", "list"]));
+    assert!(
+        list.contains("elderly-care-subsidy") && list.contains("340000"),
+        "{list}"
+    );
+    let shown: Signed<SchemaDoc> =
+        json(&daemon.yrd(&["--json", "schema", "show", "elderly-care-subsidy@1.0.0"]));
+    assert_eq!(
+        (shown.document.id.as_str(), shown.document.version.as_str()),
+        ("elderly-care-subsidy", "1.0.0")
+    );
+    let toml = daemon.yrd(&[
+        "schema",
+        "publish",
+        arg(&daemon.dir.join("yrd.toml")),
+        "--id",
+        "x",
+        "--version",
+        "1.0.0",
+    ]);
+    assert_eq!(
+        toml.status.code(),
+        Some(1),
+        "a TOML file is not a JSON Schema"
+    );
+}
+
+#[test]
+fn publish_makes_a_version_of_an_offer_from_a_file() {
+    let daemon = with_offer();
     let records = yrd_node::samples::generate("elderly-care-subsidy", 50, 3).unwrap();
-    let data = tmp.path().join("subsidy.jsonl");
+    let data = daemon.dir.join("subsidy.jsonl");
     let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&data, lines).unwrap();
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "publish",
-        "ah-subsidy",
-        data.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("v1: 50 records"), "{}", stdout(&out));
-    let out = yrd(&["--data-dir", d, "versions", "ah-subsidy"]);
-    assert!(stdout(&out).contains("v1"), "{}", stdout(&out));
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "publish",
-        "ah-subsidy",
-        data.to_str().unwrap(),
-        "--format",
-        "xls",
-    ]);
+    let out = ok(&daemon.yrd(&["publish", "ah-subsidy", arg(&data)]));
+    assert!(out.contains("v1: 50 records"), "{out}");
+    let versions: Vec<Signed<Manifest>> = json(&daemon.yrd(&["--json", "versions", "ah-subsidy"]));
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].document.record_count, 50);
+    let out = daemon.yrd(&["publish", "ah-subsidy", arg(&data), "--format", "xls"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
 
-    let out = yrd(&["--data-dir", d, "catalog", "show"]);
+#[test]
+fn catalog_verbs_show_search_and_export_an_offer() {
+    let daemon = with_offer();
+    let shown = ok(&daemon.yrd(&["catalog", "show"]));
     assert!(
-        stdout(&out).contains("ah-subsidy") && stdout(&out).contains("有条件共享"),
-        "{}",
-        stdout(&out)
+        shown.contains("ah-subsidy") && shown.contains("有条件共享"),
+        "{shown}"
     );
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "--json",
-        "catalog",
-        "search",
-        "--text",
-        "养老",
-        "--region",
-        "340000",
-    ]);
-    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(hits.len(), 1);
-    let out = yrd(&["--data-dir", d, "catalog", "export", "--format", "csv"]);
-    assert!(stdout(&out).contains("信息资源代码") && stdout(&out).contains("340000-MZT-00005"));
-    let out = yrd(&["--data-dir", d, "catalog", "export", "--format", "xml"]);
+    let hits: Vec<SearchHit> = json(&daemon.yrd(&[
+        "--json", "catalog", "search", "--text", "养老", "--region", "340000",
+    ]));
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let csv = ok(&daemon.yrd(&["catalog", "export", "--format", "csv"]));
+    assert!(
+        csv.contains("信息资源代码") && csv.contains("340000-MZT-00005"),
+        "{csv}"
+    );
+    let out = daemon.yrd(&["catalog", "export", "--format", "xml"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
 
-    let bad_offer = tmp.path().join("bad.json");
+#[test]
+fn catalog_add_refuses_an_incomplete_offer() {
+    let daemon = with_standard();
+    let bad_offer = daemon.dir.join("bad.json");
     std::fs::write(&bad_offer, r#"{"identifier": "x", "title": "t"}"#).unwrap();
-    let out = yrd(&[
-        "--data-dir",
-        d,
-        "catalog",
-        "add",
-        bad_offer.to_str().unwrap(),
-    ]);
+    let out = daemon.yrd(&["catalog", "add", arg(&bad_offer)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("missing field"), "{}", stderr(&out));
+}
 
-    let withheld = tmp.path().join("w.json");
+#[test]
+fn withheld_add_and_catalog_remove_change_the_signed_catalogue() {
+    let daemon = with_offer();
+    let withheld = daemon.dir.join("w.json");
     std::fs::write(&withheld, r#"{"identifier": "ah-dibao", "title": "低保对象明细", "reason": "涉及个人隐私", "legal_basis": "《个人信息保护法》"}"#).unwrap();
-    assert!(
-        yrd(&[
-            "--data-dir",
-            d,
-            "withheld",
-            "add",
-            withheld.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    let out = yrd(&["--data-dir", d, "catalog", "remove", "nope"]);
+    ok(&daemon.yrd(&["withheld", "add", arg(&withheld)]));
+    let out = daemon.yrd(&["catalog", "remove", "nope"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(
-        yrd(&["--data-dir", d, "catalog", "remove", "ah-subsidy"])
-            .status
-            .success()
-    );
-    let out = yrd(&["--data-dir", d, "--json", "catalog", "show"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["offers"].as_array().map(Vec::len), Some(0));
-    assert_eq!(v["withheld"].as_array().map(Vec::len), Some(1));
-    assert!(v["signed"]["document"]["sequence"].as_u64().unwrap_or(0) >= 4);
+    ok(&daemon.yrd(&["catalog", "remove", "ah-subsidy"]));
+    let catalogue: OwnCatalogue = json(&daemon.yrd(&["--json", "catalog", "show"]));
+    assert!(catalogue.offers.is_empty(), "{catalogue:?}");
+    assert_eq!(catalogue.withheld.len(), 1);
+    // A snapshot each for the offer, the withheld entry and the removal.
+    let sequence = catalogue.signed.map(|s| s.document.sequence);
+    assert!(sequence >= Some(3), "{sequence:?}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Offline verbs
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/vectors")
+}
+
+#[test]
+fn doc_canon_prints_the_rfc_8785_form() {
+    let jcs = vectors().join("jcs");
+    let out = ok(&yrd(&[
+        "doc",
+        "canon",
+        arg(&jcs.join("input/structures.json")),
+    ]));
+    let expected = std::fs::read_to_string(jcs.join("output/structures.json")).unwrap();
+    assert_eq!(out.trim_end_matches('\n'), expected);
+}
+
+/// The first published signature vector's envelope.
+fn signed_vector() -> serde_json::Value {
+    let text = std::fs::read_to_string(vectors().join("signatures.json")).unwrap();
+    let published: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    published[0]["envelope"].clone()
+}
+
+#[test]
+fn doc_verify_accepts_a_signed_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.json");
+    std::fs::write(&good, serde_json::to_string(&signed_vector()).unwrap()).unwrap();
+    let out = ok(&yrd(&["doc", "verify", arg(&good)]));
+    assert!(out.starts_with("valid "), "{out}");
+}
+
+#[test]
+fn doc_verify_refuses_a_changed_or_unreadable_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The envelope's JSON is changed on purpose: a document no type would let us build.
+    let mut tampered = signed_vector();
+    let doc = tampered["document"].as_object_mut().unwrap();
+    let key = doc.keys().next().unwrap().clone();
+    doc.insert(key, serde_json::json!("changed"));
+    let bad = tmp.path().join("bad.json");
+    for (case, text, says) in [
+        (
+            "changed",
+            serde_json::to_string(&tampered).unwrap(),
+            "does not verify",
+        ),
+        ("unreadable", "{\"type\": ".to_string(), "bad.json"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = yrd(&["doc", "verify", arg(&bad)]);
+        assert_eq!(out.status.code(), Some(1), "{case}");
+        assert!(stderr(&out).contains(says), "{case}: {}", stderr(&out));
+    }
 }
 
 #[test]
 fn openapi_prints_the_checked_in_document_offline() {
-    let out = yrd(&["openapi"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ok(&yrd(&["openapi"]));
     let checked_in = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/api/openapi.json"
     ))
     .unwrap();
-    assert_eq!(stdout(&out), checked_in);
+    assert_eq!(out, checked_in);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The devnet
+
+/// `yrd devnet --nodes 4` in a dir, once every province is meshed.
+struct Devnet {
+    dir: PathBuf,
+    process: Process,
+}
+
+impl Devnet {
+    fn start(dir: &Path) -> Devnet {
+        let mut process = Process(
+            Command::new(YRD)
+                .args(["devnet", "--dir", arg(dir), "--nodes", "4"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(process.0.stdout.take().unwrap());
+        let mut text = String::new();
+        while !text.contains("340000") || text.matches("token").count() < 4 {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("devnet exited early: {text}");
+            }
+            text.push_str(&line);
+        }
+        for region in [
+            "310000 上海市",
+            "320000 江苏省",
+            "330000 浙江省",
+            "340000 安徽省",
+        ] {
+            assert!(text.contains(region), "{text}");
+        }
+        let devnet = Devnet {
+            dir: dir.to_path_buf(),
+            process,
+        };
+        wait_until("the devnet to mesh", WAIT, || {
+            let o = devnet.yrd("shanghai", &["--json", "peers"]);
+            let peers: Vec<PeerView> = serde_json::from_slice(&o.stdout).ok()?;
+            (peers.iter().filter(|p| p.region.is_some()).count() == 3).then_some(())
+        });
+        devnet
+    }
+
+    /// A province's data dir.
+    fn node(&self, province: &str) -> PathBuf {
+        self.dir.join(province)
+    }
+
+    /// Runs `yrd --data-dir PROVINCE ARGS…`.
+    fn yrd(&self, province: &str, args: &[&str]) -> Output {
+        on(&self.node(province), args)
+    }
+
+    /// Stops it with Ctrl-C.
+    fn stop(mut self) {
+        self.process.signal("INT");
+        let status = self.process.wait_exit("the devnet to stop on Ctrl-C");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+/// A devnet in a fresh temp dir.
+fn devnet() -> (TempDir, Devnet) {
+    let tmp = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start(&tmp.path().join("devnet"));
+    (tmp, devnet)
+}
+
+#[test]
+fn the_devnet_starts_four_provinces_and_reuses_identities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("devnet");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let devnet = Devnet::start(&dir);
+        let view: NodeView = json(&devnet.yrd("shanghai", &["--json", "node"]));
+        ids.push(view.peer_id);
+        devnet.stop();
+    }
+    assert_eq!(ids[0], ids[1], "the second run reuses the identities");
+}
+
+/// Jiangsu fetches Shanghai's licences to `out`.
+fn fetch_licences(devnet: &Devnet, out: &Path) {
+    let o = ok(&devnet.yrd(
+        "jiangsu",
+        &["fetch", "310000/sh-enterprise-licence", "--out", arg(out)],
+    ));
+    assert!(o.contains("fetched sh-enterprise-licence v1"), "{o}");
+}
+
+#[test]
+fn an_unconditional_fetch_through_the_cli_writes_the_published_file() {
+    let (tmp, devnet) = devnet();
+    let out = tmp.path().join("licences.jsonl");
+    fetch_licences(&devnet, &out);
+    let versions: Vec<Signed<Manifest>> =
+        json(&devnet.yrd("shanghai", &["--json", "versions", "sh-enterprise-licence"]));
+    let digest = blake3::hash(&std::fs::read(&out).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(versions[0].document.digest, digest);
+    devnet.stop();
+}
+
+/// Zhejiang asks Shanghai for its medical settlements (the devnet's rule grants verification
+/// requests, masked) and fetches them to `out`; returns the request.
+fn masked_delivery(devnet: &Devnet, out: &Path) -> RequestRecord {
+    let r: RequestRecord = json(&devnet.yrd(
+        "zhejiang",
+        &[
+            "--json",
+            "request",
+            "Shanghai/sh-medical-settlement",
+            "--purpose",
+            "异地就医结算核验",
+            "--basis",
+            "《医疗保障基金使用监督管理条例》",
+        ],
+    ));
+    assert_eq!(r.status, RequestStatus::Granted, "{r:?}");
+    ok(&devnet.yrd(
+        "zhejiang",
+        &["fetch", "310000/sh-medical-settlement", "--out", arg(out)],
+    ));
+    r
+}
+
+#[test]
+fn a_conditional_request_is_granted_by_the_devnet_rule_and_delivered_masked() {
+    let (tmp, devnet) = devnet();
+    let masked = tmp.path().join("settlements.jsonl");
+    masked_delivery(&devnet, &masked);
+    let text = std::fs::read_to_string(&masked).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let id = first["insured_id_number"].as_str().unwrap();
+    assert!(id.contains("********"), "masked: {id}");
+    let grants = ok(&devnet.yrd("shanghai", &["grants", "list"]));
+    assert!(grants.contains("insured_id_number=keep:6:4"), "{grants}");
+    devnet.stop();
+}
+
+#[test]
+fn show_verbs_print_a_labelled_summary_and_with_json_the_apis_answer() {
+    let (tmp, devnet) = devnet();
+    let r = masked_delivery(&devnet, &tmp.path().join("settlements.jsonl"));
+    let grant_id = r.grant.as_ref().unwrap().document.id.clone();
+    let text = ok(&devnet.yrd("shanghai", &["grants", "show", &grant_id]));
+    assert!(
+        text.contains("state")
+            && text.contains("valid")
+            && text.contains("insured_id_number=keep:6:4")
+            && text.contains("sh-medical-settlement"),
+        "{text}"
+    );
+    let text = ok(&devnet.yrd("zhejiang", &["requests", "show", &r.id]));
+    assert!(
+        text.contains("异地就医结算核验") && text.contains("granted") && text.contains(&grant_id),
+        "{text}"
+    );
+    let text = ok(&devnet.yrd("shanghai", &["provenance", "show", "0"]));
+    assert!(text.contains("included in"), "{text}");
+    let entry: BundleEntryView =
+        json(&devnet.yrd("shanghai", &["--json", "provenance", "show", "0"]));
+    assert_eq!(entry.record.seq, 0, "{entry:?}");
+    devnet.stop();
+}
+
+#[test]
+fn the_evidence_of_a_delivery_verifies_offline_and_not_once_altered() {
+    let (tmp, devnet) = devnet();
+    masked_delivery(&devnet, &tmp.path().join("settlements.jsonl"));
+    wait_until("Shanghai to hold the receipted delivery", WAIT, || {
+        let list: Vec<Delivery> = json(&devnet.yrd(
+            "shanghai",
+            &[
+                "--json",
+                "provenance",
+                "deliveries",
+                "--dataset",
+                "sh-medical-settlement",
+            ],
+        ));
+        (list.len() == 1 && list[0].receipt_at.is_some()).then_some(())
+    });
+    let bundle = tmp.path().join("evidence.json");
+    ok(&devnet.yrd(
+        "shanghai",
+        &[
+            "provenance",
+            "export",
+            "--dataset",
+            "sh-medical-settlement",
+            "--out",
+            arg(&bundle),
+        ],
+    ));
+    devnet.stop();
+    let account = ok(&yrd(&["verify", arg(&bundle)]));
+    assert!(
+        account.contains("Shanghai (310000) delivered sh-medical-settlement v1")
+            && account.contains("to Zhejiang (330000)"),
+        "{account}"
+    );
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let altered = tmp.path().join("evidence-altered.json");
+    std::fs::write(
+        &altered,
+        text.replacen("异地就医结算核验", "统计分析用途", 1),
+    )
+    .unwrap();
+    let o = yrd(&["verify", arg(&altered)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("DOES NOT VERIFY"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_new_version_reaches_every_province_subscribed_to_it() {
+    let (tmp, devnet) = devnet();
+    let v1 = tmp.path().join("licences.jsonl");
+    fetch_licences(&devnet, &v1);
+    let v2 = tmp.path().join("licences-v2.jsonl");
+    let mut text = std::fs::read_to_string(&v1).unwrap();
+    text.truncate(text.lines().take(500).map(|l| l.len() + 1).sum());
+    std::fs::write(&v2, text).unwrap();
+    let published = Instant::now();
+    ok(&devnet.yrd("shanghai", &["publish", "sh-enterprise-licence", arg(&v2)]));
+    for p in ["jiangsu", "zhejiang", "anhui"] {
+        wait_until(&format!("{p} to fetch version 2"), WAIT, || {
+            let subs: Vec<Subscription> = json(&devnet.yrd(p, &["--json", "subscriptions"]));
+            subs.iter().any(|s| s.fetched_version == 2).then_some(())
+        });
+    }
+    eprintln!(
+        "devnet: version 2 reached all three subscribers within {} ms of `yrd publish` returning",
+        published.elapsed().as_millis()
+    );
+    devnet.stop();
 }

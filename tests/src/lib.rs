@@ -1,20 +1,27 @@
 //! The multi-node test harness, in the manner of lighthouse's `node_test_rig`: in-process nodes
-//! with their own temp dirs, real libp2p on loopback ports chosen by the OS, real sled, and an
-//! admin API client for each.
+//! with their own temp dirs, real libp2p on loopback ports chosen by the OS, real sled, and a
+//! typed admin API client for each ([`api::Api`]). [`TestNode::start`] is the one place a node is
+//! started; [`wait_until`] is the one way a test waits for something; [`fixtures`] holds the
+//! setups (standards, offers, versions, the provider, grants) the test files share.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tempfile::TempDir;
-use yrd_node::cli::client::ApiClient;
 use yrd_node::config::{CONFIG_FILE, Member, NodeConfig};
 use yrd_node::identity::{self, NodeKey, TOKEN_FILE};
 use yrd_node::model::region::{self, Region};
 use yrd_node::node::{Node, NodeOptions, PeerView};
 use yrd_node::server::Server;
 use yrd_node::setup::{self, InitOptions};
+
+pub mod api;
+pub mod fixtures;
+
+use api::Api;
 
 /// How long harness waits give the network before failing a test.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -81,16 +88,18 @@ impl TestNode {
         Ok(())
     }
 
-    /// Starts the node.
+    /// Starts the node: the one place a test node is started.
     pub async fn start(&mut self) -> Result<()> {
         if self.running.is_some() {
             bail!("node already running");
         }
         let options = NodeOptions::from_config_file(&self.config_path())?;
-        let first_start = options.config.network.listen.iter().any(|a| {
-            a.iter()
-                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)))
-        });
+        let first_start = options
+            .config
+            .network
+            .listen
+            .iter()
+            .any(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(0))));
         self.running = Some(Server::start(options).await?);
         if first_start {
             // Keep the port the OS chose, as a deployed node keeps its configured port, so peers
@@ -102,12 +111,24 @@ impl TestNode {
         Ok(())
     }
 
-    /// Stops the node cleanly.
+    /// Stops the node cleanly; returns once its database may be opened again.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(r) = self.running.take() {
             r.shutdown().await?;
+            self.wait_database_released().await?;
         }
         Ok(())
+    }
+
+    /// Waits until nothing holds the lock of the node's database: sled's background writes
+    /// keep it a moment after the last handle is dropped, so a start or an open of the store
+    /// right after a shutdown (or after a test's own use of the store) could find it locked.
+    pub async fn wait_database_released(&self) -> Result<()> {
+        let lock_file = self.data_dir.join(yrd_node::store::DB_DIR).join("db");
+        wait_until("the node's database lock to be released", WAIT, || async {
+            Ok(std::fs::File::open(&lock_file)?.try_lock().is_ok())
+        })
+        .await
     }
 
     /// Stops and starts again with the same data dir.
@@ -123,7 +144,7 @@ impl TestNode {
 
     /// The running node's service handle.
     pub fn node(&self) -> Result<&Node> {
-        Ok(&self.running.as_ref().context("node not running")?.node)
+        Ok(&self.running()?.node)
     }
 
     /// The node id.
@@ -131,47 +152,61 @@ impl TestNode {
         self.key.peer_id()
     }
 
-    /// An admin API client.
-    pub fn client(&self) -> Result<ApiClient> {
-        let running = self.running.as_ref().context("node not running")?;
-        let token = identity::load_token(&self.data_dir.join(TOKEN_FILE))?;
-        Ok(ApiClient::new(
-            format!("http://{}", running.api_address),
-            token,
-        ))
+    /// The admin token, as the data dir holds it.
+    pub fn token(&self) -> Result<String> {
+        Ok(identity::load_token(&self.data_dir.join(TOKEN_FILE))?)
     }
 
     /// The admin API base URL.
     pub fn api_url(&self) -> Result<String> {
-        let running = self.running.as_ref().context("node not running")?;
-        Ok(format!("http://{}", running.api_address))
+        Ok(format!("http://{}", self.running()?.api_address))
+    }
+
+    /// A typed admin API client.
+    pub fn api(&self) -> Result<Api> {
+        Ok(Api::new(self.api_url()?, self.token()?))
+    }
+
+    /// The first address it listens on that `wanted` accepts, with `/p2p/<id>`, once it listens.
+    pub async fn listen_address(
+        &self,
+        what: &str,
+        wanted: impl Fn(&Multiaddr) -> bool,
+    ) -> Result<Multiaddr> {
+        let node = self.node()?;
+        let addr = wait_until(&format!("the node to listen on {what}"), WAIT, || async {
+            let addrs = node.net().listen_addresses().await?;
+            Ok(addrs.into_iter().find(|a| wanted(a)))
+        })
+        .await?;
+        addr.with_p2p(self.peer_id())
+            .map_err(|a| anyhow::anyhow!("{a} already names another peer"))
     }
 
     /// The TCP address it listens on, with `/p2p/<id>`, once it listens.
     pub async fn tcp_address(&self) -> Result<Multiaddr> {
-        let node = self.node()?;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let addrs = node.net().listen_addresses().await?;
-            let tcp = addrs.into_iter().find(|a| {
-                a.iter()
-                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(port) if port != 0))
-            });
-            if let Some(a) = tcp {
-                return a
-                    .with_p2p(self.peer_id())
-                    .map_err(|_| anyhow::anyhow!("p2p"));
-            }
-            if Instant::now() > deadline {
-                bail!("node never listened");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.listen_address("a TCP port", |a| {
+            a.iter()
+                .any(|p| matches!(p, Protocol::Tcp(port) if port != 0))
+        })
+        .await
+    }
+
+    /// The TCP port it listens on.
+    pub async fn tcp_port(&self) -> Result<u16> {
+        self.tcp_address()
+            .await?
+            .iter()
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .context("no TCP port")
     }
 
     /// Connected members, as the API reports them.
     pub async fn peers(&self) -> Result<Vec<PeerView>> {
-        Ok(self.client()?.get("/api/v1/peers").await?)
+        Ok(self.api()?.peers().await?)
     }
 }
 
@@ -204,6 +239,18 @@ impl TestNet {
         Ok(TestNet { root, nodes })
     }
 
+    /// [`TestNet::line`] of `n` nodes, waited on until it is a full mesh.
+    pub async fn meshed(n: usize) -> Result<TestNet> {
+        let net = TestNet::line(n).await?;
+        net.wait_full_mesh().await?;
+        Ok(net)
+    }
+
+    /// The typed API client of node `i`.
+    pub fn api(&self, i: usize) -> Result<Api> {
+        self.nodes.get(i).context("no such node")?.api()
+    }
+
     /// Waits until every node sees every other node, verified (region known).
     pub async fn wait_full_mesh(&self) -> Result<()> {
         let n = self.nodes.len();
@@ -218,6 +265,48 @@ impl TestNet {
             Ok(true)
         })
         .await
+    }
+
+    /// Waits until every node holds standard `id` at `version`.
+    pub async fn wait_schema(&self, id: &str, version: &str) -> Result<()> {
+        wait_until(&format!("{id}@{version} on every node"), WAIT, || async {
+            for n in &self.nodes {
+                if n.node()?.schema_doc(id, Some(version)).is_err() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Waits until every other running node holds node `i`'s latest catalogue snapshot.
+    pub async fn wait_catalogue_of(&self, i: usize) -> Result<()> {
+        let publisher = self.nodes.get(i).context("no such node")?;
+        let latest = publisher
+            .node()?
+            .own_catalogue()?
+            .map(|c| c.document.sequence)
+            .unwrap_or(0);
+        let id = publisher.peer_id().to_string();
+        let others = self
+            .nodes
+            .iter()
+            .filter(|n| n.peer_id() != publisher.peer_id());
+        for n in others.filter(|n| n.running.is_some()) {
+            wait_until(
+                &format!("{} to hold snapshot {latest} of node {i}", n.region.code()),
+                WAIT,
+                || async {
+                    Ok(n.node()?
+                        .network_catalogues()
+                        .iter()
+                        .any(|c| c.document.publisher == id && c.document.sequence >= latest))
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Stops every node.
@@ -239,18 +328,46 @@ pub fn add_member(config: &mut NodeConfig, peer: PeerId) {
     }
 }
 
-/// Polls `check` every 100 ms until it returns true, failing after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+/// What a wait's condition answers: `bool` (done or not yet), or `Option<T>` (the value the wait
+/// returns, once there is one).
+pub trait Outcome {
+    /// What the wait returns.
+    type Value;
+    /// The value, once the wait is over.
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` every 100 ms until it is ready, failing after `timeout` with a message naming
+/// `what` and the last error `check` returned (an error means "not yet": a peer reconnecting).
+pub async fn wait_until<F, Fut, O>(what: &str, timeout: Duration, mut check: F) -> Result<O::Value>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
+    Fut: std::future::Future<Output = Result<O>>,
+    O: Outcome,
 {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     loop {
         match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
+            Ok(outcome) => {
+                if let Some(value) = outcome.ready() {
+                    return Ok(value);
+                }
+            }
             Err(e) => last_err = Some(e),
         }
         if Instant::now() > deadline {
@@ -268,43 +385,4 @@ pub fn flag_value(name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-}
-
-/// Publishes the sample data standard `id` (version 1.0.0) on the node behind `client`.
-pub async fn publish_sample_standard(client: &ApiClient, id: &str) -> Result<()> {
-    let schema: serde_json::Value = serde_json::from_str(
-        yrd_node::samples::schema_json(id).context("no sample standard of that id")?,
-    )?;
-    let _: serde_json::Value = client
-        .post(
-            "/api/v1/schemas",
-            &serde_json::json!({"id": id, "version": "1.0.0", "schema": schema}),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Writes `records` sample records of `standard` (generator `seed`) to `dir/DATASET.jsonl` and
-/// publishes them as the next version of the offer `dataset`.
-pub async fn publish_sample_version(
-    client: &ApiClient,
-    dir: &Path,
-    dataset: &str,
-    standard: &str,
-    records: usize,
-    seed: u64,
-) -> Result<()> {
-    let file = dir.join(format!("{dataset}.jsonl"));
-    let text: String = yrd_node::samples::generate(standard, records, seed)?
-        .iter()
-        .map(|r| format!("{r}\n"))
-        .collect();
-    std::fs::write(&file, text)?;
-    let _: serde_json::Value = client
-        .post(
-            &format!("/api/v1/datasets/{dataset}/versions"),
-            &serde_json::json!({"file": file, "format": "jsonl"}),
-        )
-        .await?;
-    Ok(())
 }

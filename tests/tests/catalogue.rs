@@ -2,147 +2,106 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
 
-use std::time::Duration;
-
 use anyhow::Result;
 use serde_json::{Value, json};
-use yrd_node::cli::client::ClientError;
 use yrd_node::identity::NodeKey;
-use yrd_node::model::catalogue::Catalogue;
+use yrd_node::model::catalogue::{Catalogue, Demand, OfferInput, ShareType, UpdateCycle};
 use yrd_node::model::signed::Signed;
 use yrd_node::node::NodeError;
-use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
+use yrd_node::node::catalogue::SearchQuery;
+use yrd_tests::api::{Api, status};
+use yrd_tests::fixtures::{STANDARD, publish_sample_standard};
+use yrd_tests::{TestNet, WAIT, wait_until};
 
-fn standard(id: &str) -> Value {
-    let text = yrd_node::samples::schema_json(id).expect("sample standard");
-    serde_json::from_str(text).expect("json")
+/// An offer of test data under `standard`; conditions unless unconditional.
+fn offer(id: &str, standard: &str, share: ShareType) -> OfferInput {
+    let conditions = (share != ShareType::Unconditional).then_some("仅限履职使用");
+    yrd_tests::fixtures::offer(id, standard, share, conditions)
 }
 
-fn offer(id: &str, std: &str, share: &str) -> Value {
-    let mut v = json!({
-        "identifier": id, "title": format!("{id} 测试数据"), "description": "测试用共享数据",
-        "keyword": ["测试"], "media_type": "application/jsonl", "resource_code": "310000-TEST-00001",
-        "share_type": share, "share_method": "file", "update_cycle": "daily",
-        "schema_id": std, "schema_version": "1.0.0"
-    });
-    if share != "unconditional" {
-        v["share_conditions"] = json!("仅限履职使用");
-    }
-    v
-}
-
-async fn publish(
-    node: &TestNode,
-    id: &str,
-    version: &str,
-    schema: Value,
-) -> Result<Value, ClientError> {
-    node.client()
-        .map_err(|e| ClientError::Decode(e.to_string()))?
-        .post(
-            "/api/v1/schemas",
-            &json!({"id": id, "version": version, "schema": schema}),
-        )
-        .await
-}
-
-async fn wait_schema(net: &TestNet, id: &str, version: &str) -> Result<()> {
-    wait_until(&format!("{id}@{version} everywhere"), WAIT, || async {
-        for n in &net.nodes {
-            if n.node()?.schema_doc(id, Some(version)).is_err() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })
-    .await
+/// `n` meshed nodes, the sample standard `id` published on node 0 and held by every node.
+async fn with_standard(n: usize, id: &str) -> Result<TestNet> {
+    let net = TestNet::meshed(n).await?;
+    publish_sample_standard(&net.api(0)?, id).await?;
+    net.wait_schema(id, "1.0.0").await?;
+    Ok(net)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standard_published_on_one_node_is_usable_on_all_and_offers_are_found_everywhere()
--> Result<()> {
-    let mut net = TestNet::line(4).await?;
-    net.wait_full_mesh().await?;
-    publish(
-        &net.nodes[0],
-        "enterprise-licence",
-        "1.0.0",
-        standard("enterprise-licence"),
-    )
-    .await?;
-    wait_schema(&net, "enterprise-licence", "1.0.0").await?;
+async fn a_standard_published_on_one_node_is_usable_at_the_far_end_of_the_line() -> Result<()> {
+    let mut net = with_standard(4, STANDARD).await?;
+    let added = net
+        .api(3)?
+        .add_offer(&offer("ah-licences", STANDARD, ShareType::Unconditional))
+        .await?;
+    assert_eq!(added.conforms_to.id, STANDARD);
+    assert!(added.information_items.len() >= 10, "{added:?}");
+    net.stop_all().await
+}
 
-    // Anhui (the far end of the line) can offer data under Shanghai's standard...
-    let added: Value = net.nodes[3]
-        .client()?
-        .post(
-            "/api/v1/catalogue/offers",
-            &offer("ah-licences", "enterprise-licence", "unconditional"),
-        )
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_is_found_at_the_far_end_by_text_region_and_share_type() -> Result<()> {
+    let mut net = with_standard(4, STANDARD).await?;
+    net.api(0)?
+        .add_offer(&offer("sh-licences", STANDARD, ShareType::Conditional))
         .await?;
-    assert_eq!(added["conforms_to"]["id"], "enterprise-licence");
-    assert!(
-        added["information_items"]
-            .as_array()
-            .is_some_and(|a| a.len() >= 10)
-    );
-    // ...and an offer added on Shanghai is found by a search on Anhui.
-    let _: Value = net.nodes[0]
-        .client()?
-        .post(
-            "/api/v1/catalogue/offers",
-            &offer("sh-licences", "enterprise-licence", "conditional"),
-        )
-        .await?;
+    let ah = net.api(3)?;
     wait_until("Shanghai's offer visible on Anhui", WAIT, || async {
-        let hits: Vec<Value> = net.nodes[3]
-            .client()?
-            .get("/api/v1/catalogue/search?text=sh-licences")
-            .await?;
-        Ok(hits.len() == 1 && hits[0]["region"] == "310000")
+        let hits = ah.search_text("sh-licences").await?;
+        Ok(hits.len() == 1 && hits[0].region.code() == 310000)
     })
     .await?;
-    let by_region: Vec<Value> = net.nodes[3]
-        .client()?
-        .get("/api/v1/catalogue/search?region=310000&share_type=conditional")
+    let by_region = ah
+        .search(&SearchQuery {
+            region: Some("310000".parse()?),
+            share_type: Some(ShareType::Conditional),
+            ..SearchQuery::default()
+        })
         .await?;
-    assert_eq!(by_region.len(), 1);
-    let by_schema: Vec<Value> = net.nodes[1]
-        .client()?
-        .get("/api/v1/catalogue/search?schema=enterprise-licence")
+    assert_eq!(by_region.len(), 1, "{by_region:?}");
+    let unconditional = ah
+        .search(&SearchQuery {
+            region: Some("310000".parse()?),
+            share_type: Some(ShareType::Unconditional),
+            ..SearchQuery::default()
+        })
         .await?;
+    assert!(unconditional.is_empty(), "{unconditional:?}");
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_of_two_nodes_are_found_by_their_standard_on_a_third() -> Result<()> {
+    let mut net = with_standard(4, STANDARD).await?;
+    net.api(0)?
+        .add_offer(&offer("sh-licences", STANDARD, ShareType::Conditional))
+        .await?;
+    net.api(3)?
+        .add_offer(&offer("ah-licences", STANDARD, ShareType::Unconditional))
+        .await?;
+    let js = net.api(1)?;
+    let by_standard = SearchQuery {
+        schema: Some(STANDARD.into()),
+        ..SearchQuery::default()
+    };
     wait_until("both offers visible on Jiangsu", WAIT, || async {
-        let hits: Vec<Value> = net.nodes[1]
-            .client()?
-            .get("/api/v1/catalogue/search?schema=enterprise-licence")
-            .await?;
-        Ok(hits.len() == 2)
+        Ok(js.search(&by_standard).await?.len() == 2)
     })
     .await?;
-    assert!(by_schema.len() <= 2);
     net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_node_converges_after_restart_without_a_new_publish() -> Result<()> {
-    let mut net = TestNet::line(3).await?;
-    net.wait_full_mesh().await?;
-    publish(
-        &net.nodes[0],
-        "enterprise-licence",
-        "1.0.0",
-        standard("enterprise-licence"),
-    )
-    .await?;
-    wait_schema(&net, "enterprise-licence", "1.0.0").await?;
+    let mut net = with_standard(3, STANDARD).await?;
     net.nodes[2].stop().await?;
     for i in 0..3 {
-        let _: Value = net.nodes[0]
-            .client()?
-            .post(
-                "/api/v1/catalogue/offers",
-                &offer(&format!("offer-{i}"), "enterprise-licence", "unconditional"),
-            )
+        net.api(0)?
+            .add_offer(&offer(
+                &format!("offer-{i}"),
+                STANDARD,
+                ShareType::Unconditional,
+            ))
             .await?;
     }
     let latest = net.nodes[0]
@@ -151,18 +110,7 @@ async fn an_offline_node_converges_after_restart_without_a_new_publish() -> Resu
         .map(|c| c.document.sequence)
         .unwrap_or(0);
     net.nodes[2].start().await?;
-    let shanghai = net.nodes[0].peer_id();
-    wait_until(
-        "node 2 to catch up with Shanghai's catalogue",
-        WAIT,
-        || async {
-            let cats = net.nodes[2].node()?.network_catalogues();
-            Ok(cats.iter().any(|c| {
-                c.document.publisher == shanghai.to_string() && c.document.sequence == latest
-            }))
-        },
-    )
-    .await?;
+    net.wait_catalogue_of(0).await?;
     assert_eq!(
         net.nodes[0]
             .node()?
@@ -174,201 +122,205 @@ async fn an_offline_node_converges_after_restart_without_a_new_publish() -> Resu
     net.stop_all().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_replayed_and_non_member_snapshots_are_refused() -> Result<()> {
-    let mut net = TestNet::line(2).await?;
-    net.wait_full_mesh().await?;
-    publish(
-        &net.nodes[0],
-        "enterprise-licence",
-        "1.0.0",
-        standard("enterprise-licence"),
-    )
-    .await?;
-    wait_schema(&net, "enterprise-licence", "1.0.0").await?;
-    let shanghai = net.nodes[0].peer_id();
-    let held_by_1 = |net: &TestNet| -> Result<Option<Signed<Catalogue>>> {
-        Ok(net.nodes[1]
-            .node()?
-            .network_catalogues()
-            .into_iter()
-            .find(|c| c.document.publisher == shanghai.to_string()))
-    };
-    wait_until("first snapshot", WAIT, || async {
-        Ok(held_by_1(&net)?.is_some())
+/// Two meshed nodes; node 1 held Shanghai's first snapshot and now holds a newer one. Returns
+/// the net and the older snapshot.
+async fn two_snapshots() -> Result<(TestNet, Signed<Catalogue>)> {
+    let net = with_standard(2, STANDARD).await?;
+    let old = wait_until("a first snapshot on node 1", WAIT, || async {
+        held_by_1(&net)
     })
     .await?;
-    let old = held_by_1(&net)?.expect("snapshot");
-    let _: Value = net.nodes[0]
-        .client()?
-        .post(
-            "/api/v1/catalogue/offers",
-            &offer("x", "enterprise-licence", "unconditional"),
-        )
+    net.api(0)?
+        .add_offer(&offer("x", STANDARD, ShareType::Unconditional))
         .await?;
-    wait_until("newer snapshot", WAIT, || async {
+    wait_until("a newer snapshot on node 1", WAIT, || async {
         Ok(held_by_1(&net)?.is_some_and(|c| c.document.sequence > old.document.sequence))
     })
     .await?;
-    let node1 = net.nodes[1].node()?;
+    Ok((net, old))
+}
+
+/// Shanghai's snapshot as node 1 holds it.
+fn held_by_1(net: &TestNet) -> Result<Option<Signed<Catalogue>>> {
+    let shanghai = net.nodes[0].peer_id().to_string();
+    Ok(net.nodes[1]
+        .node()?
+        .network_catalogues()
+        .into_iter()
+        .find(|c| c.document.publisher == shanghai))
+}
+
+/// Node 1's refusal of `snapshot` as if node 0 had sent it.
+async fn refusal(net: &TestNet, snapshot: Signed<Catalogue>) -> Result<NodeError> {
     let from = net.nodes[0].peer_id();
+    let accepted = net.nodes[1].node()?.accept_catalogue(from, snapshot).await;
+    Ok(accepted.expect_err("refused"))
+}
 
-    // Replayed older snapshot.
-    let err = node1
-        .accept_catalogue(from, old.clone())
-        .await
-        .err()
-        .expect("refused");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_older_snapshot_is_refused_as_stale() -> Result<()> {
+    let (mut net, old) = two_snapshots().await?;
+    let err = refusal(&net, old).await?;
     assert!(matches!(err, NodeError::Stale(_)), "{err}");
+    net.stop_all().await
+}
 
-    // Tampered snapshot: a higher sequence with the original signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_snapshot_is_refused_by_its_signature() -> Result<()> {
+    let (mut net, _) = two_snapshots().await?;
+    // A higher sequence with the original signature.
     let mut tampered = held_by_1(&net)?.expect("snapshot");
     tampered.document.sequence += 10;
-    let err = node1
-        .accept_catalogue(from, tampered)
-        .await
-        .err()
-        .expect("refused");
+    let err = refusal(&net, tampered).await?;
     assert!(matches!(err, NodeError::Signature(_)), "{err}");
+    net.stop_all().await
+}
 
-    // A non-member's snapshot, correctly signed by its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_members_snapshot_signed_by_its_own_key_is_refused() -> Result<()> {
+    let (mut net, old) = two_snapshots().await?;
     let outsider = NodeKey::generate();
-    let mut doc = old.document.clone();
+    let mut doc = old.document;
     doc.publisher = outsider.peer_id().to_string();
     doc.sequence = 1;
-    let signed = Signed::sign(doc, outsider.signing_key())?;
-    let err = node1
-        .accept_catalogue(from, signed)
-        .await
-        .err()
-        .expect("refused");
+    let err = refusal(&net, Signed::sign(doc, outsider.signing_key())?).await?;
     assert!(err.to_string().contains("non-member"), "{err}");
     net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demands_are_matched_against_offers_across_nodes() -> Result<()> {
-    let mut net = TestNet::line(2).await?;
-    net.wait_full_mesh().await?;
-    publish(
-        &net.nodes[0],
-        "housing-provident-fund",
-        "1.0.0",
-        standard("housing-provident-fund"),
-    )
-    .await?;
-    wait_schema(&net, "housing-provident-fund", "1.0.0").await?;
-    let _: Value = net.nodes[1]
-        .client()?
-        .post(
-            "/api/v1/catalogue/offers",
-            &offer("js-fund", "housing-provident-fund", "conditional"),
-        )
+    let fund = "housing-provident-fund";
+    let mut net = with_standard(2, fund).await?;
+    net.api(1)?
+        .add_offer(&offer("js-fund", fund, ShareType::Conditional))
         .await?;
-    let demand = json!({"identifier": "need-fund", "title": "公积金缴存记录", "schema_id": "housing-provident-fund",
-        "version_req": "^1.0", "purpose": "跨省公积金贷款审核", "legal_basis": "《住房公积金管理条例》", "frequency": "daily"});
-    let _: Value = net.nodes[0]
-        .client()?
-        .post("/api/v1/catalogue/demands", &demand)
+    net.api(0)?
+        .add_demand(&Demand {
+            identifier: "need-fund".into(),
+            title: "公积金缴存记录".into(),
+            schema_id: fund.into(),
+            version_req: "^1.0".into(),
+            purpose: "跨省公积金贷款审核".into(),
+            legal_basis: "《住房公积金管理条例》".into(),
+            frequency: UpdateCycle::Daily,
+            regions: Vec::new(),
+        })
         .await?;
-    wait_until("match on Shanghai", WAIT, || async {
-        let m: Value = net.nodes[0].client()?.get("/api/v1/demands/match").await?;
-        Ok(m["for_our_demands"]
-            .as_array()
-            .is_some_and(|a| a.len() == 1 && a[0]["offer"] == "js-fund"))
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    wait_until("the match on Shanghai", WAIT, || async {
+        let m = sh.demand_match().await?.for_our_demands;
+        Ok(m.len() == 1 && m[0].offer == "js-fund")
     })
     .await?;
-    wait_until("match on Jiangsu", WAIT, || async {
-        let m: Value = net.nodes[1].client()?.get("/api/v1/demands/match").await?;
-        Ok(m["for_our_offers"]
-            .as_array()
-            .is_some_and(|a| a.len() == 1 && a[0]["demand"]["identifier"] == "need-fund"))
+    wait_until("the match on Jiangsu", WAIT, || async {
+        let m = js.demand_match().await?.for_our_offers;
+        Ok(m.len() == 1 && m[0].demand.identifier == "need-fund")
     })
     .await?;
     net.stop_all().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_registry_refuses_bad_and_incompatible_standards() -> Result<()> {
-    let mut net = TestNet::line(1).await?;
-    let n = &net.nodes[0];
-    let v1 = json!({
+/// A 2020-12 schema with a required string `a` and an optional number `b`.
+fn test_standard() -> Value {
+    json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
         "properties": {"a": {"type": "string"}, "b": {"type": "number"}}, "required": ["a"]
-    });
-    publish(n, "test-std", "1.0.0", v1.clone()).await?;
-    // Same id+version, same content: accepted again (idempotent).
-    publish(n, "test-std", "1.0.0", v1.clone()).await?;
-    // Same id+version, other content: refused.
-    let mut other = v1.clone();
-    other["properties"]["c"] = json!({"type": "string"});
-    let err = publish(n, "test-std", "1.0.0", other.clone())
+    })
+}
+
+/// One node holding [`test_standard`] as `test-std` 1.0.0, and its API client.
+async fn with_test_standard() -> Result<(TestNet, Api)> {
+    let net = TestNet::line(1).await?;
+    let api = net.api(0)?;
+    api.publish_schema("test-std", "1.0.0", &test_standard())
+        .await?;
+    Ok((net, api))
+}
+
+/// [`test_standard`] with an optional string `c` added.
+fn with_optional_c() -> Value {
+    let mut v = test_standard();
+    v["properties"]["c"] = json!({"type": "string"});
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_published_again_is_idempotent_and_other_content_conflicts() -> Result<()> {
+    let (mut net, api) = with_test_standard().await?;
+    api.publish_schema("test-std", "1.0.0", &test_standard())
+        .await?;
+    let err = api
+        .publish_schema("test-std", "1.0.0", &with_optional_c())
         .await
-        .err()
-        .expect("refused");
-    assert!(matches!(err, ClientError::Api { status: 409, .. }), "{err}");
-    // A compatible minor version (an optional field added) is accepted.
-    publish(n, "test-std", "1.1.0", other).await?;
-    // An incompatible minor version is refused with each incompatibility listed.
+        .expect_err("refused");
+    assert_eq!(status(&err), Some(409), "{err}");
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minor_version_must_be_compatible_and_a_major_one_need_not() -> Result<()> {
+    let (mut net, api) = with_test_standard().await?;
+    // An optional field added: compatible.
+    api.publish_schema("test-std", "1.1.0", &with_optional_c())
+        .await?;
+    // A field removed, one made required, a constraint tightened: each incompatibility listed.
     let breaking = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
         "properties": {"a": {"type": "string", "maxLength": 3}, "c": {"type": "string"}}, "required": ["a", "c"]
     });
-    let err = publish(n, "test-std", "1.2.0", breaking.clone())
+    let err = api
+        .publish_schema("test-std", "1.2.0", &breaking)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = err.to_string();
-    assert!(
-        matches!(err, ClientError::Api { status: 400, .. }),
-        "{text}"
-    );
+    assert_eq!(status(&err), Some(400), "{text}");
     assert!(
         text.contains("/properties/b")
             && text.contains("\"c\" is now required")
             && text.contains("maxLength"),
         "{text}"
     );
-    // The same change as a new major version is fine.
-    publish(n, "test-std", "2.0.0", breaking).await?;
-    // Not a 2020-12 schema, or not compilable.
-    let err = publish(n, "bad-std", "1.0.0", json!({"type": "object"}))
-        .await
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("$schema"), "{err}");
-    let err = publish(
-        n,
-        "bad-std",
-        "1.0.0",
-        json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": 5}),
-    )
-    .await
-    .err()
-    .expect("refused");
-    assert!(matches!(err, ClientError::Api { status: 400, .. }), "{err}");
-    // An offer must reference a known standard, and conditions are required unless unconditional.
-    let err = n
-        .client()?
-        .post::<_, Value>(
-            "/api/v1/catalogue/offers",
-            &offer("o", "unknown-std", "unconditional"),
-        )
-        .await
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("not known"), "{err}");
-    let mut no_conditions = offer("o", "test-std", "conditional");
-    no_conditions
-        .as_object_mut()
-        .map(|o| o.remove("share_conditions"));
-    let err = n
-        .client()?
-        .post::<_, Value>("/api/v1/catalogue/offers", &no_conditions)
-        .await
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("share_conditions"), "{err}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    api.publish_schema("test-std", "2.0.0", &breaking).await?;
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_not_in_draft_2020_12_or_not_compilable_is_refused() -> Result<()> {
+    let mut net = TestNet::line(1).await?;
+    let api = net.api(0)?;
+    for (case, schema, says) in [
+        ("no $schema", json!({"type": "object"}), "$schema"),
+        (
+            "not compilable",
+            json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": 5}),
+            "400",
+        ),
+    ] {
+        let err = api
+            .publish_schema("bad-std", "1.0.0", &schema)
+            .await
+            .expect_err(case);
+        assert!(err.to_string().contains(says), "{case}: {err}");
+    }
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_needs_a_known_standard_and_conditions_unless_unconditional() -> Result<()> {
+    let (mut net, api) = with_test_standard().await?;
+    let mut no_conditions = offer("o", "test-std", ShareType::Conditional);
+    no_conditions.share_conditions = None;
+    for (case, o, says) in [
+        (
+            "unknown standard",
+            offer("o", "unknown-std", ShareType::Unconditional),
+            "not known",
+        ),
+        ("no conditions", no_conditions, "share_conditions"),
+    ] {
+        let err = api.add_offer(&o).await.expect_err(case);
+        assert!(err.to_string().contains(says), "{case}: {err}");
+    }
     net.stop_all().await
 }

@@ -21,11 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use yrd_node::cli::client::ApiClient;
-use yrd_node::identity::{self, TOKEN_FILE};
-use yrd_tests::{
-    TestNet, TestNode, WAIT, publish_sample_standard, publish_sample_version, wait_until,
+use yrd_node::model::message::RequestStatus;
+use yrd_node::model::provenance::{EvidenceBundle, RecordKind};
+use yrd_node::node::access::{Direction, GrantState};
+use yrd_node::node::transfer::TransferStatus;
+use yrd_tests::fixtures::{
+    COND, COND_CONDITIONS, DEMAND, FIELDS, SECRET, SECRET_REASON, STANDARD, WITHHELD,
+    WITHHELD_REASON, provider,
 };
+use yrd_tests::{TestNet, WAIT, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -33,14 +37,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long a wait for the page gives it.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
-const SCHEMA: &str = "enterprise-licence";
-/// The fields the requester asks for.
-const FIELDS: [&str; 4] = [
-    "uscc",
-    "enterprise_name",
-    "legal_representative",
-    "legal_representative_id_number",
-];
 /// The field the provider masks.
 const MASKED: &str = "legal_representative_id_number";
 
@@ -92,23 +88,19 @@ impl Browser {
             ended: false,
         };
         // Wait for the driver to listen.
-        let deadline = Instant::now() + PAGE_WAIT;
-        loop {
-            let status = browser
-                .http
-                .get(format!("http://{driver_addr}/status"))
-                .send()
-                .await;
-            if let Ok(r) = status
-                && r.status().is_success()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("chromedriver did not start on port {port}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(
+            &format!("chromedriver to listen on port {port}"),
+            PAGE_WAIT,
+            || async {
+                let status = browser
+                    .http
+                    .get(format!("http://{driver_addr}/status"))
+                    .send()
+                    .await?;
+                Ok(status.status().is_success())
+            },
+        )
+        .await?;
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
@@ -241,42 +233,46 @@ impl Browser {
     }
 
     /// Waits until a displayed element matches `css` and its text contains every one of
-    /// `texts`; returns it.
+    /// `texts`; returns it. A timeout says what the last such element and the page said.
     async fn wait_for(&self, css: &str, texts: &[&str]) -> Result<String> {
-        let deadline = Instant::now() + PAGE_WAIT;
-        let mut last = String::new();
-        loop {
+        let last = std::sync::Mutex::new(String::new());
+        let found = wait_until(&format!("{css} with {texts:?}"), PAGE_WAIT, || async {
             // Elements go stale when the page re-renders: any error means "not yet".
-            if let Ok(found) = self.find_all(css).await {
-                for element in found {
-                    let Ok(true) = self.displayed(&element).await else {
-                        continue;
-                    };
-                    let Ok(text) = self.text(&element).await else {
-                        continue;
-                    };
-                    if texts.iter().all(|t| text.contains(t)) {
-                        return Ok(element);
-                    }
-                    last = text;
+            for element in self.find_all(css).await? {
+                let Ok(true) = self.displayed(&element).await else {
+                    continue;
+                };
+                let Ok(text) = self.text(&element).await else {
+                    continue;
+                };
+                if texts.iter().all(|t| text.contains(t)) {
+                    return Ok(Some(element));
+                }
+                if let Ok(mut l) = last.lock() {
+                    *l = text;
                 }
             }
-            if Instant::now() > deadline {
+            Ok(None)
+        })
+        .await;
+        match found {
+            Ok(element) => Ok(element),
+            Err(e) => {
                 let page = self
                     .script("return document.body.innerText", json!([]))
                     .await
                     .unwrap_or_default();
-                bail!(
-                    "timed out after {PAGE_WAIT:?} waiting for {css} with {texts:?}; last such \
-                     element said {last:?}; the page says: {}",
-                    page.as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(1500)
-                        .collect::<String>()
-                );
+                let page: String = page
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(1500)
+                    .collect();
+                let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+                Err(e.context(format!(
+                    "the last such element said {last:?}; the page says: {page}"
+                )))
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -426,77 +422,6 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-// ------------------------------------------------------------------------------------------------
-// The devnet
-
-/// Shanghai (node 0) publishes the standard, an unconditional, a conditional and a not-shared
-/// offer, version 1 of the shared ones, a demand and a withheld entry.
-async fn provider(net: &TestNet, dir: &Path) -> Result<()> {
-    let sh = net.nodes[0].client()?;
-    publish_sample_standard(&sh, SCHEMA).await?;
-    let offer = |id: &str, title: &str, share: &str, conditions: Option<&str>| {
-        let mut o = json!({
-            "identifier": id, "title": title, "description": "上海市市场主体登记信息（测试数据）",
-            "media_type": "application/jsonl", "resource_code": "310000-SCJG-00001",
-            "share_type": share, "share_method": "file", "update_cycle": "daily",
-            "schema_id": SCHEMA, "schema_version": "1.0.0", "keyword": ["营业执照"]
-        });
-        if let Some(c) = conditions {
-            o["share_conditions"] = json!(c);
-        }
-        o
-    };
-    for o in [
-        offer("sh-open", "营业执照基本信息", "unconditional", None),
-        offer(
-            "sh-cond",
-            "营业执照详细信息",
-            "conditional",
-            Some("履职需要，经审批"),
-        ),
-        offer(
-            "sh-secret",
-            "涉密登记信息",
-            "not-shared",
-            Some("涉及国家秘密"),
-        ),
-    ] {
-        let _: Value = sh.post("/api/v1/catalogue/offers", &o).await?;
-    }
-    let _: Value = sh
-        .post(
-            "/api/v1/catalogue/demands",
-            &json!({"identifier": "js-social-insurance", "title": "江苏省社保缴费信息",
-                    "schema_id": SCHEMA, "version_req": "^1", "purpose": "跨省通办资格核验",
-                    "legal_basis": "《社会保险法》", "frequency": "monthly", "regions": ["320000"]}),
-        )
-        .await?;
-    let _: Value = sh
-        .post(
-            "/api/v1/catalogue/withheld",
-            &json!({"identifier": "sh-archive", "title": "历史档案扫描件",
-                    "reason": "数据治理整改中", "legal_basis": "《公共数据管理办法》第十条"}),
-        )
-        .await?;
-    for (id, seed) in [("sh-open", 1), ("sh-cond", 2)] {
-        publish_sample_version(&sh, dir, id, SCHEMA, 200, seed).await?;
-    }
-    let js = net.nodes[1].client()?;
-    wait_until(
-        "the offers with versions reach the requester",
-        WAIT,
-        || async {
-            let hits: Vec<Value> = js.get("/api/v1/catalogue/search?text=sh-cond").await?;
-            Ok(hits.len() == 1 && hits[0]["entry"]["latest_version"] == 1)
-        },
-    )
-    .await
-}
-
-fn token(node: &TestNode) -> Result<String> {
-    Ok(identity::load_token(&node.data_dir.join(TOKEN_FILE))?)
-}
-
 /// Every console asset is served without the token, with its type and the CSP.
 async fn check_assets(base: &str) -> Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
@@ -549,10 +474,9 @@ async fn console_drives_a_conditional_exchange_in_a_real_browser() -> Result<()>
         }
     });
     let started = Instant::now();
-    let mut net = TestNet::line(2).await?;
-    net.wait_full_mesh().await?;
+    let mut net = TestNet::meshed(2).await?;
     let dir = tempfile::tempdir()?;
-    provider(&net, dir.path()).await?;
+    provider(&net, dir.path(), 200).await?;
     eprintln!("devnet ready in {:?}", started.elapsed());
 
     let browser = Browser::start(shots).await?;
@@ -567,8 +491,8 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     let (sh_node, js_node) = (&net.nodes[0], &net.nodes[1]);
     let sh_url = sh_node.api_url()?;
     let js_url = js_node.api_url()?;
-    let sh_api: ApiClient = sh_node.client()?;
-    let js_api: ApiClient = js_node.client()?;
+    let sh_api = sh_node.api()?;
+    let js_api = js_node.api()?;
     let sh_peer = sh_node.peer_id().to_string();
     let js_peer = js_node.peer_id().to_string();
     check_assets(&js_url).await?;
@@ -584,7 +508,7 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     )
     .await?;
     b.shot("login").await?;
-    b.fill("#login-token", &token(js_node)?).await?;
+    b.fill("#login-token", &js_node.token()?).await?;
     b.click_on("#login-submit").await?;
     b.wait_for("[data-testid=node-id]", &[&js_peer]).await?;
     b.wait_for("[data-testid=node-region]", &["320000"]).await?;
@@ -602,7 +526,7 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         !stored[1]
             .as_str()
             .unwrap_or_default()
-            .contains(&token(js_node)?),
+            .contains(&js_node.token()?),
         "the token must not reach localStorage"
     );
     assert_eq!(
@@ -617,8 +541,8 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     b.wait_for("tr[data-testid=hit][data-dataset=sh-open]", &["无条件共享"])
         .await?;
     b.wait_for(
-        "tr[data-testid=hit][data-dataset=sh-secret]",
-        &["不予共享", "涉及国家秘密"],
+        &format!("tr[data-testid=hit][data-dataset={SECRET}]"),
+        &["不予共享", SECRET_REASON],
     )
     .await?;
     b.fill("#search-text", "营业执照").await?;
@@ -626,7 +550,7 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         .await?;
     b.click_on("[data-testid=search-submit]").await?;
     let hit = "tr[data-testid=hit][data-dataset=sh-cond]";
-    b.wait_for(hit, &["310000", "有条件共享", "履职需要，经审批", "v1"])
+    b.wait_for(hit, &["310000", "有条件共享", COND_CONDITIONS, "v1"])
         .await?;
     b.wait_for("[data-testid=search-count]", &["1"]).await?;
     assert!(
@@ -660,16 +584,16 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         .await?;
     b.wait_for(&format!("{hit} [data-testid=request-pending]"), &[])
         .await?;
-    let sent: Vec<Value> = js_api.get("/api/v1/requests?direction=out").await?;
+    let sent = js_api.requests(Some(Direction::Out), None).await?;
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0]["status"], "pending");
-    assert_eq!(sent[0]["request"]["document"]["fields"], json!(FIELDS));
-    let request_id = sent[0]["id"].as_str().context("request id")?.to_string();
+    assert_eq!(sent[0].status, RequestStatus::Pending);
+    assert_eq!(sent[0].request.document.fields, FIELDS);
+    let request_id = sent[0].id.clone();
 
     // --- Provider (Shanghai): log in, open the pending request, approve with a mask.
     b.goto(&format!("{sh_url}/#/requests?status=pending"))
         .await?;
-    b.fill("#login-token", &token(sh_node)?).await?;
+    b.fill("#login-token", &sh_node.token()?).await?;
     b.click_on("#login-submit").await?;
     let row = format!("tr[data-testid=request-in][data-id='{request_id}']");
     b.wait_for(
@@ -701,22 +625,19 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         &["已批准", "保留前 6 后 4"],
     )
     .await?;
-    let issued: Vec<Value> = sh_api.get("/api/v1/grants?direction=out").await?;
+    let issued = sh_api.grants(Some(Direction::Out)).await?;
     assert_eq!(issued.len(), 1, "{issued:?}");
-    let grant = &issued[0]["grant"]["document"];
-    assert_eq!(grant["fields"], json!(FIELDS));
-    assert_eq!(
-        grant["masks"],
-        json!([{"field": MASKED, "rule": "keep", "first": 6, "last": 4}])
-    );
-    let grant_id = issued[0]["id"].as_str().context("grant id")?.to_string();
+    let grant = &issued[0].record.grant.document;
+    assert_eq!(grant.fields, FIELDS);
+    assert_eq!(grant.masks, vec![format!("{MASKED}=keep:6:4").parse()?]);
+    let grant_id = issued[0].record.id.clone();
 
     // --- Requester: the grant arrived; fetch from the catalogue hit; the transfer completes.
     wait_until("the grant reaches the requester", WAIT, || async {
-        let held: Vec<Value> = js_api.get("/api/v1/grants?direction=in").await?;
+        let held = js_api.grants(Some(Direction::In)).await?;
         Ok(held
             .iter()
-            .any(|g| g["id"] == grant_id.as_str() && g["state"] == "valid"))
+            .any(|g| g.record.id == grant_id && g.state == GrantState::Valid))
     })
     .await?;
     b.goto(&format!("{js_url}/#/catalogue?text=sh-cond"))
@@ -736,14 +657,14 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     .await?;
     b.wait_for("[data-testid=no-refresh]", &[]).await?;
     b.shot("transfers").await?;
-    let transfers: Vec<Value> = js_api.get("/api/v1/transfers").await?;
+    let transfers = js_api.transfers().await?;
     let fetched = transfers
         .iter()
-        .find(|t| t["dataset"] == "sh-cond" && t["direction"] == "in")
+        .find(|t| t.dataset == COND && t.direction == Direction::In)
         .ok_or_else(|| anyhow!("no fetch of sh-cond: {transfers:?}"))?;
-    assert_eq!(fetched["status"], "done", "{fetched}");
-    assert_eq!(fetched["derived"], true);
-    assert_eq!(fetched["grant"], grant_id.as_str());
+    assert_eq!(fetched.status, TransferStatus::Done, "{fetched:?}");
+    assert!(fetched.derived, "{fetched:?}");
+    assert_eq!(fetched.grant.as_deref(), Some(grant_id.as_str()));
     // The grant it held, and a subscription added and removed.
     b.goto(&format!("{js_url}/#/grants")).await?;
     b.wait_for(
@@ -760,15 +681,13 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     b.click_on(&format!("{subscription} [data-testid=unsubscribe]"))
         .await?;
     b.wait_for("[data-testid=subscriptions-none]", &[]).await?;
-    let subscriptions: Vec<Value> = js_api.get("/api/v1/subscriptions").await?;
+    let subscriptions = js_api.subscriptions().await?;
     assert!(subscriptions.is_empty(), "{subscriptions:?}");
 
     // --- Provider: the delivery in the provenance timeline and the deliveries report.
     wait_until("the receipt reaches the provider", WAIT, || async {
-        let d: Vec<Value> = sh_api
-            .get("/api/v1/provenance/deliveries?dataset=sh-cond")
-            .await?;
-        Ok(d.len() == 1 && !d[0]["receipt_at"].is_null())
+        let d = sh_api.deliveries(COND).await?;
+        Ok(d.len() == 1 && d[0].receipt_at.is_some())
     })
     .await?;
     b.goto(&format!(
@@ -823,14 +742,9 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         Ok(saved.exists())
     })
     .await?;
-    let bundle: Value = serde_json::from_slice(&std::fs::read(&saved)?)?;
-    let kinds: Vec<&str> = bundle["entries"]
-        .as_array()
-        .context("bundle entries")?
-        .iter()
-        .filter_map(|e| e["record"]["kind"].as_str())
-        .collect();
-    assert!(kinds.contains(&"delivery-served"), "{kinds:?}");
+    let bundle: EvidenceBundle = serde_json::from_slice(&std::fs::read(&saved)?)?;
+    let kinds: Vec<RecordKind> = bundle.entries.iter().map(|e| e.record.kind).collect();
+    assert!(kinds.contains(&RecordKind::DeliveryServed), "{kinds:?}");
 
     // --- Provider: the grant it issued, its standard, no alarm; its lists; then English, then
     // log out.
@@ -840,19 +754,19 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
         &["sh-cond", "320000"],
     )
     .await?;
-    b.goto(&format!("{sh_url}/#/schemas?id={SCHEMA}")).await?;
-    b.wait_for("[data-testid=schema-doc]", &[SCHEMA, "1.0.0", MASKED])
+    b.goto(&format!("{sh_url}/#/schemas?id={STANDARD}")).await?;
+    b.wait_for("[data-testid=schema-doc]", &[STANDARD, "1.0.0", MASKED])
         .await?;
     b.goto(&format!("{sh_url}/#/alarms")).await?;
     b.wait_for("[data-testid=alarms-none]", &[]).await?;
     b.goto(&format!("{sh_url}/#/lists")).await?;
     b.wait_for("tr[data-testid=offer][data-id=sh-cond]", &["有条件共享"])
         .await?;
-    b.wait_for("tr[data-testid=demand][data-id=js-social-insurance]", &[])
+    b.wait_for(&format!("tr[data-testid=demand][data-id={DEMAND}]"), &[])
         .await?;
     b.wait_for(
-        "tr[data-testid=withheld][data-id=sh-archive]",
-        &["数据治理整改中"],
+        &format!("tr[data-testid=withheld][data-id={WITHHELD}]"),
+        &[WITHHELD_REASON],
     )
     .await?;
     b.shot("lists").await?;

@@ -5,17 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use yrd_node::cli::client::ApiClient;
-use yrd_tests::{TestNet, WAIT, publish_sample_standard, publish_sample_version, wait_until};
-
-const SCHEMA: &str = "enterprise-licence";
+use tempfile::TempDir;
+use yrd_node::api::provenance::HeadView;
+use yrd_node::model::catalogue::ShareType;
+use yrd_node::model::provenance::{ProvenanceRecord, VerifiedBundle};
+use yrd_node::node::transfer::TransferView;
+use yrd_tests::api::{refusal, refusal_of};
+use yrd_tests::fixtures::{STANDARD, offer, publish_sample_standard, publish_sample_version};
+use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
 fn checked_in_openapi() -> Result<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/openapi.json");
@@ -43,30 +45,18 @@ fn operations(doc: &Value) -> Vec<(Method, String)> {
     out
 }
 
-/// Sends `request` and reads the answer as (status, JSON body).
-async fn ask(request: reqwest::RequestBuilder) -> Result<(StatusCode, Value)> {
-    error_body(request.send().await?).await
-}
-
-async fn error_body(response: reqwest::Response) -> Result<(StatusCode, Value)> {
-    let status = response.status();
-    let text = response.text().await?;
-    let body: Value = serde_json::from_str(&text)
-        .with_context(|| format!("status {status}: body is not JSON: {text:?}"))?;
-    Ok((status, body))
+/// One node, its API base URL and its token.
+async fn one_node() -> Result<(TestNet, String, String)> {
+    let net = TestNet::line(1).await?;
+    let base = net.nodes[0].api_url()?;
+    let token = net.nodes[0].token()?;
+    Ok((net, base, token))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs_the_token()
--> Result<()> {
+async fn the_served_openapi_document_is_the_checked_in_one() -> Result<()> {
     let mut net = TestNet::line(1).await?;
-    let node = &net.nodes[0];
-    let base = node.api_url()?;
-    let client = node.client()?;
-    let http = reqwest::Client::new();
-
-    // The served document is the checked-in one.
-    let served: Value = client.get("/api/v1/openapi.json").await?;
+    let served: Value = net.api(0)?.raw().get("/api/v1/openapi.json").await?;
     let doc = checked_in_openapi()?;
     ensure!(
         served == doc,
@@ -74,23 +64,26 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
     );
     let ops = operations(&doc);
     ensure!(ops.len() >= 45, "only {} operations", ops.len());
+    net.stop_all().await
+}
 
-    let token =
-        yrd_node::identity::load_token(&node.data_dir.join(yrd_node::identity::TOKEN_FILE))?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_needs_the_token_and_is_routed() -> Result<()> {
+    let (mut net, base, token) = one_node().await?;
+    let http = reqwest::Client::new();
     let wrong = format!("{}x", &token[..token.len() - 1]);
-    for (method, path) in &ops {
+    for (method, path) in operations(&checked_in_openapi()?) {
         let url = format!("{base}{path}");
         for auth in [None, Some(wrong.as_str()), Some("")] {
             let mut request = http.request(method.clone(), &url);
             if let Some(t) = auth {
                 request = request.bearer_auth(t);
             }
-            let (status, body) = error_body(request.send().await?).await?;
+            let (status, body) = refusal(request).await?;
             ensure!(
-                status == StatusCode::UNAUTHORIZED && body["error"] == "unauthorized",
-                "{method} {path} with token {auth:?}: {status} {body}"
+                status == StatusCode::UNAUTHORIZED && body.error == "unauthorized",
+                "{method} {path} with token {auth:?}: {status} {body:?}"
             );
-            ensure!(body["message"].is_string(), "{method} {path}: {body}");
         }
         // With the token the route exists: whatever it answers, it is not "no such endpoint"
         // or a wrong method, and an error keeps the one shape.
@@ -105,35 +98,45 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
             "{method} {path}: {status}"
         );
         if !status.is_success() {
-            let (_, body) = error_body(response).await?;
+            let (_, body) = refusal_of(response).await?;
             ensure!(
-                body["error"].is_string() && body["message"].is_string(),
-                "{method} {path}: {status} {body}"
-            );
-            ensure!(
-                body["message"] != "no such endpoint",
+                body.message != "no such endpoint",
                 "{method} {path} is in the document but not routed"
             );
         }
     }
+    net.stop_all().await
+}
 
-    // Routes not in the document: 404 in the same shape, and only after the token check.
-    let (status, body) = ask(http.get(format!("{base}/api/v1/nothing"))).await?;
-    ensure!(status == StatusCode::UNAUTHORIZED, "{status} {body}");
-    let (status, body) = ask(http
-        .get(format!("{base}/api/v1/nothing"))
-        .bearer_auth(&token))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_not_in_the_document_is_404_and_a_wrong_method_405_after_the_token_check()
+-> Result<()> {
+    let (mut net, base, token) = one_node().await?;
+    let http = reqwest::Client::new();
+    let (status, body) = refusal(http.get(format!("{base}/api/v1/nothing"))).await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "{status} {body:?}");
+    let (status, body) = refusal(
+        http.get(format!("{base}/api/v1/nothing"))
+            .bearer_auth(&token),
+    )
     .await?;
     ensure!(
-        status == StatusCode::NOT_FOUND && body["error"] == "not-found",
-        "{status} {body}"
+        status == StatusCode::NOT_FOUND && body.error == "not-found",
+        "{status} {body:?}"
     );
-    let (status, body) = ask(http.put(format!("{base}/api/v1/node")).bearer_auth(&token)).await?;
+    let (status, body) =
+        refusal(http.put(format!("{base}/api/v1/node")).bearer_auth(&token)).await?;
     ensure!(
-        status == StatusCode::METHOD_NOT_ALLOWED && body["error"] == "method-not-allowed",
-        "{status} {body}"
+        status == StatusCode::METHOD_NOT_ALLOWED && body.error == "method-not-allowed",
+        "{status} {body:?}"
     );
-    // Bad bodies and methods are refused with the right status, in our shape.
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_and_methods_are_refused_with_their_status_in_the_error_shape() -> Result<()> {
+    let (mut net, base, token) = one_node().await?;
+    let http = reqwest::Client::new();
     let requests = format!("{base}/api/v1/requests");
     for (what, request, want, code) in [
         (
@@ -164,48 +167,15 @@ async fn the_api_is_described_by_the_checked_in_openapi_and_every_endpoint_needs
             "method-not-allowed",
         ),
     ] {
-        let (status, body) = ask(request.bearer_auth(&token)).await?;
+        let (status, body) = refusal(request.bearer_auth(&token)).await?;
         ensure!(
-            status == want && body["error"] == code,
-            "{what}: {status} {body}"
+            status == want && body.error == code,
+            "{what}: {status} {body:?}"
         );
     }
     let page = http.get(format!("{base}/")).send().await?;
     ensure!(page.status() == StatusCode::OK, "{}", page.status());
     net.stop_all().await
-}
-
-async fn publish_offer(c: &ApiClient, dir: &Path) -> Result<()> {
-    publish_sample_standard(c, SCHEMA).await?;
-    let _: Value = c
-        .post(
-            "/api/v1/catalogue/offers",
-            &json!({
-                "identifier": "sh-open", "title": "营业执照", "description": "测试",
-                "media_type": "application/jsonl", "resource_code": "310000-SCJG-00001",
-                "share_type": "unconditional", "share_method": "file", "update_cycle": "daily",
-                "schema_id": SCHEMA, "schema_version": "1.0.0"
-            }),
-        )
-        .await?;
-    publish_sample_version(c, dir, "sh-open", SCHEMA, 2_000, 1).await?;
-    Ok(())
-}
-
-/// Fetches `target` and waits until it is done; returns the transfer.
-async fn fetch_done(c: &ApiClient, target: &str) -> Result<Value> {
-    let started: Value = c.post("/api/v1/fetch", &json!({"target": target})).await?;
-    let id = started["id"].as_str().context("transfer id")?.to_string();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let t: Value = c.get(&format!("/api/v1/transfers/{id}")).await?;
-        match t["status"].as_str() {
-            Some("done") => return Ok(t),
-            Some("failed") => bail!("fetch failed: {t}"),
-            _ if Instant::now() > deadline => bail!("fetch did not finish: {t}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// The value of a sample line `name{labels} value` in Prometheus text.
@@ -219,9 +189,8 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
     let mut net = TestNet::line(1).await?;
-    net.nodes[0].stop().await?;
     net.nodes[0].edit_config(|c| c.api.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))?;
-    net.nodes[0].start().await?;
+    net.nodes[0].restart().await?;
     let node = &net.nodes[0];
     let metrics_addr = node
         .running()?
@@ -236,8 +205,8 @@ async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
     let text = response.text().await?;
     ensure!(metric(&text, "yrd_up") == Some(1), "{text}");
     // Only /metrics: nothing of the API is reachable there, with or without a token.
-    let (status, body) = ask(http.get(format!("http://{metrics_addr}/api/v1/node"))).await?;
-    ensure!(status == StatusCode::NOT_FOUND, "{status} {body}");
+    let (status, body) = refusal(http.get(format!("http://{metrics_addr}/api/v1/node"))).await?;
+    ensure!(status == StatusCode::NOT_FOUND, "{status} {body:?}");
     let console = http.get(format!("http://{metrics_addr}/")).send().await?;
     ensure!(
         console.status() == StatusCode::NOT_FOUND,
@@ -245,104 +214,100 @@ async fn metrics_listen_serves_metrics_alone_without_the_token() -> Result<()> {
         console.status()
     );
     // The API's own /metrics still needs the token.
-    let (status, _) = ask(http.get(format!("{}/metrics", node.api_url()?))).await?;
+    let (status, _) = refusal(http.get(format!("{}/metrics", node.api_url()?))).await?;
     ensure!(status == StatusCode::UNAUTHORIZED, "{status}");
     net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_routes_refuse_bad_input_with_its_cause() -> Result<()> {
-    let mut net = TestNet::line(1).await?;
-    let node = &net.nodes[0];
-    let base = node.api_url()?;
-    let token_file = node.data_dir.join(yrd_node::identity::TOKEN_FILE);
-    let token = yrd_node::identity::load_token(&token_file)?;
+async fn an_evidence_bundle_verifies_and_one_changed_byte_of_a_record_is_422() -> Result<()> {
+    let (mut net, base, token) = one_node().await?;
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-
-    // The published evidence vector verifies; one changed byte of a record does not (422).
+    let url = format!("{base}/api/v1/evidence/verify");
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../schemas/vectors/evidence-bundle.json"
     );
     let mut bundle: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let response = post("/api/v1/evidence/verify", bundle.clone()).await?;
+    let response = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&bundle)
+        .send()
+        .await?;
     ensure!(response.status() == StatusCode::OK, "{}", response.status());
-    let verified: Value = response.json().await?;
-    ensure!(
-        verified["account"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty()),
-        "{verified}"
-    );
+    let verified: VerifiedBundle = response.json().await?;
+    ensure!(!verified.account.is_empty(), "{verified:?}");
+    // The record is altered as JSON: the typed bundle would be re-encoded.
     let time = bundle["entries"][0]["record"]["time"]
         .as_str()
         .context("time")?
         .to_string();
     bundle["entries"][0]["record"]["time"] = json!(time.replace('0', "1"));
-    let (status, body) = error_body(post("/api/v1/evidence/verify", bundle).await?).await?;
+    let (status, body) = refusal(http.post(&url).bearer_auth(&token).json(&bundle)).await?;
     ensure!(
-        status == StatusCode::UNPROCESSABLE_ENTITY && body["error"] == "invalid-evidence",
-        "{status} {body}"
+        status == StatusCode::UNPROCESSABLE_ENTITY && body.error == "invalid-evidence",
+        "{status} {body:?}"
     );
+    net.stop_all().await
+}
 
-    // A catalogue export in a format there is not.
-    let (status, body) = ask(http
-        .get(format!("{base}/api/v1/catalogue/export?format=xml"))
-        .bearer_auth(&token))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_export_in_an_unknown_format_is_refused_naming_the_formats() -> Result<()> {
+    let (mut net, base, token) = one_node().await?;
+    let (status, body) = refusal(
+        reqwest::Client::new()
+            .get(format!("{base}/api/v1/catalogue/export?format=xml"))
+            .bearer_auth(&token),
+    )
     .await?;
     ensure!(
-        status == StatusCode::BAD_REQUEST
-            && body["message"].as_str().is_some_and(|m| m.contains("csv")),
-        "{status} {body}"
+        status == StatusCode::BAD_REQUEST && body.message.contains("csv"),
+        "{status} {body:?}"
     );
+    net.stop_all().await
+}
 
-    // Resolving alarms: not a peer id; a note far too long; no open alarm.
-    for (body, want) in [
-        (
-            json!({"log": "not-a-peer", "note": "x"}),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            json!({"log": node.peer_id().to_string(), "note": "长".repeat(2001)}),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            json!({"log": node.peer_id().to_string(), "note": "nothing happened"}),
-            StatusCode::NOT_FOUND,
-        ),
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_alarm_resolutions_are_refused_with_their_cause() -> Result<()> {
+    let mut net = TestNet::line(1).await?;
+    let api = net.api(0)?;
+    let me = net.nodes[0].peer_id().to_string();
+    for (case, log, note, want) in [
+        ("not a peer id", "not-a-peer", "x".to_string(), 400),
+        ("a note far too long", me.as_str(), "长".repeat(2001), 400),
+        ("no open alarm", me.as_str(), "nothing happened".into(), 404),
     ] {
-        let (status, answer) =
-            error_body(post("/api/v1/provenance/alarms/resolve", body.clone()).await?).await?;
-        ensure!(status == want, "{body}: {status} {answer}");
+        let err = api.resolve_alarms(log, &note).await.expect_err(case);
+        ensure!(yrd_tests::api::status(&err) == Some(want), "{case}: {err}");
     }
+    net.stop_all().await
+}
 
-    // A token file the node must refuse (readable by others, then too short) leaves the old
-    // token in force, and the refusal names the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_the_node_refuses_leaves_the_old_token_in_force() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let (mut net, base, token) = one_node().await?;
+    let token_file = net.nodes[0].data_dir.join(yrd_node::identity::TOKEN_FILE);
+    let http = reqwest::Client::new();
+    let reload = || {
+        http.post(format!("{base}/api/v1/token/reload"))
+            .bearer_auth(&token)
+            .json(&json!({}))
+    };
+    // Readable by others, then too short: each refusal names its cause.
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644))?;
-    let (status, body) = error_body(post("/api/v1/token/reload", json!({})).await?).await?;
+    let (status, body) = refusal(reload()).await?;
     ensure!(
-        status.is_server_error()
-            && body["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("api.token")),
-        "{status} {body}"
+        status.is_server_error() && body.message.contains("api.token"),
+        "{status} {body:?}"
     );
     std::fs::remove_file(&token_file)?;
     yrd_node::identity::write_private_file(&token_file, b"short")?;
-    let (status, body) = error_body(post("/api/v1/token/reload", json!({})).await?).await?;
+    let (status, body) = refusal(reload()).await?;
     ensure!(
-        status.is_server_error()
-            && body["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("shorter")),
-        "{status} {body}"
+        status.is_server_error() && body.message.contains("shorter"),
+        "{status} {body:?}"
     );
     let response = http
         .get(format!("{base}/api/v1/node"))
@@ -356,12 +321,10 @@ async fn the_operator_routes_refuse_bad_input_with_its_cause() -> Result<()> {
     net.stop_all().await
 }
 
-async fn metrics(node: &yrd_tests::TestNode) -> Result<String> {
-    let token =
-        yrd_node::identity::load_token(&node.data_dir.join(yrd_node::identity::TOKEN_FILE))?;
+async fn metrics(node: &TestNode) -> Result<String> {
     let response = reqwest::Client::new()
         .get(format!("{}/metrics", node.api_url()?))
-        .bearer_auth(token)
+        .bearer_auth(node.token()?)
         .send()
         .await?;
     ensure!(response.status() == StatusCode::OK, "{}", response.status());
@@ -384,61 +347,63 @@ fn tar(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works() -> Result<()> {
-    // Node 2 (Zhejiang) stays idle until after the restore, so its fetch moves every chunk
-    // from the restored data dir (Jiangsu already holds the file and would move none).
-    let mut net = TestNet::line(3).await?;
-    net.wait_full_mesh().await?;
-    let work = tempfile::tempdir()?;
-    let sh = net.nodes[0].client()?;
-    let js = net.nodes[1].client()?;
-    publish_offer(&sh, work.path()).await?;
-    let target = format!("{}/sh-open", net.nodes[0].peer_id());
-    wait_until("the offer reaches Jiangsu", WAIT, || async {
-        let hits: Vec<Value> = js.get("/api/v1/catalogue/search?text=sh-open").await?;
-        Ok(hits.len() == 1 && hits[0]["entry"]["latest_version"] == 1)
-    })
-    .await?;
-    let first = fetch_done(&js, &target).await?;
-    let size = first["bytes_total"].as_u64().context("bytes_total")?;
+/// Three meshed nodes; Shanghai published one offer (2,000 records) and Jiangsu fetched it.
+/// Zhejiang (node 2) stays idle, so a later fetch of its moves every chunk from Shanghai.
+struct Exchanged {
+    net: TestNet,
+    work: TempDir,
+    target: String,
+    first: TransferView,
+}
 
-    // Metrics on both sides.
-    let text = metrics(&net.nodes[1]).await?;
-    ensure!(metric(&text, "yrd_members_connected") == Some(2), "{text}");
-    ensure!(
-        metric(&text, "yrd_dataset_bytes_total{direction=\"received\"}") == Some(size),
-        "{text}"
-    );
-    ensure!(
-        metric(
-            &text,
-            "yrd_transfers_finished_total{direction=\"in\",outcome=\"done\"}"
-        ) == Some(1),
-        "{text}"
-    );
-    ensure!(
-        metric(&text, "yrd_catalogue_entries{scope=\"network\"}") == Some(1),
-        "{text}"
-    );
-    ensure!(
-        metric(&text, "yrd_witness_alarms{state=\"open\"}") == Some(0),
-        "{text}"
-    );
-    let provider_metrics = metrics(&net.nodes[0]).await?;
-    ensure!(
-        metric(
-            &provider_metrics,
-            "yrd_dataset_bytes_total{direction=\"sent\"}"
-        ) == Some(size),
-        "{provider_metrics}"
-    );
-    ensure!(
-        metric(&provider_metrics, "yrd_catalogue_entries{scope=\"own\"}") == Some(1),
-        "{provider_metrics}"
-    );
-    let records = metric(&provider_metrics, "yrd_provenance_records").context("records")?;
-    ensure!(records > 0, "{provider_metrics}");
+async fn exchanged() -> Result<Exchanged> {
+    let net = TestNet::meshed(3).await?;
+    let work = tempfile::tempdir()?;
+    let sh = net.api(0)?;
+    publish_sample_standard(&sh, STANDARD).await?;
+    sh.add_offer(&offer("sh-open", STANDARD, ShareType::Unconditional, None))
+        .await?;
+    publish_sample_version(&sh, work.path(), "sh-open", STANDARD, 2_000, 1).await?;
+    net.wait_catalogue_of(0).await?;
+    let target = format!("{}/sh-open", net.nodes[0].peer_id());
+    let first = net.api(1)?.fetch_done(&target).await?;
+    Ok(Exchanged {
+        net,
+        work,
+        target,
+        first,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_exchange_on_both_sides() -> Result<()> {
+    let mut x = exchanged().await?;
+    let size = x.first.bytes_total;
+    let received = metrics(&x.net.nodes[1]).await?;
+    for (series, want) in [
+        ("yrd_members_connected", 2),
+        ("yrd_dataset_bytes_total{direction=\"received\"}", size),
+        (
+            "yrd_transfers_finished_total{direction=\"in\",outcome=\"done\"}",
+            1,
+        ),
+        ("yrd_catalogue_entries{scope=\"network\"}", 1),
+        ("yrd_witness_alarms{state=\"open\"}", 0),
+    ] {
+        ensure!(
+            metric(&received, series) == Some(want),
+            "{series}: {received}"
+        );
+    }
+    let sent = metrics(&x.net.nodes[0]).await?;
+    for (series, want) in [
+        ("yrd_dataset_bytes_total{direction=\"sent\"}", size),
+        ("yrd_catalogue_entries{scope=\"own\"}", 1),
+    ] {
+        ensure!(metric(&sent, series) == Some(want), "{series}: {sent}");
+    }
+    let records = metric(&sent, "yrd_provenance_records").context("records")?;
+    ensure!(records > 0, "{sent}");
     for family in [
         "yrd_members ",
         "yrd_refused_connections_total ",
@@ -446,101 +411,115 @@ async fn metrics_count_the_exchange_and_a_data_dir_restored_from_a_backup_works(
         "yrd_access_requests{",
         "yrd_provenance_signed_tree_size ",
     ] {
-        ensure!(
-            provider_metrics.contains(family),
-            "no {family} in {provider_metrics}"
-        );
+        ensure!(sent.contains(family), "no {family} in {sent}");
     }
+    x.net.stop_all().await
+}
 
-    // Back up Shanghai's data dir, stopped, with tar as docs/operations.md does it.
-    let before: Value = sh.get("/api/v1/provenance/head").await?;
-    let log_before: Vec<Value> = sh.get("/api/v1/provenance?limit=100000").await?;
-    net.nodes[0].stop().await?;
-    let data_dir = net.nodes[0].data_dir.clone();
+/// What Shanghai showed before its backup.
+struct BeforeBackup {
+    head: HeadView,
+    log: Vec<ProvenanceRecord>,
+}
+
+/// [`exchanged`], then Shanghai's data dir backed up stopped with tar as docs/operations.md
+/// does it, lost, restored into the same place, and the node started again.
+async fn restored() -> Result<(Exchanged, BeforeBackup)> {
+    let mut x = exchanged().await?;
+    let sh = x.net.api(0)?;
+    let before = BeforeBackup {
+        head: sh.head().await?,
+        log: sh.provenance(None, None).await?,
+    };
+    x.net.nodes[0].stop().await?;
+    let data_dir = x.net.nodes[0].data_dir.clone();
     let parent = data_dir.parent().context("parent")?.to_path_buf();
+    let parent = parent.to_str().context("utf-8")?;
     let name = data_dir
         .file_name()
         .and_then(|n| n.to_str())
-        .context("name")?
-        .to_string();
-    let backup = work.path().join("yrd-backup.tar.gz");
-    tar(&[
-        "-C",
-        parent.to_str().context("utf-8")?,
-        "-czpf",
-        backup.to_str().context("utf-8")?,
-        &name,
-    ])?;
-    // The disk is lost; restore into the same place.
+        .context("name")?;
+    let backup = x.work.path().join("yrd-backup.tar.gz");
+    let backup = backup.to_str().context("utf-8")?;
+    tar(&["-C", parent, "-czpf", backup, name])?;
     std::fs::remove_dir_all(&data_dir)?;
-    tar(&[
-        "-C",
-        parent.to_str().context("utf-8")?,
-        "-xzpf",
-        backup.to_str().context("utf-8")?,
-    ])?;
-    // The key and token keep their owner-only permissions through the round trip.
+    tar(&["-C", parent, "-xzpf", backup])?;
+    x.net.nodes[0].start().await?;
+    Ok((x, before))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_restored_from_a_backup_keeps_identity_secrets_log_and_catalogue() -> Result<()>
+{
     use std::os::unix::fs::PermissionsExt;
+    let (mut x, before) = restored().await?;
+    let node = &x.net.nodes[0];
     for file in [yrd_node::identity::KEY_FILE, yrd_node::identity::TOKEN_FILE] {
-        let mode = std::fs::metadata(data_dir.join(file))?.permissions().mode() & 0o777;
+        let mode = std::fs::metadata(node.data_dir.join(file))?
+            .permissions()
+            .mode()
+            & 0o777;
         ensure!(mode == 0o600, "{file} restored with mode {mode:o}");
     }
-    net.nodes[0].start().await?;
-    let sh = net.nodes[0].client()?;
-
-    // Same identity, same log (it checks), same catalogue, same files.
-    let view: Value = sh.get("/api/v1/node").await?;
+    let sh = node.api()?;
+    let view = sh.node().await?;
+    ensure!(view.peer_id == node.peer_id().to_string(), "{view:?}");
     ensure!(
-        view["peer_id"] == net.nodes[0].peer_id().to_string(),
-        "{view}"
+        before.head.head.is_some(),
+        "no signed head before the backup"
     );
-    let check: Value = sh.post("/api/v1/provenance/check", &json!({})).await?;
-    ensure!(check["size"].as_u64() >= Some(records), "{check}");
-    let log_after: Vec<Value> = sh.get("/api/v1/provenance?limit=100000").await?;
+    let check = sh.check().await?;
     ensure!(
-        log_after[..log_before.len()] == log_before[..],
+        check.size >= before.log.len() as u64,
+        "{check:?} for {} records",
+        before.log.len()
+    );
+    let after = sh.provenance(None, None).await?;
+    ensure!(
+        after.get(..before.log.len()) == Some(&before.log[..]),
         "the restored log differs from the backed-up one"
     );
+    let catalogue = sh.catalogue().await?;
     ensure!(
-        before["head"].is_object(),
-        "no signed head before the backup: {before}"
+        catalogue
+            .offers
+            .first()
+            .map(|o| o.offer.identifier.as_str())
+            == Some("sh-open"),
+        "{catalogue:?}"
     );
-    let catalogue: Value = sh.get("/api/v1/catalogue").await?;
-    ensure!(
-        catalogue["offers"][0]["offer"]["identifier"] == "sh-open",
-        "{catalogue}"
-    );
-    let versions: Vec<Value> = sh.get("/api/v1/datasets/sh-open/versions").await?;
-    ensure!(versions.len() == 1, "{versions:?}");
+    ensure!(sh.versions("sh-open").await?.len() == 1);
+    x.net.stop_all().await
+}
 
-    // And it serves: Zhejiang, which never held the file, fetches it from the restored node:
-    // every chunk comes out of the restored blobs, digest-equal to the first delivery.
-    let zj = net.nodes[2].client()?;
-    wait_until("Zhejiang reconnects to the restored node", WAIT, || async {
-        let peers: Vec<Value> = zj.get("/api/v1/peers").await?;
-        Ok(peers.len() == 2)
-    })
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_node_serves_every_chunk_from_its_restored_files() -> Result<()> {
+    let (mut x, _) = restored().await?;
+    let zj = x.net.api(2)?;
+    wait_until(
+        "Zhejiang to reconnect to the restored node",
+        WAIT,
+        || async { Ok(zj.peers().await?.len() == 2) },
+    )
     .await?;
-    let second = fetch_done(&zj, &target).await?;
+    let second = zj.fetch_done(&x.target).await?;
+    let first = &x.first;
     ensure!(
-        second["digest"] == first["digest"] && second["bytes_total"] == first["bytes_total"],
-        "{first} vs {second}"
+        second.digest == first.digest && second.bytes_total == first.bytes_total,
+        "{first:?} vs {second:?}"
     );
     ensure!(
-        second["bytes_done"] == first["bytes_total"],
+        second.bytes_done == first.bytes_total,
         "the fetch after the restore moved {} of {} bytes",
-        second["bytes_done"],
-        first["bytes_total"]
+        second.bytes_done,
+        first.bytes_total
     );
-    let after = metrics(&net.nodes[0]).await?;
+    let after = metrics(&x.net.nodes[0]).await?;
+    let sent = metric(&after, "yrd_dataset_bytes_total{direction=\"sent\"}");
     ensure!(
-        metric(&after, "yrd_dataset_bytes_total{direction=\"sent\"}") == Some(size),
-        "the restored node sent {:?} bytes since its start: {after}",
-        metric(&after, "yrd_dataset_bytes_total{direction=\"sent\"}")
+        sent == Some(first.bytes_total),
+        "the restored node sent {sent:?} bytes since its start: {after}"
     );
-    let deliveries: Vec<Value> = sh
-        .get("/api/v1/provenance/deliveries?dataset=sh-open")
-        .await?;
-    ensure!(deliveries.len() == 2, "{deliveries:?}");
-    net.stop_all().await
+    ensure!(x.net.api(0)?.deliveries("sh-open").await?.len() == 2);
+    x.net.stop_all().await
 }

@@ -6,177 +6,133 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use yrd_node::cli::client::ApiClient;
-use yrd_node::cli::client::ClientError;
-use yrd_node::model::provenance::{EvidenceBundle, verify_bundle};
+use tempfile::TempDir;
+use yrd_node::api::exchange::ApproveBody;
+use yrd_node::model::provenance::{EvidenceBundle, ProvenanceRecord, RecordKind, verify_bundle};
 use yrd_node::store::provenance::ProvenanceLog;
-use yrd_tests::{TestNet, WAIT, publish_sample_standard, publish_sample_version, wait_until};
+use yrd_tests::api::{Api, status};
+use yrd_tests::fixtures::{COND, OPEN, grant, provider, request_body};
+use yrd_tests::{TestNet, WAIT, wait_until};
 
-const SCHEMA: &str = "enterprise-licence";
+const PURPOSE: &str = "跨省通办企业核验";
 
-/// Shanghai (node 0) publishes the standard, an unconditional and a conditional offer, v1 of each.
-async fn provider(net: &TestNet, dir: &std::path::Path) -> Result<()> {
-    let sh = net.nodes[0].client()?;
-    publish_sample_standard(&sh, SCHEMA).await?;
-    for (id, share) in [("sh-open", "unconditional"), ("sh-cond", "conditional")] {
-        let o = json!({
-            "identifier": id, "title": "营业执照", "description": "测试",
-            "media_type": "application/jsonl", "resource_code": "310000-SCJG-00001",
-            "share_type": share, "share_method": "file", "update_cycle": "daily",
-            "schema_id": SCHEMA, "schema_version": "1.0.0", "share_conditions": "履职需要"
-        });
-        let _: Value = sh.post("/api/v1/catalogue/offers", &o).await?;
-        publish_sample_version(&sh, dir, id, SCHEMA, 200, 3).await?;
-    }
-    for n in &net.nodes[1..] {
-        let c = n.client()?;
-        wait_until("offers reach the peer", WAIT, || async {
-            let hits: Vec<Value> = c.get("/api/v1/catalogue/search?text=sh-cond").await?;
-            Ok(hits.len() == 1 && hits[0]["entry"]["latest_version"] == 1)
-        })
-        .await?;
-    }
-    Ok(())
+/// A three-node exchange: Jiangsu (node 1) fetched the unconditional offer; Zhejiang (node 2)
+/// asked for two fields of the conditional one, was granted them (the ID number masked) and
+/// fetched them; the provider holds Zhejiang's receipt and cosignature.
+struct Exchanged {
+    net: TestNet,
+    _dir: TempDir,
 }
 
-async fn fetch_done(c: &ApiClient, target: &str) -> Result<Value> {
-    let started: Value = c.post("/api/v1/fetch", &json!({"target": target})).await?;
-    let id = started["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let t: Value = c.get(&format!("/api/v1/transfers/{id}")).await?;
-        if t["status"] == "done" || t["status"] == "failed" {
-            assert_eq!(t["status"], "done", "{t}");
-            return Ok(t);
-        }
-        assert!(Instant::now() < deadline, "fetch timed out: {t}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn kinds(c: &ApiClient, dataset: &str) -> Result<Vec<String>> {
-    let list: Vec<Value> = c
-        .get(&format!("/api/v1/provenance?dataset={dataset}"))
-        .await?;
-    Ok(list
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap().to_string())
-        .collect())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
-    let mut net = TestNet::line(3).await?;
-    net.wait_full_mesh().await?;
+async fn exchanged() -> Result<Exchanged> {
+    let net = TestNet::meshed(3).await?;
     let dir = tempfile::tempdir()?;
-    provider(&net, dir.path()).await?;
-    let sh = net.nodes[0].client()?;
-    let js = net.nodes[1].client()?;
-    let zj = net.nodes[2].client()?;
+    provider(&net, dir.path(), 200).await?;
+    let (sh, js, zj) = (net.api(0)?, net.api(1)?, net.api(2)?);
+    js.fetch_done(&format!("310000/{OPEN}")).await?;
+    let approval = ApproveBody {
+        masks: vec!["legal_representative_id_number=keep:6:4".parse()?],
+        ..ApproveBody::default()
+    };
+    let fields = ["uscc", "legal_representative_id_number"];
+    grant(&sh, &zj, &request_body(COND, PURPOSE, &fields), &approval).await?;
+    zj.fetch_done(&format!("310000/{COND}")).await?;
     let zj_id = net.nodes[2].peer_id().to_string();
-    let js_id = net.nodes[1].peer_id().to_string();
-
-    // Jiangsu fetches the unconditional offer; Zhejiang goes through request and grant.
-    fetch_done(&js, "310000/sh-open").await?;
-    let req: Value = zj
-        .post(
-            "/api/v1/requests",
-            &json!({"target": "310000/sh-cond", "purpose": "跨省通办企业核验",
-                    "basis": "《优化营商环境条例》第三十七条", "fields": ["uscc", "legal_representative_id_number"]}),
-        )
-        .await?;
-    let _: Value = sh
-        .post(
-            &format!("/api/v1/requests/{}/approve", req["id"].as_str().unwrap()),
-            &json!({"masks": [{"field": "legal_representative_id_number", "rule": "keep", "first": 6, "last": 4}]}),
-        )
-        .await?;
-    wait_until("grant arrives", WAIT, || async {
-        let g: Vec<Value> = zj.get("/api/v1/grants").await?;
-        Ok(!g.is_empty())
-    })
-    .await?;
-    fetch_done(&zj, "310000/sh-cond").await?;
-
-    // Both sides recorded their half, the provider also the receipt and its witness's cosignature.
     wait_until(
-        "provider has the receipt and a cosignature",
+        "the provider to hold the receipt and a cosignature",
         WAIT,
         || async {
-            let k = kinds(&sh, "sh-cond").await?;
-            let head: Value = sh.get("/api/v1/provenance/head").await?;
-            Ok(k.contains(&"receipt-received".to_string())
-                && head["cosignatures"]
-                    .as_array()
-                    .unwrap()
+            let k = kinds(&sh, COND).await?;
+            let head = sh.head().await?;
+            Ok(k.contains(&RecordKind::ReceiptReceived)
+                && head
+                    .cosignatures
                     .iter()
-                    .any(|c| c["document"]["witness"] == zj_id.as_str()))
+                    .any(|c| c.document.witness == zj_id))
         },
     )
     .await?;
-    let provider_kinds = kinds(&sh, "sh-cond").await?;
+    Ok(Exchanged { net, _dir: dir })
+}
+
+async fn kinds(api: &Api, dataset: &str) -> Result<Vec<RecordKind>> {
+    Ok(api
+        .provenance(Some(dataset), None)
+        .await?
+        .iter()
+        .map(|r| r.kind)
+        .collect())
+}
+
+/// The digest of the grant a list of records names.
+fn grant_digest(records: &[ProvenanceRecord]) -> Option<String> {
+    records
+        .iter()
+        .flat_map(|r| &r.documents)
+        .find(|d| d.doc_type == "grant")
+        .map(|d| d.digest.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_of_an_exchange_record_their_half() -> Result<()> {
+    let mut x = exchanged().await?;
+    let (sh, zj) = (x.net.api(0)?, x.net.api(2)?);
+    let provider_kinds = kinds(&sh, COND).await?;
     for k in [
-        "dataset-published",
-        "request-received",
-        "grant-issued",
-        "delivery-served",
-        "receipt-received",
+        RecordKind::DatasetPublished,
+        RecordKind::RequestReceived,
+        RecordKind::GrantIssued,
+        RecordKind::DeliveryServed,
+        RecordKind::ReceiptReceived,
     ] {
-        assert!(
-            provider_kinds.contains(&k.to_string()),
-            "{k}: {provider_kinds:?}"
-        );
+        assert!(provider_kinds.contains(&k), "{k:?}: {provider_kinds:?}");
     }
-    let requester_kinds = kinds(&zj, "sh-cond").await?;
-    for k in ["request-sent", "grant-received", "dataset-received"] {
-        assert!(
-            requester_kinds.contains(&k.to_string()),
-            "{k}: {requester_kinds:?}"
-        );
+    let requester_kinds = kinds(&zj, COND).await?;
+    for k in [
+        RecordKind::RequestSent,
+        RecordKind::GrantReceived,
+        RecordKind::DatasetReceived,
+    ] {
+        assert!(requester_kinds.contains(&k), "{k:?}: {requester_kinds:?}");
     }
-    // The same documents on both sides: the grant's digest appears in both logs.
-    let grant_digest = |list: &Vec<Value>| -> Option<String> {
-        list.iter()
-            .filter(|r| r["kind"] == "grant-issued" || r["kind"] == "grant-received")
-            .flat_map(|r| r["documents"].as_array().unwrap().clone())
-            .find(|d| d["type"] == "grant")
-            .map(|d| d["digest"].as_str().unwrap().to_string())
-    };
-    let p_list: Vec<Value> = sh.get("/api/v1/provenance?dataset=sh-cond").await?;
-    let r_list: Vec<Value> = zj.get("/api/v1/provenance?dataset=sh-cond").await?;
+    // Both name the same signed grant.
+    let p_list = sh.provenance(Some(COND), None).await?;
+    let r_list = zj.provenance(Some(COND), None).await?;
     assert!(grant_digest(&p_list).is_some());
     assert_eq!(grant_digest(&p_list), grant_digest(&r_list));
+    x.net.stop_all().await
+}
 
-    // The deliveries report lists exactly the deliveries made.
-    let open: Vec<Value> = sh
-        .get("/api/v1/provenance/deliveries?dataset=sh-open")
-        .await?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_report_lists_exactly_the_deliveries_made() -> Result<()> {
+    let mut x = exchanged().await?;
+    let sh = x.net.api(0)?;
+    let open = sh.deliveries(OPEN).await?;
     assert_eq!(open.len(), 1, "{open:?}");
-    assert_eq!(open[0]["receiver"], js_id.as_str());
-    let cond: Vec<Value> = sh
-        .get("/api/v1/provenance/deliveries?dataset=sh-cond")
-        .await?;
+    assert_eq!(open[0].receiver, x.net.nodes[1].peer_id().to_string());
+    let cond = sh.deliveries(COND).await?;
     assert_eq!(cond.len(), 1, "{cond:?}");
-    assert_eq!(cond[0]["receiver"], zj_id.as_str());
-    assert_eq!(cond[0]["purpose"], "跨省通办企业核验");
+    let d = &cond[0];
+    assert_eq!(d.receiver, x.net.nodes[2].peer_id().to_string());
+    assert_eq!(d.purpose.as_deref(), Some(PURPOSE));
     assert!(
-        cond[0]["fields"]
-            .as_str()
-            .unwrap()
+        d.fields
             .contains("legal_representative_id_number (keep first 6 last 4)"),
-        "{cond:?}"
+        "{d:?}"
     );
-    assert!(cond[0]["receipt_at"].is_string(), "{cond:?}");
+    assert!(d.receipt_at.is_some(), "{d:?}");
+    x.net.stop_all().await
+}
 
-    // A bundle from each side verifies offline.
-    let p_bundle: EvidenceBundle = sh
-        .post("/api/v1/provenance/export", &json!({"dataset": "sh-cond"}))
-        .await?;
-    let verified = verify_bundle(&p_bundle).map_err(|e| anyhow::anyhow!("{e}"))?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_bundle_verifies_offline_and_tells_what_happened() -> Result<()> {
+    let mut x = exchanged().await?;
+    let bundle = x.net.api(0)?.export(COND).await?;
+    let verified = verify_bundle(&bundle).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zj_id = x.net.nodes[2].peer_id().to_string();
     assert!(
         verified.witnesses.contains(&zj_id),
         "{:?}",
@@ -189,21 +145,32 @@ async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
             && account.contains("receipt signed by Zhejiang (330000)"),
         "{account}"
     );
-    let r_bundle: EvidenceBundle = zj
-        .post("/api/v1/provenance/export", &json!({"dataset": "sh-cond"}))
-        .await?;
-    let r_verified = verify_bundle(&r_bundle).map_err(|e| anyhow::anyhow!("{e}"))?;
+    x.net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receivers_bundle_verifies_offline() -> Result<()> {
+    let mut x = exchanged().await?;
+    let bundle = x.net.api(2)?.export(COND).await?;
+    let verified = verify_bundle(&bundle).map_err(|e| anyhow::anyhow!("{e}"))?;
     assert!(
-        r_verified
+        verified
             .account
             .iter()
             .any(|l| l.contains("Zhejiang (330000) received sh-cond v1")),
         "{:?}",
-        r_verified.account
+        verified.account
     );
+    x.net.stop_all().await
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_flipped_byte_of_a_bundle_fails_it() -> Result<()> {
+    let mut x = exchanged().await?;
+    let bundle = x.net.api(0)?.export(COND).await?;
+    x.net.stop_all().await?;
     // Flipping any byte of the bundle's JSON makes it fail (or not parse).
-    let text = serde_json::to_string(&p_bundle)?;
+    let text = serde_json::to_string(&bundle)?;
     let bytes = text.as_bytes();
     let mut tried = 0;
     let stride = (bytes.len() / 600).max(1);
@@ -226,9 +193,18 @@ async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
         );
     }
     assert!(tried > 300, "{tried}");
-    // Targeted: a record's purpose, a proof hash, a document signature, the head's root.
-    let mut v: Value = serde_json::to_value(&p_bundle)?;
-    type Mutation = Box<dyn Fn(&mut Value)>;
+    Ok(())
+}
+
+type Mutation = Box<dyn Fn(&mut Value)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_any_part_altered_fails() -> Result<()> {
+    let mut x = exchanged().await?;
+    let bundle = x.net.api(0)?.export(COND).await?;
+    x.net.stop_all().await?;
+    // The JSON is altered on purpose here: parts the typed bundle would not let us change.
+    let v: Value = serde_json::to_value(&bundle)?;
     let mutations: Vec<(&str, Mutation)> = vec![
         (
             "record purpose",
@@ -291,6 +267,12 @@ async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
                 v["witnesses"][0]["consistency"] = json!([]);
             }),
         ),
+        (
+            "format",
+            Box::new(|v: &mut Value| {
+                v["format"] = json!("yrd-evidence/2");
+            }),
+        ),
     ];
     for (what, mutate) in mutations {
         let mut altered = v.clone();
@@ -299,9 +281,7 @@ async fn an_exchange_leaves_matching_evidence_on_both_sides() -> Result<()> {
         let err = verify_bundle(&bundle).expect_err(what);
         eprintln!("{what}: {err}");
     }
-    v["format"] = json!("yrd-evidence/2");
-    assert!(verify_bundle(&serde_json::from_value(v)?).is_err());
-    net.stop_all().await
+    Ok(())
 }
 
 /// Stops node 0, rewrites record `seq` of its log behind its back (a new counterparty), and
@@ -322,90 +302,127 @@ async fn rewrite_record(net: &mut TestNet, seq: u64, counterparty: &str) -> Resu
         log.close();
         store.flush_blocking()?;
     }
+    net.nodes[0].wait_database_released().await?;
     net.nodes[0].start().await?;
     net.wait_full_mesh().await
 }
 
+/// Two nodes: Jiangsu fetched from Shanghai and witnessed its head; then Shanghai, stopped,
+/// rewrote the delivery record (to someone else) and started again. Returns the net and the
+/// rewritten record's seq.
+async fn rewritten() -> Result<(TestNet, TempDir, u64)> {
+    let mut net = TestNet::meshed(2).await?;
+    let dir = tempfile::tempdir()?;
+    provider(&net, dir.path(), 200).await?;
+    net.api(1)?.fetch_done(&format!("310000/{OPEN}")).await?;
+    // Jiangsu witnesses Shanghai's head (after the exchange, and now explicitly).
+    net.nodes[0]
+        .node()?
+        .send_head(net.nodes[1].peer_id())
+        .await?;
+    let delivery = net
+        .api(0)?
+        .provenance(None, Some(RecordKind::DeliveryServed))
+        .await?;
+    let seq = delivery[0].seq;
+    rewrite_record(&mut net, seq, "12D3KooWSomeoneElseEntirely").await?;
+    Ok((net, dir, seq))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_rewrites_its_log_is_caught_by_its_witness() -> Result<()> {
-    let mut net = TestNet::line(2).await?;
-    net.wait_full_mesh().await?;
-    let dir = tempfile::tempdir()?;
-    provider(&net, dir.path()).await?;
-    let js = net.nodes[1].client()?;
-    let js_peer = net.nodes[1].peer_id();
-    fetch_done(&js, "310000/sh-open").await?;
-    // Jiangsu witnesses Shanghai's head (after the exchange, and now explicitly).
-    net.nodes[0].node()?.send_head(js_peer).await?;
-    let sh = net.nodes[0].client()?;
-    let delivery: Vec<Value> = sh.get("/api/v1/provenance?kind=delivery-served").await?;
-    let seq = delivery[0]["seq"].as_u64().unwrap();
-
-    // Shanghai, stopped, rewrites the delivery record behind its own back: to someone else.
-    rewrite_record(&mut net, seq, "12D3KooWSomeoneElseEntirely").await?;
+    let (mut net, _dir, seq) = rewritten().await?;
     // Its log verifies on its own (the rewrite is self-consistent) …
-    let check: Value = net.nodes[0]
-        .client()?
-        .post("/api/v1/provenance/check", &json!({}))
-        .await?;
-    assert!(check["size"].as_u64().unwrap() > seq);
+    assert!(net.api(0)?.check().await?.size > seq);
     // … but the witness holding the earlier head refuses the new one and raises an alarm.
-    let sent = net.nodes[0].node()?.send_head(js_peer).await;
+    let sent = net.nodes[0].node()?.send_head(net.nodes[1].peer_id()).await;
     assert!(sent.is_err(), "a forked head must not be cosigned");
-    let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
+    let js = net.api(1)?;
+    let alarms = js.alarms().await?;
     assert_eq!(alarms.len(), 1, "{alarms:?}");
-    assert_eq!(
-        alarms[0]["log"],
-        net.nodes[0].peer_id().to_string().as_str()
-    );
-    let recorded: Vec<Value> = js.get("/api/v1/provenance?kind=witness-alarm").await?;
-    assert_eq!(recorded.len(), 1);
+    assert_eq!(alarms[0].log, net.nodes[0].peer_id().to_string());
+    let recorded = js.provenance(None, Some(RecordKind::WitnessAlarm)).await?;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    net.stop_all().await
+}
 
-    // Jiangsu's operator finds out what happened and resolves the alarm with a note: the forked
-    // branch becomes the baseline, so Shanghai's head is cosigned again, and the step is kept.
+/// [`rewritten`], and Jiangsu's witness has raised its alarm.
+async fn alarmed() -> Result<(TestNet, TempDir, u64)> {
+    let (net, dir, seq) = rewritten().await?;
+    let sent = net.nodes[0].node()?.send_head(net.nodes[1].peer_id()).await;
+    assert!(sent.is_err(), "a forked head must not be cosigned");
+    Ok((net, dir, seq))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_is_resolved_once_and_only_with_a_note() -> Result<()> {
+    let (mut net, _dir, _) = alarmed().await?;
+    let js = net.api(1)?;
     let sh_log = net.nodes[0].peer_id().to_string();
-    let empty = js
-        .post::<_, Value>(
-            "/api/v1/provenance/alarms/resolve",
-            &json!({"log": sh_log, "note": "  "}),
-        )
-        .await;
-    assert!(
-        matches!(empty, Err(ClientError::Api { status: 400, .. })),
+    let empty = js.resolve_alarms(&sh_log, "  ").await;
+    assert_eq!(
+        empty.as_ref().err().and_then(status),
+        Some(400),
         "a resolution needs a note: {empty:?}"
     );
-    let resolved: Vec<Value> = js
-        .post(
-            "/api/v1/provenance/alarms/resolve",
-            &json!({"log": sh_log, "note": "上海确认：测试中改写了记录 / rewritten in a test"}),
-        )
+    let resolved = js
+        .resolve_alarms(&sh_log, "上海确认：测试中改写了记录 / rewritten in a test")
         .await?;
     assert_eq!(resolved.len(), 1, "{resolved:?}");
-    let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
-    assert!(alarms[0]["resolved"]["note"].is_string(), "{alarms:?}");
-    let again = js
-        .post::<_, Value>(
-            "/api/v1/provenance/alarms/resolve",
-            &json!({"log": sh_log, "note": "twice"}),
-        )
-        .await;
-    assert!(
-        matches!(again, Err(ClientError::Api { status: 404, .. })),
+    let alarms = js.alarms().await?;
+    assert!(alarms[0].resolved.is_some(), "{alarms:?}");
+    let again = js.resolve_alarms(&sh_log, "twice").await;
+    assert_eq!(
+        again.as_ref().err().and_then(status),
+        Some(404),
         "no open alarm is left to resolve: {again:?}"
     );
-    net.nodes[0].node()?.send_head(js_peer).await?;
-    let kept: Vec<Value> = js.get("/api/v1/provenance?kind=alarm-resolved").await?;
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0]["counterparty"], sh_log.as_str());
+    net.stop_all().await
+}
 
-    // A resolution does not blind the witness: a second rewrite, against the new baseline, is
-    // a new open alarm.
+/// [`alarmed`], and Jiangsu's operator resolved the alarm: the forked branch is the baseline.
+async fn resolved() -> Result<(TestNet, TempDir, u64)> {
+    let (net, dir, seq) = alarmed().await?;
+    let sh_log = net.nodes[0].peer_id().to_string();
+    net.api(1)?
+        .resolve_alarms(&sh_log, "上海确认：测试中改写了记录 / rewritten in a test")
+        .await?;
+    Ok((net, dir, seq))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_resolution_the_head_is_cosigned_again_and_the_step_is_kept() -> Result<()> {
+    let (mut net, _dir, _) = resolved().await?;
+    net.nodes[0]
+        .node()?
+        .send_head(net.nodes[1].peer_id())
+        .await?;
+    let kept = net
+        .api(1)?
+        .provenance(None, Some(RecordKind::AlarmResolved))
+        .await?;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        kept[0].counterparty,
+        Some(net.nodes[0].peer_id().to_string())
+    );
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rewrite_after_a_resolution_is_a_new_open_alarm() -> Result<()> {
+    let (mut net, _dir, seq) = resolved().await?;
+    net.nodes[0]
+        .node()?
+        .send_head(net.nodes[1].peer_id())
+        .await?;
+    // A resolution does not blind the witness: a rewrite against the new baseline alarms.
     rewrite_record(&mut net, seq, "12D3KooWYetAnotherRewrite").await?;
-    let sent = net.nodes[0].node()?.send_head(js_peer).await;
+    let sent = net.nodes[0].node()?.send_head(net.nodes[1].peer_id()).await;
     assert!(sent.is_err(), "a second fork must not be cosigned");
-    let alarms: Vec<Value> = js.get("/api/v1/provenance/alarms").await?;
-    let open: Vec<&Value> = alarms.iter().filter(|a| a["resolved"].is_null()).collect();
-    assert_eq!((alarms.len(), open.len()), (2, 1), "{alarms:?}");
+    let alarms = net.api(1)?.alarms().await?;
+    let open = alarms.iter().filter(|a| a.resolved.is_none()).count();
+    assert_eq!((alarms.len(), open), (2, 1), "{alarms:?}");
     net.stop_all().await
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::node::{ErrorClass, NodeError};
 
 /// The one JSON shape of every error the API returns.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ApiErrorBody {
     /// Machine-readable code, e.g. "unauthorized", "not-found", "bad-request".
     pub error: String,

@@ -295,7 +295,7 @@ fn parse_hashes(list: &[String], what: &str) -> Result<Vec<Hash>, BundleError> {
 }
 
 /// What a verified bundle establishes.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VerifiedBundle {
     /// The log owner's NodeInfo.
     pub log: NodeInfo,

@@ -8,17 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use yrd_node::identity::NodeKey;
-use yrd_node::model::catalogue::{Catalogue, CatalogueEntry, OfferInput};
+use yrd_node::model::catalogue::{Catalogue, CatalogueEntry, ShareType};
 use yrd_node::model::region::{self, Region};
 use yrd_node::model::signed::Signed;
 use yrd_node::node::catalogue::SearchQuery;
+use yrd_tests::fixtures::{offer, sample_schema};
 use yrd_tests::{TestNet, TestNode, WAIT};
 
 fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    yrd_tests::flag_value(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -35,16 +33,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn offer_input(id: &str, schema: &str) -> Result<OfferInput> {
-    Ok(serde_json::from_value(json!({
-        "identifier": id, "title": format!("{id} 企业营业执照信息"), "description": "基准测试数据",
-        "keyword": ["营业执照", "benchmark"], "media_type": "application/jsonl",
-        "resource_code": "310000-BENCH-00001", "share_type": "unconditional",
-        "share_method": "file", "update_cycle": "daily",
-        "schema_id": schema, "schema_version": "1.0.0"
-    }))?)
-}
-
 async fn propagation(nodes: usize, changes: usize) -> Result<()> {
     let started = Instant::now();
     let mut net = TestNet::line(nodes).await?;
@@ -53,24 +41,12 @@ async fn propagation(nodes: usize, changes: usize) -> Result<()> {
         "{nodes} nodes meshed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let schema: serde_json::Value = serde_json::from_str(
-        yrd_node::samples::schema_json("enterprise-licence").context("standard")?,
-    )?;
+    let standard = yrd_tests::fixtures::STANDARD;
     net.nodes[0]
         .node()?
-        .publish_schema("enterprise-licence", "1.0.0", None, schema)
+        .publish_schema(standard, "1.0.0", None, sample_schema(standard)?)
         .await?;
-    let deadline = Instant::now() + WAIT;
-    while net.nodes.iter().any(|n| {
-        n.node()
-            .map(|n| n.schema_doc("enterprise-licence", Some("1.0.0")).is_err())
-            .unwrap_or(true)
-    }) {
-        if Instant::now() > deadline {
-            bail!("standard did not reach every node");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    net.wait_schema(standard, "1.0.0").await?;
     let mut latencies = Vec::new();
     for i in 0..changes {
         let origin = &net.nodes[i % nodes];
@@ -78,13 +54,19 @@ async fn propagation(nodes: usize, changes: usize) -> Result<()> {
         let t0 = Instant::now();
         origin
             .node()?
-            .add_offer(offer_input(&format!("offer-{i}"), "enterprise-licence")?)
+            .add_offer(offer(
+                &format!("offer-{i}"),
+                standard,
+                ShareType::Unconditional,
+                None,
+            ))
             .await?;
         let seq = origin
             .node()?
             .own_catalogue()?
             .map(|c| c.document.sequence)
             .unwrap_or(0);
+        // Polled every millisecond rather than through `wait_until`: this is the measurement.
         loop {
             let all = net.nodes.iter().all(|n| {
                 n.node()
@@ -106,12 +88,7 @@ async fn propagation(nodes: usize, changes: usize) -> Result<()> {
         latencies.push(t0.elapsed());
     }
     latencies.sort();
-    if let Some(path) = std::env::args()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .find(|w| w[0] == "--json-out")
-        .map(|w| w[1].clone())
-    {
+    if let Some(path) = yrd_tests::flag_value("--json-out") {
         let figures = json!({
             "nodes": nodes, "changes": changes,
             "p50_ms": ms(percentile(&latencies, 0.5)), "p99_ms": ms(percentile(&latencies, 0.99)),
