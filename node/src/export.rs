@@ -1166,7 +1166,11 @@ mod tests {
         assert_eq!(records[2][12], "");
         let doc = dcat_jsonld(&cats);
         let text = doc.to_string();
-        assert_eq!(text.matches("\"yrd:mask\":\"keep:1:0\"").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("\"yrd:mask\":\"keep:1:0\"").count(),
+            1,
+            "{text}"
+        );
         assert_eq!(text.matches("\"yrd:personalData\":\"name\"").count(), 1);
         Ok(())
     }

@@ -12,15 +12,16 @@ use serde_json::Value;
 use tempfile::TempDir;
 use yrd_node::api::exchange::{ApproveBody, FetchBody};
 use yrd_node::model::catalogue::ShareType;
-use yrd_node::model::exchange::DataFormat;
+use yrd_node::model::exchange::{DataFormat, Grant};
 use yrd_node::model::provenance::RecordKind;
+use yrd_node::model::signed::Signed;
 use yrd_node::node::transfer::{TransferStatus, TransferView};
+use yrd_tests::TestNet;
 use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     FIELDS, STANDARD, UNMARKED, file_digest, grant, offer, publish_sample_standard,
     publish_unmarked_standard, request_body, write_sample_records,
 };
-use yrd_tests::TestNet;
 
 /// The provider's unconditional offer under the sample standard (personal fields marked).
 const OPEN: &str = "sh-licences";
@@ -141,19 +142,29 @@ async fn a_file_version_of_an_offer_with_personal_fields_is_refused_at_publish()
     net.stop_all().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_version_under_a_grant_that_limits_fields_is_refused_naming_why() -> Result<()> {
-    let (mut net, dir) = offered().await?;
+/// [`offered`], then an opaque file of 20 records published as [`PLAIN`]'s version 1 and a
+/// grant of it to node 1 approved with `approval`.
+async fn file_granted(
+    approval: &ApproveBody,
+) -> Result<(TestNet, TempDir, std::path::PathBuf, Signed<Grant>)> {
+    let (net, dir) = offered().await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
     let raw = dir.path().join("raw.jsonl");
     write_sample_records(&raw, STANDARD, 20, 9)?;
     sh.publish_version(PLAIN, &raw, DataFormat::File).await?;
+    let g = grant(&sh, &js, &request_body(PLAIN, PURPOSE, &[]), approval).await?;
+    Ok((net, dir, raw, g))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_version_under_a_grant_that_limits_fields_is_refused_naming_why() -> Result<()> {
     let limited = ApproveBody {
         fields: Some(vec!["uscc".into(), "status".into()]),
         masks: vec!["uscc=keep:2:2".parse()?],
         expires: Some("1d".into()),
     };
-    let g = grant(&sh, &js, &request_body(PLAIN, PURPOSE, &[]), &limited).await?;
+    let (mut net, _dir, raw, g) = file_granted(&limited).await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
     let refused = js
         .fetch_to_end(&FetchBody {
             grant: Some(g.document.id.clone()),
@@ -164,7 +175,10 @@ async fn a_file_version_under_a_grant_that_limits_fields_is_refused_naming_why()
     let why = refused.error.clone().unwrap_or_default();
     assert!(why.contains("grant-invalid"), "{why}");
     assert!(why.contains("opaque file"), "{why}");
-    assert!(why.contains("fields uscc (keep first 2 last 2), status"), "{why}");
+    assert!(
+        why.contains("fields uscc (keep first 2 last 2), status"),
+        "{why}"
+    );
     assert!(sh.deliveries(PLAIN).await?.is_empty());
     assert!(!net.nodes[1].node()?.blobs().contains(&file_digest(&raw)?));
     net.stop_all().await
@@ -172,18 +186,13 @@ async fn a_file_version_under_a_grant_that_limits_fields_is_refused_naming_why()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_version_under_a_grant_of_every_field_unmasked_is_delivered_whole() -> Result<()> {
-    let (mut net, dir) = offered().await?;
-    let (sh, js) = (net.api(0)?, net.api(1)?);
-    let raw = dir.path().join("raw.jsonl");
-    write_sample_records(&raw, STANDARD, 20, 9)?;
-    sh.publish_version(PLAIN, &raw, DataFormat::File).await?;
     let whole = ApproveBody {
         fields: None,
         masks: Vec::new(),
         expires: Some("1d".into()),
     };
-    grant(&sh, &js, &request_body(PLAIN, PURPOSE, &[]), &whole).await?;
-    let done = js.fetch_done(&target(PLAIN)).await?;
+    let (mut net, _dir, raw, _) = file_granted(&whole).await?;
+    let done = net.api(1)?.fetch_done(&target(PLAIN)).await?;
     assert_eq!(done.digest, Some(file_digest(&raw)?));
     assert!(!done.derived, "{done:?}");
     let (served, received) = evidence(&net, PLAIN).await?;
@@ -218,8 +227,14 @@ async fn an_unconditional_offer_delivers_personal_fields_masked_by_default() -> 
     }
     let (served, received) = evidence(&net, OPEN).await?;
     for account in [&served, &received] {
-        assert!(account.contains(&format!("{ID} (keep first 6 last 4)")), "{account}");
-        assert!(account.contains(&format!("{NAME} (keep first 1 last 0)")), "{account}");
+        assert!(
+            account.contains(&format!("{ID} (keep first 6 last 4)")),
+            "{account}"
+        );
+        assert!(
+            account.contains(&format!("{NAME} (keep first 1 last 0)")),
+            "{account}"
+        );
     }
     net.stop_all().await
 }
@@ -247,7 +262,10 @@ async fn a_grant_masks_what_it_names_and_the_default_masks_the_rest() -> Result<
     }
     let (served, received) = evidence(&net, COND).await?;
     for account in [&served, &received] {
-        assert!(account.contains(&format!("{ID} (keep first 6 last 4)")), "{account}");
+        assert!(
+            account.contains(&format!("{ID} (keep first 6 last 4)")),
+            "{account}"
+        );
         assert!(account.contains(&format!("{NAME} (hash)")), "{account}");
     }
     net.stop_all().await
@@ -289,9 +307,15 @@ async fn the_catalogue_and_its_exports_say_which_fields_leave_masked() -> Result
     let csv = yrd_node::export::catalogue_csv(std::slice::from_ref(&sh));
     let header = csv.lines().next().unwrap();
     assert!(header.contains("脱敏信息项"), "{header}");
-    let row = csv.lines().find(|l| l.contains("营业执照 sh-licences,")).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.contains("营业执照 sh-licences,"))
+        .unwrap();
     assert!(row.contains("保留前 6 后 4"), "{row}");
     let dcat = yrd_node::export::dcat_jsonld(std::slice::from_ref(&sh)).to_string();
-    assert!(dcat.contains("yrd:mask") && dcat.contains("keep:6:4"), "{dcat}");
+    assert!(
+        dcat.contains("yrd:mask") && dcat.contains("keep:6:4"),
+        "{dcat}"
+    );
     net.stop_all().await
 }

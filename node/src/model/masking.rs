@@ -872,7 +872,10 @@ mod tests {
         let text = names(&["string"]);
         assert_eq!(default_rule("id-number", &text), keep(6, 4));
         assert_eq!(default_rule("name", &text), keep(1, 0));
-        assert_eq!(default_rule("phone", &names(&["string", "null"])), keep(3, 4));
+        assert_eq!(
+            default_rule("phone", &names(&["string", "null"])),
+            keep(3, 4)
+        );
         assert_eq!(default_rule("account-number", &text), keep(0, 4));
         assert_eq!(default_rule("birth-date", &text), keep(4, 0));
         assert_eq!(default_rule("health", &text), MaskRule::Redact);
@@ -913,8 +916,8 @@ mod tests {
         assert!(!Projection::new(names(&["name"]), vec![], &k)?.is_whole(&k));
         let masked = Projection::new(k.clone(), vec!["note=redact".parse()?], &k)?;
         assert!(!masked.is_whole(&k));
-        let defaulted = Projection::new(k.clone(), vec![], &k)?
-            .with_defaults(&["phone=hash".parse()?]);
+        let defaulted =
+            Projection::new(k.clone(), vec![], &k)?.with_defaults(&["phone=hash".parse()?]);
         assert!(!defaulted.is_whole(&k));
         Ok(())
     }

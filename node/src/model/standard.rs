@@ -388,10 +388,15 @@ fn field_mask(
         field: name.to_owned(),
         message,
     };
-    let text = given
-        .as_str()
-        .ok_or_else(|| bad(format!("{} must be a string such as \"keep:6:4\"", masking::MASK_KEY)))?;
-    let rule: MaskRule = text.parse().map_err(|e: masking::MaskError| bad(e.to_string()))?;
+    let text = given.as_str().ok_or_else(|| {
+        bad(format!(
+            "{} must be a string such as \"keep:6:4\"",
+            masking::MASK_KEY
+        ))
+    })?;
+    let rule: MaskRule = text
+        .parse()
+        .map_err(|e: masking::MaskError| bad(e.to_string()))?;
     // The default of a known kind is redact only for values other than strings and numbers.
     if rule != MaskRule::Redact && masking::default_rule("name", types) == MaskRule::Redact {
         return Err(bad(format!(
@@ -1271,7 +1276,10 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         // The name's kind is unknown (`true`): redacted; the address may be an object: redacted.
-        assert_eq!(masks, ["id_number=keep:3:4", "name=redact", "address=redact"]);
+        assert_eq!(
+            masks,
+            ["id_number=keep:3:4", "name=redact", "address=redact"]
+        );
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use super::derivation::delivered_fields;
 use super::registry::Progress;
 use super::{MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err};
 use crate::clock::now_rfc3339;
@@ -22,7 +23,6 @@ use crate::model::region::Region;
 use crate::model::signed::Signed;
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME};
 use crate::net::frames::{self, FrameError};
-use super::derivation::delivered_fields;
 use crate::node::access::{Direction, Refusal};
 use crate::node::counters::Counters;
 use crate::node::provenance::doc;
@@ -275,9 +275,7 @@ impl Node {
         };
         // Personal fields leave masked whatever the share type; a version that cannot be
         // projected as it must be is refused here, before anything moves.
-        let manifest = self
-            .delivery_of(&offer, grant.as_ref(), &original)
-            .await?;
+        let manifest = self.delivery_of(&offer, grant.as_ref(), &original).await?;
         let table = self.chunk_table_of(&manifest).await.map_err(internal)?;
         Ok((manifest, table, grant))
     }
