@@ -16,12 +16,12 @@ use yrd_node::model::exchange::{DataFormat, Grant};
 use yrd_node::model::provenance::RecordKind;
 use yrd_node::model::signed::Signed;
 use yrd_node::node::transfer::{TransferStatus, TransferView};
-use yrd_tests::TestNet;
 use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     FIELDS, STANDARD, UNMARKED, file_digest, grant, offer, publish_sample_standard,
     publish_unmarked_standard, request_body, write_sample_records,
 };
+use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// The provider's unconditional offer under the sample standard (personal fields marked).
 const OPEN: &str = "sh-licences";
@@ -225,6 +225,16 @@ async fn an_unconditional_offer_delivers_personal_fields_masked_by_default() -> 
         }
         assert_eq!(rest_d, rest);
     }
+    // The provider takes the receiver's receipt of the masked copy it served.
+    let sh = net.api(0)?;
+    wait_until("the receipt of the masked copy", WAIT, || async {
+        Ok(sh
+            .deliveries(OPEN)
+            .await?
+            .iter()
+            .any(|d| d.receipt_at.is_some()))
+    })
+    .await?;
     let (served, received) = evidence(&net, OPEN).await?;
     for account in [&served, &received] {
         assert!(

@@ -35,6 +35,21 @@ fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
     blake3::derive_key("yrd/v1 mask salt", &material)
 }
 
+/// Whose delivery a derivation is: the grant's id, or `unconditional/DATASET` for an
+/// unconditional offer's copy. Grant ids are 32 hex digits, so neither form can take the other's
+/// key in the `Derived` tree or its mask salt.
+fn derivation_scope(grant_id: Option<&str>, dataset: &str) -> String {
+    match grant_id {
+        Some(g) => g.to_string(),
+        None => format!("unconditional/{dataset}"),
+    }
+}
+
+/// The key of a derived delivery's manifest in the `Derived` tree: `SCOPE/VERSION`.
+pub(crate) fn derived_key(grant_id: Option<&str>, dataset: &str, version: u64) -> String {
+    format!("{}/{version}", derivation_scope(grant_id, dataset))
+}
+
 /// What the evidence of a delivery says about its projection: the fields and masks the served
 /// manifest's derivation applied; `None` (the whole version as published) for an original.
 pub(crate) fn delivered_fields(m: &Manifest) -> Option<String> {
@@ -144,12 +159,8 @@ impl Node {
         projection: Projection,
     ) -> Result<Signed<Manifest>, NodeError> {
         let o = &original.document;
-        // Grant ids are 32 hex digits, so neither form can take the other's key or salt.
-        let scope = match grant {
-            Some(g) => g.id.clone(),
-            None => format!("unconditional/{}", o.dataset),
-        };
-        let key = format!("{scope}/{}", o.version);
+        let scope = derivation_scope(grant.map(|g| g.id.as_str()), &o.dataset);
+        let key = derived_key(grant.map(|g| g.id.as_str()), &o.dataset, o.version);
         let _guard = self.inner.transfers.derive_lock.lock().await;
         if let Some(m) = self
             .store()
