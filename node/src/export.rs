@@ -35,14 +35,19 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
-use crate::model::catalogue::{Catalogue, CatalogueEntry, OpenAttribute, ShareType, UpdateCycle};
+use crate::model::catalogue::{
+    Catalogue, CatalogueEntry, InformationItem, OpenAttribute, ShareType, UpdateCycle,
+};
+use crate::model::masking::MaskRule;
 use crate::model::region::{Region, RegionLevel};
 
 /// The namespace of the YRD-specific terms (the fields of the Chinese resource catalogue).
 pub const YRD_NS: &str = "https://yrd.example/ns#";
 
 /// The CSV header: the columns of the national 政务信息资源目录 template, in order.
-pub const CSV_HEADERS: [&str; 12] = [
+/// After them one column of ours, 脱敏信息项: the personal fields and the mask each leaves with
+/// in every delivery unless a grant names another rule (e.g. `法定代表人身份证号码（保留前 6 后 4）`).
+pub const CSV_HEADERS: [&str; 13] = [
     "信息资源代码",
     "名称",
     "提供方",
@@ -55,6 +60,7 @@ pub const CSV_HEADERS: [&str; 12] = [
     "开放属性",
     "更新周期",
     "发布日期",
+    "脱敏信息项",
 ];
 
 /// Title of the exported `dcat:Catalog` (Chinese, English).
@@ -107,7 +113,8 @@ fn context() -> Value {
 /// types). The fields of the Chinese template are carried as `yrd:` properties of each dataset:
 /// `yrd:resourceCode`, `yrd:shareType`, `yrd:shareConditions`, `yrd:shareMethod`,
 /// `yrd:openAttribute`, `yrd:updateCycle` (the Chinese terms, tagged `zh`) and
-/// `yrd:informationItem` (name, title, data type, required). 开放属性 also maps to
+/// `yrd:informationItem` (name, title, data type, required, and for a personal field
+/// `yrd:personalData` and `yrd:mask`, the rule it leaves masked by). 开放属性 also maps to
 /// `dct:accessRights` (EU access-right PUBLIC / RESTRICTED / NON_PUBLIC).
 pub fn dcat_jsonld(catalogues: &[Catalogue]) -> Value {
     let cats = latest_per_node(catalogues);
@@ -135,13 +142,17 @@ pub fn catalogue_csv(catalogues: &[Catalogue]) -> String {
     for cat in latest_per_node(catalogues) {
         for entry in offers_of(cat) {
             let o = &entry.offer;
-            let items: Vec<&str> = entry
+            let label = |i: &InformationItem| -> String {
+                match i.title.as_deref().map(str::trim) {
+                    Some(t) if !t.is_empty() => t.to_string(),
+                    _ => i.name.clone(),
+                }
+            };
+            let items: Vec<String> = entry.information_items.iter().map(label).collect();
+            let masked: Vec<String> = entry
                 .information_items
                 .iter()
-                .map(|i| match i.title.as_deref().map(str::trim) {
-                    Some(t) if !t.is_empty() => t,
-                    _ => i.name.as_str(),
-                })
+                .filter_map(|i| i.mask.map(|m| format!("{}（{}）", label(i), mask_zh(m))))
                 .collect();
             let provider = if entry.publisher.trim().is_empty() {
                 &cat.organisation
@@ -167,11 +178,21 @@ pub fn catalogue_csv(catalogues: &[Catalogue]) -> String {
                     o.open_attribute.zh().to_string(),
                     o.update_cycle.zh().to_string(),
                     issued,
+                    masked.join("；"),
                 ],
             );
         }
     }
     out
+}
+
+/// A mask in the words of the catalogue: 保留前 N 后 M, 哈希, 遮盖.
+fn mask_zh(rule: MaskRule) -> String {
+    match rule {
+        MaskRule::Keep { first, last } => format!("保留前 {first} 后 {last}"),
+        MaskRule::Hash => "哈希".to_string(),
+        MaskRule::Redact => "遮盖".to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,6 +649,13 @@ fn dataset(nodes: &mut Nodes, cat: &Catalogue, entry: &CatalogueEntry) -> Value 
                 "yrd:required".into(),
                 typed(i.required.to_string(), "xsd:boolean"),
             );
+            // Which fields leave masked, and how, in every delivery without another rule.
+            if let Some(kind) = &i.personal_data {
+                item.insert("yrd:personalData".into(), json!(kind));
+            }
+            if let Some(mask) = i.mask {
+                item.insert("yrd:mask".into(), json!(mask.to_string()));
+            }
             Value::Object(item)
         })
         .collect();
@@ -957,6 +985,8 @@ mod tests {
             title: title.map(Into::into),
             data_type: data_type.into(),
             required,
+            personal_data: None,
+            mask: None,
         }
     }
 
@@ -1121,6 +1151,31 @@ mod tests {
     }
 
     #[test]
+    fn personal_fields_show_the_mask_they_leave_with_in_csv_and_dcat() -> TestResult {
+        let mut cats = sample()?;
+        let item = cats[0].offers[0]
+            .information_items
+            .get_mut(1)
+            .ok_or("no item")?;
+        item.personal_data = Some("name".into());
+        item.mask = Some(MaskRule::Keep { first: 1, last: 0 });
+        let text = catalogue_csv(&cats);
+        let records = parse_csv(text.strip_prefix('\u{feff}').ok_or("no byte-order mark")?)?;
+        assert_eq!(records[0][12], "脱敏信息项");
+        assert_eq!(records[1][12], "企业名称（保留前 1 后 0）");
+        assert_eq!(records[2][12], "");
+        let doc = dcat_jsonld(&cats);
+        let text = doc.to_string();
+        assert_eq!(
+            text.matches("\"yrd:mask\":\"keep:1:0\"").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("\"yrd:personalData\":\"name\"").count(), 1);
+        Ok(())
+    }
+
+    #[test]
     fn csv_has_the_template_headers_bom_crlf_and_one_row_per_offer() -> TestResult {
         let cats = sample()?;
         let text = catalogue_csv(&cats);
@@ -1132,7 +1187,7 @@ mod tests {
         let records = parse_csv(body)?;
         assert_eq!(records[0], CSV_HEADERS.map(String::from).to_vec());
         assert_eq!(records.len(), 1 + 4, "header + one row per offer");
-        assert!(records.iter().all(|r| r.len() == 12), "{records:?}");
+        assert!(records.iter().all(|r| r.len() == 13), "{records:?}");
 
         let row = &records[1];
         assert_eq!(row[0], "310000-SCJG-0001");

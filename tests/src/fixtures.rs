@@ -18,7 +18,10 @@ use crate::{TestNet, WAIT, wait_until};
 
 /// The sample standard the exchange tests use.
 pub const STANDARD: &str = "enterprise-licence";
-/// The provider's unconditional offer.
+/// A standard of the same records that marks no field as personal data (the sample standard
+/// without its `x-personal-data` annotations): what leaves under it is the publication itself.
+pub const UNMARKED: &str = "enterprise-register";
+/// The provider's unconditional offer (under [`UNMARKED`], so it is delivered as published).
 pub const OPEN: &str = "sh-open";
 /// The provider's conditional offer.
 pub const COND: &str = "sh-cond";
@@ -48,6 +51,27 @@ pub const FIELDS: [&str; 4] = [
 pub fn sample_schema(id: &str) -> Result<Value> {
     let text = yrd_node::samples::schema_json(id).context("no sample standard of that id")?;
     Ok(serde_json::from_str(text)?)
+}
+
+/// The sample standard `id` with no field marked as personal data, as standard `as_id`.
+pub fn unmarked_schema(id: &str, as_id: &str) -> Result<Value> {
+    let mut schema = sample_schema(id)?;
+    schema["$id"] = format!("https://yrd.example/schemas/datasets/{as_id}/1.0.0").into();
+    if let Some(props) = schema["properties"].as_object_mut() {
+        for prop in props.values_mut() {
+            if let Some(p) = prop.as_object_mut() {
+                p.remove("x-personal-data");
+            }
+        }
+    }
+    Ok(schema)
+}
+
+/// Publishes [`UNMARKED`] (version 1.0.0) on the node behind `api`.
+pub async fn publish_unmarked_standard(api: &Api) -> Result<()> {
+    api.publish_schema(UNMARKED, "1.0.0", &unmarked_schema(STANDARD, UNMARKED)?)
+        .await?;
+    Ok(())
 }
 
 /// Publishes the sample data standard `id` (version 1.0.0) on the node behind `api`.
@@ -125,15 +149,16 @@ pub struct Provider {
     pub cond: PathBuf,
 }
 
-/// Shanghai (node 0) publishes the standard, four offers (unconditional, conditional, not
+/// Shanghai (node 0) publishes the standard (and [`UNMARKED`]), four offers (unconditional, conditional, not
 /// shared, and one its withheld list refuses), a demand, and version 1 of the shared offers
 /// (`open_records` records unconditional, 300 conditional); returns once every other node holds
 /// that catalogue.
 pub async fn provider(net: &TestNet, dir: &Path, open_records: usize) -> Result<Provider> {
     let sh = net.api(0)?;
     publish_sample_standard(&sh, STANDARD).await?;
+    publish_unmarked_standard(&sh).await?;
     for o in [
-        offer(OPEN, STANDARD, ShareType::Unconditional, None),
+        offer(OPEN, UNMARKED, ShareType::Unconditional, None),
         offer(
             COND,
             STANDARD,
@@ -141,7 +166,7 @@ pub async fn provider(net: &TestNet, dir: &Path, open_records: usize) -> Result<
             Some(COND_CONDITIONS),
         ),
         offer(SECRET, STANDARD, ShareType::NotShared, Some(SECRET_REASON)),
-        offer(WITHHELD, STANDARD, ShareType::Unconditional, None),
+        offer(WITHHELD, UNMARKED, ShareType::Unconditional, None),
     ] {
         sh.add_offer(&o).await?;
     }

@@ -629,7 +629,14 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     assert_eq!(issued.len(), 1, "{issued:?}");
     let grant = &issued[0].record.grant.document;
     assert_eq!(grant.fields, FIELDS);
-    assert_eq!(grant.masks, vec![format!("{MASKED}=keep:6:4").parse()?]);
+    // The name, granted without a rule, takes its standard's default.
+    assert_eq!(
+        grant.masks,
+        vec![
+            format!("{MASKED}=keep:6:4").parse()?,
+            "legal_representative=keep:1:0".parse()?
+        ]
+    );
     let grant_id = issued[0].record.id.clone();
 
     // --- Requester: the grant arrived; fetch from the catalogue hit; the transfer completes.

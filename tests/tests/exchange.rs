@@ -237,7 +237,7 @@ async fn a_conditional_fetch_delivers_exactly_the_granted_fields_masked_as_grant
         .node()?
         .manifests(Some(&net.nodes[0].peer_id().to_string()), COND)?;
     let derivation = manifest[0].document.derived_from.clone().unwrap();
-    assert_eq!(derivation.grant_id, g.document.id);
+    assert_eq!(derivation.grant_id, Some(g.document.id));
     assert_eq!(derivation.original_digest, file_digest(&p.cond)?);
     net.stop_all().await
 }

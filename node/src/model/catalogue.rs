@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::masking::MaskRule;
 use crate::model::region::Region;
 use crate::model::signed::Document;
 
@@ -148,6 +149,13 @@ pub struct InformationItem {
     pub data_type: String,
     /// Whether every record has it.
     pub required: bool,
+    /// The kind of personal data it holds (the standard's `x-personal-data`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<String>,
+    /// How it leaves in every delivery unless a grant names it with another rule: personal
+    /// fields never leave in clear (see docs/protocol.md, "Masking").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskRule>,
 }
 
 /// A time span (dct:temporal).

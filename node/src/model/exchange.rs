@@ -28,8 +28,10 @@ pub enum DataFormat {
 pub struct Derivation {
     /// BLAKE3 of the original version's file.
     pub original_digest: String,
-    /// The grant the delivery was made under.
-    pub grant_id: String,
+    /// The grant the delivery was made under; absent for the copy of an unconditional offer
+    /// whose standard's personal fields leave masked by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
     /// Fields delivered, in order.
     pub fields: Vec<String>,
     /// Masking applied.

@@ -331,6 +331,86 @@ impl fmt::Display for FieldMask {
     }
 }
 
+/// The annotation a standard puts on a personal field: `"x-personal-data": "<kind>"`.
+pub const PERSONAL_DATA_KEY: &str = "x-personal-data";
+
+/// The annotation by which a standard may choose a personal field's default mask in the CLI form
+/// of a rule (`"x-mask": "keep:3:4"`, `"hash"`, `"redact"`); without it the kind decides.
+pub const MASK_KEY: &str = "x-mask";
+
+/// The mask a personal field of `kind` leaves with when no grant names it with another rule:
+/// `id-number` keeps 6 + 4 characters, `name` the first character, `phone` 3 + 4,
+/// `account-number` the last 4, `birth-date` the year; any other kind is redacted. A field whose
+/// values may be other than strings and numbers (`types`, as the standard declares them; empty
+/// when it does not say) is redacted, the one rule that masks every value.
+pub fn default_rule(kind: &str, types: &[String]) -> MaskRule {
+    let scalar = !types.is_empty()
+        && types
+            .iter()
+            .all(|t| matches!(t.as_str(), "string" | "number" | "integer" | "null"));
+    if !scalar {
+        return MaskRule::Redact;
+    }
+    match kind {
+        "id-number" => MaskRule::Keep { first: 6, last: 4 },
+        "name" => MaskRule::Keep { first: 1, last: 0 },
+        "phone" => MaskRule::Keep { first: 3, last: 4 },
+        "account-number" => MaskRule::Keep { first: 0, last: 4 },
+        "birth-date" => MaskRule::Keep { first: 4, last: 0 },
+        _ => MaskRule::Redact,
+    }
+}
+
+impl FromStr for MaskRule {
+    type Err = MaskError;
+
+    /// Parses the CLI form of a rule alone: `redact`, `hash` or `keep:N:M`.
+    fn from_str(input: &str) -> Result<MaskRule, MaskError> {
+        format!("f={input}")
+            .parse::<FieldMask>()
+            .map(|m| m.rule)
+            .map_err(|e| match e {
+                MaskError::BadMask { reason, .. } => MaskError::BadMask {
+                    input: input.to_owned(),
+                    reason,
+                },
+                other => other,
+            })
+    }
+}
+
+/// A plain account of the projection a delivery carries, for evidence: the fields delivered and
+/// each mask, e.g. `fields name, id_number (keep first 6 last 4), phone (hash)`.
+pub fn describe_delivery(fields: &[String], masks: &[FieldMask]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|field| match masks.iter().find(|m| &m.field == field) {
+            None => field.clone(),
+            Some(m) => format!("{field} ({})", rule_words(m.rule)),
+        })
+        .collect();
+    format!("fields {}", parts.join(", "))
+}
+
+fn rule_words(rule: MaskRule) -> String {
+    match rule {
+        MaskRule::Redact => "redact".to_owned(),
+        MaskRule::Hash => "hash".to_owned(),
+        MaskRule::Keep { first, last } => format!("keep first {first} last {last}"),
+    }
+}
+
+/// Whether the masks `applied` to a delivery honour the masks a grant `granted`: every granted
+/// mask applied as granted, and any other mask applied only to a field the grant left unmasked
+/// (a standard's default, which a grant issued before defaults existed did not name). More
+/// masking than granted is allowed; less never.
+pub fn honours(granted: &[FieldMask], applied: &[FieldMask]) -> bool {
+    granted.iter().all(|g| applied.contains(g))
+        && applied
+            .iter()
+            .all(|a| granted.iter().all(|g| g.field != a.field) || granted.contains(a))
+}
+
 /// The fields a grant delivers, in order, and their masks: checked against the dataset's fields,
 /// and applied to each original record to derive the delivered one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +462,28 @@ impl Projection {
         })
     }
 
+    /// The same projection with each delivered field that carries no mask masked by its
+    /// default in `defaults` (a standard's personal fields): what actually leaves when a grant,
+    /// or an unconditional offer, does not name a personal field with a rule of its own.
+    pub fn with_defaults(mut self, defaults: &[FieldMask]) -> Projection {
+        for (field, rule) in self.fields.iter().zip(self.plan.iter_mut()) {
+            if rule.is_some() {
+                continue;
+            }
+            if let Some(d) = defaults.iter().find(|d| &d.field == field) {
+                *rule = Some(d.rule);
+                self.masks.push(d.clone());
+            }
+        }
+        self
+    }
+
+    /// Whether every record leaves as it is: every one of `known_fields` delivered and none
+    /// masked. Only then may a version that cannot be projected (an opaque file) be delivered.
+    pub fn is_whole(&self, known_fields: &[String]) -> bool {
+        self.masks.is_empty() && known_fields.iter().all(|f| self.fields.contains(f))
+    }
+
     /// The delivered fields, in delivery order.
     pub fn fields(&self) -> &[String] {
         &self.fields
@@ -423,20 +525,7 @@ impl Projection {
     /// A one-line plain account for evidence reports, e.g.
     /// `fields name, id_number (keep first 6 last 4), phone (hash)`.
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self
-            .fields
-            .iter()
-            .zip(&self.plan)
-            .map(|(field, rule)| match rule {
-                None => field.clone(),
-                Some(MaskRule::Redact) => format!("{field} (redact)"),
-                Some(MaskRule::Hash) => format!("{field} (hash)"),
-                Some(MaskRule::Keep { first, last }) => {
-                    format!("{field} (keep first {first} last {last})")
-                }
-            })
-            .collect();
-        format!("fields {}", parts.join(", "))
+        describe_delivery(&self.fields, &self.masks)
     }
 }
 
@@ -775,6 +864,89 @@ mod tests {
                 found: "an array"
             })
         );
+        Ok(())
+    }
+
+    #[test]
+    fn each_kind_of_personal_data_has_a_default_that_hides_it() {
+        let text = names(&["string"]);
+        assert_eq!(default_rule("id-number", &text), keep(6, 4));
+        assert_eq!(default_rule("name", &text), keep(1, 0));
+        assert_eq!(
+            default_rule("phone", &names(&["string", "null"])),
+            keep(3, 4)
+        );
+        assert_eq!(default_rule("account-number", &text), keep(0, 4));
+        assert_eq!(default_rule("birth-date", &text), keep(4, 0));
+        assert_eq!(default_rule("health", &text), MaskRule::Redact);
+        // Keep and hash cannot mask every value of a field that may be an object, or whose
+        // type the standard does not say: redact can.
+        assert_eq!(default_rule("name", &names(&["object"])), MaskRule::Redact);
+        assert_eq!(default_rule("id-number", &[]), MaskRule::Redact);
+    }
+
+    #[test]
+    fn defaults_mask_only_delivered_fields_the_grant_left_unmasked() -> TestResult {
+        let defaults = vec!["id_number=keep:6:4".parse()?, "name=keep:1:0".parse()?];
+        let p = Projection::new(
+            names(&["name", "id_number", "age"]),
+            vec!["name=hash".parse()?],
+            &known(),
+        )?
+        .with_defaults(&defaults);
+        assert_eq!(p.rule_for("name"), Some(MaskRule::Hash));
+        assert_eq!(p.rule_for("id_number"), Some(keep(6, 4)));
+        assert_eq!(p.rule_for("age"), None);
+        assert_eq!(
+            p.describe(),
+            "fields name (hash), id_number (keep first 6 last 4), age"
+        );
+        let record = json!({"name": "张三丰", "id_number": "110101199003071234", "age": 3});
+        assert_eq!(p.apply(&record, &SALT)?["id_number"], "110101********1234");
+        // A field not delivered takes no default.
+        let p = Projection::new(names(&["age"]), vec![], &known())?.with_defaults(&defaults);
+        assert!(p.masks().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn only_every_field_unmasked_is_the_whole_record() -> TestResult {
+        let k = known();
+        assert!(Projection::new(k.clone(), vec![], &k)?.is_whole(&k));
+        assert!(!Projection::new(names(&["name"]), vec![], &k)?.is_whole(&k));
+        let masked = Projection::new(k.clone(), vec!["note=redact".parse()?], &k)?;
+        assert!(!masked.is_whole(&k));
+        let defaulted =
+            Projection::new(k.clone(), vec![], &k)?.with_defaults(&["phone=hash".parse()?]);
+        assert!(!defaulted.is_whole(&k));
+        Ok(())
+    }
+
+    #[test]
+    fn applied_masks_honour_a_grant_only_by_masking_as_much_or_more() -> TestResult {
+        let m = |s: &str| s.parse::<FieldMask>();
+        let granted = vec![m("name=hash")?];
+        assert!(honours(&granted, &[m("name=hash")?]));
+        assert!(honours(&granted, &[m("name=hash")?, m("id=keep:6:4")?]));
+        assert!(!honours(&granted, &[]));
+        assert!(!honours(&granted, &[m("name=redact")?]));
+        assert!(!honours(&granted, &[m("name=hash")?, m("name=redact")?]));
+        assert!(honours(&[], &[]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_rule_alone_parses_from_its_cli_form() -> TestResult {
+        assert_eq!("keep:6:4".parse::<MaskRule>()?, keep(6, 4));
+        assert_eq!("hash".parse::<MaskRule>()?, MaskRule::Hash);
+        assert_eq!("redact".parse::<MaskRule>()?, MaskRule::Redact);
+        for bad in ["clear", "keep:6", "", "x=hash"] {
+            let err = bad.parse::<MaskRule>();
+            assert!(
+                matches!(&err, Err(MaskError::BadMask { input, .. }) if input == bad),
+                "{bad}: {err:?}"
+            );
+        }
         Ok(())
     }
 

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::masking::{self, FieldMask, MaskRule};
+
 /// The only `$schema` a standard may declare.
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -37,6 +39,14 @@ pub enum StandardError {
         /// JSON pointer into the schema where the problem is ("" for the root).
         location: String,
         /// The validator's explanation.
+        message: String,
+    },
+    /// A personal field's `x-mask` is not a rule (`redact`, `hash`, `keep:N:M`).
+    #[error("property {field:?}: {message}")]
+    BadMask {
+        /// The property.
+        field: String,
+        /// What is wrong.
         message: String,
     },
     /// The top level is not `"type": "object"`.
@@ -112,6 +122,14 @@ pub struct FieldInfo {
     pub types: Vec<String>,
     /// Whether every record must carry this property.
     pub required: bool,
+    /// The kind of personal data it holds (`x-personal-data`, e.g. `"id-number"`), if any: the
+    /// property or anything inside it carries the annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<String>,
+    /// For a personal field, the mask it leaves with unless a grant names it with another rule
+    /// (`x-mask`, or the default of its kind: [`masking::default_rule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskRule>,
 }
 
 /// One reason a record does not conform to a standard.
@@ -164,7 +182,7 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
             });
         }
     }
-    let fields = field_infos(root);
+    let fields = field_infos(root)?;
     Ok(CompiledStandard { validator, fields })
 }
 
@@ -227,6 +245,33 @@ impl CompiledStandard {
         &self.fields
     }
 
+    /// The fields holding personal data (`x-personal-data`), in schema order.
+    pub fn personal_fields(&self) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|f| f.personal.is_some())
+            .map(|f| f.name.as_str())
+            .collect()
+    }
+
+    /// The mask each personal field leaves with unless a grant names it with another rule.
+    pub fn default_masks(&self) -> Vec<FieldMask> {
+        self.fields
+            .iter()
+            .filter_map(|f| {
+                f.mask.map(|rule| FieldMask {
+                    field: f.name.clone(),
+                    rule,
+                })
+            })
+            .collect()
+    }
+
+    /// Every field name, in schema order.
+    pub fn field_names(&self) -> Vec<String> {
+        self.fields.iter().map(|f| f.name.clone()).collect()
+    }
+
     /// Check a record; on failure, the first [`MAX_RECORD_ERRORS`] reasons.
     pub fn validate(&self, record: &Value) -> Result<(), Vec<RecordError>> {
         if self.validator.is_valid(record) {
@@ -266,14 +311,14 @@ fn record_error(e: &jsonschema::ValidationError<'_>) -> RecordError {
     }
 }
 
-fn field_infos(root: &Map<String, Value>) -> Vec<FieldInfo> {
+fn field_infos(root: &Map<String, Value>) -> Result<Vec<FieldInfo>, StandardError> {
     let required: Vec<&str> = root
         .get("required")
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let Some(props) = root.get("properties").and_then(Value::as_object) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     props
         .iter()
@@ -287,15 +332,79 @@ fn field_infos(root: &Map<String, Value>) -> Vec<FieldInfo> {
                     .unwrap_or(prop),
                 _ => prop,
             };
-            FieldInfo {
+            let types = declared_types(typed).unwrap_or_default();
+            let personal = personal_kind(prop, 0).or_else(|| personal_kind(typed, 0));
+            let mask = match &personal {
+                None => None,
+                Some(kind) => Some(field_mask(name, prop, kind, &types)?),
+            };
+            Ok(FieldInfo {
                 name: name.clone(),
                 title: text("title"),
                 description: text("description"),
-                types: declared_types(typed).unwrap_or_default(),
+                types,
                 required: required.contains(&name.as_str()),
-            }
+                personal,
+                mask,
+            })
         })
         .collect()
+}
+
+/// The kind of personal data `schema` or anything inside it is annotated with: the annotation's
+/// text, `"personal"` when it is not a string; `false` means not personal. Masking works on
+/// top-level fields only, so a personal value nested anywhere makes its whole field personal.
+fn personal_kind(schema: &Value, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match schema {
+        Value::Object(map) => {
+            match map.get(masking::PERSONAL_DATA_KEY) {
+                None | Some(Value::Bool(false)) => {}
+                Some(Value::String(kind)) => return Some(kind.clone()),
+                Some(_) => return Some("personal".to_owned()),
+            }
+            map.values().find_map(|v| personal_kind(v, depth + 1))
+        }
+        Value::Array(items) => items.iter().find_map(|v| personal_kind(v, depth + 1)),
+        _ => None,
+    }
+}
+
+/// The default mask of personal field `name`: its `x-mask`, or the default of its kind. An
+/// `x-mask` that is not a rule, or a keep or hash on a field whose values may be other than
+/// strings and numbers, is refused: a standard cannot let a personal field leave in clear.
+fn field_mask(
+    name: &str,
+    prop: &Value,
+    kind: &str,
+    types: &[String],
+) -> Result<MaskRule, StandardError> {
+    let Some(given) = prop.get(masking::MASK_KEY) else {
+        return Ok(masking::default_rule(kind, types));
+    };
+    let bad = |message: String| StandardError::BadMask {
+        field: name.to_owned(),
+        message,
+    };
+    let text = given.as_str().ok_or_else(|| {
+        bad(format!(
+            "{} must be a string such as \"keep:6:4\"",
+            masking::MASK_KEY
+        ))
+    })?;
+    let rule: MaskRule = text
+        .parse()
+        .map_err(|e: masking::MaskError| bad(e.to_string()))?;
+    // The default of a known kind is redact only for values other than strings and numbers.
+    if rule != MaskRule::Redact && masking::default_rule("name", types) == MaskRule::Redact {
+        return Err(bad(format!(
+            "{} {text:?}: only redact masks values that are not strings or numbers",
+            masking::MASK_KEY
+        )));
+    }
+    Ok(rule)
 }
 
 fn resolve_local<'a>(root: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
@@ -1123,6 +1232,75 @@ mod tests {
             ["string"],
             "type taken from the $ref target"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn personal_fields_carry_their_default_mask() -> TestResult {
+        let text = crate::samples::schema_json("enterprise-licence").ok_or("no sample")?;
+        let compiled = compile(&serde_json::from_str(text)?)?;
+        assert_eq!(
+            compiled.personal_fields(),
+            ["legal_representative", "legal_representative_id_number"]
+        );
+        let masks: Vec<String> = compiled
+            .default_masks()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            masks,
+            [
+                "legal_representative=keep:1:0",
+                "legal_representative_id_number=keep:6:4"
+            ]
+        );
+        let id = &compiled.fields()[4];
+        assert_eq!(id.personal.as_deref(), Some("id-number"));
+        assert!(compiled.fields()[0].personal.is_none() && compiled.fields()[0].mask.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn x_mask_chooses_the_default_and_a_nested_mark_makes_the_field_personal() -> TestResult {
+        let mut schema = person();
+        schema["properties"]["id_number"]["x-personal-data"] = json!("id-number");
+        schema["properties"]["id_number"]["x-mask"] = json!("keep:3:4");
+        schema["properties"]["name"]["x-personal-data"] = json!(true);
+        schema["properties"]["address"]["properties"]["city"]["x-personal-data"] = json!("address");
+        schema["properties"]["email"]["x-personal-data"] = json!(false);
+        let compiled = compile(&schema)?;
+        let masks: Vec<String> = compiled
+            .default_masks()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // The name's kind is unknown (`true`): redacted; the address may be an object: redacted.
+        assert_eq!(
+            masks,
+            ["id_number=keep:3:4", "name=redact", "address=redact"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_x_mask_that_is_no_rule_or_cannot_mask_the_field_is_refused() -> TestResult {
+        for (field, mask, says) in [
+            ("id_number", json!("clear"), "unknown rule"),
+            ("id_number", json!(6), "must be a string"),
+            ("address", json!("hash"), "only redact"),
+        ] {
+            let mut schema = person();
+            schema["properties"][field]["x-personal-data"] = json!("x");
+            schema["properties"][field]["x-mask"] = mask;
+            match compile(&schema) {
+                Err(e @ StandardError::BadMask { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains(says) && text.contains(field), "{text}");
+                }
+                other => return Err(format!("{field}: {other:?}").into()),
+            }
+        }
         Ok(())
     }
 

@@ -307,6 +307,8 @@ impl Node {
                 title: f.title.clone(),
                 data_type: f.types.join("|"),
                 required: f.required,
+                personal_data: f.personal.clone(),
+                mask: f.mask,
             })
             .collect();
         let mut input = input;

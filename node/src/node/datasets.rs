@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::schemas::to_json;
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
-use crate::model::catalogue::CatalogueEntry;
+use crate::model::catalogue::{CatalogueEntry, SchemaRef};
 use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::signed::Signed;
@@ -302,6 +302,13 @@ impl Node {
         }
     }
 
+    /// The standard `r` names, compiled (it must be one we hold).
+    pub(crate) fn compiled_standard(&self, r: &SchemaRef) -> Result<CompiledStandard, NodeError> {
+        let doc = self.schema_doc(&r.id, Some(&r.version))?;
+        standard::compile(&doc.document.schema)
+            .map_err(|e| NodeError::invalid("standard", e.to_string()))
+    }
+
     /// Every version we hold of `dataset` from `publisher` (ours when None), oldest first.
     pub fn manifests(
         &self,
@@ -343,14 +350,11 @@ impl Node {
             })?;
         let schema_ref = offer.conforms_to.clone();
         let compiled = match format {
-            DataFormat::File => None,
-            DataFormat::Jsonl | DataFormat::Csv => {
-                let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
-                Some(
-                    standard::compile(&doc.document.schema)
-                        .map_err(|e| NodeError::invalid("standard", e.to_string()))?,
-                )
+            DataFormat::File => {
+                refuse_opaque_personal(dataset, &self.compiled_standard(&schema_ref)?)?;
+                None
             }
+            DataFormat::Jsonl | DataFormat::Csv => Some(self.compiled_standard(&schema_ref)?),
         };
         // Import first, then validate the stored blob: what is validated is exactly what is
         // published, even if the source file changes meanwhile.
@@ -454,6 +458,25 @@ impl Node {
         );
         Ok(signed)
     }
+}
+
+/// An opaque file cannot be projected, so it could only leave with its personal fields in clear:
+/// refused for an offer whose standard marks any (whatever the share type: without a grant they
+/// would leave unmasked, and no grant could mask them).
+fn refuse_opaque_personal(dataset: &str, standard: &CompiledStandard) -> Result<(), NodeError> {
+    let personal = standard.personal_fields();
+    if personal.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::invalid(
+        "format",
+        format!(
+            "{dataset}: a version in format file is refused: its standard marks personal fields \
+             ({}), which must leave masked, and an opaque file cannot be masked; publish the \
+             records as jsonl or csv",
+            personal.join(", ")
+        ),
+    ))
 }
 
 /// A file the operator named that cannot be opened or read is their input at fault; a failure

@@ -551,7 +551,10 @@ function fieldPicker(items, checkedByDefault, extra) {
       testid: 'field-' + item.name});
     boxes.push(box);
     list.append(h('label', {class: 'check'}, box, h('code', {}, item.name),
-      item.title ? h('span', {class: 'muted'}, ' ' + item.title) : null, extra ? extra(item, box) : null));
+      item.title ? h('span', {class: 'muted'}, ' ' + item.title) : null,
+      // A personal field leaves masked by this default unless the grant names another rule.
+      item.mask ? h('span', {class: 'muted', testid: 'mask-default-' + item.name}, ' · ' + t('mask.default', {rule: maskText(item.mask)})) : null,
+      extra ? extra(item, box) : null));
   }
   const setAll = (on) => boxes.forEach((b) => {
     b.checked = on;

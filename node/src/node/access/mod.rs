@@ -637,8 +637,12 @@ impl Node {
                 r.fields.clone()
             }
         });
+        // The grant names every mask that will apply: a personal field the approval leaves
+        // unmasked takes its standard's default (docs/protocol.md, "Masking").
+        let defaults = self.compiled_standard(&offer.conforms_to)?.default_masks();
         let projection = Projection::new(fields, approval.masks, &known)
-            .map_err(|e| NodeError::invalid("masks", format!("cannot grant: {e}")))?;
+            .map_err(|e| NodeError::invalid("masks", format!("cannot grant: {e}")))?
+            .with_defaults(&defaults);
         let secs = approval
             .expires_in_secs
             .unwrap_or(self.config().exchange.default_grant_days * 86_400);

@@ -1,19 +1,27 @@
-//! Masked deliveries (R5): what a grantee of a conditional offer receives instead of the
-//! original version — only the granted fields, in granted order, masked by the grant's rules
-//! with a salt only this provider can compute and distinct per grant. A delivery is derived once
-//! per grant and version, stored as a blob with its own signed manifest naming the original and
-//! the grant (kept in the `Derived` tree by `GRANT/VERSION`), and served again from there.
+//! Masked deliveries (R5, R7): what a peer receives instead of the original version. Under a
+//! grant: only the granted fields, in granted order, masked by the grant's rules; for an
+//! unconditional offer: every field. In both, each personal field of the standard that no grant
+//! names with a rule of its own leaves masked by its default (`x-personal-data`, `x-mask`), so no
+//! personal field ever leaves in clear. Hashes use a salt only this provider can compute,
+//! distinct per grant. A delivery is derived once per grant (or unconditional offer) and version,
+//! stored as a blob with its own signed manifest naming the original, the grant if any and the
+//! projection applied (kept in the `Derived` tree), and served again from there. A version that
+//! cannot be projected (an opaque file) is delivered only when the projection is the whole
+//! record, and refused, saying why, otherwise.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::blocking_err;
 use crate::clock::now_rfc3339;
+use crate::model::catalogue::CatalogueEntry;
 use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest};
-use crate::model::masking::Projection;
+use crate::model::masking::{self, Projection};
+use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
-use crate::model::standard::{self, CompiledStandard};
+use crate::model::standard::CompiledStandard;
+use crate::node::access::Refusal;
 use crate::node::datasets::csv_cell;
 use crate::node::{Node, NodeError};
 use crate::store::RecordTree;
@@ -27,45 +35,163 @@ fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
     blake3::derive_key("yrd/v1 mask salt", &material)
 }
 
+/// Whose delivery a derivation is: the grant's id, or `unconditional/DATASET` for an
+/// unconditional offer's copy. Grant ids are 32 hex digits, so neither form can take the other's
+/// key in the `Derived` tree or its mask salt.
+fn derivation_scope(grant_id: Option<&str>, dataset: &str) -> String {
+    match grant_id {
+        Some(g) => g.to_string(),
+        None => format!("unconditional/{dataset}"),
+    }
+}
+
+/// The key of a derived delivery's manifest in the `Derived` tree: `SCOPE/VERSION`.
+pub(crate) fn derived_key(grant_id: Option<&str>, dataset: &str, version: u64) -> String {
+    format!("{}/{version}", derivation_scope(grant_id, dataset))
+}
+
+/// What the evidence of a delivery says about its projection: the fields and masks the served
+/// manifest's derivation applied; `None` (the whole version as published) for an original.
+pub(crate) fn delivered_fields(m: &Manifest) -> Option<String> {
+    m.derived_from
+        .as_ref()
+        .map(|d| masking::describe_delivery(&d.fields, &d.masks))
+}
+
+/// What leaves under `grant` (or, without one, from an unconditional offer) of a standard with
+/// these fields and default masks: the grant's fields and masks, or every field, each personal
+/// field not masked by the grant masked by its default. `None`: the original leaves as it is
+/// (unconditional, no personal field).
+pub(crate) fn projection_for(
+    grant: Option<&Grant>,
+    standard: &CompiledStandard,
+) -> Result<Option<Projection>, masking::MaskError> {
+    let known = standard.field_names();
+    let defaults = standard.default_masks();
+    match grant {
+        Some(g) => Ok(Some(
+            Projection::new(g.fields.clone(), g.masks.clone(), &known)?.with_defaults(&defaults),
+        )),
+        None if defaults.is_empty() => Ok(None),
+        None => Ok(Some(
+            Projection::new(known.clone(), Vec::new(), &known)?.with_defaults(&defaults),
+        )),
+    }
+}
+
+/// Why an opaque file is not delivered: under a grant it cannot be limited to the granted fields
+/// or masked; without one its personal fields cannot be masked.
+fn unprojectable(o: &Manifest, grant: Option<&Grant>, projection: &Projection) -> Refusal {
+    let what = format!(
+        "{} v{} was published as an opaque file (--format file), which cannot be projected",
+        o.dataset, o.version
+    );
+    match grant {
+        Some(g) => Refusal {
+            code: RefusalCode::GrantInvalid,
+            message: format!(
+                "{what}: grant {} delivers only {}; the provider must publish the version as \
+                 jsonl or csv",
+                g.id,
+                projection.describe()
+            ),
+        },
+        None => Refusal {
+            code: RefusalCode::NotShared,
+            message: format!(
+                "{what}: its standard's personal fields must leave masked ({}); the provider \
+                 must publish the version as jsonl or csv",
+                projection.describe()
+            ),
+        },
+    }
+}
+
 impl Node {
-    /// The masked delivery of `original` under `grant`: derived once per grant and version,
-    /// stored as a blob with its own signed manifest naming the original and the grant.
-    pub(super) async fn derived_delivery(
+    /// What `original`, a version of our `offer`, is delivered as under `grant` (None: the offer
+    /// is unconditional): the original itself when the projection is the whole record, else
+    /// the masked derivation, or a refusal when the version is an opaque file that would need
+    /// projecting.
+    pub(super) async fn delivery_of(
         &self,
-        grant: &Signed<Grant>,
+        offer: &CatalogueEntry,
+        grant: Option<&Signed<Grant>>,
         original: &Signed<Manifest>,
+    ) -> Result<Signed<Manifest>, Refusal> {
+        let internal = |e: NodeError| Refusal {
+            code: RefusalCode::Internal,
+            message: e.to_string(),
+        };
+        let o = &original.document;
+        let standard = self
+            .compiled_standard(&offer.conforms_to)
+            .map_err(internal)?;
+        let g = grant.map(|g| &g.document);
+        let projection = projection_for(g, &standard).map_err(|e| Refusal {
+            code: RefusalCode::GrantInvalid,
+            message: match g {
+                Some(g) => format!("grant {}: {e}", g.id),
+                None => format!("{}: {e}", o.dataset),
+            },
+        })?;
+        let Some(projection) = projection else {
+            return Ok(original.clone());
+        };
+        if o.format == DataFormat::File {
+            if projection.is_whole(&standard.field_names()) {
+                return Ok(original.clone());
+            }
+            return Err(unprojectable(o, g, &projection));
+        }
+        self.derived_delivery(g, original, standard, projection)
+            .await
+            .map_err(internal)
+    }
+
+    /// The masked delivery of `original` by `projection` (under `grant`, if any): derived once
+    /// per grant (or unconditional offer) and version, stored as a blob with its own signed
+    /// manifest naming the original, the grant and the projection.
+    async fn derived_delivery(
+        &self,
+        grant: Option<&Grant>,
+        original: &Signed<Manifest>,
+        standard: CompiledStandard,
+        projection: Projection,
     ) -> Result<Signed<Manifest>, NodeError> {
         let o = &original.document;
-        if o.format == DataFormat::File {
-            // An opaque file has no fields to select or mask: the grant covers the whole file.
-            return Ok(original.clone());
-        }
-        let key = format!("{}/{}", grant.document.id, o.version);
+        let scope = derivation_scope(grant.map(|g| g.id.as_str()), &o.dataset);
+        let key = derived_key(grant.map(|g| g.id.as_str()), &o.dataset, o.version);
         let _guard = self.inner.transfers.derive_lock.lock().await;
         if let Some(m) = self
             .store()
             .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
         {
-            if self.blobs().contains(&m.document.digest) {
+            // A copy derived by another projection (before the standard's defaults applied)
+            // is not what this delivery must be: derive it again.
+            let same = m.document.derived_from.as_ref().is_some_and(|d| {
+                d.original_digest == o.digest
+                    && d.fields == projection.fields()
+                    && d.masks == projection.masks()
+            });
+            if same && self.blobs().contains(&m.document.digest) {
                 return Ok(m);
             }
         }
         let schema_ref = o.schema.clone().ok_or_else(|| {
             NodeError::invalid("dataset", "a record dataset without a standard".into())
         })?;
-        let doc = self.schema_doc(&schema_ref.id, Some(&schema_ref.version))?;
-        let compiled = standard::compile(&doc.document.schema)
-            .map_err(|e| NodeError::invalid("standard", e.to_string()))?;
-        let known: Vec<String> = compiled.fields().iter().map(|f| f.name.clone()).collect();
-        let g = &grant.document;
-        let projection = Projection::new(g.fields.clone(), g.masks.clone(), &known)
-            .map_err(|e| NodeError::invalid("grant", format!("grant {}: {e}", g.id)))?;
-        let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &g.id);
+        let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &scope);
         let blobs = self.blobs().clone();
         let (digest, format) = (o.digest.clone(), o.format);
         let started = Instant::now();
+        let derivation = Derivation {
+            original_digest: o.digest.clone(),
+            grant_id: grant.map(|g| g.id.clone()),
+            fields: projection.fields().to_vec(),
+            masks: projection.masks().to_vec(),
+        };
         let (info, records) = tokio::task::spawn_blocking(move || {
-            derive_file(&blobs, &digest, format, &compiled, &projection, &salt)
+            derive_file(&blobs, &digest, format, &standard, &projection, &salt)
         })
         .await
         .map_err(blocking_err)??;
@@ -83,12 +209,7 @@ impl Node {
             chunk_size: info.chunk_table.chunk_size,
             chunk_table_digest: info.chunk_table.digest().map_err(NodeError::from)?,
             published_at: now_rfc3339(),
-            derived_from: Some(Derivation {
-                original_digest: o.digest.clone(),
-                grant_id: g.id.clone(),
-                fields: g.fields.clone(),
-                masks: g.masks.clone(),
-            }),
+            derived_from: Some(derivation),
         };
         let signed = Signed::sign(manifest, self.inner.key.signing_key())?;
         self.store()
@@ -100,7 +221,7 @@ impl Node {
         tracing::info!(
             dataset = %o.dataset,
             version = o.version,
-            grant = %g.id,
+            grant = grant.map(|g| g.id.as_str()).unwrap_or("-"),
             records,
             ms = started.elapsed().as_millis() as u64,
             "masked delivery derived"
@@ -218,6 +339,7 @@ mod tests {
 
     use super::*;
     use crate::model::masking::{FieldMask, MaskRule};
+    use crate::model::standard;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -381,6 +503,74 @@ mod tests {
                 Ok(_) => panic!("{input:?} was derived"),
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn what_leaves_takes_the_standards_defaults_for_personal_fields() -> TestResult {
+        let plain = person_standard()?;
+        // No personal field: an unconditional delivery is the original.
+        assert_eq!(projection_for(None, &plain)?, None);
+        let mut schema = json!({
+            "$schema": standard::DRAFT_2020_12,
+            "type": "object",
+            "properties": {
+                "name": { "type": "string", "x-personal-data": "name" },
+                "id_number": { "type": "string", "x-personal-data": "id-number" },
+                "age": { "type": "integer" }
+            }
+        });
+        let personal = standard::compile(&schema)?;
+        let open = projection_for(None, &personal)?.ok_or("no projection")?;
+        assert_eq!(
+            open.describe(),
+            "fields name (keep first 1 last 0), id_number (keep first 6 last 4), age"
+        );
+        assert!(!open.is_whole(&personal.field_names()));
+        schema["properties"]["name"]
+            .as_object_mut()
+            .ok_or("no name")?
+            .remove("x-personal-data");
+        let grant = Grant {
+            id: "g1".into(),
+            request_id: "r".into(),
+            request_digest: "d".into(),
+            provider: "p".into(),
+            grantee: "g".into(),
+            dataset: "ds".into(),
+            purpose: "p".into(),
+            legal_basis: "b".into(),
+            fields: vec!["age".into(), "id_number".into()],
+            masks: vec!["id_number=hash".parse()?],
+            not_before: String::new(),
+            expires_at: String::new(),
+            issued_at: String::new(),
+            decided_by: "operator".into(),
+        };
+        let granted = projection_for(Some(&grant), &personal)?.ok_or("no projection")?;
+        assert_eq!(granted.describe(), "fields age, id_number (hash)");
+        let m = Manifest {
+            dataset: "ds".into(),
+            publisher: "p".into(),
+            region: crate::model::region::Region::from_code(310000)?,
+            version: 1,
+            previous: None,
+            schema: None,
+            format: DataFormat::Jsonl,
+            digest: String::new(),
+            size: 0,
+            record_count: 0,
+            chunk_size: 0,
+            chunk_table_digest: String::new(),
+            published_at: String::new(),
+            derived_from: Some(Derivation {
+                original_digest: String::new(),
+                grant_id: None,
+                fields: open.fields().to_vec(),
+                masks: open.masks().to_vec(),
+            }),
+        };
+        assert_eq!(delivered_fields(&m), Some(open.describe()));
         Ok(())
     }
 

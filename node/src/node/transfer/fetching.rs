@@ -22,6 +22,7 @@ use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{DataFormat, Grant, Manifest};
+use crate::model::masking;
 use crate::model::message::{Request, Response};
 use crate::model::provenance::RecordKind;
 use crate::model::signed::Signed;
@@ -31,7 +32,7 @@ use crate::model::transfer::{
     MAX_WANT_RANGES,
 };
 use crate::net::frames::{self, FrameError};
-use crate::node::access::{Direction, Target, grant_fields};
+use crate::node::access::{Direction, Target};
 use crate::node::counters::Counters;
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError, unexpected};
@@ -244,13 +245,13 @@ impl Node {
                 r.version = Some(m.document.version);
                 r.data_digest = Some(m.document.digest.clone());
                 r.grant = record.view.grant.clone();
+                r.fields = super::derivation::delivered_fields(&m.document);
                 let grant = record
                     .view
                     .grant
                     .as_deref()
                     .and_then(|g| self.grant_record(g).ok());
                 if let Some(g) = &grant {
-                    r.fields = grant_fields(&g.grant.document);
                     r.purpose = Some(g.grant.document.purpose.clone());
                     r.legal_basis = Some(g.grant.document.legal_basis.clone());
                 }
@@ -610,19 +611,26 @@ fn check_manifest(
     match (&record.view.grant, &m.derived_from) {
         (Some(gid), Some(d)) => {
             let g = grant_of(gid)?;
-            if &d.grant_id != gid || d.fields != g.fields || d.masks != g.masks {
+            // More masking than granted (a standard's default on a field the grant left
+            // unmasked) is accepted; less, never.
+            if d.grant_id.as_deref() != Some(gid.as_str())
+                || d.fields != g.fields
+                || !masking::honours(&g.masks, &d.masks)
+            {
                 return Err(NodeError::invalid(
                     "grant",
                     format!("the delivery does not match grant {gid}'s fields and masking"),
                 ));
             }
         }
-        (None, Some(_)) => {
+        (None, Some(d)) if d.grant_id.is_some() => {
             return Err(NodeError::invalid(
                 "manifest",
                 "a masked delivery arrived without a grant".into(),
             ));
         }
+        // An unconditional offer's copy: its standard's personal fields masked by default.
+        (None, Some(_)) => {}
         (Some(_), None) if m.format != DataFormat::File => {
             return Err(NodeError::invalid(
                 "manifest",
@@ -790,7 +798,7 @@ mod tests {
     fn derivation(grant_id: &str) -> Derivation {
         Derivation {
             original_digest: "0".repeat(64),
-            grant_id: grant_id.into(),
+            grant_id: Some(grant_id.into()),
             fields: vec!["name".into(), "phone".into()],
             masks: masks(),
         }

@@ -42,20 +42,18 @@ impl Node {
             ));
         }
         // It must acknowledge something we actually served: one of our manifests, original
-        // or derived under a grant to this receiver.
+        // or derived (under a grant to this receiver, or an unconditional offer's masked copy).
         let mut known = self
             .manifests(None, &r.dataset)?
             .into_iter()
             .filter(|m| m.document.version == r.version)
             .collect::<Vec<_>>();
-        if let Some(g) = &r.grant_id {
-            let key = format!("{g}/{}", r.version);
-            if let Some(m) = self
-                .store()
-                .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
-            {
-                known.push(m);
-            }
+        let key = super::derivation::derived_key(r.grant_id.as_deref(), &r.dataset, r.version);
+        if let Some(m) = self
+            .store()
+            .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
+        {
+            known.push(m);
         }
         let matched = known.iter().any(|m| {
             m.digest_hex().ok().as_deref() == Some(r.manifest_digest.as_str())

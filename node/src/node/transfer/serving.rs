@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use super::derivation::delivered_fields;
 use super::registry::Progress;
 use super::{MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err};
 use crate::clock::now_rfc3339;
@@ -22,7 +23,7 @@ use crate::model::region::Region;
 use crate::model::signed::Signed;
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME};
 use crate::net::frames::{self, FrameError};
-use crate::node::access::{Direction, Refusal, grant_fields};
+use crate::node::access::{Direction, Refusal};
 use crate::node::counters::Counters;
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError};
@@ -225,9 +226,10 @@ impl Node {
             r.dataset = Some(m.dataset.clone());
             r.version = Some(m.version);
             r.data_digest = Some(m.digest.clone());
+            // The projection actually applied, from the manifest served, never the grant's word.
+            r.fields = delivered_fields(m);
             if let Some(g) = &grant {
                 r.grant = Some(g.document.id.clone());
-                r.fields = grant_fields(&g.document);
                 r.purpose = Some(g.document.purpose.clone());
                 r.legal_basis = Some(g.document.legal_basis.clone());
             }
@@ -258,16 +260,11 @@ impl Node {
         };
         let offer = self.deliverable_offer(&open.dataset)?;
         let versions = self.manifests(None, &open.dataset).map_err(internal)?;
-        let manifest = choose_version(versions, &open.dataset, open.version)?;
-        let (manifest, grant) = match offer.offer.share_type {
-            ShareType::Unconditional => (manifest, None),
+        let original = choose_version(versions, &open.dataset, open.version)?;
+        let grant = match offer.offer.share_type {
+            ShareType::Unconditional => None,
             ShareType::Conditional => {
-                let grant = self.check_grant(&peer, &open.dataset, open.grant.as_deref())?;
-                let derived = self
-                    .derived_delivery(&grant, &manifest)
-                    .await
-                    .map_err(internal)?;
-                (derived, Some(grant))
+                Some(self.check_grant(&peer, &open.dataset, open.grant.as_deref())?)
             }
             ShareType::NotShared => {
                 return Err(Refusal {
@@ -276,6 +273,9 @@ impl Node {
                 });
             }
         };
+        // Personal fields leave masked whatever the share type; a version that cannot be
+        // projected as it must be is refused here, before anything moves.
+        let manifest = self.delivery_of(&offer, grant.as_ref(), &original).await?;
         let table = self.chunk_table_of(&manifest).await.map_err(internal)?;
         Ok((manifest, table, grant))
     }
