@@ -31,7 +31,7 @@ use crate::clock::{format_system_time, now_rfc3339};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey, short_peer};
 
-use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
+use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
@@ -692,16 +692,7 @@ impl Node {
                         sequence: h.sequence,
                     })
                     .collect(),
-                schemas: self
-                    .schema_docs()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|d| SchemaHead {
-                        id: d.document.id,
-                        version: d.document.version,
-                        digest: d.document.digest,
-                    })
-                    .collect(),
+                schemas: self.inner.standards.heads(),
             },
             Request::GetCatalogue { publisher } => {
                 let found = publisher

@@ -15,7 +15,7 @@ use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
 use crate::model::canonical;
 use crate::model::catalogue::{SchemaDoc, valid_identifier};
-use crate::model::message::Announcement;
+use crate::model::message::{Announcement, SchemaHead};
 use crate::model::signed::Signed;
 use crate::model::standard;
 
@@ -108,6 +108,21 @@ impl Standards {
         held.by_id
             .values()
             .flat_map(|v| v.values().cloned())
+            .collect()
+    }
+
+    /// What `heads` answers: id, version and digest of every standard version, without copying
+    /// the schemas.
+    pub(crate) fn heads(&self) -> Vec<SchemaHead> {
+        let held = self.held.read();
+        held.by_id
+            .values()
+            .flat_map(|v| v.values())
+            .map(|d| SchemaHead {
+                id: d.document.id.clone(),
+                version: d.document.version.clone(),
+                digest: d.document.digest.clone(),
+            })
             .collect()
     }
 
