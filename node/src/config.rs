@@ -491,7 +491,7 @@ impl NodeConfig {
                 "a window from 1 to 1024 MiB",
             ));
         }
-        let x = &self.exchange;
+        let (x, y) = (&self.exchange, &self.sync);
         let limits = [
             (
                 "exchange.max_transfers_per_peer",
@@ -534,18 +534,6 @@ impl NodeConfig {
                 1,
                 3_650,
             ),
-        ];
-        for (field, value, min, max) in secs {
-            if !(min..=max).contains(&value) {
-                return Err(invalid(
-                    field.into(),
-                    value.to_string(),
-                    &format!("a number from {min} to {max}"),
-                ));
-            }
-        }
-        let y = &self.sync;
-        let limits = [
             ("sync.anti_entropy_secs", y.anti_entropy_secs, 1, 86_400),
             ("sync.request_timeout_secs", y.request_timeout_secs, 1, 600),
             ("sync.peer_deadline_secs", y.peer_deadline_secs, 1, 3_600),
@@ -562,7 +550,7 @@ impl NodeConfig {
                 1_000_000,
             ),
         ];
-        for (field, value, min, max) in limits {
+        for (field, value, min, max) in secs {
             if !(min..=max).contains(&value) {
                 return Err(invalid(
                     field.into(),
@@ -752,6 +740,11 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
         let e = refusal(&format!("{GOOD}redial_max_secs = 0\n"));
         assert!(
             e.contains("network.redial_max_secs") && e.contains("from 1"),
+            "{e}"
+        );
+        let e = refusal(&format!("{GOOD}\n[sync]\nmax_pulls_per_peer = 0\n"));
+        assert!(
+            e.contains("sync.max_pulls_per_peer") && e.contains("from 1"),
             "{e}"
         );
         let e = refusal(&GOOD.replace("\"310000\"", "310000"));
