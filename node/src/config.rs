@@ -69,6 +69,41 @@ pub struct NodeConfig {
     /// Dataset exchange: limits, timeouts and auto-approval rules.
     #[serde(default)]
     pub exchange: ExchangeSection,
+    /// Catalogue and standard sync, witnessing: rounds, per-peer budgets and timeouts, quotas.
+    #[serde(default)]
+    pub sync: SyncSection,
+}
+
+/// `[sync]`: how this node keeps catalogues and standards in step with the members and shows
+/// them its tree head, and what one member may make it do or hold. Each peer has a budget of its
+/// own, so no member can hold up the sync or the witnessing of the others.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// Seconds between two anti-entropy rounds.
+    pub anti_entropy_secs: u64,
+    /// Timeout of one sync or witnessing request to a peer (heads, a catalogue, a standard, a
+    /// consistency proof, a tree head), in seconds; shorter than `network.request_timeout_secs`
+    /// wins.
+    pub request_timeout_secs: u64,
+    /// Longest time one sync with one peer may take, all its pulls included, in seconds.
+    pub peer_deadline_secs: u64,
+    /// Most documents pulled from one peer in one sync (standards it lists, catalogues it holds).
+    pub max_pulls_per_peer: usize,
+    /// Most standard versions kept from one other member; more are refused.
+    pub max_standards_per_member: usize,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            anti_entropy_secs: 30,
+            request_timeout_secs: 10,
+            peer_deadline_secs: 60,
+            max_pulls_per_peer: 64,
+            max_standards_per_member: 1000,
+        }
+    }
 }
 
 /// `[exchange]`: how this node serves and fetches datasets and answers access requests.
@@ -456,7 +491,7 @@ impl NodeConfig {
                 "a window from 1 to 1024 MiB",
             ));
         }
-        let x = &self.exchange;
+        let (x, y) = (&self.exchange, &self.sync);
         let limits = [
             (
                 "exchange.max_transfers_per_peer",
@@ -498,6 +533,21 @@ impl NodeConfig {
                 x.default_grant_days,
                 1,
                 3_650,
+            ),
+            ("sync.anti_entropy_secs", y.anti_entropy_secs, 1, 86_400),
+            ("sync.request_timeout_secs", y.request_timeout_secs, 1, 600),
+            ("sync.peer_deadline_secs", y.peer_deadline_secs, 1, 3_600),
+            (
+                "sync.max_pulls_per_peer",
+                y.max_pulls_per_peer as u64,
+                1,
+                100_000,
+            ),
+            (
+                "sync.max_standards_per_member",
+                y.max_standards_per_member as u64,
+                1,
+                1_000_000,
             ),
         ];
         for (field, value, min, max) in secs {
@@ -690,6 +740,11 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
         let e = refusal(&format!("{GOOD}redial_max_secs = 0\n"));
         assert!(
             e.contains("network.redial_max_secs") && e.contains("from 1"),
+            "{e}"
+        );
+        let e = refusal(&format!("{GOOD}\n[sync]\nmax_pulls_per_peer = 0\n"));
+        assert!(
+            e.contains("sync.max_pulls_per_peer") && e.contains("from 1"),
             "{e}"
         );
         let e = refusal(&GOOD.replace("\"310000\"", "310000"));

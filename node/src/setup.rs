@@ -134,6 +134,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
             ..ApiSection::default()
         },
         exchange: Default::default(),
+        sync: Default::default(),
         log: LogSection::default(),
     };
     config.check(&config_path)?;

@@ -120,6 +120,9 @@ pub struct CatalogueHead {
 #[derive(Debug, Default)]
 pub(crate) struct HeldCatalogues {
     held: RwLock<HashMap<PeerId, Held>>,
+    /// Taken while a received snapshot is compared with the one held and stored: pulls of one
+    /// publisher from several holders run at once, and an older one must not overwrite a newer.
+    accepting: parking_lot::Mutex<()>,
 }
 
 /// A snapshot and the search text of each of its offers (same order).
@@ -520,18 +523,21 @@ impl Node {
                 reason: format!("catalogue of non-member {publisher} refused"),
             });
         }
-        let held = self
-            .catalogue_of(&publisher)
-            .map(|c| c.document.sequence)
-            .unwrap_or(0);
-        if signed.document.sequence <= held {
-            return Err(NodeError::Stale(format!(
-                "catalogue of {publisher} with sequence {} refused: we hold sequence {held}",
-                signed.document.sequence
-            )));
+        {
+            let _accepting = self.inner.catalogues.accepting.lock();
+            let held = self
+                .catalogue_of(&publisher)
+                .map(|c| c.document.sequence)
+                .unwrap_or(0);
+            if signed.document.sequence <= held {
+                return Err(NodeError::Stale(format!(
+                    "catalogue of {publisher} with sequence {} refused: we hold sequence {held}",
+                    signed.document.sequence
+                )));
+            }
+            self.store().put_catalogue(&publisher, &to_json(&signed)?)?;
+            self.hold_catalogue(publisher, signed.clone());
         }
-        self.store().put_catalogue(&publisher, &to_json(&signed)?)?;
-        self.hold_catalogue(publisher, signed.clone());
         tracing::info!(
             peer = %from,
             publisher = %publisher,

@@ -31,7 +31,7 @@ use crate::clock::{format_system_time, now_rfc3339};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey, short_peer};
 
-use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response, SchemaHead};
+use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
@@ -45,9 +45,6 @@ pub const BLOBS_DIR: &str = "blobs";
 /// Inbound Access, Decision, Revoke, Receipt and TreeHead requests answered at once; beyond it a
 /// peer is told to retry later (`busy`), so no flood of them grows the task set without bound.
 pub const MAX_INBOUND_EXCHANGE: usize = 64;
-
-/// How often a node compares heads with a few random peers.
-pub const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(30);
 
 fn unexpected(peer: PeerId, response: &Response) -> NodeError {
     let kind = serde_json::to_value(response)
@@ -173,9 +170,11 @@ struct Inner {
     sync: sync::CatalogueSync,
     /// Transfers both ways, chunk tables, derivation, counters (`transfer/`).
     transfers: transfer::Transfers,
-    /// One witnessing check at a time: heads of a log must be compared in order
-    /// (`provenance.rs`).
-    witness: tokio::sync::Mutex<()>,
+    /// One witnessing check at a time per witnessed log: its heads are compared in turn, other
+    /// logs' heads are not held up (`provenance.rs`).
+    witness: provenance::WitnessLocks,
+    /// Every standard held, indexed by id and version (`schemas.rs`).
+    standards: schemas::Standards,
     /// Serialises changes that issue a new signed document (catalogue sequence numbers, the
     /// standards registry, grant decisions), so two never take the same number.
     write_lock: tokio::sync::Mutex<()>,
@@ -364,7 +363,8 @@ impl Node {
                 catalogues: catalogue::HeldCatalogues::default(),
                 sync: sync::CatalogueSync::default(),
                 transfers: transfer::Transfers::new(),
-                witness: tokio::sync::Mutex::new(()),
+                witness: provenance::WitnessLocks::default(),
+                standards: schemas::Standards::default(),
                 write_lock: tokio::sync::Mutex::new(()),
                 api_address: parking_lot::RwLock::new(None),
                 inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
@@ -408,6 +408,7 @@ impl Node {
         events: mpsc::Receiver<NetEvent>,
     ) -> Result<(), NodeError> {
         self.load_peer_infos()?;
+        self.load_schemas()?;
         self.load_catalogues()?;
         self.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
         if self.own_catalogue()?.is_none() {
@@ -691,16 +692,7 @@ impl Node {
                         sequence: h.sequence,
                     })
                     .collect(),
-                schemas: self
-                    .schema_docs()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|d| SchemaHead {
-                        id: d.document.id,
-                        version: d.document.version,
-                        digest: d.document.digest,
-                    })
-                    .collect(),
+                schemas: self.inner.standards.heads(),
             },
             Request::GetCatalogue { publisher } => {
                 let found = publisher

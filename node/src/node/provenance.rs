@@ -2,6 +2,9 @@
 //! witnessing peers' tree heads (consistency checked, cosigned, forks alarmed), queries, the
 //! deliveries report, and evidence bundles.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use libp2p::PeerId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -413,7 +416,17 @@ impl Node {
                         reason: "cosignature does not match the head we sent".into(),
                     });
                 }
-                self.inner.provenance.put_cosignature(&cosignature)?;
+                // Heads shown concurrently may be cosigned out of order: keep the largest.
+                let newer = self
+                    .inner
+                    .provenance
+                    .cosignatures()?
+                    .iter()
+                    .filter(|k| k.document.witness == c.witness)
+                    .all(|k| k.document.size <= c.size);
+                if newer {
+                    self.inner.provenance.put_cosignature(&cosignature)?;
+                }
                 Ok(())
             }
             Response::Error { code, message } => Err(NodeError::BadPeer {
@@ -453,70 +466,40 @@ impl Node {
                 format!("tree head of {signer} sent by {peer}"),
             ));
         }
-        let new_root = parse_root(&head.document.root)?;
-        let _guard = self.inner.witness.lock().await;
+        let presented = (head.document.size, parse_root(&head.document.root)?);
+        // Heads of one log are compared one at a time, in whatever order they arrive; other
+        // logs' heads are not held up by this one (nor by its owner's consistency proof).
+        let lock = self.inner.witness.of(&head.document.log);
+        let _guard = lock.lock().await;
         let held = self.inner.provenance.witnessed(&head.document.log)?;
-        if let Some(old) = &held {
-            let (o, n) = (old.document.size, head.document.size);
-            let old_root = parse_root(&old.document.root)?;
-            let verdict = if n < o {
-                Err(format!("the log shrank from {o} to {n} records"))
-            } else if n == o {
-                if old_root == new_root {
-                    Ok(())
-                } else {
-                    Err(format!("two different roots for size {n}"))
-                }
-            } else {
-                match self
-                    .inner
-                    .net
-                    .request(
-                        peer,
-                        Request::Consistency {
-                            old_size: o,
-                            new_size: n,
-                        },
-                    )
-                    .await?
-                {
-                    Response::Consistency { proof } => {
-                        let proof: Result<Vec<merkle::Hash>, _> =
-                            proof.iter().map(|h| parse_root(h)).collect();
-                        match proof {
-                            Ok(p) => merkle::verify_consistency(o, n, &old_root, &new_root, &p)
-                                .map_err(|e| {
-                                    format!("size {n} is not consistent with size {o}: {e}")
-                                }),
-                            Err(e) => Err(format!("malformed consistency proof: {e}")),
-                        }
-                    }
-                    // No proof is not a proof of a fork: refuse to cosign, raise nothing.
-                    Response::Error { code, message } => {
-                        return Err(NodeError::BadPeer {
-                            peer,
-                            reason: format!("no consistency proof ({code}: {message})"),
-                        });
-                    }
-                    other => return Err(unexpected(peer, &other)),
-                }
+        let held_pair = match &held {
+            Some(h) => Some((h.document.size, parse_root(&h.document.root)?)),
+            None => None,
+        };
+        let mut verdict = judge_head(held_pair, presented, None);
+        if let HeadVerdict::NeedProof { old_size, new_size } = verdict {
+            verdict = match self.consistency_from(peer, old_size, new_size).await? {
+                Ok(proof) => judge_head(held_pair, presented, Some(&proof)),
+                Err(cause) => HeadVerdict::Fork(cause),
             };
-            if let Err(cause) = verdict {
-                self.raise_alarm(peer, old.clone(), head.clone(), &cause)
-                    .await;
+        }
+        match verdict {
+            HeadVerdict::Fork(cause) => {
+                if let Some(old) = held {
+                    self.raise_alarm(peer, old, head.clone(), &cause).await;
+                }
                 return Err(NodeError::invalid(
                     "head",
                     format!("fork of {peer}'s provenance log: {cause}"),
                 ));
             }
-        }
-        if held
-            .as_ref()
-            .is_none_or(|o| head.document.size > o.document.size)
-        {
-            self.inner.provenance.put_witnessed(&head)?;
-            // What we cosign must survive a crash, or we could later cosign a fork of it.
-            self.store().flush().await?;
+            HeadVerdict::Extends if held_pair.is_none_or(|(o, _)| presented.0 > o) => {
+                self.inner.provenance.put_witnessed(&head)?;
+                // What we cosign must survive a crash, or we could later cosign a fork of it.
+                self.store().flush().await?;
+            }
+            // The same head again, or an older one that arrived late: the held head stays.
+            HeadVerdict::Extends | HeadVerdict::Older | HeadVerdict::NeedProof { .. } => {}
         }
         let cosignature = Cosignature {
             log: head.document.log.clone(),
@@ -526,6 +509,38 @@ impl Node {
             time: now_rfc3339(),
         };
         Ok(Signed::sign(cosignature, self.inner.key.signing_key())?)
+    }
+
+    /// Asks `peer` for a consistency proof of its log, within the sync request timeout. The
+    /// outer error (no answer, an error answer) proves nothing and refuses the head; the inner
+    /// one is a malformed proof, which the owner sent of its own log.
+    async fn consistency_from(
+        &self,
+        peer: PeerId,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Result<Vec<merkle::Hash>, String>, NodeError> {
+        let timeout = self.sync_request_timeout();
+        let request = Request::Consistency { old_size, new_size };
+        let answer = tokio::time::timeout(timeout, self.inner.net.request(peer, request))
+            .await
+            .map_err(|_| NodeError::BadPeer {
+                peer,
+                reason: format!("no consistency proof within {} s", timeout.as_secs()),
+            })??;
+        match answer {
+            Response::Consistency { proof } => Ok(proof
+                .iter()
+                .map(|h| parse_root(h))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("malformed consistency proof: {e}"))),
+            // No proof is not a proof of a fork: refuse to cosign, raise nothing.
+            Response::Error { code, message } => Err(NodeError::BadPeer {
+                peer,
+                reason: format!("no consistency proof ({code}: {message})"),
+            }),
+            other => Err(unexpected(peer, &other)),
+        }
     }
 
     async fn raise_alarm(
@@ -597,7 +612,8 @@ impl Node {
         let peer: PeerId = log
             .parse()
             .map_err(|_| NodeError::invalid("log", format!("{log:?} is not a peer id")))?;
-        let _guard = self.inner.witness.lock().await;
+        let lock = self.inner.witness.of(log);
+        let _guard = lock.lock().await;
         let open: Vec<Alarm> = self
             .inner
             .provenance
@@ -677,6 +693,79 @@ impl Node {
     }
 }
 
+/// One lock per witnessed log: heads of one log are checked in turn, those of different logs
+/// at once. Only members reach the witness, so there is at most one entry per member.
+#[derive(Debug, Default)]
+pub(crate) struct WitnessLocks(parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl WitnessLocks {
+    /// The lock of `log`.
+    pub(crate) fn of(&self, log: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0.lock().entry(log.to_string()).or_default().clone()
+    }
+}
+
+/// What a head a log's owner shows means against the head of that log we hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeadVerdict {
+    /// Nothing held, the same head again, or a larger head proven to extend the held one.
+    Extends,
+    /// A smaller head proven to be a prefix of the held one: an old head that arrived late.
+    Older,
+    /// A consistency proof of the owner's log from `old_size` to `new_size` decides.
+    NeedProof {
+        /// The smaller size.
+        old_size: u64,
+        /// The larger size.
+        new_size: u64,
+    },
+    /// The two heads (and the proof between them) prove a fork; the cause in words.
+    Fork(String),
+}
+
+/// Judges a presented head `(size, root)` against the held one, given the consistency proof
+/// between the two sizes once there is one. Only the heads themselves can prove a fork: two
+/// roots for one size, or a proof between the smaller and the larger that does not verify,
+/// whichever of them came first.
+pub(crate) fn judge_head(
+    held: Option<(u64, merkle::Hash)>,
+    presented: (u64, merkle::Hash),
+    proof: Option<&[merkle::Hash]>,
+) -> HeadVerdict {
+    let Some((o, old_root)) = held else {
+        return HeadVerdict::Extends;
+    };
+    let (n, new_root) = presented;
+    if n == o {
+        return if old_root == new_root {
+            HeadVerdict::Extends
+        } else {
+            HeadVerdict::Fork(format!("two different roots for size {n}"))
+        };
+    }
+    let (small, small_root, large, large_root) = if n > o {
+        (o, old_root, n, new_root)
+    } else {
+        (n, new_root, o, old_root)
+    };
+    let Some(proof) = proof else {
+        return HeadVerdict::NeedProof {
+            old_size: small,
+            new_size: large,
+        };
+    };
+    match merkle::verify_consistency(small, large, &small_root, &large_root, proof) {
+        Ok(()) if n > o => HeadVerdict::Extends,
+        Ok(()) => HeadVerdict::Older,
+        Err(e) if n > o => {
+            HeadVerdict::Fork(format!("size {n} is not consistent with size {o}: {e}"))
+        }
+        Err(e) => HeadVerdict::Fork(format!(
+            "size {n} is not a prefix of the held size {o}: {e}"
+        )),
+    }
+}
+
 fn parse_root(s: &str) -> Result<merkle::Hash, NodeError> {
     hex::decode(s)
         .ok()
@@ -729,7 +818,71 @@ fn time_bound(s: &str, name: &'static str, end_of_day: bool) -> Result<String, N
 
 #[cfg(test)]
 mod tests {
-    use super::time_bound;
+    use super::{HeadVerdict, judge_head, time_bound};
+    use crate::model::merkle::{self, MemoryStore};
+
+    fn log(tag: &str, size: u64) -> MemoryStore {
+        let mut store = MemoryStore::new();
+        for i in 0..size {
+            let _ = store.append(merkle::leaf_hash(format!("{tag}{i}").as_bytes()));
+        }
+        store
+    }
+
+    fn head(store: &MemoryStore, size: u64) -> (u64, merkle::Hash) {
+        (size, merkle::root(size, store).unwrap_or_default())
+    }
+
+    fn proof(store: &MemoryStore, old: u64, new: u64) -> Vec<merkle::Hash> {
+        merkle::consistency_proof(old, new, store).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_head_is_judged_by_the_heads_and_the_proof_between_them() {
+        let (a, b) = (log("a", 8), log("b", 8));
+        // Nothing held, or the same head again.
+        assert_eq!(judge_head(None, head(&a, 3), None), HeadVerdict::Extends);
+        assert_eq!(
+            judge_head(Some(head(&a, 5)), head(&a, 5), None),
+            HeadVerdict::Extends
+        );
+        // Another root for the same size.
+        assert!(matches!(
+            judge_head(Some(head(&a, 5)), head(&b, 5), None),
+            HeadVerdict::Fork(c) if c.contains("two different roots")
+        ));
+        // Larger or smaller: a proof from the smaller to the larger decides.
+        for (held, shown) in [(3, 7), (7, 3)] {
+            let need = HeadVerdict::NeedProof {
+                old_size: 3,
+                new_size: 7,
+            };
+            assert_eq!(
+                judge_head(Some(head(&a, held)), head(&a, shown), None),
+                need
+            );
+        }
+        let p = proof(&a, 3, 7);
+        assert_eq!(
+            judge_head(Some(head(&a, 3)), head(&a, 7), Some(&p)),
+            HeadVerdict::Extends
+        );
+        // An older head arriving late is not a fork.
+        assert_eq!(
+            judge_head(Some(head(&a, 7)), head(&a, 3), Some(&p)),
+            HeadVerdict::Older
+        );
+        // A smaller head of another log cannot be proven a prefix: a fork.
+        let forged = proof(&b, 3, 7);
+        assert!(matches!(
+            judge_head(Some(head(&a, 7)), head(&b, 3), Some(&forged)),
+            HeadVerdict::Fork(c) if c.contains("not a prefix")
+        ));
+        assert!(matches!(
+            judge_head(Some(head(&a, 3)), head(&b, 7), Some(&forged)),
+            HeadVerdict::Fork(c) if c.contains("not consistent")
+        ));
+    }
 
     #[test]
     fn time_bounds_are_normalised_to_the_records_form_or_refused() {

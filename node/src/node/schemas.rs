@@ -1,7 +1,12 @@
 //! The schema registry: publishing data standards (signed `SchemaDoc`s), accepting those of other
-//! members, and the rules that keep an id+version immutable and minor versions compatible.
+//! members (at most `sync.max_standards_per_member` versions from each), the rules that keep an
+//! id+version immutable and minor versions compatible, and [`Standards`], the in-memory index
+//! by id and version every lookup reads (the database is read once, at start).
+
+use std::collections::{BTreeMap, HashMap};
 
 use libp2p::PeerId;
+use parking_lot::RwLock;
 use schemars::JsonSchema;
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -10,7 +15,7 @@ use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
 use crate::model::canonical;
 use crate::model::catalogue::{SchemaDoc, valid_identifier};
-use crate::model::message::Announcement;
+use crate::model::message::{Announcement, SchemaHead};
 use crate::model::signed::Signed;
 use crate::model::standard;
 
@@ -52,22 +57,103 @@ fn parse_version(v: &str) -> Result<Version, NodeError> {
     })
 }
 
+/// Every standard version held, by id and then version, and how many each publisher has: the
+/// index lookups read, so none scans the registry or touches the database.
+#[derive(Debug, Default)]
+pub(crate) struct Standards {
+    held: RwLock<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    by_id: BTreeMap<String, BTreeMap<Version, Signed<SchemaDoc>>>,
+    per_publisher: HashMap<String, usize>,
+}
+
+impl Standards {
+    /// Keeps a standard the registry rules accepted (or one read back at start).
+    pub(crate) fn insert(&self, doc: Signed<SchemaDoc>) -> Result<(), NodeError> {
+        let version = parse_version(&doc.document.version)?;
+        let mut held = self.held.write();
+        let publisher = doc.document.publisher.clone();
+        let versions = held.by_id.entry(doc.document.id.clone()).or_default();
+        if versions.insert(version, doc).is_none() {
+            *held.per_publisher.entry(publisher).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// `id` at `version`, or its highest version.
+    pub(crate) fn get(&self, id: &str, version: Option<&str>) -> Option<Signed<SchemaDoc>> {
+        let held = self.held.read();
+        let versions = held.by_id.get(id)?;
+        match version {
+            Some(v) => versions.get(&Version::parse(v).ok()?).cloned(),
+            None => versions.values().next_back().cloned(),
+        }
+    }
+
+    /// Every version of `id`, lowest first.
+    pub(crate) fn versions(&self, id: &str) -> Vec<Signed<SchemaDoc>> {
+        let held = self.held.read();
+        held.by_id
+            .get(id)
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every standard version, by id and version.
+    pub(crate) fn all(&self) -> Vec<Signed<SchemaDoc>> {
+        let held = self.held.read();
+        held.by_id
+            .values()
+            .flat_map(|v| v.values().cloned())
+            .collect()
+    }
+
+    /// What `heads` answers: id, version and digest of every standard version, without copying
+    /// the schemas.
+    pub(crate) fn heads(&self) -> Vec<SchemaHead> {
+        let held = self.held.read();
+        held.by_id
+            .values()
+            .flat_map(|v| v.values())
+            .map(|d| SchemaHead {
+                id: d.document.id.clone(),
+                version: d.document.version.clone(),
+                digest: d.document.digest.clone(),
+            })
+            .collect()
+    }
+
+    /// How many standard versions of `publisher` are held.
+    pub(crate) fn count_of(&self, publisher: &str) -> usize {
+        self.held
+            .read()
+            .per_publisher
+            .get(publisher)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 impl Node {
-    /// Every standard version we hold, parsed.
-    pub fn schema_docs(&self) -> Result<Vec<Signed<SchemaDoc>>, NodeError> {
-        let mut out = Vec::new();
+    /// Reads every stored standard into the index (at start).
+    pub(crate) fn load_schemas(&self) -> Result<(), NodeError> {
         for raw in self.store().schemas()? {
-            match serde_json::from_value::<Signed<SchemaDoc>>(raw) {
-                Ok(doc) => out.push(doc),
-                Err(e) => tracing::error!(error = %e, "unreadable stored schema skipped"),
+            let doc = serde_json::from_value::<Signed<SchemaDoc>>(raw)
+                .map_err(|e| NodeError::invalid("schema", e.to_string()))
+                .and_then(|doc| self.inner.standards.insert(doc.clone()).map(|()| doc));
+            if let Err(e) = doc {
+                tracing::error!(error = %e, "unreadable stored schema skipped");
             }
         }
-        out.sort_by(|a, b| {
-            let va = Version::parse(&a.document.version).ok();
-            let vb = Version::parse(&b.document.version).ok();
-            a.document.id.cmp(&b.document.id).then(va.cmp(&vb))
-        });
-        Ok(out)
+        Ok(())
+    }
+
+    /// Every standard version we hold, by id and version.
+    pub fn schema_docs(&self) -> Result<Vec<Signed<SchemaDoc>>, NodeError> {
+        Ok(self.inner.standards.all())
     }
 
     /// One standard: `version` or, when `None`, the highest version held.
@@ -76,13 +162,7 @@ impl Node {
         id: &str,
         version: Option<&str>,
     ) -> Result<Signed<SchemaDoc>, NodeError> {
-        let all = self.schema_docs()?;
-        let found = match version {
-            Some(v) => all
-                .into_iter()
-                .find(|d| d.document.id == id && d.document.version == v),
-            None => all.into_iter().rfind(|d| d.document.id == id),
-        };
+        let found = self.inner.standards.get(id, version);
         found.ok_or_else(|| {
             NodeError::NotFound(match version {
                 Some(v) => format!("no standard {id}@{v} is known"),
@@ -137,11 +217,7 @@ impl Node {
                 ),
             ));
         }
-        let existing: Vec<Signed<SchemaDoc>> = self
-            .schema_docs()?
-            .into_iter()
-            .filter(|d| d.document.id == doc.id)
-            .collect();
+        let existing = self.inner.standards.versions(&doc.id);
         if let Some(owner) = existing.first().map(|d| d.document.publisher.clone()) {
             if owner != doc.publisher {
                 return Err(NodeError::Conflict(format!(
@@ -209,6 +285,7 @@ impl Node {
         }
         let signed = Signed::sign(doc, self.inner.key.signing_key())?;
         self.store().put_schema(id, version, &to_json(&signed)?)?;
+        self.inner.standards.insert(signed.clone())?;
         self.store().flush().await?;
         tracing::info!(schema = %id, version = %version, "standard published");
         self.announce(Announcement::Schema {
@@ -249,11 +326,25 @@ impl Node {
         if self.check_schema_rules(&signed.document)? {
             return Ok(false);
         }
+        // A member's standards take space and lookup time on every node: a quota each.
+        let quota = self.config().sync.max_standards_per_member;
+        if publisher != self.peer_id()
+            && self.inner.standards.count_of(&signed.document.publisher) >= quota
+        {
+            return Err(NodeError::BadPeer {
+                peer: from,
+                reason: format!(
+                    "{}@{} refused: {publisher} already has {quota} standard versions here (sync.max_standards_per_member)",
+                    signed.document.id, signed.document.version
+                ),
+            });
+        }
         self.store().put_schema(
             &signed.document.id,
             &signed.document.version,
             &to_json(&signed)?,
         )?;
+        self.inner.standards.insert(signed.clone())?;
         tracing::info!(
             peer = %from,
             schema = %signed.document.id,

@@ -1,29 +1,40 @@
 //! Catalogue and standard synchronisation: pulling what an announcement names, anti-entropy
-//! rounds that compare heads with a few peers, and the limits that keep a network joining at once
-//! from swamping a node. [`CatalogueSync`] owns those limits: the announcement-pull and
-//! connect-sync semaphores and the set of publishers being pulled now.
+//! rounds that compare heads with a few peers, and the budgets that keep one peer — slow, silent
+//! or lying — from holding up the sync of the others. [`CatalogueSync`] owns them: the pull and
+//! connect-sync semaphores, the peers being synced now (one sync per peer, each under a deadline
+//! and a cap on pulls), and [`Wants`], who claims to hold which catalogue sequence, so a
+//! publisher's catalogue is pulled from any holder and a failed pull is retried from another.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ANTI_ENTROPY_EVERY, Node, NodeError, unexpected};
+use super::{Node, NodeError, unexpected};
 use crate::model::message::{Announcement, Request, Response};
 
-/// Announcement-triggered pulls in flight at once.
+/// Catalogue pulls (and announcement handlings) in flight at once.
 pub const MAX_CONCURRENT_PULLS: usize = 32;
 /// Syncs on connect in flight at once.
 pub const MAX_CONNECT_SYNCS: usize = 4;
+/// Peers synchronised with per anti-entropy round.
+pub const PEERS_PER_ROUND: usize = 3;
+/// First wait before a holder that failed to serve a catalogue it claimed is asked again;
+/// doubles with each failure.
+pub const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Longest wait before such a holder is asked again.
+pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
-/// The limits on pulls and syncs, and who is being pulled now.
+/// The limits on pulls and syncs, who is being synced, and the claims of who holds what.
 #[derive(Debug)]
 pub(crate) struct CatalogueSync {
     pulls: Arc<Semaphore>,
     connect_syncs: Arc<Semaphore>,
-    pulling: Arc<Mutex<HashSet<String>>>,
+    syncing: Arc<Mutex<HashSet<PeerId>>>,
+    wants: Mutex<Wants>,
 }
 
 impl Default for CatalogueSync {
@@ -31,13 +42,14 @@ impl Default for CatalogueSync {
         CatalogueSync {
             pulls: Arc::new(Semaphore::new(MAX_CONCURRENT_PULLS)),
             connect_syncs: Arc::new(Semaphore::new(MAX_CONNECT_SYNCS)),
-            pulling: Arc::default(),
+            syncing: Arc::default(),
+            wants: Mutex::default(),
         }
     }
 }
 
 impl CatalogueSync {
-    /// A slot for an announcement's pull, if one is free now (otherwise the announcement is
+    /// A slot for an announcement's handling, if one is free now (otherwise the announcement is
     /// dropped: anti-entropy fetches what it named within one round).
     pub(crate) fn try_pull_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.pulls.clone().try_acquire_owned().ok()
@@ -48,33 +60,160 @@ impl CatalogueSync {
         self.connect_syncs.clone().acquire_owned().await.ok()
     }
 
-    /// Claims `publisher` for one pull; `None` while another pull of it runs. The claim ends when
-    /// the returned guard is dropped, however the pull ends.
-    pub(crate) fn claim(&self, publisher: &str) -> Option<PullClaim> {
-        if !self.pulling.lock().insert(publisher.to_string()) {
+    /// Claims `peer` for one sync; `None` while another sync with it runs (a round does not
+    /// queue behind a peer still being synced: it skips it). Released when the guard drops.
+    pub(crate) fn claim(&self, peer: PeerId) -> Option<SyncClaim> {
+        if !self.syncing.lock().insert(peer) {
             return None;
         }
-        Some(PullClaim {
-            set: self.pulling.clone(),
-            publisher: publisher.to_string(),
+        Some(SyncClaim {
+            set: self.syncing.clone(),
+            peer,
         })
     }
 }
 
-/// One publisher being pulled; released on drop.
+/// One peer being synced; released on drop.
 #[derive(Debug)]
-pub(crate) struct PullClaim {
-    set: Arc<Mutex<HashSet<String>>>,
-    publisher: String,
+pub(crate) struct SyncClaim {
+    set: Arc<Mutex<HashSet<PeerId>>>,
+    peer: PeerId,
 }
 
-impl Drop for PullClaim {
+impl Drop for SyncClaim {
     fn drop(&mut self) {
-        self.set.lock().remove(&self.publisher);
+        self.set.lock().remove(&self.peer);
+    }
+}
+
+/// Who claims to hold which sequence of each publisher's catalogue. Claims come from
+/// announcements and `heads` answers of members about members, so there are at most members²
+/// of them; each is pulled once at a time, and one that fails waits (doubling) before it is
+/// tried again, while the claims of other holders are pulled meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct Wants {
+    by_publisher: HashMap<PeerId, HashMap<PeerId, Claim>>,
+}
+
+#[derive(Debug, Clone)]
+struct Claim {
+    sequence: u64,
+    in_flight: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Wants {
+    /// `holder` says it holds `sequence` of `publisher`'s catalogue, of which we hold `held`.
+    /// True if a pull from it should start now (it is then in flight).
+    pub(crate) fn offer(
+        &mut self,
+        publisher: PeerId,
+        holder: PeerId,
+        sequence: u64,
+        held: u64,
+        now: Instant,
+    ) -> bool {
+        if sequence <= held {
+            return false;
+        }
+        let claim = self
+            .by_publisher
+            .entry(publisher)
+            .or_default()
+            .entry(holder)
+            .or_insert(Claim {
+                sequence,
+                in_flight: false,
+                failures: 0,
+                retry_at: None,
+            });
+        claim.sequence = claim.sequence.max(sequence);
+        claim.start(now)
+    }
+
+    /// A pull of `publisher` from `holder` ended (`served`: it answered with a catalogue that
+    /// verified); we now hold `held`. A holder that did not serve what it claimed waits before
+    /// it is asked again; every claim we now hold is dropped.
+    pub(crate) fn done(
+        &mut self,
+        publisher: PeerId,
+        holder: PeerId,
+        served: bool,
+        held: u64,
+        now: Instant,
+    ) {
+        let Some(claims) = self.by_publisher.get_mut(&publisher) else {
+            return;
+        };
+        if let Some(c) = claims.get_mut(&holder) {
+            c.in_flight = false;
+            if !served || c.sequence > held {
+                c.failures = c.failures.saturating_add(1);
+                let wait = RETRY_FIRST.saturating_mul(1 << c.failures.min(16).saturating_sub(1));
+                c.retry_at = Some(now + wait.min(RETRY_MAX));
+            }
+        }
+        claims.retain(|_, c| c.in_flight || c.sequence > held);
+        if claims.is_empty() {
+            self.by_publisher.remove(&publisher);
+        }
+    }
+
+    /// The claims to pull now (each then in flight): not in flight, not waiting after a
+    /// failure, and newer than what we hold (`held`).
+    pub(crate) fn due(
+        &mut self,
+        held: impl Fn(&PeerId) -> u64,
+        now: Instant,
+    ) -> Vec<(PeerId, PeerId)> {
+        let mut out = Vec::new();
+        for (publisher, claims) in &mut self.by_publisher {
+            let h = held(publisher);
+            claims.retain(|_, c| c.in_flight || c.sequence > h);
+            for (holder, c) in claims.iter_mut() {
+                if c.start(now) {
+                    out.push((*publisher, *holder));
+                }
+            }
+        }
+        self.by_publisher.retain(|_, c| !c.is_empty());
+        out
+    }
+}
+
+impl Claim {
+    fn start(&mut self, now: Instant) -> bool {
+        if self.in_flight || self.retry_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.in_flight = true;
+        true
     }
 }
 
 impl Node {
+    /// Timeout of one sync or witnessing request: `sync.request_timeout_secs`, or the network's
+    /// request timeout if that is shorter.
+    pub(crate) fn sync_request_timeout(&self) -> Duration {
+        let c = self.config();
+        Duration::from_secs(
+            c.sync
+                .request_timeout_secs
+                .min(c.network.request_timeout_secs),
+        )
+    }
+
+    /// The longest one sync with one peer (or one pull of a catalogue) may take.
+    fn sync_deadline(&self) -> Duration {
+        Duration::from_secs(self.config().sync.peer_deadline_secs)
+    }
+
+    fn held_sequence(&self, publisher: &PeerId) -> u64 {
+        self.catalogue_of(publisher)
+            .map_or(0, |c| c.document.sequence)
+    }
+
     pub(crate) async fn on_announcement(&self, source: PeerId, announcement: Announcement) {
         let result = match announcement {
             Announcement::Catalogue {
@@ -82,17 +221,10 @@ impl Node {
                 sequence,
                 ..
             } => {
-                let held = publisher
-                    .parse::<PeerId>()
-                    .ok()
-                    .and_then(|p| self.catalogue_of(&p))
-                    .map(|c| c.document.sequence)
-                    .unwrap_or(0);
-                if sequence > held {
-                    self.pull_catalogue(source, &publisher).await
-                } else {
-                    Ok(())
+                if let Ok(publisher) = publisher.parse::<PeerId>() {
+                    self.offer_catalogue(publisher, source, sequence);
                 }
+                Ok(())
             }
             Announcement::Schema { id, version, .. } => {
                 if self.schema_doc(&id, Some(&version)).is_err() {
@@ -107,24 +239,87 @@ impl Node {
         }
     }
 
-    async fn pull_catalogue(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
-        // One pull per publisher at a time, however many peers announce or offer it.
-        let Some(_claim) = self.inner.sync.claim(publisher) else {
-            return Ok(());
-        };
-        self.pull_catalogue_now(from, publisher).await
+    /// `holder` holds `sequence` of `publisher`'s catalogue: pull it from there unless we hold
+    /// it, a pull from there runs, or that holder is waiting after a failure. Pulls from
+    /// different holders run side by side, so a holder that never answers delays no other.
+    fn offer_catalogue(&self, publisher: PeerId, holder: PeerId, sequence: u64) {
+        if publisher == self.peer_id() || !self.members().contains(&publisher) {
+            return;
+        }
+        let held = self.held_sequence(&publisher);
+        let start =
+            self.inner
+                .sync
+                .wants
+                .lock()
+                .offer(publisher, holder, sequence, held, Instant::now());
+        if start {
+            self.spawn_pull(publisher, holder);
+        }
     }
 
-    async fn pull_catalogue_now(&self, from: PeerId, publisher: &str) -> Result<(), NodeError> {
+    /// Starts every pull due now: claims of other holders, and failed ones whose wait is over.
+    fn retry_pulls(&self) {
+        let due = self
+            .inner
+            .sync
+            .wants
+            .lock()
+            .due(|p| self.held_sequence(p), Instant::now());
+        for (publisher, holder) in due {
+            self.spawn_pull(publisher, holder);
+        }
+    }
+
+    fn spawn_pull(&self, publisher: PeerId, holder: PeerId) {
+        let node = self.clone();
+        self.spawn_long(async move {
+            let permit = node.inner.sync.pulls.clone().acquire_owned().await;
+            let pulled = tokio::time::timeout(
+                node.sync_deadline(),
+                node.pull_catalogue(holder, publisher),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(NodeError::BadPeer {
+                    peer: holder,
+                    reason: "catalogue not served within the sync deadline".into(),
+                })
+            });
+            if let Err(e) = &pulled {
+                tracing::warn!(peer = %holder, publisher = %publisher, error = %e, "catalogue not pulled");
+            }
+            drop(permit);
+            let held = node.held_sequence(&publisher);
+            node.inner.sync.wants.lock().done(
+                publisher,
+                holder,
+                pulled.is_ok(),
+                held,
+                Instant::now(),
+            );
+            node.retry_pulls();
+        });
+    }
+
+    /// Pulls `publisher`'s catalogue from `from`, with the standards its offers name that we
+    /// lack first (at most `sync.max_pulls_per_peer` of them), each request bounded.
+    async fn pull_catalogue(&self, from: PeerId, publisher: PeerId) -> Result<(), NodeError> {
         let request = Request::GetCatalogue {
             publisher: publisher.to_string(),
         };
-        match self.inner.net.request(from, request).await? {
+        match self.sync_request(from, request).await? {
             Response::Catalogue { catalogue } => {
                 // Standards the catalogue refers to come first, so its offers resolve here.
+                let mut wanted = HashSet::new();
                 for offer in &catalogue.document.offers {
                     let r = &offer.conforms_to;
-                    if self.schema_doc(&r.id, Some(&r.version)).is_err() {
+                    if wanted.len() >= self.config().sync.max_pulls_per_peer {
+                        break;
+                    }
+                    if self.schema_doc(&r.id, Some(&r.version)).is_err()
+                        && wanted.insert((r.id.clone(), r.version.clone()))
+                    {
                         let _ = self.pull_schema(from, &r.id, &r.version).await;
                     }
                 }
@@ -146,7 +341,7 @@ impl Node {
             id: id.to_string(),
             version: version.to_string(),
         };
-        match self.inner.net.request(from, request).await? {
+        match self.sync_request(from, request).await? {
             Response::Schema { schema } => self.accept_schema(from, *schema).await.map(|_| ()),
             Response::Error { code, message } => Err(NodeError::BadPeer {
                 peer: from,
@@ -156,36 +351,71 @@ impl Node {
         }
     }
 
-    /// Anti-entropy with one peer: compare heads, pull what is newer there.
+    /// One request of the sync, within [`Self::sync_request_timeout`].
+    async fn sync_request(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+        let timeout = self.sync_request_timeout();
+        tokio::time::timeout(timeout, self.inner.net.request(peer, request))
+            .await
+            .map_err(|_| NodeError::BadPeer {
+                peer,
+                reason: format!("no answer within {} s", timeout.as_secs()),
+            })?
+            .map_err(NodeError::from)
+    }
+
+    /// Anti-entropy with one peer: compare heads, pull what is newer there. One sync per peer
+    /// at a time (a sync already running with it makes this one a no-op), within
+    /// `sync.peer_deadline_secs` and at most `sync.max_pulls_per_peer` pulls.
     pub async fn sync_with(&self, peer: PeerId) -> Result<(), NodeError> {
-        let (catalogues, schemas) = match self.inner.net.request(peer, Request::Heads).await? {
+        let Some(_claim) = self.inner.sync.claim(peer) else {
+            return Ok(());
+        };
+        self.sync_within_deadline(peer).await
+    }
+
+    async fn sync_within_deadline(&self, peer: PeerId) -> Result<(), NodeError> {
+        let deadline = self.sync_deadline();
+        tokio::time::timeout(deadline, self.sync_heads(peer))
+            .await
+            .unwrap_or_else(|_| {
+                Err(NodeError::BadPeer {
+                    peer,
+                    reason: format!("sync not done within {} s", deadline.as_secs()),
+                })
+            })
+    }
+
+    async fn sync_heads(&self, peer: PeerId) -> Result<(), NodeError> {
+        let (catalogues, schemas) = match self.sync_request(peer, Request::Heads).await? {
             Response::Heads {
                 catalogues,
                 schemas,
             } => (catalogues, schemas),
             other => return Err(unexpected(peer, &other)),
         };
-        for s in schemas.iter().take(10_000) {
-            if self.schema_doc(&s.id, Some(&s.version)).is_err() {
-                if let Err(e) = self.pull_schema(peer, &s.id, &s.version).await {
-                    tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard refused");
-                }
-            }
-        }
-        for head in catalogues.iter().take(10_000) {
+        let mut budget = self.config().sync.max_pulls_per_peer;
+        // Catalogues first: each newer one is only a claim here, pulled on its own.
+        for head in &catalogues {
             let Ok(publisher) = head.publisher.parse::<PeerId>() else {
                 continue;
             };
-            if publisher == self.peer_id() {
-                continue;
+            if budget == 0 {
+                break;
             }
-            let held = self
-                .catalogue_of(&publisher)
-                .map(|c| c.document.sequence)
-                .unwrap_or(0);
-            if head.sequence > held {
-                if let Err(e) = self.pull_catalogue(peer, &head.publisher).await {
-                    tracing::warn!(peer = %peer, publisher = %head.publisher, error = %e, "catalogue refused");
+            if head.sequence > self.held_sequence(&publisher) {
+                budget -= 1;
+                self.offer_catalogue(publisher, peer, head.sequence);
+            }
+        }
+        for s in &schemas {
+            if budget == 0 {
+                tracing::debug!(peer = %peer, "pull budget of this sync spent");
+                break;
+            }
+            if self.schema_doc(&s.id, Some(&s.version)).is_err() {
+                budget -= 1;
+                if let Err(e) = self.pull_schema(peer, &s.id, &s.version).await {
+                    tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard refused");
                 }
             }
         }
@@ -193,7 +423,8 @@ impl Node {
     }
 
     pub(crate) async fn anti_entropy_loop(self) {
-        let mut tick = tokio::time::interval(ANTI_ENTROPY_EVERY);
+        let every = Duration::from_secs(self.config().sync.anti_entropy_secs);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
@@ -201,18 +432,33 @@ impl Node {
             let Ok(mut peers) = self.inner.net.connected_peers().await else {
                 return;
             };
-            // A few random peers per round keep the cost flat as the federation grows.
+            // A few random peers per round keep the cost flat as the federation grows. Each
+            // is synced on its own, so a slow one holds up neither the others nor the next
+            // round (which skips it while its sync still runs).
             use rand::seq::SliceRandom;
             peers.shuffle(&mut rand::thread_rng());
-            for p in peers.into_iter().take(3) {
-                if let Err(e) = self.sync_with(p.peer).await {
-                    tracing::debug!(peer = %p.peer, error = %e, "anti-entropy round failed");
-                }
-                // Witnessing rides on the same round.
-                if let Err(e) = self.send_head(p.peer).await {
-                    tracing::debug!(peer = %p.peer, error = %e, "head not witnessed");
-                }
+            for p in peers.into_iter().take(PEERS_PER_ROUND) {
+                let Some(claim) = self.inner.sync.claim(p.peer) else {
+                    continue;
+                };
+                let node = self.clone();
+                self.spawn_long(async move {
+                    if let Err(e) = node.sync_within_deadline(p.peer).await {
+                        tracing::debug!(peer = %p.peer, error = %e, "anti-entropy round failed");
+                    }
+                    // Witnessing rides on the same round, within the same deadline.
+                    let shown = tokio::time::timeout(node.sync_deadline(), node.send_head(p.peer));
+                    match shown.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %p.peer, error = %e, "head not witnessed");
+                        }
+                        Err(_) => tracing::debug!(peer = %p.peer, "head not witnessed in time"),
+                    }
+                    drop(claim);
+                });
             }
+            self.retry_pulls();
         }
     }
 }
@@ -221,15 +467,20 @@ impl Node {
 mod tests {
     use super::*;
 
+    fn peers() -> (PeerId, PeerId, PeerId) {
+        (PeerId::random(), PeerId::random(), PeerId::random())
+    }
+
     #[test]
-    fn a_publisher_is_pulled_once_at_a_time() {
+    fn a_peer_is_synced_once_at_a_time() {
         let sync = CatalogueSync::default();
-        let claim = sync.claim("12D3KooWA");
+        let (a, b, _) = peers();
+        let claim = sync.claim(a);
         assert!(claim.is_some());
-        assert!(sync.claim("12D3KooWA").is_none());
-        assert!(sync.claim("12D3KooWB").is_some());
+        assert!(sync.claim(a).is_none());
+        assert!(sync.claim(b).is_some());
         drop(claim);
-        assert!(sync.claim("12D3KooWA").is_some());
+        assert!(sync.claim(a).is_some());
     }
 
     #[test]
@@ -242,5 +493,65 @@ mod tests {
         assert!(sync.try_pull_slot().is_none());
         drop(held);
         assert!(sync.try_pull_slot().is_some());
+    }
+
+    #[test]
+    fn a_holder_that_never_answers_does_not_hold_up_the_publisher_itself() {
+        let (publisher, liar, _) = peers();
+        let now = Instant::now();
+        let mut w = Wants::default();
+        assert!(
+            w.offer(publisher, liar, 1 << 60, 1, now),
+            "pulled from the liar"
+        );
+        assert!(!w.offer(publisher, liar, 1 << 60, 1, now), "once at a time");
+        // The publisher's own announcement is pulled at once, beside the liar's pull.
+        assert!(w.offer(publisher, publisher, 2, 1, now));
+        w.done(publisher, publisher, true, 2, now);
+        assert!(!w.offer(publisher, publisher, 2, 2, now), "held already");
+    }
+
+    #[test]
+    fn a_failed_pull_is_retried_after_a_wait_that_doubles() {
+        let (publisher, holder, _) = peers();
+        let now = Instant::now();
+        let mut w = Wants::default();
+        assert!(w.offer(publisher, holder, 5, 1, now));
+        w.done(publisher, holder, false, 1, now);
+        assert!(w.due(|_| 1, now).is_empty(), "waits before a retry");
+        assert!(
+            !w.offer(publisher, holder, 5, 1, now),
+            "a new claim waits too"
+        );
+        let later = now + RETRY_FIRST;
+        assert_eq!(w.due(|_| 1, later), vec![(publisher, holder)]);
+        // Served less than it claimed: a failure too, and the wait doubles.
+        w.done(publisher, holder, true, 3, later);
+        assert!(w.due(|_| 3, later + RETRY_FIRST).is_empty());
+        assert_eq!(w.due(|_| 3, later + RETRY_FIRST * 2).len(), 1);
+    }
+
+    #[test]
+    fn a_pull_that_fails_from_one_holder_is_retried_from_another() {
+        let (publisher, relay, liar) = peers();
+        let now = Instant::now();
+        let mut w = Wants::default();
+        assert!(w.offer(publisher, liar, 9, 1, now));
+        // The relay's claim came while every pull slot of it was taken: it is due on the next
+        // retry sweep, whatever the liar does.
+        w.by_publisher.entry(publisher).or_default().insert(
+            relay,
+            Claim {
+                sequence: 4,
+                in_flight: false,
+                failures: 0,
+                retry_at: None,
+            },
+        );
+        w.done(publisher, liar, false, 1, now);
+        assert_eq!(w.due(|_| 1, now), vec![(publisher, relay)]);
+        // Once we hold 9, nothing is claimed any more.
+        w.done(publisher, relay, true, 9, now);
+        assert!(w.by_publisher.is_empty());
     }
 }
