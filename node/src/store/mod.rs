@@ -612,6 +612,39 @@ mod tests {
     }
 
     #[test]
+    fn grants_of_format_1_are_keyed_by_direction_at_open() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let grant = |id: &str, direction: &str, provider: &str| {
+            serde_json::json!({
+                "id": id, "direction": direction,
+                "grant": {"document": {"id": id, "provider": provider}},
+            })
+        };
+        {
+            let store = Store::open(dir.path())?;
+            store.set_format_version(1)?;
+            let t = store.db().open_tree(RecordTree::Grants.name())?;
+            for (id, direction, provider) in [("g1", "out", "P0"), ("g2", "in", "P1")] {
+                t.insert(id, serde_json::to_vec(&grant(id, direction, provider))?)?;
+            }
+            store.flush_blocking()?;
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.format_version()?, FORMAT_VERSION);
+        assert_eq!(FORMAT_VERSION, 2);
+        let held = store.records::<serde_json::Value>(RecordTree::Grants)?;
+        let keys: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["in/P1/g2", "out/g1"]);
+        assert_eq!(held[1].1, grant("g1", "out", "P0"));
+        // Opening again changes nothing.
+        drop(store);
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.records::<serde_json::Value>(RecordTree::Grants)?, held);
+        Ok(())
+    }
+
+    #[test]
     fn peers_survive_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let peer = PeerId::random();

@@ -678,6 +678,9 @@ impl Node {
                 revocation_delivered: false,
             },
         )?;
+        if crate::failpoint::hit(&self.inner.data_dir, "grant.before_request_state") {
+            return Err(NodeError::Net(crate::net::NetError::Stopped));
+        }
         record.status = RequestStatus::Granted;
         record.grant = Some(signed.clone());
         record.decided_at = Some(now_rfc3339());
