@@ -97,7 +97,10 @@ async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
         let _ = task.await;
     }
     let health = api.health().await?;
-    assert!(health.refused_connections >= before + OUTSIDERS, "{health:?}");
+    assert!(
+        health.refused_connections >= before + OUTSIDERS,
+        "{health:?}"
+    );
     // The counter is in /metrics as well.
     let metrics = api.raw().get_text("/metrics").await?;
     assert!(
@@ -158,7 +161,12 @@ async fn a_refused_fetch_keeps_the_peers_dataset_string_capped() -> Result<()> {
     .await?;
     for r in &records {
         let stored = serde_json::to_string(r)?;
-        assert!(stored.len() < 2048, "{} bytes kept: {}", stored.len(), &stored[..200]);
+        assert!(
+            stored.len() < 2048,
+            "{} bytes kept: {}",
+            stored.len(),
+            &stored[..200]
+        );
         assert!(
             r.cause.as_deref().is_some_and(|c| c.contains("truncated")),
             "{r:?}"
@@ -187,6 +195,8 @@ async fn a_member_causes_at_most_its_budget_of_refusal_records() -> Result<()> {
             .await?;
         assert!(matches!(answer, Response::Error { .. }), "{answer:?}");
     }
+    // Our handle would keep the node's database open past its stop.
+    drop(hostile);
     let who = net.nodes[1].peer_id().to_string();
     let kept = records_with(&net, 0, RecordKind::Refused, &who).await?;
     assert_eq!(
@@ -217,30 +227,18 @@ async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
             == 1)
     })
     .await?;
-    let receipt = js
-        .transfers()
+    let first = net
+        .api(0)?
+        .receipts()
         .await?
         .into_iter()
-        .find(|t| t.dataset == OPEN && t.status == TransferStatus::Done)
-        .context("the fetch")?;
-    // The receiver signs the same delivery's receipt afresh, over and over.
-    let manifest: Signed<Manifest> = js
-        .versions(OPEN)
-        .await?
-        .into_iter()
-        .last()
-        .context("no manifest held")?;
+        .next()
+        .context("no receipt held")?;
     let node = net.nodes[1].node()?;
     for i in 0..5 {
         let again = Receipt {
-            receiver: who.clone(),
-            provider: net.nodes[0].peer_id().to_string(),
-            dataset: OPEN.into(),
-            version: manifest.document.version,
-            manifest_digest: manifest.digest_hex()?,
-            data_digest: receipt.digest.clone().context("digest")?,
-            grant_id: None,
             received_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+            ..first.document.clone()
         };
         let signed = Signed::sign(again, net.nodes[1].key.signing_key())?;
         let answer = node
@@ -278,8 +276,13 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
     sh.revoke(&id, "项目结束").await?;
     // Jiangsu offers a conditional dataset; Shanghai asks for it.
     net.wait_schema(STANDARD, "1.0.0").await?;
-    js.add_offer(&offer("js-cond", STANDARD, ShareType::Conditional, Some("审批")))
-        .await?;
+    js.add_offer(&offer(
+        "js-cond",
+        STANDARD,
+        ShareType::Conditional,
+        Some("审批"),
+    ))
+    .await?;
     net.wait_catalogue_of(1).await?;
     let asked = sh
         .request(&yrd_node::api::exchange::RequestBody {
@@ -416,7 +419,11 @@ async fn a_grant_interrupted_before_its_request_state_allows_no_second_grant() -
     // The step between signing the grant and recording the request's state fails, as a kill
     // there would stop it.
     yrd_node::failpoint::arm(&net.nodes[0].data_dir, "grant.before_request_state");
-    assert!(sh.approve(&asked.id, &ApproveBody::default()).await.is_err());
+    assert!(
+        sh.approve(&asked.id, &ApproveBody::default())
+            .await
+            .is_err()
+    );
     // The operator approves again: there is exactly one grant for the request.
     sh.approve(&asked.id, &ApproveBody::default()).await?;
     let for_request: Vec<_> = sh
@@ -430,5 +437,69 @@ async fn a_grant_interrupted_before_its_request_state_allows_no_second_grant() -
         sh.request_record(&asked.id).await?.status,
         RequestStatus::Granted
     );
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11d: what a crash leaves on disk is collected at start
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_partials_and_unnamed_blobs_are_collected_at_start() -> Result<()> {
+    let (mut net, _dir) = exchange(2).await?;
+    let js = net.api(1)?;
+    let fetched = js.fetch_done(&format!("310000/{OPEN}")).await?;
+    let kept = fetched.digest.clone().context("digest")?;
+    net.nodes[1].stop().await?;
+    // What a kill leaves: a partial download no fetch record names, and a file (a masked copy,
+    // a publication) whose record was never written.
+    let (orphan_blob, orphan_partial) = {
+        use yrd_node::model::chunks::MIN_CHUNK_SIZE;
+        let blobs = yrd_node::store::blobs::BlobStore::open(
+            net.nodes[1].data_dir.join(yrd_node::node::BLOBS_DIR),
+        )?;
+        let data = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
+        let info = blobs.import_reader(&data[..], MIN_CHUNK_SIZE)?;
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut partial = blobs.begin_partial(id, &"ab".repeat(32), &info.chunk_table)?;
+        partial.write_chunk(0, &data[..MIN_CHUNK_SIZE as usize])?;
+        drop(partial);
+        assert!(blobs.partials()?.contains(&id.to_string()));
+        (info.digest, id.to_string())
+    };
+    net.nodes[1].start().await?;
+    let blobs = net.nodes[1].node()?.blobs();
+    assert!(!blobs.partials()?.contains(&orphan_partial));
+    assert!(!blobs.contains(&orphan_blob), "an unnamed blob survived");
+    assert!(blobs.contains(&kept), "the fetched dataset was collected");
+    // The published versions of the provider are named by their manifests: untouched.
+    net.nodes[0].restart().await?;
+    net.wait_full_mesh().await?;
+    js.fetch_done(&format!("310000/{OPEN}")).await?;
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11b: a version whose chunk table could not be sent
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_too_large_to_serve_is_refused_at_publish() -> Result<()> {
+    let mut net = TestNet::meshed(1).await?;
+    let api = net.api(0)?;
+    yrd_tests::fixtures::publish_sample_standard(&api, STANDARD).await?;
+    api.add_offer(&offer(OPEN, STANDARD, ShareType::Unconditional, None))
+        .await?;
+    // A sparse file of 300 GiB: its chunk table (about 20 MiB) exceeds the 16 MiB control frame.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("huge.bin");
+    std::fs::File::create(&file)?.set_len(300 << 30)?;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        api.publish_version(OPEN, &file, yrd_node::model::exchange::DataFormat::File),
+    )
+    .await
+    .context("publishing read the file instead of refusing it")?
+    .expect_err("a version no member could fetch was published");
+    assert!(refused.to_string().contains("too large"), "{refused}");
+    assert!(api.versions(OPEN).await?.is_empty());
     net.stop_all().await
 }
