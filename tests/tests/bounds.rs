@@ -474,7 +474,8 @@ async fn orphan_partials_and_unnamed_blobs_are_collected_at_start() -> Result<()
     // The published versions of the provider are named by their manifests: untouched.
     net.nodes[0].restart().await?;
     net.wait_full_mesh().await?;
-    js.fetch_done(&format!("310000/{OPEN}")).await?;
+    // The admin API listens on a new port after the restart.
+    net.api(1)?.fetch_done(&format!("310000/{OPEN}")).await?;
     net.stop_all().await
 }
 

@@ -145,11 +145,10 @@ pub struct Health {
     pub connected_members: usize,
     /// Members configured.
     pub members: usize,
-    /// Connections refused because the peer is not a member (counted, never recorded in the
-    /// provenance log).
+    /// Connections refused because the peer is not a member (counted, never recorded).
     pub refused_connections: u64,
-    /// Refusal records not kept because the member that caused them had used up its budget
-    /// ([`REFUSAL_RECORDS_PER_PEER_PER_HOUR`]).
+    /// Refusal records not kept since start because the member that caused them had used up
+    /// its budget (60 an hour).
     pub refusal_records_dropped: u64,
     /// Database reachable.
     pub store_ok: bool,
