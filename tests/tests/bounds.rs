@@ -34,6 +34,31 @@ async fn exchange(n: usize) -> Result<(TestNet, TempDir)> {
     Ok((net, dir))
 }
 
+/// Shanghai (node 0) grants Jiangsu (node 1) its conditional offer; returns the grant.
+async fn cond_grant(net: &TestNet) -> Result<Signed<Grant>> {
+    grant(
+        &net.api(0)?,
+        &net.api(1)?,
+        &request_body(COND, "跨省通办企业核验", &FIELDS),
+        &ApproveBody::default(),
+    )
+    .await
+}
+
+/// A fetch of the provider's conditional offer under grant `id`.
+fn under(id: &str) -> yrd_node::api::exchange::FetchBody {
+    yrd_node::api::exchange::FetchBody {
+        grant: Some(id.into()),
+        ..fetch_body(&format!("310000/{COND}"))
+    }
+}
+
+/// Node `from` sends `request` to node `to` as it is, the way a hostile member would.
+async fn send(net: &TestNet, from: usize, to: usize, request: Request) -> Result<Response> {
+    let to = net.nodes[to].peer_id();
+    Ok(net.nodes[from].node()?.net().request(to, request).await?)
+}
+
 /// Records of `kind` in node `i`'s log whose counterparty is `peer`.
 async fn records_with(
     net: &TestNet,
@@ -178,25 +203,16 @@ async fn a_refused_fetch_keeps_the_peers_dataset_string_capped() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_causes_at_most_its_budget_of_refusal_records() -> Result<()> {
     let mut net = TestNet::meshed(2).await?;
-    let provider_id = net.nodes[0].peer_id();
-    let hostile = net.nodes[1].node()?.clone();
     let sent = yrd_node::node::REFUSAL_RECORDS_PER_PEER_PER_HOUR + 10;
     for _ in 0..sent {
         // A decision carrying neither a grant nor a denial: refused, every time.
-        let answer = hostile
-            .net()
-            .request(
-                provider_id,
-                Request::Decision {
-                    grant: None,
-                    denial: None,
-                },
-            )
-            .await?;
+        let decision = Request::Decision {
+            grant: None,
+            denial: None,
+        };
+        let answer = send(&net, 1, 0, decision).await?;
         assert!(matches!(answer, Response::Error { .. }), "{answer:?}");
     }
-    // Our handle would keep the node's database open past its stop.
-    drop(hostile);
     let who = net.nodes[1].peer_id().to_string();
     let kept = records_with(&net, 0, RecordKind::Refused, &who).await?;
     assert_eq!(
@@ -234,22 +250,16 @@ async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
         .into_iter()
         .next()
         .context("no receipt held")?;
-    let node = net.nodes[1].node()?;
     for i in 0..5 {
         let again = Receipt {
             received_at: format!("2026-12-0{}T00:00:00Z", i + 1),
             ..first.document.clone()
         };
         let signed = Signed::sign(again, net.nodes[1].key.signing_key())?;
-        let answer = node
-            .net()
-            .request(
-                net.nodes[0].peer_id(),
-                Request::Receipt {
-                    receipt: Box::new(signed),
-                },
-            )
-            .await?;
+        let receipt = Request::Receipt {
+            receipt: Box::new(signed),
+        };
+        let answer = send(&net, 1, 0, receipt).await?;
         assert!(matches!(answer, Response::Ack), "{answer:?}");
     }
     let kept = records_with(&net, 0, RecordKind::ReceiptReceived, &who).await?;
@@ -265,13 +275,7 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
     let (mut net, _dir) = exchange(2).await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
     // Shanghai grants Jiangsu its conditional offer, then revokes the grant.
-    let issued = grant(
-        &sh,
-        &js,
-        &request_body(COND, "跨省通办企业核验", &FIELDS),
-        &ApproveBody::default(),
-    )
-    .await?;
+    let issued = cond_grant(&net).await?;
     let id = issued.document.id.clone();
     sh.revoke(&id, "项目结束").await?;
     // Jiangsu offers a conditional dataset; Shanghai asks for it.
@@ -312,17 +316,16 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
         decided_by: "operator".into(),
     };
     let signed = Signed::sign(colliding, net.nodes[1].key.signing_key())?;
-    let answer = net.nodes[1]
-        .node()?
-        .net()
-        .request(
-            net.nodes[0].peer_id(),
-            Request::Decision {
-                grant: Some(Box::new(signed)),
-                denial: None,
-            },
-        )
-        .await?;
+    let answer = send(
+        &net,
+        1,
+        0,
+        Request::Decision {
+            grant: Some(Box::new(signed)),
+            denial: None,
+        },
+    )
+    .await?;
     // Accepted or refused, our issued grant and its revocation stay as they were.
     let _ = answer;
     let ours = sh.grants(Some(Direction::Out)).await?;
@@ -333,12 +336,7 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
     assert_eq!(kept.state, GrantState::Revoked, "{kept:?}");
     assert_eq!(kept.record.grant, issued);
     // The revoked grant still refuses Jiangsu's fetch.
-    let refused = js
-        .fetch_to_end(&yrd_node::api::exchange::FetchBody {
-            grant: Some(id.clone()),
-            ..fetch_body(&format!("310000/{COND}"))
-        })
-        .await?;
+    let refused = js.fetch_to_end(&under(&id)).await?;
     assert_eq!(refused.status, TransferStatus::Failed, "{refused:?}");
     net.stop_all().await
 }
@@ -349,21 +347,8 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
     let (mut net, _dir) = exchange(3).await?;
-    let (sh, js) = (net.api(0)?, net.api(1)?);
-    let g = grant(
-        &sh,
-        &js,
-        &request_body(COND, "跨省通办企业核验", &FIELDS),
-        &ApproveBody::default(),
-    )
-    .await?;
-    let gid = g.document.id.clone();
-    let done = js
-        .fetch_to_end(&yrd_node::api::exchange::FetchBody {
-            grant: Some(gid.clone()),
-            ..fetch_body(&format!("310000/{COND}"))
-        })
-        .await?;
+    let gid = cond_grant(&net).await?.document.id;
+    let done = net.api(1)?.fetch_to_end(&under(&gid)).await?;
     assert_eq!(done.status, TransferStatus::Done, "{done:?}");
     // Node 2 learns the derived delivery's digests and acknowledges it as its own.
     let version = done.version.context("version")?;
@@ -384,16 +369,15 @@ async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
         received_at: "2026-12-06T00:00:00Z".into(),
     };
     let signed = Signed::sign(forged, net.nodes[2].key.signing_key())?;
-    let answer = net.nodes[2]
-        .node()?
-        .net()
-        .request(
-            net.nodes[0].peer_id(),
-            Request::Receipt {
-                receipt: Box::new(signed),
-            },
-        )
-        .await?;
+    let answer = send(
+        &net,
+        2,
+        0,
+        Request::Receipt {
+            receipt: Box::new(signed),
+        },
+    )
+    .await?;
     assert!(
         matches!(&answer, Response::Error { message, .. } if message.contains("grant")),
         "{answer:?}"
