@@ -17,6 +17,9 @@ pub const POINTS: &[&str] = &[
     "start.accept_streams",
     // Node::start: after resumed fetches are running, before the start completes.
     "start.after_resume",
+    // Node::decide_grant: after the grant is signed, before the request's state is stored (as
+    // if the process were killed there).
+    "grant.before_request_state",
 ];
 
 #[cfg(any(test, feature = "test-hooks"))]

@@ -79,6 +79,13 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         "Connections refused since start because the peer is not a federation member.",
         health.refused_connections,
     );
+    m.one(
+        "yrd_refusal_records_dropped_total",
+        "counter",
+        "Refusal records not kept since start because the member that caused them had used up \
+         its budget of refusal records per hour.",
+        health.refusal_records_dropped,
+    );
 
     // A database that cannot be read makes yrd_up 0 and the families read from it 0; the scrape
     // itself still answers, so the alert on yrd_up can fire.

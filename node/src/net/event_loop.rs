@@ -510,7 +510,8 @@ impl EventLoop {
                 inbound,
             }) => {
                 self.stats.refused_connections += 1;
-                tracing::warn!(
+                // The service logs refusals at a bounded rate; this line is for debugging only.
+                tracing::debug!(
                     peer = %peer, %address, inbound,
                     "refused a connection: peer is not a federation member"
                 );

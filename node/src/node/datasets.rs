@@ -15,6 +15,7 @@ use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Manifest};
 use crate::model::signed::Signed;
 use crate::model::standard::{self, CompiledStandard};
+use crate::model::transfer::MAX_CONTROL_FRAME;
 use crate::store::blobs::{BlobError, BlobInfo, BlobStore};
 
 /// Record errors reported when a version is refused.
@@ -249,6 +250,36 @@ fn describe(problems: &[RecordProblem]) -> String {
         .join("\n")
 }
 
+/// Bytes of a fetch's first reply kept for the manifest and the frame's envelope; the rest of
+/// [`MAX_CONTROL_FRAME`] is the chunk table.
+const READY_RESERVE: usize = 1 << 20;
+/// Bytes of one chunk's entry in a chunk table as JSON: 64 hex digits, quotes and a comma.
+const CHUNK_ENTRY_BYTES: usize = 67;
+/// The largest version we publish: its chunk table (in [`DEFAULT_CHUNK_SIZE`] chunks) must fit
+/// the first reply of a fetch, a control frame of at most [`MAX_CONTROL_FRAME`] bytes, or no
+/// member could ever fetch it (about 229 GiB). Refusing at publish is simpler and clearer than
+/// paging the table, and no bureau's dataset is near the bound.
+pub const MAX_VERSION_BYTES: u64 =
+    ((MAX_CONTROL_FRAME - READY_RESERVE) / CHUNK_ENTRY_BYTES) as u64 * DEFAULT_CHUNK_SIZE as u64;
+
+/// Refuses a version of `size` bytes above [`MAX_VERSION_BYTES`].
+fn check_servable_size(file: &Path, size: u64) -> Result<(), NodeError> {
+    if size > MAX_VERSION_BYTES {
+        return Err(NodeError::invalid(
+            "file",
+            format!(
+                "{}: {size} bytes is too large to publish: a version is at most {MAX_VERSION_BYTES} \
+                 bytes ({} GiB), so that its chunk table fits the {} MiB first reply of a fetch; \
+                 split the data into several datasets",
+                file.display(),
+                MAX_VERSION_BYTES >> 30,
+                MAX_CONTROL_FRAME >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Node {
     /// The node's blob store.
     pub fn blobs(&self) -> &BlobStore {
@@ -356,6 +387,10 @@ impl Node {
             }
             DataFormat::Jsonl | DataFormat::Csv => Some(self.compiled_standard(&schema_ref)?),
         };
+        // A version whose chunk table does not fit a control frame could never be fetched.
+        if let Ok(meta) = tokio::fs::metadata(file).await {
+            check_servable_size(file, meta.len())?;
+        }
         // Import first, then validate the stored blob: what is validated is exactly what is
         // published, even if the source file changes meanwhile.
         let blobs = self.inner.blobs.clone();
@@ -365,6 +400,13 @@ impl Node {
                 .await
                 .map_err(NodeError::task("importing the file"))?
                 .map_err(|e| import_error(file, e))?;
+        if let Err(e) = check_servable_size(file, info.size) {
+            // The file grew while it was imported.
+            if !self.store().manifest_names_blob(&info.digest)? {
+                self.discard_blob(&info.digest).await;
+            }
+            return Err(e);
+        }
         let previous = self.manifests(None, dataset)?.pop();
         let records = match compiled {
             None => 0,
@@ -493,6 +535,28 @@ fn import_error(file: &Path, e: BlobError) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chunk_table_of_the_largest_version_fits_a_control_frame() {
+        use crate::model::chunks::{ChunkTable, chunks_for};
+        let count = chunks_for(MAX_VERSION_BYTES, DEFAULT_CHUNK_SIZE);
+        let table = ChunkTable {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            size: MAX_VERSION_BYTES,
+            chunks: vec!["f".repeat(64); count as usize],
+        };
+        let bytes = serde_json::to_vec(&table)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        assert!(bytes + READY_RESERVE <= MAX_CONTROL_FRAME, "{bytes}");
+        let file = Path::new("big.bin");
+        assert!(check_servable_size(file, MAX_VERSION_BYTES).is_ok());
+        let refused = check_servable_size(file, MAX_VERSION_BYTES + 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("too large"), "{refused}");
+    }
 
     #[test]
     fn jsonl_problems_name_line_and_field() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,6 +14,7 @@ mod sync;
 pub mod transfer;
 
 pub use error::{ErrorClass, NodeError};
+pub use peers::REFUSAL_RECORDS_PER_PEER_PER_HOUR;
 
 use schemars::JsonSchema;
 
@@ -141,8 +142,11 @@ pub struct Health {
     pub connected_members: usize,
     /// Members configured.
     pub members: usize,
-    /// Connections refused because the peer is not a member.
+    /// Connections refused because the peer is not a member (counted, never recorded).
     pub refused_connections: u64,
+    /// Refusal records not kept since start because the member that caused them had used up
+    /// its budget (60 an hour).
+    pub refusal_records_dropped: u64,
     /// Database reachable.
     pub store_ok: bool,
 }
@@ -428,11 +432,62 @@ impl Node {
             .inner
             .net
             .accept_streams(crate::model::transfer::FETCH_PROTOCOL)?;
+        // Before any transfer runs: what a crash left that nothing will use goes.
+        self.collect_garbage().await?;
         running.tasks.fetch_task = Some(tokio::spawn(self.clone().accept_fetches(incoming)));
         self.resume_fetches();
         running.tasks.sync_task = Some(tokio::spawn(self.clone().anti_entropy_loop()));
         if crate::failpoint::hit(&self.inner.data_dir, "start.after_resume") {
             return Err(NodeError::Net(NetError::Stopped));
+        }
+        Ok(())
+    }
+
+    /// Removes the partial downloads no fetch will resume (no fetch record, or a finished one)
+    /// and the blobs no record names (no manifest, derived delivery or fetch): what a crash
+    /// between writing a file and recording it leaves behind. Runs at start, off the runtime.
+    async fn collect_garbage(&self) -> Result<(), NodeError> {
+        use crate::model::exchange::Manifest;
+        use crate::store::RecordTree;
+        /// What a fetch record names, read without the transfer module's own type.
+        #[derive(Deserialize)]
+        struct FetchNames {
+            view: ViewNames,
+            #[serde(default)]
+            manifest: Option<Signed<Manifest>>,
+        }
+        #[derive(Deserialize)]
+        struct ViewNames {
+            status: transfer::TransferStatus,
+            #[serde(default)]
+            digest: Option<String>,
+        }
+        let store = self.inner.store.clone();
+        let mut named = store.manifest_digests()?;
+        for (_, m) in store.records::<Signed<Manifest>>(RecordTree::Derived)? {
+            named.insert(m.document.digest);
+        }
+        let mut resumable = std::collections::HashSet::new();
+        for (id, f) in store.records::<FetchNames>(RecordTree::Fetches)? {
+            named.extend(f.view.digest);
+            named.extend(f.manifest.map(|m| m.document.digest));
+            use transfer::TransferStatus::{Done, Failed};
+            if !matches!(f.view.status, Done | Failed) {
+                resumable.insert(id);
+            }
+        }
+        let blobs = self.inner.blobs.clone();
+        let collected = tokio::task::spawn_blocking(move || {
+            blobs.collect(|id| resumable.contains(id), |d| named.contains(d))
+        })
+        .await
+        .map_err(NodeError::task("collecting garbage"))??;
+        if collected != crate::store::blobs::Collected::default() {
+            tracing::warn!(
+                partials = collected.partials,
+                blobs = collected.blobs,
+                "removed partial downloads and files no record names (left by a crash)"
+            );
         }
         Ok(())
     }
@@ -540,21 +595,15 @@ impl Node {
             }
             NetEvent::PeerDisconnected { .. } => {}
             NetEvent::Refused { peer, address, .. } => {
-                // At most one record per non-member per minute: a flood must not flood the log.
-                if self
-                    .inner
-                    .peers
-                    .refusal_due(peer, std::time::Instant::now())
-                {
-                    let node = self.clone();
-                    self.spawn_long(async move {
-                        node.record_refusal(
-                            Some(peer),
-                            None,
-                            &format!("connection from {address}: not a federation member"),
-                        )
-                        .await;
-                    });
+                // Counted by the network task (refused_connections); never a provenance record,
+                // since fresh keys are free; logged at a bounded rate whoever is refused.
+                if let Some(quiet) = self.inner.peers.refusal_log_due(std::time::Instant::now()) {
+                    tracing::warn!(
+                        peer = %peer,
+                        %address,
+                        not_logged_before = quiet,
+                        "refused a connection: peer is not a federation member"
+                    );
                 }
             }
             NetEvent::InboundRequest {
@@ -866,6 +915,7 @@ impl Node {
             connected_members: connected,
             members: self.inner.members.list().len(),
             refused_connections: stats.refused_connections,
+            refusal_records_dropped: self.inner.peers.refusal_records_dropped(),
             store_ok,
         })
     }

@@ -1,11 +1,14 @@
 //! The members as this node knows them: each one's verified NodeInfo (its region and
-//! organisation as it signed them), the addresses we listen on, and when a non-member's refused
-//! connection was last recorded. Owns its locks; nothing else holds these maps.
+//! organisation as it signed them), the addresses we listen on, and the bounds on what refused
+//! peers may make us keep: log lines about non-members (a global rate, since fresh keys are
+//! free) and refusal records per member (a budget per hour, with a count of what was dropped).
+//! Owns its locks; nothing else holds these maps.
 //!
 //! Locks are `parking_lot`'s, which cannot be poisoned: a panic elsewhere never makes a later
 //! update silently skip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -15,17 +18,44 @@ use crate::model::node_info::NodeInfo;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
 
-/// At most one provenance record per non-member per this long.
-pub const REFUSAL_RECORD_EVERY: Duration = Duration::from_secs(60);
-/// Non-members remembered for [`REFUSAL_RECORD_EVERY`]; beyond it the memory starts afresh.
-pub const MAX_REFUSALS_REMEMBERED: usize = 10_000;
+/// Log lines about refused non-members per [`REFUSAL_LOG_WINDOW`], whoever they are: a flood of
+/// fresh keys cannot flood the log either. Past it they are counted, and the count is logged
+/// with the next window's first line.
+pub const REFUSAL_LOG_LINES: u32 = 10;
+/// The window of [`REFUSAL_LOG_LINES`].
+pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+/// Refusal records one peer may cause per [`REFUSAL_BUDGET_WINDOW`]; beyond it they are counted,
+/// not kept.
+pub const REFUSAL_RECORDS_PER_PEER_PER_HOUR: u64 = 60;
+/// The window of [`REFUSAL_RECORDS_PER_PEER_PER_HOUR`].
+pub const REFUSAL_BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+/// Peers whose budget is remembered; only members can cause records, so this is never reached
+/// in a federation of a sane size, but the map is bounded all the same.
+pub const MAX_BUDGETS_REMEMBERED: usize = 10_000;
+
+/// The window of log lines about refused non-members.
+#[derive(Debug)]
+struct LogWindow {
+    start: Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+/// One peer's use of its refusal-record budget in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    start: Instant,
+    used: u64,
+}
 
 /// Members' cards, our listen addresses, recent refusals.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
     infos: RwLock<HashMap<PeerId, Signed<NodeInfo>>>,
     listen: RwLock<Vec<Multiaddr>>,
-    refusals: Mutex<HashMap<PeerId, Instant>>,
+    refusal_log: Mutex<Option<LogWindow>>,
+    budgets: Mutex<HashMap<PeerId, Budget>>,
+    records_dropped: AtomicU64,
 }
 
 impl Peers {
@@ -57,24 +87,74 @@ impl Peers {
         self.listen.read().clone()
     }
 
-    /// Whether a refused connection from `peer` should be recorded now (and notes it).
-    pub(crate) fn refusal_due(&self, peer: PeerId, now: Instant) -> bool {
-        refusal_due(&mut self.refusals.lock(), peer, now)
+    /// Refusal records not kept since start (a peer over its budget).
+    pub(crate) fn refusal_records_dropped(&self) -> u64 {
+        self.records_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether a refused non-member's connection may be logged now: `Some(n)` to log it, `n`
+    /// being the lines suppressed in the window before; `None` to stay quiet (counted).
+    pub(crate) fn refusal_log_due(&self, now: Instant) -> Option<u64> {
+        log_due(&mut self.refusal_log.lock(), now)
+    }
+
+    /// Whether a refusal `peer` caused may be recorded now (and counts it against its budget);
+    /// if not, it is counted as dropped.
+    pub(crate) fn refusal_record_due(&self, peer: PeerId, now: Instant) -> bool {
+        let due = budget_due(&mut self.budgets.lock(), peer, now);
+        if !due {
+            self.records_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        due
     }
 }
 
-/// At most one record per non-member per [`REFUSAL_RECORD_EVERY`]; the memory of who was seen is
-/// bounded, so a flood of fresh keys cannot grow it.
-fn refusal_due(seen: &mut HashMap<PeerId, Instant>, peer: PeerId, now: Instant) -> bool {
-    if seen.len() >= MAX_REFUSALS_REMEMBERED && !seen.contains_key(&peer) {
-        seen.clear();
-    }
-    match seen.get(&peer) {
-        Some(t) if now.duration_since(*t) < REFUSAL_RECORD_EVERY => false,
+fn log_due(window: &mut Option<LogWindow>, now: Instant) -> Option<u64> {
+    let w = match window {
+        Some(w) if now.duration_since(w.start) < REFUSAL_LOG_WINDOW => w,
         _ => {
-            seen.insert(peer, now);
-            true
+            let before = window.as_ref().map_or(0, |w| w.suppressed);
+            *window = Some(LogWindow {
+                start: now,
+                lines: 1,
+                suppressed: 0,
+            });
+            return Some(before);
         }
+    };
+    if w.lines < REFUSAL_LOG_LINES {
+        w.lines += 1;
+        Some(0)
+    } else {
+        w.suppressed += 1;
+        None
+    }
+}
+
+fn budget_due(budgets: &mut HashMap<PeerId, Budget>, peer: PeerId, now: Instant) -> bool {
+    let fresh = |b: &Budget| now.duration_since(b.start) < REFUSAL_BUDGET_WINDOW;
+    if budgets.len() >= MAX_BUDGETS_REMEMBERED && !budgets.contains_key(&peer) {
+        budgets.retain(|_, b| fresh(b));
+        if budgets.len() >= MAX_BUDGETS_REMEMBERED {
+            // Every remembered peer is within its window: a new one waits for room.
+            return false;
+        }
+    }
+    let b = budgets.entry(peer).or_insert(Budget {
+        start: now,
+        used: 0,
+    });
+    if !fresh(b) {
+        *b = Budget {
+            start: now,
+            used: 0,
+        };
+    }
+    if b.used < REFUSAL_RECORDS_PER_PEER_PER_HOUR {
+        b.used += 1;
+        true
+    } else {
+        false
     }
 }
 
@@ -83,24 +163,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_is_recorded_once_a_minute_per_peer() {
-        let mut seen = HashMap::new();
-        let (a, b) = (PeerId::random(), PeerId::random());
+    fn refusal_log_lines_are_limited_whoever_is_refused() {
+        let mut w = None;
         let t0 = Instant::now();
-        assert!(refusal_due(&mut seen, a, t0));
-        assert!(!refusal_due(&mut seen, a, t0 + Duration::from_secs(59)));
-        assert!(refusal_due(&mut seen, b, t0 + Duration::from_secs(1)));
-        assert!(refusal_due(&mut seen, a, t0 + REFUSAL_RECORD_EVERY));
+        let logged = (0..REFUSAL_LOG_LINES + 5)
+            .filter(|_| log_due(&mut w, t0).is_some())
+            .count();
+        assert_eq!(logged, REFUSAL_LOG_LINES as usize);
+        // The next window's first line carries the count of the quiet ones.
+        assert_eq!(log_due(&mut w, t0 + REFUSAL_LOG_WINDOW), Some(5));
+        assert_eq!(log_due(&mut w, t0 + REFUSAL_LOG_WINDOW), Some(0));
     }
 
     #[test]
-    fn the_memory_of_refusals_is_bounded() {
-        let mut seen = HashMap::new();
+    fn each_peer_has_a_budget_of_refusal_records_per_hour() {
+        let peers = Peers::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
         let t0 = Instant::now();
-        for _ in 0..MAX_REFUSALS_REMEMBERED + 5 {
-            assert!(refusal_due(&mut seen, PeerId::random(), t0));
+        for _ in 0..REFUSAL_RECORDS_PER_PEER_PER_HOUR {
+            assert!(peers.refusal_record_due(a, t0));
         }
-        assert!(seen.len() <= MAX_REFUSALS_REMEMBERED);
+        assert!(!peers.refusal_record_due(a, t0 + Duration::from_secs(10)));
+        assert!(
+            peers.refusal_record_due(b, t0),
+            "another peer's budget is its own"
+        );
+        assert_eq!(peers.refusal_records_dropped(), 1);
+        assert!(peers.refusal_record_due(a, t0 + REFUSAL_BUDGET_WINDOW));
+    }
+
+    #[test]
+    fn the_memory_of_budgets_is_bounded() {
+        let mut budgets = HashMap::new();
+        let t0 = Instant::now();
+        for _ in 0..MAX_BUDGETS_REMEMBERED + 5 {
+            budget_due(&mut budgets, PeerId::random(), t0);
+        }
+        assert!(budgets.len() <= MAX_BUDGETS_REMEMBERED);
+        // Once the windows have passed, room is made.
+        assert!(budget_due(
+            &mut budgets,
+            PeerId::random(),
+            t0 + REFUSAL_BUDGET_WINDOW
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeError, unexpected};
 use crate::clock::now_rfc3339;
+use crate::model::catalogue::valid_identifier;
 use crate::model::merkle;
 use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
@@ -73,6 +74,18 @@ pub struct ExportQuery {
 
 /// Most records in one bundle.
 pub const MAX_BUNDLE_RECORDS: usize = 100_000;
+
+/// Longest text from a peer kept in a record (a refusal's cause, a denial's or revocation's
+/// reason as we record it), in characters; longer text is cut with a marker.
+pub const MAX_PEER_TEXT_CHARS: usize = 512;
+
+/// `s` cut to `max` characters, with a marker naming its full length in bytes when it was cut.
+pub(crate) fn capped(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}… (truncated, {} bytes)", &s[..end], s.len()),
+    }
+}
 
 impl Node {
     /// The log.
@@ -138,16 +151,35 @@ impl Node {
         }
     }
 
-    /// Records a refusal with its cause.
+    /// Records a refusal with its cause, within the budget of the peer that caused it (beyond
+    /// it the refusal is counted and logged at debug level, not kept). Whatever the peer sent is
+    /// capped: a dataset that is not an identifier is not put in the record's dataset field (nor
+    /// the dataset index) but named, cut, in the cause; the cause is cut at
+    /// [`MAX_PEER_TEXT_CHARS`], with a marker saying how long it was.
     pub(crate) async fn record_refusal(
         &self,
         peer: Option<PeerId>,
         dataset: Option<&str>,
         cause: &str,
     ) {
+        if let Some(p) = peer {
+            if !self
+                .inner
+                .peers
+                .refusal_record_due(p, std::time::Instant::now())
+            {
+                tracing::debug!(peer = %p, "refusal not recorded: the peer's budget is used up");
+                return;
+            }
+        }
         let mut r = self.new_record(RecordKind::Refused);
-        r.dataset = dataset.map(str::to_string);
-        r.cause = Some(cause.chars().take(2000).collect());
+        let mut cause = cause.to_string();
+        match dataset {
+            Some(d) if valid_identifier(d) => r.dataset = Some(d.to_string()),
+            Some(d) => cause = format!("dataset {}: {cause}", capped(d, 64)),
+            None => {}
+        }
+        r.cause = Some(capped(&cause, MAX_PEER_TEXT_CHARS));
         self.record(r, peer, Vec::new()).await;
     }
 
@@ -808,8 +840,17 @@ fn time_bound(s: &str, name: &'static str, end_of_day: bool) -> Result<String, N
         t.map_err(|e| NodeError::invalid(name, format!("{name} {s:?}: {e}")))?
             .assume_utc()
     };
+    // A valid offset can carry a time past the last (or before the first) UTC instant we can
+    // hold: refused, where `to_offset` would panic.
+    let instant = instant
+        .checked_to_offset(time::UtcOffset::UTC)
+        .ok_or_else(|| {
+            NodeError::invalid(
+                name,
+                format!("{name} {s:?}: out of range once converted to UTC"),
+            )
+        })?;
     instant
-        .to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)
         .unwrap_or(instant)
         .format(&Rfc3339)
@@ -818,7 +859,7 @@ fn time_bound(s: &str, name: &'static str, end_of_day: bool) -> Result<String, N
 
 #[cfg(test)]
 mod tests {
-    use super::{HeadVerdict, judge_head, time_bound};
+    use super::{HeadVerdict, capped, judge_head, time_bound};
     use crate::model::merkle::{self, MemoryStore};
 
     fn log(tag: &str, size: u64) -> MemoryStore {
@@ -885,6 +926,15 @@ mod tests {
     }
 
     #[test]
+    fn peer_text_is_cut_with_a_marker() {
+        assert_eq!(capped("短文本", 3), "短文本");
+        let long = "数".repeat(600);
+        let cut = capped(&long, 512);
+        assert!(cut.starts_with(&"数".repeat(512)));
+        assert!(cut.ends_with("… (truncated, 1800 bytes)"), "{cut}");
+    }
+
+    #[test]
     fn time_bounds_are_normalised_to_the_records_form_or_refused() {
         let b = |s, end| time_bound(s, "since", end).ok();
         assert_eq!(
@@ -903,7 +953,15 @@ mod tests {
             b("2026-11-26T14:03:00.75Z", false).as_deref(),
             Some("2026-11-26T14:03:00Z")
         );
-        for bad in ["yesterday", "2026-13-01", "", "2026-11-26 14:03"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "",
+            "2026-11-26 14:03",
+            // Valid RFC 3339, but beyond the years a UTC time can hold: refused, not a panic.
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+        ] {
             let e = time_bound(bad, "until", true).err().map(|e| e.to_string());
             assert!(
                 e.as_deref().is_some_and(|m| m.contains("until")),

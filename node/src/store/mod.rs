@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. Version 2 keys the `grants` tree by direction
+/// ([`issued_grant_key`], [`received_grant_key`]); a version 1 database is migrated at open.
+pub const FORMAT_VERSION: u32 = 2;
 /// Directory of the sled database inside the data dir.
 pub const DB_DIR: &str = "db";
 
@@ -34,7 +35,9 @@ const CATALOGUES: &str = "catalogues";
 pub enum RecordTree {
     /// Access requests we sent or received, by request id.
     Requests,
-    /// Grants we issued or received (with any revocation), by grant id.
+    /// Grants we issued (`out/<id>`) or received (`in/<provider>/<id>`), with any revocation:
+    /// a provider chooses the ids of the grants it issues, so a received one can never take
+    /// the key of one we issued.
     Grants,
     /// Our subscriptions, by `publisher/dataset`.
     Subscriptions,
@@ -60,6 +63,38 @@ impl RecordTree {
     }
 }
 const FORMAT_KEY: &[u8] = b"format_version";
+
+/// The key of a grant we issued, in [`RecordTree::Grants`].
+pub fn issued_grant_key(id: &str) -> String {
+    format!("out/{id}")
+}
+
+/// The key of a grant `provider` issued to us, in [`RecordTree::Grants`].
+pub fn received_grant_key(provider: &str, id: &str) -> String {
+    format!("in/{provider}/{id}")
+}
+
+/// One write of [`Store::put_records`]: a record of an exchange tree, encoded.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    tree: RecordTree,
+    key: String,
+    value: Vec<u8>,
+}
+
+impl RecordWrite {
+    /// `value` to be written under `key` of `tree`.
+    pub fn new<T: Serialize>(tree: RecordTree, key: &str, value: &T) -> Result<Self, StoreError> {
+        Ok(RecordWrite {
+            tree,
+            key: key.to_string(),
+            value: serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+                tree: tree.name(),
+                message: e.to_string(),
+            })?,
+        })
+    }
+}
 
 /// How long [`Store::open`] waits for a database lock held by another handle.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -212,9 +247,61 @@ impl Store {
                         supported: FORMAT_VERSION,
                     });
                 }
+                if found < 2 {
+                    self.migrate_grants_to_2(&meta)?;
+                }
                 Ok(())
             }
         }
+    }
+
+    /// Format 1 → 2: grants keyed by their id become keyed by direction (`out/<id>`,
+    /// `in/<provider>/<id>`). The new keys and the new format version are written in one
+    /// transaction, so a crash leaves either the old database or the new one, never half.
+    fn migrate_grants_to_2(&self, meta: &sled::Tree) -> Result<(), StoreError> {
+        let name = RecordTree::Grants.name();
+        let grants = self.db.open_tree(name)?;
+        let mut moves = Vec::new();
+        for item in grants.iter() {
+            let (old, value) = item?;
+            let record: serde_json::Value = decode(name, &value)?;
+            let id = record["id"].as_str().unwrap_or_default();
+            let new = match record["direction"].as_str() {
+                Some("out") => issued_grant_key(id),
+                Some("in") => received_grant_key(
+                    record["grant"]["document"]["provider"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    id,
+                ),
+                other => {
+                    return Err(StoreError::Corrupt {
+                        tree: name,
+                        message: format!("grant {id:?} has no direction ({other:?})"),
+                    });
+                }
+            };
+            moves.push((old, new, value));
+        }
+        use sled::Transactional;
+        (&grants, meta)
+            .transaction(|(g, m)| {
+                for (old, _, _) in &moves {
+                    g.remove(old)?;
+                }
+                for (_, new, value) in &moves {
+                    g.insert(new.as_bytes(), value)?;
+                }
+                m.insert(FORMAT_KEY, &2u32.to_be_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(transaction_error)?;
+        self.db.flush()?;
+        tracing::info!(
+            grants = moves.len(),
+            "database migrated to format 2 (grants keyed by direction)"
+        );
+        Ok(())
     }
 
     /// The underlying database (for the provenance log, which owns its own trees).
@@ -413,6 +500,18 @@ impl Store {
             .collect()
     }
 
+    /// The blob digests every stored manifest names.
+    pub fn manifest_digests(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for v in self.db.open_tree(MANIFESTS)?.iter().values() {
+            let m: serde_json::Value = decode(MANIFESTS, &v?)?;
+            if let Some(d) = m["document"]["digest"].as_str() {
+                out.insert(d.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether any stored manifest names the blob `digest`.
     pub fn manifest_names_blob(&self, digest: &str) -> Result<bool, StoreError> {
         for v in self.db.open_tree(MANIFESTS)?.iter().values() {
@@ -474,6 +573,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes several records of exchange trees at once: after a crash, all of them are there
+    /// or none is (one sled transaction).
+    pub fn put_records(&self, writes: &[RecordWrite]) -> Result<(), StoreError> {
+        let mut trees: Vec<RecordTree> = Vec::new();
+        for w in writes {
+            if !trees.contains(&w.tree) {
+                trees.push(w.tree);
+            }
+        }
+        let opened = trees
+            .iter()
+            .map(|t| self.db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        use sled::Transactional;
+        opened
+            .as_slice()
+            .transaction(|views| {
+                for w in writes {
+                    let i = trees.iter().position(|t| *t == w.tree).unwrap_or(0);
+                    views[i].insert(w.key.as_bytes(), w.value.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(transaction_error)
+    }
+
     /// Removes one record; whether it existed.
     pub fn remove_record(&self, tree: RecordTree, key: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -481,6 +606,16 @@ impl Store {
             .open_tree(tree.name())?
             .remove(key.as_bytes())?
             .is_some())
+    }
+}
+
+fn transaction_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+            tree: "transaction",
+            message: "aborted".into(),
+        },
     }
 }
 
@@ -608,6 +743,42 @@ mod tests {
             .ok_or("opened a database that is a file")?;
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         assert_eq!(locked, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn grants_of_format_1_are_keyed_by_direction_at_open() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let grant = |id: &str, direction: &str, provider: &str| {
+            serde_json::json!({
+                "id": id, "direction": direction,
+                "grant": {"document": {"id": id, "provider": provider}},
+            })
+        };
+        {
+            let store = Store::open(dir.path())?;
+            store.set_format_version(1)?;
+            let t = store.db().open_tree(RecordTree::Grants.name())?;
+            for (id, direction, provider) in [("g1", "out", "P0"), ("g2", "in", "P1")] {
+                t.insert(id, serde_json::to_vec(&grant(id, direction, provider))?)?;
+            }
+            store.flush_blocking()?;
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.format_version()?, FORMAT_VERSION);
+        assert_eq!(FORMAT_VERSION, 2);
+        let held = store.records::<serde_json::Value>(RecordTree::Grants)?;
+        let keys: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["in/P1/g2", "out/g1"]);
+        assert_eq!(held[1].1, grant("g1", "out", "P0"));
+        // Opening again changes nothing.
+        drop(store);
+        let store = Store::open(dir.path())?;
+        assert_eq!(
+            store.records::<serde_json::Value>(RecordTree::Grants)?,
+            held
+        );
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use crate::model::refusal::RefusalCode;
 use crate::model::region::{self, Region};
 use crate::model::signed::Signed;
 use crate::model::standard;
-use crate::store::RecordTree;
+use crate::store::{RecordTree, RecordWrite, issued_grant_key, received_grant_key};
 pub use rules::Refusal;
 use rules::check_text;
 
@@ -305,11 +305,36 @@ impl Node {
         Ok(list)
     }
 
-    /// One grant.
+    /// One grant, by id: the one we issued if there is one, else one issued to us (the first by
+    /// provider if several providers chose the same id).
     pub fn grant_record(&self, id: &str) -> Result<GrantRecord, NodeError> {
-        self.store()
-            .record(RecordTree::Grants, id)?
+        if let Some(issued) = self
+            .store()
+            .record(RecordTree::Grants, &issued_grant_key(id))?
+        {
+            return Ok(issued);
+        }
+        self.grants()?
+            .into_iter()
+            .find(|g| g.direction == Direction::In && g.id == id)
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id}")))
+    }
+
+    /// A grant we issued.
+    pub fn issued_grant(&self, id: &str) -> Result<GrantRecord, NodeError> {
+        self.store()
+            .record(RecordTree::Grants, &issued_grant_key(id))?
+            .ok_or_else(|| NodeError::NotFound(format!("no grant {id} issued here")))
+    }
+
+    /// A grant `provider` issued to us.
+    pub fn received_grant(&self, provider: &PeerId, id: &str) -> Result<GrantRecord, NodeError> {
+        self.store()
+            .record(
+                RecordTree::Grants,
+                &received_grant_key(&provider.to_string(), id),
+            )?
+            .ok_or_else(|| NodeError::NotFound(format!("no grant {id} from {provider}")))
     }
 
     /// A valid grant issued to us by `provider` for `dataset`, the latest issued first.
@@ -671,22 +696,28 @@ impl Node {
             decided_by: decided_by.to_string(),
         };
         let signed = Signed::sign(grant, self.inner.key.signing_key())?;
-        self.store().put_record(
-            RecordTree::Grants,
-            &signed.document.id,
-            &GrantRecord {
-                id: signed.document.id.clone(),
-                direction: Direction::Out,
-                grant: signed.clone(),
-                revocation: None,
-                revocation_delivered: false,
-            },
-        )?;
+        if crate::failpoint::hit(&self.inner.data_dir, "grant.before_request_state") {
+            return Err(NodeError::Net(crate::net::NetError::Stopped));
+        }
         record.status = RequestStatus::Granted;
         record.grant = Some(signed.clone());
         record.decided_at = Some(now_rfc3339());
-        self.store()
-            .put_record(RecordTree::Requests, &record.id, &record)?;
+        // The grant and the request's new state in one write: a crash between them would leave
+        // the request pending beside its grant, and a second grant possible.
+        self.store().put_records(&[
+            RecordWrite::new(
+                RecordTree::Grants,
+                &issued_grant_key(&signed.document.id),
+                &GrantRecord {
+                    id: signed.document.id.clone(),
+                    direction: Direction::Out,
+                    grant: signed.clone(),
+                    revocation: None,
+                    revocation_delivered: false,
+                },
+            )?,
+            RecordWrite::new(RecordTree::Requests, &record.id, &record)?,
+        ])?;
         tracing::info!(
             peer = %record.peer,
             dataset = %signed.document.dataset,
@@ -893,18 +924,30 @@ impl Node {
             return Ok(());
         }
         record.decided_at = Some(now_rfc3339());
+        let mut writes = Vec::new();
         if let Some(g) = grant {
-            if g.document.fields.is_empty() {
-                return Err(NodeError::invalid(
-                    "grant",
-                    "a grant must name its fields".into(),
-                ));
+            rules::check_received_grant(&g.document)?;
+            // Keyed by provider: the id is the provider's choice, and may be one we issued.
+            let key = received_grant_key(&provider, &g.document.id);
+            if let Some(held) = self
+                .store()
+                .record::<GrantRecord>(RecordTree::Grants, &key)?
+            {
+                if held.grant != g {
+                    return Err(NodeError::invalid(
+                        "grant",
+                        format!(
+                            "grant id {} already names another grant of {provider}",
+                            g.document.id
+                        ),
+                    ));
+                }
             }
             record.status = RequestStatus::Granted;
             record.grant = Some(g.clone());
-            self.store().put_record(
+            writes.push(RecordWrite::new(
                 RecordTree::Grants,
-                &g.document.id,
+                &key,
                 &GrantRecord {
                     id: g.document.id.clone(),
                     direction: Direction::In,
@@ -912,17 +955,17 @@ impl Node {
                     revocation: None,
                     revocation_delivered: false,
                 },
-            )?;
+            )?);
             tracing::info!(peer = %peer, dataset = %dataset, grant = %g.document.id, "grant received");
         } else if let Some(d) = denial {
+            rules::check_text("the denial's reason", &d.document.reason)?;
             tracing::info!(peer = %peer, dataset = %dataset, reason = %d.document.reason, "access denied by provider");
             record.status = RequestStatus::Denied;
             record.denial = Some(d);
         }
-        self.store()
-            .put_record(RecordTree::Requests, &record.id, &record)?;
-        self.store().flush().await?;
-        drop(_guard);
+        writes.push(RecordWrite::new(RecordTree::Requests, &record.id, &record)?);
+        // Recorded before the state is stored: a crash in between leaves the request pending,
+        // and the decision pushed again is recorded again (a duplicate, never a gap).
         let kind = if record.status == RequestStatus::Granted {
             RecordKind::GrantReceived
         } else {
@@ -947,6 +990,9 @@ impl Node {
         .flatten()
         .collect();
         self.record(r, Some(peer), docs).await;
+        self.store().put_records(&writes)?;
+        self.store().flush().await?;
+        drop(_guard);
         // A subscription waiting for this grant can start now.
         if record.status == RequestStatus::Granted {
             if let Ok(p) = provider.parse::<PeerId>() {
@@ -961,13 +1007,16 @@ impl Node {
         check_text("the reason", reason)?;
         {
             let _guard = self.inner.write_lock.lock().await;
-            let mut record = self.grant_record(id)?;
-            if record.direction != Direction::Out {
-                return Err(NodeError::invalid(
-                    "id",
-                    format!("grant {id} was issued to us; only its provider can revoke it"),
-                ));
-            }
+            let mut record = self.issued_grant(id).map_err(|e| {
+                if self.grant_record(id).is_ok() {
+                    NodeError::invalid(
+                        "id",
+                        format!("grant {id} was issued to us; only its provider can revoke it"),
+                    )
+                } else {
+                    e
+                }
+            })?;
             if record.revocation.is_some() {
                 return Err(NodeError::Conflict(format!(
                     "grant {id} is already revoked"
@@ -981,9 +1030,9 @@ impl Node {
                 revoked_at: now_rfc3339(),
             };
             record.revocation = Some(Signed::sign(revocation, self.inner.key.signing_key())?);
-            self.store().put_record(RecordTree::Grants, id, &record)?;
-            self.store().flush().await?;
-            tracing::info!(grant = %id, grantee = %record.grant.document.grantee, "grant revoked");
+            // Recorded before the state is stored: a crash in between leaves a record of a
+            // revocation signed but not in effect (not acknowledged; the operator revokes
+            // again), never a revocation in effect that the log does not show.
             let mut r = self.new_record(RecordKind::GrantRevoked);
             r.dataset = Some(record.grant.document.dataset.clone());
             r.grant = Some(id.to_string());
@@ -996,13 +1045,17 @@ impl Node {
                 .into_iter()
                 .collect();
             self.record(r, peer, docs).await;
+            self.store()
+                .put_record(RecordTree::Grants, &issued_grant_key(id), &record)?;
+            self.store().flush().await?;
+            tracing::info!(grant = %id, grantee = %record.grant.document.grantee, "grant revoked");
         }
         self.deliver_revocation(id).await;
-        self.grant_record(id)
+        self.issued_grant(id)
     }
 
     async fn deliver_revocation(&self, id: &str) {
-        let Ok(mut record) = self.grant_record(id) else {
+        let Ok(mut record) = self.issued_grant(id) else {
             return;
         };
         let (Some(revocation), Ok(peer)) = (
@@ -1017,7 +1070,9 @@ impl Node {
         match self.inner.net.request(peer, request).await {
             Ok(Response::Ack) => {
                 record.revocation_delivered = true;
-                let _ = self.store().put_record(RecordTree::Grants, id, &record);
+                let _ = self
+                    .store()
+                    .put_record(RecordTree::Grants, &issued_grant_key(id), &record);
             }
             Ok(other) => {
                 tracing::warn!(peer = %peer, grant = %id, answer = ?other, "grantee did not take the revocation")
@@ -1044,7 +1099,7 @@ impl Node {
             ));
         }
         let _guard = self.inner.write_lock.lock().await;
-        let mut record = self.grant_record(&r.grant_id)?;
+        let mut record = self.received_grant(&peer, &r.grant_id)?;
         if record.direction != Direction::In
             || record.grant.document.provider != r.provider
             || r.grantee != self.peer_id().to_string()
@@ -1059,16 +1114,22 @@ impl Node {
         }
         if record.revocation.is_none() {
             record.revocation = Some(revocation.clone());
-            self.store()
-                .put_record(RecordTree::Grants, &r.grant_id, &record)?;
-            self.store().flush().await?;
-            tracing::info!(peer = %peer, grant = %r.grant_id, reason = %r.reason, "grant revoked by provider");
+            rules::check_text("the revocation's reason", &r.reason)?;
+            // Recorded first: a crash before the state is stored leaves it unrevoked here, and
+            // the provider's resend records it again, never a revocation held but not recorded.
             let mut rec = self.new_record(RecordKind::RevocationReceived);
             rec.dataset = Some(record.grant.document.dataset.clone());
             rec.grant = Some(r.grant_id.clone());
             rec.cause = Some(r.reason.clone());
             self.record(rec, Some(peer), doc(&revocation).into_iter().collect())
                 .await;
+            self.store().put_record(
+                RecordTree::Grants,
+                &received_grant_key(&r.provider, &r.grant_id),
+                &record,
+            )?;
+            self.store().flush().await?;
+            tracing::info!(peer = %peer, grant = %r.grant_id, reason = %r.reason, "grant revoked by provider");
         }
         Ok(())
     }
@@ -1085,7 +1146,7 @@ impl Node {
             None => None,
             Some(id) => self
                 .store()
-                .record(RecordTree::Grants, id)
+                .record(RecordTree::Grants, &issued_grant_key(id))
                 .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?,
         };
         rules::grant_for_fetch(record, grant_id, peer, dataset, OffsetDateTime::now_utc())
@@ -1139,13 +1200,14 @@ impl Node {
     #[doc(hidden)]
     pub async fn expire_grant_for_test(&self, id: &str) -> Result<(), NodeError> {
         let _guard = self.inner.write_lock.lock().await;
-        let mut record = self.grant_record(id)?;
+        let mut record = self.issued_grant(id)?;
         let mut g = record.grant.document.clone();
         let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
         g.expires_at = rfc3339(past);
         g.not_before = rfc3339(past - Duration::from_secs(60));
         record.grant = Signed::sign(g, self.inner.key.signing_key())?;
-        self.store().put_record(RecordTree::Grants, id, &record)?;
+        self.store()
+            .put_record(RecordTree::Grants, &issued_grant_key(id), &record)?;
         Ok(())
     }
 }

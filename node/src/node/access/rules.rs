@@ -11,7 +11,7 @@ use crate::clock::parse_rfc3339;
 use crate::config::AutoRule;
 use crate::model::catalogue::{CatalogueEntry, ShareType, Withheld};
 use crate::model::exchange::{AccessRequest, Grant};
-use crate::model::masking::FieldMask;
+use crate::model::masking::{FieldMask, is_valid_field_name};
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
@@ -139,6 +139,35 @@ pub(crate) fn deliverable(
 /// An id of ours: 32 lowercase hex digits.
 pub(crate) fn is_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The form of a grant a provider sent us, before it is stored: an id of ours' form (it becomes
+/// part of a key), 1 to [`MAX_FIELDS`] field names, texts within [`MAX_TEXT_CHARS`].
+pub(crate) fn check_received_grant(g: &Grant) -> Result<(), NodeError> {
+    if !is_id(&g.id) {
+        return Err(NodeError::invalid(
+            "grant",
+            "a grant id is 32 lowercase hex digits".into(),
+        ));
+    }
+    if g.fields.is_empty() || g.fields.len() > MAX_FIELDS || g.masks.len() > MAX_FIELDS {
+        return Err(NodeError::invalid(
+            "grant",
+            format!("a grant must name 1 to {MAX_FIELDS} fields"),
+        ));
+    }
+    if let Some(f) = g.fields.iter().find(|f| !is_valid_field_name(f)) {
+        return Err(NodeError::invalid(
+            "grant",
+            format!(
+                "{:?} is not a field name",
+                f.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    check_text("the purpose", &g.purpose)?;
+    check_text("the legal basis", &g.legal_basis)?;
+    check_text("the grant's decided_by", &g.decided_by)
 }
 
 /// A purpose, legal basis or reason: 1 to [`MAX_TEXT_CHARS`] characters. `what` names it in

@@ -234,10 +234,8 @@ impl Node {
                 self.discard_partial(&id).await;
             }
         }
-        self.save_fetch(&record);
-        let _ = self.store().flush().await;
-        let view = record.view.clone();
-        self.update_transfer(&id, |v| *v = view);
+        // Recorded before the fetch is stored as done: a crash in between resumes the fetch and
+        // records it again (a duplicate), never a dataset held as received with no record.
         if record.view.status == TransferStatus::Done {
             if let Some(m) = &record.manifest {
                 let mut r = self.new_record(RecordKind::DatasetReceived);
@@ -250,7 +248,7 @@ impl Node {
                     .view
                     .grant
                     .as_deref()
-                    .and_then(|g| self.grant_record(g).ok());
+                    .and_then(|g| self.received_grant(&peer, g).ok());
                 if let Some(g) = &grant {
                     r.purpose = Some(g.grant.document.purpose.clone());
                     r.legal_basis = Some(g.grant.document.legal_basis.clone());
@@ -261,6 +259,12 @@ impl Node {
                     .collect();
                 self.record(r, Some(peer), docs).await;
             }
+        }
+        self.save_fetch(&record);
+        let _ = self.store().flush().await;
+        let view = record.view.clone();
+        self.update_transfer(&id, |v| *v = view);
+        if record.view.status == TransferStatus::Done {
             self.send_receipt(peer, &mut record).await;
             self.witness_soon(peer);
             self.note_subscription_progress(&record);
@@ -311,7 +315,7 @@ impl Node {
             }
         };
         check_manifest(peer, record, &manifest, &table, |gid| {
-            self.grant_record(gid).map(|g| g.grant.document)
+            self.received_grant(&peer, gid).map(|g| g.grant.document)
         })
         .map_err(fatal)?;
         let m = manifest.document.clone();

@@ -2,8 +2,9 @@
 //! the dataset version, the manifest and data digests and the grant), keeps it with the fetch
 //! and sends it until the provider acknowledges it, again whenever the provider reconnects; the
 //! provider accepts a receipt only from the receiver it names and only for a manifest it served
-//! (original or derived for that receiver's grant), stores it by receiver, dataset, version and
-//! digest, and records it as a `ReceiptReceived` provenance record.
+//! (original, or derived under a grant we issued to that receiver), stores it by receiver,
+//! dataset, version and digest, and records it as a `ReceiptReceived` provenance record, once per
+//! delivery (a receipt signed again for a delivery already acknowledged adds nothing).
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::model::exchange::{Manifest, Receipt};
 use crate::model::message::{Request, Response};
 use crate::model::provenance::RecordKind;
 use crate::model::signed::Signed;
-use crate::node::provenance::doc;
+use crate::node::provenance::{capped, doc};
 use crate::node::{Node, NodeError};
 use crate::store::RecordTree;
 
@@ -48,6 +49,23 @@ impl Node {
             .into_iter()
             .filter(|m| m.document.version == r.version)
             .collect::<Vec<_>>();
+        if let Some(g) = &r.grant_id {
+            // A grant's derived delivery is acknowledged only by its grantee.
+            let issued = self.issued_grant(g).ok();
+            if !issued.is_some_and(|i| {
+                i.grant.document.grantee == r.receiver && i.grant.document.dataset == r.dataset
+            }) {
+                return Err(NodeError::invalid(
+                    "receipt",
+                    format!(
+                        "the receipt names grant {} which we did not issue to {} for {}",
+                        capped(g, 64),
+                        r.receiver,
+                        r.dataset
+                    ),
+                ));
+            }
+        }
         let key = super::derivation::derived_key(r.grant_id.as_deref(), &r.dataset, r.version);
         if let Some(m) = self
             .store()
@@ -72,9 +90,18 @@ impl Node {
             "{}/{}/{}/{}",
             r.receiver, r.dataset, r.version, r.data_digest
         );
-        self.store()
-            .put_record(RecordTree::Receipts, &key, &receipt)?;
-        self.store().flush().await?;
+        // One receipt per delivery: one signed again (a resend, or a flood) is acknowledged
+        // and adds nothing, so a receiver can cause at most one record per delivery it had.
+        if self
+            .store()
+            .record::<Signed<Receipt>>(RecordTree::Receipts, &key)?
+            .is_some()
+        {
+            tracing::debug!(peer = %peer, dataset = %r.dataset, version = r.version, "receipt already held");
+            return Ok(());
+        }
+        // Recorded before it is stored and acknowledged: a crash in between leaves a record the
+        // resent receipt records again, never a stored receipt without its record.
         let mut rec = self.new_record(RecordKind::ReceiptReceived);
         rec.dataset = Some(r.dataset.clone());
         rec.version = Some(r.version);
@@ -82,6 +109,9 @@ impl Node {
         rec.grant = r.grant_id.clone();
         self.record(rec, Some(peer), doc(&receipt).into_iter().collect())
             .await;
+        self.store()
+            .put_record(RecordTree::Receipts, &key, &receipt)?;
+        self.store().flush().await?;
         tracing::info!(peer = %peer, dataset = %r.dataset, version = r.version, "receipt recorded");
         Ok(())
     }

@@ -282,6 +282,15 @@ fn process_nonce() -> &'static str {
     })
 }
 
+/// What [`BlobStore::collect`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Partial downloads.
+    pub partials: usize,
+    /// Blobs.
+    pub blobs: usize,
+}
+
 /// The content-addressed blob store rooted at one directory.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -442,6 +451,50 @@ impl BlobStore {
         let dir = self.root.join(OBJECTS_DIR).join(&digest[..2]);
         sync_dir(&dir)?;
         Ok(true)
+    }
+
+    /// Digests of every blob stored, sorted.
+    pub fn digests(&self) -> Result<Vec<String>, BlobError> {
+        let objects = self.root.join(OBJECTS_DIR);
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&objects).map_err(io_err("list", &objects))? {
+            let shard = shard.map_err(io_err("list", &objects))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&shard).map_err(io_err("list", &shard))? {
+                let entry = entry.map_err(io_err("list", &shard))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    if is_valid_digest(name) {
+                        out.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Garbage collection, run at start before any transfer: removes every partial download
+    /// `keep_partial` does not keep (no fetch will resume it) and every blob `keep_blob` does not
+    /// keep (no record names it: a masked copy or a publication whose record a crash lost).
+    pub fn collect(
+        &self,
+        keep_partial: impl Fn(&str) -> bool,
+        keep_blob: impl Fn(&str) -> bool,
+    ) -> Result<Collected, BlobError> {
+        let mut collected = Collected::default();
+        for id in self.partials()? {
+            if !keep_partial(&id) && self.abort_partial(&id)? {
+                collected.partials += 1;
+            }
+        }
+        for digest in self.digests()? {
+            if !keep_blob(&digest) && self.remove(&digest)? {
+                collected.blobs += 1;
+            }
+        }
+        Ok(collected)
     }
 
     /// Makes the synced file at `from` the blob `digest`: read-only, renamed into `objects/`,

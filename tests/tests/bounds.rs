@@ -1,0 +1,490 @@
+//! Bounds on what peers can make a node keep (issue 13, holes 4, 5, 8 and 11): refused
+//! non-members leave counters, not records; peer strings are capped and each member has a budget
+//! of refusal records; a received grant cannot replace one we issued; a receipt must come from
+//! the grantee of the grant it names; a grant interrupted before its request's state leaves no
+//! second grant possible; partial downloads nobody will resume are collected at start.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+use yrd_node::api::exchange::ApproveBody;
+use yrd_node::identity::NodeKey;
+use yrd_node::model::catalogue::ShareType;
+use yrd_node::model::exchange::{Grant, Manifest, Receipt};
+use yrd_node::model::message::{Request, RequestStatus, Response};
+use yrd_node::model::provenance::RecordKind;
+use yrd_node::model::signed::Signed;
+use yrd_node::model::transfer::{FETCH_PROTOCOL, FetchOpen, FetchReply};
+use yrd_node::net::{self, Members, NetConfig, NetHandle, TcpSecurity};
+use yrd_node::node::access::{Direction, GrantState};
+use yrd_node::node::transfer::TransferStatus;
+use yrd_node::store::RecordTree;
+use yrd_tests::api::fetch_body;
+use yrd_tests::fixtures::{COND, FIELDS, OPEN, STANDARD, grant, offer, provider, request_body};
+use yrd_tests::{TestNet, WAIT, wait_until};
+
+/// `n` meshed nodes, node 0 the provider of the fixtures' offers.
+async fn exchange(n: usize) -> Result<(TestNet, TempDir)> {
+    let net = TestNet::meshed(n).await?;
+    let dir = tempfile::tempdir()?;
+    provider(&net, dir.path(), 50).await?;
+    Ok((net, dir))
+}
+
+/// Shanghai (node 0) grants Jiangsu (node 1) its conditional offer; returns the grant.
+async fn cond_grant(net: &TestNet) -> Result<Signed<Grant>> {
+    grant(
+        &net.api(0)?,
+        &net.api(1)?,
+        &request_body(COND, "跨省通办企业核验", &FIELDS),
+        &ApproveBody::default(),
+    )
+    .await
+}
+
+/// A fetch of the provider's conditional offer under grant `id`.
+fn under(id: &str) -> yrd_node::api::exchange::FetchBody {
+    yrd_node::api::exchange::FetchBody {
+        grant: Some(id.into()),
+        ..fetch_body(&format!("310000/{COND}"))
+    }
+}
+
+/// Node `from` sends `request` to node `to` as it is, the way a hostile member would.
+async fn send(net: &TestNet, from: usize, to: usize, request: Request) -> Result<Response> {
+    let to = net.nodes[to].peer_id();
+    Ok(net.nodes[from].node()?.net().request(to, request).await?)
+}
+
+/// Records of `kind` in node `i`'s log whose counterparty is `peer`.
+async fn records_with(
+    net: &TestNet,
+    i: usize,
+    kind: RecordKind,
+    peer: &str,
+) -> Result<Vec<yrd_node::model::provenance::ProvenanceRecord>> {
+    Ok(net
+        .api(i)?
+        .provenance(None, Some(kind))
+        .await?
+        .into_iter()
+        .filter(|r| r.counterparty.as_deref() == Some(peer))
+        .collect())
+}
+
+/// A non-member on the same libp2p stack, with a fresh key, trusting `member`.
+async fn outsider(member: libp2p::PeerId) -> Result<(NetHandle, tokio::task::JoinHandle<()>)> {
+    let (handle, mut events, event_loop) = net::new(NetConfig {
+        key: NodeKey::generate(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        external_addresses: Vec::new(),
+        bootstrap: Vec::new(),
+        known_addresses: Vec::new(),
+        members: Members::new([member]),
+        mdns: false,
+        redial_max: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(5),
+        agent: "outsider".into(),
+        tcp_security: TcpSecurity::Noise,
+        quic_window_bytes: 1 << 20,
+    })?;
+    let task = tokio::spawn(event_loop.run());
+    // Nobody reads its events but this drain: the event loop never blocks on them.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok((handle, task))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 4: refusals from outside the federation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
+    let mut net = TestNet::meshed(2).await?;
+    let member = net.nodes[0].peer_id();
+    let address = net.nodes[0].tcp_address().await?;
+    let api = net.api(0)?;
+    let before = api.health().await?.refused_connections;
+    // Fresh keys are free: each outsider is a new peer id.
+    const OUTSIDERS: u64 = 6;
+    for i in 0..OUTSIDERS {
+        let (handle, task) = outsider(member).await?;
+        let _ = handle.dial(address.clone()).await;
+        wait_until(&format!("outsider {i} to be refused"), WAIT, || async {
+            Ok(api.health().await?.refused_connections > before + i)
+        })
+        .await?;
+        handle.shutdown().await;
+        let _ = task.await;
+    }
+    let health = api.health().await?;
+    assert!(
+        health.refused_connections >= before + OUTSIDERS,
+        "{health:?}"
+    );
+    // The counter is in /metrics as well.
+    let metrics = api.raw().get_text("/metrics").await?;
+    assert!(
+        metrics.contains("yrd_refused_connections_total"),
+        "{metrics}"
+    );
+    // The permanent log holds nothing the outsiders caused.
+    let refused = api.provenance(None, Some(RecordKind::Refused)).await?;
+    assert!(refused.is_empty(), "{refused:?}");
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 5: peer strings and refusal records
+
+/// Opens a fetch stream from node 1 to node 0, sends `open` and reads the reply.
+async fn raw_fetch(net: &TestNet, open: &FetchOpen) -> Result<FetchReply> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = net.nodes[1]
+        .node()?
+        .net()
+        .open_stream(
+            net.nodes[0].peer_id(),
+            FETCH_PROTOCOL,
+            Duration::from_secs(5),
+        )
+        .await?;
+    let bytes = serde_json::to_vec(open)?;
+    stream
+        .write_all(&(bytes.len() as u32).to_be_bytes())
+        .await?;
+    stream.write_all(&bytes).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(serde_json::from_slice(reply.get(4..).context("no reply")?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_fetch_keeps_the_peers_dataset_string_capped() -> Result<()> {
+    let mut net = TestNet::meshed(2).await?;
+    let huge = "x".repeat(60 * 1024);
+    let reply = raw_fetch(
+        &net,
+        &FetchOpen {
+            dataset: huge.clone(),
+            version: None,
+            grant: None,
+        },
+    )
+    .await?;
+    assert!(matches!(reply, FetchReply::Refused { .. }), "{reply:?}");
+    let fetcher = net.nodes[1].peer_id().to_string();
+    let records = wait_until("the refusal to be recorded", WAIT, || async {
+        let r = records_with(&net, 0, RecordKind::Refused, &fetcher).await?;
+        Ok((!r.is_empty()).then_some(r))
+    })
+    .await?;
+    for r in &records {
+        let stored = serde_json::to_string(r)?;
+        assert!(
+            stored.len() < 2048,
+            "{} bytes kept: {}",
+            stored.len(),
+            &stored[..200]
+        );
+        assert!(
+            r.cause.as_deref().is_some_and(|c| c.contains("truncated")),
+            "{r:?}"
+        );
+    }
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_causes_at_most_its_budget_of_refusal_records() -> Result<()> {
+    let mut net = TestNet::meshed(2).await?;
+    let sent = yrd_node::node::REFUSAL_RECORDS_PER_PEER_PER_HOUR + 10;
+    for _ in 0..sent {
+        // A decision carrying neither a grant nor a denial: refused, every time.
+        let decision = Request::Decision {
+            grant: None,
+            denial: None,
+        };
+        let answer = send(&net, 1, 0, decision).await?;
+        assert!(matches!(answer, Response::Error { .. }), "{answer:?}");
+    }
+    let who = net.nodes[1].peer_id().to_string();
+    let kept = records_with(&net, 0, RecordKind::Refused, &who).await?;
+    assert_eq!(
+        kept.len() as u64,
+        yrd_node::node::REFUSAL_RECORDS_PER_PEER_PER_HOUR,
+        "records kept"
+    );
+    let health = net.api(0)?.health().await?;
+    assert_eq!(health.refusal_records_dropped, 10, "{health:?}");
+    let metrics = net.api(0)?.raw().get_text("/metrics").await?;
+    assert!(
+        metrics.contains("yrd_refusal_records_dropped_total 10"),
+        "{metrics}"
+    );
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
+    let (mut net, _dir) = exchange(2).await?;
+    let js = net.api(1)?;
+    js.fetch_done(&format!("310000/{OPEN}")).await?;
+    let who = net.nodes[1].peer_id().to_string();
+    wait_until("the receipt to be recorded", WAIT, || async {
+        Ok(records_with(&net, 0, RecordKind::ReceiptReceived, &who)
+            .await?
+            .len()
+            == 1)
+    })
+    .await?;
+    let first = net
+        .api(0)?
+        .receipts()
+        .await?
+        .into_iter()
+        .next()
+        .context("no receipt held")?;
+    for i in 0..5 {
+        let again = Receipt {
+            received_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+            ..first.document.clone()
+        };
+        let signed = Signed::sign(again, net.nodes[1].key.signing_key())?;
+        let receipt = Request::Receipt {
+            receipt: Box::new(signed),
+        };
+        let answer = send(&net, 1, 0, receipt).await?;
+        assert!(matches!(answer, Response::Ack), "{answer:?}");
+    }
+    let kept = records_with(&net, 0, RecordKind::ReceiptReceived, &who).await?;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 8: a received grant with the id of one we issued
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
+    let (mut net, _dir) = exchange(2).await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    // Shanghai grants Jiangsu its conditional offer, then revokes the grant.
+    let issued = cond_grant(&net).await?;
+    let id = issued.document.id.clone();
+    sh.revoke(&id, "项目结束").await?;
+    // Jiangsu offers a conditional dataset; Shanghai asks for it.
+    net.wait_schema(STANDARD, "1.0.0").await?;
+    js.add_offer(&offer(
+        "js-cond",
+        STANDARD,
+        ShareType::Conditional,
+        Some("审批"),
+    ))
+    .await?;
+    net.wait_catalogue_of(1).await?;
+    let asked = sh
+        .request(&yrd_node::api::exchange::RequestBody {
+            target: "320000/js-cond".into(),
+            purpose: "核验".into(),
+            basis: "《条例》".into(),
+            fields: vec!["uscc".into()],
+        })
+        .await?;
+    // Jiangsu answers with a grant that reuses the id of the grant Shanghai issued to it.
+    let now = std::time::SystemTime::now();
+    let stamp = yrd_node::clock::format_system_time;
+    let colliding = Grant {
+        id: id.clone(),
+        request_id: asked.id.clone(),
+        request_digest: asked.request.digest_hex()?,
+        provider: net.nodes[1].peer_id().to_string(),
+        grantee: net.nodes[0].peer_id().to_string(),
+        dataset: "js-cond".into(),
+        purpose: "核验".into(),
+        legal_basis: "《条例》".into(),
+        fields: vec!["uscc".into()],
+        masks: Vec::new(),
+        not_before: stamp(now),
+        expires_at: stamp(now + Duration::from_secs(86_400)),
+        issued_at: stamp(now),
+        decided_by: "operator".into(),
+    };
+    let signed = Signed::sign(colliding, net.nodes[1].key.signing_key())?;
+    let answer = send(
+        &net,
+        1,
+        0,
+        Request::Decision {
+            grant: Some(Box::new(signed)),
+            denial: None,
+        },
+    )
+    .await?;
+    // Accepted or refused, our issued grant and its revocation stay as they were.
+    let _ = answer;
+    let ours = sh.grants(Some(Direction::Out)).await?;
+    let kept = ours
+        .iter()
+        .find(|g| g.record.id == id)
+        .context("the issued grant is gone")?;
+    assert_eq!(kept.state, GrantState::Revoked, "{kept:?}");
+    assert_eq!(kept.record.grant, issued);
+    // The revoked grant still refuses Jiangsu's fetch.
+    let refused = js.fetch_to_end(&under(&id)).await?;
+    assert_eq!(refused.status, TransferStatus::Failed, "{refused:?}");
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11c: a receipt naming someone else's grant
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
+    let (mut net, _dir) = exchange(3).await?;
+    let gid = cond_grant(&net).await?.document.id;
+    let done = net.api(1)?.fetch_to_end(&under(&gid)).await?;
+    assert_eq!(done.status, TransferStatus::Done, "{done:?}");
+    // Node 2 learns the derived delivery's digests and acknowledges it as its own.
+    let version = done.version.context("version")?;
+    let derived: Signed<Manifest> = net.nodes[0]
+        .node()?
+        .store()
+        .record(RecordTree::Derived, &format!("{gid}/{version}"))?
+        .context("no derived delivery")?;
+    let thief = net.nodes[2].peer_id().to_string();
+    let forged = Receipt {
+        receiver: thief.clone(),
+        provider: net.nodes[0].peer_id().to_string(),
+        dataset: COND.into(),
+        version,
+        manifest_digest: derived.digest_hex()?,
+        data_digest: derived.document.digest.clone(),
+        grant_id: Some(gid),
+        received_at: "2026-12-06T00:00:00Z".into(),
+    };
+    let signed = Signed::sign(forged, net.nodes[2].key.signing_key())?;
+    let answer = send(
+        &net,
+        2,
+        0,
+        Request::Receipt {
+            receipt: Box::new(signed),
+        },
+    )
+    .await?;
+    assert!(
+        matches!(&answer, Response::Error { message, .. } if message.contains("grant")),
+        "{answer:?}"
+    );
+    assert!(
+        records_with(&net, 0, RecordKind::ReceiptReceived, &thief)
+            .await?
+            .is_empty()
+    );
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11d: a grant and its request's state in one write
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_interrupted_before_its_request_state_allows_no_second_grant() -> Result<()> {
+    let (mut net, _dir) = exchange(2).await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    let asked = js
+        .request(&request_body(COND, "跨省通办企业核验", &FIELDS))
+        .await?;
+    // The step between signing the grant and recording the request's state fails, as a kill
+    // there would stop it.
+    yrd_node::failpoint::arm(&net.nodes[0].data_dir, "grant.before_request_state");
+    assert!(
+        sh.approve(&asked.id, &ApproveBody::default())
+            .await
+            .is_err()
+    );
+    // The operator approves again: there is exactly one grant for the request.
+    sh.approve(&asked.id, &ApproveBody::default()).await?;
+    let for_request: Vec<_> = sh
+        .grants(Some(Direction::Out))
+        .await?
+        .into_iter()
+        .filter(|g| g.record.grant.document.request_id == asked.id)
+        .collect();
+    assert_eq!(for_request.len(), 1, "{for_request:?}");
+    assert_eq!(
+        sh.request_record(&asked.id).await?.status,
+        RequestStatus::Granted
+    );
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11d: what a crash leaves on disk is collected at start
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_partials_and_unnamed_blobs_are_collected_at_start() -> Result<()> {
+    let (mut net, _dir) = exchange(2).await?;
+    let js = net.api(1)?;
+    let fetched = js.fetch_done(&format!("310000/{OPEN}")).await?;
+    let kept = fetched.digest.clone().context("digest")?;
+    net.nodes[1].stop().await?;
+    // What a kill leaves: a partial download no fetch record names, and a file (a masked copy,
+    // a publication) whose record was never written.
+    let (orphan_blob, orphan_partial) = {
+        use yrd_node::model::chunks::MIN_CHUNK_SIZE;
+        let blobs = yrd_node::store::blobs::BlobStore::open(
+            net.nodes[1].data_dir.join(yrd_node::node::BLOBS_DIR),
+        )?;
+        let data = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
+        let info = blobs.import_reader(&data[..], MIN_CHUNK_SIZE)?;
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut partial = blobs.begin_partial(id, &"ab".repeat(32), &info.chunk_table)?;
+        partial.write_chunk(0, &data[..MIN_CHUNK_SIZE as usize])?;
+        drop(partial);
+        assert!(blobs.partials()?.contains(&id.to_string()));
+        (info.digest, id.to_string())
+    };
+    net.nodes[1].start().await?;
+    let blobs = net.nodes[1].node()?.blobs();
+    assert!(!blobs.partials()?.contains(&orphan_partial));
+    assert!(!blobs.contains(&orphan_blob), "an unnamed blob survived");
+    assert!(blobs.contains(&kept), "the fetched dataset was collected");
+    // The published versions of the provider are named by their manifests: untouched.
+    net.nodes[0].restart().await?;
+    net.wait_full_mesh().await?;
+    // The admin API listens on a new port after the restart.
+    net.api(1)?.fetch_done(&format!("310000/{OPEN}")).await?;
+    net.stop_all().await
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hole 11b: a version whose chunk table could not be sent
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_too_large_to_serve_is_refused_at_publish() -> Result<()> {
+    let mut net = TestNet::meshed(1).await?;
+    let api = net.api(0)?;
+    yrd_tests::fixtures::publish_sample_standard(&api, STANDARD).await?;
+    api.add_offer(&offer(OPEN, STANDARD, ShareType::Unconditional, None))
+        .await?;
+    // A sparse file of 300 GiB: its chunk table (about 20 MiB) exceeds the 16 MiB control frame.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("huge.bin");
+    std::fs::File::create(&file)?.set_len(300 << 30)?;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        api.publish_version(OPEN, &file, yrd_node::model::exchange::DataFormat::File),
+    )
+    .await
+    .context("publishing read the file instead of refusing it")?
+    .expect_err("a version no member could fetch was published");
+    assert!(refused.to_string().contains("too large"), "{refused}");
+    assert!(api.versions(OPEN).await?.is_empty());
+    net.stop_all().await
+}
