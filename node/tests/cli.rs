@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -713,16 +714,35 @@ fn openapi_prints_the_checked_in_document_offline() {
 struct Devnet {
     dir: PathBuf,
     process: Process,
+    _one_at_a_time: Option<MutexGuard<'static, ()>>,
+}
+
+/// A devnet picks free ports when it creates its dirs and binds them when its nodes start (and
+/// again on a second run): two devnets at once could take each other's ports in between.
+static DEVNETS: Mutex<()> = Mutex::new(());
+
+fn devnet_turn() -> MutexGuard<'static, ()> {
+    // A devnet test that failed poisons nothing the next one needs.
+    DEVNETS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Devnet {
     fn start(dir: &Path) -> Devnet {
+        let turn = devnet_turn();
+        let mut devnet = Devnet::start_in_turn(dir);
+        devnet._one_at_a_time = Some(turn);
+        devnet
+    }
+
+    /// Starts a devnet; the caller holds the turn ([`devnet_turn`]).
+    fn start_in_turn(dir: &Path) -> Devnet {
+        let log = File::create(dir.with_extension("log")).unwrap();
         let mut process = Process(
             Command::new(YRD)
                 .args(["devnet", "--dir", arg(dir), "--nodes", "4"])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         );
@@ -731,7 +751,8 @@ impl Devnet {
         while !text.contains("340000") || text.matches("token").count() < 4 {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap() == 0 {
-                panic!("devnet exited early: {text}");
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                panic!("devnet exited early: {text}\nits log:\n{log}");
             }
             text.push_str(&line);
         }
@@ -746,6 +767,7 @@ impl Devnet {
         let devnet = Devnet {
             dir: dir.to_path_buf(),
             process,
+            _one_at_a_time: None,
         };
         wait_until("the devnet to mesh", WAIT, || {
             let o = devnet.yrd("shanghai", &["--json", "peers"]);
@@ -785,8 +807,10 @@ fn the_devnet_starts_four_provinces_and_reuses_identities() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("devnet");
     let mut ids = Vec::new();
+    // The second run binds the ports the first chose: no other devnet may start in between.
+    let _turn = devnet_turn();
     for _ in 0..2 {
-        let devnet = Devnet::start(&dir);
+        let devnet = Devnet::start_in_turn(&dir);
         let view: NodeView = json(&devnet.yrd("shanghai", &["--json", "node"]));
         ids.push(view.peer_id);
         devnet.stop();
@@ -936,8 +960,10 @@ fn the_evidence_of_a_delivery_verifies_offline_and_not_once_altered() {
 #[test]
 fn a_new_version_reaches_every_province_subscribed_to_it() {
     let (tmp, devnet) = devnet();
-    let v1 = tmp.path().join("licences.jsonl");
-    fetch_licences(&devnet, &v1);
+    // Shanghai's own records: what Jiangsu received has its personal fields masked.
+    let v1 = devnet
+        .node("shanghai")
+        .join("samples/sh-enterprise-licence.jsonl");
     let v2 = tmp.path().join("licences-v2.jsonl");
     let mut text = std::fs::read_to_string(&v1).unwrap();
     text.truncate(text.lines().take(500).map(|l| l.len() + 1).sum());
