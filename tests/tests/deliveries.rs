@@ -7,16 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+use std::time::Duration;
+
 use anyhow::{Result, ensure};
 use libp2p::PeerId;
 use tempfile::TempDir;
-use yrd_node::api::exchange::ApproveBody;
+use yrd_node::api::exchange::{ApproveBody, FetchBody, RequestBody};
 use yrd_node::model::provenance::{ProvenanceRecord, RecordKind, SessionEnd, verify_bundle_value};
 use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::transfer::FetchOpen;
 use yrd_node::node::access::Direction;
-use yrd_node::node::transfer::TransferStatus;
-use yrd_tests::api::finished;
+use yrd_node::node::transfer::{Fault, TransferStatus};
+use yrd_tests::api::{fetch_body, finished};
 use yrd_tests::fixtures::{
     COND, OPEN, Provider, STANDARD, file_digest, grant, provider, publish_sample_version,
     request_body,
@@ -25,6 +27,20 @@ use yrd_tests::hostile::{HostileFetch, HostilePeer, Ready, Served};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 const PURPOSE: &str = "跨省通办企业核验";
+
+/// A request for every field of the conditional offer.
+fn every_field() -> RequestBody {
+    request_body(COND, PURPOSE, &[])
+}
+
+/// Its approval, with the ID number masked.
+fn approval() -> Result<ApproveBody> {
+    Ok(ApproveBody {
+        fields: None,
+        masks: vec!["legal_representative_id_number=keep:6:4".parse()?],
+        expires: Some("30d".into()),
+    })
+}
 
 /// Shanghai (node 0) provides; Jiangsu's key (node 1) is held by a hostile peer, its node
 /// stopped; Zhejiang (node 2) is the honest member.
@@ -53,18 +69,7 @@ impl Setup {
         if granted {
             let sh = net.api(0)?;
             publish_sample_version(&sh, dir.path(), COND, STANDARD, 8000, 3).await?;
-            let approval = ApproveBody {
-                fields: None,
-                masks: vec!["legal_representative_id_number=keep:6:4".parse()?],
-                expires: Some("30d".into()),
-            };
-            let g = grant(
-                &sh,
-                &net.api(1)?,
-                &request_body(COND, PURPOSE, &[]),
-                &approval,
-            )
-            .await?;
+            let g = grant(&sh, &net.api(1)?, &every_field(), &approval()?).await?;
             grant_id = Some(g.document.id);
         }
         net.nodes[1].stop().await?;
@@ -300,7 +305,7 @@ async fn a_grant_expiring_mid_session_stops_the_next_chunk() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_session_ends_with_a_record_of_what_it_took() -> Result<()> {
-    let s = Setup::new(false, Some(2)).await?;
+    let s = Setup::new(false, Some(3)).await?;
     let (mut fetch, ready) = s.open(OPEN).await?;
     let first = fetch.pull(0, 1).await?;
     // It asks for nothing more and keeps the stream open; the honest member is served
@@ -322,5 +327,49 @@ async fn a_session_cut_by_shutdown_is_recorded() -> Result<()> {
     assert_sent(&r, &ready, 1, first, SessionEnd::Shutdown);
     drop(fetch);
     s.honest_member_is_served().await?;
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_fetch_whose_grant_is_revoked_mid_transfer_fails_naming_the_revocation()
+-> Result<()> {
+    let s = Setup::new(true, None).await?;
+    let (sh, zj) = (s.net.api(0)?, s.net.api(2)?);
+    let g = grant(&sh, &zj, &every_field(), &approval()?).await?;
+    s.net.nodes[0]
+        .node()?
+        .inject_fault(Fault::SlowChunks(Duration::from_millis(300)));
+    let started = zj
+        .fetch(&FetchBody {
+            grant: Some(g.document.id.clone()),
+            ..fetch_body(&format!("310000/{COND}"))
+        })
+        .await?;
+    zj.wait_transfer(&started.id, "some chunks to arrive", |t| t.bytes_done > 0)
+        .await?;
+    sh.revoke(&g.document.id, "项目结束").await?;
+    let ended = zj
+        .wait_transfer(&started.id, "the fetch to end", finished)
+        .await?;
+    assert_eq!(ended.status, TransferStatus::Failed, "{ended:?}");
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("grant-invalid") && e.contains("revoked")),
+        "{ended:?}"
+    );
+    let zj_id = s.net.nodes[2].peer_id().to_string();
+    let r = wait_until("the delivery record of the cut session", WAIT, || async {
+        let served = sh
+            .provenance(Some(COND), Some(RecordKind::DeliveryServed))
+            .await?;
+        Ok(served
+            .into_iter()
+            .find(|r| r.counterparty.as_deref() == Some(zj_id.as_str())))
+    })
+    .await?;
+    assert_eq!(r.ended, Some(SessionEnd::GrantInvalid), "{r:?}");
+    assert!(r.chunks_sent < r.chunk_count, "{r:?}");
     s.stop().await
 }
