@@ -280,6 +280,10 @@ def check_object(v, what, required, optional=None):
 
 STR = (is_str, "a string")
 U64 = (is_u64, "an integer in 0..2^64-1")
+U32 = (lambda v: is_u64(v) and v < 2 ** 32, "an integer in 0..2^32-1")
+U53 = (lambda v: is_u64(v) and v < 2 ** 53, "an integer in 0..2^53-1")
+SESSION_ENDS = {"closed", "reset", "stalled", "bad-request", "grant-invalid", "shutdown",
+                "internal"}
 REGION = (is_region, "a region code of the table (a six-character string)")
 OBJ = (lambda v: isinstance(v, dict), "an object")
 ARR = (lambda v: isinstance(v, list), "an array")
@@ -294,7 +298,10 @@ RECORD_REQUIRED = {"seq": U64, "kind": (lambda v: v in KINDS if is_str(v) else F
                    "time": STR, "actor": STR, "actor_region": REGION, "documents": ARR}
 RECORD_OPTIONAL = {"counterparty": STR, "counterparty_region": REGION, "dataset": STR,
                    "version": U64, "grant": STR, "fields": STR, "purpose": STR,
-                   "legal_basis": STR, "data_digest": STR, "cause": STR}
+                   "legal_basis": STR, "data_digest": STR, "cause": STR,
+                   "chunks_sent": U32, "chunk_count": U32, "bytes_sent": U53,
+                   "ended": (lambda v: v in SESSION_ENDS if is_str(v) else False,
+                             "one of the session ends")}
 DOC_REF = {"type": STR, "digest": STR}
 
 
@@ -592,7 +599,16 @@ def describe(r, parties, digests, entries):
                            f"{short_time(x['time'])}")
                 break
         fields = r.get("fields", "all fields")
-        return f"{when} {me} delivered {what} ({digest}, {fields}) to {other}{grant}{purpose}{receipt}"
+        verb = "delivered"
+        amount = ""
+        if all(k in r for k in ("chunks_sent", "chunk_count", "bytes_sent")):
+            if r["chunks_sent"] < r["chunk_count"]:
+                verb = "sent part of"
+            cause = f": {r['cause']}" if "cause" in r else ""
+            amount = (f"; {r['chunks_sent']} of {r['chunk_count']} chunks ({r['bytes_sent']} bytes)"
+                      f" sent, session {r.get('ended', '')}{cause}")
+        return (f"{when} {me} {verb} {what} ({digest}, {fields}{amount}) to {other}{grant}"
+                f"{purpose}{receipt}")
     if kind == "dataset-received":
         return f"{when} {me} received {what} ({digest}) from {other}{grant}, verified"
     if kind == "refused":

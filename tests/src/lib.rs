@@ -20,6 +20,7 @@ use yrd_node::setup::{self, InitOptions};
 
 pub mod api;
 pub mod fixtures;
+pub mod hostile;
 
 use api::Api;
 

@@ -153,6 +153,7 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                         short_id(&d.receiver),
                         d.receiver_region.clone().unwrap_or_default(),
                         d.version.map(|v| format!("v{v}")).unwrap_or_default(),
+                        sent_column(d),
                         d.fields.clone(),
                         d.purpose.clone().unwrap_or_else(|| "-".into()),
                         d.legal_basis.clone().unwrap_or_else(|| "-".into()),
@@ -164,7 +165,8 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 "{}",
                 table::render(
                     &[
-                        "WHEN", "TO", "REGION", "VERSION", "FIELDS", "PURPOSE", "BASIS", "RECEIPT"
+                        "WHEN", "TO", "REGION", "VERSION", "SENT", "FIELDS", "PURPOSE", "BASIS",
+                        "RECEIPT"
                     ],
                     &rows
                 )
@@ -361,4 +363,18 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// "3/3 chunks", or "2/5 chunks, reset" for a session that did not end as the protocol says;
+/// "-" for a record from before sessions were counted.
+fn sent_column(d: &Delivery) -> String {
+    match (d.chunks_sent, d.chunk_count) {
+        (Some(sent), Some(count)) => match d.ended {
+            Some(end) if end != crate::model::provenance::SessionEnd::Closed => {
+                format!("{sent}/{count} chunks, {}", end.name())
+            }
+            _ => format!("{sent}/{count} chunks"),
+        },
+        _ => "-".into(),
+    }
 }

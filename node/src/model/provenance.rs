@@ -41,7 +41,9 @@ pub enum RecordKind {
     DenialReceived,
     /// A revocation of a grant issued to us arrived.
     RevocationReceived,
-    /// We completed a delivery (one record per completed delivery).
+    /// Data left in a fetch session: one record per session that sent at least one chunk,
+    /// however it ended; `chunks_sent`, `chunk_count`, `bytes_sent` and `ended` say how much
+    /// and how. A session that sent no chunk records no delivery.
     DeliveryServed,
     /// We received and verified a dataset version.
     DatasetReceived,
@@ -65,6 +67,43 @@ impl RecordKind {
             .unwrap_or_default()
     }
 }
+
+/// How a fetch session that sent data ended (`ended` of a `delivery-served` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionEnd {
+    /// The fetcher ended it as the protocol says: an empty chunk request.
+    Closed,
+    /// The stream ended without that: closed, reset or its connection lost (a multiplexer
+    /// reads a reset between frames as an end, so these are one case).
+    Reset,
+    /// The fetcher sent nothing, or took nothing, within the stall timeout.
+    Stalled,
+    /// The fetcher broke the protocol (a chunk request out of bounds, out of order or
+    /// malformed) and was refused.
+    BadRequest,
+    /// The grant was revoked or expired during the session; the next chunk was refused
+    /// (`cause` says which).
+    GrantInvalid,
+    /// The provider was shutting down.
+    Shutdown,
+    /// The provider failed (reading its stored file).
+    Internal,
+}
+
+impl SessionEnd {
+    /// The kebab-case name.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// Largest integer a record holds as a JSON number: RFC 8785 numbers are doubles, exact only
+/// below 2^53.
+pub const MAX_RECORD_INTEGER: u64 = (1 << 53) - 1;
 
 /// A signed document a record names, by type and BLAKE3 digest of its canonical envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -119,9 +158,25 @@ pub struct ProvenanceRecord {
     /// Digest of the data concerned (BLAKE3 of the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_digest: Option<String>,
-    /// Why something was refused or alarmed.
+    /// Why something was refused or alarmed; for a delivery, why its session ended when the
+    /// fetcher did not end it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// Deliveries: distinct chunks of the file written to the fetcher in full in this session
+    /// (a chunk sent twice counts once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_sent: Option<u32>,
+    /// Deliveries: the chunks the file served has; all of it left when `chunks_sent` equals it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_count: Option<u32>,
+    /// Deliveries: the bytes of those chunks (at most the file's size, and never above
+    /// 2^53 - 1, so a JSON number holds it exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 9007199254740991u64))]
+    pub bytes_sent: Option<u64>,
+    /// Deliveries: how the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<SessionEnd>,
     /// The signed documents this step issued or received; kept with the log.
     #[serde(default)]
     pub documents: Vec<DocRef>,
@@ -509,6 +564,26 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
     })
 }
 
+/// Whether a delivery record says only part of the file left.
+fn sent_part(r: &ProvenanceRecord) -> bool {
+    matches!((r.chunks_sent, r.chunk_count), (Some(s), Some(n)) if s < n)
+}
+
+/// "; 3 of 3 chunks (2500000 bytes) sent, session closed", when the record counts them.
+fn sent_amount(r: &ProvenanceRecord) -> String {
+    let (Some(sent), Some(count), Some(bytes)) = (r.chunks_sent, r.chunk_count, r.bytes_sent)
+    else {
+        return String::new();
+    };
+    let ended = r.ended.map(SessionEnd::name).unwrap_or_default();
+    let cause = r
+        .cause
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!("; {sent} of {count} chunks ({bytes} bytes) sent, session {ended}{cause}")
+}
+
 fn describe(
     r: &ProvenanceRecord,
     parties: &HashMap<String, NodeInfo>,
@@ -568,8 +643,14 @@ fn describe(
                 })
                 .unwrap_or_else(|| "; no receipt in this bundle".into());
             format!(
-                "{when} {me} delivered {what} ({digest}, {}) to {other}{grant}{purpose}{receipt}",
-                r.fields.as_deref().unwrap_or("all fields")
+                "{when} {me} {} {what} ({digest}, {}{}) to {other}{grant}{purpose}{receipt}",
+                if sent_part(r) {
+                    "sent part of"
+                } else {
+                    "delivered"
+                },
+                r.fields.as_deref().unwrap_or("all fields"),
+                sent_amount(r)
             )
         }
         RecordKind::DatasetReceived => {

@@ -22,6 +22,44 @@ pub const MAX_CONTROL_FRAME: usize = 16 << 20;
 pub const CHUNK_HEADER: usize = 4;
 /// Most ranges one [`ChunkWant`] may name.
 pub const MAX_WANT_RANGES: usize = 4096;
+/// The index a provider puts in place of a chunk's to refuse the rest of a session (the grant
+/// was revoked or expired, the chunk request was bad): the frame's bytes after it are a JSON
+/// [`FetchReply::Refused`]. No chunk has this index (indexes are below the chunk count).
+pub const REFUSAL_INDEX: u32 = u32::MAX;
+/// Longest refusal message sent in a chunk frame (bytes; cut at a character boundary), so
+/// it fits whatever the chunk size.
+pub const MAX_REFUSAL_MESSAGE: usize = 1024;
+
+/// The payload of a refusal sent in place of a chunk: [`REFUSAL_INDEX`], then the refusal.
+pub fn refusal_frame(code: RefusalCode, message: &str) -> Vec<u8> {
+    let mut end = message.len().min(MAX_REFUSAL_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reply = FetchReply::Refused {
+        code,
+        message: message[..end].to_string(),
+    };
+    let mut out = REFUSAL_INDEX.to_be_bytes().to_vec();
+    // A refusal of two plain fields always serialises.
+    out.extend(serde_json::to_vec(&reply).unwrap_or_default());
+    out
+}
+
+/// The refusal a chunk frame carries instead of a chunk, if it is one: `Some(Err(why))` when
+/// it says it is one but is not a refusal.
+pub fn refusal_in(frame: &[u8]) -> Option<Result<(RefusalCode, String), String>> {
+    if frame.get(..CHUNK_HEADER) != Some(&REFUSAL_INDEX.to_be_bytes()[..]) {
+        return None;
+    }
+    Some(
+        match serde_json::from_slice::<FetchReply>(&frame[CHUNK_HEADER..]) {
+            Ok(FetchReply::Refused { code, message }) => Ok((code, message)),
+            Ok(FetchReply::Ready { .. }) => Err("a Ready reply in place of a chunk".into()),
+            Err(e) => Err(format!("malformed refusal in place of a chunk: {e}")),
+        },
+    )
+}
 
 /// The fetcher's first frame: which dataset version, under which grant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -108,6 +146,25 @@ impl ChunkWant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_frame_reads_back_and_is_never_a_chunk() {
+        let long = "撤".repeat(MAX_REFUSAL_MESSAGE);
+        let frame = refusal_frame(RefusalCode::GrantInvalid, &long);
+        match refusal_in(&frame) {
+            Some(Ok((code, message))) => {
+                assert_eq!(code, RefusalCode::GrantInvalid);
+                assert!(message.len() <= MAX_REFUSAL_MESSAGE && message.starts_with('撤'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut chunk = 7u32.to_be_bytes().to_vec();
+        chunk.extend(b"data");
+        assert!(refusal_in(&chunk).is_none());
+        let mut bad = REFUSAL_INDEX.to_be_bytes().to_vec();
+        bad.extend(b"{");
+        assert!(matches!(refusal_in(&bad), Some(Err(_))));
+    }
 
     #[test]
     fn want_ranges_round_trip_and_are_checked() {

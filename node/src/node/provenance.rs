@@ -17,7 +17,7 @@ use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
     Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef,
-    EvidenceBundle, ProvenanceRecord, Query, RecordKind, TreeHead,
+    EvidenceBundle, ProvenanceRecord, Query, RecordKind, SessionEnd, TreeHead,
 };
 use crate::model::refusal::RefusalCode;
 use crate::model::signed::{AnySigned, Document, Signed};
@@ -53,6 +53,17 @@ pub struct Delivery {
     pub grant: Option<String>,
     /// Digest of what was delivered.
     pub data_digest: Option<String>,
+    /// Distinct chunks of the file sent in this session (absent in records from before
+    /// sessions were counted).
+    pub chunks_sent: Option<u32>,
+    /// The chunks the file has: all of it left when `chunks_sent` equals it.
+    pub chunk_count: Option<u32>,
+    /// The bytes of the chunks sent.
+    pub bytes_sent: Option<u64>,
+    /// How the session ended.
+    pub ended: Option<SessionEnd>,
+    /// Why, when the fetcher did not end it.
+    pub cause: Option<String>,
     /// When the receiver's signed receipt arrived, if it did.
     pub receipt_at: Option<String>,
     /// Seq of the receipt record.
@@ -111,6 +122,10 @@ impl Node {
             legal_basis: None,
             data_digest: None,
             cause: None,
+            chunks_sent: None,
+            chunk_count: None,
+            bytes_sent: None,
+            ended: None,
             documents: Vec::new(),
         }
     }
@@ -238,7 +253,8 @@ impl Node {
         })
     }
 
-    /// Every delivery of `dataset` we served, with its receipt if one arrived.
+    /// Every delivery of `dataset` we served (one per session that sent data, with what it
+    /// sent), with its receipt if one arrived.
     pub fn deliveries(&self, dataset: &str) -> Result<Vec<Delivery>, NodeError> {
         let records = self.provenance_query(&Query {
             dataset: Some(dataset.to_string()),
@@ -270,6 +286,11 @@ impl Node {
                     legal_basis: r.legal_basis.clone(),
                     grant: r.grant.clone(),
                     data_digest: r.data_digest.clone(),
+                    chunks_sent: r.chunks_sent,
+                    chunk_count: r.chunk_count,
+                    bytes_sent: r.bytes_sent,
+                    ended: r.ended,
+                    cause: r.cause.clone(),
                     receipt_at: receipt.map(|x| x.time.clone()),
                     receipt_seq: receipt.map(|x| x.seq),
                 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use yrd_node::identity::NodeKey;
 use yrd_node::model::merkle;
-use yrd_node::model::provenance::{ProvenanceRecord, Query, RecordKind};
+use yrd_node::model::provenance::{ProvenanceRecord, Query, RecordKind, SessionEnd};
 use yrd_node::model::region::Region;
 use yrd_node::store::provenance::{NewRecord, ProvenanceLog};
 
@@ -50,6 +50,10 @@ pub fn sample(i: u64, region: Region) -> NewRecord {
             legal_basis: Some("《优化营商环境条例》第三十七条".into()),
             data_digest: Some(format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
             cause: None,
+            chunks_sent: i.is_multiple_of(2).then_some(3),
+            chunk_count: i.is_multiple_of(2).then_some(3),
+            bytes_sent: i.is_multiple_of(2).then_some(2_500_000),
+            ended: i.is_multiple_of(2).then_some(SessionEnd::Closed),
             documents: Vec::new(),
         },
         documents: Vec::new(),

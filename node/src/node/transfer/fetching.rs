@@ -25,11 +25,12 @@ use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::masking;
 use crate::model::message::{Request, Response};
 use crate::model::provenance::RecordKind;
+use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
 use crate::model::standard;
 use crate::model::transfer::{
     CHUNK_HEADER, ChunkWant, FETCH_PROTOCOL, FetchOpen, FetchReply, MAX_CONTROL_FRAME,
-    MAX_WANT_RANGES,
+    MAX_WANT_RANGES, refusal_in,
 };
 use crate::net::frames::{self, FrameError};
 use crate::node::access::{Direction, Target};
@@ -60,6 +61,16 @@ impl From<FrameError> for AttemptError {
 
 fn fatal(e: impl std::fmt::Display) -> AttemptError {
     AttemptError::Fatal(e.to_string())
+}
+
+/// A provider's refusal, at the start of a session or in place of a chunk.
+fn refused(code: RefusalCode, message: &str) -> AttemptError {
+    let e = format!("refused by the provider ({code}): {message}");
+    if code.is_retryable() {
+        AttemptError::Retry(e)
+    } else {
+        AttemptError::Fatal(e)
+    }
 }
 
 impl Node {
@@ -305,14 +316,7 @@ impl Node {
                 manifest,
                 chunk_table,
             } => (*manifest, chunk_table),
-            FetchReply::Refused { code, message } => {
-                let e = format!("refused by the provider ({code}): {message}");
-                return Err(if code.is_retryable() {
-                    AttemptError::Retry(e)
-                } else {
-                    AttemptError::Fatal(e)
-                });
-            }
+            FetchReply::Refused { code, message } => return Err(refused(code, &message)),
         };
         check_manifest(peer, record, &manifest, &table, |gid| {
             self.received_grant(&peer, gid).map(|g| g.grant.document)
@@ -454,6 +458,13 @@ impl Node {
                 let mut frame = Vec::new();
                 if let Err(e) = frames::read_frame_into(stream, &mut frame, limit, stall).await {
                     read_error = Some(AttemptError::from(e));
+                    break;
+                }
+                if let Some(refusal) = refusal_in(&frame) {
+                    read_error = Some(match refusal {
+                        Ok((code, message)) => refused(code, &message),
+                        Err(e) => AttemptError::Fatal(format!("provider broke the protocol: {e}")),
+                    });
                     break;
                 }
                 if let Err(e) = check_chunk_index(&frame, expected) {

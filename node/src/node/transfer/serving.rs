@@ -2,7 +2,11 @@
 //! [`MAX_SERVING`] at once, and `max_transfers_per_peer` per peer), the access checks that decide
 //! what a peer receives (the original version, or its masked derivation under the peer's grant),
 //! the chunk tables of what we serve, and chunks read and verified from the blob store, sent in
-//! the order asked. A successful session is recorded as a `DeliveryServed` provenance record.
+//! the order asked. A grant is checked again before every chunk: a revoked or expired one ends
+//! the session with a refusal in place of the next chunk. Every session that sent a chunk is
+//! recorded as a `DeliveryServed` provenance record of what actually left (distinct chunks and
+//! their bytes) and how it ended, whether the fetcher ended it, reset it, broke the protocol or
+//! stalled, the grant ended or the node shut down; a session that sent none claims no delivery.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,17 +21,20 @@ use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{Grant, Manifest};
-use crate::model::provenance::RecordKind;
+use crate::model::provenance::{MAX_RECORD_INTEGER, RecordKind, SessionEnd};
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
-use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME};
+use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME, refusal_frame};
 use crate::net::frames::{self, FrameError};
 use crate::node::access::{Direction, Refusal};
 use crate::node::counters::Counters;
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError};
 use crate::store::blobs::BlobError;
+
+/// Longest `cause` a delivery record keeps (characters): it may quote what the peer sent.
+const MAX_CAUSE: usize = 500;
 
 /// A serving slot of one peer, given back however the session ends (error, cancellation at
 /// shutdown).
@@ -72,6 +79,89 @@ fn wanted_chunks(want: &ChunkWant, table: &ChunkTable) -> Result<Vec<u32>, NodeE
         .map_err(|e| NodeError::invalid("want", format!("bad chunk request: {e}")))
 }
 
+/// What one session has sent: each chunk of the file once (a bit per chunk), and their bytes.
+struct Sent {
+    seen: Vec<u64>,
+    chunks: u32,
+    bytes: u64,
+}
+
+impl Sent {
+    fn new(chunk_count: u32) -> Sent {
+        Sent {
+            seen: vec![0; (chunk_count as usize).div_ceil(64)],
+            chunks: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts chunk `index` of `len` bytes once, however often it is sent.
+    fn add(&mut self, index: u32, len: usize) {
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        if let Some(w) = self.seen.get_mut(word) {
+            if *w & bit == 0 {
+                *w |= bit;
+                self.chunks += 1;
+                // At most the file's size; capped so the record's number stays exact in JSON.
+                self.bytes = self
+                    .bytes
+                    .saturating_add(len as u64)
+                    .min(MAX_RECORD_INTEGER);
+            }
+        }
+    }
+}
+
+/// How a session ended, and why when the fetcher did not end it.
+struct Ending {
+    end: SessionEnd,
+    cause: Option<String>,
+}
+
+impl Ending {
+    fn new(end: SessionEnd, cause: Option<String>) -> Ending {
+        Ending {
+            end,
+            cause: cause.map(|c| c.chars().take(MAX_CAUSE).collect()),
+        }
+    }
+
+    fn shutdown() -> Ending {
+        Ending::new(SessionEnd::Shutdown, Some("the provider shut down".into()))
+    }
+
+    /// A frame that could not be read or written.
+    fn by_frame(e: &FrameError, doing: &str) -> Ending {
+        let end = match e {
+            FrameError::Closed | FrameError::Io(_) => SessionEnd::Reset,
+            FrameError::Stalled(_) => SessionEnd::Stalled,
+            FrameError::TooLarge { .. } | FrameError::Malformed(_) => SessionEnd::BadRequest,
+        };
+        Ending::new(end, Some(format!("{doing}: {e}")))
+    }
+}
+
+/// What a session serves: a file (by digest) and its table, to a peer, under a grant or not.
+struct Serving<'a> {
+    peer: PeerId,
+    dataset: &'a str,
+    digest: &'a str,
+    table: Arc<ChunkTable>,
+    grant: Option<&'a str>,
+}
+
+/// Refuses the rest of a session in place of the next chunk, naming why.
+async fn refuse_rest(
+    stream: &mut libp2p::Stream,
+    code: RefusalCode,
+    ending: Ending,
+    stall: Duration,
+) -> Ending {
+    let why = ending.cause.as_deref().unwrap_or_default();
+    let _ = frames::write_frame(stream, &[&refusal_frame(code, why)], stall).await;
+    ending
+}
+
 impl Node {
     /// Accepts inbound fetch streams until the network stops (spawned at start).
     pub(crate) async fn accept_fetches(self, mut incoming: libp2p_stream::IncomingStreams) {
@@ -87,7 +177,9 @@ impl Node {
                 continue;
             };
             let node = self.clone();
-            self.spawn_long(async move {
+            // Not `spawn_long`, whose cancellation would drop the session unrecorded: a session
+            // watches the shutdown itself, and records what it sent before it ends.
+            self.inner.tasks.spawn(async move {
                 node.serve(peer, stream).await;
                 drop(permit);
             });
@@ -130,7 +222,15 @@ impl Node {
             peer,
             reason: e.to_string(),
         };
-        let open: FetchOpen = match frames::read_json(stream, MAX_OPEN_FRAME, stall).await {
+        let first = self.unless_shutdown(frames::read_json::<_, FetchOpen>(
+            stream,
+            MAX_OPEN_FRAME,
+            stall,
+        ));
+        let Some(first) = first.await else {
+            return Ok(());
+        };
+        let open = match first {
             Ok(o) => o,
             Err(e) => {
                 let reply = FetchReply::Refused {
@@ -141,7 +241,13 @@ impl Node {
                 return Err(frame_err(e));
             }
         };
-        let (manifest, table, grant) = match self.prepare_delivery(peer, &open).await {
+        let Some(prepared) = self
+            .unless_shutdown(self.prepare_delivery(peer, &open))
+            .await
+        else {
+            return Ok(());
+        };
+        let (manifest, table, grant) = match prepared {
             Ok(x) => x,
             Err(refused) => {
                 tracing::warn!(
@@ -197,13 +303,24 @@ impl Node {
         let id = view.id.clone();
         let progress = self.register(view);
         let started = Instant::now();
-        let outcome = self
-            .serve_chunks(stream, &digest, table, &progress, stall)
+        let mut sent = Sent::new(table.chunk_count());
+        let serving = Serving {
+            peer,
+            dataset: &open.dataset,
+            digest: &digest,
+            table: table.clone(),
+            grant: grant.as_ref().map(|g| g.document.id.as_str()),
+        };
+        let ending = self
+            .serve_chunks(stream, &serving, &mut sent, &progress, stall)
             .await;
         let elapsed = started.elapsed().as_millis() as u64;
-        let (status, error) = match &outcome {
-            Ok(()) => (TransferStatus::Done, None),
-            Err(e) => (TransferStatus::Failed, Some(e.to_string())),
+        let (status, error) = match ending.end {
+            SessionEnd::Closed => (TransferStatus::Done, None),
+            end => (
+                TransferStatus::Failed,
+                Some(ending.cause.clone().unwrap_or_else(|| end.name())),
+            ),
         };
         self.update_transfer(&id, |v| {
             v.status = status;
@@ -216,31 +333,69 @@ impl Node {
             peer = %peer,
             dataset = %open.dataset,
             version = manifest.document.version,
-            bytes = progress.bytes.load(Ordering::Relaxed),
-            ok = outcome.is_ok(),
+            chunks = sent.chunks,
+            bytes = sent.bytes,
+            ended = %ending.end.name(),
+            cause = ending.cause.as_deref().unwrap_or(""),
             "fetch session served"
         );
-        if outcome.is_ok() {
-            let m = &manifest.document;
-            let mut r = self.new_record(RecordKind::DeliveryServed);
-            r.dataset = Some(m.dataset.clone());
-            r.version = Some(m.version);
-            r.data_digest = Some(m.digest.clone());
-            // The projection actually applied, from the manifest served, never the grant's word.
-            r.fields = delivered_fields(m);
-            if let Some(g) = &grant {
-                r.grant = Some(g.document.id.clone());
-                r.purpose = Some(g.document.purpose.clone());
-                r.legal_basis = Some(g.document.legal_basis.clone());
+        self.record_session(peer, &manifest, grant.as_ref(), &table, &sent, &ending)
+            .await;
+        Ok(())
+    }
+
+    /// Records what left in a session: a delivery record of the chunks and bytes sent and how
+    /// the session ended, when it sent any chunk. One that sent none claims no delivery; if its
+    /// grant ended under it, that refusal is recorded as one at the start of a session is.
+    async fn record_session(
+        &self,
+        peer: PeerId,
+        manifest: &Signed<Manifest>,
+        grant: Option<&Signed<Grant>>,
+        table: &ChunkTable,
+        sent: &Sent,
+        ending: &Ending,
+    ) {
+        let m = &manifest.document;
+        if sent.chunks == 0 {
+            if ending.end == SessionEnd::GrantInvalid {
+                let why = ending.cause.as_deref().unwrap_or_default();
+                let cause = format!("fetch refused ({}): {why}", RefusalCode::GrantInvalid);
+                self.record_refusal(Some(peer), Some(&m.dataset), &cause)
+                    .await;
             }
-            let docs = [doc(&manifest), grant.as_ref().and_then(doc)]
-                .into_iter()
-                .flatten()
-                .collect();
-            self.record(r, Some(peer), docs).await;
-            self.witness_soon(peer);
+            return;
         }
-        outcome
+        let mut r = self.new_record(RecordKind::DeliveryServed);
+        r.dataset = Some(m.dataset.clone());
+        r.version = Some(m.version);
+        r.data_digest = Some(m.digest.clone());
+        // The projection actually applied, from the manifest served, never the grant's word.
+        r.fields = delivered_fields(m);
+        if let Some(g) = grant {
+            r.grant = Some(g.document.id.clone());
+            r.purpose = Some(g.document.purpose.clone());
+            r.legal_basis = Some(g.document.legal_basis.clone());
+        }
+        r.chunks_sent = Some(sent.chunks);
+        r.chunk_count = Some(table.chunk_count());
+        r.bytes_sent = Some(sent.bytes);
+        r.ended = Some(ending.end);
+        r.cause = ending.cause.clone();
+        let docs = [doc(manifest), grant.and_then(doc)]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.record(r, Some(peer), docs).await;
+        self.witness_soon(peer);
+    }
+
+    /// `work`, or `None` once the node shuts down.
+    async fn unless_shutdown<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = work => Some(out),
+            () = self.inner.shutdown.cancelled() => None,
+        }
     }
 
     /// The region of a member whose NodeInfo we verified.
@@ -307,29 +462,42 @@ impl Node {
         Ok(table)
     }
 
+    /// Serves chunk requests until the session ends, counting in `sent` each chunk written in
+    /// full; says how it ended.
     async fn serve_chunks(
         &self,
         stream: &mut libp2p::Stream,
-        digest: &str,
-        table: Arc<ChunkTable>,
+        s: &Serving<'_>,
+        sent: &mut Sent,
         progress: &Progress,
         stall: Duration,
-    ) -> Result<(), NodeError> {
-        let bad = |reason: String| NodeError::invalid("want", reason);
+    ) -> Ending {
         loop {
-            let want: ChunkWant = match frames::read_json(stream, MAX_CONTROL_FRAME, stall).await {
-                Ok(w) => w,
-                Err(FrameError::Closed) => return Ok(()),
-                Err(e) => return Err(bad(format!("reading the chunk request: {e}"))),
+            let read = frames::read_json::<_, ChunkWant>(stream, MAX_CONTROL_FRAME, stall);
+            let Some(read) = self.unless_shutdown(read).await else {
+                return Ending::shutdown();
             };
-            let indexes = wanted_chunks(&want, &table)?;
-            if indexes.is_empty() {
-                return Ok(());
-            }
+            let indexes = match read.map(|want| wanted_chunks(&want, &s.table)) {
+                Ok(Ok(indexes)) if indexes.is_empty() => {
+                    return Ending::new(SessionEnd::Closed, None);
+                }
+                Ok(Ok(indexes)) => indexes,
+                Ok(Err(e)) => {
+                    let ending = Ending::new(SessionEnd::BadRequest, Some(e.to_string()));
+                    return refuse_rest(stream, RefusalCode::BadRequest, ending, stall).await;
+                }
+                Err(e) => {
+                    let ending = Ending::by_frame(&e, "reading the chunk request");
+                    if ending.end != SessionEnd::BadRequest {
+                        return ending;
+                    }
+                    return refuse_rest(stream, RefusalCode::BadRequest, ending, stall).await;
+                }
+            };
             // One blocking reader per round streams verified chunks through a short queue.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u32, Vec<u8>), BlobError>>(2);
             let blobs = self.blobs().clone();
-            let (d, t) = (digest.to_string(), table.clone());
+            let (d, t) = (s.digest.to_string(), s.table.clone());
             let reader = tokio::task::spawn_blocking(move || {
                 let mut chunks = match blobs.open_chunks(&d, &t) {
                     Ok(c) => c,
@@ -349,15 +517,39 @@ impl Node {
             });
             while let Some(item) = rx.recv().await {
                 #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
-                let (index, mut bytes) = item.map_err(NodeError::Blob)?;
+                let (index, mut bytes) = match item {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let cause = format!("reading the stored file: {e}");
+                        return Ending::new(SessionEnd::Internal, Some(cause));
+                    }
+                };
+                // The grant is checked again before every chunk (one read of its record): a
+                // revocation or expiry stops the very next chunk, not the next session.
+                if let Some(grant) = s.grant {
+                    if let Err(refused) = self.check_grant(&s.peer, s.dataset, Some(grant)) {
+                        let end = match refused.code {
+                            RefusalCode::GrantInvalid => SessionEnd::GrantInvalid,
+                            _ => SessionEnd::Internal,
+                        };
+                        let ending = Ending::new(end, Some(refused.message));
+                        return refuse_rest(stream, refused.code, ending, stall).await;
+                    }
+                }
                 #[cfg(feature = "test-hooks")]
                 self.apply_chunk_faults(index, &mut bytes).await;
                 if let Some(d) = self.answer_delay() {
                     tokio::time::sleep(d).await;
                 }
-                frames::write_frame(stream, &[&index.to_be_bytes(), &bytes], stall)
-                    .await
-                    .map_err(|e| bad(format!("sending chunk {index}: {e}")))?;
+                let header = index.to_be_bytes();
+                let parts: [&[u8]; 2] = [&header, &bytes];
+                let write = frames::write_frame(stream, &parts, stall);
+                match self.unless_shutdown(write).await {
+                    None => return Ending::shutdown(),
+                    Some(Err(e)) => return Ending::by_frame(&e, &format!("sending chunk {index}")),
+                    Some(Ok(())) => {}
+                }
+                sent.add(index, bytes.len());
                 progress
                     .bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
