@@ -160,6 +160,33 @@ fn index_keys(r: &ProvenanceRecord) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The seq of the latest record about `dataset` below `size`, from the dataset index. A key
+/// of another dataset that merely starts with the same bytes is longer, so the length check
+/// keeps only exact matches.
+fn latest_in_index(
+    index: &sled::Tree,
+    dataset: &str,
+    size: u64,
+) -> Result<Option<u64>, ProvenanceError> {
+    let mut prefix = vec![b'd'];
+    prefix.extend_from_slice(dataset.as_bytes());
+    prefix.push(0);
+    for item in index.scan_prefix(&prefix).rev() {
+        let (k, _) = item?;
+        if k.len() != prefix.len() + 8 {
+            continue;
+        }
+        let seq = k
+            .get(prefix.len()..)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_be_bytes);
+        if let Some(seq) = seq.filter(|s| *s < size) {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
 fn get_node(nodes: &sled::Tree, level: u8, index: u64) -> Result<Option<Hash>, sled::Error> {
     Ok(nodes
         .get(merkle::node_key(level, index))?
@@ -323,6 +350,15 @@ impl ProvenanceLog {
                 .map(Some)
                 .map_err(|e| corrupt(format!("record {seq}"), e)),
         }
+    }
+
+    /// The seq of the latest record about `dataset` among the first `size`.
+    pub fn latest_about_dataset(
+        &self,
+        dataset: &str,
+        size: u64,
+    ) -> Result<Option<u64>, ProvenanceError> {
+        latest_in_index(&self.index, dataset, size.min(self.size()))
     }
 
     /// A kept document by digest.
@@ -741,12 +777,27 @@ impl Writer {
         let mut index = sled::Batch::default();
         let mut docs = sled::Batch::default();
         let mut leaves = Vec::with_capacity(batch.len());
+        // The latest seq about each dataset this batch touched (earlier ones are in the index).
+        let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         for (i, a) in batch.iter().enumerate() {
             let mut r = a.entry.record.clone();
             r.seq = first + i as u64;
             r.time = time.clone();
             r.actor = self.actor.clone();
             r.actor_region = self.region;
+            // Each record about a dataset names the previous one about it (itself when it is
+            // the first), inside its leaf: a bundle of the dataset can then prove it is whole.
+            r.prev_about_dataset = match &r.dataset {
+                Some(d) => {
+                    let prev = match latest.get(d) {
+                        Some(p) => Some(*p),
+                        None => latest_in_index(&log.index, d, first)?,
+                    };
+                    latest.insert(d.clone(), r.seq);
+                    Some(prev.unwrap_or(r.seq))
+                }
+                None => None,
+            };
             for d in &a.entry.documents {
                 let digest = d.digest().map_err(|e| corrupt("document", e))?;
                 let json = serde_json::to_vec(d).map_err(|e| corrupt("document", e))?;

@@ -50,6 +50,7 @@ pub fn sample(i: u64, region: Region) -> NewRecord {
             legal_basis: Some("《优化营商环境条例》第三十七条".into()),
             data_digest: Some(format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
             cause: None,
+            prev_about_dataset: None,
             documents: Vec::new(),
         },
         documents: Vec::new(),
