@@ -846,3 +846,86 @@ impl Writer {
         Ok(first)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::identity::NodeKey;
+    use crate::model::provenance::RecordKind;
+
+    fn open(db: &sled::Db) -> ProvenanceLog {
+        let key = NodeKey::from_seed([9; 32]);
+        ProvenanceLog::open(
+            db,
+            key.signing_key().clone(),
+            key.peer_id().to_string(),
+            Region::from_code(310000).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn about(dataset: Option<&str>) -> NewRecord {
+        NewRecord {
+            record: ProvenanceRecord {
+                seq: 0,
+                kind: RecordKind::Refused,
+                time: String::new(),
+                actor: String::new(),
+                actor_region: Region::from_code(310000).unwrap(),
+                counterparty: None,
+                counterparty_region: None,
+                dataset: dataset.map(str::to_string),
+                version: None,
+                grant: None,
+                fields: None,
+                purpose: None,
+                legal_basis: None,
+                data_digest: None,
+                cause: None,
+                // Whatever an appender sets, the writer decides.
+                prev_about_dataset: Some(77),
+                documents: Vec::new(),
+            },
+            documents: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_links_each_record_to_the_previous_about_its_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = open(&db);
+        // One batch (appended together) and separate batches link alike.
+        let (s0, s1, s2) = tokio::join!(
+            log.append(about(Some("a"))),
+            log.append(about(Some("a\u{0}b"))),
+            log.append(about(None)),
+        );
+        let s3 = log.append(about(Some("a"))).await.unwrap();
+        let (s0, s1, s2) = (s0.unwrap(), s1.unwrap(), s2.unwrap());
+        let prev = |seq| log.record(seq).unwrap().unwrap().prev_about_dataset;
+        assert_eq!(prev(s0), Some(s0), "the first about a dataset names itself");
+        assert_eq!(
+            prev(s1),
+            Some(s1),
+            "a dataset whose name starts like another's"
+        );
+        assert_eq!(prev(s2), None, "no dataset, no link");
+        assert_eq!(prev(s3), Some(s0));
+        log.close();
+        drop(log);
+        // After a restart the link reaches back into what is on disk.
+        let log = open(&db);
+        let s4 = log.append(about(Some("a"))).await.unwrap();
+        assert_eq!(
+            log.record(s4).unwrap().unwrap().prev_about_dataset,
+            Some(s3)
+        );
+        assert_eq!(log.latest_about_dataset("a", log.size()).unwrap(), Some(s4));
+        assert_eq!(log.latest_about_dataset("a", s4).unwrap(), Some(s3));
+        assert_eq!(log.latest_about_dataset("b", log.size()).unwrap(), None);
+        log.close();
+    }
+}
