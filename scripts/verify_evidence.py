@@ -630,6 +630,22 @@ PROVIDER_KINDS = {"dataset-published", "request-received", "grant-issued", "deni
                   "grant-revoked", "delivery-served", "receipt-received"}
 CLIENT_KINDS = {"request-sent", "grant-received", "denial-received", "revocation-received",
                 "dataset-received"}
+# Document type: (its maker, [(document member, the record value it must equal)]).
+MADE_BY = {
+    "access-request": ("client", [("requester", "client"), ("provider", "provider"),
+                                  ("dataset", "dataset")]),
+    "grant": ("provider", [("provider", "provider"), ("grantee", "client"),
+                           ("dataset", "dataset"), ("id", "grant")]),
+    "denial": ("provider", [("provider", "provider"), ("requester", "client"),
+                            ("dataset", "dataset")]),
+    "revocation": ("provider", [("provider", "provider"), ("grantee", "client"),
+                                ("grant_id", "grant")]),
+    "receipt": ("client", [("receiver", "client"), ("provider", "provider"),
+                           ("dataset", "dataset"), ("version", "version"),
+                           ("data_digest", "data_digest"), ("grant_id", "grant")]),
+    "manifest": ("provider", [("publisher", "provider"), ("dataset", "dataset"),
+                              ("version", "version"), ("digest", "data_digest")]),
+}
 
 
 def check_document(r, doc, digest, owner_key):
@@ -643,36 +659,18 @@ def check_document(r, doc, digest, owner_key):
     else:
         provider = client = None
     exchange = r["kind"] in PROVIDER_KINDS or r["kind"] in CLIENT_KINDS
-    text = lambda member: ("text", r.get(member))  # noqa: E731
+    values = {"provider": provider, "client": client, "dataset": r.get("dataset"),
+              "grant": r.get("grant"), "version": r.get("version"),
+              "data_digest": r.get("data_digest")}
     t = doc["type"]
-    if t == "access-request" and exchange:
-        role, maker = "requester", client
-        members = [("requester", ("text", client)), ("provider", ("text", provider)),
-                   ("dataset", text("dataset"))]
-    elif t == "grant" and exchange:
-        role, maker = "provider", provider
-        members = [("provider", ("text", provider)), ("grantee", ("text", client)),
-                   ("dataset", text("dataset")), ("id", text("grant"))]
-    elif t == "denial" and exchange:
-        role, maker = "provider", provider
-        members = [("provider", ("text", provider)), ("requester", ("text", client)),
-                   ("dataset", text("dataset"))]
-    elif t == "revocation" and exchange:
-        role, maker = "provider", provider
-        members = [("provider", ("text", provider)), ("grantee", ("text", client)),
-                   ("grant_id", text("grant"))]
-    elif t == "receipt" and exchange:
-        role, maker = "receiver", client
-        members = [("receiver", ("text", client)), ("provider", ("text", provider)),
-                   ("dataset", text("dataset")), ("version", ("number", r.get("version"))),
-                   ("data_digest", text("data_digest")), ("grant_id", text("grant"))]
-    elif t == "manifest" and exchange:
-        role, maker = "publisher", provider
-        members = [("publisher", ("text", provider)), ("dataset", text("dataset")),
-                   ("version", ("number", r.get("version"))), ("digest", text("data_digest"))]
+    if t in MADE_BY and exchange:
+        by, fields = MADE_BY[t]
+        role = {"client": "receiver" if t == "receipt" else "requester"}.get(
+            by, "publisher" if t == "manifest" else "provider")
+        maker = values[by]
+        members = [(member, values[field]) for member, field in fields]
     elif t == "tree-head":
-        role, maker = "log owner", other
-        members = [("log", ("text", other))]
+        role, maker, members = "log owner", other, [("log", other)]
     else:
         # Documents outside an exchange (catalogue, schema, ...): one of the two parties.
         by_owner = doc["signer"] == owner_key
@@ -685,11 +683,11 @@ def check_document(r, doc, digest, owner_key):
     signer = peer_id(bytes.fromhex(doc["signer"]))
     if signer != maker:
         raise Fail(f"{at}: {name} is signed by {signer}, not by the {role} {maker}")
-    for member, (kind, wanted) in members:
+    for member, wanted in members:
         if wanted is None:
             continue
         found = doc["document"].get(member)
-        if kind == "text":
+        if isinstance(wanted, str):
             agrees = isinstance(found, str) and found == wanted
         else:
             agrees = type(found) is int and found == wanted

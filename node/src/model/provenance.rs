@@ -414,14 +414,43 @@ fn owner_is_provider(kind: RecordKind) -> Option<bool> {
     }
 }
 
-/// A value a document member must have.
-enum Want<'a> {
-    Text(Option<&'a str>),
-    Number(Option<u64>),
+/// A record value a document member is compared with.
+#[derive(Clone, Copy)]
+enum Field {
+    /// The provider of the step (the owner or the counterparty, by kind).
+    Provider,
+    /// The requester, grantee or receiver of the step.
+    Client,
+    Dataset,
+    Grant,
+    Version,
+    DataDigest,
+}
+
+/// Per document type made in an exchange: the party that makes it (its signer), and which of its
+/// members must equal which record value (docs/evidence.md, step 6.5).
+#[rustfmt::skip]
+const MADE_BY: &[(&str, Field, &[(&str, Field)])] = &[
+    ("access-request", Field::Client, &[("requester", Field::Client), ("provider", Field::Provider), ("dataset", Field::Dataset)]),
+    ("grant", Field::Provider, &[("provider", Field::Provider), ("grantee", Field::Client), ("dataset", Field::Dataset), ("id", Field::Grant)]),
+    ("denial", Field::Provider, &[("provider", Field::Provider), ("requester", Field::Client), ("dataset", Field::Dataset)]),
+    ("revocation", Field::Provider, &[("provider", Field::Provider), ("grantee", Field::Client), ("grant_id", Field::Grant)]),
+    ("receipt", Field::Client, &[("receiver", Field::Client), ("provider", Field::Provider), ("dataset", Field::Dataset), ("version", Field::Version), ("data_digest", Field::DataDigest), ("grant_id", Field::Grant)]),
+    ("manifest", Field::Provider, &[("publisher", Field::Provider), ("dataset", Field::Dataset), ("version", Field::Version), ("digest", Field::DataDigest)]),
+];
+
+/// The role's name in messages.
+fn role_name(field: Field, doc_type: &str) -> &'static str {
+    match (field, doc_type) {
+        (Field::Client, "receipt") => "receiver",
+        (Field::Client, _) => "requester",
+        (_, "manifest") => "publisher",
+        _ => "provider",
+    }
 }
 
 /// Checks that the party the record says made `doc` signed it, and that the document's members
-/// agree with the record (docs/evidence.md, step 6.4).
+/// agree with the record (docs/evidence.md, step 6.5).
 fn check_document(
     r: &ProvenanceRecord,
     doc: &AnySigned,
@@ -432,79 +461,43 @@ fn check_document(
     let name = format!("{} {digest}", doc.doc_type);
     let owner = Some(r.actor.as_str());
     let other = r.counterparty.as_deref();
-    let (provider, client) = match owner_is_provider(r.kind) {
+    let side = owner_is_provider(r.kind);
+    let (provider, client) = match side {
         Some(true) => (owner, other),
         Some(false) => (other, owner),
         None => (None, None),
     };
-    let dataset = Want::Text(r.dataset.as_deref());
-    let grant = Want::Text(r.grant.as_deref());
-    let (role, maker, members): (&str, Option<&str>, Vec<(&str, Want)>) =
-        match (doc.doc_type.as_str(), owner_is_provider(r.kind)) {
-            ("access-request", Some(_)) => (
-                "requester",
-                client,
-                vec![
-                    ("requester", Want::Text(client)),
-                    ("provider", Want::Text(provider)),
-                    ("dataset", dataset),
-                ],
+    let value = |f: Field| -> Option<serde_json::Value> {
+        match f {
+            Field::Provider => provider.map(Into::into),
+            Field::Client => client.map(Into::into),
+            Field::Dataset => r.dataset.as_deref().map(Into::into),
+            Field::Grant => r.grant.as_deref().map(Into::into),
+            Field::Version => r.version.map(Into::into),
+            Field::DataDigest => r.data_digest.as_deref().map(Into::into),
+        }
+    };
+    let rule = MADE_BY
+        .iter()
+        .find(|(t, _, _)| *t == doc.doc_type && side.is_some());
+    let (role, maker, members): (&str, Option<&str>, Vec<(&str, Option<serde_json::Value>)>) =
+        match rule {
+            Some((t, by, members)) => (
+                role_name(*by, t),
+                match by {
+                    Field::Client => client,
+                    _ => provider,
+                },
+                members.iter().map(|(m, f)| (*m, value(*f))).collect(),
             ),
-            ("grant", Some(_)) => (
-                "provider",
-                provider,
-                vec![
-                    ("provider", Want::Text(provider)),
-                    ("grantee", Want::Text(client)),
-                    ("dataset", dataset),
-                    ("id", grant),
-                ],
-            ),
-            ("denial", Some(_)) => (
-                "provider",
-                provider,
-                vec![
-                    ("provider", Want::Text(provider)),
-                    ("requester", Want::Text(client)),
-                    ("dataset", dataset),
-                ],
-            ),
-            ("revocation", Some(_)) => (
-                "provider",
-                provider,
-                vec![
-                    ("provider", Want::Text(provider)),
-                    ("grantee", Want::Text(client)),
-                    ("grant_id", grant),
-                ],
-            ),
-            ("receipt", Some(_)) => (
-                "receiver",
-                client,
-                vec![
-                    ("receiver", Want::Text(client)),
-                    ("provider", Want::Text(provider)),
-                    ("dataset", dataset),
-                    ("version", Want::Number(r.version)),
-                    ("data_digest", Want::Text(r.data_digest.as_deref())),
-                    ("grant_id", grant),
-                ],
-            ),
-            ("manifest", Some(_)) => (
-                "publisher",
-                provider,
-                vec![
-                    ("publisher", Want::Text(provider)),
-                    ("dataset", dataset),
-                    ("version", Want::Number(r.version)),
-                    ("digest", Want::Text(r.data_digest.as_deref())),
-                ],
-            ),
-            ("tree-head", _) => ("log owner", other, vec![("log", Want::Text(other))]),
-            _ => {
+            // A head of another log (witness alarms and their resolution): that log's owner's.
+            None if doc.doc_type == "tree-head" => {
+                ("log owner", other, vec![("log", other.map(Into::into))])
+            }
+            None => {
                 // Documents outside an exchange (catalogue, schema, …): one of the two parties.
                 let by_owner = doc.signer == owner_key;
-                let by_other = other.is_some() && signer_peer(doc)?.as_str() == other.unwrap_or("");
+                let by_other = other.is_some_and(|o| signer_peer(doc).is_ok_and(|p| p == o));
                 if !by_owner && !by_other {
                     return Err(fail(format!(
                         "{at}: {name} is signed by neither the log owner nor the counterparty"
@@ -524,19 +517,10 @@ fn check_document(
             "{at}: {name} is signed by {signer}, not by the {role} {maker}"
         )));
     }
-    for (member, want) in members {
+    for (member, wanted) in members {
+        let Some(wanted) = wanted else { continue };
         let found = doc.document.get(member);
-        let agrees = match want {
-            Want::Text(None) | Want::Number(None) => continue,
-            Want::Text(Some(w)) => found.and_then(|v| v.as_str()) == Some(w),
-            Want::Number(Some(w)) => found.and_then(|v| v.as_u64()) == Some(w),
-        };
-        if !agrees {
-            let wanted = match want {
-                Want::Text(w) => w.map(str::to_string),
-                Want::Number(w) => w.map(|n| n.to_string()),
-            }
-            .unwrap_or_default();
+        if found != Some(&wanted) {
             let found = found.map_or("nothing".to_string(), |v| v.to_string());
             return Err(fail(format!(
                 "{at}: {name} says {member} {found}, the record says {wanted}"
