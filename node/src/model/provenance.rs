@@ -421,16 +421,23 @@ enum Field {
     Provider,
     /// The requester, grantee or receiver of the step.
     Client,
+    /// The record's `dataset`.
     Dataset,
+    /// The record's `grant`.
     Grant,
+    /// The record's `version`.
     Version,
+    /// The record's `data_digest`.
     DataDigest,
 }
+
+/// Document members and the record values they must equal.
+type Agreement = &'static [(&'static str, Field)];
 
 /// Per document type made in an exchange: the party that makes it (its signer), and which of its
 /// members must equal which record value (docs/evidence.md, step 6.5).
 #[rustfmt::skip]
-const MADE_BY: &[(&str, Field, &[(&str, Field)])] = &[
+const MADE_BY: &[(&str, Field, Agreement)] = &[
     ("access-request", Field::Client, &[("requester", Field::Client), ("provider", Field::Provider), ("dataset", Field::Dataset)]),
     ("grant", Field::Provider, &[("provider", Field::Provider), ("grantee", Field::Client), ("dataset", Field::Dataset), ("id", Field::Grant)]),
     ("denial", Field::Provider, &[("provider", Field::Provider), ("requester", Field::Client), ("dataset", Field::Dataset)]),
@@ -480,32 +487,32 @@ fn check_document(
     let rule = MADE_BY
         .iter()
         .find(|(t, _, _)| *t == doc.doc_type && side.is_some());
-    let (role, maker, members): (&str, Option<&str>, Vec<(&str, Option<serde_json::Value>)>) =
-        match rule {
-            Some((t, by, members)) => (
-                role_name(*by, t),
-                match by {
-                    Field::Client => client,
-                    _ => provider,
-                },
-                members.iter().map(|(m, f)| (*m, value(*f))).collect(),
-            ),
-            // A head of another log (witness alarms and their resolution): that log's owner's.
-            None if doc.doc_type == "tree-head" => {
-                ("log owner", other, vec![("log", other.map(Into::into))])
+    type Wanted<'a> = Vec<(&'a str, Option<serde_json::Value>)>;
+    let (role, maker, members): (&str, Option<&str>, Wanted) = match rule {
+        Some((t, by, members)) => (
+            role_name(*by, t),
+            match by {
+                Field::Client => client,
+                _ => provider,
+            },
+            members.iter().map(|(m, f)| (*m, value(*f))).collect(),
+        ),
+        // A head of another log (witness alarms and their resolution): that log's owner's.
+        None if doc.doc_type == "tree-head" => {
+            ("log owner", other, vec![("log", other.map(Into::into))])
+        }
+        None => {
+            // Documents outside an exchange (catalogue, schema, …): one of the two parties.
+            let by_owner = doc.signer == owner_key;
+            let by_other = other.is_some_and(|o| signer_peer(doc).is_ok_and(|p| p == o));
+            if !by_owner && !by_other {
+                return Err(fail(format!(
+                    "{at}: {name} is signed by neither the log owner nor the counterparty"
+                )));
             }
-            None => {
-                // Documents outside an exchange (catalogue, schema, …): one of the two parties.
-                let by_owner = doc.signer == owner_key;
-                let by_other = other.is_some_and(|o| signer_peer(doc).is_ok_and(|p| p == o));
-                if !by_owner && !by_other {
-                    return Err(fail(format!(
-                        "{at}: {name} is signed by neither the log owner nor the counterparty"
-                    )));
-                }
-                return Ok(());
-            }
-        };
+            return Ok(());
+        }
+    };
     let maker = maker.ok_or_else(|| {
         fail(format!(
             "{at}: names {name}, made by the {role}, but has no counterparty"
