@@ -26,6 +26,7 @@ cargo build --locked -p yrd-node --bin yrd
 cargo test --locked --workspace -- --test-threads 2
 # docs/evidence.md is precise enough to verify a bundle without our code: the Python verifier,
 # written from it alone, must accept the published bundle and print the same account.
-diff <(target/debug/yrd verify schemas/vectors/evidence-bundle.json) \
-     <(python3 scripts/verify_evidence.py schemas/vectors/evidence-bundle.json)
-echo "evidence vector: yrd verify and scripts/verify_evidence.py agree"
+for vector in schemas/vectors/evidence-bundle.json schemas/vectors/evidence-bundle-linked.json; do
+    diff <(target/debug/yrd verify "$vector") <(python3 scripts/verify_evidence.py "$vector")
+done
+echo "evidence vectors: yrd verify and scripts/verify_evidence.py agree"

@@ -69,11 +69,18 @@ def _parse_float(text):
     return value
 
 
+MAX_EXACT = 2 ** 53 - 1
+
+
 def _parse_int(text):
     # -0 is the double -0, not an integer.
     if text == "-0":
         return -0.0
-    return int(text)
+    value = int(text)
+    # Beyond 2^53-1 a double cannot hold every integer: no exact canonical form (step 1).
+    if abs(value) > MAX_EXACT:
+        raise Fail(f"integer {text} is beyond 2^53-1")
+    return value
 
 
 def _check_strings(value, where="bundle"):
@@ -239,7 +246,7 @@ def is_str(v):
 
 
 def is_u64(v):
-    return type(v) is int and 0 <= v < 2 ** 64
+    return type(v) is int and 0 <= v <= MAX_EXACT
 
 
 def is_region(v):
@@ -279,9 +286,9 @@ def check_object(v, what, required, optional=None):
 
 
 STR = (is_str, "a string")
-U64 = (is_u64, "an integer in 0..2^64-1")
+U64 = (is_u64, "an integer in 0..2^53-1")
 U32 = (lambda v: is_u64(v) and v < 2 ** 32, "an integer in 0..2^32-1")
-U53 = (lambda v: is_u64(v) and v < 2 ** 53, "an integer in 0..2^53-1")
+U53 = U64
 SESSION_ENDS = {"closed", "reset", "stalled", "bad-request", "grant-invalid", "shutdown",
                 "internal"}
 REGION = (is_region, "a region code of the table (a six-character string)")
@@ -301,8 +308,11 @@ RECORD_OPTIONAL = {"counterparty": STR, "counterparty_region": REGION, "dataset"
                    "legal_basis": STR, "data_digest": STR, "cause": STR,
                    "chunks_sent": U32, "chunk_count": U32, "bytes_sent": U53,
                    "ended": (lambda v: v in SESSION_ENDS if is_str(v) else False,
-                             "one of the session ends")}
+                             "one of the session ends"),
+                   "prev_about_dataset": U64}
 DOC_REF = {"type": STR, "digest": STR}
+DATASET_HEAD = {"log": STR, "dataset": STR, "size": U64, "root": STR, "latest": U64,
+                "time": STR}
 
 
 def valid_type_name(name):
@@ -565,13 +575,17 @@ def short_time(t):
     return t if p is None else p.replace("T", " ")
 
 
+def describe_party(parties, peer):
+    info = parties.get(peer)
+    if info is None:
+        return f"peer {peer}"
+    code = info["region"]
+    return f"{REGIONS[code][1]} ({code})"
+
+
 def describe(r, parties, digests, entries):
     def label(peer):
-        info = parties.get(peer)
-        if info is None:
-            return f"peer {peer}"
-        code = info["region"]
-        return f"{REGIONS[code][1]} ({code})"
+        return describe_party(parties, peer)
 
     me = label(r["actor"])
     other = label(r["counterparty"]) if "counterparty" in r else "-"
@@ -626,13 +640,147 @@ def describe(r, parties, digests, entries):
 
 
 # ------------------------------------------------------------------------------------------
+# Documents tied to the party that made them (docs/evidence.md, step 6.4)
+
+PROVIDER_KINDS = {"dataset-published", "request-received", "grant-issued", "denial-issued",
+                  "grant-revoked", "delivery-served", "receipt-received"}
+CLIENT_KINDS = {"request-sent", "grant-received", "denial-received", "revocation-received",
+                "dataset-received"}
+# Document type: (its maker, [(document member, the record value it must equal)]).
+MADE_BY = {
+    "access-request": ("client", [("requester", "client"), ("provider", "provider"),
+                                  ("dataset", "dataset")]),
+    "grant": ("provider", [("provider", "provider"), ("grantee", "client"),
+                           ("dataset", "dataset"), ("id", "grant")]),
+    "denial": ("provider", [("provider", "provider"), ("requester", "client"),
+                            ("dataset", "dataset")]),
+    "revocation": ("provider", [("provider", "provider"), ("grantee", "client"),
+                                ("grant_id", "grant")]),
+    "receipt": ("client", [("receiver", "client"), ("provider", "provider"),
+                           ("dataset", "dataset"), ("version", "version"),
+                           ("data_digest", "data_digest"), ("grant_id", "grant")]),
+    "manifest": ("provider", [("publisher", "provider"), ("dataset", "dataset"),
+                              ("version", "version"), ("digest", "data_digest")]),
+}
+
+
+def check_document(r, doc, digest, owner_key):
+    at = f"record seq {r['seq']}"
+    name = f"{doc['type']} {digest}"
+    owner, other = r["actor"], r.get("counterparty")
+    if r["kind"] in PROVIDER_KINDS:
+        provider, client = owner, other
+    elif r["kind"] in CLIENT_KINDS:
+        provider, client = other, owner
+    else:
+        provider = client = None
+    exchange = r["kind"] in PROVIDER_KINDS or r["kind"] in CLIENT_KINDS
+    values = {"provider": provider, "client": client, "dataset": r.get("dataset"),
+              "grant": r.get("grant"), "version": r.get("version"),
+              "data_digest": r.get("data_digest")}
+    t = doc["type"]
+    if t in MADE_BY and exchange:
+        by, fields = MADE_BY[t]
+        role = {"client": "receiver" if t == "receipt" else "requester"}.get(
+            by, "publisher" if t == "manifest" else "provider")
+        maker = values[by]
+        members = [(member, values[field]) for member, field in fields]
+    elif t == "tree-head":
+        role, maker, members = "log owner", other, [("log", other)]
+    else:
+        # Documents outside an exchange (catalogue, schema, ...): one of the two parties.
+        by_owner = doc["signer"] == owner_key
+        by_other = other is not None and peer_id(bytes.fromhex(doc["signer"])) == other
+        if not by_owner and not by_other:
+            raise Fail(f"{at}: {name} is signed by neither the log owner nor the counterparty")
+        return
+    if maker is None:
+        raise Fail(f"{at}: names {name}, made by the {role}, but has no counterparty")
+    signer = peer_id(bytes.fromhex(doc["signer"]))
+    if signer != maker:
+        raise Fail(f"{at}: {name} is signed by {signer}, not by the {role} {maker}")
+    for member, wanted in members:
+        if wanted is None:
+            continue
+        found = doc["document"].get(member)
+        if isinstance(wanted, str):
+            agrees = isinstance(found, str) and found == wanted
+        else:
+            agrees = type(found) is int and found == wanted
+        if not agrees:
+            shown = "nothing" if member not in doc["document"] else json.dumps(found)
+            raise Fail(f"{at}: {name} says {member} {shown}, the record says {wanted}")
+
+
+# ------------------------------------------------------------------------------------------
+# Completeness (docs/evidence.md, step 8)
+
+def completeness(bundle, head, owner_key, log):
+    dh = bundle.get("dataset_head")
+    if dh is None:
+        return False, ("completeness: cannot be shown (the bundle has no dataset-head; "
+                       "it is a selection of records)")
+    check_envelope(dh, "dataset-head", "dataset-head", DATASET_HEAD)
+    verify_signature(dh, "dataset-head")
+    s, hd = dh["document"], head["document"]
+    if dh["signer"] != owner_key or s["log"] != log:
+        raise Fail("dataset-head is not the log owner's")
+    if s["size"] != hd["size"] or s["root"] != hd["root"]:
+        raise Fail(f"dataset-head is made at size {s['size']} (root {s['root']}), "
+                   f"not at the bundle's head")
+    if s["latest"] >= s["size"]:
+        raise Fail(f"dataset-head names seq {s['latest']} as the latest record, beyond the "
+                   f"head's {s['size']} records")
+    x = s["dataset"]
+    records = [e["record"] for e in bundle["entries"]]
+    by_seq = {r["seq"]: r for r in records}
+    for r in records:
+        if r.get("dataset") == x and r["seq"] > s["latest"]:
+            raise Fail(f"record seq {r['seq']} is about {x}, after the latest record about it "
+                       f"the dataset-head names ({s['latest']})")
+    visited = set()
+    cur, named_by = s["latest"], None
+    while True:
+        r = by_seq.get(cur)
+        if r is None or r.get("dataset") != x:
+            if r is not None:
+                raise Fail(f"record seq {named_by if named_by is not None else cur} names seq "
+                           f"{cur} as the previous record about {x}, but it is about "
+                           f"{r.get('dataset', 'nothing')}")
+            by = (f"named by record seq {named_by}" if named_by is not None
+                  else f"the latest about it at head {s['size']}")
+            floor, complete = cur, False
+            line = f"INCOMPLETE: record seq {cur} about {x} is not in this bundle ({by})"
+            break
+        visited.add(cur)
+        prev = r.get("prev_about_dataset")
+        if prev is None:
+            floor, complete = cur, False
+            line = (f"complete from seq {cur}: every record about {x} from seq {cur} up to head "
+                    f"{s['size']} is in this bundle; before seq {cur} the log did not link "
+                    f"records about {x}, so completeness cannot be shown there")
+            break
+        if prev == cur:
+            floor, complete = None, True
+            line = f"complete: every record about {x} up to head {s['size']} ({len(visited)} records)"
+            break
+        named_by, cur = cur, prev
+    for r in records:
+        if (r.get("dataset") == x and r["seq"] not in visited
+                and (floor is None or r["seq"] > floor)):
+            raise Fail(f"record seq {r['seq']} is about {x}, but the links between the records "
+                       f"about it skip it")
+    return complete, line
+
+
+# ------------------------------------------------------------------------------------------
 # Verification (docs/evidence.md, "Verification, step by step")
 
 def verify(bundle):
     # 1. Read: the top level.
     check_object(bundle, "bundle",
                  {"format": STR, "head": OBJ, "entries": ARR, "documents": ARR, "parties": ARR},
-                 {"witnesses": ARR})
+                 {"witnesses": ARR, "dataset_head": OBJ})
     # 2. Format.
     if bundle["format"] != "yrd-evidence/1":
         raise Fail(f"format {bundle['format']!r}: expected 'yrd-evidence/1'")
@@ -679,12 +827,21 @@ def verify(bundle):
         at = f"record seq {r['seq']}"
         for j, ref in enumerate(r["documents"]):
             check_object(ref, f"{at} documents[{j}]", DOC_REF)
-    account = []
+    previous = None
     for i, e in enumerate(entries):
         r = e["record"]
         at = f"record seq {r['seq']}"
+        if previous is not None and r["seq"] <= previous:
+            raise Fail(f"entry {i}: {at} follows seq {previous}: entries must be in increasing "
+                       f"seq order, each once")
+        previous = r["seq"]
         if r["actor"] != log:
             raise Fail(f"{at}: actor {r['actor']} is not the log owner")
+        if "prev_about_dataset" in r:
+            if "dataset" not in r:
+                raise Fail(f"{at}: prev_about_dataset without a dataset")
+            if r["prev_about_dataset"] > r["seq"]:
+                raise Fail(f"{at}: prev_about_dataset {r['prev_about_dataset']} is after the record")
         proof = [hex_bytes(h, 32, f"entry {i} proof[{j}]") for j, h in enumerate(e["proof"])]
         try:
             verify_inclusion(leaf_hash(canon_bytes(r)), r["seq"], size, proof, root)
@@ -697,19 +854,10 @@ def verify(bundle):
             if doc["type"] != ref["type"]:
                 raise Fail(f"{at}: document {ref['digest']} is a {doc['type']}, "
                            f"the record says {ref['type']}")
-            # A step's documents are signed by one of its two parties; a receipt by the other.
-            counterparty_key = keys.get(r.get("counterparty"))
-            by_owner = doc["signer"] == keys[log]
-            by_counterparty = counterparty_key is not None and doc["signer"] == counterparty_key
-            if not by_owner and not by_counterparty:
-                raise Fail(f"{at}: {ref['type']} {ref['digest']} is signed by neither the log "
-                           f"owner nor the counterparty")
-            if r["kind"] == "receipt-received" and ref["type"] == "receipt" and not by_counterparty:
-                raise Fail(f"{at}: the receipt is not signed by the counterparty")
-        account.append(describe(r, parties, digests, entries))
+            check_document(r, doc, ref["digest"], keys[log])
 
     # 7. Witnesses.
-    witnesses = []
+    witnesses, sizes = [], []
     for i, w in enumerate(bundle.get("witnesses", [])):
         what = f"witness {i}"
         check_object(w, what, {"cosignature": OBJ, "consistency": ARR})
@@ -737,8 +885,20 @@ def verify(bundle):
             raise Fail(f"{what}: the head is not consistent with what {doc['witness']} "
                        f"witnessed at size {doc['size']}: {err}")
         witnesses.append(doc["witness"])
+        sizes.append(doc["size"])
 
-    return parties[log], head["document"], witnesses, account
+    # 8. Completeness.
+    complete, line = completeness(bundle, head, keys[log], log)
+
+    # The account, each record with the witnesses whose heads cover it (size > seq).
+    account = []
+    for e in entries:
+        r = e["record"]
+        covering = [describe_party(parties, w) for w, n in zip(witnesses, sizes) if n > r["seq"]]
+        coverage = (f" [witnessed by {', '.join(covering)}]" if covering
+                    else " [not yet witnessed]")
+        account.append(describe(r, parties, digests, entries) + coverage)
+    return parties[log], head["document"], witnesses, sizes, line, account
 
 
 def main(argv):
@@ -749,15 +909,20 @@ def main(argv):
     path = argv[1]
     try:
         bundle = read_json(path)
-        info, head, witnesses, account = verify(bundle)
+        info, head, witnesses, sizes, completeness_line, account = verify(bundle)
     except Fail as err:
         print(f"error: {path}: DOES NOT VERIFY: {err}", file=sys.stderr)
         return EXIT_FAILED
     region = info["region"]
     zh, en = REGIONS[region]
+    if witnesses:
+        cosigned = (f"cosigned by {len(witnesses)} witness(es) at sizes "
+                    f"{', '.join(str(n) for n in sizes)}")
+    else:
+        cosigned = "cosigned by no witness"
     print(f"{path}: verifies. Log of {info['organisation']} ({region} {zh} {en}), "
-          f"{head['size']} records at {head['time']} (root {head['root']}), "
-          f"witnessed by {len(witnesses)} member(s).")
+          f"{head['size']} records at {head['time']} (root {head['root']}), {cosigned}.")
+    print(completeness_line)
     for line in account:
         print(line)
     return 0

@@ -346,19 +346,36 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
             "size": verified.head.size,
             "root": verified.head.root,
             "witnesses": verified.witnesses,
+            "witnessed_sizes": verified.witnessed_sizes,
+            "complete": verified.complete,
+            "completeness": verified.completeness,
             "account": verified.account,
         }));
     }
+    let cosigned = if verified.witnesses.is_empty() {
+        "cosigned by no witness".to_string()
+    } else {
+        let sizes: Vec<String> = verified
+            .witnessed_sizes
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        format!(
+            "cosigned by {} witness(es) at sizes {}",
+            verified.witnesses.len(),
+            sizes.join(", ")
+        )
+    };
     println!(
-        "{}: verifies. Log of {} ({}), {} records at {} (root {}), witnessed by {} member(s).",
+        "{}: verifies. Log of {} ({}), {} records at {} (root {}), {cosigned}.",
         file.display(),
         verified.log.organisation,
         verified.log.region.label(),
         verified.head.size,
         verified.head.time,
         verified.head.root,
-        verified.witnesses.len()
     );
+    println!("{}", verified.completeness);
     for line in &verified.account {
         println!("{line}");
     }

@@ -38,12 +38,42 @@ pub enum CanonicalError {
     /// The Rust value could not be turned into JSON.
     #[error("value cannot be represented as JSON: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// An integer beyond ±(2^53 − 1), which a signed document may not hold (see
+    /// [`MAX_EXACT_INTEGER`]).
+    #[error("{0}")]
+    UnsafeInteger(String),
     /// Nesting deeper than [`MAX_DEPTH`].
     #[error("JSON nesting deeper than {max} levels")]
     TooDeep {
         /// The limit that was exceeded.
         max: usize,
     },
+}
+
+/// Largest integer a bundle or signed document may hold: RFC 8785 writes numbers as IEEE 754
+/// doubles, which hold every integer only up to here, so a larger one has no exact canonical
+/// form (two values would share a signature).
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// The first integer in `value` beyond ±[`MAX_EXACT_INTEGER`], with where it is.
+pub fn unsafe_integer(value: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let beyond = n.as_u64().is_some_and(|u| u > MAX_EXACT_INTEGER)
+                || n.as_i64()
+                    .is_some_and(|i| i.unsigned_abs() > MAX_EXACT_INTEGER);
+            beyond.then(|| format!("{at}: integer {n} is beyond 2^53-1"))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| unsafe_integer(v, &format!("{at}[{i}]"))),
+        Value::Object(members) => members
+            .iter()
+            .find_map(|(k, v)| unsafe_integer(v, &format!("{at}.{k}"))),
+        _ => None,
+    }
 }
 
 /// Serializes `value` as RFC 8785 canonical JSON.

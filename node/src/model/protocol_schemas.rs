@@ -7,12 +7,41 @@ use crate::model::catalogue::{Catalogue, Demand, OfferInput, SchemaDoc, Withheld
 use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Revocation};
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
-use crate::model::provenance::{Cosignature, EvidenceBundle, ProvenanceRecord, TreeHead};
+use crate::model::provenance::{
+    Cosignature, DatasetHead, EvidenceBundle, ProvenanceRecord, TreeHead,
+};
 use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
 fn schema<T: JsonSchema>() -> serde_json::Value {
-    serde_json::to_value(schema_for!(T)).unwrap_or_default()
+    let mut schema = serde_json::to_value(schema_for!(T)).unwrap_or_default();
+    bound_integers(&mut schema);
+    schema
+}
+
+/// Every 64-bit integer is bounded to ±(2^53 − 1): beyond it RFC 8785 (whose numbers are
+/// doubles) has no exact canonical form, and signed documents holding one are refused
+/// (`canonical::MAX_EXACT_INTEGER`).
+fn bound_integers(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    let max = crate::model::canonical::MAX_EXACT_INTEGER;
+    match schema {
+        Value::Object(members) => {
+            match members.get("format").and_then(Value::as_str) {
+                Some("uint64") => {
+                    members.insert("maximum".into(), max.into());
+                }
+                Some("int64") => {
+                    members.insert("maximum".into(), max.into());
+                    members.insert("minimum".into(), (-(max as i64)).into());
+                }
+                _ => {}
+            }
+            members.values_mut().for_each(bound_integers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 /// A document type and its signed envelope, named by the document's `TYPE`.
@@ -37,6 +66,7 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
     out.extend(document::<Receipt>());
     out.extend(document::<TreeHead>());
     out.extend(document::<Cosignature>());
+    out.extend(document::<DatasetHead>());
     for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),

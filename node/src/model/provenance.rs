@@ -177,6 +177,14 @@ pub struct ProvenanceRecord {
     /// Deliveries: how the session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<SessionEnd>,
+
+    /// The seq of the previous record about the same `dataset`, or this record's own `seq` when
+    /// it is the first about it; set by the log's writer on every record with a `dataset`, so
+    /// that a bundle can prove it holds every record about a dataset. Absent on records with no
+    /// `dataset` and on records written before the log linked them (completeness cannot be
+    /// shown across those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_about_dataset: Option<u64>,
     /// The signed documents this step issued or received; kept with the log.
     #[serde(default)]
     pub documents: Vec<DocRef>,
@@ -231,6 +239,30 @@ pub struct Cosignature {
 
 impl Document for Cosignature {
     const TYPE: &'static str = "cosignature";
+}
+
+/// The log owner's statement, at its head of `size` records with `root`, that its latest
+/// record about `dataset` is `latest`: the anchor from which a bundle's chain of
+/// `prev_about_dataset` links proves that it holds every record about the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetHead {
+    /// The log's owner (peer id); must be the signer.
+    pub log: String,
+    /// The dataset (or standard id) the statement is about.
+    pub dataset: String,
+    /// The size of the head it is made at.
+    pub size: u64,
+    /// That head's root.
+    pub root: String,
+    /// The seq of the latest record about `dataset` below `size`.
+    pub latest: u64,
+    /// When it was signed (RFC 3339).
+    pub time: String,
+}
+
+impl Document for DatasetHead {
+    const TYPE: &'static str = "dataset-head";
 }
 
 /// An alarm raised by witnessing.
@@ -321,6 +353,9 @@ pub struct EvidenceBundle {
     /// Heads of this log other members witnessed.
     #[serde(default)]
     pub witnesses: Vec<BundleWitness>,
+    /// For a bundle of a dataset: the owner's statement of its latest record about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_head: Option<Signed<DatasetHead>>,
 }
 
 /// Why a bundle did not verify: names exactly what failed.
@@ -356,8 +391,14 @@ pub struct VerifiedBundle {
     pub log: NodeInfo,
     /// Its head.
     pub head: TreeHead,
-    /// Witnesses whose cosignatures verified (peer ids).
+    /// Witnesses whose cosignatures verified (peer ids), in the bundle's order.
     pub witnesses: Vec<String>,
+    /// The size each of `witnesses` cosigned.
+    pub witnessed_sizes: Vec<u64>,
+    /// True when the bundle proves it holds every record about its dataset up to the head.
+    pub complete: bool,
+    /// One line saying what the bundle proves about completeness, or naming the gap.
+    pub completeness: String,
     /// One plain line per record.
     pub account: Vec<String>,
 }
@@ -379,6 +420,9 @@ fn short_time(t: &str) -> String {
 /// Verifies a bundle as read from its JSON: it must also be in exactly the form it was written
 /// in (no member null, missing or re-encoded), so that what was hashed is what is shown.
 pub fn verify_bundle_value(value: &serde_json::Value) -> Result<VerifiedBundle, BundleError> {
+    if let Some(at) = canonical::unsafe_integer(value, "bundle") {
+        return Err(fail(at));
+    }
     let bundle: EvidenceBundle = serde_json::from_value(value.clone())
         .map_err(|e| fail(format!("not an evidence bundle: {e}")))?;
     let exact = |a: &serde_json::Value, b: &serde_json::Value| matches!((canonical::canonicalize(a), canonical::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
@@ -403,9 +447,272 @@ pub fn verify_bundle_value(value: &serde_json::Value) -> Result<VerifiedBundle, 
     verify_bundle(&bundle)
 }
 
+/// The peer id of a document's signer.
+fn signer_peer(doc: &AnySigned) -> Result<String, BundleError> {
+    doc.signer_key()
+        .ok()
+        .and_then(|k| crate::identity::peer_id_of(&k))
+        .map(|p| p.to_string())
+        .ok_or_else(|| fail(format!("{} signed by an invalid key", doc.doc_type)))
+}
+
+/// Whether the log owner is the provider (true) or the requester, grantee or receiver (false)
+/// of the step a record of `kind` records; `None` for kinds outside an exchange.
+fn owner_is_provider(kind: RecordKind) -> Option<bool> {
+    use RecordKind::*;
+    match kind {
+        DatasetPublished | RequestReceived | GrantIssued | DenialIssued | GrantRevoked
+        | DeliveryServed | ReceiptReceived => Some(true),
+        RequestSent | GrantReceived | DenialReceived | RevocationReceived | DatasetReceived => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+/// A record value a document member is compared with.
+#[derive(Clone, Copy)]
+enum Field {
+    /// The provider of the step (the owner or the counterparty, by kind).
+    Provider,
+    /// The requester, grantee or receiver of the step.
+    Client,
+    /// The record's `dataset`.
+    Dataset,
+    /// The record's `grant`.
+    Grant,
+    /// The record's `version`.
+    Version,
+    /// The record's `data_digest`.
+    DataDigest,
+}
+
+/// Document members and the record values they must equal.
+type Agreement = &'static [(&'static str, Field)];
+
+/// Per document type made in an exchange: the party that makes it (its signer), and which of its
+/// members must equal which record value (docs/evidence.md, step 6.5).
+#[rustfmt::skip]
+const MADE_BY: &[(&str, Field, Agreement)] = &[
+    ("access-request", Field::Client, &[("requester", Field::Client), ("provider", Field::Provider), ("dataset", Field::Dataset)]),
+    ("grant", Field::Provider, &[("provider", Field::Provider), ("grantee", Field::Client), ("dataset", Field::Dataset), ("id", Field::Grant)]),
+    ("denial", Field::Provider, &[("provider", Field::Provider), ("requester", Field::Client), ("dataset", Field::Dataset)]),
+    ("revocation", Field::Provider, &[("provider", Field::Provider), ("grantee", Field::Client), ("grant_id", Field::Grant)]),
+    ("receipt", Field::Client, &[("receiver", Field::Client), ("provider", Field::Provider), ("dataset", Field::Dataset), ("version", Field::Version), ("data_digest", Field::DataDigest), ("grant_id", Field::Grant)]),
+    ("manifest", Field::Provider, &[("publisher", Field::Provider), ("dataset", Field::Dataset), ("version", Field::Version), ("digest", Field::DataDigest)]),
+];
+
+/// The role's name in messages.
+fn role_name(field: Field, doc_type: &str) -> &'static str {
+    match (field, doc_type) {
+        (Field::Client, "receipt") => "receiver",
+        (Field::Client, _) => "requester",
+        (_, "manifest") => "publisher",
+        _ => "provider",
+    }
+}
+
+/// Checks that the party the record says made `doc` signed it, and that the document's members
+/// agree with the record (docs/evidence.md, step 6.5).
+fn check_document(
+    r: &ProvenanceRecord,
+    doc: &AnySigned,
+    digest: &str,
+    owner_key: &str,
+) -> Result<(), BundleError> {
+    let at = format!("record seq {}", r.seq);
+    let name = format!("{} {digest}", doc.doc_type);
+    let owner = Some(r.actor.as_str());
+    let other = r.counterparty.as_deref();
+    let side = owner_is_provider(r.kind);
+    let (provider, client) = match side {
+        Some(true) => (owner, other),
+        Some(false) => (other, owner),
+        None => (None, None),
+    };
+    let value = |f: Field| -> Option<serde_json::Value> {
+        match f {
+            Field::Provider => provider.map(Into::into),
+            Field::Client => client.map(Into::into),
+            Field::Dataset => r.dataset.as_deref().map(Into::into),
+            Field::Grant => r.grant.as_deref().map(Into::into),
+            Field::Version => r.version.map(Into::into),
+            Field::DataDigest => r.data_digest.as_deref().map(Into::into),
+        }
+    };
+    let rule = MADE_BY
+        .iter()
+        .find(|(t, _, _)| *t == doc.doc_type && side.is_some());
+    type Wanted<'a> = Vec<(&'a str, Option<serde_json::Value>)>;
+    let (role, maker, members): (&str, Option<&str>, Wanted) = match rule {
+        Some((t, by, members)) => (
+            role_name(*by, t),
+            match by {
+                Field::Client => client,
+                _ => provider,
+            },
+            members.iter().map(|(m, f)| (*m, value(*f))).collect(),
+        ),
+        // A head of another log (witness alarms and their resolution): that log's owner's.
+        None if doc.doc_type == "tree-head" => {
+            ("log owner", other, vec![("log", other.map(Into::into))])
+        }
+        None => {
+            // Documents outside an exchange (catalogue, schema, …): one of the two parties.
+            let by_owner = doc.signer == owner_key;
+            let by_other = other.is_some_and(|o| signer_peer(doc).is_ok_and(|p| p == o));
+            if !by_owner && !by_other {
+                return Err(fail(format!(
+                    "{at}: {name} is signed by neither the log owner nor the counterparty"
+                )));
+            }
+            return Ok(());
+        }
+    };
+    let maker = maker.ok_or_else(|| {
+        fail(format!(
+            "{at}: names {name}, made by the {role}, but has no counterparty"
+        ))
+    })?;
+    let signer = signer_peer(doc)?;
+    if signer != maker {
+        return Err(fail(format!(
+            "{at}: {name} is signed by {signer}, not by the {role} {maker}"
+        )));
+    }
+    for (member, wanted) in members {
+        let Some(wanted) = wanted else { continue };
+        let found = doc.document.get(member);
+        if found != Some(&wanted) {
+            let found = found.map_or("nothing".to_string(), |v| v.to_string());
+            return Err(fail(format!(
+                "{at}: {name} says {member} {found}, the record says {wanted}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the bundle's dataset-head and follows the `prev_about_dataset` links from its latest
+/// record back (docs/evidence.md, step 8): returns whether every record about the dataset up to
+/// the head is in the bundle, and the account's completeness line. A contradiction between the
+/// links and the records the bundle holds fails verification; a record the bundle lacks is named.
+fn completeness(bundle: &EvidenceBundle, owner_key: &str) -> Result<(bool, String), BundleError> {
+    let Some(dh) = &bundle.dataset_head else {
+        return Ok((
+            false,
+            "completeness: cannot be shown (the bundle has no dataset-head; it is a selection of records)"
+                .into(),
+        ));
+    };
+    dh.verify()
+        .map_err(|e| fail(format!("dataset-head signature: {e}")))?;
+    let (head, s) = (&bundle.head.document, &dh.document);
+    if dh.signer != owner_key || s.log != head.log {
+        return Err(fail("dataset-head is not the log owner's"));
+    }
+    if s.size != head.size || s.root != head.root {
+        return Err(fail(format!(
+            "dataset-head is made at size {} (root {}), not at the bundle's head",
+            s.size, s.root
+        )));
+    }
+    if s.latest >= s.size {
+        return Err(fail(format!(
+            "dataset-head names seq {} as the latest record, beyond the head's {} records",
+            s.latest, s.size
+        )));
+    }
+    let x = &s.dataset;
+    let by_seq: HashMap<u64, &ProvenanceRecord> = bundle
+        .entries
+        .iter()
+        .map(|e| (e.record.seq, &e.record))
+        .collect();
+    let about = |r: &ProvenanceRecord| r.dataset.as_deref() == Some(x.as_str());
+    if let Some(r) = bundle
+        .entries
+        .iter()
+        .map(|e| &e.record)
+        .find(|r| about(r) && r.seq > s.latest)
+    {
+        return Err(fail(format!(
+            "record seq {} is about {x}, after the latest record about it the dataset-head names ({})",
+            r.seq, s.latest
+        )));
+    }
+    let mut visited = std::collections::HashSet::new();
+    let (mut cur, mut named_by) = (s.latest, None::<u64>);
+    // `floor`: records about X at or below it are beyond what the links can show.
+    let (floor, complete, line) = loop {
+        let Some(r) = by_seq.get(&cur).filter(|r| about(r)) else {
+            if let Some(other) = by_seq.get(&cur) {
+                return Err(fail(format!(
+                    "record seq {} names seq {cur} as the previous record about {x}, but it is about {}",
+                    named_by.unwrap_or(cur),
+                    other.dataset.as_deref().unwrap_or("nothing")
+                )));
+            }
+            let by = match named_by {
+                Some(n) => format!("named by record seq {n}"),
+                None => format!("the latest about it at head {}", s.size),
+            };
+            break (
+                Some(cur),
+                false,
+                format!("INCOMPLETE: record seq {cur} about {x} is not in this bundle ({by})"),
+            );
+        };
+        visited.insert(cur);
+        match r.prev_about_dataset {
+            None => {
+                break (
+                    Some(cur),
+                    false,
+                    format!(
+                        "complete from seq {cur}: every record about {x} from seq {cur} up to head {} is in this bundle; before seq {cur} the log did not link records about {x}, so completeness cannot be shown there",
+                        s.size
+                    ),
+                );
+            }
+            Some(p) if p == cur => {
+                break (
+                    None,
+                    true,
+                    format!(
+                        "complete: every record about {x} up to head {} ({} records)",
+                        s.size,
+                        visited.len()
+                    ),
+                );
+            }
+            Some(p) => {
+                named_by = Some(cur);
+                cur = p;
+            }
+        }
+    };
+    if let Some(r) = bundle
+        .entries
+        .iter()
+        .map(|e| &e.record)
+        .find(|r| about(r) && !visited.contains(&r.seq) && floor.is_none_or(|f| r.seq > f))
+    {
+        return Err(fail(format!(
+            "record seq {} is about {x}, but the links between the records about it skip it",
+            r.seq
+        )));
+    }
+    Ok((complete, line))
+}
+
 /// Checks every signature, inclusion proof, document digest and cosignature of a bundle, and
 /// writes a plain account of the steps. Any alteration of a byte that matters fails, naming it.
 pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleError> {
+    let value = serde_json::to_value(bundle).map_err(|e| fail(e.to_string()))?;
+    if let Some(at) = canonical::unsafe_integer(&value, "bundle") {
+        return Err(fail(at));
+    }
     if bundle.format != BUNDLE_FORMAT {
         return Err(fail(format!(
             "format {:?}: expected {BUNDLE_FORMAT}",
@@ -462,16 +769,34 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
         let digest = d.digest().map_err(|e| fail(format!("document {i}: {e}")))?;
         docs.insert(hex::encode(digest), d);
     }
-    // Records: inclusion in the head, owner, documents present.
-    let mut account = Vec::new();
+    // Records: in increasing seq, each once; inclusion in the head, owner, documents present,
+    // each signed by the party that made it and agreeing with the record.
+    let mut previous: Option<u64> = None;
     for (i, entry) in bundle.entries.iter().enumerate() {
         let r = &entry.record;
         let at = format!("record seq {}", r.seq);
+        if let Some(p) = previous.filter(|p| r.seq <= *p) {
+            return Err(fail(format!(
+                "entry {i}: {at} follows seq {p}: entries must be in increasing seq order, each once"
+            )));
+        }
+        previous = Some(r.seq);
         if r.actor != log {
             return Err(fail(format!(
                 "{at}: actor {} is not the log owner",
                 r.actor
             )));
+        }
+        match (r.prev_about_dataset, &r.dataset) {
+            (Some(_), None) => {
+                return Err(fail(format!("{at}: prev_about_dataset without a dataset")));
+            }
+            (Some(p), Some(_)) if p > r.seq => {
+                return Err(fail(format!(
+                    "{at}: prev_about_dataset {p} is after the record"
+                )));
+            }
+            _ => {}
         }
         let leaf = r
             .leaf_hash()
@@ -496,27 +821,12 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                     d.digest, doc.doc_type, d.doc_type
                 )));
             }
-            // A step's documents are signed by one of its two parties.
-            let counterparty_key = r.counterparty.as_ref().and_then(|c| keys.get(c));
-            let by_owner = doc.signer == owner_key;
-            let by_counterparty = counterparty_key == Some(&doc.signer);
-            if !by_owner && !by_counterparty {
-                return Err(fail(format!(
-                    "{at}: {} {} is signed by neither the log owner nor the counterparty",
-                    d.doc_type, d.digest
-                )));
-            }
-            if r.kind == RecordKind::ReceiptReceived && d.doc_type == "receipt" && !by_counterparty
-            {
-                return Err(fail(format!(
-                    "{at}: the receipt is not signed by the counterparty"
-                )));
-            }
+            check_document(r, doc, &d.digest, &owner_key)?;
         }
-        account.push(describe(r, &parties, &docs, &bundle.entries));
     }
     // Witnesses: cosignatures by parties, consistent with the head.
     let mut witnesses: Vec<String> = Vec::new();
+    let mut witnessed_sizes: Vec<u64> = Vec::new();
     for (i, w) in bundle.witnesses.iter().enumerate() {
         let c = &w.cosignature;
         c.verify()
@@ -555,11 +865,39 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                 ))
             })?;
         witnesses.push(c.document.witness.clone());
+        witnessed_sizes.push(c.document.size);
     }
+    let (complete, completeness) = completeness(bundle, &owner_key)?;
+    // The account: one line per record, with the witnesses whose heads cover it (size > seq).
+    let account = bundle
+        .entries
+        .iter()
+        .map(|e| {
+            let r = &e.record;
+            let covering: Vec<String> = witnesses
+                .iter()
+                .zip(&witnessed_sizes)
+                .filter(|(_, size)| **size > r.seq)
+                .map(|(w, _)| party_label(&parties, w))
+                .collect();
+            let coverage = if covering.is_empty() {
+                " [not yet witnessed]".to_string()
+            } else {
+                format!(" [witnessed by {}]", covering.join(", "))
+            };
+            format!(
+                "{}{coverage}",
+                describe(r, &parties, &docs, &bundle.entries)
+            )
+        })
+        .collect();
     Ok(VerifiedBundle {
         log: log_info,
         head: head.document.clone(),
         witnesses,
+        witnessed_sizes,
+        complete,
+        completeness,
         account,
     })
 }
@@ -680,5 +1018,486 @@ fn describe(
             }
             line
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::identity::NodeKey;
+    use crate::model::signed::signing_message;
+    use ed25519_dalek::Signer;
+    use serde_json::{Value, json};
+
+    const DATASET: &str = "sh-medical-settlement";
+
+    struct Party {
+        key: NodeKey,
+        region: u32,
+    }
+
+    impl Party {
+        fn new(seed: u8, region: u32) -> Party {
+            Party {
+                key: NodeKey::from_seed([seed; 32]),
+                region,
+            }
+        }
+        fn id(&self) -> String {
+            self.key.peer_id().to_string()
+        }
+        fn sign(&self, doc_type: &str, document: Value) -> AnySigned {
+            let message = signing_message(doc_type, &document).unwrap();
+            let signature = self.key.signing_key().sign(&message);
+            AnySigned {
+                doc_type: doc_type.into(),
+                version: 1,
+                document,
+                signer: hex::encode(self.key.signing_key().verifying_key().to_bytes()),
+                signature: hex::encode(signature.to_bytes()),
+            }
+        }
+        /// Signs without the checks of [`signing_message`] (for documents it refuses).
+        fn sign_unchecked(&self, doc_type: &str, document: Value) -> AnySigned {
+            let mut message = format!("yrd/v1/{doc_type}").into_bytes();
+            message.extend_from_slice(canonical::canonicalize(&document).unwrap().as_bytes());
+            let signature = self.key.signing_key().sign(&message);
+            AnySigned {
+                doc_type: doc_type.into(),
+                version: 1,
+                document,
+                signer: hex::encode(self.key.signing_key().verifying_key().to_bytes()),
+                signature: hex::encode(signature.to_bytes()),
+            }
+        }
+        fn info(&self) -> Signed<NodeInfo> {
+            let info = NodeInfo {
+                peer_id: self.id(),
+                region: Region::from_code(self.region).unwrap(),
+                organisation: format!("org {}", self.region),
+                addresses: Vec::new(),
+                issued_at: "2026-11-26T21:00:00Z".into(),
+                software: "yrd/test".into(),
+            };
+            Signed::sign(info, self.key.signing_key()).unwrap()
+        }
+    }
+
+    /// A provider's log (Shanghai) of one exchange with a requester (Zhejiang), witnessed by a
+    /// third member (Jiangsu): the documents, the records, and what signs them.
+    struct Fixture {
+        owner: Party,
+        requester: Party,
+        witness: Party,
+        records: Vec<ProvenanceRecord>,
+        documents: Vec<AnySigned>,
+    }
+
+    fn digest_of(d: &AnySigned) -> String {
+        hex::encode(d.digest().unwrap())
+    }
+
+    fn reference(d: &AnySigned) -> DocRef {
+        DocRef {
+            doc_type: d.doc_type.clone(),
+            digest: digest_of(d),
+        }
+    }
+
+    fn record(owner: &Party, kind: RecordKind, counterparty: Option<&Party>) -> ProvenanceRecord {
+        ProvenanceRecord {
+            seq: 0,
+            kind,
+            time: "2026-11-26T21:09:07Z".into(),
+            actor: owner.id(),
+            actor_region: Region::from_code(owner.region).unwrap(),
+            counterparty: counterparty.map(Party::id),
+            counterparty_region: counterparty.map(|p| Region::from_code(p.region).unwrap()),
+            dataset: Some(DATASET.into()),
+            version: None,
+            grant: None,
+            fields: None,
+            purpose: None,
+            legal_basis: None,
+            data_digest: None,
+            cause: None,
+            chunks_sent: None,
+            chunk_count: None,
+            bytes_sent: None,
+            ended: None,
+            prev_about_dataset: None,
+            documents: Vec::new(),
+        }
+    }
+
+    const DATA: &str = "000d2dc8cbb9595430f493c8b4be41a7ae67d3811d698bfbcc031a971ecbefc1";
+    const GRANT: &str = "dd325c9e54a1c88bc18093b65b1244f1";
+
+    fn fixture() -> Fixture {
+        let owner = Party::new(1, 310000);
+        let requester = Party::new(2, 330000);
+        let witness = Party::new(3, 320000);
+        let manifest = owner.sign(
+            "manifest",
+            json!({"dataset": DATASET, "publisher": owner.id(), "version": 1, "digest": DATA}),
+        );
+        let request = requester.sign(
+            "access-request",
+            json!({"id": "r1", "requester": requester.id(), "provider": owner.id(),
+                   "dataset": DATASET, "purpose": "核验"}),
+        );
+        let grant = owner.sign(
+            "grant",
+            json!({"id": GRANT, "provider": owner.id(), "grantee": requester.id(),
+                   "dataset": DATASET, "purpose": "核验"}),
+        );
+        let receipt = requester.sign(
+            "receipt",
+            json!({"receiver": requester.id(), "provider": owner.id(), "dataset": DATASET,
+                   "version": 1, "data_digest": DATA, "grant_id": GRANT}),
+        );
+        let mut published = record(&owner, RecordKind::DatasetPublished, None);
+        published.version = Some(1);
+        published.data_digest = Some(DATA.into());
+        published.documents = vec![reference(&manifest)];
+        let mut received = record(&owner, RecordKind::RequestReceived, Some(&requester));
+        received.purpose = Some("核验".into());
+        received.documents = vec![reference(&request)];
+        let mut issued = record(&owner, RecordKind::GrantIssued, Some(&requester));
+        issued.grant = Some(GRANT.into());
+        issued.documents = vec![reference(&grant), reference(&request)];
+        let mut other = record(&owner, RecordKind::CatalogueIssued, None);
+        other.dataset = None;
+        let mut delivery = record(&owner, RecordKind::DeliveryServed, Some(&requester));
+        delivery.version = Some(1);
+        delivery.grant = Some(GRANT.into());
+        delivery.data_digest = Some(DATA.into());
+        delivery.documents = vec![reference(&manifest), reference(&grant)];
+        let mut receipted = record(&owner, RecordKind::ReceiptReceived, Some(&requester));
+        receipted.version = Some(1);
+        receipted.grant = Some(GRANT.into());
+        receipted.data_digest = Some(DATA.into());
+        receipted.documents = vec![reference(&receipt)];
+        let mut records = vec![published, received, issued, other, delivery, receipted];
+        // Seqs and links as the log's writer assigns them.
+        let mut latest = None;
+        for (i, r) in records.iter_mut().enumerate() {
+            r.seq = i as u64;
+            if r.dataset.is_some() {
+                r.prev_about_dataset = Some(latest.unwrap_or(r.seq));
+                latest = Some(r.seq);
+            }
+        }
+        Fixture {
+            owner,
+            requester,
+            witness,
+            records,
+            documents: vec![manifest, request, grant, receipt],
+        }
+    }
+
+    impl Fixture {
+        /// The bundle of every record about the dataset, proven against the head of the whole
+        /// log, with the witness's cosignature at `witnessed` records.
+        fn bundle(&self, witnessed: u64) -> Value {
+            let mut tree = merkle::MemoryStore::new();
+            let leaves: Vec<Hash> = self
+                .records
+                .iter()
+                .map(|r| r.leaf_hash().unwrap())
+                .collect();
+            tree.append_batch(&leaves).unwrap();
+            let size = tree.size();
+            let root = hex::encode(merkle::root(size, &tree).unwrap());
+            let head = self.owner.sign(
+                "tree-head",
+                json!({"log": self.owner.id(), "size": size, "root": root,
+                       "time": "2026-11-26T21:09:34Z"}),
+            );
+            let entries: Vec<Value> = self
+                .records
+                .iter()
+                .filter(|r| r.dataset.as_deref() == Some(DATASET))
+                .map(|r| {
+                    let proof: Vec<String> = merkle::inclusion_proof(r.seq, size, &tree)
+                        .unwrap()
+                        .iter()
+                        .map(hex::encode)
+                        .collect();
+                    json!({"record": r, "proof": proof})
+                })
+                .collect();
+            let cosignature = self.witness.sign(
+                "cosignature",
+                json!({"log": self.owner.id(), "size": witnessed,
+                       "root": hex::encode(merkle::root(witnessed, &tree).unwrap()),
+                       "witness": self.witness.id(), "time": "2026-11-26T21:09:35Z"}),
+            );
+            let consistency: Vec<String> = merkle::consistency_proof(witnessed, size, &tree)
+                .unwrap()
+                .iter()
+                .map(hex::encode)
+                .collect();
+            let latest = self
+                .records
+                .iter()
+                .rfind(|r| r.dataset.as_deref() == Some(DATASET))
+                .unwrap()
+                .seq;
+            let dataset_head = self.owner.sign(
+                "dataset-head",
+                json!({"log": self.owner.id(), "dataset": DATASET, "size": size, "root": root,
+                       "latest": latest, "time": "2026-11-26T21:09:36Z"}),
+            );
+            json!({
+                "format": BUNDLE_FORMAT,
+                "head": head,
+                "entries": entries,
+                "documents": self.documents,
+                "parties": [self.owner.info(), self.requester.info(), self.witness.info()],
+                "witnesses": [{"cosignature": cosignature, "consistency": consistency}],
+                "dataset_head": dataset_head,
+            })
+        }
+
+        /// Replaces document `i` (and every reference to it) with `new`.
+        fn replace_document(&mut self, i: usize, new: AnySigned) {
+            let old = digest_of(&self.documents[i]);
+            for r in &mut self.records {
+                for d in &mut r.documents {
+                    if d.digest == old {
+                        *d = reference(&new);
+                    }
+                }
+            }
+            self.documents[i] = new;
+        }
+    }
+
+    fn refusal(bundle: &Value) -> String {
+        match verify_bundle_value(bundle) {
+            Ok(v) => panic!("verifies: {:?}", v.account),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Removes the entry of record `seq` from a bundle.
+    fn drop_entry(bundle: &mut Value, seq: u64) {
+        bundle["entries"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["record"]["seq"] != json!(seq));
+    }
+
+    #[test]
+    fn an_honest_bundle_verifies_and_is_complete() {
+        let f = fixture();
+        let v = verify_bundle_value(&f.bundle(6)).unwrap();
+        assert_eq!(v.account.len(), 5, "{:?}", v.account);
+        assert!(v.complete);
+        assert_eq!(
+            v.completeness,
+            format!("complete: every record about {DATASET} up to head 6 (5 records)")
+        );
+    }
+
+    #[test]
+    fn a_dropped_delivery_is_named_as_a_gap() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        drop_entry(&mut b, 4);
+        let v = verify_bundle_value(&b).unwrap();
+        assert!(!v.complete);
+        assert_eq!(
+            v.completeness,
+            format!(
+                "INCOMPLETE: record seq 4 about {DATASET} is not in this bundle (named by record seq 5)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_dropped_latest_record_is_named_as_a_gap() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        drop_entry(&mut b, 5);
+        let v = verify_bundle_value(&b).unwrap();
+        assert!(!v.complete);
+        assert!(
+            v.completeness.contains(
+                "record seq 5 about sh-medical-settlement is not in this bundle (the latest"
+            ),
+            "{}",
+            v.completeness
+        );
+    }
+
+    #[test]
+    fn a_bundle_without_its_dataset_head_does_not_claim_completeness() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        b.as_object_mut().unwrap().remove("dataset_head");
+        drop_entry(&mut b, 4);
+        let v = verify_bundle_value(&b).unwrap();
+        assert!(!v.complete);
+        assert!(
+            v.completeness.starts_with("completeness: cannot be shown"),
+            "{}",
+            v.completeness
+        );
+    }
+
+    #[test]
+    fn a_dataset_head_of_another_head_or_signer_is_refused() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        let mut doc = b["dataset_head"]["document"].clone();
+        doc["size"] = json!(5);
+        b["dataset_head"] =
+            serde_json::to_value(f.owner.sign("dataset-head", doc.clone())).unwrap();
+        assert!(refusal(&b).contains("dataset-head"));
+        doc["size"] = json!(6);
+        b["dataset_head"] = serde_json::to_value(f.requester.sign("dataset-head", doc)).unwrap();
+        assert!(refusal(&b).contains("dataset-head"));
+    }
+
+    #[test]
+    fn links_that_skip_a_record_the_bundle_holds_are_refused() {
+        let mut f = fixture();
+        // The delivery's successor names the grant as its predecessor, skipping the delivery.
+        f.records[5].prev_about_dataset = Some(2);
+        let e = refusal(&f.bundle(6));
+        assert!(e.contains("record seq 4") && e.contains("skip"), "{e}");
+    }
+
+    #[test]
+    fn records_of_an_old_log_say_completeness_cannot_be_shown_before_the_links() {
+        let mut f = fixture();
+        // Records 0..=2 were written before the log linked records about a dataset.
+        for r in f.records.iter_mut().take(3) {
+            r.prev_about_dataset = None;
+        }
+        let v = verify_bundle_value(&f.bundle(6)).unwrap();
+        assert!(!v.complete);
+        assert!(
+            v.completeness.starts_with(&format!(
+                "complete from seq 2: every record about {DATASET} from seq 2 up to head 6"
+            )) && v.completeness.contains("cannot be shown"),
+            "{}",
+            v.completeness
+        );
+        // Wholly old: nothing linked, nothing shown beyond the latest record itself.
+        for r in &mut f.records {
+            r.prev_about_dataset = None;
+        }
+        let v = verify_bundle_value(&f.bundle(6)).unwrap();
+        assert!(
+            v.completeness.starts_with("complete from seq 5"),
+            "{}",
+            v.completeness
+        );
+    }
+
+    #[test]
+    fn a_request_attributed_to_the_requester_but_signed_by_the_owner_is_refused() {
+        let mut f = fixture();
+        let forged = f
+            .owner
+            .sign("access-request", f.documents[1].document.clone());
+        f.replace_document(1, forged);
+        let e = refusal(&f.bundle(6));
+        assert!(
+            e.contains("access-request") && e.contains("requester"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_receipt_contradicting_its_record_is_refused() {
+        let mut f = fixture();
+        let mut doc = f.documents[3].document.clone();
+        doc["data_digest"] = json!("11".repeat(32));
+        let contradicting = f.requester.sign("receipt", doc);
+        f.replace_document(3, contradicting);
+        let e = refusal(&f.bundle(6));
+        assert!(e.contains("receipt") && e.contains("data_digest"), "{e}");
+    }
+
+    #[test]
+    fn a_grant_for_another_dataset_is_refused() {
+        let mut f = fixture();
+        let mut doc = f.documents[2].document.clone();
+        doc["dataset"] = json!("js-other");
+        let other = f.owner.sign("grant", doc);
+        f.replace_document(2, other);
+        let e = refusal(&f.bundle(6));
+        assert!(e.contains("grant") && e.contains("dataset"), "{e}");
+    }
+
+    #[test]
+    fn duplicated_entries_are_refused() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        let first = b["entries"][1].clone();
+        b["entries"].as_array_mut().unwrap().insert(2, first);
+        let e = refusal(&b);
+        assert!(e.contains("order"), "{e}");
+    }
+
+    #[test]
+    fn reordered_entries_are_refused() {
+        let f = fixture();
+        let mut b = f.bundle(6);
+        b["entries"].as_array_mut().unwrap().swap(0, 1);
+        let e = refusal(&b);
+        assert!(e.contains("order"), "{e}");
+    }
+
+    #[test]
+    fn an_integer_beyond_two_to_the_53_is_refused() {
+        let mut f = fixture();
+        // In a record: its canonical form would be a rounded double.
+        f.records[4].version = Some((1 << 53) + 1);
+        let e = refusal(&f.bundle(6));
+        assert!(e.contains("2^53"), "{e}");
+        // In a signed document.
+        let mut f = fixture();
+        let mut doc = f.documents[3].document.clone();
+        doc["version"] = json!(9_007_199_254_740_993_u64);
+        let big = f.requester.sign_unchecked("receipt", doc);
+        f.replace_document(3, big);
+        let e = refusal(&f.bundle(6));
+        assert!(e.contains("2^53"), "{e}");
+        // Nor is one signed or accepted from a peer.
+        let head = TreeHead {
+            log: f.owner.id(),
+            size: 1 << 60,
+            root: "00".repeat(32),
+            time: "2026-11-26T21:09:34Z".into(),
+        };
+        assert!(Signed::sign(head.clone(), f.owner.key.signing_key()).is_err());
+        let forged = f
+            .owner
+            .sign_unchecked("tree-head", serde_json::to_value(&head).unwrap());
+        let e = forged.verify().unwrap_err().to_string();
+        assert!(e.contains("2^53"), "{e}");
+        let typed = Signed::<TreeHead>::from_json(&serde_json::to_string(&forged).unwrap());
+        assert!(typed.is_ok_and(|t| t.verify().is_err()));
+    }
+
+    #[test]
+    fn records_beyond_every_cosigned_size_are_marked_not_yet_witnessed() {
+        let f = fixture();
+        let v = verify_bundle_value(&f.bundle(5)).unwrap();
+        let last = v.account.last().unwrap();
+        assert!(last.ends_with("[not yet witnessed]"), "{last}");
+        let delivery = &v.account[3];
+        assert!(
+            delivery.ends_with("[witnessed by Jiangsu (320000)]"),
+            "{delivery}"
+        );
     }
 }

@@ -118,6 +118,11 @@ pub fn signing_message(doc_type: &str, document: &Value) -> Result<Vec<u8>, Sign
             doc_type: doc_type.to_owned(),
         });
     }
+    // An integer a double cannot hold exactly has no one canonical form: refused, so no two
+    // documents share a signature and no peer document carries such a value.
+    if let Some(at) = canonical::unsafe_integer(document, "document") {
+        return Err(CanonicalError::UnsafeInteger(at).into());
+    }
     let canonical = canonical::canonicalize(document)?;
     let mut message = Vec::with_capacity(DOMAIN_PREFIX.len() + doc_type.len() + canonical.len());
     message.extend_from_slice(DOMAIN_PREFIX.as_bytes());

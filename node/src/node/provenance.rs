@@ -16,8 +16,8 @@ use crate::model::merkle;
 use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
-    Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DocRef,
-    EvidenceBundle, ProvenanceRecord, Query, RecordKind, SessionEnd, TreeHead,
+    Alarm, AlarmResolution, BUNDLE_FORMAT, BundleEntry, BundleWitness, Cosignature, DatasetHead,
+    DocRef, EvidenceBundle, ProvenanceRecord, Query, RecordKind, SessionEnd, TreeHead,
 };
 use crate::model::refusal::RefusalCode;
 use crate::model::signed::{AnySigned, Document, Signed};
@@ -126,6 +126,8 @@ impl Node {
             chunk_count: None,
             bytes_sent: None,
             ended: None,
+
+            prev_about_dataset: None,
             documents: Vec::new(),
         }
     }
@@ -310,6 +312,26 @@ impl Node {
             .head()
             .ok_or_else(|| NodeError::NotFound("no tree head yet".into()))?;
         let size = head.document.size;
+        // A bundle of a dataset carries our signed statement of its latest record about it at
+        // this head: the anchor of the chain of `prev_about_dataset` links that proves the
+        // bundle holds every record about it (docs/evidence.md, "Completeness").
+        let dataset_head = match &q.dataset {
+            Some(d) => match log.latest_about_dataset(d, size)? {
+                Some(latest) => Some(Signed::sign(
+                    DatasetHead {
+                        log: head.document.log.clone(),
+                        dataset: d.clone(),
+                        size,
+                        root: head.document.root.clone(),
+                        latest,
+                        time: now_rfc3339(),
+                    },
+                    self.inner.key.signing_key(),
+                )?),
+                None => None,
+            },
+            None => None,
+        };
         let records: Vec<ProvenanceRecord> = match (&q.dataset, q.from_seq) {
             (Some(d), _) => {
                 // One more than the cap, so that a dataset with too many records is refused
@@ -437,6 +459,7 @@ impl Node {
             documents,
             parties,
             witnesses,
+            dataset_head,
         })
     }
 

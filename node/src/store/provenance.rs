@@ -160,6 +160,33 @@ fn index_keys(r: &ProvenanceRecord) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The seq of the latest record about `dataset` below `size`, from the dataset index. A key
+/// of another dataset that merely starts with the same bytes is longer, so the length check
+/// keeps only exact matches.
+fn latest_in_index(
+    index: &sled::Tree,
+    dataset: &str,
+    size: u64,
+) -> Result<Option<u64>, ProvenanceError> {
+    let mut prefix = vec![b'd'];
+    prefix.extend_from_slice(dataset.as_bytes());
+    prefix.push(0);
+    for item in index.scan_prefix(&prefix).rev() {
+        let (k, _) = item?;
+        if k.len() != prefix.len() + 8 {
+            continue;
+        }
+        let seq = k
+            .get(prefix.len()..)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_be_bytes);
+        if let Some(seq) = seq.filter(|s| *s < size) {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
 fn get_node(nodes: &sled::Tree, level: u8, index: u64) -> Result<Option<Hash>, sled::Error> {
     Ok(nodes
         .get(merkle::node_key(level, index))?
@@ -323,6 +350,15 @@ impl ProvenanceLog {
                 .map(Some)
                 .map_err(|e| corrupt(format!("record {seq}"), e)),
         }
+    }
+
+    /// The seq of the latest record about `dataset` among the first `size`.
+    pub fn latest_about_dataset(
+        &self,
+        dataset: &str,
+        size: u64,
+    ) -> Result<Option<u64>, ProvenanceError> {
+        latest_in_index(&self.index, dataset, size.min(self.size()))
     }
 
     /// A kept document by digest.
@@ -741,12 +777,27 @@ impl Writer {
         let mut index = sled::Batch::default();
         let mut docs = sled::Batch::default();
         let mut leaves = Vec::with_capacity(batch.len());
+        // The latest seq about each dataset this batch touched (earlier ones are in the index).
+        let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         for (i, a) in batch.iter().enumerate() {
             let mut r = a.entry.record.clone();
             r.seq = first + i as u64;
             r.time = time.clone();
             r.actor = self.actor.clone();
             r.actor_region = self.region;
+            // Each record about a dataset names the previous one about it (itself when it is
+            // the first), inside its leaf: a bundle of the dataset can then prove it is whole.
+            r.prev_about_dataset = match &r.dataset {
+                Some(d) => {
+                    let prev = match latest.get(d) {
+                        Some(p) => Some(*p),
+                        None => latest_in_index(&log.index, d, first)?,
+                    };
+                    latest.insert(d.clone(), r.seq);
+                    Some(prev.unwrap_or(r.seq))
+                }
+                None => None,
+            };
             for d in &a.entry.documents {
                 let digest = d.digest().map_err(|e| corrupt("document", e))?;
                 let json = serde_json::to_vec(d).map_err(|e| corrupt("document", e))?;
@@ -793,5 +844,92 @@ impl Writer {
         }
         *log.head.write() = Some(head);
         Ok(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::identity::NodeKey;
+    use crate::model::provenance::RecordKind;
+
+    fn open(db: &sled::Db) -> ProvenanceLog {
+        let key = NodeKey::from_seed([9; 32]);
+        ProvenanceLog::open(
+            db,
+            key.signing_key().clone(),
+            key.peer_id().to_string(),
+            Region::from_code(310000).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn about(dataset: Option<&str>) -> NewRecord {
+        NewRecord {
+            record: ProvenanceRecord {
+                seq: 0,
+                kind: RecordKind::Refused,
+                time: String::new(),
+                actor: String::new(),
+                actor_region: Region::from_code(310000).unwrap(),
+                counterparty: None,
+                counterparty_region: None,
+                dataset: dataset.map(str::to_string),
+                version: None,
+                grant: None,
+                fields: None,
+                purpose: None,
+                legal_basis: None,
+                data_digest: None,
+                cause: None,
+                chunks_sent: None,
+                chunk_count: None,
+                bytes_sent: None,
+                ended: None,
+                // Whatever an appender sets, the writer decides.
+                prev_about_dataset: Some(77),
+                documents: Vec::new(),
+            },
+            documents: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_links_each_record_to_the_previous_about_its_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = open(&db);
+        // One batch (appended together) and separate batches link alike.
+        let (s0, s1, s2) = tokio::join!(
+            log.append(about(Some("a"))),
+            log.append(about(Some("a\u{0}b"))),
+            log.append(about(None)),
+        );
+        let s3 = log.append(about(Some("a"))).await.unwrap();
+        let (s0, s1, s2) = (s0.unwrap(), s1.unwrap(), s2.unwrap());
+        let prev = |seq| log.record(seq).unwrap().unwrap().prev_about_dataset;
+        assert_eq!(prev(s0), Some(s0), "the first about a dataset names itself");
+        assert_eq!(
+            prev(s1),
+            Some(s1),
+            "a dataset whose name starts like another's"
+        );
+        assert_eq!(prev(s2), None, "no dataset, no link");
+        assert_eq!(prev(s3), Some(s0));
+        log.close();
+        drop(log);
+        // After a restart the link reaches back into what is on disk.
+        let log = open(&db);
+        let s4 = log.append(about(Some("a"))).await.unwrap();
+        assert_eq!(
+            log.record(s4).unwrap().unwrap().prev_about_dataset,
+            Some(s3)
+        );
+        assert_eq!(log.latest_about_dataset("a", log.size()).unwrap(), Some(s4));
+        assert_eq!(log.latest_about_dataset("a", s4).unwrap(), Some(s3));
+        assert_eq!(log.latest_about_dataset("b", log.size()).unwrap(), None);
+        log.close();
     }
 }
