@@ -23,7 +23,9 @@ use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::TransferStatus;
 use yrd_node::store::RecordTree;
 use yrd_tests::api::fetch_body;
-use yrd_tests::fixtures::{COND, FIELDS, OPEN, STANDARD, grant, offer, provider, request_body};
+use yrd_tests::fixtures::{
+    COND, FIELDS, OPEN, STANDARD, UNMARKED, grant, offer, provider, request_body,
+};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// `n` meshed nodes, node 0 the provider of the fixtures' offers.
@@ -470,8 +472,9 @@ async fn orphan_partials_and_unnamed_blobs_are_collected_at_start() -> Result<()
 async fn a_version_too_large_to_serve_is_refused_at_publish() -> Result<()> {
     let mut net = TestNet::meshed(1).await?;
     let api = net.api(0)?;
-    yrd_tests::fixtures::publish_sample_standard(&api, STANDARD).await?;
-    api.add_offer(&offer(OPEN, STANDARD, ShareType::Unconditional, None))
+    // A standard without personal fields: an opaque file of one with them is refused anyway.
+    yrd_tests::fixtures::publish_unmarked_standard(&api).await?;
+    api.add_offer(&offer(OPEN, UNMARKED, ShareType::Unconditional, None))
         .await?;
     // A sparse file of 300 GiB: its chunk table (about 20 MiB) exceeds the 16 MiB control frame.
     let dir = tempfile::tempdir()?;
