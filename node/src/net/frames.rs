@@ -48,7 +48,7 @@ async fn timed<T>(
 }
 
 /// Reads one frame into `buf` (replacing its contents), refusing one larger than `limit`. The
-/// buffer grows with the bytes received, never ahead of them by more than [`READ_STEP`].
+/// buffer grows with the bytes received, never ahead of them by more than 64 KiB.
 pub async fn read_frame_into<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
