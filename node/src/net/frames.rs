@@ -78,9 +78,10 @@ pub async fn read_frame_into<S: AsyncRead + Unpin>(
     let mut filled = 0;
     while filled < size {
         let end = filled + (size - filled).min(READ_STEP);
-        // Double as usual, but never past the frame's own size.
-        let grown = end.max(buf.capacity().saturating_mul(2).min(size));
-        buf.reserve_exact(grown - filled);
+        if buf.capacity() < end {
+            // Double what has arrived (amortised growth), never past the frame's own size.
+            buf.reserve_exact(end.max(filled.saturating_mul(2).min(size)) - filled);
+        }
         buf.resize(end, 0);
         let n = timed(stall, stream.read(&mut buf[filled..end])).await?;
         filled += n;
@@ -174,14 +175,37 @@ mod tests {
         let limit = 16 << 20;
         let mut wire = (limit as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(b"ten bytes!");
-        let mut stream = futures::io::Cursor::new(wire);
-        let mut buf = Vec::new();
-        let read = read_frame_into(&mut stream, &mut buf, limit, stall).await;
-        assert!(matches!(read, Err(FrameError::Io(_))));
-        assert!(
-            buf.capacity() <= 2 * READ_STEP,
-            "{} bytes held for 10 received",
-            buf.capacity()
-        );
+        // At once, and a byte per read (as a trickling peer sends them).
+        for step in [wire.len(), 1] {
+            let mut stream = Trickle { data: &wire, step };
+            let mut buf = Vec::new();
+            let read = read_frame_into(&mut stream, &mut buf, limit, stall).await;
+            assert!(matches!(read, Err(FrameError::Io(_))));
+            assert!(
+                buf.capacity() <= 2 * READ_STEP,
+                "{} bytes held for 10 received in reads of {step}",
+                buf.capacity()
+            );
+        }
+    }
+
+    /// Hands out `data` at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            let (head, rest) = self.data.split_at(n);
+            buf[..n].copy_from_slice(head);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(n))
+        }
     }
 }
