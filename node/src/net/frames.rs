@@ -33,6 +33,10 @@ pub enum FrameError {
     Closed,
 }
 
+/// Most bytes a frame's buffer grows by before they have arrived: a frame is read in steps of
+/// this size, so memory follows the bytes received rather than the size announced.
+const READ_STEP: usize = 64 * 1024;
+
 async fn timed<T>(
     stall: Duration,
     f: impl std::future::Future<Output = std::io::Result<T>>,
@@ -43,7 +47,8 @@ async fn timed<T>(
     }
 }
 
-/// Reads one frame into `buf` (replacing its contents), refusing one larger than `limit`.
+/// Reads one frame into `buf` (replacing its contents), refusing one larger than `limit`. The
+/// buffer grows with the bytes received, never ahead of them by more than 64 KiB.
 pub async fn read_frame_into<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
@@ -68,14 +73,22 @@ pub async fn read_frame_into<S: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { size, limit });
     }
     buf.clear();
-    buf.resize(size, 0);
+    // Grow by what arrives, a step at a time: a peer announcing the limit and then stalling
+    // holds at most one step of our memory, not the limit.
     let mut filled = 0;
     while filled < size {
-        let n = timed(stall, stream.read(&mut buf[filled..])).await?;
+        let end = filled + (size - filled).min(READ_STEP);
+        if buf.capacity() < end {
+            // Double what has arrived (amortised growth), never past the frame's own size.
+            buf.reserve_exact(end.max(filled.saturating_mul(2).min(size)) - filled);
+        }
+        buf.resize(end, 0);
+        let n = timed(stall, stream.read(&mut buf[filled..end])).await?;
+        filled += n;
+        buf.truncate(filled);
         if n == 0 {
             return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        filled += n;
     }
     Ok(())
 }
@@ -152,5 +165,47 @@ mod tests {
             Err(FrameError::Io(_))
         ));
         Ok(())
+    }
+
+    /// A peer that announces a frame at the limit and then sends little (or stalls) must not
+    /// make us hold the limit in memory: what is allocated follows what arrives.
+    #[tokio::test]
+    async fn announced_size_is_not_allocated_before_it_arrives() {
+        let stall = Duration::from_secs(1);
+        let limit = 16 << 20;
+        let mut wire = (limit as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(b"ten bytes!");
+        // At once, and a byte per read (as a trickling peer sends them).
+        for step in [wire.len(), 1] {
+            let mut stream = Trickle { data: &wire, step };
+            let mut buf = Vec::new();
+            let read = read_frame_into(&mut stream, &mut buf, limit, stall).await;
+            assert!(matches!(read, Err(FrameError::Io(_))));
+            assert!(
+                buf.capacity() <= 2 * READ_STEP,
+                "{} bytes held for 10 received in reads of {step}",
+                buf.capacity()
+            );
+        }
+    }
+
+    /// Hands out `data` at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            let (head, rest) = self.data.split_at(n);
+            buf[..n].copy_from_slice(head);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(n))
+        }
     }
 }

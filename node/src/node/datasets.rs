@@ -169,8 +169,9 @@ pub(crate) fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
     Value::String(cell.to_string())
 }
 
-/// Validates CSV (a header row naming the standard's fields, then one record per row).
-pub(crate) fn check_csv(
+/// Validates CSV (a header row naming the standard's fields, then one record per row). Public
+/// so that the fuzz target (`fuzz/`) checks exactly the path `publish` takes.
+pub fn check_csv(
     reader: impl std::io::Read,
     standard: &CompiledStandard,
 ) -> Result<Checked, Vec<RecordProblem>> {
