@@ -191,6 +191,34 @@ pub struct ProvenanceRecord {
 }
 
 impl ProvenanceRecord {
+    /// A record of `kind` by `actor` in `actor_region` with every optional field empty; the log's
+    /// writer sets `seq`, `time` and the dataset link when it appends it.
+    pub fn new(kind: RecordKind, actor: String, actor_region: Region) -> ProvenanceRecord {
+        ProvenanceRecord {
+            seq: 0,
+            kind,
+            time: String::new(),
+            actor,
+            actor_region,
+            counterparty: None,
+            counterparty_region: None,
+            dataset: None,
+            version: None,
+            grant: None,
+            fields: None,
+            purpose: None,
+            legal_basis: None,
+            data_digest: None,
+            cause: None,
+            chunks_sent: None,
+            chunk_count: None,
+            bytes_sent: None,
+            ended: None,
+            prev_about_dataset: None,
+            documents: Vec::new(),
+        }
+    }
+
     /// The leaf data: RFC 8785 canonical JSON.
     pub fn leaf_data(&self) -> Result<Vec<u8>, canonical::CanonicalError> {
         canonical::canonical_bytes(self)
@@ -1108,27 +1136,11 @@ mod tests {
 
     fn record(owner: &Party, kind: RecordKind, counterparty: Option<&Party>) -> ProvenanceRecord {
         ProvenanceRecord {
-            seq: 0,
-            kind,
             time: "2026-11-26T21:09:07Z".into(),
-            actor: owner.id(),
-            actor_region: Region::from_code(owner.region).unwrap(),
             counterparty: counterparty.map(Party::id),
             counterparty_region: counterparty.map(|p| Region::from_code(p.region).unwrap()),
             dataset: Some(DATASET.into()),
-            version: None,
-            grant: None,
-            fields: None,
-            purpose: None,
-            legal_basis: None,
-            data_digest: None,
-            cause: None,
-            chunks_sent: None,
-            chunk_count: None,
-            bytes_sent: None,
-            ended: None,
-            prev_about_dataset: None,
-            documents: Vec::new(),
+            ..ProvenanceRecord::new(kind, owner.id(), Region::from_code(owner.region).unwrap())
         }
     }
 

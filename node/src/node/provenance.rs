@@ -106,30 +106,7 @@ impl Node {
 
     /// A record of `kind` with the fields the log does not fill in.
     pub(crate) fn new_record(&self, kind: RecordKind) -> ProvenanceRecord {
-        ProvenanceRecord {
-            seq: 0,
-            kind,
-            time: String::new(),
-            actor: self.peer_id().to_string(),
-            actor_region: self.region(),
-            counterparty: None,
-            counterparty_region: None,
-            dataset: None,
-            version: None,
-            grant: None,
-            fields: None,
-            purpose: None,
-            legal_basis: None,
-            data_digest: None,
-            cause: None,
-            chunks_sent: None,
-            chunk_count: None,
-            bytes_sent: None,
-            ended: None,
-
-            prev_about_dataset: None,
-            documents: Vec::new(),
-        }
+        ProvenanceRecord::new(kind, self.peer_id().to_string(), self.region())
     }
 
     /// Appends a record (waiting until it is durable) with the documents it names. A failure

@@ -869,28 +869,14 @@ mod tests {
     fn about(dataset: Option<&str>) -> NewRecord {
         NewRecord {
             record: ProvenanceRecord {
-                seq: 0,
-                kind: RecordKind::Refused,
-                time: String::new(),
-                actor: String::new(),
-                actor_region: Region::from_code(310000).unwrap(),
-                counterparty: None,
-                counterparty_region: None,
                 dataset: dataset.map(str::to_string),
-                version: None,
-                grant: None,
-                fields: None,
-                purpose: None,
-                legal_basis: None,
-                data_digest: None,
-                cause: None,
-                chunks_sent: None,
-                chunk_count: None,
-                bytes_sent: None,
-                ended: None,
                 // Whatever an appender sets, the writer decides.
                 prev_about_dataset: Some(77),
-                documents: Vec::new(),
+                ..ProvenanceRecord::new(
+                    RecordKind::Refused,
+                    String::new(),
+                    Region::from_code(310000).unwrap(),
+                )
             },
             documents: Vec::new(),
         }
