@@ -141,22 +141,18 @@ pub(super) async fn fetch(
     }
     let secs = view.transfer_ms.max(1) as f64 / 1000.0;
     println!(
-        "fetched {} v{} from {}: {} in {:.2} s ({}/s){}{}; digest {}",
+        "fetched {} v{} from {}: {} in {:.2} s ({}/s){}; digest {}",
         view.dataset,
         view.version.unwrap_or(0),
         short_id(&view.peer),
         human_bytes(view.bytes_total),
         secs,
         human_bytes((view.bytes_total as f64 / secs) as u64),
-        if view.derived {
-            ", masked under grant "
-        } else {
-            ""
-        },
-        if view.derived {
-            view.grant.as_deref().unwrap_or("")
-        } else {
-            ""
+        match (view.derived, view.grant.as_deref()) {
+            (true, Some(grant)) => format!(", masked under grant {grant}"),
+            // An unconditional offer's copy: its personal fields leave masked by default.
+            (true, None) => ", personal fields masked".to_string(),
+            (false, _) => String::new(),
         },
         view.digest.as_deref().unwrap_or("")
     );
