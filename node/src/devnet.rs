@@ -119,18 +119,28 @@ fn organisation(info: &RegionInfo) -> String {
     }
 }
 
+/// Where devnet ports are picked: below Linux's ephemeral range (32768–60999), so that neither
+/// another process binding port 0 nor an outgoing connection's local port takes a devnet's port
+/// between the moment it is picked and the moment its node binds it (a devnet keeps its ports
+/// across runs, so they cannot be chosen by binding port 0 at start).
+const DEVNET_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 fn free_port_pair() -> Result<u16, DevnetError> {
+    use rand::Rng;
     // A port free for both TCP and UDP, so TCP and QUIC share one number.
-    for _ in 0..64 {
-        let tcp = TcpListener::bind(("127.0.0.1", 0)).map_err(DevnetError::Ports)?;
-        let port = tcp.local_addr().map_err(DevnetError::Ports)?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let mut rng = rand::thread_rng();
+    for _ in 0..256 {
+        let port = rng.gen_range(DEVNET_PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return Ok(port);
         }
     }
-    Err(DevnetError::Ports(std::io::Error::other(
-        "no port free for both TCP and UDP",
-    )))
+    Err(DevnetError::Ports(std::io::Error::other(format!(
+        "no port in {}..{} free for both TCP and UDP",
+        DEVNET_PORTS.start, DEVNET_PORTS.end
+    ))))
 }
 
 fn ports_free(config: &NodeConfig) -> bool {
