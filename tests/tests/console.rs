@@ -739,6 +739,14 @@ async fn flow(net: &TestNet, b: &Browser) -> Result<()> {
     .await?;
     b.wait_for("tr[data-testid=delivery] [data-testid=receipt]", &["#"])
         .await?;
+    // What left: the whole file, closed by the receiver, counted in chunks.
+    b.wait_for(
+        "tr[data-testid=delivery] [data-testid=sent] [data-testid=sent-whole]",
+        &["完整发送"],
+    )
+    .await?;
+    b.wait_for("tr[data-testid=delivery] [data-testid=sent]", &["1/1 块"])
+        .await?;
     b.shot("deliveries").await?;
     // The evidence bundle of the dataset, downloaded as a file.
     b.click_on("[data-testid=deliveries-export]").await?;

@@ -1279,6 +1279,21 @@ async function exportBundle(body) {
 // ---------------------------------------------------------------------------------------------
 // Deliveries
 
+// What left in one session: chunks of the file and bytes, and how the session ended. A session
+// that ended otherwise than by the fetcher's close, or before every chunk left, is shown as such:
+// the record says what actually left, not what was offered.
+function sentCell(d) {
+  if (d.chunks_sent === undefined || d.chunks_sent === null) return h('span', {class: 'muted small'}, t('deliveries.uncounted'));
+  const whole = d.chunk_count !== null && d.chunk_count !== undefined && d.chunks_sent === d.chunk_count;
+  const counts = h('div', {class: 'small'}, t('deliveries.chunks', {sent: d.chunks_sent, count: d.chunk_count ?? '?'}), ' · ', bytes(d.bytes_sent));
+  const ended = d.ended || 'closed';
+  const state = whole && ended === 'closed'
+    ? badge('ok', t('deliveries.whole'), 'sent-whole')
+    : badge('warn', t('deliveries.ended', {how: t('ended.' + ended)}), 'sent-partial');
+  return h('span', {testid: 'sent', dataset: {ended, chunks: d.chunks_sent}, title: d.cause || ''}, state, counts,
+    d.cause ? h('div', {class: 'muted small'}, d.cause) : null);
+}
+
 async function deliveriesPage(section, {params}) {
   const dataset = params.get('dataset') || '';
   const [cat, list] = await Promise.all([get('/api/v1/catalogue'),
@@ -1317,6 +1332,7 @@ async function deliveriesPage(section, {params}) {
     {label: t('col.purpose'), cell: (d) => [d.purpose || '', d.legal_basis ? h('div', {class: 'muted small'}, d.legal_basis) : null]},
     {label: t('col.grant'), cell: (d) => (d.grant ? mono(short(d.grant, 8), d.grant) : t('deliveries.noGrant'))},
     {label: t('col.digest'), cell: (d) => (d.data_digest ? mono(short(d.data_digest), d.data_digest) : '')},
+    {label: t('col.sent'), cell: sentCell},
     {label: t('col.receipt'), cell: (d) => (d.receipt_at
       ? h('span', {testid: 'receipt'}, badge('ok', t('deliveries.receipt', {seq: d.receipt_seq})), ' ', time(d.receipt_at))
       : badge('warn', t('deliveries.noReceipt'), 'no-receipt'))},
