@@ -72,6 +72,27 @@ pub struct NodeConfig {
     /// Catalogue and standard sync, witnessing: rounds, per-peer budgets and timeouts, quotas.
     #[serde(default)]
     pub sync: SyncSection,
+    /// The database: how much memory it may keep.
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`: the node's sled database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Most memory sled's page cache may hold, in MiB. sled's own default is 1 GiB, which a
+    /// node reaches slowly (every record and grant it reads stays cached) and looks like a leak;
+    /// the log, grants and catalogues a node reads often fit well within the default 64.
+    pub cache_mib: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            cache_mib: crate::store::DEFAULT_CACHE_MIB,
+        }
+    }
 }
 
 /// `[sync]`: how this node keeps catalogues and standards in step with the members and shows
@@ -549,6 +570,7 @@ impl NodeConfig {
                 1,
                 1_000_000,
             ),
+            ("store.cache_mib", self.store.cache_mib, 8, 65_536),
         ];
         for (field, value, min, max) in secs {
             if !(min..=max).contains(&value) {

@@ -135,6 +135,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
         },
         exchange: Default::default(),
         sync: Default::default(),
+        store: Default::default(),
         log: LogSection::default(),
     };
     config.check(&config_path)?;

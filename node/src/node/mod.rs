@@ -315,7 +315,8 @@ impl Node {
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
         // Opening may wait for sled's lock (a node on this dir still stopping): off the runtime.
         let dir = data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let cache_mib = config.store.cache_mib;
+        let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_mib))
             .await
             .map_err(NodeError::task("opening the database"))??;
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;

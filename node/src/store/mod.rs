@@ -98,6 +98,10 @@ impl RecordWrite {
 
 /// How long [`Store::open`] waits for a database lock held by another handle.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// sled's page cache, in MiB, unless `[store] cache_mib` says otherwise (sled's own default is
+/// 1 GiB: a node's resident memory would creep towards it and never plateau).
+pub const DEFAULT_CACHE_MIB: u64 = 64;
 const LOCK_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const LOCK_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -187,13 +191,20 @@ impl Store {
     /// another handle holds the database's lock (a previous one still being released, or
     /// another yrd), it retries for up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Self::open_waiting(data_dir, LOCK_WAIT, || {})
+        Self::open_with_cache(data_dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// [`open`](Self::open) with sled's page cache bounded to `cache_mib` MiB (`[store]
+    /// cache_mib`).
+    pub fn open_with_cache(data_dir: &Path, cache_mib: u64) -> Result<Store, StoreError> {
+        Self::open_waiting(data_dir, cache_mib, LOCK_WAIT, || {})
     }
 
     /// [`open`](Self::open) waiting at most `wait` for the lock; `on_locked` runs each time the
     /// lock is found held.
     fn open_waiting(
         data_dir: &Path,
+        cache_mib: u64,
         wait: Duration,
         mut on_locked: impl FnMut(),
     ) -> Result<Store, StoreError> {
@@ -204,6 +215,7 @@ impl Store {
             match sled::Config::new()
                 .path(&path)
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(cache_mib.saturating_mul(1 << 20))
                 .open()
             {
                 Ok(db) => break db,
@@ -702,7 +714,7 @@ mod tests {
         held_rx.recv()?;
         // Told to release only once the open has found the lock held: the wait is exercised.
         let mut locked = 0;
-        let store = Store::open_waiting(dir.path(), LOCK_WAIT, || {
+        let store = Store::open_waiting(dir.path(), DEFAULT_CACHE_MIB, LOCK_WAIT, || {
             locked += 1;
             let _ = release_tx.send(());
         })?;
@@ -717,9 +729,14 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let _held = Store::open(dir.path())?;
         let mut locked = 0;
-        let err = Store::open_waiting(dir.path(), Duration::from_millis(100), || locked += 1)
-            .err()
-            .ok_or("opened a database whose lock is held")?;
+        let err = Store::open_waiting(
+            dir.path(),
+            DEFAULT_CACHE_MIB,
+            Duration::from_millis(100),
+            || locked += 1,
+        )
+        .err()
+        .ok_or("opened a database whose lock is held")?;
         let db = dir.path().join(DB_DIR);
         assert!(
             matches!(&err, StoreError::Locked { path, waited }
@@ -738,7 +755,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join(DB_DIR), b"not a directory")?;
         let mut locked = 0;
-        let err = Store::open_waiting(dir.path(), LOCK_WAIT, || locked += 1)
+        let err = Store::open_waiting(dir.path(), DEFAULT_CACHE_MIB, LOCK_WAIT, || locked += 1)
             .err()
             .ok_or("opened a database that is a file")?;
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
