@@ -44,12 +44,17 @@ PATHS = [
 ]
 
 
-def rss_kib(pid):
+def rss_kib(pid, key="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def sample(pid, t):
+    """(seconds, RSS, of which anonymous memory, of which file pages), in KiB."""
+    return (t, rss_kib(pid), rss_kib(pid, "RssAnon"), rss_kib(pid, "RssFile"))
 
 
 def start_devnet(yrd, root):
@@ -191,16 +196,16 @@ def main():
     publisher = threading.Thread(target=publish_loop, args=(yrd, root, a.secs, a.interval, stop, result))
     samples = []
     t0 = time.time()
-    samples.append((0.0, rss_kib(proc.pid)))
+    samples.append(sample(proc.pid, 0.0))
     for t in clients.threads:
         t.start()
     publisher.start()
     try:
         while publisher.is_alive():
             publisher.join(timeout=5)
-            samples.append((round(time.time() - t0, 1), rss_kib(proc.pid)))
-            mib = samples[-1][1] / 1024
-            print(f"{samples[-1][0]:7.1f} s  RSS {mib:6.1f} MiB  calls {clients.calls}  "
+            samples.append(sample(proc.pid, round(time.time() - t0, 1)))
+            mib, anon = samples[-1][1] / 1024, samples[-1][2] / 1024
+            print(f"{samples[-1][0]:7.1f} s  RSS {mib:6.1f} MiB (anon {anon:6.1f})  calls {clients.calls}  "
                   f"errors {len(clients.errors)}  published {result['published']}", flush=True)
     finally:
         stop.set()
@@ -223,9 +228,8 @@ def main():
     # Slope over the second half of the run (warm-up excluded): MiB per minute.
     half = [s for s in samples if s[0] >= a.secs / 2]
     slope = None
-    if len(half) >= 2:
-        (ta, ra), (tb, rb) = half[0], half[-1]
-        slope = (rb - ra) / 1024 / ((tb - ta) / 60) if tb > ta else None
+    if len(half) >= 2 and half[-1][0] > half[0][0]:
+        slope = (half[-1][1] - half[0][1]) / 1024 / ((half[-1][0] - half[0][0]) / 60)
     report = {
         "secs": a.secs,
         "interval": a.interval,
@@ -239,9 +243,9 @@ def main():
         "publish_errors": result["publish_errors"][:5],
         "last_version": last,
         "delivered": delivered,
-        "rss_mib": [(t, round(k / 1024, 1)) for t, k in samples],
+        "rss_mib": [(s[0], round(s[1] / 1024, 1), round(s[2] / 1024, 1), round(s[3] / 1024, 1)) for s in samples],
         "rss_start_mib": round(samples[0][1] / 1024, 1),
-        "rss_max_mib": round(max(k for _, k in samples) / 1024, 1),
+        "rss_max_mib": round(max(s[1] for s in samples) / 1024, 1),
         "rss_end_mib": round(samples[-1][1] / 1024, 1),
         "slope_second_half_mib_per_min": None if slope is None else round(slope, 2),
         "dir": root,
