@@ -23,7 +23,7 @@ use yrd_tests::fixtures::{
     COND, OPEN, Provider, STANDARD, file_digest, grant, provider, publish_sample_version,
     request_body,
 };
-use yrd_tests::hostile::{HostileFetch, HostilePeer, Ready, Served};
+use yrd_tests::hostile::{HostileFetch, HostileMember, Ready, Served, silent};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 const PURPOSE: &str = "跨省通办企业核验";
@@ -48,7 +48,7 @@ struct Setup {
     net: TestNet,
     _dir: TempDir,
     published: Provider,
-    hostile: HostilePeer,
+    hostile: HostileMember,
     /// A grant to the hostile member of the conditional offer (when asked for).
     grant: Option<String>,
 }
@@ -73,7 +73,8 @@ impl Setup {
             grant_id = Some(g.document.id);
         }
         net.nodes[1].stop().await?;
-        let hostile = HostilePeer::start(net.nodes[1].key.clone(), &net.nodes[0]).await?;
+        let hostile =
+            HostileMember::start(net.nodes[1].key.clone(), &net.nodes[0], silent()).await?;
         Ok(Setup {
             net,
             _dir: dir,
