@@ -142,6 +142,58 @@ async fn a_sequence_claimed_for_another_member_and_never_served_does_not_block_i
     net.stop_all().await
 }
 
+/// A member lists a thousand catalogues it never serves — its own at a huge sequence, another
+/// member's beyond what it issued, and catalogues of peers that are no members — and answers
+/// no pull: an honest member's updates still arrive at once, directly and through
+/// anti-entropy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_entries_a_member_lists_and_never_serves_do_not_hold_up_sync() -> Result<()> {
+    let h_key = NodeKey::generate();
+    let mut net = network(2, &h_key, |_, c| c.sync.anti_entropy_secs = 1).await?;
+    let (a, b) = (&net.nodes[0], &net.nodes[1]);
+    net.wait_full_mesh().await?;
+    wait_sequence(a, b.peer_id(), 1, WAIT).await?;
+    // Members' catalogues first (claims the node pulls), then a thousand of non-members.
+    let mut listed: Vec<Head> = [(h_key.peer_id(), 1 << 50), (b.peer_id(), 1 << 40)]
+        .into_iter()
+        .map(|(publisher, sequence)| Head {
+            publisher: publisher.to_string(),
+            sequence,
+        })
+        .collect();
+    listed.extend((0..1000).map(|i| Head {
+        publisher: NodeKey::generate().peer_id().to_string(),
+        sequence: 1 + i,
+    }));
+    let hostile = HostileMember::start(
+        h_key,
+        a,
+        Arc::new(move |r| match r {
+            Request::Heads => Some(Response::Heads {
+                catalogues: listed.clone(),
+                schemas: Vec::new(),
+            }),
+            _ => None,
+        }),
+    )
+    .await?;
+    hostile.wait_seen("get-catalogue", 1).await?;
+    for name in ["need-registration", "need-licences"] {
+        let next = new_snapshot(b, name).await?;
+        // Well within one request timeout (30 s): no listed entry is waited for.
+        wait_sequence(a, b.peer_id(), next, Duration::from_secs(12)).await?;
+    }
+    // The listed entries of non-members are not pulled at all; the node asks for a bounded
+    // number of the rest.
+    assert!(
+        hostile.seen("get-catalogue") <= 20,
+        "{} pulls",
+        hostile.seen("get-catalogue")
+    );
+    hostile.shutdown().await;
+    net.stop_all().await
+}
+
 // ------------------------------------------------------------------------- hole 7: standards
 
 /// A member publishing more standards than the quota gets only the quota kept; another
