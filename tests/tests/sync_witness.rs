@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 use libp2p::PeerId;
 use yrd_node::config::NodeConfig;
 use yrd_node::identity::NodeKey;
-use yrd_node::model::message::{Head, Request, Response};
+use yrd_node::model::catalogue::SchemaDoc;
+use yrd_node::model::message::{Head, Request, Response, SchemaHead};
 use yrd_node::model::provenance::TreeHead;
 use yrd_node::model::signed::Signed;
 use yrd_node::net;
@@ -240,6 +241,88 @@ async fn a_member_cannot_make_a_node_keep_more_standards_than_its_quota() -> Res
         .filter(|d| d.document.publisher == b.peer_id().to_string())
         .count();
     assert_eq!(from_b, 3, "A keeps at most 3 standards of B");
+    net.stop_all().await
+}
+
+/// A member serving standard after standard (fifty, listed in its heads, each signed and
+/// served on request) gets only its quota kept; an honest member's standard is taken meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() -> Result<()> {
+    let h_key = NodeKey::generate();
+    let mut net = network(2, &h_key, |i, c| {
+        if i == 0 {
+            c.sync.max_standards_per_member = 3;
+            c.sync.anti_entropy_secs = 1;
+        }
+    })
+    .await?;
+    net.wait_full_mesh().await?;
+    let (a, c) = (&net.nodes[0], &net.nodes[1]);
+    let schema = sample_schema(STANDARD)?;
+    let digest = yrd_node::node::schemas::schema_digest(&schema)?;
+    let docs: Vec<Signed<SchemaDoc>> = (0..50)
+        .map(|i| {
+            let doc = SchemaDoc {
+                id: format!("flood-{i}"),
+                version: "1.0.0".into(),
+                title: "企业登记".into(),
+                schema: schema.clone(),
+                digest: digest.clone(),
+                publisher: h_key.peer_id().to_string(),
+                region: "340000".parse()?,
+                published_at: "2026-12-06T00:00:00Z".into(),
+            };
+            Ok(Signed::sign(doc, h_key.signing_key())?)
+        })
+        .collect::<Result<_>>()?;
+    let listed: Vec<SchemaHead> = docs
+        .iter()
+        .map(|d| SchemaHead {
+            id: d.document.id.clone(),
+            version: d.document.version.clone(),
+            digest: d.document.digest.clone(),
+        })
+        .collect();
+    let hostile = HostileMember::start(
+        h_key.clone(),
+        a,
+        Arc::new(move |r| match r {
+            Request::Heads => Some(Response::Heads {
+                catalogues: Vec::new(),
+                schemas: listed.clone(),
+            }),
+            Request::GetSchema { id, .. } => {
+                docs.iter()
+                    .find(|d| d.document.id == *id)
+                    .map(|d| Response::Schema {
+                        schema: Box::new(d.clone()),
+                    })
+            }
+            _ => None,
+        }),
+    )
+    .await?;
+    // A pulls what the member lists, round after round; C publishes meanwhile.
+    hostile.wait_seen("get-schema", 4).await?;
+    c.node()?
+        .publish_schema("honest-standard", "1.0.0", None, schema.clone())
+        .await?;
+    wait_until("A to hold C's standard", WAIT, || async {
+        Ok(a.node()?
+            .schema_doc("honest-standard", Some("1.0.0"))
+            .is_ok())
+    })
+    .await?;
+    // A has taken (and refused) well beyond the quota; it keeps the quota.
+    hostile.wait_seen("get-schema", 12).await?;
+    let from_hostile = a
+        .node()?
+        .schema_docs()?
+        .iter()
+        .filter(|d| d.document.publisher == h_key.peer_id().to_string())
+        .count();
+    assert_eq!(from_hostile, 3, "A keeps at most 3 standards of the member");
+    hostile.shutdown().await;
     net.stop_all().await
 }
 
