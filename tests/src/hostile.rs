@@ -370,6 +370,19 @@ fn hex(hash: &merkle::Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Node `i` of `net` turns hostile: its node stops and a [`HostileMember`] that answers only
+/// NodeInfo takes its key, connected to node `target`.
+pub async fn take_over(net: &mut TestNet, i: usize, target: usize) -> Result<HostileMember> {
+    let key = net.nodes.get(i).context("no such node")?.key.clone();
+    net.nodes[i].stop().await?;
+    HostileMember::start(
+        key,
+        net.nodes.get(target).context("no such node")?,
+        silent(),
+    )
+    .await
+}
+
 /// Makes `node` issue a new catalogue (a new demand named `name`); returns its sequence.
 pub async fn new_snapshot(node: &TestNode, name: &str) -> Result<u64> {
     let node = node.node()?;

@@ -28,7 +28,7 @@ use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     COND, FIELDS, OPEN, STANDARD, UNMARKED, grant, offer, provider, request_body,
 };
-use yrd_tests::hostile::{HostileMember, network_with, new_snapshot, silent};
+use yrd_tests::hostile::{HostileMember, network_with, new_snapshot, silent, take_over};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// `n` meshed nodes, node 0 the provider of the fixtures' offers.
@@ -56,13 +56,6 @@ fn under(id: &str) -> yrd_node::api::exchange::FetchBody {
         grant: Some(id.into()),
         ..fetch_body(&format!("310000/{COND}"))
     }
-}
-
-/// Node `i` turns hostile: its node stops and the harness's [`HostileMember`] takes its key,
-/// connected to node 0.
-async fn take_over(net: &mut TestNet, i: usize) -> Result<HostileMember> {
-    net.nodes[i].stop().await?;
-    HostileMember::start(net.nodes[i].key.clone(), &net.nodes[0], silent()).await
 }
 
 /// Node `i` fetches the provider's unconditional offer in full.
@@ -248,7 +241,7 @@ async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
         .into_iter()
         .next()
         .context("no receipt held")?;
-    let hostile = take_over(&mut net, 1).await?;
+    let hostile = take_over(&mut net, 1, 0).await?;
     let resend = async {
         for i in 0..5 {
             let again = Receipt {
@@ -304,7 +297,7 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
         .await?;
     // Jiangsu turns hostile and answers with a grant that reuses the id of the grant Shanghai
     // issued to it.
-    let hostile = take_over(&mut net, 1).await?;
+    let hostile = take_over(&mut net, 1, 0).await?;
     let now = std::time::SystemTime::now();
     let stamp = yrd_node::clock::format_system_time;
     let colliding = Grant {
@@ -373,7 +366,7 @@ async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
         .record(RecordTree::Derived, &format!("{gid}/{version}"))?
         .context("no derived delivery")?;
     let thief = net.nodes[2].peer_id().to_string();
-    let hostile = take_over(&mut net, 2).await?;
+    let hostile = take_over(&mut net, 2, 0).await?;
     let forged = Receipt {
         receiver: thief.clone(),
         provider: net.nodes[0].peer_id().to_string(),
