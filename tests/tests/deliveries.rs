@@ -3,7 +3,7 @@
 //! range, stalls, or keeps its session open while its grant is revoked or expires, or while the
 //! provider shuts down. Each delivery record says the chunks and bytes that actually left and how
 //! the session ended; a session that sent nothing claims no delivery; a grant is checked again
-//! before every chunk. Meanwhile an honest member is served in full.
+//! before every chunk. An honest member is served in full while each hostile session is open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -181,10 +181,11 @@ async fn a_fetcher_that_pulls_every_chunk_then_resets_leaves_a_record_of_every_b
     assert!(n >= 2, "the file should span chunks: {n}");
     let bytes = fetch.pull(0, n).await?;
     assert_eq!(bytes, ready.manifest.document.size);
+    // The honest member is served while the hostile session is open.
+    s.honest_member_is_served().await?;
     fetch.reset();
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, n, bytes, SessionEnd::Reset);
-    s.honest_member_is_served().await?;
     assert_eq!(s.deliveries_to_hostile(OPEN).await?.len(), 1);
     s.stop().await
 }
@@ -193,10 +194,10 @@ async fn a_fetcher_that_pulls_every_chunk_then_resets_leaves_a_record_of_every_b
 async fn a_session_closed_after_the_manifest_claims_no_delivery() -> Result<()> {
     let s = Setup::new(false, None).await?;
     let (fetch, _ready) = s.open(OPEN).await?;
-    fetch.close().await?;
-    s.hostile_session_ended().await?;
     // The honest member's whole delivery is recorded meanwhile; the hostile session is not.
     s.honest_member_is_served().await?;
+    fetch.close().await?;
+    s.hostile_session_ended().await?;
     let to_hostile = s.deliveries_to_hostile(OPEN).await?;
     assert!(to_hostile.is_empty(), "{to_hostile:?}");
     s.stop().await
@@ -208,6 +209,7 @@ async fn a_bad_range_is_refused_and_what_was_sent_before_it_is_recorded() -> Res
     let (mut fetch, ready) = s.open(OPEN).await?;
     let n = ready.chunk_count();
     let first = fetch.pull(0, 1).await?;
+    s.honest_member_is_served().await?;
     fetch.want(&[[n, n + 1]]).await?;
     match fetch.next().await? {
         Served::Refused(code, message) => {
@@ -218,7 +220,6 @@ async fn a_bad_range_is_refused_and_what_was_sent_before_it_is_recorded() -> Res
     }
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, 1, first, SessionEnd::BadRequest);
-    s.honest_member_is_served().await?;
     // The evidence says part of the file left, how much, and why the session ended.
     let bundle = serde_json::to_value(s.net.api(0)?.export(OPEN).await?)?;
     let account = verify_bundle_value(&bundle)?.account;
@@ -242,10 +243,10 @@ async fn a_chunk_asked_again_counts_once() -> Result<()> {
     let (mut fetch, ready) = s.open(OPEN).await?;
     let first = fetch.pull(0, 1).await?;
     assert_eq!(fetch.pull(0, 1).await?, first);
+    s.honest_member_is_served().await?;
     fetch.want(&[]).await?;
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, 1, first, SessionEnd::Closed);
-    s.honest_member_is_served().await?;
     s.stop().await
 }
 
@@ -260,6 +261,7 @@ async fn grant_ends_mid_session(
     assert!(ready.chunk_count() >= 2, "{:?}", ready.table.size);
     assert!(ready.manifest.document.derived_from.is_some());
     let first = fetch.pull(0, 1).await?;
+    s.honest_member_is_served().await?;
     let grant = s.grant.clone().expect("a grant");
     invalidate(&s, &grant).await?;
     fetch.want(&[[1, 2]]).await?;
@@ -276,7 +278,6 @@ async fn grant_ends_mid_session(
     assert_sent(&r, &ready, 1, first, SessionEnd::GrantInvalid);
     assert_eq!(r.grant.as_deref(), Some(grant.as_str()));
     assert!(r.cause.as_deref().is_some_and(|c| c.contains(why)), "{r:?}");
-    s.honest_member_is_served().await?;
     s.stop().await
 }
 
