@@ -40,16 +40,16 @@ use crate::{TestNet, TestNode, WAIT, wait_until};
 
 /// How long the hostile side waits on one frame before it calls the node stuck.
 const FRAME_WAIT: Duration = Duration::from_secs(20);
-/// How long a request of the node's that it leaves unanswered stays open: its network stack
-/// drops the stream then (libp2p's request timeout applies to inbound requests too), and the
-/// node's request fails. Shorter than the node's stall timeout (30 s), so that a node step that
-/// waits on it (a revocation told to the grantee) does not outlast a session the test holds.
-const HOLD: Duration = Duration::from_secs(10);
+/// How long a request of the node's that it leaves unanswered stays open, unless the test says
+/// otherwise ([`HostileMember::start_holding`]): its network stack drops the stream then
+/// (libp2p's request timeout applies to inbound requests too). Longer than any timeout of the
+/// node's, so it is the node that gives up.
+const HOLD: Duration = Duration::from_secs(120);
 /// Most bytes of an answer to a raw request it reads.
 const MAX_RAW_ANSWER: u64 = 1 << 20;
 
 /// What the hostile member answers to a request of the node's (other than NodeInfo, which it
-/// always answers truly): `None` leaves it unanswered (the node's request fails after 10 s).
+/// always answers truly): `None` leaves it unanswered until the node gives up.
 pub type Behaviour = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
 
 /// Answers nothing but NodeInfo.
@@ -84,7 +84,19 @@ impl HostileMember {
         target: &TestNode,
         behaviour: Behaviour,
     ) -> Result<HostileMember> {
-        let hostile = HostileMember::connect(key, target, behaviour).await?;
+        HostileMember::start_holding(key, target, behaviour, HOLD).await
+    }
+
+    /// [`HostileMember::start`], holding a request it leaves unanswered only for `hold`: then
+    /// its stack drops it and the node's request fails. For a test whose node step waits on an
+    /// answer (a revocation pushed to the grantee) while a session of the test's stays open.
+    pub async fn start_holding(
+        key: NodeKey,
+        target: &TestNode,
+        behaviour: Behaviour,
+        hold: Duration,
+    ) -> Result<HostileMember> {
+        let hostile = HostileMember::open(key, target, behaviour, hold).await?;
         let id = hostile.peer_id().to_string();
         wait_until("the node to know the hostile member", WAIT, || async {
             Ok(target
@@ -103,8 +115,18 @@ impl HostileMember {
         target: &TestNode,
         behaviour: Behaviour,
     ) -> Result<HostileMember> {
+        HostileMember::open(key, target, behaviour, HOLD).await
+    }
+
+    async fn open(
+        key: NodeKey,
+        target: &TestNode,
+        behaviour: Behaviour,
+        hold: Duration,
+    ) -> Result<HostileMember> {
         let target_addr = target.tcp_address().await?;
-        let (net, events, event_loop) = net::new(config(key.clone(), target_addr.clone())?)?;
+        let config = config(key.clone(), target_addr.clone(), hold)?;
+        let (net, events, event_loop) = net::new(config)?;
         tokio::spawn(event_loop.run());
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         tokio::spawn(answer(
@@ -238,7 +260,7 @@ impl HostileMember {
     }
 }
 
-fn config(key: NodeKey, target: Multiaddr) -> Result<NetConfig> {
+fn config(key: NodeKey, target: Multiaddr, hold: Duration) -> Result<NetConfig> {
     let target_id = net::peer_of(&target).context("the target's address names no peer")?;
     Ok(NetConfig {
         key,
@@ -251,7 +273,7 @@ fn config(key: NodeKey, target: Multiaddr) -> Result<NetConfig> {
         redial_max: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(300),
         ping_interval: Duration::from_secs(15),
-        request_timeout: HOLD,
+        request_timeout: hold,
         agent: "yrd-hostile/test".into(),
         tcp_security: TcpSecurity::Noise,
         quic_window_bytes: 1 << 20,
@@ -405,17 +427,28 @@ pub async fn new_snapshot(node: &TestNode, name: &str) -> Result<u64> {
 }
 
 /// `n` honest nodes that also trust `hostile` (whose node never runs: a [`HostileMember`]
-/// holds its key), each bootstrapping to the last one, which starts first. `tweak(i, config)`
-/// edits node i's config before it starts.
+/// holds its key). See [`network`].
 pub async fn network_with(
     n: usize,
     hostile: &NodeKey,
     tweak: impl Fn(usize, &mut NodeConfig),
 ) -> Result<TestNet> {
+    network(n, &[hostile.peer_id()], tweak).await
+}
+
+/// `n` honest nodes trusting each other and `extra`, each bootstrapping to the last one, which
+/// starts first; `tweak(i, config)` edits node i's config before it starts (say, anti-entropy
+/// every 2 s, so that a gossip announcement lost while the mesh forms is made up for at once
+/// rather than after the default 30 s).
+pub async fn network(
+    n: usize,
+    extra: &[PeerId],
+    tweak: impl Fn(usize, &mut NodeConfig),
+) -> Result<TestNet> {
     let root = tempfile::tempdir()?;
     let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
     let mut ids: Vec<PeerId> = keys.iter().map(NodeKey::peer_id).collect();
-    ids.push(hostile.peer_id());
+    ids.extend_from_slice(extra);
     let mut nodes: Vec<TestNode> = Vec::new();
     let mut hub: Option<Multiaddr> = None;
     for i in (0..n).rev() {
@@ -430,6 +463,14 @@ pub async fn network_with(
     }
     nodes.reverse();
     Ok(TestNet { root, nodes })
+}
+
+/// [`network`] of `n` nodes and no other member, anti-entropy every 2 s, waited on until it is
+/// a full mesh.
+pub async fn quick_mesh(n: usize) -> Result<TestNet> {
+    let net = network(n, &[], |_, c| c.sync.anti_entropy_secs = 2).await?;
+    net.wait_full_mesh().await?;
+    Ok(net)
 }
 
 // ---------------------------------------------------------------------- a fetch session

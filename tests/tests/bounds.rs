@@ -28,12 +28,14 @@ use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     COND, FIELDS, OPEN, STANDARD, UNMARKED, grant, offer, provider, request_body,
 };
-use yrd_tests::hostile::{HostileMember, network_with, new_snapshot, silent, take_over};
+use yrd_tests::hostile::{
+    HostileMember, network_with, new_snapshot, quick_mesh, silent, take_over,
+};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// `n` meshed nodes, node 0 the provider of the fixtures' offers.
 async fn exchange(n: usize) -> Result<(TestNet, TempDir)> {
-    let net = TestNet::meshed(n).await?;
+    let net = quick_mesh(n).await?;
     let dir = tempfile::tempdir()?;
     provider(&net, dir.path(), 50).await?;
     Ok((net, dir))
@@ -85,7 +87,7 @@ async fn records_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
-    let mut net = TestNet::meshed(2).await?;
+    let mut net = quick_mesh(2).await?;
     let api = net.api(0)?;
     let before = api.health().await?.refused_connections;
     // Fresh keys are free: each outsider is a new peer id, on the harness's stack.

@@ -23,7 +23,7 @@ use yrd_tests::fixtures::{
     COND, OPEN, Provider, STANDARD, file_digest, grant, provider, publish_sample_version,
     request_body,
 };
-use yrd_tests::hostile::{HostileFetch, HostileMember, Ready, Served, silent};
+use yrd_tests::hostile::{HostileFetch, HostileMember, Ready, Served, network, silent};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 const PURPOSE: &str = "跨省通办企业核验";
@@ -57,11 +57,14 @@ impl Setup {
     /// With a grant of the conditional offer (version 2, several chunks) when `granted`; the
     /// provider's stall timeout set to `stall_secs` when given.
     async fn new(granted: bool, stall_secs: Option<u64>) -> Result<Setup> {
-        let mut net = TestNet::line(3).await?;
-        if let Some(secs) = stall_secs {
-            net.nodes[0].edit_config(|c| c.exchange.stall_timeout_secs = secs)?;
-            net.nodes[0].restart().await?;
-        }
+        // Anti-entropy every 2 s: a gossip announcement lost while the mesh forms costs 2 s.
+        let mut net = network(3, &[], |i, c| {
+            c.sync.anti_entropy_secs = 2;
+            if let (0, Some(secs)) = (i, stall_secs) {
+                c.exchange.stall_timeout_secs = secs;
+            }
+        })
+        .await?;
         net.wait_full_mesh().await?;
         let dir = tempfile::tempdir()?;
         let published = provider(&net, dir.path(), 6000).await?;
@@ -73,8 +76,12 @@ impl Setup {
             grant_id = Some(g.document.id);
         }
         net.nodes[1].stop().await?;
+        // It never acks a revocation; held 5 s, not until the provider's 30 s request timeout,
+        // which would outlast the stall timeout of the session a test holds open meanwhile.
+        let hold = Duration::from_secs(5);
         let hostile =
-            HostileMember::start(net.nodes[1].key.clone(), &net.nodes[0], silent()).await?;
+            HostileMember::start_holding(net.nodes[1].key.clone(), &net.nodes[0], silent(), hold)
+                .await?;
         Ok(Setup {
             net,
             _dir: dir,

@@ -25,7 +25,7 @@ use yrd_tests::fixtures::{
     FIELDS, STANDARD, UNMARKED, file_digest, grant, offer, publish_sample_standard,
     publish_unmarked_standard, request_body, write_sample_records,
 };
-use yrd_tests::hostile::{Served, take_over};
+use yrd_tests::hostile::{Served, quick_mesh, take_over};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// The provider's unconditional offer under the sample standard (personal fields marked).
@@ -49,7 +49,7 @@ async fn offered() -> Result<(TestNet, TempDir)> {
 
 /// [`offered`] with `n` meshed nodes.
 async fn offered_to(n: usize) -> Result<(TestNet, TempDir)> {
-    let net = TestNet::meshed(n).await?;
+    let net = quick_mesh(n).await?;
     let dir = tempfile::tempdir()?;
     let sh = net.api(0)?;
     publish_sample_standard(&sh, STANDARD).await?;
