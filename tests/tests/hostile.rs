@@ -66,6 +66,7 @@ impl Attacked {
             done.digest == Some(file_digest(&published.open)?),
             "{done:?}"
         );
+        eprintln!("honest fetch done in {} attempt(s)", done.attempts);
         Ok(())
     }
 
