@@ -2,11 +2,14 @@
 //! `FetchOpen`, `FetchReply` and `ChunkWant` the way `net::frames::read_json` does, and the
 //! ranges of a `ChunkWant` checked against a chunk count. Properties: no panic; a parsed
 //! message written again parses to the same message; the indexes a want yields are strictly
-//! ascending, below the chunk count, and a want rebuilt from them yields them again.
+//! ascending, below the chunk count, and a want rebuilt from them yields them again; a want the
+//! provider accepts, written compactly, fits its frame limit `MAX_WANT_FRAME`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yrd_node::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_WANT_RANGES};
+use yrd_node::model::transfer::{
+    ChunkWant, FetchOpen, FetchReply, MAX_WANT_FRAME, MAX_WANT_RANGES,
+};
 
 /// Largest chunk count tried: the indexes of a want are materialised, and a chunk count is the
 /// provider's own (from its chunk table), never the peer's.
@@ -46,6 +49,8 @@ fn check_want(want: &ChunkWant, count: u32) {
     match want.indexes(count) {
         Ok(indexes) => {
             assert!(want.ranges.len() <= MAX_WANT_RANGES);
+            // Any want a fetcher may send fits the provider's limit for it.
+            assert!(serde_json::to_vec(want).unwrap().len() <= MAX_WANT_FRAME);
             assert!(
                 indexes.windows(2).all(|w| w[0] < w[1]),
                 "indexes not ascending"

@@ -2,7 +2,9 @@
 //! non-members leave counters, not records; peer strings are capped and each member has a budget
 //! of refusal records; a received grant cannot replace one we issued; a receipt must come from
 //! the grantee of the grant it names; a grant interrupted before its request's state leaves no
-//! second grant possible; partial downloads nobody will resume are collected at start.
+//! second grant possible; partial downloads nobody will resume are collected at start. Where a
+//! peer attacks, it is the harness's [`HostileMember`] (a node's key taken over, or a fresh
+//! one), and an honest member is served while it does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
 
@@ -16,9 +18,9 @@ use yrd_node::model::catalogue::ShareType;
 use yrd_node::model::exchange::{Grant, Manifest, Receipt};
 use yrd_node::model::message::{Request, RequestStatus, Response};
 use yrd_node::model::provenance::RecordKind;
+use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
-use yrd_node::model::transfer::{FETCH_PROTOCOL, FetchOpen, FetchReply};
-use yrd_node::net::{self, Members, NetConfig, NetHandle, TcpSecurity};
+use yrd_node::model::transfer::{FetchOpen, FetchReply};
 use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::TransferStatus;
 use yrd_node::store::RecordTree;
@@ -26,11 +28,14 @@ use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     COND, FIELDS, OPEN, STANDARD, UNMARKED, grant, offer, provider, request_body,
 };
+use yrd_tests::hostile::{
+    HostileMember, network_with, new_snapshot, quick_mesh, silent, take_over,
+};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// `n` meshed nodes, node 0 the provider of the fixtures' offers.
 async fn exchange(n: usize) -> Result<(TestNet, TempDir)> {
-    let net = TestNet::meshed(n).await?;
+    let net = quick_mesh(n).await?;
     let dir = tempfile::tempdir()?;
     provider(&net, dir.path(), 50).await?;
     Ok((net, dir))
@@ -55,10 +60,10 @@ fn under(id: &str) -> yrd_node::api::exchange::FetchBody {
     }
 }
 
-/// Node `from` sends `request` to node `to` as it is, the way a hostile member would.
-async fn send(net: &TestNet, from: usize, to: usize, request: Request) -> Result<Response> {
-    let to = net.nodes[to].peer_id();
-    Ok(net.nodes[from].node()?.net().request(to, request).await?)
+/// Node `i` fetches the provider's unconditional offer in full.
+async fn honest_fetch(net: &TestNet, i: usize) -> Result<()> {
+    net.api(i)?.fetch_done(&format!("310000/{OPEN}")).await?;
+    Ok(())
 }
 
 /// Records of `kind` in node `i`'s log whose counterparty is `peer`.
@@ -77,52 +82,35 @@ async fn records_with(
         .collect())
 }
 
-/// A non-member on the same libp2p stack, with a fresh key, trusting `member`.
-async fn outsider(member: libp2p::PeerId) -> Result<(NetHandle, tokio::task::JoinHandle<()>)> {
-    let (handle, mut events, event_loop) = net::new(NetConfig {
-        key: NodeKey::generate(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        external_addresses: Vec::new(),
-        bootstrap: Vec::new(),
-        known_addresses: Vec::new(),
-        members: Members::new([member]),
-        mdns: false,
-        redial_max: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(10),
-        ping_interval: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(5),
-        agent: "outsider".into(),
-        tcp_security: TcpSecurity::Noise,
-        quic_window_bytes: 1 << 20,
-    })?;
-    let task = tokio::spawn(event_loop.run());
-    // Nobody reads its events but this drain: the event loop never blocks on them.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    Ok((handle, task))
-}
-
 // ------------------------------------------------------------------------------------------------
 // Hole 4: refusals from outside the federation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
-    let mut net = TestNet::meshed(2).await?;
-    let member = net.nodes[0].peer_id();
-    let address = net.nodes[0].tcp_address().await?;
+    let mut net = quick_mesh(2).await?;
     let api = net.api(0)?;
     let before = api.health().await?.refused_connections;
-    // Fresh keys are free: each outsider is a new peer id.
+    // Fresh keys are free: each outsider is a new peer id, on the harness's stack.
     const OUTSIDERS: u64 = 6;
     for i in 0..OUTSIDERS {
-        let (handle, task) = outsider(member).await?;
-        let _ = handle.dial(address.clone()).await;
+        let outsider = HostileMember::connect(NodeKey::generate(), &net.nodes[0], silent()).await?;
         wait_until(&format!("outsider {i} to be refused"), WAIT, || async {
             Ok(api.health().await?.refused_connections > before + i)
         })
         .await?;
-        handle.shutdown().await;
-        let _ = task.await;
+        outsider.shutdown().await;
     }
+    // The member is served meanwhile: its new catalogue arrives.
+    let sequence = new_snapshot(&net.nodes[1], "need-after-outsiders").await?;
+    let publisher = net.nodes[1].peer_id().to_string();
+    wait_until("the member's catalogue", WAIT, || async {
+        Ok(net.nodes[0]
+            .node()?
+            .network_catalogues()
+            .iter()
+            .any(|c| c.document.publisher == publisher && c.document.sequence >= sequence))
+    })
+    .await?;
     let health = api.health().await?;
     assert!(
         health.refused_connections >= before + OUTSIDERS,
@@ -143,44 +131,21 @@ async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
 // ------------------------------------------------------------------------------------------------
 // Hole 5: peer strings and refusal records
 
-/// Opens a fetch stream from node 1 to node 0, sends `open` and reads the reply.
-async fn raw_fetch(net: &TestNet, open: &FetchOpen) -> Result<FetchReply> {
-    use futures::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = net.nodes[1]
-        .node()?
-        .net()
-        .open_stream(
-            net.nodes[0].peer_id(),
-            FETCH_PROTOCOL,
-            Duration::from_secs(5),
-        )
-        .await?;
-    let bytes = serde_json::to_vec(open)?;
-    stream
-        .write_all(&(bytes.len() as u32).to_be_bytes())
-        .await?;
-    stream.write_all(&bytes).await?;
-    stream.flush().await?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await?;
-    Ok(serde_json::from_slice(reply.get(4..).context("no reply")?)?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_fetch_keeps_the_peers_dataset_string_capped() -> Result<()> {
-    let mut net = TestNet::meshed(2).await?;
+    let key = NodeKey::generate();
+    let mut net = network_with(2, &key, |_, _| {}).await?;
+    net.wait_full_mesh().await?;
+    let hostile = HostileMember::start(key, &net.nodes[0], silent()).await?;
     let huge = "x".repeat(60 * 1024);
-    let reply = raw_fetch(
-        &net,
-        &FetchOpen {
-            dataset: huge.clone(),
-            version: None,
-            grant: None,
-        },
-    )
-    .await?;
+    let open = FetchOpen {
+        dataset: huge,
+        version: None,
+        grant: None,
+    };
+    let reply = hostile.fetch_stream().await?.open(&open).await?;
     assert!(matches!(reply, FetchReply::Refused { .. }), "{reply:?}");
-    let fetcher = net.nodes[1].peer_id().to_string();
+    let fetcher = hostile.peer_id().to_string();
     let records = wait_until("the refusal to be recorded", WAIT, || async {
         let r = records_with(&net, 0, RecordKind::Refused, &fetcher).await?;
         Ok((!r.is_empty()).then_some(r))
@@ -199,23 +164,48 @@ async fn a_refused_fetch_keeps_the_peers_dataset_string_capped() -> Result<()> {
             "{r:?}"
         );
     }
+    // The honest member is served: its head is witnessed.
+    net.nodes[1]
+        .node()?
+        .send_head(net.nodes[0].peer_id())
+        .await?;
+    hostile.shutdown().await;
     net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_causes_at_most_its_budget_of_refusal_records() -> Result<()> {
-    let mut net = TestNet::meshed(2).await?;
+    let key = NodeKey::generate();
+    let mut net = network_with(2, &key, |_, _| {}).await?;
+    net.wait_full_mesh().await?;
+    let hostile = HostileMember::start(key, &net.nodes[0], silent()).await?;
     let sent = yrd_node::node::REFUSAL_RECORDS_PER_PEER_PER_HOUR + 10;
-    for _ in 0..sent {
-        // A decision carrying neither a grant nor a denial: refused, every time.
-        let decision = Request::Decision {
-            grant: None,
-            denial: None,
-        };
-        let answer = send(&net, 1, 0, decision).await?;
-        assert!(matches!(answer, Response::Error { .. }), "{answer:?}");
-    }
-    let who = net.nodes[1].peer_id().to_string();
+    let refusals = async {
+        for _ in 0..sent {
+            // A decision carrying neither a grant nor a denial: refused, every time.
+            let decision = Request::Decision {
+                grant: None,
+                denial: None,
+            };
+            let answer = hostile.request(decision).await?;
+            anyhow::ensure!(matches!(answer, Response::Error { .. }), "{answer:?}");
+        }
+        anyhow::Ok(())
+    };
+    // An honest member's heads are witnessed meanwhile.
+    let honest = async {
+        for _ in 0..3 {
+            net.nodes[1]
+                .node()?
+                .send_head(net.nodes[0].peer_id())
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let (refused, served) = tokio::join!(refusals, honest);
+    refused?;
+    served?;
+    let who = hostile.peer_id().to_string();
     let kept = records_with(&net, 0, RecordKind::Refused, &who).await?;
     assert_eq!(
         kept.len() as u64,
@@ -229,12 +219,13 @@ async fn a_member_causes_at_most_its_budget_of_refusal_records() -> Result<()> {
         metrics.contains("yrd_refusal_records_dropped_total 10"),
         "{metrics}"
     );
+    hostile.shutdown().await;
     net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
-    let (mut net, _dir) = exchange(2).await?;
+    let (mut net, _dir) = exchange(3).await?;
     let js = net.api(1)?;
     js.fetch_done(&format!("310000/{OPEN}")).await?;
     let who = net.nodes[1].peer_id().to_string();
@@ -252,20 +243,28 @@ async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
         .into_iter()
         .next()
         .context("no receipt held")?;
-    for i in 0..5 {
-        let again = Receipt {
-            received_at: format!("2026-12-0{}T00:00:00Z", i + 1),
-            ..first.document.clone()
-        };
-        let signed = Signed::sign(again, net.nodes[1].key.signing_key())?;
-        let receipt = Request::Receipt {
-            receipt: Box::new(signed),
-        };
-        let answer = send(&net, 1, 0, receipt).await?;
-        assert!(matches!(answer, Response::Ack), "{answer:?}");
-    }
+    let hostile = take_over(&mut net, 1, 0).await?;
+    let resend = async {
+        for i in 0..5 {
+            let again = Receipt {
+                received_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+                ..first.document.clone()
+            };
+            let signed = Signed::sign(again, hostile.key().signing_key())?;
+            let receipt = Request::Receipt {
+                receipt: Box::new(signed),
+            };
+            let answer = hostile.request(receipt).await?;
+            anyhow::ensure!(matches!(answer, Response::Ack), "{answer:?}");
+        }
+        anyhow::Ok(())
+    };
+    let (resent, served) = tokio::join!(resend, honest_fetch(&net, 2));
+    resent?;
+    served?;
     let kept = records_with(&net, 0, RecordKind::ReceiptReceived, &who).await?;
     assert_eq!(kept.len(), 1, "{kept:?}");
+    hostile.shutdown().await;
     net.stop_all().await
 }
 
@@ -274,7 +273,7 @@ async fn a_receipt_sent_again_adds_no_record() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
-    let (mut net, _dir) = exchange(2).await?;
+    let (mut net, _dir) = exchange(3).await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
     // Shanghai grants Jiangsu its conditional offer, then revokes the grant.
     let issued = cond_grant(&net).await?;
@@ -298,14 +297,16 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
             fields: vec!["uscc".into()],
         })
         .await?;
-    // Jiangsu answers with a grant that reuses the id of the grant Shanghai issued to it.
+    // Jiangsu turns hostile and answers with a grant that reuses the id of the grant Shanghai
+    // issued to it.
+    let hostile = take_over(&mut net, 1, 0).await?;
     let now = std::time::SystemTime::now();
     let stamp = yrd_node::clock::format_system_time;
     let colliding = Grant {
         id: id.clone(),
         request_id: asked.id.clone(),
         request_digest: asked.request.digest_hex()?,
-        provider: net.nodes[1].peer_id().to_string(),
+        provider: hostile.peer_id().to_string(),
         grantee: net.nodes[0].peer_id().to_string(),
         dataset: "js-cond".into(),
         purpose: "核验".into(),
@@ -317,19 +318,16 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
         issued_at: stamp(now),
         decided_by: "operator".into(),
     };
-    let signed = Signed::sign(colliding, net.nodes[1].key.signing_key())?;
-    let answer = send(
-        &net,
-        1,
-        0,
-        Request::Decision {
-            grant: Some(Box::new(signed)),
-            denial: None,
-        },
-    )
-    .await?;
+    let signed = Signed::sign(colliding, hostile.key().signing_key())?;
+    let decision = hostile.request(Request::Decision {
+        grant: Some(Box::new(signed)),
+        denial: None,
+    });
+    // Zhejiang is served meanwhile.
+    let (answer, served) = tokio::join!(decision, honest_fetch(&net, 2));
+    served?;
     // Accepted or refused, our issued grant and its revocation stay as they were.
-    let _ = answer;
+    let _ = answer?;
     let ours = sh.grants(Some(Direction::Out)).await?;
     let kept = ours
         .iter()
@@ -337,9 +335,19 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
         .context("the issued grant is gone")?;
     assert_eq!(kept.state, GrantState::Revoked, "{kept:?}");
     assert_eq!(kept.record.grant, issued);
-    // The revoked grant still refuses Jiangsu's fetch.
-    let refused = js.fetch_to_end(&under(&id)).await?;
-    assert_eq!(refused.status, TransferStatus::Failed, "{refused:?}");
+    // The revoked grant still refuses the hostile member's fetch under it.
+    let open = FetchOpen {
+        dataset: COND.into(),
+        version: None,
+        grant: Some(id.clone()),
+    };
+    let refused = hostile.fetch_stream().await?.open(&open).await?;
+    assert!(
+        matches!(&refused, FetchReply::Refused { code, message }
+            if *code == RefusalCode::GrantInvalid && message.contains("revoked")),
+        "{refused:?}"
+    );
+    hostile.shutdown().await;
     net.stop_all().await
 }
 
@@ -360,6 +368,7 @@ async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
         .record(RecordTree::Derived, &format!("{gid}/{version}"))?
         .context("no derived delivery")?;
     let thief = net.nodes[2].peer_id().to_string();
+    let hostile = take_over(&mut net, 2, 0).await?;
     let forged = Receipt {
         receiver: thief.clone(),
         provider: net.nodes[0].peer_id().to_string(),
@@ -370,16 +379,14 @@ async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
         grant_id: Some(gid),
         received_at: "2026-12-06T00:00:00Z".into(),
     };
-    let signed = Signed::sign(forged, net.nodes[2].key.signing_key())?;
-    let answer = send(
-        &net,
-        2,
-        0,
-        Request::Receipt {
-            receipt: Box::new(signed),
-        },
-    )
-    .await?;
+    let signed = Signed::sign(forged, hostile.key().signing_key())?;
+    let receipt = hostile.request(Request::Receipt {
+        receipt: Box::new(signed),
+    });
+    // Jiangsu is served meanwhile.
+    let (answer, served) = tokio::join!(receipt, honest_fetch(&net, 1));
+    served?;
+    let answer = answer?;
     assert!(
         matches!(&answer, Response::Error { message, .. } if message.contains("grant")),
         "{answer:?}"
@@ -389,6 +396,7 @@ async fn a_receipt_naming_another_grantees_grant_is_refused() -> Result<()> {
             .await?
             .is_empty()
     );
+    hostile.shutdown().await;
     net.stop_all().await
 }
 

@@ -3,7 +3,7 @@
 //! range, stalls, or keeps its session open while its grant is revoked or expires, or while the
 //! provider shuts down. Each delivery record says the chunks and bytes that actually left and how
 //! the session ended; a session that sent nothing claims no delivery; a grant is checked again
-//! before every chunk. Meanwhile an honest member is served in full.
+//! before every chunk. An honest member is served in full while each hostile session is open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -23,7 +23,7 @@ use yrd_tests::fixtures::{
     COND, OPEN, Provider, STANDARD, file_digest, grant, provider, publish_sample_version,
     request_body,
 };
-use yrd_tests::hostile::{HostileFetch, HostilePeer, Ready, Served};
+use yrd_tests::hostile::{HostileFetch, HostileMember, Ready, Served, network, silent};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 const PURPOSE: &str = "跨省通办企业核验";
@@ -48,7 +48,7 @@ struct Setup {
     net: TestNet,
     _dir: TempDir,
     published: Provider,
-    hostile: HostilePeer,
+    hostile: HostileMember,
     /// A grant to the hostile member of the conditional offer (when asked for).
     grant: Option<String>,
 }
@@ -57,11 +57,14 @@ impl Setup {
     /// With a grant of the conditional offer (version 2, several chunks) when `granted`; the
     /// provider's stall timeout set to `stall_secs` when given.
     async fn new(granted: bool, stall_secs: Option<u64>) -> Result<Setup> {
-        let mut net = TestNet::line(3).await?;
-        if let Some(secs) = stall_secs {
-            net.nodes[0].edit_config(|c| c.exchange.stall_timeout_secs = secs)?;
-            net.nodes[0].restart().await?;
-        }
+        // Anti-entropy every 2 s: a gossip announcement lost while the mesh forms costs 2 s.
+        let mut net = network(3, &[], |i, c| {
+            c.sync.anti_entropy_secs = 2;
+            if let (0, Some(secs)) = (i, stall_secs) {
+                c.exchange.stall_timeout_secs = secs;
+            }
+        })
+        .await?;
         net.wait_full_mesh().await?;
         let dir = tempfile::tempdir()?;
         let published = provider(&net, dir.path(), 6000).await?;
@@ -73,7 +76,12 @@ impl Setup {
             grant_id = Some(g.document.id);
         }
         net.nodes[1].stop().await?;
-        let hostile = HostilePeer::start(net.nodes[1].key.clone(), &net.nodes[0]).await?;
+        // It never acks a revocation; held 5 s, not until the provider's 30 s request timeout,
+        // which would outlast the stall timeout of the session a test holds open meanwhile.
+        let hold = Duration::from_secs(5);
+        let hostile =
+            HostileMember::start_holding(net.nodes[1].key.clone(), &net.nodes[0], silent(), hold)
+                .await?;
         Ok(Setup {
             net,
             _dir: dir,
@@ -180,10 +188,11 @@ async fn a_fetcher_that_pulls_every_chunk_then_resets_leaves_a_record_of_every_b
     assert!(n >= 2, "the file should span chunks: {n}");
     let bytes = fetch.pull(0, n).await?;
     assert_eq!(bytes, ready.manifest.document.size);
+    // The honest member is served while the hostile session is open.
+    s.honest_member_is_served().await?;
     fetch.reset();
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, n, bytes, SessionEnd::Reset);
-    s.honest_member_is_served().await?;
     assert_eq!(s.deliveries_to_hostile(OPEN).await?.len(), 1);
     s.stop().await
 }
@@ -192,10 +201,10 @@ async fn a_fetcher_that_pulls_every_chunk_then_resets_leaves_a_record_of_every_b
 async fn a_session_closed_after_the_manifest_claims_no_delivery() -> Result<()> {
     let s = Setup::new(false, None).await?;
     let (fetch, _ready) = s.open(OPEN).await?;
-    fetch.close().await?;
-    s.hostile_session_ended().await?;
     // The honest member's whole delivery is recorded meanwhile; the hostile session is not.
     s.honest_member_is_served().await?;
+    fetch.close().await?;
+    s.hostile_session_ended().await?;
     let to_hostile = s.deliveries_to_hostile(OPEN).await?;
     assert!(to_hostile.is_empty(), "{to_hostile:?}");
     s.stop().await
@@ -207,6 +216,7 @@ async fn a_bad_range_is_refused_and_what_was_sent_before_it_is_recorded() -> Res
     let (mut fetch, ready) = s.open(OPEN).await?;
     let n = ready.chunk_count();
     let first = fetch.pull(0, 1).await?;
+    s.honest_member_is_served().await?;
     fetch.want(&[[n, n + 1]]).await?;
     match fetch.next().await? {
         Served::Refused(code, message) => {
@@ -217,7 +227,6 @@ async fn a_bad_range_is_refused_and_what_was_sent_before_it_is_recorded() -> Res
     }
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, 1, first, SessionEnd::BadRequest);
-    s.honest_member_is_served().await?;
     // The evidence says part of the file left, how much, and why the session ended.
     let bundle = serde_json::to_value(s.net.api(0)?.export(OPEN).await?)?;
     let account = verify_bundle_value(&bundle)?.account;
@@ -241,10 +250,10 @@ async fn a_chunk_asked_again_counts_once() -> Result<()> {
     let (mut fetch, ready) = s.open(OPEN).await?;
     let first = fetch.pull(0, 1).await?;
     assert_eq!(fetch.pull(0, 1).await?, first);
+    s.honest_member_is_served().await?;
     fetch.want(&[]).await?;
     let r = s.delivery_to_hostile(OPEN).await?;
     assert_sent(&r, &ready, 1, first, SessionEnd::Closed);
-    s.honest_member_is_served().await?;
     s.stop().await
 }
 
@@ -259,6 +268,7 @@ async fn grant_ends_mid_session(
     assert!(ready.chunk_count() >= 2, "{:?}", ready.table.size);
     assert!(ready.manifest.document.derived_from.is_some());
     let first = fetch.pull(0, 1).await?;
+    s.honest_member_is_served().await?;
     let grant = s.grant.clone().expect("a grant");
     invalidate(&s, &grant).await?;
     fetch.want(&[[1, 2]]).await?;
@@ -275,7 +285,6 @@ async fn grant_ends_mid_session(
     assert_sent(&r, &ready, 1, first, SessionEnd::GrantInvalid);
     assert_eq!(r.grant.as_deref(), Some(grant.as_str()));
     assert!(r.cause.as_deref().is_some_and(|c| c.contains(why)), "{r:?}");
-    s.honest_member_is_served().await?;
     s.stop().await
 }
 

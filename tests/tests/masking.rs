@@ -4,6 +4,8 @@
 //! projected (`--format file`) is refused at publish when its standard has personal fields, and
 //! refused at fetch under a grant that limits or masks fields; the catalogue and its exports say
 //! which fields leave masked; and the evidence on both sides describes the projection applied.
+//! A hostile member on the harness ([`yrd_tests::hostile`]) asks for what the fetcher would not
+//! (the opaque version itself, every chunk of the unconditional offer) and gets no more.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -14,13 +16,16 @@ use yrd_node::api::exchange::{ApproveBody, FetchBody};
 use yrd_node::model::catalogue::ShareType;
 use yrd_node::model::exchange::{DataFormat, Grant};
 use yrd_node::model::provenance::RecordKind;
+use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
+use yrd_node::model::transfer::{FetchOpen, FetchReply};
 use yrd_node::node::transfer::{TransferStatus, TransferView};
 use yrd_tests::api::fetch_body;
 use yrd_tests::fixtures::{
     FIELDS, STANDARD, UNMARKED, file_digest, grant, offer, publish_sample_standard,
     publish_unmarked_standard, request_body, write_sample_records,
 };
+use yrd_tests::hostile::{Served, quick_mesh, take_over};
 use yrd_tests::{TestNet, WAIT, wait_until};
 
 /// The provider's unconditional offer under the sample standard (personal fields marked).
@@ -39,7 +44,12 @@ const PURPOSE: &str = "跨省通办企业核验";
 /// Two meshed nodes; Shanghai (node 0) holds the sample standard and [`UNMARKED`] and offers
 /// [`OPEN`], [`COND`] and [`PLAIN`], no version published yet.
 async fn offered() -> Result<(TestNet, TempDir)> {
-    let net = TestNet::meshed(2).await?;
+    offered_to(2).await
+}
+
+/// [`offered`] with `n` meshed nodes.
+async fn offered_to(n: usize) -> Result<(TestNet, TempDir)> {
+    let net = quick_mesh(n).await?;
     let dir = tempfile::tempdir()?;
     let sh = net.api(0)?;
     publish_sample_standard(&sh, STANDARD).await?;
@@ -147,7 +157,15 @@ async fn a_file_version_of_an_offer_with_personal_fields_is_refused_at_publish()
 async fn file_granted(
     approval: &ApproveBody,
 ) -> Result<(TestNet, TempDir, std::path::PathBuf, Signed<Grant>)> {
-    let (net, dir) = offered().await?;
+    file_granted_on(2, approval).await
+}
+
+/// [`file_granted`] with `n` meshed nodes.
+async fn file_granted_on(
+    n: usize,
+    approval: &ApproveBody,
+) -> Result<(TestNet, TempDir, std::path::PathBuf, Signed<Grant>)> {
+    let (net, dir) = offered_to(n).await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
     let raw = dir.path().join("raw.jsonl");
     write_sample_records(&raw, STANDARD, 20, 9)?;
@@ -201,6 +219,46 @@ async fn a_file_version_under_a_grant_of_every_field_unmasked_is_delivered_whole
     net.stop_all().await
 }
 
+/// The honest member (node 2) fetches the unconditional offer's latest version in full.
+async fn honest_fetch(net: &TestNet) -> Result<()> {
+    let done = net.api(2)?.fetch_done(&target(OPEN)).await?;
+    anyhow::ensure!(done.derived, "{done:?}");
+    Ok(())
+}
+
+/// The grantee turns hostile and asks for the opaque version by number under its limiting
+/// grant, on its own frames: refused, naming why, nothing recorded as delivered; an honest
+/// member is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_grantee_asking_for_the_file_version_itself_is_refused() -> Result<()> {
+    let limited = ApproveBody {
+        fields: Some(vec!["uscc".into(), "status".into()]),
+        masks: Vec::new(),
+        expires: Some("1d".into()),
+    };
+    let (mut net, dir, _raw, g) = file_granted_on(3, &limited).await?;
+    publish(&net, &dir, OPEN, 10).await?;
+    let hostile = take_over(&mut net, 1, 0).await?;
+    let open = FetchOpen {
+        dataset: PLAIN.into(),
+        version: Some(1),
+        grant: Some(g.document.id.clone()),
+    };
+    let attack = async { hostile.fetch_stream().await?.open(&open).await };
+    let (reply, served) = tokio::join!(attack, honest_fetch(&net));
+    served?;
+    match reply? {
+        FetchReply::Refused { code, message } => {
+            assert_eq!(code, RefusalCode::GrantInvalid, "{message}");
+            assert!(message.contains("opaque file"), "{message}");
+        }
+        FetchReply::Ready { manifest, .. } => panic!("served: {:?}", manifest.document),
+    }
+    assert!(net.api(0)?.deliveries(PLAIN).await?.is_empty());
+    hostile.shutdown().await;
+    net.stop_all().await
+}
+
 // ------------------------------------------------------------------------------------------------
 // Hole 2: personal fields masked by default
 
@@ -246,6 +304,46 @@ async fn an_unconditional_offer_delivers_personal_fields_masked_by_default() -> 
             "{account}"
         );
     }
+    net.stop_all().await
+}
+
+/// A member pulling the unconditional offer on its own frames (no fetcher's checks, every
+/// chunk) gets the masked copy: the manifest names the projection, and every personal field in
+/// the bytes is masked. An honest member is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_member_pulling_an_unconditional_offer_gets_only_masked_bytes() -> Result<()> {
+    let (mut net, dir) = offered_to(3).await?;
+    let originals = publish(&net, &dir, OPEN, 30).await?;
+    let hostile = take_over(&mut net, 1, 0).await?;
+    let open = FetchOpen {
+        dataset: OPEN.into(),
+        version: None,
+        grant: None,
+    };
+    let attack = async {
+        let (mut fetch, ready) = hostile.open_fetch(&open).await?;
+        let mut bytes = Vec::new();
+        fetch.want(&[[0, ready.chunk_count()]]).await?;
+        for i in 0..ready.chunk_count() {
+            match fetch.next().await? {
+                Served::Chunk(index, data) if index == i => bytes.extend(data),
+                other => anyhow::bail!("chunk {i} asked, got {other:?}"),
+            }
+        }
+        fetch.want(&[]).await?;
+        anyhow::Ok((ready, bytes))
+    };
+    let (pulled, served) = tokio::join!(attack, honest_fetch(&net));
+    served?;
+    let (ready, bytes) = pulled?;
+    assert!(ready.manifest.document.derived_from.is_some());
+    let got = records(&String::from_utf8(bytes)?)?;
+    assert_eq!(got.len(), originals.len());
+    for (d, o) in got.iter().zip(&originals) {
+        assert_kept(&d[ID], &o[ID], 6, 4);
+        assert_kept(&d[NAME], &o[NAME], 1, 0);
+    }
+    hostile.shutdown().await;
     net.stop_all().await
 }
 

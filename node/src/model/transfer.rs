@@ -16,8 +16,19 @@ use crate::model::signed::Signed;
 
 /// Protocol id of the fetch stream.
 pub const FETCH_PROTOCOL: &str = "/yrd/fetch/1";
-/// Largest control frame (a chunk table of a 100 GiB file in 1 MiB chunks is about 7 MiB).
+/// Largest control frame, and the limit of the one that needs it: the provider's
+/// [`FetchReply`], whose `ready` form carries the chunk table (a 100 GiB file in 1 MiB chunks
+/// takes about 7 MiB). Each control message has its own limit, no larger than it needs:
+/// [`MAX_OPEN_FRAME`], [`MAX_WANT_FRAME`], this one.
 pub const MAX_CONTROL_FRAME: usize = 16 << 20;
+/// Largest [`FetchOpen`] frame: a dataset identifier, a version and a grant id take well under
+/// a kilobyte; the rest is room for what a peer may send and we refuse by its content.
+pub const MAX_OPEN_FRAME: usize = 64 * 1024;
+/// Largest [`ChunkWant`] frame: [`MAX_WANT_RANGES`] ranges of the largest indexes, written
+/// compactly, take 98,316 bytes (`{"ranges":[` + 4096 × `[4294967295,4294967295]` + commas +
+/// `]}`); 128 KiB holds that with room. A want announced beyond it is refused after its 4 length
+/// bytes, before anything of it is read.
+pub const MAX_WANT_FRAME: usize = 128 * 1024;
 /// Bytes before a chunk's data in a chunk frame (its index).
 pub const CHUNK_HEADER: usize = 4;
 /// Most ranges one [`ChunkWant`] may name.
@@ -164,6 +175,26 @@ mod tests {
         let mut bad = REFUSAL_INDEX.to_be_bytes().to_vec();
         bad.extend(b"{");
         assert!(matches!(refusal_in(&bad), Some(Err(_))));
+    }
+
+    #[test]
+    fn the_largest_valid_want_fits_its_frame_and_a_larger_list_cannot()
+    -> Result<(), serde_json::Error> {
+        let largest = ChunkWant {
+            ranges: vec![[u32::MAX - 1, u32::MAX]; MAX_WANT_RANGES],
+        };
+        let bytes = serde_json::to_vec(&largest)?;
+        assert!(bytes.len() <= MAX_WANT_FRAME, "{} bytes", bytes.len());
+        // The JSON form of a want uses no more than the compact bound the limit names.
+        assert!(bytes.len() <= 98_316, "{} bytes", bytes.len());
+        let open = FetchOpen {
+            dataset: "x".repeat(64),
+            version: Some(u64::MAX),
+            grant: Some("0".repeat(32)),
+        };
+        assert!(serde_json::to_vec(&open)?.len() < MAX_OPEN_FRAME);
+        const { assert!(MAX_OPEN_FRAME < MAX_WANT_FRAME && MAX_WANT_FRAME < MAX_CONTROL_FRAME) };
+        Ok(())
     }
 
     #[test]

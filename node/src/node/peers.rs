@@ -1,7 +1,8 @@
 //! The members as this node knows them: each one's verified NodeInfo (its region and
 //! organisation as it signed them), the addresses we listen on, and the bounds on what refused
 //! peers may make us keep: log lines about non-members (a global rate, since fresh keys are
-//! free) and refusal records per member (a budget per hour, with a count of what was dropped).
+//! free) and the records a member causes — refusals, witness alarms — (a budget per hour, with a
+//! count of what was dropped).
 //! Owns its locks; nothing else holds these maps.
 //!
 //! Locks are `parking_lot`'s, which cannot be poisoned: a panic elsewhere never makes a later
@@ -24,8 +25,8 @@ use crate::model::signed::Signed;
 pub const REFUSAL_LOG_LINES: u32 = 10;
 /// The window of [`REFUSAL_LOG_LINES`].
 pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
-/// Refusal records one peer may cause per [`REFUSAL_BUDGET_WINDOW`]; beyond it they are counted,
-/// not kept.
+/// Records one peer may cause per [`REFUSAL_BUDGET_WINDOW`] — refusals, and witness alarms its
+/// heads raise beyond the first open one of its log; beyond it they are counted, not kept.
 pub const REFUSAL_RECORDS_PER_PEER_PER_HOUR: u64 = 60;
 /// The window of [`REFUSAL_RECORDS_PER_PEER_PER_HOUR`].
 pub const REFUSAL_BUDGET_WINDOW: Duration = Duration::from_secs(3600);
@@ -98,8 +99,8 @@ impl Peers {
         log_due(&mut self.refusal_log.lock(), now)
     }
 
-    /// Whether a refusal `peer` caused may be recorded now (and counts it against its budget);
-    /// if not, it is counted as dropped.
+    /// Whether a record `peer` caused (a refusal, a witness alarm) may be kept now, counting it
+    /// against its budget; if not, it is counted as dropped.
     pub(crate) fn refusal_record_due(&self, peer: PeerId, now: Instant) -> bool {
         let due = budget_due(&mut self.budgets.lock(), peer, now);
         if !due {

@@ -605,19 +605,37 @@ impl Node {
     ) {
         // The same fork shown again is the same alarm, not a new one (unless it was resolved:
         // a resolved fork shown again against another baseline is news).
-        let known = self
+        let log = peer.to_string();
+        let open: Vec<Alarm> = self
             .inner
             .provenance
             .alarms()
             .unwrap_or_default()
-            .iter()
-            .any(|a| {
-                a.log == peer.to_string()
-                    && a.resolved.is_none()
-                    && a.presented.document.size == presented.document.size
-                    && a.presented.document.root == presented.document.root
-            });
+            .into_iter()
+            .filter(|a| a.log == log && a.resolved.is_none())
+            .collect();
+        let known = open.iter().any(|a| {
+            a.presented.document.size == presented.document.size
+                && a.presented.document.root == presented.document.root
+        });
         if known {
+            return;
+        }
+        // The first open alarm of a log is always kept, so refusals spent first cannot hide a
+        // fork. Each further one (kept, and recorded) counts against the budget of records the
+        // peer may cause, so a member forging fork after fork cannot grow our log and alarm
+        // table without bound; beyond it the alarm is counted as dropped.
+        if !open.is_empty()
+            && !self
+                .inner
+                .peers
+                .refusal_record_due(peer, std::time::Instant::now())
+        {
+            tracing::debug!(
+                peer = %peer,
+                cause,
+                "witness alarm not kept: the log has an open alarm and the peer's budget is used up"
+            );
             return;
         }
         tracing::error!(

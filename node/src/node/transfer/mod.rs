@@ -53,8 +53,6 @@ pub const MAX_SERVING: usize = 64;
 pub const MAX_BAD_CHUNK_RETRIES: u32 = 3;
 /// Finished transfers kept in the in-memory registry (the fetch records stay in the database).
 pub const KEEP_FINISHED: usize = 200;
-/// Largest first frame (FetchOpen) accepted.
-const MAX_OPEN_FRAME: usize = 64 * 1024;
 /// Chunk buffers queued between the network and the disk, per transfer.
 const CHUNK_QUEUE: usize = 4;
 /// Bytes a fetcher writes between two syncs of the partial file and its journal.

@@ -16,7 +16,7 @@ use libp2p::PeerId;
 
 use super::derivation::delivered_fields;
 use super::registry::Progress;
-use super::{MAX_OPEN_FRAME, MAX_SERVING, TransferStatus, TransferView, blocking_err};
+use super::{MAX_SERVING, TransferStatus, TransferView, blocking_err};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
@@ -25,7 +25,9 @@ use crate::model::provenance::{MAX_RECORD_INTEGER, RecordKind, SessionEnd};
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
-use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply, MAX_CONTROL_FRAME, refusal_frame};
+use crate::model::transfer::{
+    ChunkWant, FetchOpen, FetchReply, MAX_OPEN_FRAME, MAX_WANT_FRAME, refusal_frame,
+};
 use crate::net::frames::{self, FrameError};
 use crate::node::access::{Direction, Refusal};
 use crate::node::counters::Counters;
@@ -473,7 +475,9 @@ impl Node {
         stall: Duration,
     ) -> Ending {
         loop {
-            let read = frames::read_json::<_, ChunkWant>(stream, MAX_CONTROL_FRAME, stall);
+            // A want's own limit, not the largest control frame's: a frame announced beyond it
+            // is refused after its 4 length bytes (`bad-request`, recorded with what was sent).
+            let read = frames::read_json::<_, ChunkWant>(stream, MAX_WANT_FRAME, stall);
             let Some(read) = self.unless_shutdown(read).await else {
                 return Ending::shutdown();
             };
