@@ -18,6 +18,7 @@ use yrd_node::identity::NodeKey;
 use yrd_node::model::catalogue::SchemaDoc;
 use yrd_node::model::message::{Head, Request, Response, SchemaHead};
 use yrd_node::model::provenance::TreeHead;
+use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
 use yrd_node::net;
 use yrd_tests::fixtures::{STANDARD, sample_schema};
@@ -283,6 +284,9 @@ async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() 
             digest: d.document.digest.clone(),
         })
         .collect();
+    // Which standards A asks the member for, in order.
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let asked_by_a = asked.clone();
     let hostile = HostileMember::start(
         h_key.clone(),
         a,
@@ -292,13 +296,21 @@ async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() 
                 schemas: listed.clone(),
             }),
             Request::GetSchema { id, .. } => {
+                if let Ok(mut asked) = asked_by_a.lock() {
+                    asked.push(id.clone());
+                }
                 docs.iter()
                     .find(|d| d.document.id == *id)
                     .map(|d| Response::Schema {
                         schema: Box::new(d.clone()),
                     })
             }
-            _ => None,
+            // Anything else (our tree head shown for witnessing) is answered at once, so
+            // each round with the member ends quickly and rounds follow each other.
+            _ => Some(Response::Error {
+                code: RefusalCode::Refused,
+                message: "not served here".into(),
+            }),
         }),
     )
     .await?;
@@ -313,8 +325,10 @@ async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() 
             .is_ok())
     })
     .await?;
-    // A has taken (and refused) well beyond the quota; it keeps the quota.
-    hostile.wait_seen("get-schema", 12).await?;
+    // Three rounds past the quota: A keeps the quota, and each standard it refused was asked
+    // for once — a refusal ends the member's pulls for that round and is remembered, so the
+    // member costs A one pull a round, not `max_pulls_per_peer` (64) of up to 8 MiB each.
+    hostile.wait_seen("get-schema", 6).await?;
     let from_hostile = a
         .node()?
         .schema_docs()?
@@ -322,6 +336,15 @@ async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() 
         .filter(|d| d.document.publisher == h_key.peer_id().to_string())
         .count();
     assert_eq!(from_hostile, 3, "A keeps at most 3 standards of the member");
+    let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut distinct = asked.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        asked.len(),
+        "a refused standard was asked for again: {asked:?}"
+    );
     hostile.shutdown().await;
     net.stop_all().await
 }

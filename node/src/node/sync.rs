@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Node, NodeError, unexpected};
-use crate::model::message::{Announcement, Request, Response};
+use crate::model::message::{Announcement, Request, Response, SchemaHead};
 
 /// Catalogue pulls (and announcement handlings) in flight at once.
 pub const MAX_CONCURRENT_PULLS: usize = 32;
@@ -28,6 +28,17 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// Longest wait before such a holder is asked again.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// Why a standard was not pulled.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullError {
+    /// The peer did not serve it: no answer in time, an error answer, another answer.
+    #[error("{0}")]
+    NotServed(NodeError),
+    /// It served a standard we refuse (a broken rule, a signature, a member's quota).
+    #[error("{0}")]
+    Refused(NodeError),
+}
+
 /// The limits on pulls and syncs, who is being synced, and the claims of who holds what.
 #[derive(Debug)]
 pub(crate) struct CatalogueSync {
@@ -35,6 +46,36 @@ pub(crate) struct CatalogueSync {
     connect_syncs: Arc<Semaphore>,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     wants: Mutex<Wants>,
+    refused: Mutex<RefusedStandards>,
+}
+
+/// Most standards remembered as refused (by id, version and digest); the oldest is forgotten
+/// first. 4,096 entries of a few hundred bytes each.
+pub const MAX_REMEMBERED_REFUSALS: usize = 4096;
+
+/// Standards a peer served us and we refused (over a member's quota, or breaking the rules), so
+/// that it is not asked for them again each round. Keyed by the peer and the entry its `heads`
+/// answer gave (id, version, digest): what one peer served never stops us pulling a standard
+/// from another.
+#[derive(Debug, Default)]
+struct RefusedStandards {
+    set: HashSet<RefusedKey>,
+    order: std::collections::VecDeque<RefusedKey>,
+}
+
+type RefusedKey = (PeerId, String, String, String);
+
+impl RefusedStandards {
+    fn insert(&mut self, key: RefusedKey) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > MAX_REMEMBERED_REFUSALS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl Default for CatalogueSync {
@@ -44,6 +85,7 @@ impl Default for CatalogueSync {
             connect_syncs: Arc::new(Semaphore::new(MAX_CONNECT_SYNCS)),
             syncing: Arc::default(),
             wants: Mutex::default(),
+            refused: Mutex::default(),
         }
     }
 }
@@ -58,6 +100,18 @@ impl CatalogueSync {
     /// A slot for a sync on connect; waits for one.
     pub(crate) async fn connect_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.connect_syncs.clone().acquire_owned().await.ok()
+    }
+
+    /// Remembers a standard `peer` served and we refused.
+    pub(crate) fn note_refused(&self, peer: PeerId, head: &SchemaHead) {
+        let key = (peer, head.id.clone(), head.version.clone(), head.digest.clone());
+        self.refused.lock().insert(key);
+    }
+
+    /// Whether `peer` served this standard before and we refused it.
+    pub(crate) fn was_refused(&self, peer: PeerId, head: &SchemaHead) -> bool {
+        let key = (peer, head.id.clone(), head.version.clone(), head.digest.clone());
+        self.refused.lock().set.contains(&key)
     }
 
     /// Claims `peer` for one sync; `None` while another sync with it runs (a round does not
@@ -336,18 +390,26 @@ impl Node {
         }
     }
 
-    async fn pull_schema(&self, from: PeerId, id: &str, version: &str) -> Result<(), NodeError> {
+    async fn pull_schema(&self, from: PeerId, id: &str, version: &str) -> Result<(), PullError> {
         let request = Request::GetSchema {
             id: id.to_string(),
             version: version.to_string(),
         };
-        match self.sync_request(from, request).await? {
-            Response::Schema { schema } => self.accept_schema(from, *schema).await.map(|_| ()),
-            Response::Error { code, message } => Err(NodeError::BadPeer {
+        match self
+            .sync_request(from, request)
+            .await
+            .map_err(PullError::NotServed)?
+        {
+            Response::Schema { schema } => self
+                .accept_schema(from, *schema)
+                .await
+                .map(|_| ())
+                .map_err(PullError::Refused),
+            Response::Error { code, message } => Err(PullError::NotServed(NodeError::BadPeer {
                 peer: from,
                 reason: format!("{code}: {message}"),
-            }),
-            other => Err(unexpected(from, &other)),
+            })),
+            other => Err(PullError::NotServed(unexpected(from, &other))),
         }
     }
 
@@ -412,10 +474,27 @@ impl Node {
                 tracing::debug!(peer = %peer, "pull budget of this sync spent");
                 break;
             }
-            if self.schema_doc(&s.id, Some(&s.version)).is_err() {
-                budget -= 1;
-                if let Err(e) = self.pull_schema(peer, &s.id, &s.version).await {
+            if self.inner.sync.was_refused(peer, s)
+                || self.schema_doc(&s.id, Some(&s.version)).is_ok()
+            {
+                continue;
+            }
+            budget -= 1;
+            match self.pull_schema(peer, &s.id, &s.version).await {
+                Ok(()) => {}
+                // What it served was refused: not asked of it again, and the end of its
+                // standard pulls this round, so a member listing standards we refuse (over its
+                // quota, or breaking the rules) costs us one pull a round, not
+                // `max_pulls_per_peer`.
+                Err(PullError::Refused(e)) => {
                     tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard refused");
+                    self.inner.sync.note_refused(peer, s);
+                    break;
+                }
+                // No answer or an error answer: asked again next round.
+                Err(PullError::NotServed(e)) => {
+                    tracing::warn!(peer = %peer, schema = %s.id, error = %e, "standard not served");
+                    break;
                 }
             }
         }
