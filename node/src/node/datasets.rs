@@ -401,6 +401,7 @@ impl Node {
                 .await
                 .map_err(NodeError::task("importing the file"))?
                 .map_err(|e| import_error(file, e))?;
+        crate::failpoint::pause(&self.inner.data_dir, "publish.after_blob").await;
         if let Err(e) = check_servable_size(file, info.size) {
             // The file grew while it was imported.
             if !self.store().manifest_names_blob(&info.digest)? {
@@ -482,6 +483,7 @@ impl Node {
             .put_local(super::catalogue::OFFERS, dataset, &to_json(&entry)?)?;
         // issue_catalogue flushes, so the manifest is durable before we answer.
         self.issue_catalogue().await?;
+        crate::failpoint::pause(&self.inner.data_dir, "publish.after_catalogue").await;
         let mut r = self.new_record(crate::model::provenance::RecordKind::DatasetPublished);
         r.dataset = Some(dataset.to_string());
         r.version = Some(m.version);

@@ -764,6 +764,7 @@ impl Node {
             self.store().flush().await?;
             g
         };
+        crate::failpoint::pause(&self.inner.data_dir, "grant.after_request_state").await;
         if let Ok(record) = self.request_record(id) {
             if let Ok(peer) = record.peer.parse::<PeerId>() {
                 self.record_decision(peer, &record).await;
