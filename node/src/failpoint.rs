@@ -36,13 +36,16 @@ pub const POINTS: &[&str] = &[
     // Node::publish_dataset: the file is imported as a blob, nothing names it yet (no manifest,
     // no record): a crash leaves an unnamed blob for the start-time collection.
     "publish.after_blob",
-    // Node::publish_dataset: the manifest and the catalogue naming the version are stored and
-    // flushed, the `dataset-published` record is not appended yet.
-    "publish.after_catalogue",
+    // Node::publish_dataset: the `dataset-published` record is durable, the manifest and the
+    // catalogue naming the version are not stored yet.
+    "publish.after_record",
     // Node::decide_grant: after the grant is signed, before its `grant-issued` record and the
     // request's state (in-process: the step fails; crash: nothing of the grant survives).
     "grant.before_request_state",
-    // Node::approve_request / auto approval: the grant and the request's state are stored and
+    // Node::keep_decision (operator or rule): the `grant-issued` record is durable, the grant and
+    // the request's state are not stored yet.
+    "grant.after_record",
+    // Node::approve_request: the grant and the request's state are stored and
     // flushed, the answer is not yet sent to the requester.
     "grant.after_request_state",
     // Fetcher, pull_chunks: a chunk is written to the partial download (others still to come).

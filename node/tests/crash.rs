@@ -25,6 +25,7 @@ use serde_json::Value;
 use support::{Process, WAIT, YRD, arg, json, ok, on, stderr, wait_until};
 use tempfile::TempDir;
 use yrd_node::failpoint::{ARM_FILE, HIT_FILE, POINTS};
+use yrd_node::model::signed::AnySigned;
 
 const PROVIDER: &str = "shanghai";
 const FETCHER: &str = "jiangsu";
@@ -208,16 +209,24 @@ impl Daemon {
         out
     }
 
+    /// The partial downloads on disk.
+    fn partial_downloads(&self) -> usize {
+        std::fs::read_dir(self.dir.join("blobs/partial"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// What the start-time collection of the current run removed: (partials, blobs).
     fn collected(&self) -> (u64, u64) {
-        for line in self.log().lines().filter(|l| l.contains(COLLECTED)) {
-            let v: Value = serde_json::from_str(line).unwrap();
-            return (
-                v["partials"].as_u64().unwrap_or(0),
-                v["blobs"].as_u64().unwrap_or(0),
-            );
-        }
-        (0, 0)
+        let log = self.log();
+        let Some(line) = log.lines().find(|l| l.contains(COLLECTED)) else {
+            return (0, 0);
+        };
+        let v: Value = serde_json::from_str(line).unwrap();
+        (
+            v["partials"].as_u64().unwrap_or(0),
+            v["blobs"].as_u64().unwrap_or(0),
+        )
     }
 
     /// Every record of its log, oldest first.
@@ -428,8 +437,8 @@ fn count_records(records: &[Value], kind: &str, matches: impl Fn(&Value) -> bool
         .count()
 }
 
-/// State and log agree: each version we published has its `dataset-published` record and its
-/// blob; each grant we issued or hold its `grant-issued` / `grant-received` record; each receipt
+/// State and log agree: our catalogue has its `catalogue-issued` record; each version we
+/// published its `dataset-published` record and its blob; each grant we issued or hold its `grant-issued` / `grant-received` record; each receipt
 /// we hold its `receipt-received` record; each dataset we fetched its `dataset-received` record
 /// and its blob; each decided request exactly one grant or denial.
 fn agree(d: &Daemon, records: &[Value]) {
@@ -442,6 +451,19 @@ fn agree(d: &Daemon, records: &[Value]) {
             .exists()
     };
     let own = d.json(&["catalog", "show"]);
+    let catalogue: AnySigned = serde_json::from_value(own["signed"].clone()).unwrap();
+    let digest = hex::encode(catalogue.digest().unwrap());
+    assert!(
+        has_record(records, "catalogue-issued", |r| {
+            r["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|doc| doc["digest"] == digest)
+        }),
+        "{at}: our catalogue {} is stored with no catalogue-issued record",
+        catalogue.document["sequence"]
+    );
     for offer in own["offers"].as_array().unwrap() {
         let dataset = offer["offer"]["identifier"].as_str().unwrap();
         let versions = d.json(&["versions", dataset]);
@@ -581,8 +603,8 @@ fn publish_killed_after_the_blob_is_written() {
 }
 
 #[test]
-fn publish_killed_after_the_catalogue_is_stored() {
-    publish_case("publish.after_catalogue");
+fn publish_killed_after_the_record() {
+    publish_case("publish.after_record");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -642,8 +664,68 @@ fn grant_killed_before_the_request_state() {
 }
 
 #[test]
+fn grant_killed_after_the_record() {
+    grant_case("grant.after_record");
+}
+
+#[test]
 fn grant_killed_after_the_request_state() {
     grant_case("grant.after_request_state");
+}
+
+/// The same, when the devnet's rule decides: Shanghai is killed while it grants Jiangsu's
+/// verification request automatically (Jiangsu's `yrd request` fails with the connection);
+/// restarted, no grant is held without its record, and Jiangsu, asking again, is granted.
+#[test]
+fn automatic_grant_killed_after_the_record() {
+    let point = "grant.after_record";
+    let mut net = net();
+    let before = before(&net);
+    let js = net.js.dir.clone();
+    let ask = || {
+        on(
+            &js,
+            &[
+                "--json",
+                "request",
+                &format!("310000/{CONDITIONAL}"),
+                "--purpose",
+                "跨省就医结算核验",
+                "--basis",
+                "《医疗保障基金使用监督管理条例》",
+            ],
+        )
+    };
+    net.sh.arm(point);
+    let first = std::thread::scope(|s| {
+        let asking = s.spawn(ask);
+        net.sh.kill_at(point);
+        asking.join().unwrap()
+    });
+    assert!(
+        !first.status.success(),
+        "the first request fails with the connection"
+    );
+    net.restart(Who::Provider);
+    let again: Value = json(&ask());
+    assert_eq!(again["status"], "granted", "{again}");
+    net.check(&before);
+    let records = net.sh.records();
+    let issued = count_records(&records, "grant-issued", |r| r["dataset"] == CONDITIONAL);
+    let pending = net.sh.json(&["requests", "list"]);
+    let pending = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["status"] == "pending")
+        .count();
+    found(
+        "grant.after_record (rule)",
+        format!(
+            "the requester's call failed; after restart {pending} request(s) left pending, no \
+             grant stored; asked again, granted: {issued} grant-issued record(s), one grant held"
+        ),
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -670,7 +752,7 @@ fn exchange_case(point: &str, who: Who) {
         },
     };
     net.daemon(who).kill_at(point);
-    let partials = net.js.blob_files("partial").len();
+    let partials = net.js.partial_downloads();
     net.restart(who);
     let (collected_partials, collected_blobs) = net.daemon(who).collected();
     let started = Instant::now();
