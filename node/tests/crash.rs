@@ -77,7 +77,12 @@ fn make_template() -> Template {
     }
     let js = dir.join(FETCHER);
     let sh = dir.join(PROVIDER);
+    // The devnet subscribes Jiangsu as soon as it has published; should Jiangsu's copy of
+    // Shanghai's catalogue not name v1 yet, the subscription waits for the next announcement.
+    let mut polls = 0u32;
     wait_until("Jiangsu to fetch v1 of the licences", WAIT, || {
+        polls += 1;
+        nudge(&js, 1, polls);
         let subs: Vec<Value> = json(&on(&js, &["--json", "subscriptions"]));
         (subs.first()?["fetched_version"] == 1).then_some(())
     });
@@ -162,10 +167,16 @@ impl Daemon {
         std::fs::write(self.dir.join(ARM_FILE), point).unwrap();
     }
 
-    /// Waits for the process to stop at `point`, then kills it with SIGKILL.
-    fn kill_at(&mut self, point: &str) {
+    /// Waits for the process to stop at `point`, then kills it with SIGKILL. With `fetcher`, the
+    /// step is Jiangsu's subscription fetch of version 2: see [`nudge`].
+    fn kill_at(&mut self, point: &str, fetcher: Option<&Path>) {
         let hit = self.dir.join(HIT_FILE);
+        let mut polls = 0u32;
         wait_until(&format!("the daemon to reach {point}"), WAIT, || {
+            polls += 1;
+            if let Some(js) = fetcher {
+                nudge(js, 2, polls);
+            }
             std::fs::read_to_string(&hit).ok()
         });
         let name = std::fs::read_to_string(&hit).unwrap();
@@ -236,12 +247,36 @@ impl Daemon {
     }
 }
 
+/// Every 2 s (`polls` counts 100 ms polls), while the subscriber at `js` has no fetch of
+/// `version` of the licences, has it look again for a new version: an announcement published
+/// before the two daemons' gossip mesh formed reaches no one, and the next anti-entropy round is
+/// 30 s away. Once a fetch exists it is left alone (subscribing again between its end and the
+/// subscription noting it would start a second one).
+fn nudge(js: &Path, version: u64, polls: u32) {
+    if polls % 20 != 0 {
+        return;
+    }
+    let Ok(list) = serde_json::from_slice::<Value>(&on(js, &["--json", "transfers"]).stdout) else {
+        return;
+    };
+    let fetching = list.as_array().is_some_and(|l| {
+        l.iter().any(|t| {
+            t["direction"] == "in" && t["dataset"] == SUBSCRIBED && t["version"] == version
+        })
+    });
+    if !fetching {
+        let _ = on(js, &["subscribe", &format!("310000/{SUBSCRIBED}")]);
+    }
+}
+
 /// Shanghai and Jiangsu running on a fresh copy of the template, connected.
+/// Fields drop in order: the daemons are killed before their dirs go and before the next case
+/// may take the ports.
 struct Net {
-    _turn: MutexGuard<'static, ()>,
-    _tmp: TempDir,
     sh: Daemon,
     js: Daemon,
+    _tmp: TempDir,
+    _turn: MutexGuard<'static, ()>,
 }
 
 fn net() -> Net {
@@ -339,7 +374,10 @@ impl Net {
     /// Waits until Jiangsu holds a finished fetch of `version` of the licences, and Shanghai
     /// Jiangsu's receipt for it.
     fn fetched_and_receipted(&self, version: u64) {
+        let mut polls = 0u32;
         wait_until(&format!("Jiangsu to fetch v{version}"), WAIT, || {
+            polls += 1;
+            nudge(&self.js.dir, version, polls);
             let list = self.js.json(&["transfers"]);
             list.as_array()?
                 .iter()
@@ -563,7 +601,7 @@ fn publish_case(point: &str) {
     let objects = net.sh.blob_files("objects").len();
     net.sh.arm(point);
     let _cli = net.sh.spawn(&["publish", SUBSCRIBED, arg(&file)]);
-    net.sh.kill_at(point);
+    net.sh.kill_at(point, None);
     let left = net.sh.blob_files("objects").len() - objects;
     net.restart(Who::Provider);
     let (_, blobs) = net.sh.collected();
@@ -619,7 +657,7 @@ fn grant_case(point: &str) {
     let before = before(&net);
     net.sh.arm(point);
     let _cli = net.sh.spawn(&["requests", "approve", &id]);
-    net.sh.kill_at(point);
+    net.sh.kill_at(point, None);
     net.restart(Who::Provider);
     let status = |d: &Daemon| {
         d.json(&["requests", "list"])
@@ -699,7 +737,7 @@ fn automatic_grant_killed_after_the_record() {
     net.sh.arm(point);
     let first = std::thread::scope(|s| {
         let asking = s.spawn(ask);
-        net.sh.kill_at(point);
+        net.sh.kill_at(point, None);
         asking.join().unwrap()
     });
     assert!(
@@ -751,13 +789,34 @@ fn exchange_case(point: &str, who: Who) {
             js: armed,
         },
     };
-    net.daemon(who).kill_at(point);
+    let js = net.js.dir.clone();
+    net.daemon(who).kill_at(point, Some(&js));
     let partials = net.js.partial_downloads();
     net.restart(who);
     let (collected_partials, collected_blobs) = net.daemon(who).collected();
+    let resumed = net.js.log().contains("resuming fetch");
     let started = Instant::now();
     net.fetched_and_receipted(2);
     let settled = started.elapsed().as_millis();
+    if point.starts_with("fetch.") {
+        // The fetch the kill cut is the one that resumes and finishes: no second one.
+        assert!(resumed, "{}", net.js.log());
+        let fetches = net.js.json(&["transfers"]);
+        let of_v2 = fetches
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["direction"] == "in" && t["version"] == 2)
+            .count();
+        assert_eq!(of_v2, 1, "{fetches}");
+    }
+    if matches!(point, "fetch.mid_transfer" | "fetch.before_commit") {
+        assert_eq!(
+            (partials, collected_partials),
+            (1, 0),
+            "the partial is kept to resume"
+        );
+    }
     net.check(&before);
     let (js, sh) = (net.js.records(), net.sh.records());
     let received = count_records(&js, "dataset-received", |r| {
