@@ -403,7 +403,8 @@ impl Net {
     }
 
     /// The checks every case ends with, on both nodes: the log verifies, kept every record it
-    /// held before the case's step, and agrees with the state; no partial download or temporary
+    /// held before the case's step, and agrees with the state; the evidence bundle of the
+    /// licences verifies offline and is complete; no partial download or temporary
     /// file is left; and a clean restart finds nothing more to collect.
     fn check(&mut self, before: &Before) {
         for (d, kept) in [(&self.sh, &before.sh), (&self.js, &before.js)] {
@@ -423,6 +424,21 @@ impl Net {
                 );
             }
             agree(d, &records);
+            // The evidence of the dataset the cases touch verifies offline, and is whole.
+            let bundle = d.dir.with_extension("evidence.json");
+            ok(&d.yrd(&[
+                "provenance",
+                "export",
+                "--dataset",
+                SUBSCRIBED,
+                "--out",
+                arg(&bundle),
+            ]));
+            let account = ok(&support::yrd(&["verify", arg(&bundle)]));
+            assert!(
+                account.contains(&format!("complete: every record about {SUBSCRIBED}")),
+                "{account}"
+            );
             assert_eq!(
                 d.blob_files("partial"),
                 Vec::<String>::new(),
