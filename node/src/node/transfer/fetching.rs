@@ -272,6 +272,9 @@ impl Node {
                 self.record(r, Some(peer), docs).await;
             }
             crate::failpoint::pause(&self.inner.data_dir, "fetch.after_record").await;
+            // Flushed with the fetch's done state: a crash after it cannot leave the
+            // subscription asking for the version again.
+            self.note_subscription_progress(&record);
         }
         self.save_fetch(&record);
         let _ = self.store().flush().await;
@@ -280,7 +283,6 @@ impl Node {
         if record.view.status == TransferStatus::Done {
             self.send_receipt(peer, &mut record).await;
             self.witness_soon(peer);
-            self.note_subscription_progress(&record);
         }
     }
 
