@@ -152,7 +152,6 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| now_rfc3339())
 }
 
-/// A grant's fields and masking in words, e.g. `fields uscc, id_number (keep first 6 last 4)`.
 /// The peer that sent inbound request `record`.
 fn requester(record: &RequestRecord) -> Result<PeerId, NodeError> {
     record
@@ -161,6 +160,7 @@ fn requester(record: &RequestRecord) -> Result<PeerId, NodeError> {
         .map_err(|_| NodeError::invalid("peer", format!("request {} names no peer", record.id)))
 }
 
+/// A grant's fields and masking in words, e.g. `fields uscc, id_number (keep first 6 last 4)`.
 pub(crate) fn grant_fields(g: &Grant) -> Option<String> {
     let names: Vec<String> = g.fields.clone();
     Projection::new(g.fields.clone(), g.masks.clone(), &names)
