@@ -167,3 +167,38 @@ pub async fn pause(data_dir: &Path, point: &'static str) {
     #[cfg(not(any(test, feature = "test-hooks")))]
     let _ = (data_dir, point);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_crash_point_is_taken_once_by_its_name_and_leaves_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let arm = dir.path().join(ARM_FILE);
+        let hit = dir.path().join(HIT_FILE);
+        std::fs::write(&arm, "fetch.before_commit\n").unwrap();
+        // Another point passes, and leaves the armed one armed.
+        assert!(!armed::crash_here(dir.path(), "fetch.after_commit"));
+        assert!(arm.exists() && !hit.exists());
+        // The armed point is taken: disarmed, and the marker names it.
+        assert!(armed::crash_here(dir.path(), "fetch.before_commit"));
+        assert!(!arm.exists());
+        assert_eq!(
+            std::fs::read_to_string(&hit).unwrap(),
+            "fetch.before_commit"
+        );
+        // Once: a restarted process passes it.
+        assert!(!armed::crash_here(dir.path(), "fetch.before_commit"));
+    }
+
+    #[test]
+    fn every_point_is_named_once() {
+        let mut names = POINTS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), POINTS.len());
+    }
+}

@@ -894,3 +894,39 @@ fn append_killed_before_the_flush() {
 fn append_killed_after_the_flush() {
     publish_case("append.after_flush");
 }
+
+// ------------------------------------------------------------------------------------------------
+// The matrix is whole
+
+/// Every crash point of `failpoint::POINTS` has a case here (the two `start.*` points fail a
+/// start in-process, `server.rs`'s tests), and every point is checked somewhere in the node.
+#[test]
+fn every_fail_point_is_in_the_matrix_and_in_the_code() {
+    let matrix = include_str!("crash.rs");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut code = String::new();
+    let mut dirs = vec![src];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("failpoint.rs") {
+                code.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    for point in POINTS {
+        let quoted = format!("\"{point}\"");
+        assert!(
+            code.contains(&quoted),
+            "{point} is checked nowhere in node/src"
+        );
+        if !point.starts_with("start.") {
+            assert!(
+                matrix.contains(&quoted),
+                "{point} has no case in the crash matrix"
+            );
+        }
+    }
+}
