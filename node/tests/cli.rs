@@ -4,16 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)] // tests may panic
 
+mod support;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::de::DeserializeOwned;
+use support::{Process, WAIT, YRD, arg, json, ok, on, stderr, stdout, wait_until, yrd};
 use tempfile::TempDir;
 use yrd_node::api::routes::OwnCatalogue;
 use yrd_node::model::catalogue::SchemaDoc;
@@ -25,68 +27,6 @@ use yrd_node::node::catalogue::SearchHit;
 use yrd_node::node::provenance::{BundleEntryView, Delivery};
 use yrd_node::node::transfer::Subscription;
 use yrd_node::node::{Health, NodeView, PeerView};
-
-const YRD: &str = env!("CARGO_BIN_EXE_yrd");
-/// How long a wait gives the daemon or the devnet.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn yrd(args: &[&str]) -> Output {
-    Command::new(YRD)
-        .args(args)
-        .env_remove("YRD_DATA_DIR")
-        .env_remove("YRD_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run yrd")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts that `o` succeeded; returns its standard output.
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", stderr(o));
-    stdout(o)
-}
-
-/// The `--json` answer of a successful command, as the view type it is.
-fn json<T: DeserializeOwned>(o: &Output) -> T {
-    ok(o);
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
-}
-
-/// A data dir argument.
-fn arg(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Runs `yrd --data-dir DIR ARGS…`.
-fn on(dir: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["--data-dir", arg(dir)];
-    all.extend_from_slice(args);
-    yrd(&all)
-}
-
-/// Polls `check` every 100 ms until it gives a value; panics naming `what` after `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn init(dir: &Path, region: &str) -> Output {
     yrd(&[
@@ -279,30 +219,6 @@ fn run_refuses_a_corrupt_or_missing_key() {
 
 // ------------------------------------------------------------------------------------------------
 // A daemon
-
-/// A child process, killed when dropped (also when a test panics).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args(["-s", sig, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -s {sig}");
-    }
-
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        wait_until(what, WAIT, || self.0.try_wait().unwrap())
-    }
-}
 
 /// `yrd run` on a node initialised with a fixed free API port (so the CLI finds it from the
 /// config), started as systemd's Type=notify starts it, its JSON logs in a file.

@@ -460,6 +460,16 @@ impl Node {
             withheld: self.withheld()?,
         };
         let signed = Signed::sign(catalogue, self.inner.key.signing_key())?;
+        // Recorded before it is stored and announced: a crash in between leaves a record of a
+        // catalogue no one saw (the next one takes its sequence again), never a catalogue the
+        // members hold with no record.
+        let r = self.new_record(crate::model::provenance::RecordKind::CatalogueIssued);
+        self.record(
+            r,
+            None,
+            super::provenance::doc(&signed).into_iter().collect(),
+        )
+        .await;
         self.store()
             .put_catalogue(&self.peer_id(), &to_json(&signed)?)?;
         self.store().flush().await?;
@@ -470,13 +480,6 @@ impl Node {
             sequence,
             digest: signed.digest_hex()?,
         })
-        .await;
-        let r = self.new_record(crate::model::provenance::RecordKind::CatalogueIssued);
-        self.record(
-            r,
-            None,
-            super::provenance::doc(&signed).into_iter().collect(),
-        )
         .await;
         Ok(signed)
     }

@@ -401,6 +401,7 @@ impl Node {
                 .await
                 .map_err(NodeError::task("importing the file"))?
                 .map_err(|e| import_error(file, e))?;
+        crate::failpoint::pause(&self.inner.data_dir, "publish.after_blob").await;
         if let Err(e) = check_servable_size(file, info.size) {
             // The file grew while it was imported.
             if !self.store().manifest_names_blob(&info.digest)? {
@@ -471,6 +472,20 @@ impl Node {
         };
         let signed = Signed::sign(manifest, self.inner.key.signing_key())?;
         let m = &signed.document;
+        // Recorded before the version is stored: a crash in between leaves a record of a
+        // version that was never stored nor answered (the publish, retried, is recorded again),
+        // never a version held, served and announced with no record.
+        let mut r = self.new_record(crate::model::provenance::RecordKind::DatasetPublished);
+        r.dataset = Some(dataset.to_string());
+        r.version = Some(m.version);
+        r.data_digest = Some(m.digest.clone());
+        self.record(
+            r,
+            None,
+            super::provenance::doc(&signed).into_iter().collect(),
+        )
+        .await;
+        crate::failpoint::pause(&self.inner.data_dir, "publish.after_record").await;
         self.store()
             .put_manifest(&m.publisher, dataset, m.version, &to_json(&signed)?)?;
         let mut entry = offer;
@@ -482,16 +497,6 @@ impl Node {
             .put_local(super::catalogue::OFFERS, dataset, &to_json(&entry)?)?;
         // issue_catalogue flushes, so the manifest is durable before we answer.
         self.issue_catalogue().await?;
-        let mut r = self.new_record(crate::model::provenance::RecordKind::DatasetPublished);
-        r.dataset = Some(dataset.to_string());
-        r.version = Some(m.version);
-        r.data_digest = Some(m.digest.clone());
-        self.record(
-            r,
-            None,
-            super::provenance::doc(&signed).into_iter().collect(),
-        )
-        .await;
         tracing::info!(
             dataset,
             version = m.version,

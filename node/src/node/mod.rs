@@ -346,11 +346,12 @@ impl Node {
         // Nothing runs yet: a failure up to here drops what was opened (the swarm's listeners
         // close with it) and releases the database.
         let (net, events, event_loop) = net::new(net_config)?;
-        let provenance = crate::store::provenance::ProvenanceLog::open(
+        let provenance = crate::store::provenance::ProvenanceLog::open_in(
             store.db(),
             key.signing_key().clone(),
             key.peer_id().to_string(),
             config.node.region,
+            Some(data_dir.clone()),
         )?;
         let (released_tx, released) = tokio::sync::oneshot::channel();
         let node = Node {

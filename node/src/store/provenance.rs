@@ -202,6 +202,18 @@ impl ProvenanceLog {
         actor: String,
         region: Region,
     ) -> Result<ProvenanceLog, ProvenanceError> {
+        ProvenanceLog::open_in(db, key, actor, region, None)
+    }
+
+    /// [`ProvenanceLog::open`] for the node of `data_dir`: its writer checks the `append.*` fail
+    /// points armed for that dir (`failpoint.rs`; nothing in a release build).
+    pub fn open_in(
+        db: &sled::Db,
+        key: SigningKey,
+        actor: String,
+        region: Region,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> Result<ProvenanceLog, ProvenanceError> {
         let records = db.open_tree(RECORDS)?;
         let nodes = db.open_tree(NODES)?;
         let index = db.open_tree(INDEX)?;
@@ -239,6 +251,7 @@ impl ProvenanceLog {
             key,
             actor,
             region,
+            data_dir,
         };
         let handle = std::thread::Builder::new()
             .name("yrd-provenance".into())
@@ -717,6 +730,8 @@ struct Writer {
     key: SigningKey,
     actor: String,
     region: Region,
+    /// The node's data dir, for the fail points (none outside a node).
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Writer {
@@ -828,7 +843,13 @@ impl Writer {
         log.records.apply_batch(records)?;
         log.index.apply_batch(index)?;
         log.nodes.apply_batch(node_batch)?;
+        if let Some(dir) = &self.data_dir {
+            crate::failpoint::pause_blocking(dir, "append.before_flush");
+        }
         self.db.flush()?;
+        if let Some(dir) = &self.data_dir {
+            crate::failpoint::pause_blocking(dir, "append.after_flush");
+        }
         let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
         let head = log.sign_head(&self.key, &self.actor, size)?;

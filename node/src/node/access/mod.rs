@@ -152,6 +152,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| now_rfc3339())
 }
 
+/// The peer that sent inbound request `record`.
+fn requester(record: &RequestRecord) -> Result<PeerId, NodeError> {
+    record
+        .peer
+        .parse()
+        .map_err(|_| NodeError::invalid("peer", format!("request {} names no peer", record.id)))
+}
+
 /// A grant's fields and masking in words, e.g. `fields uscc, id_number (keep first 6 last 4)`.
 pub(crate) fn grant_fields(g: &Grant) -> Option<String> {
     let names: Vec<String> = g.fields.clone();
@@ -458,11 +466,12 @@ impl Node {
                 grant,
                 denial,
             } => {
-                self.store()
-                    .put_record(RecordTree::Requests, &record.id, &record)?;
-                // The request is recorded before any decision that came with the answer.
+                // Recorded before it is stored (and before any decision that came with the
+                // answer): a crash in between leaves a record, never a request with none.
                 self.record_request(RecordKind::RequestSent, t.peer, &record)
                     .await;
+                self.store()
+                    .put_record(RecordTree::Requests, &record.id, &record)?;
                 if status != RequestStatus::Pending {
                     self.on_decision(t.peer, grant.map(|g| *g), denial.map(|d| *d))
                         .await?;
@@ -571,6 +580,10 @@ impl Node {
             decided_at: None,
             answer_delivered: false,
         };
+        // Recorded before it is stored: a crash in between leaves a record of a request the
+        // requester saw fail, never a request held with no record.
+        self.record_request(RecordKind::RequestReceived, peer, &record)
+            .await;
         self.store()
             .put_record(RecordTree::Requests, &record.id, &record)
             .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
@@ -581,8 +594,6 @@ impl Node {
             request = %r.id,
             "access request received"
         );
-        self.record_request(RecordKind::RequestReceived, peer, &record)
-            .await;
         let rule = self
             .config()
             .exchange
@@ -596,25 +607,24 @@ impl Node {
                 let decided_by = format!("auto:{}", rule.name);
                 let decided = match rule.decision {
                     AutoDecision::Approve => rules::rule_approval(&rule)
-                        .and_then(|approval| self.decide_grant(&r.id, approval, &decided_by))
-                        .map(|_| ()),
+                        .and_then(|approval| self.decide_grant(&r.id, approval, &decided_by)),
                     AutoDecision::Deny => self
-                        .decide_denial(&r.id, rule.reason.as_deref().unwrap_or("denied by rule"))
-                        .map(|_| ()),
+                        .decide_denial(&r.id, rule.reason.as_deref().unwrap_or("denied by rule")),
                 };
-                if let Err(e) = decided {
-                    tracing::warn!(request = %r.id, rule = %rule.name, error = %e, "auto rule could not decide; left pending");
+                match decided {
+                    Ok(mut decided) => {
+                        // The answer travels in this response.
+                        decided.answer_delivered = true;
+                        self.keep_decision(peer, &decided)
+                            .await
+                            .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
+                        decided
+                    }
+                    Err(e) => {
+                        tracing::warn!(request = %r.id, rule = %rule.name, error = %e, "auto rule could not decide; left pending");
+                        record
+                    }
                 }
-                let mut record = self
-                    .request_record(&r.id)
-                    .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
-                self.record_decision(peer, &record).await;
-                // The answer travels in this response.
-                record.answer_delivered = record.status != RequestStatus::Pending;
-                self.store()
-                    .put_record(RecordTree::Requests, &record.id, &record)
-                    .map_err(|e| (RefusalCode::Internal, e.to_string()))?;
-                record
             }
         };
         self.store()
@@ -642,13 +652,14 @@ impl Node {
         Ok(record)
     }
 
-    /// Signs and records a grant for pending inbound request `id` (caller holds the write lock).
+    /// Signs a grant for pending inbound request `id`; returns the request in its new state,
+    /// the grant in it, for [`Node::keep_decision`] (nothing is recorded or stored yet).
     fn decide_grant(
         &self,
         id: &str,
         approval: Approval,
         decided_by: &str,
-    ) -> Result<Signed<Grant>, NodeError> {
+    ) -> Result<RequestRecord, NodeError> {
         let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
         let offer = self
@@ -702,10 +713,29 @@ impl Node {
         record.status = RequestStatus::Granted;
         record.grant = Some(signed.clone());
         record.decided_at = Some(now_rfc3339());
-        // The grant and the request's new state in one write: a crash between them would leave
-        // the request pending beside its grant, and a second grant possible.
-        self.store().put_records(&[
-            RecordWrite::new(
+        tracing::info!(
+            peer = %record.peer,
+            dataset = %signed.document.dataset,
+            grant = %signed.document.id,
+            fields = %projection.describe(),
+            decided_by,
+            "grant issued"
+        );
+        Ok(record)
+    }
+
+    /// Records a decision (durably), then stores it: the grant, if any, and the request's new
+    /// state in one write, so a crash between them cannot leave the request pending beside its
+    /// grant (and a second grant possible). Recorded first: a crash after the record leaves a
+    /// `grant-issued` (or `denial-issued`) record of a decision never stored nor sent — the
+    /// request is still pending, and decided again it is recorded again — never a grant held
+    /// and served with no record. The caller holds the write lock and flushes.
+    async fn keep_decision(&self, peer: PeerId, record: &RequestRecord) -> Result<(), NodeError> {
+        self.record_decision(peer, record).await;
+        crate::failpoint::pause(&self.inner.data_dir, "grant.after_record").await;
+        let mut writes = Vec::with_capacity(2);
+        if let Some(signed) = &record.grant {
+            writes.push(RecordWrite::new(
                 RecordTree::Grants,
                 &issued_grant_key(&signed.document.id),
                 &GrantRecord {
@@ -715,21 +745,16 @@ impl Node {
                     revocation: None,
                     revocation_delivered: false,
                 },
-            )?,
-            RecordWrite::new(RecordTree::Requests, &record.id, &record)?,
-        ])?;
-        tracing::info!(
-            peer = %record.peer,
-            dataset = %signed.document.dataset,
-            grant = %signed.document.id,
-            fields = %projection.describe(),
-            decided_by,
-            "grant issued"
-        );
-        Ok(signed)
+            )?);
+        }
+        writes.push(RecordWrite::new(RecordTree::Requests, &record.id, record)?);
+        self.store().put_records(&writes)?;
+        Ok(())
     }
 
-    fn decide_denial(&self, id: &str, reason: &str) -> Result<Signed<Denial>, NodeError> {
+    /// Signs a denial of pending inbound request `id`; returns the request in its new state, for
+    /// [`Node::keep_decision`].
+    fn decide_denial(&self, id: &str, reason: &str) -> Result<RequestRecord, NodeError> {
         check_text("the reason", reason)?;
         let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
@@ -743,13 +768,11 @@ impl Node {
             issued_at: now_rfc3339(),
         };
         let signed = Signed::sign(denial, self.inner.key.signing_key())?;
-        record.status = RequestStatus::Denied;
-        record.denial = Some(signed.clone());
-        record.decided_at = Some(now_rfc3339());
-        self.store()
-            .put_record(RecordTree::Requests, &record.id, &record)?;
         tracing::info!(peer = %record.peer, dataset = %r.dataset, request = %r.id, "access denied");
-        Ok(signed)
+        record.status = RequestStatus::Denied;
+        record.denial = Some(signed);
+        record.decided_at = Some(now_rfc3339());
+        Ok(record)
     }
 
     /// Operator: approves pending request `id` and sends the grant to the requester.
@@ -760,34 +783,27 @@ impl Node {
     ) -> Result<Signed<Grant>, NodeError> {
         let grant = {
             let _guard = self.inner.write_lock.lock().await;
-            let g = self.decide_grant(id, approval, "operator")?;
+            let record = self.decide_grant(id, approval, "operator")?;
+            self.keep_decision(requester(&record)?, &record).await?;
             self.store().flush().await?;
-            g
+            record.grant
         };
-        if let Ok(record) = self.request_record(id) {
-            if let Ok(peer) = record.peer.parse::<PeerId>() {
-                self.record_decision(peer, &record).await;
-            }
-        }
+        crate::failpoint::pause(&self.inner.data_dir, "grant.after_request_state").await;
         self.deliver_answer(id).await;
-        Ok(grant)
+        grant.ok_or_else(|| NodeError::Conflict(format!("request {id} was not granted")))
     }
 
     /// Operator: denies pending request `id` and sends the denial to the requester.
     pub async fn deny_request(&self, id: &str, reason: &str) -> Result<Signed<Denial>, NodeError> {
         let denial = {
             let _guard = self.inner.write_lock.lock().await;
-            let d = self.decide_denial(id, reason)?;
+            let record = self.decide_denial(id, reason)?;
+            self.keep_decision(requester(&record)?, &record).await?;
             self.store().flush().await?;
-            d
+            record.denial
         };
-        if let Ok(record) = self.request_record(id) {
-            if let Ok(peer) = record.peer.parse::<PeerId>() {
-                self.record_decision(peer, &record).await;
-            }
-        }
         self.deliver_answer(id).await;
-        Ok(denial)
+        denial.ok_or_else(|| NodeError::Conflict(format!("request {id} was not denied")))
     }
 
     /// Pushes the decision of inbound request `id` to its requester; remembers success, so a

@@ -248,6 +248,7 @@ impl Node {
         // Recorded before the fetch is stored as done: a crash in between resumes the fetch and
         // records it again (a duplicate), never a dataset held as received with no record.
         if record.view.status == TransferStatus::Done {
+            crate::failpoint::pause(&self.inner.data_dir, "fetch.after_commit").await;
             if let Some(m) = &record.manifest {
                 let mut r = self.new_record(RecordKind::DatasetReceived);
                 r.dataset = Some(m.document.dataset.clone());
@@ -270,6 +271,10 @@ impl Node {
                     .collect();
                 self.record(r, Some(peer), docs).await;
             }
+            crate::failpoint::pause(&self.inner.data_dir, "fetch.after_record").await;
+            // Flushed with the fetch's done state: a crash after it cannot leave the
+            // subscription asking for the version again.
+            self.note_subscription_progress(&record);
         }
         self.save_fetch(&record);
         let _ = self.store().flush().await;
@@ -278,7 +283,6 @@ impl Node {
         if record.view.status == TransferStatus::Done {
             self.send_receipt(peer, &mut record).await;
             self.witness_soon(peer);
-            self.note_subscription_progress(&record);
         }
     }
 
@@ -365,6 +369,7 @@ impl Node {
             let _ = stream.close().await;
             record.view.transfer_ms += moving.elapsed().as_millis() as u64;
             self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
+            crate::failpoint::pause(&self.inner.data_dir, "fetch.before_commit").await;
             let info = tokio::task::spawn_blocking(move || partial.finish())
                 .await
                 .map_err(fatal)?
@@ -426,6 +431,7 @@ impl Node {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
             let p = progress.clone();
             let totals = self.inner.transfers.counters().clone();
+            let data_dir = self.inner.data_dir.clone();
             let writer = tokio::task::spawn_blocking(move || {
                 let mut bad = Vec::new();
                 let mut unsynced = 0u64;
@@ -436,6 +442,10 @@ impl Node {
                             unsynced += len;
                             p.bytes.fetch_add(len, Ordering::Relaxed);
                             Counters::add(&totals.bytes_received, len);
+                            let (done, total) = partial.progress();
+                            if done < total {
+                                crate::failpoint::pause_blocking(&data_dir, "fetch.mid_transfer");
+                            }
                         }
                         Err(BlobError::BadChunk { .. }) => bad.push(index),
                         Err(e) => return Err((partial, e)),

@@ -109,6 +109,7 @@ impl Node {
         rec.grant = r.grant_id.clone();
         self.record(rec, Some(peer), doc(&receipt).into_iter().collect())
             .await;
+        crate::failpoint::pause(&self.inner.data_dir, "receipt.after_record").await;
         self.store()
             .put_record(RecordTree::Receipts, &key, &receipt)?;
         self.store().flush().await?;
@@ -169,6 +170,7 @@ impl Node {
         };
         record.receipt = Some(signed.clone());
         self.save_fetch(record);
+        crate::failpoint::pause(&self.inner.data_dir, "receipt.before_send").await;
         self.deliver_receipt(peer, record, signed).await;
     }
 
