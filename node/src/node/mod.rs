@@ -144,8 +144,8 @@ pub struct Health {
     pub members: usize,
     /// Connections refused because the peer is not a member (counted, never recorded).
     pub refused_connections: u64,
-    /// Refusal records not kept since start because the member that caused them had used up
-    /// its budget (60 an hour).
+    /// Refusal and witness-alarm records not kept since start because the member that caused
+    /// them had used up its budget (60 an hour; a log's first open alarm is always kept).
     pub refusal_records_dropped: u64,
     /// Database reachable.
     pub store_ok: bool,
