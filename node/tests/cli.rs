@@ -255,6 +255,7 @@ impl Daemon {
                 .args(["--data-dir", arg(&dir), "--log-format", "json", "run"])
                 .env("NOTIFY_SOCKET", &notify_path)
                 .env_remove("RUST_LOG")
+                .env_remove("MALLOC_ARENA_MAX")
                 .stdout(Stdio::null())
                 .stderr(File::create(&log).unwrap())
                 .spawn()
@@ -329,6 +330,23 @@ fn the_cli_says_when_no_daemon_answers() {
         stderr(&unreachable)
     );
     assert!(stderr(&unreachable).contains("cannot reach"));
+}
+
+/// glibc's malloc arenas are bounded for a daemon started without the variable: it re-executes
+/// itself with it, keeping its process id (the one the service manager and this test hold).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_daemon_bounds_its_malloc_arenas_in_the_same_process() {
+    let daemon = Daemon::start("320000");
+    let pid = daemon.process.0.id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        vars.contains(&&b"MALLOC_ARENA_MAX=2"[..]),
+        "daemon {pid} runs without MALLOC_ARENA_MAX=2"
+    );
+    let health: Health = json(&daemon.yrd(&["--json", "health"]));
+    assert_eq!(health.status, "ok");
 }
 
 #[test]

@@ -104,13 +104,23 @@ impl CatalogueSync {
 
     /// Remembers a standard `peer` served and we refused.
     pub(crate) fn note_refused(&self, peer: PeerId, head: &SchemaHead) {
-        let key = (peer, head.id.clone(), head.version.clone(), head.digest.clone());
+        let key = (
+            peer,
+            head.id.clone(),
+            head.version.clone(),
+            head.digest.clone(),
+        );
         self.refused.lock().insert(key);
     }
 
     /// Whether `peer` served this standard before and we refused it.
     pub(crate) fn was_refused(&self, peer: PeerId, head: &SchemaHead) -> bool {
-        let key = (peer, head.id.clone(), head.version.clone(), head.digest.clone());
+        let key = (
+            peer,
+            head.id.clone(),
+            head.version.clone(),
+            head.digest.clone(),
+        );
         self.refused.lock().set.contains(&key)
     }
 
