@@ -9,6 +9,7 @@ pub mod client;
 mod docs;
 mod error;
 mod exchange;
+mod federation;
 mod output;
 mod provenance;
 mod table;
@@ -27,8 +28,8 @@ use output::print_json;
 
 pub use args::{
     CatalogCommand, Cli, Command, ConfigCommand, DemandCommand, DevnetArgs, DocCommand,
-    GrantsCommand, InitArgs, ProvenanceCommand, RequestsCommand, SchemaCommand, TokenCommand,
-    WithheldCommand,
+    FederationCommand, GrantsCommand, InitArgs, ProposeArgs, ProvenanceCommand, RequestsCommand,
+    SchemaCommand, TokenCommand, WithheldCommand,
 };
 pub use error::{
     CliError, EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
@@ -147,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Receipts => exchange::receipts(&cli).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
         Command::Verify { file } => provenance::verify(&cli, file),
+        Command::Federation(cmd) => federation::federation(&cli, cmd),
         Command::Sim {
             scenario,
             nodes,

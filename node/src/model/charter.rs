@@ -256,6 +256,15 @@ pub enum Against {
     Own,
 }
 
+impl std::fmt::Display for Against {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Against::Previous => "the members of the version it replaces",
+            Against::Own => "its own members",
+        })
+    }
+}
+
 /// Why a charter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CharterError {
@@ -280,8 +289,7 @@ pub enum CharterError {
     },
     /// Fewer distinct members of the signing role signed than the threshold.
     #[error(
-        "charter version {version}: {counted} of the {needed} {role} signatures needed from the \
-         {against:?} version's members"
+        "charter version {version}: {counted} of the {needed} {role} signatures needed from {against}"
     )]
     BelowThreshold {
         /// The version offered.
@@ -715,6 +723,102 @@ impl SignedCharter {
             .map(|s| s.signer.clone())
             .collect()
     }
+}
+
+/// One change from version N to the draft of N+1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new member.
+    AddMember(CharterMember),
+    /// A member leaves (by member id).
+    RemoveMember(String),
+    /// A member's region changes.
+    SetRegion(String, Region),
+    /// A member's role changes.
+    SetRole(String, Role),
+    /// A member's keys are replaced by this one.
+    RotateKey(String, MemberKey),
+    /// A member gains a key (it keeps the others).
+    AddKey(String, MemberKey),
+    /// The change policy.
+    SetPolicy(ChangePolicy),
+}
+
+impl Charter {
+    /// The draft of the next version: version + 1, `previous` this version's digest, the given
+    /// times, then each change in turn. The draft passes [`Charter::check`] or is refused.
+    pub fn next(
+        &self,
+        changes: &[Change],
+        issued: String,
+        expires: String,
+    ) -> Result<Charter, CharterError> {
+        let mut next = self.clone();
+        next.version = self.version.saturating_add(1);
+        next.previous = Some(self.digest()?);
+        next.issued = issued;
+        next.expires = expires;
+        for change in changes {
+            next.apply(change)?;
+        }
+        next.check()?;
+        Ok(next)
+    }
+
+    fn member_mut(&mut self, id: &str) -> Result<&mut CharterMember, CharterError> {
+        self.members
+            .iter_mut()
+            .find(|m| m.member_id == id)
+            .ok_or_else(|| invalid("members", format!("no member {id:?}")))
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<(), CharterError> {
+        match change {
+            Change::AddMember(m) => {
+                if self.members.iter().any(|h| h.member_id == m.member_id) {
+                    return Err(invalid(
+                        "members",
+                        format!("{:?} is already a member", m.member_id),
+                    ));
+                }
+                self.members.push(m.clone());
+            }
+            Change::RemoveMember(id) => {
+                self.member_mut(id)?;
+                self.members.retain(|m| &m.member_id != id);
+            }
+            Change::SetRegion(id, region) => self.member_mut(id)?.region = *region,
+            Change::SetRole(id, role) => self.member_mut(id)?.role = *role,
+            Change::RotateKey(id, key) => self.member_mut(id)?.keys = vec![key.clone()],
+            Change::AddKey(id, key) => self.member_mut(id)?.keys.push(key.clone()),
+            Change::SetPolicy(policy) => self.policy = policy.clone(),
+        }
+        Ok(())
+    }
+}
+
+/// A member key from text: the lowercase hex of an Ed25519 public key, or the libp2p peer id of
+/// an Ed25519 key (`12D3KooW…`, which embeds the key), as `yrd init` prints it.
+pub fn key_from_text(text: &str) -> Result<MemberKey, String> {
+    let text = text.trim();
+    let public_key = if let Ok(peer) = text.parse::<PeerId>() {
+        let key = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest())
+            .map_err(|_| format!("peer id {text} does not embed its public key"))?;
+        let ed = key
+            .try_into_ed25519()
+            .map_err(|_| format!("peer id {text} is not of an Ed25519 key"))?;
+        hex::encode(ed.to_bytes())
+    } else {
+        text.to_owned()
+    };
+    let key = MemberKey {
+        algorithm: KeyAlgorithm::Ed25519,
+        public_key,
+    };
+    key.ed25519().map_err(|e| {
+        format!("{text:?}: {e}; expected a peer id (12D3KooW…) or 64 lowercase hex characters")
+    })?;
+    Ok(key)
 }
 
 /// A charter version that passed the rules, with the account of who counted.

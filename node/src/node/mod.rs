@@ -73,8 +73,10 @@ pub struct NodeOptions {
 impl NodeOptions {
     /// Options from a config file, resolving the data dir against it.
     pub fn from_config_file(path: &Path) -> Result<NodeOptions, crate::config::ConfigError> {
-        let config = NodeConfig::load(path)?;
+        let mut config = NodeConfig::load(path)?;
         let data_dir = config.data_dir(path);
+        // The node reads the charter by a path that no longer depends on the config's place.
+        config.federation.charter = config.charter_path(path);
         Ok(NodeOptions { config, data_dir })
     }
 }

@@ -708,3 +708,54 @@ fn regenerate_charter_vectors() -> TestResult {
     std::fs::write(VECTORS_PATH, text)?;
     Ok(())
 }
+
+#[test]
+fn changes_make_the_next_draft() -> TestResult {
+    let g = genesis_doc();
+    let suzhou = member(9, 320500, Role::Member);
+    let next = g.next(
+        &[
+            Change::AddMember(suzhou.clone()),
+            Change::SetRegion(suzhou.member_id.clone(), Region::from_code(320200)?),
+            Change::RotateKey(g.members[0].member_id.clone(), key_from_text(&public(5))?),
+            Change::SetPolicy(ChangePolicy {
+                signers: Role::Founder,
+                threshold: 4,
+            }),
+        ],
+        "2026-12-02T00:00:00Z".into(),
+        EXPIRES.into(),
+    )?;
+    assert_eq!(next.version, 2);
+    assert_eq!(next.previous, Some(g.digest()?));
+    assert_eq!(next.members[4].region.code(), 320200);
+    assert_eq!(next.members[0].keys[0].public_key, public(5));
+    assert_eq!(next.policy.threshold, 4);
+    // Changes that break a rule are refused when the draft is made.
+    let dup = g.next(
+        &[Change::AddMember(g.members[1].clone())],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert_eq!(code(dup), "invalid");
+    let gone = g.next(
+        &[Change::RemoveMember("nobody".into())],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert_eq!(code(gone), "invalid");
+    let too_few = g.next(
+        &[Change::SetRole(
+            g.members[0].member_id.clone(),
+            Role::Member,
+        )],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert!(too_few.is_ok(), "3 founders still meet a threshold of 3");
+    // A peer id names its key.
+    let peer = crate::identity::peer_id_of(&key(3).verifying_key()).ok_or("peer")?;
+    assert_eq!(key_from_text(&peer.to_string())?.public_key, public(3));
+    assert!(key_from_text("12D3KooWnotapeer").is_err());
+    Ok(())
+}
