@@ -78,6 +78,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "members       {} ({} connected)",
                 view.members, view.connected
             );
+            if let Some(c) = &view.charter {
+                println!(
+                    "charter       {} version {} ({}, expires {}, {} members)",
+                    c.federation, c.version, c.state, c.expires, c.members
+                );
+                for r in &c.region_contradictions {
+                    println!(
+                        "  REFUSED     {} ({}) claims {}; the charter says {} ({})",
+                        r.peer,
+                        r.member_id,
+                        r.claimed.label(),
+                        r.charter.label(),
+                        r.time
+                    );
+                }
+            }
             println!("data dir      {}", view.data_dir);
             println!("admin API     {}", view.api_address.unwrap_or_default());
             for a in &view.listen_addresses {

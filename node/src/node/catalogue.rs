@@ -523,6 +523,13 @@ impl Node {
                 reason: format!("catalogue of non-member {publisher} refused"),
             });
         }
+        if let Some(charter) = &self.inner.charter {
+            if let Err(cause) = charter.check_claim(publisher, signed.document.region) {
+                let reason = format!("catalogue of {publisher} refused: {cause}");
+                self.record_refusal(Some(publisher), None, &reason).await;
+                return Err(NodeError::BadPeer { peer: from, reason });
+            }
+        }
         {
             let _accepting = self.inner.catalogues.accepting.lock();
             let held = self

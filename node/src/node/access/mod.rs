@@ -211,7 +211,9 @@ impl Node {
             }
             let matches = match (peer, region) {
                 (Some(p), _) => p == publisher,
-                (None, Some(r)) => c.document.region == r,
+                // The charter's region of the publisher when there is one (a catalogue that
+                // contradicts it is refused on arrival, so the two agree).
+                (None, Some(r)) => self.peer_region(&publisher).unwrap_or(c.document.region) == r,
                 _ => false,
             };
             if !matches {
