@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use anyhow::Result;
+use yrd_node::api::exchange::ApproveBody;
 use yrd_node::devnet::fictitious_member_id;
 use yrd_node::identity::NodeKey;
 use yrd_node::model::charter::{
@@ -13,7 +14,8 @@ use yrd_node::model::charter::{
 };
 use yrd_node::model::provenance::RecordKind;
 use yrd_node::model::region::Region;
-use yrd_tests::{TestNode, WAIT, wait_until};
+use yrd_tests::fixtures::{self, COND};
+use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
 fn member(key: &NodeKey, region: u32, n: usize) -> Result<CharterMember> {
     let region = Region::from_code(region)?;
@@ -224,4 +226,53 @@ async fn a_node_whose_config_contradicts_its_charter_does_not_start() -> Result<
         .unwrap_or_default();
     assert!(e.contains("not a member of charter version 1"), "{e}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_charter_is_shown_and_stops_new_grants() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let (shanghai, jiangsu) = (NodeKey::generate(), NodeKey::generate());
+    let mut doc = genesis(
+        vec![member(&shanghai, 310000, 1)?, member(&jiangsu, 320000, 2)?],
+        1,
+    );
+    doc.issued = "2020-01-01T00:00:00Z".into();
+    doc.expires = "2021-01-01T00:00:00Z".into();
+    let mut charter = SignedCharter::draft(doc);
+    charter.sign(shanghai.signing_key())?;
+    let path = root.path().join("charter.json");
+    std::fs::write(&path, charter.to_json_pretty()?)?;
+    let mut sh = TestNode::create(root.path(), 0, shanghai.clone(), &[], Vec::new())?;
+    sh.edit_config(|c| c.federation.charter = Some(path.clone()))?;
+    sh.start().await?;
+    let boot = vec![sh.tcp_address().await?];
+    let mut js = TestNode::create(root.path(), 1, jiangsu, &[shanghai.peer_id()], boot)?;
+    js.edit_config(|c| {
+        c.federation.members.clear();
+        c.federation.charter = Some(path.clone());
+    })?;
+    js.start().await?;
+    let mut net = TestNet {
+        root,
+        nodes: vec![sh, js],
+    };
+    net.wait_full_mesh().await?;
+    let view = net.api(0)?.node().await?;
+    assert_eq!(view.charter.map(|c| c.state), Some("expired".to_string()));
+
+    let dir = tempfile::tempdir()?;
+    fixtures::provider(&net, dir.path(), 10).await?;
+    let asked = net
+        .api(1)?
+        .request(&fixtures::request_body(COND, "核验", &[]))
+        .await?;
+    let e = net
+        .api(0)?
+        .approve(&asked.id, &ApproveBody::default())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("expired") && e.contains("no new grants"), "{e}");
+    net.stop_all().await
 }

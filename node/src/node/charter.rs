@@ -153,6 +153,9 @@ impl FederationCharter {
                 }
             }
         }
+        if let Some(alarm) = charter.blocks_grants() {
+            tracing::error!(alarm = %alarm, "federation charter alarm");
+        }
         Ok(Some(charter))
     }
 
@@ -291,6 +294,23 @@ impl FederationCharter {
             bound.member_id,
             bound.region.label()
         ))
+    }
+
+    /// Why no new grant may be issued now: the charter in force has expired, or an equivocation
+    /// was seen. Existing grants and evidence stay as they are; this only stops new ones, so an
+    /// outdated membership never fails open.
+    pub(crate) fn blocks_grants(&self) -> Option<String> {
+        match self.chain.read().state(time::OffsetDateTime::now_utc()) {
+            CharterState::InForce { .. } => None,
+            CharterState::Expired { version, expires } => Some(format!(
+                "the federation charter (version {version}) expired at {expires}: no new grants \
+                 until its next version is applied"
+            )),
+            CharterState::Equivocated { version, at } => Some(format!(
+                "charter equivocation at version {at} (version {version} in force): no new grants \
+                 until it is resolved"
+            )),
+        }
     }
 
     /// The view for status.

@@ -651,6 +651,9 @@ impl Node {
         approval: Approval,
         decided_by: &str,
     ) -> Result<Signed<Grant>, NodeError> {
+        if let Some(why) = self.inner.charter.as_ref().and_then(|c| c.blocks_grants()) {
+            return Err(NodeError::Conflict(why));
+        }
         let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
         let offer = self
