@@ -169,6 +169,35 @@ async fn a_member_claiming_another_province_is_refused_recorded_and_placed_by_th
     );
     // The evidence names the region the charter binds, not the claim.
     assert_eq!(record.counterparty_region.map(Region::code), Some(330000));
+    // Its catalogue, published under Jiangsu's code, is refused too; Jiangsu's is held.
+    wait_until("Jiangsu's catalogue held by Shanghai", WAIT, || async {
+        Ok(api
+            .network_catalogues()
+            .await?
+            .iter()
+            .any(|c| c.document.publisher == jiangsu_id))
+    })
+    .await?;
+    wait_until(
+        "the liar's catalogue refused and recorded",
+        WAIT,
+        || async {
+            let refused = api.provenance(None, Some(RecordKind::Refused)).await?;
+            Ok(refused.iter().any(|r| {
+                r.cause
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("catalogue of") && c.contains(&liar_id))
+            }))
+        },
+    )
+    .await?;
+    assert!(
+        api.network_catalogues()
+            .await?
+            .iter()
+            .all(|c| c.document.publisher != liar_id),
+        "the liar's catalogue is not held"
+    );
     // Jiangsu, honest, left no such record.
     assert!(
         refused

@@ -493,6 +493,14 @@ impl Node {
             }
         }
         for (peer, c) in map {
+            // With a charter, only its members' catalogues under the region it binds them to
+            // (a catalogue kept from before the node ran on the charter may say otherwise).
+            if let Some(charter) = &self.inner.charter {
+                if charter.region_of(&peer) != Some(c.document.region) {
+                    tracing::warn!(peer = %peer, region = %c.document.region.label(), "stored catalogue not held: its region is not the charter's for its publisher");
+                    continue;
+                }
+            }
             self.hold_catalogue(peer, c);
         }
         Ok(())
