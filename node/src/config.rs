@@ -292,13 +292,19 @@ fn default_addr(s: &str) -> Multiaddr {
     s.parse().unwrap_or_else(|_| Multiaddr::empty())
 }
 
-/// `[federation]`: who may connect.
+/// `[federation]`: who may connect — a signed charter, or (without one) a list of peer ids.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FederationSection {
     /// The members this node accepts connections from. Any other peer is disconnected right
-    /// after its handshake, logged and counted.
+    /// after its handshake, logged and counted. Not with `charter`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
+    /// The federation's signed charter (genesis, or the version to start from): its members'
+    /// keys are the members, and each one's region is the charter's, never its own claim
+    /// (docs/charter.md). Relative to the config file's directory. Not with `members`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charter: Option<PathBuf>,
 }
 
 /// One federation member.
@@ -417,7 +423,20 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.federation.charter.is_some() && !self.federation.members.is_empty() {
+            return Err(invalid(
+                "federation.charter".into(),
+                format!(
+                    "{:?} with {} [[federation.members]]",
+                    self.federation.charter.as_deref().unwrap_or(Path::new("")),
+                    self.federation.members.len()
+                ),
+                "either a charter or a member list, not both: the charter's keys are the members",
+            ));
+        }
         let members: Vec<PeerId> = self.federation.members.iter().map(|m| m.peer_id).collect();
+        // With a charter the node checks the bootstrap peers against it when it starts.
+        let charter = self.federation.charter.is_some();
         for (i, addr) in self.network.bootstrap.iter().enumerate() {
             match peer_of(addr) {
                 None => {
@@ -427,7 +446,7 @@ impl NodeConfig {
                         "an address ending in /p2p/<peer id of a federation member>",
                     ));
                 }
-                Some(peer) if !members.contains(&peer) => {
+                Some(peer) if !charter && !members.contains(&peer) => {
                     return Err(invalid(
                         format!("network.bootstrap[{i}]"),
                         format!("\"{addr}\""),
@@ -639,6 +658,12 @@ impl NodeConfig {
         }
     }
 
+    /// The charter file, resolved against the config file's directory.
+    pub fn charter_path(&self, config_path: &Path) -> Option<PathBuf> {
+        let base = config_path.parent().unwrap_or(Path::new(""));
+        self.federation.charter.as_ref().map(|c| base.join(c))
+    }
+
     /// The peer ids of the federation members.
     pub fn member_ids(&self) -> Vec<PeerId> {
         self.federation.members.iter().map(|m| m.peer_id).collect()
@@ -783,6 +808,29 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
         assert!(e.contains("federation member"), "{e}");
         let ok = format!("{text}\n[[federation.members]]\npeer_id = \"{peer}\"\n");
         assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn a_charter_and_a_member_list_are_refused_together() {
+        let peer = PeerId::random();
+        let charter = format!("{GOOD}\n[federation]\ncharter = \"charter.json\"\n");
+        let ok = parse(&charter);
+        assert!(
+            ok.is_ok_and(|c| c.charter_path(Path::new("/etc/yrd/yrd.toml"))
+                == Some(PathBuf::from("/etc/yrd/charter.json")))
+        );
+        let both = format!("{charter}\n[[federation.members]]\npeer_id = \"{peer}\"\n");
+        let e = refusal(&both);
+        assert!(
+            e.contains("federation.charter") && e.contains("not both"),
+            "{e}"
+        );
+        // With a charter, bootstrap peers are checked against it at start, not here.
+        let boot = charter.replace(
+            "[federation]",
+            &format!("bootstrap = [\"/ip4/127.0.0.1/tcp/1/p2p/{peer}\"]\n[federation]"),
+        );
+        assert!(parse(&boot).is_ok(), "{}", refusal(&boot));
     }
 
     #[test]

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 
 use libp2p::{Multiaddr, PeerId};
 
-use crate::config::{CONFIG_FILE, Member, NodeConfig};
+use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::{self, AdminToken, KEY_FILE, NodeKey, TOKEN_FILE};
+use crate::model::charter::{
+    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
+    uscc_check_char, verify_genesis,
+};
 use crate::model::region::{self, Region, RegionInfo};
 use crate::node::{NodeError, NodeOptions};
 use crate::server::{Server, ServerError};
@@ -222,16 +226,19 @@ pub fn prepare(dir: &Path, nodes: usize) -> Result<Vec<DevnetMember>, DevnetErro
             )
         })
         .collect();
+    let charter = genesis_charter(dir, &members)?;
     for m in &mut members {
         m.config.network.mdns = true;
-        m.config.federation.members = all
-            .iter()
-            .filter(|(p, _, _)| *p != m.peer_id)
-            .map(|(p, _, name)| Member {
-                peer_id: *p,
-                name: Some(name.clone()),
-            })
-            .collect();
+        // The nodes run on the devnet's genesis charter, not on member lists.
+        m.config.federation.members = Vec::new();
+        m.config.federation.charter = Some(
+            Path::new("..").join(
+                charter
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(CHARTER_FILE)),
+            ),
+        );
         m.config.network.bootstrap = all
             .iter()
             .filter(|(p, _, _)| *p != m.peer_id)
@@ -243,6 +250,123 @@ pub fn prepare(dir: &Path, nodes: usize) -> Result<Vec<DevnetMember>, DevnetErro
         setup::write_config(&path, &m.config)?;
     }
     Ok(members)
+}
+
+/// The devnet's charter, next to the node dirs.
+pub const CHARTER_FILE: &str = "charter.json";
+
+/// A fictitious 统一社会信用代码 for the devnet's and tests' bureaus: `12` (事业单位), the region
+/// code, `YRD0000` and a two-digit number, then a valid GB 32100-2015 check character. No real
+/// organisation has it: real codes carry the bureau's organisation code where `YRD0000NN` is.
+pub fn fictitious_member_id(region: Region, n: usize) -> String {
+    let first17 = format!("12{:06}YRD0000{:02}", region.code(), n % 100);
+    let check = uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
+/// The genesis charter of `nodes` (keys in their data dirs): the provinces are founders and the
+/// cities members; changes need 3 founders (or all of them, when fewer run), and the genesis
+/// is signed by that many, the first founders in region order (3 of 4 for the usual devnet).
+pub fn devnet_genesis(nodes: &[(Region, String, NodeKey)]) -> Result<SignedCharter, String> {
+    use crate::model::region::RegionLevel;
+    let is_founder =
+        |r: Region| region::all().any(|i| i.code == r.code() && i.level == RegionLevel::Province);
+    let members: Vec<CharterMember> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (r, name, key))| CharterMember {
+            member_id: fictitious_member_id(*r, i + 1),
+            organisation: name.clone(),
+            region: *r,
+            role: if is_founder(*r) {
+                Role::Founder
+            } else {
+                Role::Member
+            },
+            keys: vec![MemberKey {
+                algorithm: KeyAlgorithm::Ed25519,
+                public_key: key.public_hex(),
+            }],
+        })
+        .collect();
+    let founders = members.iter().filter(|m| m.role == Role::Founder).count();
+    let threshold = founders.clamp(1, 3);
+    let now = std::time::SystemTime::now();
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    let doc = Charter {
+        federation: Federation {
+            id: "yrd-devnet".into(),
+            name: "长三角政务数据共享联盟（开发网）".into(),
+        },
+        version: 1,
+        previous: None,
+        issued: crate::clock::format_system_time(now),
+        expires: crate::clock::format_system_time(now + year),
+        members,
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold: threshold as u32,
+        },
+    };
+    let mut signed = SignedCharter::draft(doc);
+    for (r, _, key) in nodes
+        .iter()
+        .filter(|(r, _, _)| is_founder(*r))
+        .take(threshold)
+    {
+        signed
+            .sign(key.signing_key())
+            .map_err(|e| format!("{}: {e}", r.label()))?;
+    }
+    verify_genesis(&signed).map_err(|e| e.to_string())?;
+    Ok(signed)
+}
+
+/// Keeps `dir/charter.json` if it is a valid, unexpired genesis of exactly these nodes (same keys
+/// and regions, so a second run reuses it with the identities); writes a new one otherwise.
+fn genesis_charter(dir: &Path, members: &[DevnetMember]) -> Result<PathBuf, DevnetError> {
+    let path = dir.join(CHARTER_FILE);
+    let io = |source: std::io::Error| DevnetError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut nodes = Vec::new();
+    for m in members {
+        nodes.push((
+            m.region,
+            m.config.node.name.clone(),
+            NodeKey::load(&m.data_dir.join(KEY_FILE))?,
+        ));
+    }
+    let wanted: Vec<(String, Region)> =
+        nodes.iter().map(|(r, _, k)| (k.public_hex(), *r)).collect();
+    let reusable = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| SignedCharter::from_json(&t).ok())
+        .filter(|c| verify_genesis(c).is_ok())
+        .filter(|c| {
+            c.document
+                .expires_at()
+                .is_some_and(|t| t > time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        })
+        .filter(|c| {
+            let held: Vec<(String, Region)> = c
+                .document
+                .members
+                .iter()
+                .flat_map(|m| m.keys.iter().map(move |k| (k.public_key.clone(), m.region)))
+                .collect();
+            held == wanted
+        });
+    if reusable.is_none() {
+        let charter = devnet_genesis(&nodes)
+            .map_err(|e| io(std::io::Error::other(format!("devnet charter: {e}"))))?;
+        let text = charter
+            .to_json_pretty()
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        std::fs::write(&path, text).map_err(io)?;
+    }
+    Ok(path)
 }
 
 impl Devnet {
@@ -283,7 +407,16 @@ impl Devnet {
 
 /// A text table of the nodes: region, peer id, console and API URLs, data dir, token.
 pub fn describe(devnet: &Devnet) -> String {
-    let mut out = String::from("YRD devnet is running. Ctrl-C stops every node cleanly.\n\n");
+    let mut out = String::from("YRD devnet is running. Ctrl-C stops every node cleanly.\n");
+    if let Some((m, _)) = devnet.nodes.first() {
+        if let Some(c) = &m.config.federation.charter {
+            out.push_str(&format!(
+                "Federation charter: {} (genesis, fictitious member ids; `yrd federation show FILE`)\n",
+                m.data_dir.join(c).display()
+            ));
+        }
+    }
+    out.push('\n');
     for (m, node) in &devnet.nodes {
         let token = identity::load_token(&m.data_dir.join(TOKEN_FILE)).unwrap_or_default();
         out.push_str(&format!(

@@ -128,6 +128,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
                     name: None,
                 })
                 .collect(),
+            charter: None,
         },
         api: ApiSection {
             listen: options.api.unwrap_or(ApiSection::default().listen),

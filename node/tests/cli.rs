@@ -741,15 +741,37 @@ fn the_devnet_starts_four_provinces_and_reuses_identities() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("devnet");
     let mut ids = Vec::new();
+    let mut charters = Vec::new();
     // The second run binds the ports the first chose: no other devnet may start in between.
     let _turn = devnet_turn();
     for _ in 0..2 {
         let devnet = Devnet::start_in_turn(&dir);
         let view: NodeView = json(&devnet.yrd("shanghai", &["--json", "node"]));
         ids.push(view.peer_id);
+        // The nodes run on a genesis charter of the four provinces, signed by 3 of them.
+        let charter = view.charter.expect("the devnet runs on a charter");
+        assert_eq!((charter.version, charter.members), (1, 4));
+        assert_eq!(charter.state, "in-force");
+        charters.push(charter.digest);
         devnet.stop();
     }
     assert_eq!(ids[0], ids[1], "the second run reuses the identities");
+    assert_eq!(charters[0], charters[1], "and the charter");
+    let file = dir.join("charter.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let signed = yrd_node::model::charter::SignedCharter::from_json(&text).unwrap();
+    assert_eq!(signed.signatures.len(), 3);
+    assert_eq!(signed.document.policy.threshold, 3);
+    let shown = ok(&yrd(&[
+        "--data-dir",
+        arg(&dir.join("shanghai")),
+        "federation",
+        "show",
+    ]));
+    assert!(
+        shown.contains("340000 安徽省 Anhui") && shown.contains("founder"),
+        "{shown}"
+    );
 }
 
 /// Jiangsu fetches Shanghai's licences to `out`.

@@ -150,6 +150,10 @@ pub enum Command {
         /// The bundle (JSON) written by `yrd provenance export`.
         file: PathBuf,
     },
+    /// The federation charter, offline: propose a version, sign it, assemble signatures, verify
+    /// a chain, show one (docs/charter.md).
+    #[command(subcommand)]
+    Federation(FederationCommand),
     /// Simulate a network of N real nodes in this process, driven by a scenario file.
     Sim {
         /// The scenario (TOML), e.g. scripts/scenarios/four-provinces.toml.
@@ -165,6 +169,100 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `yrd federation …`: the charter's verbs, all offline (files in, files out).
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Write a draft charter (no signatures): a genesis (--genesis) or version N+1 of --from.
+    Propose(Box<ProposeArgs>),
+    /// Add this node's signature to a charter file (in place, or to --out). Refused unless the
+    /// key belongs to a member of the signing role of the charter or of --previous.
+    Sign {
+        /// The charter (draft or partly signed).
+        file: PathBuf,
+        /// The key file to sign with (default: the node key in --data-dir).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Version N, when FILE is N+1 (lets N's signers that N+1 removes sign it).
+        #[arg(long)]
+        previous: Option<PathBuf>,
+        /// Write the signed charter here instead of over FILE.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Merge the signatures of copies of one charter and check the rules (genesis, or against
+    /// --chain for a later version); writes the result to --out only if it passes.
+    Assemble {
+        /// Copies of one charter, each with some signatures.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The versions before it, genesis first (needed after version 1).
+        #[arg(long, num_args = 1..)]
+        chain: Vec<PathBuf>,
+        /// Where to write the assembled charter.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a chain of charters, genesis first, and print who signed each version.
+    Verify {
+        /// The charters, genesis first, one per version.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show a charter's members by region (default: the charter of --config / --data-dir).
+    Show {
+        /// A charter file.
+        file: Option<PathBuf>,
+    },
+}
+
+/// `yrd federation propose`.
+#[derive(Debug, Args)]
+pub struct ProposeArgs {
+    /// Write a genesis (version 1).
+    #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+    pub genesis: bool,
+    /// Write version N+1 of this charter (version N).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Where to write the draft.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Genesis: the federation's id (lowercase kebab-case).
+    #[arg(long, requires = "genesis")]
+    pub id: Option<String>,
+    /// Genesis: the federation's name.
+    #[arg(long, requires = "genesis")]
+    pub name: Option<String>,
+    /// A member to add: MEMBER_ID,REGION,ROLE,KEY,ORGANISATION — KEY a peer id or hex public key;
+    /// ORGANISATION last (it may hold commas). Repeat for each member.
+    #[arg(long = "member", value_name = "SPEC")]
+    pub members: Vec<String>,
+    /// A member to remove (its member id).
+    #[arg(long = "remove-member", value_name = "MEMBER_ID")]
+    pub remove: Vec<String>,
+    /// MEMBER_ID=REGION: move a member.
+    #[arg(long = "set-region", value_name = "MEMBER_ID=REGION")]
+    pub set_region: Vec<String>,
+    /// MEMBER_ID=ROLE: founder, member or observer.
+    #[arg(long = "set-role", value_name = "MEMBER_ID=ROLE")]
+    pub set_role: Vec<String>,
+    /// MEMBER_ID=KEY: replace a member's keys by KEY.
+    #[arg(long = "rotate-key", value_name = "MEMBER_ID=KEY")]
+    pub rotate_key: Vec<String>,
+    /// MEMBER_ID=KEY: give a member one more key.
+    #[arg(long = "add-key", value_name = "MEMBER_ID=KEY")]
+    pub add_key: Vec<String>,
+    /// The role that signs changes (genesis default: founder).
+    #[arg(long)]
+    pub signers: Option<String>,
+    /// How many members of that role must sign (genesis: required).
+    #[arg(long)]
+    pub threshold: Option<u32>,
+    /// Validity from now: 365d, 12h… (default 365d).
+    #[arg(long, default_value = "365d")]
+    pub expires_in: String,
 }
 
 /// `yrd token …`.

@@ -53,6 +53,9 @@ pub enum CliError {
         /// What is wrong.
         message: String,
     },
+    /// A charter is refused by the rules.
+    #[error(transparent)]
+    Charter(#[from] crate::model::charter::CharterError),
     /// A signed document does not verify.
     #[error("{0}")]
     Invalid(String),

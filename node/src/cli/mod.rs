@@ -9,6 +9,7 @@ pub mod client;
 mod docs;
 mod error;
 mod exchange;
+mod federation;
 mod output;
 mod provenance;
 mod table;
@@ -27,8 +28,8 @@ use output::print_json;
 
 pub use args::{
     CatalogCommand, Cli, Command, ConfigCommand, DemandCommand, DevnetArgs, DocCommand,
-    GrantsCommand, InitArgs, ProvenanceCommand, RequestsCommand, SchemaCommand, TokenCommand,
-    WithheldCommand,
+    FederationCommand, GrantsCommand, InitArgs, ProposeArgs, ProvenanceCommand, RequestsCommand,
+    SchemaCommand, TokenCommand, WithheldCommand,
 };
 pub use error::{
     CliError, EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
@@ -77,6 +78,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "members       {} ({} connected)",
                 view.members, view.connected
             );
+            if let Some(c) = &view.charter {
+                println!(
+                    "charter       {} version {} ({}, expires {}, {} members)",
+                    c.federation, c.version, c.state, c.expires, c.members
+                );
+                for r in &c.region_contradictions {
+                    println!(
+                        "  REFUSED     {} ({}) claims {}; the charter says {} ({})",
+                        r.peer,
+                        r.member_id,
+                        r.claimed.label(),
+                        r.charter.label(),
+                        r.time
+                    );
+                }
+            }
             println!("data dir      {}", view.data_dir);
             println!("admin API     {}", view.api_address.unwrap_or_default());
             for a in &view.listen_addresses {
@@ -147,6 +164,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Receipts => exchange::receipts(&cli).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
         Command::Verify { file } => provenance::verify(&cli, file),
+        Command::Federation(cmd) => federation::federation(&cli, cmd),
         Command::Sim {
             scenario,
             nodes,

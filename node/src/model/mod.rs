@@ -3,6 +3,7 @@
 
 pub mod canonical;
 pub mod catalogue;
+pub mod charter;
 pub mod chunks;
 pub mod exchange;
 pub mod masking;

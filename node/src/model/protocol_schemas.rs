@@ -4,6 +4,7 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::model::catalogue::{Catalogue, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::charter::{Charter, SignedCharter};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Manifest, Receipt, Revocation};
 use crate::model::message::{Announcement, Request, Response};
 use crate::model::node_info::NodeInfo;
@@ -67,6 +68,12 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
     out.extend(document::<TreeHead>());
     out.extend(document::<Cosignature>());
     out.extend(document::<DatasetHead>());
+    // Multi-signature: its envelope carries a list of signatures, not one signer.
+    out.push((Charter::TYPE.to_string(), schema::<Charter>()));
+    out.push((
+        format!("signed-{}", Charter::TYPE),
+        schema::<SignedCharter>(),
+    ));
     for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),

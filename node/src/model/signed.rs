@@ -393,7 +393,7 @@ fn check_header(expected: &str, found: &str, version: u32) -> Result<(), Signatu
     Ok(())
 }
 
-fn verify_parts(
+pub(crate) fn verify_parts(
     doc_type: &str,
     document: &Value,
     signer: &str,
@@ -410,7 +410,7 @@ fn verify_parts(
         })
 }
 
-fn parse_signer(signer: &str) -> Result<VerifyingKey, SignatureError> {
+pub(crate) fn parse_signer(signer: &str) -> Result<VerifyingKey, SignatureError> {
     let bytes = decode_lower_hex::<32>(signer).map_err(SignatureError::BadSignerKey)?;
     let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
         SignatureError::BadSignerKey("not the encoding of a curve point".to_owned())
@@ -428,7 +428,7 @@ fn parse_signature(signature: &str) -> Result<Signature, SignatureError> {
 
 /// Decodes exactly `N` bytes of lowercase hex; uppercase is refused so that each key and
 /// signature has one spelling, and hence each envelope one digest.
-fn decode_lower_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
+pub(crate) fn decode_lower_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
     if text.len() != 2 * N {
         return Err(format!(
             "expected {} hex characters, found {}",

@@ -496,6 +496,14 @@ impl Node {
             }
         }
         for (peer, c) in map {
+            // With a charter, only its members' catalogues under the region it binds them to
+            // (a catalogue kept from before the node ran on the charter may say otherwise).
+            if let Some(charter) = &self.inner.charter {
+                if charter.region_of(&peer) != Some(c.document.region) {
+                    tracing::warn!(peer = %peer, region = %c.document.region.label(), "stored catalogue not held: its region is not the charter's for its publisher");
+                    continue;
+                }
+            }
             self.hold_catalogue(peer, c);
         }
         Ok(())
@@ -525,6 +533,13 @@ impl Node {
                 peer: from,
                 reason: format!("catalogue of non-member {publisher} refused"),
             });
+        }
+        if let Some(charter) = &self.inner.charter {
+            if let Err(cause) = charter.check_claim(publisher, signed.document.region) {
+                let reason = format!("catalogue of {publisher} refused: {cause}");
+                self.record_refusal(Some(publisher), None, &reason).await;
+                return Err(NodeError::BadPeer { peer: from, reason });
+            }
         }
         {
             let _accepting = self.inner.catalogues.accepting.lock();

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod catalogue;
+mod charter;
 pub mod counters;
 pub mod datasets;
 mod error;
@@ -13,6 +14,7 @@ pub mod schemas;
 mod sync;
 pub mod transfer;
 
+pub use charter::{CharterView, RegionContradiction};
 pub use error::{ErrorClass, NodeError};
 pub use peers::REFUSAL_RECORDS_PER_PEER_PER_HOUR;
 
@@ -73,8 +75,10 @@ pub struct NodeOptions {
 impl NodeOptions {
     /// Options from a config file, resolving the data dir against it.
     pub fn from_config_file(path: &Path) -> Result<NodeOptions, crate::config::ConfigError> {
-        let config = NodeConfig::load(path)?;
+        let mut config = NodeConfig::load(path)?;
         let data_dir = config.data_dir(path);
+        // The node reads the charter by a path that no longer depends on the config's place.
+        config.federation.charter = config.charter_path(path);
         Ok(NodeOptions { config, data_dir })
     }
 }
@@ -129,6 +133,9 @@ pub struct NodeView {
     pub version: String,
     /// Our signed NodeInfo.
     pub node_info: Signed<NodeInfo>,
+    /// The federation charter in force, when the node runs on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charter: Option<CharterView>,
 }
 
 /// The health summary.
@@ -161,6 +168,8 @@ struct Inner {
     store: Store,
     net: NetHandle,
     members: Members,
+    /// The federation charter in force, when the config names one (`charter.rs`).
+    charter: Option<charter::FederationCharter>,
     started: SystemTime,
     /// Dataset files.
     blobs: crate::store::blobs::BlobStore,
@@ -320,7 +329,12 @@ impl Node {
             .await
             .map_err(NodeError::task("opening the database"))??;
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;
-        let members = Members::new(config.member_ids());
+        let charter = charter::FederationCharter::load(&config, &data_dir, &store, key.peer_id())?;
+        let members = match &charter {
+            // The charter's keys are the members; each one's region is the charter's.
+            Some(c) => Members::new(c.member_peers(&key.peer_id())),
+            None => Members::new(config.member_ids()),
+        };
         let mut known_addresses = Vec::new();
         for (peer, _) in store.peers()? {
             for addr in store.peer_addresses(&peer)? {
@@ -362,6 +376,7 @@ impl Node {
                 store,
                 net,
                 members,
+                charter,
                 started: SystemTime::now(),
                 blobs,
                 provenance,
@@ -821,6 +836,13 @@ impl Node {
             other => return Err(unexpected(peer, &other)),
         };
         verify_node_info(&info, &peer)?;
+        if let Some(charter) = &self.inner.charter {
+            if let Err(cause) = charter.check_claim(peer, info.document.region) {
+                let reason = format!("NodeInfo refused: {cause}");
+                self.record_refusal(Some(peer), None, &reason).await;
+                return Err(NodeError::BadPeer { peer, reason });
+            }
+        }
         let region = info.document.region;
         tracing::info!(
             peer = %peer,
@@ -853,12 +875,19 @@ impl Node {
             .into_iter()
             .map(|c| {
                 let info = infos.get(&c.peer).map(|s| &s.document);
+                // With a charter, the region is the charter's, whatever the NodeInfo says.
+                let region = self.peer_region(&c.peer);
+                let charter_org = self
+                    .inner
+                    .charter
+                    .as_ref()
+                    .and_then(|ch| ch.organisation_of(&c.peer));
                 PeerView {
                     peer_id: c.peer.to_string(),
                     short_id: short_peer(&c.peer),
-                    region: info.map(|i| i.region),
-                    region_label: info.map(|i| i.region.label()),
-                    organisation: info.map(|i| i.organisation.clone()),
+                    region,
+                    region_label: region.map(|r| r.label()),
+                    organisation: info.map(|i| i.organisation.clone()).or(charter_org),
                     addresses: c.addresses.iter().map(|a| a.to_string()).collect(),
                     connected_since: format_system_time(c.connected_since),
                     rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1000.0),
@@ -888,6 +917,7 @@ impl Node {
             started_at: format_system_time(self.inner.started),
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_info: self.signed_node_info()?,
+            charter: self.inner.charter.as_ref().map(|c| c.view()),
         })
     }
 

@@ -47,6 +47,9 @@ pub enum RecordTree {
     Derived,
     /// Receipts received from receivers, by `receiver/dataset/version/digest`.
     Receipts,
+    /// The federation charter versions applied, by version (20 digits, so key order is version
+    /// order); a new tree, so no format change: an older database simply has none.
+    Charters,
 }
 
 impl RecordTree {
@@ -59,6 +62,7 @@ impl RecordTree {
             RecordTree::Fetches => "fetches",
             RecordTree::Derived => "derived",
             RecordTree::Receipts => "receipts",
+            RecordTree::Charters => "charters",
         }
     }
 }

@@ -219,7 +219,9 @@ impl Node {
             }
             let matches = match (peer, region) {
                 (Some(p), _) => p == publisher,
-                (None, Some(r)) => c.document.region == r,
+                // The charter's region of the publisher when there is one (a catalogue that
+                // contradicts it is refused on arrival, so the two agree).
+                (None, Some(r)) => self.peer_region(&publisher).unwrap_or(c.document.region) == r,
                 _ => false,
             };
             if !matches {
@@ -660,6 +662,9 @@ impl Node {
         approval: Approval,
         decided_by: &str,
     ) -> Result<RequestRecord, NodeError> {
+        if let Some(why) = self.inner.charter.as_ref().and_then(|c| c.blocks_grants()) {
+            return Err(NodeError::Conflict(why));
+        }
         let mut record = self.pending_inbound(id)?;
         let r = &record.request.document;
         let offer = self

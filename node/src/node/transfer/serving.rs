@@ -400,9 +400,13 @@ impl Node {
         }
     }
 
-    /// The region of a member whose NodeInfo we verified.
+    /// A member's region: the charter's when the node runs on one (never the member's own
+    /// claim), else the one in the NodeInfo we verified.
     pub(crate) fn peer_region(&self, peer: &PeerId) -> Option<Region> {
-        self.inner.peers.region(peer)
+        match &self.inner.charter {
+            Some(charter) => charter.region_of(peer),
+            None => self.inner.peers.region(peer),
+        }
     }
 
     /// Access checks and the manifest + chunk table of what `peer` will receive.

@@ -1,0 +1,761 @@
+//! Each rule of the charter, attacked; and the published vectors.
+
+use super::*;
+use serde_json::{Value, json};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const VECTORS_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../schemas/vectors/charter.json"
+);
+
+const ISSUED: &str = "2026-12-01T00:00:00Z";
+const EXPIRES: &str = "2027-12-01T00:00:00Z";
+
+/// Fixed keys: 1–4 the provinces, 5–8 their replacements or impostors, 9 a city.
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public(seed: u8) -> String {
+    hex::encode(key(seed).verifying_key().to_bytes())
+}
+
+/// A fictitious 统一社会信用代码 (事业单位, region, `YRD00000n`) with a valid check character.
+fn member_id(region: u32, n: u8) -> String {
+    let first17 = format!("12{region}YRD0000{n:02}");
+    let check = uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
+fn member(seed: u8, region: u32, role: Role) -> CharterMember {
+    CharterMember {
+        member_id: member_id(region, seed),
+        organisation: format!("测试机构 {seed}"),
+        region: Region::from_code(region).unwrap_or_else(|_| unreachable!()),
+        role,
+        keys: vec![MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: public(seed),
+        }],
+    }
+}
+
+fn provinces() -> Vec<CharterMember> {
+    [(1, 310000), (2, 320000), (3, 330000), (4, 340000)]
+        .into_iter()
+        .map(|(s, r)| member(s, r, Role::Founder))
+        .collect()
+}
+
+fn genesis_doc() -> Charter {
+    Charter {
+        federation: Federation {
+            id: "yrd-delta".into(),
+            name: "长三角政务数据共享联盟".into(),
+        },
+        version: 1,
+        previous: None,
+        issued: ISSUED.into(),
+        expires: EXPIRES.into(),
+        members: provinces(),
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold: 3,
+        },
+    }
+}
+
+fn signed_by(doc: Charter, seeds: &[u8]) -> Result<SignedCharter, CharterError> {
+    let mut s = SignedCharter::draft(doc);
+    for seed in seeds {
+        s.sign(&key(*seed))?;
+    }
+    Ok(s)
+}
+
+fn genesis() -> Result<SignedCharter, CharterError> {
+    signed_by(genesis_doc(), &[1, 2, 3])
+}
+
+/// Version 2: Suzhou (seed 9) joins as a member.
+fn next_doc(prev: &SignedCharter) -> Result<Charter, CharterError> {
+    let mut doc = prev.document.clone();
+    doc.version += 1;
+    doc.previous = Some(prev.document.digest()?);
+    doc.issued = "2026-12-02T00:00:00Z".into();
+    // Suzhou (seed 9) joins at version 2, Wuxi (seed 10) at 3, and so on.
+    let (seed, region) = match doc.version {
+        2 => (9, 320500),
+        _ => (8 + doc.version as u8, 320200),
+    };
+    doc.members.push(member(seed, region, Role::Member));
+    Ok(doc)
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, CharterError>) -> String {
+    match r {
+        Ok(v) => format!("accepted: {v:?}"),
+        Err(e) => e.code().to_string(),
+    }
+}
+
+#[test]
+fn uscc_check_character_matches_real_codes() {
+    // Published codes of real companies: the check character is GB 32100-2015's.
+    for real in [
+        "91350100M000100Y43",
+        "9144030071526726XG",
+        "91330100799655058B",
+        "91110000600037341L",
+    ] {
+        assert!(is_valid_member_id(real), "{real}");
+        let mut altered = real.to_string();
+        altered.replace_range(5..6, if &real[5..6] == "1" { "2" } else { "1" });
+        assert!(!is_valid_member_id(&altered), "{altered}");
+    }
+    for bad in [
+        "",
+        "91350100M000100Y4",
+        "91350100M000100Y433",
+        "91350100I000100Y43", // I is not in the alphabet
+        "91350100m000100Y43",
+        "91350100M000100Y4中",
+    ] {
+        assert!(!is_valid_member_id(bad), "{bad:?}");
+    }
+    assert!(is_valid_member_id(&member_id(310000, 1)));
+}
+
+#[test]
+fn genesis_needs_a_threshold_of_its_own_founders() -> TestResult {
+    let v = verify_genesis(&genesis()?)?;
+    assert_eq!(v.signed_by_own.len(), 3);
+    assert!(v.signed_by_previous.is_empty());
+    assert_eq!(
+        code(verify_genesis(&signed_by(genesis_doc(), &[1, 2])?)),
+        "below-threshold-own"
+    );
+    // Three signatures, but by keys no founder holds.
+    assert_eq!(
+        code(verify_genesis(&signed_by(genesis_doc(), &[1, 5, 6])?)),
+        "below-threshold-own"
+    );
+    // A genesis that names a previous version, or is not version 1.
+    let mut doc = genesis_doc();
+    doc.previous = Some("00".repeat(32));
+    assert_eq!(
+        code(verify_genesis(&signed_by(doc, &[1, 2, 3])?)),
+        "invalid"
+    );
+    let mut doc = genesis_doc();
+    doc.version = 2;
+    doc.previous = Some("00".repeat(32));
+    assert_eq!(
+        code(verify_genesis(&signed_by(doc, &[1, 2, 3])?)),
+        "invalid"
+    );
+    Ok(())
+}
+
+#[test]
+fn signatures_by_non_founders_do_not_count() -> TestResult {
+    let mut doc = genesis_doc();
+    doc.members.push(member(9, 320500, Role::Member));
+    doc.members.push(member(8, 320100, Role::Observer));
+    // Two founders, a member and an observer: only two count.
+    let signed = signed_by(doc.clone(), &[1, 2, 9, 8])?;
+    match verify_genesis(&signed) {
+        Err(CharterError::BelowThreshold {
+            counted, needed, ..
+        }) => {
+            assert_eq!((counted, needed), (2, 3));
+        }
+        other => return Err(format!("expected BelowThreshold, got {other:?}").into()),
+    }
+    // Under a policy of members signing, founders' signatures are the ones that do not count.
+    doc.policy = ChangePolicy {
+        signers: Role::Member,
+        threshold: 1,
+    };
+    assert!(verify_genesis(&signed_by(doc.clone(), &[9])?).is_ok());
+    assert_eq!(
+        code(verify_genesis(&signed_by(doc, &[1, 2, 3])?)),
+        "below-threshold-own"
+    );
+    Ok(())
+}
+
+#[test]
+fn one_member_counts_once_whatever_it_signs_with() -> TestResult {
+    // Founder 1 holds two keys and signs with both; founder 2 signs twice by entry.
+    let mut doc = genesis_doc();
+    doc.members[0].keys.push(MemberKey {
+        algorithm: KeyAlgorithm::Ed25519,
+        public_key: public(5),
+    });
+    let mut signed = signed_by(doc, &[1, 5, 2])?;
+    let dup = signed.signatures[2].clone();
+    signed.signatures.push(dup);
+    match verify_genesis(&signed) {
+        Err(CharterError::BelowThreshold { counted: 2, .. }) => Ok(()),
+        other => Err(format!("expected 2 counted, got {other:?}").into()),
+    }
+}
+
+#[test]
+fn a_signature_over_another_document_does_not_count() -> TestResult {
+    let mut signed = genesis()?;
+    signed.document.members[3].organisation = "改过的名字".into();
+    assert_eq!(code(verify_genesis(&signed)), "below-threshold-own");
+    // A signature entry naming a founder's key but made by another key.
+    let mut signed = genesis()?;
+    signed.signatures[0].signer = public(4);
+    assert_eq!(code(verify_genesis(&signed)), "below-threshold-own");
+    Ok(())
+}
+
+#[test]
+fn keys_and_members_are_unique_and_valid() -> TestResult {
+    let mut doc = genesis_doc();
+    doc.members[1].keys[0].public_key = public(1);
+    match doc.check() {
+        Err(CharterError::Invalid { field, .. }) => {
+            assert_eq!(field, "members[1].keys[0].public_key")
+        }
+        other => return Err(format!("expected Invalid, got {other:?}").into()),
+    }
+    let mut doc = genesis_doc();
+    let k = doc.members[0].keys[0].clone();
+    doc.members[0].keys.push(k);
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.members[2].member_id = doc.members[0].member_id.clone();
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    let good = member_id(330000, 3);
+    let wrong_check = if good.ends_with('0') { '1' } else { '0' };
+    doc.members[2].member_id = format!("{}{wrong_check}", &good[..17]);
+    let e = doc.check().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains("members[2].member_id") && e.contains("统一社会信用代码"),
+        "{e}"
+    );
+    // Weak and malformed keys.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for bad in [hex::encode(identity), public(1).to_uppercase(), "ab".into()] {
+        let mut doc = genesis_doc();
+        doc.members[0].keys[0].public_key = bad.clone();
+        assert_eq!(code(doc.check()), "invalid", "{bad}");
+    }
+    // A policy its own members cannot meet, or one observers sign.
+    let mut doc = genesis_doc();
+    doc.policy.threshold = 5;
+    assert_eq!(code(doc.check()), "invalid");
+    doc.policy.threshold = 0;
+    assert_eq!(code(doc.check()), "invalid");
+    doc.policy = ChangePolicy {
+        signers: Role::Observer,
+        threshold: 1,
+    };
+    assert_eq!(code(doc.check()), "invalid");
+    Ok(())
+}
+
+#[test]
+fn everything_is_bounded() -> TestResult {
+    let mut doc = genesis_doc();
+    doc.members[0].keys = (10..=14)
+        .map(|s| MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: public(s),
+        })
+        .collect();
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.members[0].organisation = "长".repeat(MAX_NAME_CHARS + 1);
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.federation.id = "a".repeat(65);
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.version = MAX_EXACT_INTEGER + 1;
+    doc.previous = Some("00".repeat(32));
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.expires = ISSUED.into();
+    assert_eq!(code(doc.check()), "invalid");
+    let mut doc = genesis_doc();
+    doc.members = (0..=MAX_MEMBERS)
+        .map(|_| member(1, 310000, Role::Founder))
+        .collect();
+    assert_eq!(code(doc.check()), "invalid");
+    let mut signed = genesis()?;
+    let s = signed.signatures[0].clone();
+    signed.signatures = vec![s; MAX_SIGNATURES + 1];
+    assert_eq!(code(signed.check()), "invalid");
+    // Text over the byte cap is refused before it is parsed.
+    let text = format!(
+        "{}{}",
+        genesis()?.to_json_pretty()?,
+        " ".repeat(MAX_CHARTER_BYTES)
+    );
+    assert_eq!(code(SignedCharter::from_json(&text)), "too-large");
+    Ok(())
+}
+
+#[test]
+fn strict_parsing_refuses_repeats_unknown_fields_and_other_types() -> TestResult {
+    let text = genesis()?.to_json_pretty()?;
+    assert!(SignedCharter::from_json(&text).is_ok());
+    let repeated = text.replacen("\"version\": 1,", "\"version\": 1, \"version\": 1,", 1);
+    assert_eq!(code(SignedCharter::from_json(&repeated)), "malformed");
+    let extra = text.replacen("\"signatures\"", "\"comment\": 1, \"signatures\"", 1);
+    assert_eq!(code(SignedCharter::from_json(&extra)), "malformed");
+    let other = text.replacen("\"charter\"", "\"node-info\"", 1);
+    assert_eq!(code(SignedCharter::from_json(&other)), "malformed");
+    let unknown = text.replacen("\"ed25519\"", "\"sm9\"", 1);
+    assert_eq!(code(SignedCharter::from_json(&unknown)), "malformed");
+    Ok(())
+}
+
+#[test]
+fn an_update_applies_with_both_thresholds() -> TestResult {
+    let g = genesis()?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    let v2 = signed_by(next_doc(&g)?, &[2, 3, 4])?;
+    assert_eq!(chain.offer(&v2)?, Offer::Applied { version: 2 });
+    assert_eq!(chain.current().version(), 2);
+    assert_eq!(chain.current().signed_by_previous.len(), 3);
+    assert_eq!(chain.versions().len(), 2);
+    // Offered again with one more signature: held, the signature kept.
+    let more = signed_by(next_doc(&g)?, &[1])?;
+    assert_eq!(
+        chain.offer(&more)?,
+        Offer::Held {
+            version: 2,
+            added: 1
+        }
+    );
+    assert_eq!(chain.current().charter.signatures.len(), 4);
+    assert_eq!(
+        chain.offer(&g)?,
+        Offer::Held {
+            version: 1,
+            added: 0
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn an_update_needs_a_threshold_of_the_previous_signers() -> TestResult {
+    // Three impostors name themselves the founders of version 2 and sign it; only one real
+    // founder (1) signs along.
+    let g = genesis()?;
+    let mut doc = next_doc(&g)?;
+    doc.members = vec![
+        member(1, 310000, Role::Founder),
+        member(5, 320000, Role::Founder),
+        member(6, 330000, Role::Founder),
+        member(7, 340000, Role::Founder),
+    ];
+    let signed = signed_by(doc.clone(), &[1, 5, 6, 7])?;
+    let chain = CharterChain::from_genesis(&g)?;
+    assert_eq!(
+        code(verify_update(chain.current(), &signed)),
+        "below-threshold-previous"
+    );
+    // With three of the old founders as well, it applies: a legitimate rotation of keys.
+    let rotated = signed_by(doc, &[1, 2, 3, 5, 6, 7])?;
+    assert!(verify_update(chain.current(), &rotated).is_ok());
+    Ok(())
+}
+
+#[test]
+fn an_update_needs_a_threshold_of_its_own_signers() -> TestResult {
+    // The old founders sign a version whose founders are new keys that did not sign: refused,
+    // so a version is never in force that its own signers could not have changed.
+    let g = genesis()?;
+    let mut doc = next_doc(&g)?;
+    for (m, seed) in doc.members.iter_mut().zip([5u8, 6, 7, 8]) {
+        m.keys[0].public_key = public(seed);
+    }
+    let signed = signed_by(doc.clone(), &[1, 2, 3])?;
+    let chain = CharterChain::from_genesis(&g)?;
+    assert_eq!(
+        code(verify_update(chain.current(), &signed)),
+        "below-threshold-own"
+    );
+    // A raised threshold is the new version's own: 4 of 4 needed.
+    let mut doc = next_doc(&g)?;
+    doc.policy.threshold = 4;
+    assert_eq!(
+        code(verify_update(
+            chain.current(),
+            &signed_by(doc.clone(), &[1, 2, 3])?
+        )),
+        "below-threshold-own"
+    );
+    assert!(verify_update(chain.current(), &signed_by(doc, &[1, 2, 3, 4])?).is_ok());
+    Ok(())
+}
+
+#[test]
+fn an_update_names_the_previous_digest_and_federation() -> TestResult {
+    let g = genesis()?;
+    let chain = CharterChain::from_genesis(&g)?;
+    let mut doc = next_doc(&g)?;
+    doc.previous = Some("ab".repeat(32));
+    assert_eq!(
+        code(verify_update(chain.current(), &signed_by(doc, &[1, 2, 3])?)),
+        "wrong-previous"
+    );
+    let mut doc = next_doc(&g)?;
+    doc.federation.id = "other".into();
+    assert_eq!(
+        code(verify_update(chain.current(), &signed_by(doc, &[1, 2, 3])?)),
+        "other-federation"
+    );
+    // Adding signatures does not change the digest the next version names.
+    let mut more = g.clone();
+    more.sign(&key(4))?;
+    assert_eq!(more.document.digest()?, g.document.digest()?);
+    Ok(())
+}
+
+#[test]
+fn versions_are_applied_one_at_a_time_never_back() -> TestResult {
+    let g = genesis()?;
+    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
+    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    assert_eq!(code(chain.offer(&v3)), "skipped-version");
+    chain.offer(&v2)?;
+    chain.offer(&v3)?;
+    assert_eq!(chain.current().version(), 3);
+    // An old version 2 that is not the one applied, and not validly signed: a rollback.
+    let mut stale = next_doc(&g)?;
+    stale.members.pop();
+    assert_eq!(code(chain.offer(&signed_by(stale, &[1])?)), "rollback");
+    assert_eq!(chain.current().version(), 3);
+    Ok(())
+}
+
+#[test]
+fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult {
+    let g = genesis()?;
+    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
+    let mut other = next_doc(&g)?;
+    if let Some(m) = other.members.last_mut() {
+        m.region = Region::from_code(330500)?;
+    }
+    let v2b = signed_by(other, &[2, 3, 4])?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    chain.offer(&v2)?;
+    match chain.offer(&v2b)? {
+        Offer::Equivocation(e) => {
+            assert_eq!(e.version, 2);
+            assert_eq!(e.held, v2);
+            assert_eq!(e.offered, v2b);
+        }
+        other => return Err(format!("expected equivocation, got {other:?}").into()),
+    }
+    let now = crate::clock::parse_rfc3339(ISSUED).ok_or("time")?;
+    assert_eq!(
+        chain.state(now),
+        CharterState::Equivocated { version: 2, at: 2 }
+    );
+    // Nothing after it is applied until resolved.
+    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    assert_eq!(code(chain.offer(&v3)), "equivocated");
+    assert!(chain.equivocation().is_some());
+    // Two geneses, each validly signed, are equivocation too.
+    let mut g2 = genesis_doc();
+    g2.federation.name = "另一个联盟".into();
+    let mut chain = CharterChain::from_genesis(&g)?;
+    assert_eq!(
+        chain.offer(&signed_by(g2, &[1, 2, 4])?)?.code(),
+        "equivocation"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_expired_charter_is_a_state_not_a_failure() -> TestResult {
+    let chain = CharterChain::from_genesis(&genesis()?)?;
+    let before = crate::clock::parse_rfc3339("2027-11-30T23:59:59Z").ok_or("time")?;
+    let after = crate::clock::parse_rfc3339(EXPIRES).ok_or("time")?;
+    assert!(matches!(
+        chain.state(before),
+        CharterState::InForce { version: 1, .. }
+    ));
+    assert!(matches!(
+        chain.state(after),
+        CharterState::Expired { version: 1, .. }
+    ));
+    // An expired version can still be followed by the next one (as in TUF).
+    let mut g = genesis_doc();
+    g.expires = "2026-12-01T00:00:01Z".into();
+    let g = signed_by(g, &[1, 2, 3])?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    let mut next = next_doc(&g)?;
+    next.expires = EXPIRES.into();
+    assert!(matches!(
+        chain.offer(&signed_by(next, &[1, 2, 3])?)?,
+        Offer::Applied { .. }
+    ));
+    Ok(())
+}
+
+#[test]
+fn peers_and_regions_come_from_the_keys() -> TestResult {
+    let doc = genesis_doc();
+    let peer = crate::identity::peer_id_of(&key(2).verifying_key()).ok_or("peer")?;
+    let m = doc.member_of_peer(&peer).ok_or("member")?;
+    assert_eq!(m.region.code(), 320000);
+    assert_eq!(doc.peers().len(), 4);
+    assert!(doc.member_of_key(&public(9)).is_none());
+    Ok(())
+}
+
+// ---- published vectors ----
+
+fn key_entry(name: &str, seed: u8) -> Result<Value, Box<dyn std::error::Error>> {
+    let peer = crate::identity::peer_id_of(&key(seed).verifying_key()).ok_or("peer")?;
+    Ok(json!({
+        "name": name,
+        "secret_key": hex::encode(key(seed).to_bytes()),
+        "public_key": public(seed),
+        "peer_id": peer.to_string(),
+    }))
+}
+
+/// `(description, held, offered, verdict)`; `held` empty means `offered` is a genesis.
+type Case = (&'static str, Vec<SignedCharter>, SignedCharter);
+
+fn vector_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
+    let g = genesis()?;
+    let v2 = signed_by(next_doc(&g)?, &[2, 3, 4])?;
+    let mut other = next_doc(&g)?;
+    if let Some(m) = other.members.last_mut() {
+        m.region = Region::from_code(330500)?;
+    }
+    let v2b = signed_by(other, &[1, 2, 3])?;
+    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    let mut takeover = next_doc(&g)?;
+    takeover.members = vec![
+        member(1, 310000, Role::Founder),
+        member(5, 320000, Role::Founder),
+        member(6, 330000, Role::Founder),
+        member(7, 340000, Role::Founder),
+    ];
+    let mut new_keys = next_doc(&g)?;
+    for (m, seed) in new_keys.members.iter_mut().zip([5u8, 6, 7, 8]) {
+        m.keys[0].public_key = public(seed);
+    }
+    let mut wrong_previous = next_doc(&g)?;
+    wrong_previous.previous = Some("ab".repeat(32));
+    let mut city_signed = genesis_doc();
+    city_signed.members.push(member(9, 320500, Role::Member));
+    Ok(vec![
+        ("genesis signed by 3 of 4 founders", vec![], g.clone()),
+        (
+            "genesis signed by 2 of 4 founders",
+            vec![],
+            signed_by(genesis_doc(), &[1, 2])?,
+        ),
+        (
+            "genesis signed by 2 founders and a member: the member's signature does not count",
+            vec![],
+            signed_by(city_signed, &[1, 2, 9])?,
+        ),
+        (
+            "update adding Suzhou, signed by 3 of 4 founders",
+            vec![g.clone()],
+            v2.clone(),
+        ),
+        (
+            "update naming 3 new founders, signed by them and 1 old founder",
+            vec![g.clone()],
+            signed_by(takeover, &[1, 5, 6, 7])?,
+        ),
+        (
+            "update replacing every founder key, signed by the old keys only",
+            vec![g.clone()],
+            signed_by(new_keys, &[1, 2, 3])?,
+        ),
+        (
+            "update naming another previous digest",
+            vec![g.clone()],
+            signed_by(wrong_previous, &[1, 2, 3])?,
+        ),
+        (
+            "version 3 offered on version 1",
+            vec![g.clone()],
+            v3.clone(),
+        ),
+        (
+            "a second, different version 2, validly signed",
+            vec![g.clone(), v2.clone()],
+            v2b,
+        ),
+        (
+            "version 2 again with an added signature",
+            vec![g.clone(), v2.clone()],
+            signed_by(next_doc(&g)?, &[1])?,
+        ),
+        ("version 3 after version 2", vec![g.clone(), v2.clone()], v3),
+    ])
+}
+
+fn verdict(held: &[SignedCharter], offered: &SignedCharter) -> String {
+    if held.is_empty() {
+        return match verify_genesis(offered) {
+            Ok(_) => "applied".into(),
+            Err(e) => e.code().into(),
+        };
+    }
+    let mut chain = match CharterChain::verify_all(held) {
+        Ok(c) => c,
+        Err(e) => return format!("held chain refused: {e}"),
+    };
+    match chain.offer(offered) {
+        Ok(o) => o.code().into(),
+        Err(e) => e.code().into(),
+    }
+}
+
+fn build_vectors() -> Result<Value, Box<dyn std::error::Error>> {
+    let keys = vec![
+        key_entry("Shanghai founder", 1)?,
+        key_entry("Jiangsu founder", 2)?,
+        key_entry("Zhejiang founder", 3)?,
+        key_entry("Anhui founder", 4)?,
+        key_entry("impostor or replacement 5", 5)?,
+        key_entry("impostor or replacement 6", 6)?,
+        key_entry("impostor or replacement 7", 7)?,
+        key_entry("impostor or replacement 8", 8)?,
+        key_entry("Suzhou member", 9)?,
+    ];
+    let mut cases = Vec::new();
+    for (description, held, offered) in vector_cases()? {
+        let message = offered.document.signing_message()?;
+        cases.push(json!({
+            "description": description,
+            "held": held,
+            "offered": offered,
+            "offered_digest": offered.document.digest()?,
+            "offered_message_hex": hex::encode(message),
+            "verdict": verdict(&held, &offered),
+        }));
+    }
+    Ok(json!({
+        "domain": domain_tag(),
+        "keys": keys,
+        "cases": cases,
+    }))
+}
+
+#[test]
+fn published_charter_vectors_hold() -> TestResult {
+    let text = std::fs::read_to_string(VECTORS_PATH)?;
+    let file = canonical::parse_strict(&text)?;
+    let cases = file["cases"].as_array().ok_or("no cases")?;
+    let mut verdicts = BTreeSet::new();
+    for case in cases {
+        let held: Vec<SignedCharter> = serde_json::from_value(case["held"].clone())?;
+        let offered: SignedCharter = serde_json::from_value(case["offered"].clone())?;
+        let expected = case["verdict"].as_str().ok_or("verdict")?;
+        assert_eq!(
+            verdict(&held, &offered),
+            expected,
+            "{}",
+            case["description"]
+        );
+        assert_eq!(
+            case["offered_digest"].as_str(),
+            Some(offered.document.digest()?.as_str())
+        );
+        verdicts.insert(expected.to_string());
+    }
+    for v in [
+        "applied",
+        "held",
+        "equivocation",
+        "below-threshold-own",
+        "below-threshold-previous",
+        "wrong-previous",
+        "skipped-version",
+    ] {
+        assert!(verdicts.contains(v), "no vector has verdict {v}");
+    }
+    assert_eq!(
+        file,
+        build_vectors()?,
+        "run: cargo test -p yrd-node -- --ignored regenerate_charter_vectors"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "writes schemas/vectors/charter.json"]
+fn regenerate_charter_vectors() -> TestResult {
+    let mut text = serde_json::to_string_pretty(&build_vectors()?)?;
+    text.push('\n');
+    std::fs::write(VECTORS_PATH, text)?;
+    Ok(())
+}
+
+#[test]
+fn changes_make_the_next_draft() -> TestResult {
+    let g = genesis_doc();
+    let suzhou = member(9, 320500, Role::Member);
+    let next = g.next(
+        &[
+            Change::AddMember(suzhou.clone()),
+            Change::SetRegion(suzhou.member_id.clone(), Region::from_code(320200)?),
+            Change::RotateKey(g.members[0].member_id.clone(), key_from_text(&public(5))?),
+            Change::SetPolicy(ChangePolicy {
+                signers: Role::Founder,
+                threshold: 4,
+            }),
+        ],
+        "2026-12-02T00:00:00Z".into(),
+        EXPIRES.into(),
+    )?;
+    assert_eq!(next.version, 2);
+    assert_eq!(next.previous, Some(g.digest()?));
+    assert_eq!(next.members[4].region.code(), 320200);
+    assert_eq!(next.members[0].keys[0].public_key, public(5));
+    assert_eq!(next.policy.threshold, 4);
+    // Changes that break a rule are refused when the draft is made.
+    let dup = g.next(
+        &[Change::AddMember(g.members[1].clone())],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert_eq!(code(dup), "invalid");
+    let gone = g.next(
+        &[Change::RemoveMember("nobody".into())],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert_eq!(code(gone), "invalid");
+    let too_few = g.next(
+        &[Change::SetRole(
+            g.members[0].member_id.clone(),
+            Role::Member,
+        )],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert!(too_few.is_ok(), "3 founders still meet a threshold of 3");
+    // A peer id names its key.
+    let peer = crate::identity::peer_id_of(&key(3).verifying_key()).ok_or("peer")?;
+    assert_eq!(key_from_text(&peer.to_string())?.public_key, public(3));
+    assert!(key_from_text("12D3KooWnotapeer").is_err());
+    Ok(())
+}
