@@ -663,7 +663,10 @@ def fetch_big(a, b, size, args, variant, run, fails):
             view = json.loads(r.stdout)
         except ValueError:
             view = None
-    if view is None or view.get("status") != "done" or view.get("bytes_total") != size:
+    # An unconditional offer arrives as a masked copy (its standard's personal fields masked by
+    # default), a little smaller than the published file.
+    if view is None or view.get("status") != "done" or not (
+            view.get("bytes_total") == size or view.get("derived")):
         try:
             transfers = b.api("GET", "/api/v1/transfers")
         except Exception as e:
@@ -817,7 +820,7 @@ def run(args):
         b.init(["--member", a.peer_id])
         published = False
         for variant in args.transports:
-            vres = {"runs": []}
+            vres = {"runs": [], "before_runs": []}
             results["transports"][variant] = vres
             security = "tls" if variant == "tcp-tls" else "noise"
             port = free_port(socket.SOCK_DGRAM if variant == "quic" else socket.SOCK_STREAM)

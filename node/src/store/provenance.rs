@@ -256,6 +256,7 @@ impl ProvenanceLog {
             key,
             actor,
             region,
+            latest: std::collections::HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("yrd-provenance".into())
@@ -796,16 +797,23 @@ fn apply_atomically(
         })
 }
 
+/// Datasets whose latest record the writer remembers (beyond that it forgets them all and
+/// reads the dataset index again).
+const LATEST_CACHED: usize = 65_536;
+
 struct Writer {
     log: ProvenanceLog,
     db: sled::Db,
     key: SigningKey,
     actor: String,
     region: Region,
+    /// The seq of the latest committed record about each dataset recently recorded: the writer
+    /// is the only one to append, so this is the dataset index's answer without its scan.
+    latest: std::collections::HashMap<String, u64>,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch: Vec<Append> = Vec::new();
         let mut close: Option<std::sync::mpsc::SyncSender<()>> = None;
         while close.is_none() {
@@ -830,7 +838,7 @@ impl Writer {
         }
     }
 
-    fn commit(&self, batch: Vec<Append>) {
+    fn commit(&mut self, batch: Vec<Append>) {
         let result = self.write(&batch);
         match result {
             Ok(first) => {
@@ -840,6 +848,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "provenance batch not committed");
+                self.latest.clear();
                 // Remove whatever of the batch reached the trees, so the next batch starts clean.
                 let log = &self.log;
                 match repair(&log.records, &log.nodes, &log.index) {
@@ -854,7 +863,7 @@ impl Writer {
         }
     }
 
-    fn write(&self, batch: &[Append]) -> Result<u64, ProvenanceError> {
+    fn write(&mut self, batch: &[Append]) -> Result<u64, ProvenanceError> {
         let log = &self.log;
         let first = log.size();
         let time = now_rfc3339();
@@ -877,7 +886,7 @@ impl Writer {
             // the first), inside its leaf: a bundle of the dataset can then prove it is whole.
             r.prev_about_dataset = match &r.dataset {
                 Some(d) => {
-                    let prev = match latest.get(d) {
+                    let prev = match latest.get(d).or_else(|| self.latest.get(d)) {
                         Some(p) => Some(*p),
                         None => latest_in_index(&log.index, d, first)?,
                     };
@@ -930,6 +939,10 @@ impl Writer {
             [&docs, &records, &index, &node_batch],
         )?;
         self.db.flush()?;
+        if self.latest.len() + latest.len() > LATEST_CACHED {
+            self.latest.clear();
+        }
+        self.latest.extend(latest);
         let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
         let head = log.sign_head(&self.key, &self.actor, size)?;
