@@ -24,7 +24,7 @@ MB/s means 10^6 bytes per second; medians over --runs runs.
 
 Usage: bench_transfer.py YRD_BINARY [--size-mib 1024] [--runs 3]
            [--transports tcp-noise,tcp-tls,quic] [--json-out PATH] [--small-fetches 20]
-           [--tmp-dir DIR] [--keep]
+           [--tmp-dir DIR] [--keep] [--receiver-before YRD]
 """
 import argparse
 import json
@@ -663,7 +663,10 @@ def fetch_big(a, b, size, args, variant, run, fails):
             view = json.loads(r.stdout)
         except ValueError:
             view = None
-    if view is None or view.get("status") != "done" or view.get("bytes_total") != size:
+    # An unconditional offer arrives as a masked copy (its standard's personal fields masked by
+    # default), a little smaller than the published file.
+    if view is None or view.get("status") != "done" or not (
+            view.get("bytes_total") == size or view.get("derived")):
         try:
             transfers = b.api("GET", "/api/v1/transfers")
         except Exception as e:
@@ -748,6 +751,7 @@ def fetch_small(a, b, args, small_versions, variant, fails):
 
 def run(args):
     yrd = os.path.abspath(args.yrd)
+    before = os.path.abspath(args.receiver_before) if args.receiver_before else None
     if not os.access(yrd, os.X_OK):
         raise BenchError(f"{yrd} is not an executable")
     tmp = tempfile.mkdtemp(prefix="yrd-bench-transfer-", dir=args.tmp_dir)
@@ -757,6 +761,7 @@ def run(args):
                                                      text=True).stdout.strip()}
     fails = results["failures"]
     results["loadavg_start"] = os.getloadavg()
+    results["receiver_before"] = before
     sshd = None
     a = b = None
     try:
@@ -773,7 +778,7 @@ def run(args):
             p = os.path.join(tmp, f"small-{k}.jsonl")
             write_dataset(p, args.small_kib * 1024, seed=1000 + k, first_serial=10_000_000 * k)
             small_files.append(p)
-        results["small_bytes"] = os.path.getsize(small_files[0])
+        results["small_bytes"] = os.path.getsize(small_files[0]) if small_files else 0
         results["disk_1mib_write_fdatasync_ms"] = round(disk_sync_ms(tmp), 2)
         log(f"disk: 1 MiB write + fdatasync median {results['disk_1mib_write_fdatasync_ms']} ms")
 
@@ -815,7 +820,7 @@ def run(args):
         b.init(["--member", a.peer_id])
         published = False
         for variant in args.transports:
-            vres = {"runs": []}
+            vres = {"runs": [], "before_runs": []}
             results["transports"][variant] = vres
             security = "tls" if variant == "tcp-tls" else "noise"
             port = free_port(socket.SOCK_DGRAM if variant == "quic" else socket.SOCK_STREAM)
@@ -853,23 +858,39 @@ def run(args):
                     for p in small_files:
                         a.cli("publish", "small", p, "--format", "jsonl")
                     results["small_publish_ms"] = round(
-                        (time.perf_counter() - t0) * 1000 / len(small_files), 1)
+                        (time.perf_counter() - t0) * 1000 / max(len(small_files), 1), 1)
                     published = True
+                failed = False
                 for i in range(1, args.runs + 1):
-                    b.wipe()
-                    b.start(os.path.join(tmp, f"B-{variant}-{i}.log"))
-                    try:
-                        sync_s = b.wait_offer("bench", 1, args.sync_timeout)
-                        log(f"{variant} run {i}: B has A's catalogue after {sync_s:.1f} s")
-                        r = fetch_big(a, b, size, args, variant, i, fails)
-                        if r is None:
-                            break
-                        vres["runs"].append(r)
-                        if i == args.runs:
-                            b.wait_offer("small", small_versions, args.sync_timeout)
-                            vres["small"] = fetch_small(a, b, args, small_versions, variant, fails)
-                    finally:
-                        b.stop()
+                    # With --receiver-before, each run fetches with both receivers, alternating
+                    # which goes first, so the two are compared under the same load.
+                    order = [("after", yrd)]
+                    if before:
+                        order = [("before", before)] + order
+                        if i % 2 == 0:
+                            order.reverse()
+                    for label, binary in order:
+                        b.yrd = binary
+                        b.wipe()
+                        b.start(os.path.join(tmp, f"B-{variant}-{i}-{label}.log"))
+                        try:
+                            sync_s = b.wait_offer("bench", 1, args.sync_timeout)
+                            log(f"{variant} run {i} ({label}): B has A's catalogue after "
+                                f"{sync_s:.1f} s")
+                            r = fetch_big(a, b, size, args, variant, i, fails)
+                            if r is None:
+                                failed = True
+                                break
+                            vres["runs" if label == "after" else "before_runs"].append(r)
+                            if i == args.runs and label == "after" and args.small_fetches:
+                                b.wait_offer("small", small_versions, args.sync_timeout)
+                                vres["small"] = fetch_small(a, b, args, small_versions, variant,
+                                                            fails)
+                        finally:
+                            b.stop()
+                    if failed:
+                        break
+                b.yrd = yrd
             except BenchError as e:
                 fails.append(f"{variant}: {e}")
                 log(f"{variant} failed: {e}\n--- A log tail ---\n{tail(a.log_path)}")
@@ -879,6 +900,8 @@ def run(args):
             for key in ("transfer_mbps", "e2e_mbps", "transfer_ms", "total_ms", "wall_ms",
                         "verify_ms"):
                 vres[key] = med([r[key] for r in rs])
+                if vres.get("before_runs"):
+                    vres[f"before_{key}"] = med([r[key] for r in vres["before_runs"]])
             vres["rss_provider_mib"] = max((r["rss_provider_mib"] for r in rs), default=None)
             vres["rss_receiver_mib"] = max((r["rss_receiver_mib"] for r in rs), default=None)
         results["loadavg_end"] = os.getloadavg()
@@ -943,6 +966,16 @@ def report(res, args):
           "(+ final digest and re-validation of every record = 'verify s', + CLI polling every "
           "200 ms); RSS = peak (VmHWM reset before the fetch) of provider A / receiver B over the "
           "runs; 1 MiB fetch: CLI = `yrd fetch --version k` wall, API = POST + GET every 2 ms")
+    for name, v in res["transports"].items():
+        if v.get("before_runs"):
+            print(f"{name}, receiver before ({res.get('receiver_before')}) vs after, same run, "
+                  f"medians of {len(v['before_runs'])} / {len(v['runs'])}: `yrd fetch` wall "
+                  f"{fmt(v.get('before_wall_ms'), '.0f')} / {fmt(v.get('wall_ms'), '.0f')} ms "
+                  f"(e2e {fmt(v.get('before_e2e_mbps'), '.0f')} / {fmt(v.get('e2e_mbps'), '.0f')} "
+                  f"MB/s, ×{fmt(ratio(v.get('before_wall_ms'), v.get('wall_ms')), '.2f')}); "
+                  f"chunks moving {fmt(v.get('before_transfer_ms'), '.0f')} / "
+                  f"{fmt(v.get('transfer_ms'), '.0f')} ms; after the transfer "
+                  f"{fmt(v.get('before_verify_ms'), '.0f')} / {fmt(v.get('verify_ms'), '.0f')} ms")
     if res["failures"]:
         print(f"FAILURES ({len(res['failures'])}):")
         for f in res["failures"]:
@@ -969,6 +1002,9 @@ def main():
                     help="seconds for B to see A's catalogue")
     ap.add_argument("--tmp-dir", help="where the work dir goes (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
+    ap.add_argument("--receiver-before", metavar="YRD",
+                    help="another yrd binary (e.g. the previous build) to run receiver B as "
+                         "too: each run fetches with both, alternating, figures side by side")
     args = ap.parse_args()
     args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     bad = [t for t in args.transports if t not in TRANSPORTS]

@@ -71,47 +71,111 @@ pub fn check_jsonl(
             break;
         }
         number += 1;
-        if line.len() > MAX_LINE_BYTES {
-            problems.push(RecordProblem {
-                line: number,
-                path: String::new(),
-                message: format!("line longer than {MAX_LINE_BYTES} bytes"),
-            });
-            break;
-        }
-        let text = match std::str::from_utf8(&line) {
-            Ok(t) => t.trim(),
-            Err(_) => {
-                problems.push(RecordProblem {
-                    line: number,
-                    path: String::new(),
-                    message: "not UTF-8".into(),
-                });
-                if problems.len() >= MAX_REPORTED_ERRORS {
-                    break;
-                }
-                continue;
-            }
-        };
-        if text.is_empty() {
-            continue;
-        }
-        records += 1;
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(record) => {
-                check_record(standard, number, &record, &mut problems);
-            }
-            Err(e) => problems.push(RecordProblem {
-                line: number,
-                path: String::new(),
-                message: format!("not a JSON record: {e}"),
-            }),
+        match check_jsonl_line(standard, number, &line, &mut problems) {
+            Line::Stop => break,
+            Line::Record => records += 1,
+            Line::Blank => {}
         }
         if problems.len() >= MAX_REPORTED_ERRORS {
             break;
         }
     }
     verdict(records, problems)
+}
+
+/// What one line of JSON Lines was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// Blank, or not UTF-8 (a problem, not a record).
+    Blank,
+    /// A record (valid or not).
+    Record,
+    /// Too long: nothing after it is read.
+    Stop,
+}
+
+/// Checks line `number` of JSON Lines (`line` with its `\n`, if it has one), adding its
+/// problems. The one rule for a line, whether the file is read in one pass ([`check_jsonl`])
+/// or in blocks while it arrives ([`check_jsonl_block`]).
+pub(crate) fn check_jsonl_line(
+    standard: &CompiledStandard,
+    number: u64,
+    line: &[u8],
+    problems: &mut Vec<RecordProblem>,
+) -> Line {
+    if line.len() > MAX_LINE_BYTES {
+        problems.push(RecordProblem {
+            line: number,
+            path: String::new(),
+            message: format!("line longer than {MAX_LINE_BYTES} bytes"),
+        });
+        return Line::Stop;
+    }
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t.trim(),
+        Err(_) => {
+            problems.push(RecordProblem {
+                line: number,
+                path: String::new(),
+                message: "not UTF-8".into(),
+            });
+            return Line::Blank;
+        }
+    };
+    if text.is_empty() {
+        return Line::Blank;
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(record) => check_record(standard, number, &record, problems),
+        Err(e) => problems.push(RecordProblem {
+            line: number,
+            path: String::new(),
+            message: format!("not a JSON record: {e}"),
+        }),
+    }
+    Line::Record
+}
+
+/// What a block of whole lines of JSON Lines held.
+#[derive(Debug, Default)]
+pub(crate) struct BlockChecked {
+    /// Lines in the block.
+    pub lines: u64,
+    /// Records among them.
+    pub records: u64,
+    /// The first problems, numbered from 1 at the block's first line.
+    pub problems: Vec<RecordProblem>,
+    /// A line too long ended the check.
+    pub stop: bool,
+}
+
+/// Checks a block of whole lines of JSON Lines (each ending in `\n` but perhaps the file's
+/// last), as [`check_jsonl`] checks them, numbering lines from 1: blocks checked on several
+/// threads and merged in file order give [`check_jsonl`]'s verdict.
+pub(crate) fn check_jsonl_block(standard: &CompiledStandard, block: &[u8]) -> BlockChecked {
+    let mut out = BlockChecked::default();
+    let mut rest = block;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        out.lines += 1;
+        match check_jsonl_line(standard, out.lines, line, &mut out.problems) {
+            Line::Stop => {
+                out.stop = true;
+                break;
+            }
+            Line::Record => out.records += 1,
+            Line::Blank => {}
+        }
+        if out.problems.len() >= MAX_REPORTED_ERRORS {
+            break;
+        }
+    }
+    out
 }
 
 /// Validates one record, adding its problems (found at `line`).
@@ -131,7 +195,10 @@ fn check_record(
 }
 
 /// Accepted when nothing was found; otherwise the first problems.
-fn verdict(records: u64, mut problems: Vec<RecordProblem>) -> Result<Checked, Vec<RecordProblem>> {
+pub(crate) fn verdict(
+    records: u64,
+    mut problems: Vec<RecordProblem>,
+) -> Result<Checked, Vec<RecordProblem>> {
     if problems.is_empty() {
         Ok(Checked { records })
     } else {
@@ -370,6 +437,30 @@ impl Node {
         file: &Path,
         format: DataFormat,
     ) -> Result<Signed<Manifest>, NodeError> {
+        self.publish_version(dataset, file, format, true).await
+    }
+
+    /// Test hook: publishes as [`Self::publish_dataset`] does but without checking the records
+    /// (the manifest says 0 records), as a faulty or hostile publisher would, so that tests can
+    /// show what a fetcher does with records that do not conform.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn publish_unchecked_for_test(
+        &self,
+        dataset: &str,
+        file: &Path,
+        format: DataFormat,
+    ) -> Result<Signed<Manifest>, NodeError> {
+        self.publish_version(dataset, file, format, false).await
+    }
+
+    async fn publish_version(
+        &self,
+        dataset: &str,
+        file: &Path,
+        format: DataFormat,
+        check_records: bool,
+    ) -> Result<Signed<Manifest>, NodeError> {
         let _guard = self.inner.write_lock.lock().await;
         let offer: CatalogueEntry = self
             .offers()?
@@ -410,7 +501,7 @@ impl Node {
             return Err(e);
         }
         let previous = self.manifests(None, dataset)?.pop();
-        let records = match compiled {
+        let records = match compiled.filter(|_| check_records) {
             None => 0,
             Some(standard) => {
                 let checked = self

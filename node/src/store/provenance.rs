@@ -6,18 +6,26 @@
 //! # Group commit
 //! One thread owns all writes. Appenders send records through a bounded channel; the thread takes
 //! every record waiting (up to [`MAX_BATCH`]), gives them consecutive sequence numbers, writes
-//! records, documents, indexes and tree nodes, flushes sled once (fsync), signs one tree head
-//! for the batch, and only then acknowledges each record. An acknowledged record is durable.
+//! records, documents, indexes and tree nodes in one sled transaction, flushes sled once
+//! (fsync), signs one tree head for the batch, and only then acknowledges each record. An
+//! acknowledged record is durable. Per record the batch holds the record, its entry in the
+//! dataset index and its tree nodes (a leaf and, on average, one parent); the kind and
+//! counterparty indexes take one entry per kind and per counterparty of the batch.
 //!
 //! # Crash safety
-//! sled writes all trees through one log, so after a crash the durable state is a prefix of the
-//! writes in order: records are written before their tree nodes. At open, the log size is the
-//! length of the prefix that has both a record and its leaf node; anything beyond it (never
-//! acknowledged) is removed, and parent nodes that cover removed leaves too.
+//! sled recovers a transaction whole or not at all, so after a crash the durable state ends at
+//! a batch boundary. At open, the log size is the length of the prefix that has both a record
+//! and its leaf node (logs written before batches were transactions may end mid-batch);
+//! anything beyond it (never acknowledged) is removed, with its index entries, and parent nodes
+//! that cover removed leaves too.
 //!
 //! # Keys
 //! `prov_records`: seq (u64 BE) → canonical JSON of the record. `prov_nodes`:
-//! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'|b'p'|b'k'`, value, 0x00, seq BE → ∅.
+//! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'`, dataset, 0x00, seq BE → the
+//! record's canonical JSON; `b'k'|b'p'`, kind or counterparty, 0x00, first seq BE → the seqs
+//! (u64 BE each, ascending) of the batch's records of that kind or counterparty. Logs written
+//! before kind and counterparty entries were grouped hold one entry per record there, with an
+//! empty value (the seq is the key's): both are read, so such logs need no migration.
 //! `prov_docs`: digest (hex) → the signed document's JSON.
 
 use std::sync::Arc;
@@ -149,15 +157,33 @@ fn index_key(tag: u8, value: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn index_keys(r: &ProvenanceRecord) -> Vec<Vec<u8>> {
-    let mut keys = vec![index_key(b'k', &r.kind.name(), r.seq)];
-    if let Some(d) = &r.dataset {
-        keys.push(index_key(b'd', d, r.seq));
+/// `tag`, `value`, 0x00: the prefix of every index key of one dataset, kind or counterparty.
+fn index_prefix(tag: u8, value: &str) -> Vec<u8> {
+    let mut k = index_key(tag, value, 0);
+    k.truncate(k.len() - 8);
+    k
+}
+
+/// The seq at the end of an index key of `prefix`, if the key is exactly the prefix and a seq.
+fn key_seq(key: &[u8], prefix_len: usize) -> Option<u64> {
+    if key.len() != prefix_len + 8 {
+        return None;
     }
-    if let Some(p) = &r.counterparty {
-        keys.push(index_key(b'p', p, r.seq));
-    }
-    keys
+    key.get(prefix_len..)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+/// The seqs an index entry of kind or counterparty names: the list in its value (one entry per
+/// group commit), or the seq in its key (an empty value: one entry per record, as logs written
+/// before group entries have).
+fn entry_seqs(key_seq: u64, value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let single = value.is_empty().then_some(key_seq);
+    single.into_iter().chain(
+        value
+            .chunks_exact(8)
+            .filter_map(|s| s.try_into().ok().map(u64::from_be_bytes)),
+    )
 }
 
 /// The seq of the latest record about `dataset` below `size`, from the dataset index. A key
@@ -168,19 +194,10 @@ fn latest_in_index(
     dataset: &str,
     size: u64,
 ) -> Result<Option<u64>, ProvenanceError> {
-    let mut prefix = vec![b'd'];
-    prefix.extend_from_slice(dataset.as_bytes());
-    prefix.push(0);
+    let prefix = index_prefix(b'd', dataset);
     for item in index.scan_prefix(&prefix).rev() {
         let (k, _) = item?;
-        if k.len() != prefix.len() + 8 {
-            continue;
-        }
-        let seq = k
-            .get(prefix.len()..)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_be_bytes);
-        if let Some(seq) = seq.filter(|s| *s < size) {
+        if let Some(seq) = key_seq(&k, prefix.len()).filter(|s| *s < size) {
             return Ok(Some(seq));
         }
     }
@@ -252,6 +269,7 @@ impl ProvenanceLog {
             actor,
             region,
             data_dir,
+            latest: std::collections::HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("yrd-provenance".into())
@@ -409,34 +427,44 @@ impl ProvenanceLog {
         };
         match indexed {
             Some((tag, value)) => {
-                let mut prefix = vec![tag];
-                prefix.extend_from_slice(value.as_bytes());
-                prefix.push(0);
-                for item in self.index.scan_prefix(&prefix) {
+                let prefix = index_prefix(tag, &value);
+                // Seqs come in ascending order; `next` skips any an entry names twice.
+                let mut next = 0u64;
+                'scan: for item in self.index.scan_prefix(&prefix) {
                     let (k, v) = item?;
-                    let Some(seq) = k
-                        .get(prefix.len()..)
-                        .and_then(|s| s.try_into().ok())
-                        .map(u64::from_be_bytes)
-                    else {
+                    let Some(key_seq) = key_seq(&k, prefix.len()) else {
                         continue;
                     };
-                    if seq >= size {
-                        continue;
-                    }
-                    let r = if tag == b'd' && !v.is_empty() {
-                        Some(
-                            serde_json::from_slice::<ProvenanceRecord>(&v)
-                                .map_err(|e| corrupt(format!("record {seq}"), e))?,
-                        )
-                    } else {
-                        self.record(seq)?
-                    };
-                    if let Some(r) = r {
-                        if keep(&r) {
+                    if tag == b'd' {
+                        if key_seq >= size || key_seq < next {
+                            continue;
+                        }
+                        next = key_seq + 1;
+                        let r = if v.is_empty() {
+                            self.record(key_seq)?
+                        } else {
+                            Some(
+                                serde_json::from_slice::<ProvenanceRecord>(&v)
+                                    .map_err(|e| corrupt(format!("record {key_seq}"), e))?,
+                            )
+                        };
+                        if let Some(r) = r.filter(|r| keep(r)) {
                             out.push(r);
                             if out.len() >= limit {
                                 break;
+                            }
+                        }
+                        continue;
+                    }
+                    for seq in entry_seqs(key_seq, &v) {
+                        if seq >= size || seq < next {
+                            continue;
+                        }
+                        next = seq + 1;
+                        if let Some(r) = self.record(seq)?.filter(|r| keep(r)) {
+                            out.push(r);
+                            if out.len() >= limit {
+                                break 'scan;
                             }
                         }
                     }
@@ -683,14 +711,22 @@ fn repair(
     let size = n_rec.min(n_leaf);
     // Records are written in order, so the first `size` are all present.
     if n_rec > size {
+        let mut groups = std::collections::BTreeSet::new();
         for seq in size..n_rec {
             if let Some(raw) = records.remove(seq_key(seq))? {
                 if let Ok(r) = serde_json::from_slice::<ProvenanceRecord>(&raw) {
-                    for k in index_keys(&r) {
-                        index.remove(k)?;
+                    if let Some(d) = &r.dataset {
+                        index.remove(index_key(b'd', d, seq))?;
+                    }
+                    groups.insert((b'k', r.kind.name()));
+                    if let Some(p) = &r.counterparty {
+                        groups.insert((b'p', p.clone()));
                     }
                 }
             }
+        }
+        for (tag, value) in groups {
+            drop_index_entries_from(index, &index_prefix(tag, &value), size)?;
         }
         tracing::warn!(
             kept = size,
@@ -724,6 +760,60 @@ fn repair(
     Ok(size)
 }
 
+/// Removes what the index entries under `prefix` (a kind or counterparty) name from `size` on:
+/// entries keyed at or beyond it go, and an entry keyed before it keeps only the seqs below it.
+fn drop_index_entries_from(
+    index: &sled::Tree,
+    prefix: &[u8],
+    size: u64,
+) -> Result<(), ProvenanceError> {
+    for item in index.scan_prefix(prefix).rev() {
+        let (k, v) = item?;
+        let Some(first) = key_seq(&k, prefix.len()) else {
+            continue;
+        };
+        if first >= size {
+            index.remove(k)?;
+            continue;
+        }
+        let kept: Vec<u8> = entry_seqs(first, &v)
+            .filter(|s| *s < size)
+            .flat_map(u64::to_be_bytes)
+            .collect();
+        if !v.is_empty() && kept.len() != v.len() {
+            index.insert(k, kept)?;
+        }
+        break;
+    }
+    Ok(())
+}
+
+/// Applies the batches of one group commit in one sled transaction: after a crash sled
+/// recovers all of them or none.
+fn apply_atomically(
+    trees: (&sled::Tree, &sled::Tree, &sled::Tree, &sled::Tree),
+    batches: [&sled::Batch; 4],
+) -> Result<(), ProvenanceError> {
+    use sled::Transactional;
+    let [a, b, c, d] = batches;
+    trees
+        .transaction(|(ta, tb, tc, td)| {
+            ta.apply_batch(a)?;
+            tb.apply_batch(b)?;
+            tc.apply_batch(c)?;
+            td.apply_batch(d)?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(e) => ProvenanceError::Sled(e),
+            sled::transaction::TransactionError::Abort(()) => corrupt("batch", "aborted"),
+        })
+}
+
+/// Datasets whose latest record the writer remembers (beyond that it forgets them all and
+/// reads the dataset index again).
+const LATEST_CACHED: usize = 65_536;
+
 struct Writer {
     log: ProvenanceLog,
     db: sled::Db,
@@ -732,10 +822,13 @@ struct Writer {
     region: Region,
     /// The node's data dir, for the fail points (none outside a node).
     data_dir: Option<std::path::PathBuf>,
+    /// The seq of the latest committed record about each dataset recently recorded: the writer
+    /// is the only one to append, so this is the dataset index's answer without its scan.
+    latest: std::collections::HashMap<String, u64>,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch: Vec<Append> = Vec::new();
         let mut close: Option<std::sync::mpsc::SyncSender<()>> = None;
         while close.is_none() {
@@ -760,7 +853,7 @@ impl Writer {
         }
     }
 
-    fn commit(&self, batch: Vec<Append>) {
+    fn commit(&mut self, batch: Vec<Append>) {
         let result = self.write(&batch);
         match result {
             Ok(first) => {
@@ -770,6 +863,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "provenance batch not committed");
+                self.latest.clear();
                 // Remove whatever of the batch reached the trees, so the next batch starts clean.
                 let log = &self.log;
                 match repair(&log.records, &log.nodes, &log.index) {
@@ -784,7 +878,7 @@ impl Writer {
         }
     }
 
-    fn write(&self, batch: &[Append]) -> Result<u64, ProvenanceError> {
+    fn write(&mut self, batch: &[Append]) -> Result<u64, ProvenanceError> {
         let log = &self.log;
         let first = log.size();
         let time = now_rfc3339();
@@ -794,17 +888,20 @@ impl Writer {
         let mut leaves = Vec::with_capacity(batch.len());
         // The latest seq about each dataset this batch touched (earlier ones are in the index).
         let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        // The seqs of this batch by kind and by counterparty: one index entry each.
+        let mut grouped: std::collections::BTreeMap<(u8, String), Vec<u8>> =
+            std::collections::BTreeMap::new();
         for (i, a) in batch.iter().enumerate() {
             let mut r = a.entry.record.clone();
             r.seq = first + i as u64;
-            r.time = time.clone();
-            r.actor = self.actor.clone();
+            r.time.clone_from(&time);
+            r.actor.clone_from(&self.actor);
             r.actor_region = self.region;
             // Each record about a dataset names the previous one about it (itself when it is
             // the first), inside its leaf: a bundle of the dataset can then prove it is whole.
             r.prev_about_dataset = match &r.dataset {
                 Some(d) => {
-                    let prev = match latest.get(d) {
+                    let prev = match latest.get(d).or_else(|| self.latest.get(d)) {
                         Some(p) => Some(*p),
                         None => latest_in_index(&log.index, d, first)?,
                     };
@@ -818,18 +915,31 @@ impl Writer {
                 let json = serde_json::to_vec(d).map_err(|e| corrupt("document", e))?;
                 docs.insert(hex::encode(digest).as_bytes(), json);
             }
-            let bytes = r.leaf_data().map_err(|e| corrupt("record", e))?;
+            let bytes = sled::IVec::from(r.leaf_data().map_err(|e| corrupt("record", e))?);
             leaves.push(merkle::leaf_hash(&bytes));
-            for k in index_keys(&r) {
-                // The dataset index carries the record itself, so the deliveries report of a
-                // dataset is one ordered scan rather than a random read per record.
-                if k.first() == Some(&b'd') {
-                    index.insert(k, bytes.clone());
-                } else {
-                    index.insert(k, &[] as &[u8]);
-                }
+            // The dataset index carries the record itself, so the deliveries report of a
+            // dataset is one ordered scan rather than a random read per record.
+            if let Some(d) = &r.dataset {
+                index.insert(index_key(b'd', d, r.seq), bytes.clone());
+            }
+            let seq = r.seq.to_be_bytes();
+            grouped
+                .entry((b'k', r.kind.name()))
+                .or_default()
+                .extend_from_slice(&seq);
+            if let Some(p) = &r.counterparty {
+                grouped
+                    .entry((b'p', p.clone()))
+                    .or_default()
+                    .extend_from_slice(&seq);
             }
             records.insert(&seq_key(r.seq), bytes);
+        }
+        for ((tag, value), seqs) in grouped {
+            let Some(first_seq) = seqs.get(..8).and_then(|s| s.try_into().ok()) else {
+                continue;
+            };
+            index.insert(index_key(tag, &value, u64::from_be_bytes(first_seq)), seqs);
         }
         let nodes = &log.nodes;
         let updates = merkle::append_batch_updates(first, &leaves, |l, i| get_node(nodes, l, i))
@@ -838,11 +948,11 @@ impl Writer {
         for (l, i, h) in updates {
             node_batch.insert(&merkle::node_key(l, i), &h);
         }
-        // Order matters for crash safety: documents and records before the nodes that commit them.
-        log.docs.apply_batch(docs)?;
-        log.records.apply_batch(records)?;
-        log.index.apply_batch(index)?;
-        log.nodes.apply_batch(node_batch)?;
+        // One atomic write for the whole group: after a crash sled recovers all of it or none.
+        apply_atomically(
+            (&log.docs, &log.records, &log.index, &log.nodes),
+            [&docs, &records, &index, &node_batch],
+        )?;
         if let Some(dir) = &self.data_dir {
             crate::failpoint::pause_blocking(dir, "append.before_flush");
         }
@@ -850,6 +960,10 @@ impl Writer {
         if let Some(dir) = &self.data_dir {
             crate::failpoint::pause_blocking(dir, "append.after_flush");
         }
+        if self.latest.len() + latest.len() > LATEST_CACHED {
+            self.latest.clear();
+        }
+        self.latest.extend(latest);
         let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
         let head = log.sign_head(&self.key, &self.actor, size)?;
@@ -901,6 +1015,112 @@ mod tests {
             },
             documents: Vec::new(),
         }
+    }
+
+    fn of(kind: RecordKind, peer: &str) -> NewRecord {
+        let mut e = about(None);
+        e.record.kind = kind;
+        e.record.counterparty = Some(peer.to_string());
+        e
+    }
+
+    fn seqs(log: &ProvenanceLog, q: Query) -> Vec<u64> {
+        log.query(&q).unwrap().iter().map(|r| r.seq).collect()
+    }
+
+    fn by_kind(kind: RecordKind) -> Query {
+        Query {
+            kind: Some(kind.name()),
+            ..Query::default()
+        }
+    }
+
+    fn by_peer(peer: &str) -> Query {
+        Query {
+            peer: Some(peer.to_string()),
+            ..Query::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn kind_and_peer_entries_of_a_group_commit_and_of_older_logs_are_both_read() {
+        use RecordKind::{Refused, WitnessAlarm};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = open(&db);
+        let (a, b, c) = tokio::join!(
+            log.append(of(Refused, "p1")),
+            log.append(of(WitnessAlarm, "p2")),
+            log.append(of(Refused, "p2")),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert_eq!(seqs(&log, by_kind(Refused)), vec![a, c]);
+        assert_eq!(seqs(&log, by_peer("p2")), vec![b, c]);
+        log.close();
+        drop(log);
+        // A log written before group entries: one empty entry per record, keyed by its seq.
+        let index = db.open_tree(INDEX).unwrap();
+        for item in index.iter() {
+            let (k, v) = item.unwrap();
+            if k.first() != Some(&b'd') {
+                assert!(!v.is_empty(), "a group entry lists its seqs");
+                index.remove(k).unwrap();
+            }
+        }
+        for (seq, kind, peer) in [
+            (a, Refused, "p1"),
+            (b, WitnessAlarm, "p2"),
+            (c, Refused, "p2"),
+        ] {
+            index
+                .insert(index_key(b'k', &kind.name(), seq), &[] as &[u8])
+                .unwrap();
+            index
+                .insert(index_key(b'p', peer, seq), &[] as &[u8])
+                .unwrap();
+        }
+        let log = open(&db);
+        let d = log.append(of(Refused, "p2")).await.unwrap();
+        assert_eq!(seqs(&log, by_kind(Refused)), vec![a, c, d]);
+        assert_eq!(seqs(&log, by_peer("p2")), vec![b, c, d]);
+        assert_eq!(seqs(&log, by_peer("p1")), vec![a]);
+        log.close();
+    }
+
+    #[tokio::test]
+    async fn records_beyond_the_committed_tree_leave_no_index_entry_behind() {
+        use RecordKind::{Refused, WitnessAlarm};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = open(&db);
+        let kept = log.append(of(Refused, "p1")).await.unwrap();
+        let (x, y) = tokio::join!(
+            log.append(of(Refused, "p1")),
+            log.append(of(WitnessAlarm, "p1"))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        log.close();
+        drop(log);
+        // As after a crash that kept the records of the last two but not their leaves.
+        let nodes = db.open_tree(NODES).unwrap();
+        for seq in [x, y] {
+            nodes.remove(merkle::node_key(0, seq)).unwrap();
+        }
+        let log = open(&db);
+        assert_eq!(log.size(), kept + 1);
+        assert_eq!(seqs(&log, by_peer("p1")), vec![kept]);
+        // The seqs are taken again, by records of other kinds and peers.
+        let (x2, y2) = tokio::join!(
+            log.append(of(WitnessAlarm, "p2")),
+            log.append(of(Refused, "p2"))
+        );
+        let (x2, y2) = (x2.unwrap(), y2.unwrap());
+        assert_eq!(seqs(&log, by_kind(Refused)), vec![kept, y2]);
+        assert_eq!(seqs(&log, by_kind(WitnessAlarm)), vec![x2]);
+        assert_eq!(seqs(&log, by_peer("p1")), vec![kept]);
+        assert_eq!(seqs(&log, by_peer("p2")), vec![x2, y2]);
+        log.verify_all().unwrap();
+        log.close();
     }
 
     #[tokio::test]

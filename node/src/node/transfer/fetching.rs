@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::registry::Progress;
+use super::validating::ReceiveCheck;
 use super::{
     CHUNK_QUEUE, FetchRecord, MAX_BAD_CHUNK_RETRIES, SYNC_EVERY, TransferStatus, TransferView,
 };
 use crate::clock::now_rfc3339;
-use crate::model::catalogue::ShareType;
+use crate::model::catalogue::{SchemaRef, ShareType};
 use crate::model::chunks::ChunkTable;
 use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::masking;
@@ -27,7 +28,7 @@ use crate::model::message::{Request, Response};
 use crate::model::provenance::RecordKind;
 use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
-use crate::model::standard;
+use crate::model::standard::{self, CompiledStandard};
 use crate::model::transfer::{
     CHUNK_HEADER, ChunkWant, FETCH_PROTOCOL, FetchOpen, FetchReply, MAX_CONTROL_FRAME,
     MAX_WANT_RANGES, refusal_in,
@@ -35,6 +36,7 @@ use crate::model::transfer::{
 use crate::net::frames::{self, FrameError};
 use crate::node::access::{Direction, Target};
 use crate::node::counters::Counters;
+use crate::node::datasets::{Checked, RecordProblem};
 use crate::node::provenance::doc;
 use crate::node::{Node, NodeError, unexpected};
 use crate::store::RecordTree;
@@ -352,44 +354,73 @@ impl Node {
         });
         let moving = Instant::now();
         if !self.blobs().contains(&m.digest) {
+            // The standard first: the records are checked while the chunks arrive.
+            let standard = self
+                .records_standard(peer, &manifest)
+                .await
+                .map_err(fatal)?;
             let blobs = self.blobs().clone();
             let (pid, digest, t) = (id.clone(), m.digest.clone(), table.clone());
-            let partial =
-                tokio::task::spawn_blocking(move || blobs.begin_partial(&pid, &digest, &t))
-                    .await
-                    .map_err(fatal)?
-                    .map_err(fatal)?;
+            let format = m.format;
+            let (partial, check) = tokio::task::spawn_blocking(move || {
+                let partial = blobs.begin_partial(&pid, &digest, &t)?;
+                let check = ReceiveCheck::new(t.chunk_count(), format, standard).map_err(|e| {
+                    BlobError::Io {
+                        op: "start validation threads",
+                        path: std::path::PathBuf::new(),
+                        source: e,
+                    }
+                })?;
+                Ok::<_, BlobError>((partial, check))
+            })
+            .await
+            .map_err(fatal)?
+            .map_err(fatal)?;
             progress
                 .bytes
                 .store(partial.progress().0, Ordering::Relaxed);
-            let partial = self
-                .pull_chunks(&mut stream, partial, progress, stall)
+            let (partial, check) = self
+                .pull_chunks(&mut stream, partial, check, progress, stall)
                 .await?;
             let _ = frames::write_json(&mut stream, &ChunkWant { ranges: vec![] }, stall).await;
             let _ = stream.close().await;
             record.view.transfer_ms += moving.elapsed().as_millis() as u64;
             self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
             crate::failpoint::pause(&self.inner.data_dir, "fetch.before_commit").await;
-            let info = tokio::task::spawn_blocking(move || partial.finish())
+            // The workers' last blocks, then the verdict; the file is kept only if it holds.
+            let complete = check.complete() && !check.failed();
+            let outcome = tokio::task::spawn_blocking(move || check.finish())
                 .await
-                .map_err(fatal)?
-                .map_err(|e| AttemptError::Fatal(format!("assembled file refused: {e}")))?;
-            if info.digest != m.digest {
+                .map_err(fatal)?;
+            let assembled =
+                |e: BlobError| AttemptError::Fatal(format!("assembled file refused: {e}"));
+            if complete {
+                partial.check_digest(&outcome.digest).map_err(assembled)?;
+            }
+            if let (Some(checked), Some(r)) = (outcome.records, &m.schema) {
+                records_verdict(r, m.record_count, checked)
+                    .map_err(|e| AttemptError::Fatal(e.to_string()))?;
+            }
+            if !complete {
                 return Err(AttemptError::Fatal(
-                    "assembled file has the wrong digest".into(),
+                    "the records were refused before the file was complete".into(),
                 ));
             }
+            tokio::task::spawn_blocking(move || partial.finish_hashed(&outcome.digest))
+                .await
+                .map_err(fatal)?
+                .map_err(assembled)?;
         } else {
             let _ = frames::write_json(&mut stream, &ChunkWant { ranges: vec![] }, stall).await;
             let _ = stream.close().await;
             progress.bytes.store(m.size, Ordering::Relaxed);
-        }
-        self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
-        if let Err(e) = self.revalidate(peer, &manifest).await {
-            if !self.store().manifest_names_blob(&m.digest).unwrap_or(true) {
-                self.discard_blob(&m.digest).await;
+            self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
+            if let Err(e) = self.revalidate(peer, &manifest).await {
+                if !self.store().manifest_names_blob(&m.digest).unwrap_or(true) {
+                    self.discard_blob(&m.digest).await;
+                }
+                return Err(AttemptError::Fatal(e.to_string()));
             }
-            return Err(AttemptError::Fatal(e.to_string()));
         }
         self.store()
             .put_manifest(
@@ -412,22 +443,26 @@ impl Node {
     }
 
     /// Pulls every missing chunk, verifying each before it is written; a bad chunk is asked
-    /// again (up to [`MAX_BAD_CHUNK_RETRIES`] times) and never stored.
+    /// again (up to [`MAX_BAD_CHUNK_RETRIES`] times) and never stored. Each written chunk goes
+    /// to `check` in file order; once `check` has refused the records, no more are asked.
     async fn pull_chunks(
         &self,
         stream: &mut libp2p::Stream,
         partial: Partial,
+        check: ReceiveCheck,
         progress: &Arc<Progress>,
         stall: Duration,
-    ) -> Result<Partial, AttemptError> {
-        let mut partial = partial;
+    ) -> Result<(Partial, ReceiveCheck), AttemptError> {
+        let (mut partial, mut check) = (partial, check);
         let mut bad_counts: HashMap<u32, u32> = HashMap::new();
         let limit = CHUNK_HEADER + partial.table().chunk_size as usize;
         let mut missing = partial.missing();
-        while !missing.is_empty() {
+        loop {
             let round = next_round(&missing);
-            let want = ChunkWant::from_indexes(&round);
-            frames::write_json(stream, &want, stall).await?;
+            if !round.is_empty() {
+                let want = ChunkWant::from_indexes(&round);
+                frames::write_json(stream, &want, stall).await?;
+            }
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
             let p = progress.clone();
             let totals = self.inner.transfers.counters().clone();
@@ -435,33 +470,33 @@ impl Node {
             let writer = tokio::task::spawn_blocking(move || {
                 let mut bad = Vec::new();
                 let mut unsynced = 0u64;
+                // What a resumed partial already holds is checked first, from its file.
+                check.catch_up(&partial)?;
                 while let Some((index, bytes)) = rx.blocking_recv() {
                     let len = (bytes.len() - CHUNK_HEADER) as u64;
-                    match partial.write_chunk_deferred(index, &bytes[CHUNK_HEADER..]) {
+                    let chunk = &bytes[CHUNK_HEADER..];
+                    match partial.write_chunk_deferred(index, chunk) {
                         Ok(()) => {
                             unsynced += len;
                             p.bytes.fetch_add(len, Ordering::Relaxed);
                             Counters::add(&totals.bytes_received, len);
+                            check.arrived(&partial, index, chunk)?;
                             let (done, total) = partial.progress();
                             if done < total {
                                 crate::failpoint::pause_blocking(&data_dir, "fetch.mid_transfer");
                             }
                         }
                         Err(BlobError::BadChunk { .. }) => bad.push(index),
-                        Err(e) => return Err((partial, e)),
+                        Err(e) => return Err(e),
                     }
                     // One data sync and one journal sync per SYNC_EVERY bytes, not per chunk.
                     if unsynced >= SYNC_EVERY {
-                        if let Err(e) = partial.commit() {
-                            return Err((partial, e));
-                        }
+                        partial.commit()?;
                         unsynced = 0;
                     }
                 }
-                if let Err(e) = partial.commit() {
-                    return Err((partial, e));
-                }
-                Ok((partial, bad))
+                partial.commit()?;
+                Ok((partial, check, bad))
             });
             let mut read_error = None;
             for &expected in &round {
@@ -486,13 +521,17 @@ impl Node {
                 }
             }
             drop(tx);
-            let (back, bad) = match writer.await.map_err(fatal)? {
+            let (back, back_check, bad) = match writer.await.map_err(fatal)? {
                 Ok(x) => x,
-                Err((_, e)) => {
+                Err(e) => {
                     return Err(AttemptError::Fatal(format!("cannot store a chunk: {e}")));
                 }
             };
-            partial = back;
+            (partial, check) = (back, back_check);
+            // Refused records end the fetch whatever else happened: the verdict says why.
+            if check.failed() {
+                return Ok((partial, check));
+            }
             if let Some(e) = read_error {
                 return Err(e);
             }
@@ -513,19 +552,26 @@ impl Node {
                 }
             }
             missing = partial.missing();
+            if missing.is_empty() {
+                return Ok((partial, check));
+            }
         }
-        Ok(partial)
     }
 
-    /// Re-validates the received records against the standard (for a masked delivery: the
-    /// standard restricted to the granted fields, masked fields as strings).
-    async fn revalidate(&self, peer: PeerId, manifest: &Signed<Manifest>) -> Result<(), NodeError> {
+    /// The standard the received records must meet (for a masked delivery: restricted to the
+    /// granted fields, masked fields as strings), asked of `peer` if we do not hold it; none for
+    /// an opaque file or a dataset without one.
+    async fn records_standard(
+        &self,
+        peer: PeerId,
+        manifest: &Signed<Manifest>,
+    ) -> Result<Option<CompiledStandard>, NodeError> {
         let m = &manifest.document;
         let Some(r) = &m.schema else {
-            return Ok(());
+            return Ok(None);
         };
         if m.format == DataFormat::File {
-            return Ok(());
+            return Ok(None);
         }
         if self.schema_doc(&r.id, Some(&r.version)).is_err() {
             let request = Request::GetSchema {
@@ -547,35 +593,53 @@ impl Node {
                 standard::project_schema(&doc.document.schema, &d.fields, &masked)
             }
         };
-        let compiled = standard::compile(&schema)
-            .map_err(|e| NodeError::invalid("standard", e.to_string()))?;
-        let expected = m.record_count;
+        standard::compile(&schema)
+            .map(Some)
+            .map_err(|e| NodeError::invalid("standard", e.to_string()))
+    }
+
+    /// Re-validates the records of a file we already held against the standard.
+    async fn revalidate(&self, peer: PeerId, manifest: &Signed<Manifest>) -> Result<(), NodeError> {
+        let m = &manifest.document;
+        let (Some(compiled), Some(r)) = (self.records_standard(peer, manifest).await?, &m.schema)
+        else {
+            return Ok(());
+        };
         let checked = self
             .check_stored_records(&m.digest, m.format, compiled)
             .await?;
-        match checked {
-            Ok(c) if c.records == expected => Ok(()),
-            Ok(c) => Err(NodeError::invalid(
-                "records",
-                format!(
-                    "received {} records, the manifest says {expected}",
-                    c.records
-                ),
-            )),
-            Err(problems) => Err(NodeError::invalid(
-                "records",
-                format!(
-                    "received records do not conform to {}@{}: {}",
-                    r.id,
-                    r.version,
-                    problems
-                        .iter()
-                        .map(|p| format!("line {} {}: {}", p.line, p.path, p.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            )),
-        }
+        records_verdict(r, m.record_count, checked)
+    }
+}
+
+/// The received records' verdict: as many as the manifest says, each conforming to `r`.
+fn records_verdict(
+    r: &SchemaRef,
+    expected: u64,
+    checked: Result<Checked, Vec<RecordProblem>>,
+) -> Result<(), NodeError> {
+    match checked {
+        Ok(c) if c.records == expected => Ok(()),
+        Ok(c) => Err(NodeError::invalid(
+            "records",
+            format!(
+                "received {} records, the manifest says {expected}",
+                c.records
+            ),
+        )),
+        Err(problems) => Err(NodeError::invalid(
+            "records",
+            format!(
+                "received records do not conform to {}@{}: {}",
+                r.id,
+                r.version,
+                problems
+                    .iter()
+                    .map(|p| format!("line {} {}: {}", p.line, p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )),
     }
 }
 

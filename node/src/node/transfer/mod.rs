@@ -7,6 +7,8 @@
 //!   slots;
 //! * `derivation` — masked deliveries, derived once per grant and version;
 //! * `fetching` — the fetcher side: manifest and chunk checks, resume, record re-validation;
+//! * `validating` — the pipelined receiver: the digest and the records checked in file order
+//!   while chunks arrive, JSON Lines on a bounded pool of worker threads;
 //! * `receipts` — the signed Receipt, sent by the fetcher and checked by the provider;
 //! * `subscriptions` — fetching each new version of a dataset as it is published;
 //! * `faults` (feature `test-hooks` only) — provider misbehaviour injected by tests.
@@ -19,6 +21,7 @@ mod receipts;
 mod registry;
 mod serving;
 mod subscriptions;
+mod validating;
 
 #[cfg(feature = "test-hooks")]
 pub use faults::Fault;

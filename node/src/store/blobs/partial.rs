@@ -488,6 +488,33 @@ impl Partial {
         self.rewrite_journal()
     }
 
+    /// Checks that `actual`, the digest of the assembled file, is the expected one.
+    pub fn check_digest(&self, actual: &str) -> Result<(), BlobError> {
+        if actual != self.expected_digest {
+            return Err(BlobError::DigestMismatch {
+                id: self.id.clone(),
+                expected: self.expected_digest.clone(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads chunk `index` (written, perhaps not yet synced) into `buf`.
+    pub fn read_chunk(&self, index: u32, buf: &mut Vec<u8>) -> Result<(), BlobError> {
+        let data_path = self.dir.join(DATA_FILE);
+        let (Some(len), Some(offset)) =
+            (self.table.chunk_len(index), self.table.chunk_offset(index))
+        else {
+            return Err(io_err("read", &data_path)(io::Error::other(format!(
+                "no chunk {index}"
+            ))));
+        };
+        buf.clear();
+        buf.resize(len as usize, 0);
+        read_at(&self.data, offset, buf).map_err(io_err("read", &data_path))
+    }
+
     /// Re-reads every chunk recorded as written, drops those that fail verification (so they
     /// show in [`missing`](Self::missing) again), and returns their indexes.
     pub fn recheck(&mut self) -> Result<Vec<u32>, BlobError> {
@@ -558,14 +585,24 @@ impl Partial {
                 dropped,
             });
         }
-        let actual = whole.finalize().to_hex().to_string();
-        if actual != self.expected_digest {
-            return Err(BlobError::DigestMismatch {
+        self.finish_hashed(&whole.finalize().to_hex())
+    }
+
+    /// Completes the download whose whole-file digest the caller computed while the chunks
+    /// arrived (each verified before it was written, then hashed in file order from memory or
+    /// read back once): no second pass over the file. Requires every chunk and `actual` to be
+    /// the expected digest; then syncs, moves the file into `objects/` and deletes the partial.
+    pub fn finish_hashed(self, actual: &str) -> Result<BlobInfo, BlobError> {
+        if !self.is_complete() {
+            let count = self.table.chunk_count();
+            return Err(BlobError::Incomplete {
                 id: self.id.clone(),
-                expected: self.expected_digest.clone(),
-                actual,
+                missing: count - self.present_chunks,
+                count,
             });
         }
+        self.check_digest(actual)?;
+        let data_path = self.dir.join(DATA_FILE);
         self.data.sync_all().map_err(io_err("sync", &data_path))?;
         self.store.commit(&data_path, &self.expected_digest)?;
         // The blob is safe in objects/; a leftover directory is harmless (abort_partial).
