@@ -276,6 +276,15 @@ pub enum RequestsCommand {
         /// Validity: 90d, 12h, 30m (default: exchange.default_grant_days).
         #[arg(long)]
         expires: Option<String>,
+        /// What the grantee may do, comma-separated: fetch, verify, lookup (default: fetch).
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
+        /// Query calls allowed per UTC day (default: unlimited).
+        #[arg(long)]
+        calls_per_day: Option<u32>,
+        /// Query calls allowed per minute (default: unlimited).
+        #[arg(long)]
+        calls_per_minute: Option<u32>,
     },
     /// Deny a pending request with a reason the requester reads.
     Deny {

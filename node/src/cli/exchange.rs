@@ -14,6 +14,7 @@ use crate::api::exchange::{
 use crate::api::routes::Removed;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
+use crate::model::query::{AccessMode, QueryLimits};
 use crate::model::signed::Signed;
 use crate::node::access::{Direction, RequestRecord};
 use crate::node::transfer::{Subscription, TransferStatus, TransferView};
@@ -361,7 +362,26 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
             fields,
             mask,
             expires,
+            modes,
+            calls_per_day,
+            calls_per_minute,
         } => {
+            let modes = modes
+                .iter()
+                .map(|m| {
+                    serde_json::from_value::<AccessMode>(serde_json::Value::String(m.clone()))
+                        .map_err(|_| {
+                            CliError::Usage(format!(
+                                "--modes {m:?}: expected fetch, verify or lookup"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let query_limits =
+                (calls_per_day.is_some() || calls_per_minute.is_some()).then_some(QueryLimits {
+                    calls_per_day: *calls_per_day,
+                    calls_per_minute: *calls_per_minute,
+                });
             let masks = mask
                 .iter()
                 .map(|m| {
@@ -373,6 +393,8 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
                 fields: (!fields.is_empty()).then(|| fields.clone()),
                 masks,
                 expires: expires.clone(),
+                modes,
+                query_limits,
             };
             let g: Signed<Grant> = c
                 .post(

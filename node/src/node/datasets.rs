@@ -492,6 +492,7 @@ impl Node {
             super::provenance::doc(&signed).into_iter().collect(),
         )
         .await;
+        self.index_version(&entry, &signed).await;
         tracing::info!(
             dataset,
             version = m.version,

@@ -18,6 +18,7 @@ pub const DB_DIR: &str = "db";
 
 pub mod blobs;
 pub mod provenance;
+pub mod query_index;
 
 const META: &str = "meta";
 const PEERS: &str = "peers";
@@ -47,6 +48,8 @@ pub enum RecordTree {
     Derived,
     /// Receipts received from receivers, by `receiver/dataset/version/digest`.
     Receipts,
+    /// Query calls counted against a daily quota, by grant id (or `peer/dataset` without one).
+    QueryUsage,
 }
 
 impl RecordTree {
@@ -59,6 +62,7 @@ impl RecordTree {
             RecordTree::Fetches => "fetches",
             RecordTree::Derived => "derived",
             RecordTree::Receipts => "receipts",
+            RecordTree::QueryUsage => "query_usage",
         }
     }
 }
