@@ -22,6 +22,7 @@ use crate::model::signed::{AnySigned, Signed, Verified};
 use crate::node::access::RequestRecord;
 use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
+use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::schemas::SchemaSummary;
 use crate::node::transfer::{Subscription, TransferView};
 use crate::node::{Health, Node, NodeView, PeerView};
@@ -33,6 +34,7 @@ pub mod exchange;
 pub mod metrics;
 pub mod openapi;
 pub mod provenance;
+pub mod query;
 pub mod routes;
 mod server;
 mod status;
@@ -493,6 +495,31 @@ fn routes() -> ApiBuilder {
                 "Receipts receivers signed for our data",
             )
             .cli("yrd receipts"),
+        )
+        // Query services.
+        .route(
+            M::POST,
+            "/api/v1/query",
+            query::query,
+            Doc::new::<QueryOutcome>(
+                "query",
+                "query",
+                "Ask a provider one query (verify or lookup); returns its signed answer",
+            )
+            .body::<QueryInput>()
+            .cli("yrd query"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/provenance/queries",
+            query::calls,
+            Doc::new::<Vec<ProvenanceRecord>>(
+                "provenanceQueries",
+                "provenance",
+                "The calls about one key of a dataset (the key is hashed, never stored)",
+            )
+            .body::<query::QueryCallsBody>()
+            .cli("yrd provenance queries"),
         )
         // Provenance.
         .route(

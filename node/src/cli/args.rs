@@ -103,6 +103,31 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Ask a provider one query about single records: verify (核验: does a record with these
+    /// values exist? yes/no and which fields matched) or lookup (the records with a key,
+    /// projected and masked as the grant says). Prints the signed answer.
+    Query {
+        /// REGION_OR_PEER/DATASET.
+        target: String,
+        /// Verify: FIELD=VALUE (repeatable; at least one a query key of the offer).
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        verify: Vec<String>,
+        /// Lookup: FIELD=VALUE of a query key (repeatable: every one must match).
+        #[arg(long)]
+        key: Vec<String>,
+        /// Lookup: the fields wanted, comma-separated (default: all the grant delivers).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// The grant to call under (default: the latest valid one allowing the mode).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Why (default: the grant's purpose).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The legal basis (default: the grant's).
+        #[arg(long)]
+        basis: Option<String>,
+    },
     /// Ask a provider for conditional data with a signed AccessRequest.
     Request {
         /// REGION_OR_PEER/DATASET.
@@ -210,6 +235,19 @@ pub enum ProvenanceCommand {
         /// The dataset.
         #[arg(long)]
         dataset: String,
+    },
+    /// Who queried one key of a dataset, when, for what purpose: the calls about it (answered,
+    /// refused; or, with --publisher, the ones we made). The key is hashed, never stored.
+    Queries {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The key, FIELD=VALUE (e.g. id_number=…).
+        #[arg(long)]
+        key: String,
+        /// The dataset's publisher (peer id), for calls we made as a caller.
+        #[arg(long)]
+        publisher: Option<String>,
     },
     /// Witness alarms: members whose log forked.
     Alarms,

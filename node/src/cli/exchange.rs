@@ -14,9 +14,10 @@ use crate::api::exchange::{
 use crate::api::routes::Removed;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
-use crate::model::query::{AccessMode, QueryLimits};
+use crate::model::query::{AccessMode, FieldValue, QueryLimits, QueryMode};
 use crate::model::signed::Signed;
 use crate::node::access::{Direction, RequestRecord};
+use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::transfer::{Subscription, TransferStatus, TransferView};
 
 fn human_bytes(n: u64) -> String {
@@ -635,4 +636,80 @@ fn or_all(fields: &[String]) -> String {
     } else {
         fields.join(", ")
     }
+}
+
+/// The arguments of `yrd query`.
+pub(super) struct QueryArgs<'a> {
+    pub target: &'a str,
+    pub verify: &'a [String],
+    pub key: &'a [String],
+    pub fields: &'a [String],
+    pub grant: &'a Option<String>,
+    pub purpose: &'a Option<String>,
+    pub basis: &'a Option<String>,
+}
+
+/// `FIELD=VALUE` as a query gives it.
+pub(super) fn field_value(text: &str) -> Result<FieldValue, CliError> {
+    let (field, value) = text
+        .split_once('=')
+        .ok_or_else(|| CliError::Usage(format!("{text:?}: expected FIELD=VALUE")))?;
+    Ok(FieldValue {
+        field: field.trim().to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// `yrd query`: one verify or lookup; prints the answer (and the records of a lookup).
+pub(super) async fn query(cli: &Cli, a: QueryArgs<'_>) -> Result<(), CliError> {
+    let c = client(cli)?;
+    let (mode, pairs) = if a.verify.is_empty() {
+        (QueryMode::Lookup, a.key)
+    } else {
+        (QueryMode::Verify, a.verify)
+    };
+    if mode == QueryMode::Verify && !a.fields.is_empty() {
+        return Err(CliError::Usage(
+            "--fields is for lookups: a verify returns no field values".into(),
+        ));
+    }
+    let input = QueryInput {
+        target: a.target.to_string(),
+        mode,
+        key: pairs
+            .iter()
+            .map(|p| field_value(p))
+            .collect::<Result<_, _>>()?,
+        fields: a.fields.to_vec(),
+        purpose: a.purpose.clone(),
+        legal_basis: a.basis.clone(),
+        grant: a.grant.clone(),
+    };
+    let out: QueryOutcome = c.post("/api/v1/query", &input).await?;
+    if cli.json {
+        return print_json(&out);
+    }
+    let d = &out.answer.document;
+    let mut rows = vec![
+        ("dataset", format!("{} v{}", d.dataset, d.version)),
+        ("provider", short_id(&d.provider)),
+        ("grant", d.grant.clone().unwrap_or_else(|| "-".into())),
+        ("found", d.found.to_string()),
+    ];
+    if let Some(m) = d.matched {
+        rows.push(("matched", if m { "yes" } else { "no" }.to_string()));
+        rows.push(("matched fields", d.matched_fields.join(", ")));
+    }
+    if mode == QueryMode::Lookup {
+        rows.push(("records", d.record_count.to_string()));
+        if d.truncated {
+            rows.push(("truncated", "yes (more records matched)".into()));
+        }
+    }
+    rows.push(("answer digest", out.answer.digest_hex().unwrap_or_default()));
+    print!("{}", table::fields(&rows));
+    for r in &out.records {
+        println!("{r}");
+    }
+    Ok(())
 }

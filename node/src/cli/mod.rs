@@ -132,6 +132,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Query {
+            target,
+            verify,
+            key,
+            fields,
+            grant,
+            purpose,
+            basis,
+        } => {
+            exchange::query(
+                &cli,
+                exchange::QueryArgs {
+                    target,
+                    verify,
+                    key,
+                    fields,
+                    grant,
+                    purpose,
+                    basis,
+                },
+            )
+            .await
+        }
         Command::Request {
             target,
             purpose,

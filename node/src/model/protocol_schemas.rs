@@ -10,6 +10,7 @@ use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
     Cosignature, DatasetHead, EvidenceBundle, ProvenanceRecord, TreeHead,
 };
+use crate::model::query::{Query, QueryAnswer, QueryResponse};
 use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
@@ -67,6 +68,7 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
     out.extend(document::<TreeHead>());
     out.extend(document::<Cosignature>());
     out.extend(document::<DatasetHead>());
+    out.extend(document::<QueryAnswer>());
     for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),
@@ -77,6 +79,8 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("fetch-open", schema::<FetchOpen>()),
         ("fetch-reply", schema::<FetchReply>()),
         ("chunk-want", schema::<ChunkWant>()),
+        ("query", schema::<Query>()),
+        ("query-response", schema::<QueryResponse>()),
         ("provenance-record", schema::<ProvenanceRecord>()),
         ("evidence-bundle", schema::<EvidenceBundle>()),
     ] {
