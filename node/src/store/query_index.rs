@@ -126,7 +126,7 @@ impl KeyIndex {
     /// The positions of the records whose key hashes to `hash` (at most
     /// [`MAX_ENTRIES_READ`]), in blob order.
     pub fn lookup(&self, hash: u64) -> Result<Vec<(u64, u32)>, std::io::Error> {
-        let bucket = (hash >> 48) as u64;
+        let bucket = hash >> 48;
         let mut bounds = [0u8; 8];
         self.file.read_exact_at(&mut bounds, HEADER + bucket * 4)?;
         let start = u32::from_be_bytes([bounds[0], bounds[1], bounds[2], bounds[3]]) as u64;
