@@ -21,7 +21,7 @@ use crate::store::query_index::{IndexEntry, index_path, write_index};
 const CHECK_TEXT: &str = "yrd key index check";
 
 /// The header check of index files built under `secret`.
-pub(crate) fn index_check(secret: &QuerySecret) -> u64 {
+pub fn index_check(secret: &QuerySecret) -> u64 {
     secret.index_hash(CHECK_TEXT)
 }
 
@@ -67,7 +67,7 @@ fn csv_headers(blob: &Path) -> Result<Vec<String>, NodeError> {
 
 /// Builds the index of each of `fields` for the version in `blob` (blob digest `digest`)
 /// under `dir`, in one pass over the file; returns the records indexed.
-pub(crate) fn build(
+pub fn build(
     blob: &Path,
     digest: &str,
     format: DataFormat,
@@ -155,7 +155,7 @@ pub(crate) fn build(
 }
 
 /// The records at `positions` of the version in `blob`, as JSON objects.
-pub(crate) fn read_records(
+pub fn read_records(
     blob: &Path,
     format: DataFormat,
     positions: &[(u64, u32)],

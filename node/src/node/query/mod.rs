@@ -9,7 +9,7 @@
 //! hash under their own query secret, so `provenance_query_calls` can list the calls about one
 //! key without either log holding the value.
 
-mod index;
+pub mod index;
 mod limits;
 
 use std::collections::HashMap;
