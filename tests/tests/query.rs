@@ -411,3 +411,66 @@ async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists
     }
     s.net.stop_all().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_clients_call_only_what_they_were_given_and_are_named_in_the_records() -> Result<()>
+{
+    use yrd_node::model::provenance::Query as LogQuery;
+    use yrd_tests::api::{Api, status};
+    let mut s = setup().await?;
+    let net = &s.net;
+    let js = node(net, 1)?;
+    let rec = &s.records[5];
+    let made = js
+        .add_client("js-licence-check", &[format!("query:{OPEN}")])
+        .await?;
+    let client = Api::new(net.nodes[1].api_url()?, made.token.clone());
+    let body = input(OPEN, QueryMode::Verify, vec![kv("uscc", &rec["uscc"])]);
+    let out: QueryOutcome = client.raw().post("/api/v1/query", &body).await?;
+    assert_eq!(out.answer.document.matched, Some(true));
+    let sent = js.provenance_query(&LogQuery {
+        kind: Some(RecordKind::QuerySent.name()),
+        ..LogQuery::default()
+    })?;
+    assert_eq!(
+        sent.last().and_then(|r| r.client.as_deref()),
+        Some("js-licence-check")
+    );
+    // Another dataset, a fetch, an admin route: forbidden.
+    let other = input(COND, QueryMode::Verify, vec![kv("uscc", &rec["uscc"])]);
+    let err = client
+        .raw()
+        .post::<_, QueryOutcome>("/api/v1/query", &other)
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(403), "{err}");
+    let err = client
+        .raw()
+        .post::<_, Value>(
+            "/api/v1/fetch",
+            &json!({ "target": format!("310000/{OPEN}") }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(403), "{err}");
+    let err = client.health().await.unwrap_err();
+    assert_eq!(status(&err), Some(403), "{err}");
+    let err = client
+        .raw()
+        .get::<Value>("/api/v1/clients")
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(403), "{err}");
+    // Removed: its token no longer works; the admin token keeps full rights.
+    js.remove_client("js-licence-check").await?;
+    let err = client
+        .raw()
+        .post::<_, QueryOutcome>("/api/v1/query", &body)
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(401), "{err}");
+    net.api(1)?.health().await?;
+    let admin: QueryOutcome = net.api(1)?.raw().post("/api/v1/query", &body).await?;
+    assert_eq!(admin.answer.document.matched, Some(true));
+    s.net.stop_all().await
+}

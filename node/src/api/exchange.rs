@@ -37,9 +37,13 @@ pub struct FetchBody {
 
 pub(super) async fn fetch(
     State(s): State<ApiState>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
     body: Result<Json<FetchBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TransferView>), ApiError> {
     let Json(b) = body?;
+    if let Some(axum::Extension(c)) = caller {
+        c.check(crate::node::clients::ClientAction::Fetch, &b.target)?;
+    }
     let view = s.node.fetch(&b.target, b.version, b.grant).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

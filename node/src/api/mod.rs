@@ -21,6 +21,7 @@ use crate::model::provenance::{
 use crate::model::signed::{AnySigned, Signed, Verified};
 use crate::node::access::RequestRecord;
 use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
+use crate::node::clients::{ClientView, NewClient};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::schemas::SchemaSummary;
@@ -508,6 +509,37 @@ fn routes() -> ApiBuilder {
             )
             .body::<QueryInput>()
             .cli("yrd query"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/clients",
+            query::client_add,
+            Doc::new::<NewClient>(
+                "clientAdd",
+                "query",
+                "Make a scoped API client (query:DATASET, fetch:DATASET); its token is shown once",
+            )
+            .body::<query::ClientBody>()
+            .status(201)
+            .cli("yrd clients add"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/clients",
+            query::clients,
+            Doc::new::<Vec<ClientView>>("clients", "query", "The scoped API clients")
+                .cli("yrd clients list"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/clients/{name}",
+            query::client_remove,
+            Doc::new::<ClientView>(
+                "clientRemove",
+                "query",
+                "Remove a scoped API client: its token stops working at once",
+            )
+            .cli("yrd clients remove"),
         )
         .route(
             M::POST,

@@ -167,6 +167,9 @@ pub enum Command {
     },
     /// Receipts receivers signed for our data.
     Receipts,
+    /// Scoped API clients (information systems calling this node): add, list, remove.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// The provenance log: records, deliveries, alarms, evidence bundles.
     #[command(subcommand)]
     Provenance(ProvenanceCommand),
@@ -278,6 +281,27 @@ pub enum ProvenanceCommand {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// `yrd clients …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Make a client with a token of its own that allows only what --allow names (never the
+    /// admin routes); prints the token once.
+    Add {
+        /// Its name, named in the provenance records of its calls.
+        name: String,
+        /// query:DATASET or fetch:DATASET (DATASET may be *), repeatable.
+        #[arg(long, required = true)]
+        allow: Vec<String>,
+    },
+    /// List the clients.
+    List,
+    /// Remove a client: its token stops working at once.
+    Remove {
+        /// Its name.
+        name: String,
     },
 }
 

@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 
 use super::client::urlencode;
 use super::output::{print_json, short_id};
-use super::{Cli, CliError, GrantsCommand, RequestsCommand, client, table};
+use super::{Cli, CliError, ClientsCommand, GrantsCommand, RequestsCommand, client, table};
 use crate::api::exchange::{
     ApproveBody, FetchBody, GrantView, ReasonBody, RequestBody, TargetBody,
 };
+use crate::api::query::ClientBody;
 use crate::api::routes::Removed;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
 use crate::model::query::{AccessMode, FieldValue, QueryLimits, QueryMode};
 use crate::model::signed::Signed;
 use crate::node::access::{Direction, RequestRecord};
+use crate::node::clients::{ClientView, NewClient};
 use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::transfer::{Subscription, TransferStatus, TransferView};
 
@@ -710,6 +712,54 @@ pub(super) async fn query(cli: &Cli, a: QueryArgs<'_>) -> Result<(), CliError> {
     print!("{}", table::fields(&rows));
     for r in &out.records {
         println!("{r}");
+    }
+    Ok(())
+}
+
+/// `yrd clients …`.
+pub(super) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), CliError> {
+    let c = client(cli)?;
+    match cmd {
+        ClientsCommand::Add { name, allow } => {
+            let made: NewClient = c
+                .post(
+                    "/api/v1/clients",
+                    &ClientBody {
+                        name: name.clone(),
+                        allow: allow.clone(),
+                    },
+                )
+                .await?;
+            if cli.json {
+                return print_json(&made);
+            }
+            println!(
+                "client {} may {}; its token (shown once, keep it):\n{}",
+                made.client.name,
+                made.client.allowed(),
+                made.token
+            );
+        }
+        ClientsCommand::List => {
+            let list: Vec<ClientView> = c.get("/api/v1/clients").await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|v| vec![v.name.clone(), v.allowed(), v.created_at.clone()])
+                .collect();
+            print!("{}", table::render(&["NAME", "ALLOWED", "CREATED"], &rows));
+        }
+        ClientsCommand::Remove { name } => {
+            let removed: ClientView = c
+                .delete(&format!("/api/v1/clients/{}", urlencode(name)))
+                .await?;
+            if cli.json {
+                return print_json(&removed);
+            }
+            println!("client {} removed; its token no longer works", removed.name);
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod catalogue;
+pub mod clients;
 pub mod counters;
 pub mod datasets;
 mod error;

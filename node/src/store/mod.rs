@@ -50,6 +50,8 @@ pub enum RecordTree {
     Receipts,
     /// Query calls counted against a daily quota, by grant id (or `peer/dataset` without one).
     QueryUsage,
+    /// Scoped API clients, by name (their tokens only as hashes).
+    ApiClients,
 }
 
 impl RecordTree {
@@ -63,6 +65,7 @@ impl RecordTree {
             RecordTree::Derived => "derived",
             RecordTree::Receipts => "receipts",
             RecordTree::QueryUsage => "query_usage",
+            RecordTree::ApiClients => "api_clients",
         }
     }
 }

@@ -84,7 +84,10 @@ fn main() -> Result<()> {
         let positions = index.lookup(secret.index_hash(key))?;
         let found = read_records(&blob, DataFormat::Jsonl, &positions, &compiled)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
-        if !found.iter().any(|r| r["uscc"] == Value::String(key.clone())) {
+        if !found
+            .iter()
+            .any(|r| r["uscc"] == Value::String(key.clone()))
+        {
             bail!("key {key} not found");
         }
     }
