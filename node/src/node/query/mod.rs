@@ -243,6 +243,27 @@ impl Node {
         if let Err(e) = self.build_indexes(offer, &m.document).await {
             tracing::error!(dataset = %m.document.dataset, error = %e, "key index not built; the first query builds it");
         }
+        // Queries answer from the latest version only: the older versions' indexes go (one
+        // that another dataset's latest version shares is built again at its first query).
+        let dir = self.inner.data_dir.join(INDEX_DIR);
+        let older = self
+            .manifests(None, &m.document.dataset)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.document.digest != m.document.digest);
+        for o in older {
+            for key in &offer.offer.query_keys {
+                let path = index_path(&dir, &o.document.digest, key);
+                self.queries().indexes.lock().remove(&path);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "old key index not removed")
+                    }
+                }
+            }
+        }
     }
 
     async fn build_indexes(&self, offer: &CatalogueEntry, m: &Manifest) -> Result<(), NodeError> {
