@@ -268,6 +268,15 @@ impl Node {
 
     async fn build_indexes(&self, offer: &CatalogueEntry, m: &Manifest) -> Result<(), NodeError> {
         let _guard = self.queries().build_lock.lock().await;
+        self.build_indexes_locked(offer, m).await
+    }
+
+    /// [`Self::build_indexes`], the caller holding the build lock.
+    async fn build_indexes_locked(
+        &self,
+        offer: &CatalogueEntry,
+        m: &Manifest,
+    ) -> Result<(), NodeError> {
         let standard = self.compiled_standard(&offer.conforms_to)?;
         let blob = self
             .blobs()
@@ -313,7 +322,11 @@ impl Node {
         let opened = match KeyIndex::open(&path, check).map_err(io)? {
             Some(i) => i,
             None => {
-                self.build_indexes(offer, m).await?;
+                // Built by one caller; the others wait for it and find it built.
+                let _guard = self.queries().build_lock.lock().await;
+                if KeyIndex::open(&path, check).map_err(io)?.is_none() {
+                    self.build_indexes_locked(offer, m).await?;
+                }
                 KeyIndex::open(&path, check)
                     .map_err(io)?
                     .ok_or_else(|| NodeError::NotFound(format!("key index {}", path.display())))?
