@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/yrd-bench.XXXXXX")}
 mkdir -p "$OUT"
 cargo build --release --locked -p yrd-node --bin yrd \
-  -p yrd-tests --bin bench-catalogue --bin bench-provenance --bin bench-validate
+  -p yrd-tests --bin bench-catalogue --bin bench-provenance --bin bench-validate \
+  --bin bench-query-index
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || true)
 echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr);" \
@@ -26,6 +27,10 @@ python3 scripts/bench_node.py target/release/yrd 5 "$OUT/node.json"
 
 echo "== schema validation rate (one core)"
 target/release/bench-validate --records 200000 --runs 5 --json-out "$OUT/validate.json"
+
+echo "== query services: key index of 1,000,000 records (build, size, keyed lookups)"
+target/release/bench-query-index --records 1000000 --lookups 10000 \
+  --json-out "$OUT/query-index.json"
 
 echo "== catalogue: propagation (${NODES:-16} nodes, ${CHANGES:-50} changes) and search (10,000 offers)"
 target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}" \

@@ -4,7 +4,7 @@
 Usage: bench_report.py DIR [--write docs/benchmarks.md]
 
 DIR holds machine.txt and the figures of each benchmark (node.json, catalogue.json,
-transfer.json, provenance.json, validate.json, sim-16.json, sim-100.json); a missing file is
+transfer.json, provenance.json, validate.json, query-index.json, sim-16.json, sim-100.json); a missing file is
 shown as "not run". With --write, the table and the machine's description replace the block
 between the `bench.sh summary` markers of the given Markdown file (the analysis around it is
 kept); the markers are added after the file's first paragraph when it has none.
@@ -122,6 +122,16 @@ def rows(d):
         v.get("publish_path_records_per_s"), ",.0f", " records/s", 200000)
     add("  of which validate only (parsed records)", v.get("validate_records_per_s"), ",.0f",
         " records/s")
+
+    q = load(d, "query-index.json") or {}
+    n = f"{q.get('records', 1000000):,}"
+    add(f"query key index, {n} records: build (two keys)", q.get("build_two_keys_s"), ".1f",
+        " s")
+    add(f"query key index, {n} records: size per key", q.get("index_mib_per_key"), ".1f",
+        " MiB")
+    add(f"query key index, {n} records: keyed lookup p50 (p99)", q.get("lookup_p50_us"),
+        ".1f", f" µs ({q.get('lookup_p99_us', 0):.1f} µs)", 5000, higher=False,
+        goal_text="< 5 ms")
     return out
 
 

@@ -1014,6 +1014,7 @@ mod tests {
             }),
             license: Some("https://creativecommons.org/licenses/by/4.0/".into()),
             issued: Some("2024-03-15".into()),
+            query_keys: Vec::new(),
         }
     }
 

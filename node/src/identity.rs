@@ -245,6 +245,79 @@ pub fn rotate_token(path: &Path) -> Result<(), IdentityError> {
     Ok(())
 }
 
+/// File name of the query secret inside a data dir (beside the node key).
+pub const QUERY_SECRET_FILE: &str = "query.secret";
+
+/// The node-local secret of query services (`DATA_DIR/query.secret`, 0600, created at the
+/// first start): it keys the hash under which the provenance log names a looked-up key, so
+/// that the calls about one key can be listed while the value is never kept in clear, and the
+/// hash of the key index. Only this node can compute either.
+#[derive(Clone)]
+pub struct QuerySecret {
+    key_hash: [u8; 32],
+    index: [u8; 32],
+}
+
+impl fmt::Debug for QuerySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("QuerySecret(..)")
+    }
+}
+
+impl QuerySecret {
+    /// Loads `path`, creating it (0600, 32 random bytes as hex) when it does not exist;
+    /// refuses a file group or others can read.
+    pub fn load_or_create(path: &Path) -> Result<QuerySecret, IdentityError> {
+        if !path.exists() {
+            let mut seed = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut seed);
+            match write_private_file(path, format!("{}\n", hex::encode(seed)).as_bytes()) {
+                Ok(()) | Err(IdentityError::Exists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let bytes = read_private_file(path, "the query secret")?;
+        let corrupt = |reason: &str| IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("query secret: {reason}"),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| corrupt("not text"))?;
+        let raw = hex::decode(text.trim()).map_err(|_| corrupt("not hex"))?;
+        let seed: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("expected 32 bytes"))?;
+        Ok(QuerySecret::from_seed(&seed))
+    }
+
+    /// The secret derived from a 32-byte seed.
+    pub fn from_seed(seed: &[u8; 32]) -> QuerySecret {
+        QuerySecret {
+            key_hash: blake3::derive_key("yrd/v1 query key hash", seed),
+            index: blake3::derive_key("yrd/v1 query key index", seed),
+        }
+    }
+
+    /// The keyed hash (hex, 16 bytes) naming `value` of `field` in `dataset` of `publisher`
+    /// in provenance records.
+    pub fn key_hash(&self, publisher: &str, dataset: &str, field: &str, value: &str) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.key_hash);
+        for part in [publisher, dataset, field, value] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize().as_bytes()[..16])
+    }
+
+    /// The 64-bit hash of a key value in the key index.
+    pub fn index_hash(&self, value: &str) -> u64 {
+        let hash = blake3::keyed_hash(&self.index, value.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_be_bytes(first)
+    }
+}
+
 /// Refuses a secret file that group or others can read, naming the fix.
 pub fn check_private(path: &Path, what: &'static str) -> Result<(), IdentityError> {
     let meta = fs::metadata(path).map_err(|e| io_or_missing(path, what, e))?;

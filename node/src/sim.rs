@@ -1049,6 +1049,7 @@ impl Sim {
                                 fields: None,
                                 masks: masks.clone(),
                                 expires_in_secs: None,
+                                ..Approval::default()
                             },
                         )
                         .await

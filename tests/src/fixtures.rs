@@ -137,6 +137,7 @@ pub fn offer(id: &str, standard: &str, share: ShareType, conditions: Option<&str
         temporal: None,
         license: None,
         issued: None,
+        query_keys: Vec::new(),
     }
 }
 

@@ -317,6 +317,8 @@ async fn a_received_grant_cannot_replace_one_we_issued() -> Result<()> {
         expires_at: stamp(now + Duration::from_secs(86_400)),
         issued_at: stamp(now),
         decided_by: "operator".into(),
+        modes: Vec::new(),
+        query_limits: None,
     };
     let signed = Signed::sign(colliding, hostile.key().signing_key())?;
     let decision = hostile.request(Request::Decision {

@@ -39,6 +39,8 @@ fn approval() -> Result<ApproveBody> {
         fields: None,
         masks: vec!["legal_representative_id_number=keep:6:4".parse()?],
         expires: Some("30d".into()),
+        modes: Vec::new(),
+        query_limits: None,
     })
 }
 

@@ -152,6 +152,8 @@ fn masked() -> Result<ApproveBody> {
         ],
         expires: Some("30d".into()),
         fields: None,
+        modes: Vec::new(),
+        query_limits: None,
     })
 }
 

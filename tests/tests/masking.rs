@@ -180,6 +180,8 @@ async fn a_file_version_under_a_grant_that_limits_fields_is_refused_naming_why()
         fields: Some(vec!["uscc".into(), "status".into()]),
         masks: vec!["uscc=keep:2:2".parse()?],
         expires: Some("1d".into()),
+        modes: Vec::new(),
+        query_limits: None,
     };
     let (mut net, _dir, raw, g) = file_granted(&limited).await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
@@ -208,6 +210,8 @@ async fn a_file_version_under_a_grant_of_every_field_unmasked_is_delivered_whole
         fields: None,
         masks: Vec::new(),
         expires: Some("1d".into()),
+        modes: Vec::new(),
+        query_limits: None,
     };
     let (mut net, _dir, raw, _) = file_granted(&whole).await?;
     let done = net.api(1)?.fetch_done(&target(PLAIN)).await?;
@@ -357,6 +361,8 @@ async fn a_grant_masks_what_it_names_and_the_default_masks_the_rest() -> Result<
         fields: None,
         masks: vec![format!("{NAME}=hash").parse()?],
         expires: Some("1d".into()),
+        modes: Vec::new(),
+        query_limits: None,
     };
     let g = grant(&sh, &js, &request_body(COND, PURPOSE, &FIELDS), &approval).await?;
     let masks: Vec<String> = g.document.masks.iter().map(ToString::to_string).collect();

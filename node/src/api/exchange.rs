@@ -15,6 +15,7 @@ use crate::clock::parse_duration;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
 use crate::model::message::RequestStatus;
+use crate::model::query::{AccessMode, QueryLimits};
 use crate::model::signed::Signed;
 use crate::node::access::{Approval, Direction, GrantRecord, GrantState, RequestRecord};
 use crate::node::transfer::{Subscription, TransferView};
@@ -36,9 +37,13 @@ pub struct FetchBody {
 
 pub(super) async fn fetch(
     State(s): State<ApiState>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
     body: Result<Json<FetchBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TransferView>), ApiError> {
     let Json(b) = body?;
+    if let Some(axum::Extension(c)) = caller {
+        c.check(crate::node::clients::ClientAction::Fetch, &b.target)?;
+    }
     let view = s.node.fetch(&b.target, b.version, b.grant).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
@@ -149,6 +154,12 @@ pub struct ApproveBody {
     /// Validity: `90d`, `12h`, `30m` or `3600s` (default: `exchange.default_grant_days`).
     #[serde(default)]
     pub expires: Option<String>,
+    /// What the grantee may do: `fetch`, `verify`, `lookup` (default: fetch only).
+    #[serde(default)]
+    pub modes: Vec<AccessMode>,
+    /// Limits on its query calls (default: none).
+    #[serde(default)]
+    pub query_limits: Option<QueryLimits>,
 }
 
 pub(super) async fn request_approve(
@@ -171,6 +182,8 @@ pub(super) async fn request_approve(
         fields: b.fields,
         masks: b.masks,
         expires_in_secs,
+        modes: b.modes,
+        query_limits: b.query_limits,
     };
     Ok(Json(s.node.approve_request(&id, approval).await?))
 }

@@ -21,7 +21,9 @@ use crate::model::provenance::{
 use crate::model::signed::{AnySigned, Signed, Verified};
 use crate::node::access::RequestRecord;
 use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
+use crate::node::clients::{ClientView, NewClient};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
+use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::schemas::SchemaSummary;
 use crate::node::transfer::{Subscription, TransferView};
 use crate::node::{Health, Node, NodeView, PeerView};
@@ -33,6 +35,7 @@ pub mod exchange;
 pub mod metrics;
 pub mod openapi;
 pub mod provenance;
+pub mod query;
 pub mod routes;
 mod server;
 mod status;
@@ -493,6 +496,62 @@ fn routes() -> ApiBuilder {
                 "Receipts receivers signed for our data",
             )
             .cli("yrd receipts"),
+        )
+        // Query services.
+        .route(
+            M::POST,
+            "/api/v1/query",
+            query::query,
+            Doc::new::<QueryOutcome>(
+                "query",
+                "query",
+                "Ask a provider one query (verify or lookup); returns its signed answer",
+            )
+            .body::<QueryInput>()
+            .cli("yrd query"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/clients",
+            query::client_add,
+            Doc::new::<NewClient>(
+                "clientAdd",
+                "query",
+                "Make a scoped API client (query:DATASET, fetch:DATASET); its token is shown once",
+            )
+            .body::<query::ClientBody>()
+            .status(201)
+            .cli("yrd clients add"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/clients",
+            query::clients,
+            Doc::new::<Vec<ClientView>>("clients", "query", "The scoped API clients")
+                .cli("yrd clients list"),
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/clients/{name}",
+            query::client_remove,
+            Doc::new::<ClientView>(
+                "clientRemove",
+                "query",
+                "Remove a scoped API client: its token stops working at once",
+            )
+            .cli("yrd clients remove"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/provenance/queries",
+            query::calls,
+            Doc::new::<Vec<ProvenanceRecord>>(
+                "provenanceQueries",
+                "provenance",
+                "The calls about one key of a dataset (the key is hashed, never stored)",
+            )
+            .body::<query::QueryCallsBody>()
+            .cli("yrd provenance queries"),
         )
         // Provenance.
         .route(

@@ -103,6 +103,31 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Ask a provider one query about single records: verify (核验: does a record with these
+    /// values exist? yes/no and which fields matched) or lookup (the records with a key,
+    /// projected and masked as the grant says). Prints the signed answer.
+    Query {
+        /// REGION_OR_PEER/DATASET.
+        target: String,
+        /// Verify: FIELD=VALUE (repeatable; at least one a query key of the offer).
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        verify: Vec<String>,
+        /// Lookup: FIELD=VALUE of a query key (repeatable: every one must match).
+        #[arg(long)]
+        key: Vec<String>,
+        /// Lookup: the fields wanted, comma-separated (default: all the grant delivers).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// The grant to call under (default: the latest valid one allowing the mode).
+        #[arg(long)]
+        grant: Option<String>,
+        /// Why (default: the grant's purpose).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The legal basis (default: the grant's).
+        #[arg(long)]
+        basis: Option<String>,
+    },
     /// Ask a provider for conditional data with a signed AccessRequest.
     Request {
         /// REGION_OR_PEER/DATASET.
@@ -142,6 +167,9 @@ pub enum Command {
     },
     /// Receipts receivers signed for our data.
     Receipts,
+    /// Scoped API clients (information systems calling this node): add, list, remove.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// The provenance log: records, deliveries, alarms, evidence bundles.
     #[command(subcommand)]
     Provenance(ProvenanceCommand),
@@ -309,6 +337,19 @@ pub enum ProvenanceCommand {
         #[arg(long)]
         dataset: String,
     },
+    /// Who queried one key of a dataset, when, for what purpose: the calls about it (answered,
+    /// refused; or, with --publisher, the ones we made). The key is hashed, never stored.
+    Queries {
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The key, FIELD=VALUE (e.g. id_number=…).
+        #[arg(long)]
+        key: String,
+        /// The dataset's publisher (peer id), for calls we made as a caller.
+        #[arg(long)]
+        publisher: Option<String>,
+    },
     /// Witness alarms: members whose log forked.
     Alarms,
     /// Resolve the open witness alarms of a member's log once you know what happened (e.g. it
@@ -338,6 +379,27 @@ pub enum ProvenanceCommand {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// `yrd clients …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Make a client with a token of its own that allows only what --allow names (never the
+    /// admin routes); prints the token once.
+    Add {
+        /// Its name, named in the provenance records of its calls.
+        name: String,
+        /// query:DATASET or fetch:DATASET (DATASET may be *), repeatable.
+        #[arg(long, required = true)]
+        allow: Vec<String>,
+    },
+    /// List the clients.
+    List,
+    /// Remove a client: its token stops working at once.
+    Remove {
+        /// Its name.
+        name: String,
     },
 }
 
@@ -374,6 +436,15 @@ pub enum RequestsCommand {
         /// Validity: 90d, 12h, 30m (default: exchange.default_grant_days).
         #[arg(long)]
         expires: Option<String>,
+        /// What the grantee may do, comma-separated: fetch, verify, lookup (default: fetch).
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
+        /// Query calls allowed per UTC day (default: unlimited).
+        #[arg(long)]
+        calls_per_day: Option<u32>,
+        /// Query calls allowed per minute (default: unlimited).
+        #[arg(long)]
+        calls_per_minute: Option<u32>,
     },
     /// Deny a pending request with a reason the requester reads.
     Deny {

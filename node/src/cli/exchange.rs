@@ -7,15 +7,19 @@ use std::time::{Duration, Instant};
 
 use super::client::urlencode;
 use super::output::{print_json, short_id};
-use super::{Cli, CliError, GrantsCommand, RequestsCommand, client, table};
+use super::{Cli, CliError, ClientsCommand, GrantsCommand, RequestsCommand, client, table};
 use crate::api::exchange::{
     ApproveBody, FetchBody, GrantView, ReasonBody, RequestBody, TargetBody,
 };
+use crate::api::query::ClientBody;
 use crate::api::routes::Removed;
 use crate::model::exchange::{Denial, Grant, Receipt};
 use crate::model::masking::FieldMask;
+use crate::model::query::{AccessMode, FieldValue, QueryLimits, QueryMode};
 use crate::model::signed::Signed;
 use crate::node::access::{Direction, RequestRecord};
+use crate::node::clients::{ClientView, NewClient};
+use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::transfer::{Subscription, TransferStatus, TransferView};
 
 fn human_bytes(n: u64) -> String {
@@ -361,7 +365,26 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
             fields,
             mask,
             expires,
+            modes,
+            calls_per_day,
+            calls_per_minute,
         } => {
+            let modes = modes
+                .iter()
+                .map(|m| {
+                    serde_json::from_value::<AccessMode>(serde_json::Value::String(m.clone()))
+                        .map_err(|_| {
+                            CliError::Usage(format!(
+                                "--modes {m:?}: expected fetch, verify or lookup"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let query_limits =
+                (calls_per_day.is_some() || calls_per_minute.is_some()).then_some(QueryLimits {
+                    calls_per_day: *calls_per_day,
+                    calls_per_minute: *calls_per_minute,
+                });
             let masks = mask
                 .iter()
                 .map(|m| {
@@ -373,6 +396,8 @@ pub(super) async fn requests(cli: &Cli, cmd: &RequestsCommand) -> Result<(), Cli
                 fields: (!fields.is_empty()).then(|| fields.clone()),
                 masks,
                 expires: expires.clone(),
+                modes,
+                query_limits,
             };
             let g: Signed<Grant> = c
                 .post(
@@ -613,4 +638,128 @@ fn or_all(fields: &[String]) -> String {
     } else {
         fields.join(", ")
     }
+}
+
+/// The arguments of `yrd query`.
+pub(super) struct QueryArgs<'a> {
+    pub target: &'a str,
+    pub verify: &'a [String],
+    pub key: &'a [String],
+    pub fields: &'a [String],
+    pub grant: &'a Option<String>,
+    pub purpose: &'a Option<String>,
+    pub basis: &'a Option<String>,
+}
+
+/// `FIELD=VALUE` as a query gives it.
+pub(super) fn field_value(text: &str) -> Result<FieldValue, CliError> {
+    let (field, value) = text
+        .split_once('=')
+        .ok_or_else(|| CliError::Usage(format!("{text:?}: expected FIELD=VALUE")))?;
+    Ok(FieldValue {
+        field: field.trim().to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// `yrd query`: one verify or lookup; prints the answer (and the records of a lookup).
+pub(super) async fn query(cli: &Cli, a: QueryArgs<'_>) -> Result<(), CliError> {
+    let c = client(cli)?;
+    let (mode, pairs) = if a.verify.is_empty() {
+        (QueryMode::Lookup, a.key)
+    } else {
+        (QueryMode::Verify, a.verify)
+    };
+    if mode == QueryMode::Verify && !a.fields.is_empty() {
+        return Err(CliError::Usage(
+            "--fields is for lookups: a verify returns no field values".into(),
+        ));
+    }
+    let input = QueryInput {
+        target: a.target.to_string(),
+        mode,
+        key: pairs
+            .iter()
+            .map(|p| field_value(p))
+            .collect::<Result<_, _>>()?,
+        fields: a.fields.to_vec(),
+        purpose: a.purpose.clone(),
+        legal_basis: a.basis.clone(),
+        grant: a.grant.clone(),
+    };
+    let out: QueryOutcome = c.post("/api/v1/query", &input).await?;
+    if cli.json {
+        return print_json(&out);
+    }
+    let d = &out.answer.document;
+    let mut rows = vec![
+        ("dataset", format!("{} v{}", d.dataset, d.version)),
+        ("provider", short_id(&d.provider)),
+        ("grant", d.grant.clone().unwrap_or_else(|| "-".into())),
+        ("found", d.found.to_string()),
+    ];
+    if let Some(m) = d.matched {
+        rows.push(("matched", if m { "yes" } else { "no" }.to_string()));
+        rows.push(("matched fields", d.matched_fields.join(", ")));
+    }
+    if mode == QueryMode::Lookup {
+        rows.push(("records", d.record_count.to_string()));
+        if d.truncated {
+            rows.push(("truncated", "yes (more records matched)".into()));
+        }
+    }
+    rows.push(("answer digest", out.answer.digest_hex().unwrap_or_default()));
+    print!("{}", table::fields(&rows));
+    for r in &out.records {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+/// `yrd clients …`.
+pub(super) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), CliError> {
+    let c = client(cli)?;
+    match cmd {
+        ClientsCommand::Add { name, allow } => {
+            let made: NewClient = c
+                .post(
+                    "/api/v1/clients",
+                    &ClientBody {
+                        name: name.clone(),
+                        allow: allow.clone(),
+                    },
+                )
+                .await?;
+            if cli.json {
+                return print_json(&made);
+            }
+            println!(
+                "client {} may {}; its token (shown once, keep it):\n{}",
+                made.client.name,
+                made.client.allowed(),
+                made.token
+            );
+        }
+        ClientsCommand::List => {
+            let list: Vec<ClientView> = c.get("/api/v1/clients").await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|v| vec![v.name.clone(), v.allowed(), v.created_at.clone()])
+                .collect();
+            print!("{}", table::render(&["NAME", "ALLOWED", "CREATED"], &rows));
+        }
+        ClientsCommand::Remove { name } => {
+            let removed: ClientView = c
+                .delete(&format!("/api/v1/clients/{}", urlencode(name)))
+                .await?;
+            if cli.json {
+                return print_json(&removed);
+            }
+            println!("client {} removed; its token no longer works", removed.name);
+        }
+    }
+    Ok(())
 }

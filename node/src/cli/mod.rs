@@ -27,9 +27,9 @@ use client::{ApiClient, ClientError};
 use output::print_json;
 
 pub use args::{
-    CatalogCommand, Cli, Command, ConfigCommand, DemandCommand, DevnetArgs, DocCommand,
-    FederationCommand, GrantsCommand, InitArgs, ProposeArgs, ProvenanceCommand, RequestsCommand,
-    SchemaCommand, TokenCommand, WithheldCommand,
+    CatalogCommand, Cli, ClientsCommand, Command, ConfigCommand, DemandCommand, DevnetArgs,
+    DocCommand, FederationCommand, GrantsCommand, InitArgs, ProposeArgs, ProvenanceCommand,
+    RequestsCommand, SchemaCommand, TokenCommand, WithheldCommand,
 };
 pub use error::{
     CliError, EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
@@ -149,6 +149,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Query {
+            target,
+            verify,
+            key,
+            fields,
+            grant,
+            purpose,
+            basis,
+        } => {
+            exchange::query(
+                &cli,
+                exchange::QueryArgs {
+                    target,
+                    verify,
+                    key,
+                    fields,
+                    grant,
+                    purpose,
+                    basis,
+                },
+            )
+            .await
+        }
         Command::Request {
             target,
             purpose,
@@ -162,6 +185,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subscriptions => exchange::subscriptions(&cli).await,
         Command::Transfers { id } => exchange::transfers(&cli, id.as_deref()).await,
         Command::Receipts => exchange::receipts(&cli).await,
+        Command::Clients(cmd) => exchange::clients(&cli, cmd).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
         Command::Verify { file } => provenance::verify(&cli, file),
         Command::Federation(cmd) => federation::federation(&cli, cmd),

@@ -8,6 +8,7 @@ use super::output::{print_json, short_id, with_progress};
 use super::{Cli, CliError, ProvenanceCommand, client, table};
 use crate::api::provenance::ResolveBody;
 use crate::api::provenance::{CheckView, HeadView};
+use crate::api::query::QueryCallsBody;
 use crate::model::canonical;
 use crate::model::provenance::{Alarm, EvidenceBundle, ProvenanceRecord, verify_bundle_value};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
@@ -167,6 +168,54 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                     &[
                         "WHEN", "TO", "REGION", "VERSION", "SENT", "FIELDS", "PURPOSE", "BASIS",
                         "RECEIPT"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        ProvenanceCommand::Queries {
+            dataset,
+            key,
+            publisher,
+        } => {
+            let body = QueryCallsBody {
+                dataset: dataset.clone(),
+                key: super::exchange::field_value(key)?,
+                publisher: publisher.clone(),
+            };
+            let list: Vec<ProvenanceRecord> = c.post("/api/v1/provenance/queries", &body).await?;
+            if cli.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no calls about that key of {dataset}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.time.clone(),
+                        r.kind.name(),
+                        r.counterparty.as_deref().map(short_id).unwrap_or_default(),
+                        r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
+                        r.query_mode
+                            .map(|m| m.as_str().to_string())
+                            .unwrap_or_default(),
+                        r.purpose.clone().unwrap_or_else(|| "-".into()),
+                        r.legal_basis.clone().unwrap_or_else(|| "-".into()),
+                        r.cause.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &[
+                        "SEQ", "WHEN", "KIND", "PEER", "REGION", "MODE", "PURPOSE", "BASIS",
+                        "CAUSE"
                     ],
                     &rows
                 )

@@ -218,6 +218,10 @@ pub struct OfferInput {
     /// dct:issued (YYYY-MM-DD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued: Option<String>,
+    /// Query services: the fields a record can be looked up by (`/yrd/query/1`), e.g. `uscc`;
+    /// each version gets a key index of them at publish. Empty: no query service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_keys: Vec<String>,
 }
 
 /// An offer as published in the catalogue: the operator's input completed by the node.

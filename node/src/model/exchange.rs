@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::catalogue::SchemaRef;
 use crate::model::masking::FieldMask;
+use crate::model::query::{AccessMode, QueryLimits};
 use crate::model::region::Region;
 use crate::model::signed::Document;
 
@@ -144,6 +145,14 @@ pub struct Grant {
     pub issued_at: String,
     /// Who decided: "operator" or "auto:<rule>".
     pub decided_by: String,
+    /// What the grantee may do: `fetch`, `verify`, `lookup`. Absent (grants issued before
+    /// query services): fetch only. A grant without `fetch` is refused on `/yrd/fetch/1`, and
+    /// one with only `verify` never returns a field value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modes: Vec<AccessMode>,
+    /// Limits on its query calls (absent: unlimited), enforced by the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_limits: Option<QueryLimits>,
 }
 
 impl Document for Grant {

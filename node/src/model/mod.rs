@@ -12,6 +12,7 @@ pub mod message;
 pub mod node_info;
 pub mod protocol_schemas;
 pub mod provenance;
+pub mod query;
 pub mod refusal;
 pub mod region;
 pub mod signed;

@@ -11,6 +11,7 @@ use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
     Cosignature, DatasetHead, EvidenceBundle, ProvenanceRecord, TreeHead,
 };
+use crate::model::query::{Query, QueryAnswer, QueryResponse};
 use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
@@ -74,6 +75,7 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         format!("signed-{}", Charter::TYPE),
         schema::<SignedCharter>(),
     ));
+    out.extend(document::<QueryAnswer>());
     for (name, schema) in [
         ("offer", schema::<OfferInput>()),
         ("demand", schema::<Demand>()),
@@ -84,6 +86,8 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("fetch-open", schema::<FetchOpen>()),
         ("fetch-reply", schema::<FetchReply>()),
         ("chunk-want", schema::<ChunkWant>()),
+        ("query", schema::<Query>()),
+        ("query-response", schema::<QueryResponse>()),
         ("provenance-record", schema::<ProvenanceRecord>()),
         ("evidence-bundle", schema::<EvidenceBundle>()),
     ] {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::canonical;
 use crate::model::merkle::{self, Hash};
 use crate::model::node_info::NodeInfo;
+use crate::model::query::QueryMode;
 use crate::model::region::Region;
 use crate::model::signed::{AnySigned, Document, Signed};
 
@@ -56,6 +57,12 @@ pub enum RecordKind {
     /// An operator resolved the witness alarms of a log (`cause` holds their note); its latest
     /// presented head became the baseline its next heads are checked against.
     AlarmResolved,
+    /// Caller: we sent a query and got its signed answer (or a refusal, in `cause`).
+    QuerySent,
+    /// Provider: we answered a query with a signed answer.
+    QueryAnswered,
+    /// Provider: we refused a query (`cause` says why).
+    QueryRefused,
 }
 
 impl RecordKind {
@@ -177,6 +184,17 @@ pub struct ProvenanceRecord {
     /// Deliveries: how the session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<SessionEnd>,
+    /// Queries: `verify` or `lookup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_mode: Option<QueryMode>,
+    /// Queries: the keyed hash of the looked-up key (dataset, field and value under this
+    /// node's query secret), so the calls about one key can be listed without the value being
+    /// kept in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// Queries: the API client that made the call (caller side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 
     /// The seq of the previous record about the same `dataset`, or this record's own `seq` when
     /// it is the first about it; set by the log's writer on every record with a `dataset`, so
@@ -214,6 +232,9 @@ impl ProvenanceRecord {
             chunk_count: None,
             bytes_sent: None,
             ended: None,
+            query_mode: None,
+            key_hash: None,
+            client: None,
             prev_about_dataset: None,
             documents: Vec::new(),
         }
@@ -338,6 +359,9 @@ pub struct Query {
     pub until: Option<String>,
     /// Most records returned (default 1000).
     pub limit: Option<usize>,
+    /// Queries: only records of calls about this keyed hash of a key.
+    #[serde(default)]
+    pub key_hash: Option<String>,
 }
 
 /// One record of a bundle with its inclusion proof in the bundle's head.

@@ -1,6 +1,6 @@
 //! The machine-readable reasons a node gives on the wire when it refuses or fails a peer's
 //! request: one enum for every protocol (`Response::Error` on `/yrd/exchange/1`,
-//! `FetchReply::Refused` on `/yrd/fetch/1`), so a code is never a string literal and the fetcher
+//! `FetchReply::Refused` on `/yrd/fetch/1`, `QueryResponse::Refused` on `/yrd/query/1`), so a code is never a string literal and the fetcher
 //! branches on a variant. docs/protocol.md ("Refusal codes") lists them with their meaning.
 //!
 //! Wire form: the kebab-case name (`"grant-invalid"`). A code this build does not know (a newer
@@ -34,6 +34,17 @@ pub enum RefusalCode {
     Refused,
     /// The provider failed to answer (its disk, its database).
     Internal,
+    /// Queries: the grant's calls for today are used up (retry the next UTC day).
+    QuotaExceeded,
+    /// Queries: calls come faster than the grant's rate limit allows (retry shortly).
+    RateLimited,
+    /// Queries: the grant does not allow this mode (e.g. lookup under a verify-only grant, or
+    /// a fetch under a query-only grant).
+    ModeNotGranted,
+    /// Queries: a field named is not a field of the dataset, or not one it can be looked up by.
+    UnknownField,
+    /// Queries: a field asked for is not one the grant delivers.
+    FieldNotGranted,
     /// A code this build does not know.
     #[serde(other)]
     Unknown,
@@ -53,13 +64,21 @@ impl RefusalCode {
             RefusalCode::Conflict => "conflict",
             RefusalCode::Refused => "refused",
             RefusalCode::Internal => "internal",
+            RefusalCode::QuotaExceeded => "quota-exceeded",
+            RefusalCode::RateLimited => "rate-limited",
+            RefusalCode::ModeNotGranted => "mode-not-granted",
+            RefusalCode::UnknownField => "unknown-field",
+            RefusalCode::FieldNotGranted => "field-not-granted",
             RefusalCode::Unknown => "unknown",
         }
     }
 
     /// Whether asking again later may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, RefusalCode::Busy | RefusalCode::Internal)
+        matches!(
+            self,
+            RefusalCode::Busy | RefusalCode::Internal | RefusalCode::RateLimited
+        )
     }
 }
 
@@ -73,7 +92,7 @@ impl std::fmt::Display for RefusalCode {
 mod tests {
     use super::*;
 
-    const ALL: [RefusalCode; 11] = [
+    const ALL: [RefusalCode; 16] = [
         RefusalCode::NotFound,
         RefusalCode::NotShared,
         RefusalCode::GrantRequired,
@@ -84,6 +103,11 @@ mod tests {
         RefusalCode::Conflict,
         RefusalCode::Refused,
         RefusalCode::Internal,
+        RefusalCode::QuotaExceeded,
+        RefusalCode::RateLimited,
+        RefusalCode::ModeNotGranted,
+        RefusalCode::UnknownField,
+        RefusalCode::FieldNotGranted,
         RefusalCode::Unknown,
     ];
 
@@ -98,7 +122,7 @@ mod tests {
 
     #[test]
     fn an_unknown_code_reads_as_unknown() {
-        let code: RefusalCode = serde_json::from_str("\"quota-exceeded\"").unwrap();
+        let code: RefusalCode = serde_json::from_str("\"over-the-moon\"").unwrap();
         assert_eq!(code, RefusalCode::Unknown);
         assert!(!code.is_retryable());
         assert!(RefusalCode::Busy.is_retryable());

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::identity::short_peer;
 use crate::model::message::{Request, Response};
+use crate::model::query::{MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BYTES, QUERY_PROTOCOL, QueryResponse};
 
 const MAX_ADDRESSES_PER_PEER: usize = 16;
 const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
@@ -38,6 +39,9 @@ pub(crate) struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     rpc: request_response::json::Behaviour<Request, Response>,
+    // Query services: any JSON up to 16 KiB in (the service parses it and names a malformed
+    // query's cause), a bounded answer out.
+    query: request_response::json::Behaviour<serde_json::Value, QueryResponse>,
     // Datasets move on their own streams (see `node::transfer`), outside request-response's caps.
     stream: libp2p_stream::Behaviour,
 }
@@ -88,6 +92,16 @@ fn make_behaviour(
         [(StreamProtocol::new(REQUEST_PROTOCOL), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(p.request_timeout),
     );
+    let query_codec = request_response::json::codec::Codec::default()
+        .set_request_size_maximum(MAX_QUERY_BYTES)
+        .set_response_size_maximum(MAX_QUERY_ANSWER_BYTES);
+    let query = request_response::Behaviour::with_codec(
+        query_codec,
+        [(StreamProtocol::new(QUERY_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(p.request_timeout)
+            .with_max_concurrent_streams(1024),
+    );
     Ok(Behaviour {
         gate: Gate::new(p.members.clone()),
         identify: identify::Behaviour::new(
@@ -99,6 +113,7 @@ fn make_behaviour(
         gossipsub,
         mdns: Toggle::from(mdns),
         rpc,
+        query,
         stream: libp2p_stream::Behaviour::new(),
     })
 }
@@ -119,6 +134,7 @@ pub struct EventLoop {
     redial: HashMap<PeerId, Redial>,
     redial_max: Duration,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    pending_queries: HashMap<OutboundRequestId, oneshot::Sender<Result<QueryResponse, NetError>>>,
     pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
     last_kad_bootstrap: Option<Instant>,
     stats: NetStats,
@@ -210,6 +226,7 @@ impl EventLoop {
             redial: HashMap::new(),
             redial_max: config.redial_max,
             pending_requests: HashMap::new(),
+            pending_queries: HashMap::new(),
             pending_dials: Vec::new(),
             last_kad_bootstrap: None,
             stats: NetStats::default(),
@@ -358,6 +375,30 @@ impl EventLoop {
                     .is_err()
                 {
                     tracing::debug!("response not sent: the requester went away");
+                }
+            }
+            Command::Query {
+                peer,
+                request,
+                reply,
+            } => {
+                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .query
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_queries.insert(id, reply);
+            }
+            Command::RespondQuery { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .query
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("query answer not sent: the caller went away");
                 }
             }
             Command::Subscribe { topic, reply } => {
@@ -613,6 +654,47 @@ impl EventLoop {
                 peer, error, ..
             }) => {
                 tracing::debug!(peer = %short_peer(&peer), %error, "inbound request failed");
+            }
+            BehaviourEvent::Query(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        self.stats.inbound_requests += 1;
+                        self.emit(NetEvent::InboundQuery {
+                            peer,
+                            request,
+                            channel,
+                        });
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(reply) = self.pending_queries.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Query(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending_queries.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        cause: error.to_string(),
+                    }));
+                }
+            }
+            BehaviourEvent::Query(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                // An oversized or non-JSON query ends here: the codec refuses to read it.
+                tracing::info!(peer = %short_peer(&peer), %error, "inbound query not read");
             }
             _ => {}
         }

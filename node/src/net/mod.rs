@@ -19,6 +19,7 @@ pub use gate::Members;
 
 use crate::identity::NodeKey;
 use crate::model::message::{Request, Response};
+use crate::model::query::QueryResponse;
 
 /// Protocol id of the request/response protocol for documents.
 pub const REQUEST_PROTOCOL: &str = "/yrd/req/1";
@@ -195,6 +196,17 @@ pub enum NetEvent {
         /// Where the answer goes.
         channel: ResponseChannel<Response>,
     },
+    /// A member sent a query on `/yrd/query/1` (any JSON within the size limit: the service
+    /// parses it, so a malformed query is answered with its cause); answer with
+    /// [`NetHandle::respond_query`].
+    InboundQuery {
+        /// The peer.
+        peer: PeerId,
+        /// What it sent.
+        request: serde_json::Value,
+        /// Where the answer goes.
+        channel: ResponseChannel<QueryResponse>,
+    },
     /// A gossip message from a member.
     Gossip {
         /// The peer that originally published it (gossipsub signs messages).
@@ -226,6 +238,15 @@ pub(crate) enum Command {
     Respond {
         channel: ResponseChannel<Response>,
         response: Response,
+    },
+    Query {
+        peer: PeerId,
+        request: serde_json::Value,
+        reply: oneshot::Sender<Result<QueryResponse, NetError>>,
+    },
+    RespondQuery {
+        channel: ResponseChannel<QueryResponse>,
+        response: QueryResponse,
     },
     Subscribe {
         topic: String,
@@ -346,6 +367,32 @@ impl NetHandle {
     ) -> Result<(), NetError> {
         self.commands
             .send(Command::Respond { channel, response })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Sends a query on `/yrd/query/1` and waits for the answer.
+    pub async fn query(
+        &self,
+        peer: PeerId,
+        request: serde_json::Value,
+    ) -> Result<QueryResponse, NetError> {
+        self.call(|reply| Command::Query {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound query.
+    pub async fn respond_query(
+        &self,
+        channel: ResponseChannel<QueryResponse>,
+        response: QueryResponse,
+    ) -> Result<(), NetError> {
+        self.commands
+            .send(Command::RespondQuery { channel, response })
             .await
             .map_err(|_| NetError::Stopped)
     }

@@ -302,6 +302,7 @@ impl Node {
         let compiled = standard::compile(&schema.document.schema).map_err(|e| {
             NodeError::invalid("schema_id", format!("standard {}: {e}", input.schema_id))
         })?;
+        super::query::check_query_keys(&input.identifier, &input.query_keys, &compiled)?;
         let information_items = compiled
             .fields()
             .iter()

@@ -588,6 +588,7 @@ impl Node {
             .put_local(super::catalogue::OFFERS, dataset, &to_json(&entry)?)?;
         // issue_catalogue flushes, so the manifest is durable before we answer.
         self.issue_catalogue().await?;
+        self.index_version(&entry, &signed).await;
         tracing::info!(
             dataset,
             version = m.version,

@@ -5,11 +5,13 @@
 pub mod access;
 pub mod catalogue;
 mod charter;
+pub mod clients;
 pub mod counters;
 pub mod datasets;
 mod error;
 mod peers;
 pub mod provenance;
+pub mod query;
 pub mod schemas;
 mod sync;
 pub mod transfer;
@@ -188,6 +190,8 @@ struct Inner {
     witness: provenance::WitnessLocks,
     /// Every standard held, indexed by id and version (`schemas.rs`).
     standards: schemas::Standards,
+    /// Query services: the query secret, key indexes, rate limits (`query/`).
+    queries: query::Queries,
     /// Serialises changes that issue a new signed document (catalogue sequence numbers, the
     /// standards registry, grant decisions), so two never take the same number.
     write_lock: tokio::sync::Mutex<()>,
@@ -322,6 +326,8 @@ impl Node {
     pub async fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
         let NodeOptions { config, data_dir } = options;
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
+        let query_secret =
+            identity::QuerySecret::load_or_create(&data_dir.join(identity::QUERY_SECRET_FILE))?;
         // Opening may wait for sled's lock (a node on this dir still stopping): off the runtime.
         let dir = data_dir.clone();
         let cache_mib = config.store.cache_mib;
@@ -386,6 +392,7 @@ impl Node {
                 transfers: transfer::Transfers::new(),
                 witness: provenance::WitnessLocks::default(),
                 standards: schemas::Standards::default(),
+                queries: query::Queries::new(query_secret),
                 write_lock: tokio::sync::Mutex::new(()),
                 api_address: parking_lot::RwLock::new(None),
                 inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
@@ -672,6 +679,35 @@ impl Node {
                 if let Err(e) = self.inner.net.respond(channel, response).await {
                     tracing::debug!(peer = %peer, error = %e, "could not answer");
                 }
+            }
+            NetEvent::InboundQuery {
+                peer,
+                request,
+                channel,
+            } => {
+                // Queries sign and record: answered off the event path, a bounded number at
+                // once; beyond that the caller is told to retry.
+                let Ok(permit) = self.inner.queries.inbound.clone().try_acquire_owned() else {
+                    let busy = crate::model::query::QueryResponse::Refused {
+                        code: RefusalCode::Busy,
+                        message: format!(
+                            "{} queries are being answered; retry later",
+                            query::MAX_INBOUND_QUERIES
+                        ),
+                    };
+                    if let Err(e) = self.inner.net.respond_query(channel, busy).await {
+                        tracing::debug!(peer = %peer, error = %e, "could not answer");
+                    }
+                    return;
+                };
+                let node = self.clone();
+                self.spawn_long(async move {
+                    let response = node.on_query(peer, request).await;
+                    if let Err(e) = node.inner.net.respond_query(channel, response).await {
+                        tracing::debug!(peer = %peer, error = %e, "could not answer");
+                    }
+                    drop(permit);
+                });
             }
             NetEvent::Gossip {
                 source,

@@ -18,6 +18,7 @@ pub const DB_DIR: &str = "db";
 
 pub mod blobs;
 pub mod provenance;
+pub mod query_index;
 
 const META: &str = "meta";
 const PEERS: &str = "peers";
@@ -50,6 +51,10 @@ pub enum RecordTree {
     /// The federation charter versions applied, by version (20 digits, so key order is version
     /// order); a new tree, so no format change: an older database simply has none.
     Charters,
+    /// Query calls counted against a daily quota, by grant id (or `peer/dataset` without one).
+    QueryUsage,
+    /// Scoped API clients, by name (their tokens only as hashes).
+    ApiClients,
 }
 
 impl RecordTree {
@@ -63,6 +68,8 @@ impl RecordTree {
             RecordTree::Derived => "derived",
             RecordTree::Receipts => "receipts",
             RecordTree::Charters => "charters",
+            RecordTree::QueryUsage => "query_usage",
+            RecordTree::ApiClients => "api_clients",
         }
     }
 }

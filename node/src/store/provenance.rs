@@ -418,6 +418,9 @@ impl ProvenanceLog {
                 && q.kind.as_ref().is_none_or(|k| &r.kind.name() == k)
                 && q.since.as_ref().is_none_or(|s| &r.time >= s)
                 && q.until.as_ref().is_none_or(|u| &r.time <= u)
+                && q.key_hash
+                    .as_ref()
+                    .is_none_or(|h| r.key_hash.as_ref() == Some(h))
         };
         let indexed = match (&q.dataset, &q.peer, &q.kind) {
             (Some(d), _, _) => Some((b'd', d.clone())),

@@ -54,6 +54,9 @@ pub fn sample(i: u64, region: Region) -> NewRecord {
             chunk_count: i.is_multiple_of(2).then_some(3),
             bytes_sent: i.is_multiple_of(2).then_some(2_500_000),
             ended: i.is_multiple_of(2).then_some(SessionEnd::Closed),
+            query_mode: None,
+            key_hash: None,
+            client: None,
 
             prev_about_dataset: None,
             documents: Vec::new(),

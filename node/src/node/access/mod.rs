@@ -21,6 +21,7 @@ use crate::model::exchange::{AccessRequest, Denial, Grant, Revocation};
 use crate::model::masking::{self, FieldMask, Projection};
 use crate::model::message::{Request, RequestStatus, Response};
 use crate::model::provenance::RecordKind;
+use crate::model::query::{AccessMode, QueryLimits};
 use crate::model::refusal::RefusalCode;
 use crate::model::region::{self, Region};
 use crate::model::signed::Signed;
@@ -127,6 +128,12 @@ pub struct Approval {
     /// Validity from now, in seconds; absent: `exchange.default_grant_days`.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
+    /// What the grantee may do (empty: fetch only).
+    #[serde(default)]
+    pub modes: Vec<AccessMode>,
+    /// Limits on its query calls (absent: unlimited).
+    #[serde(default)]
+    pub query_limits: Option<QueryLimits>,
 }
 
 /// A dataset target resolved against the catalogues we hold.
@@ -355,6 +362,25 @@ impl Node {
                 && g.grant.document.provider == provider
                 && g.grant.document.dataset == dataset
                 && g.state() == GrantState::Valid
+                && AccessMode::Fetch.allowed_by(&g.grant.document.modes)
+        })
+    }
+
+    /// A valid grant issued to us by `provider` for `dataset` that allows `mode`, the latest
+    /// issued first.
+    pub fn usable_grant_for(
+        &self,
+        provider: &PeerId,
+        dataset: &str,
+        mode: AccessMode,
+    ) -> Option<GrantRecord> {
+        let provider = provider.to_string();
+        self.grants().ok()?.into_iter().find(|g| {
+            g.direction == Direction::In
+                && g.grant.document.provider == provider
+                && g.grant.document.dataset == dataset
+                && g.state() == GrantState::Valid
+                && mode.allowed_by(&g.grant.document.modes)
         })
     }
 
@@ -693,6 +719,7 @@ impl Node {
                 "a grant's validity must be from 1 second to 3650 days".into(),
             ));
         }
+        let modes = rules::check_modes(&approval.modes, &offer)?;
         let now = OffsetDateTime::now_utc();
         let expires = now + Duration::from_secs(secs);
         let grant = Grant {
@@ -710,6 +737,10 @@ impl Node {
             expires_at: rfc3339(expires),
             issued_at: rfc3339(now),
             decided_by: decided_by.to_string(),
+            modes,
+            query_limits: approval
+                .query_limits
+                .filter(|l| *l != QueryLimits::default()),
         };
         let signed = Signed::sign(grant, self.inner.key.signing_key())?;
         if crate::failpoint::hit(&self.inner.data_dir, "grant.before_request_state") {
@@ -1163,6 +1194,18 @@ impl Node {
         dataset: &str,
         grant_id: Option<&str>,
     ) -> Result<Signed<Grant>, Refusal> {
+        self.check_grant_for(peer, dataset, grant_id, AccessMode::Fetch)
+    }
+
+    /// [`Self::check_grant`] for a use of the grant: it must also allow `mode` (a grant naming
+    /// no modes allows fetching only).
+    pub(crate) fn check_grant_for(
+        &self,
+        peer: &PeerId,
+        dataset: &str,
+        grant_id: Option<&str>,
+        mode: AccessMode,
+    ) -> Result<Signed<Grant>, Refusal> {
         let record: Option<GrantRecord> = match grant_id {
             None => None,
             Some(id) => self
@@ -1170,7 +1213,24 @@ impl Node {
                 .record(RecordTree::Grants, &issued_grant_key(id))
                 .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?,
         };
-        rules::grant_for_fetch(record, grant_id, peer, dataset, OffsetDateTime::now_utc())
+        let grant =
+            rules::grant_for_fetch(record, grant_id, peer, dataset, OffsetDateTime::now_utc())?;
+        if !mode.allowed_by(&grant.document.modes) {
+            let allowed: Vec<&str> = if grant.document.modes.is_empty() {
+                vec!["fetch"]
+            } else {
+                grant.document.modes.iter().map(|m| m.as_str()).collect()
+            };
+            return Err(rules::refusal(
+                RefusalCode::ModeNotGranted,
+                format!(
+                    "grant {} allows {} only, not {mode}",
+                    grant.document.id,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(grant)
     }
 
     async fn record_request(&self, kind: RecordKind, peer: PeerId, record: &RequestRecord) {

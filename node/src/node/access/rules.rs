@@ -12,6 +12,7 @@ use crate::config::AutoRule;
 use crate::model::catalogue::{CatalogueEntry, ShareType, Withheld};
 use crate::model::exchange::{AccessRequest, Grant};
 use crate::model::masking::{FieldMask, is_valid_field_name};
+use crate::model::query::AccessMode;
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
 use crate::model::signed::Signed;
@@ -134,6 +135,34 @@ pub(crate) fn deliverable(
         ));
     }
     Ok(offer)
+}
+
+/// The modes an approval grants, checked against the offer: no mode twice, and query modes
+/// only for an offer that declares query keys. Fetch only is kept as no modes (the form of a
+/// grant issued before query services).
+pub(crate) fn check_modes(
+    modes: &[AccessMode],
+    offer: &CatalogueEntry,
+) -> Result<Vec<AccessMode>, NodeError> {
+    for (i, m) in modes.iter().enumerate() {
+        if modes[..i].contains(m) {
+            return Err(NodeError::invalid("modes", format!("mode {m} named twice")));
+        }
+        if *m != AccessMode::Fetch && offer.offer.query_keys.is_empty() {
+            return Err(NodeError::invalid(
+                "modes",
+                format!(
+                    "{} declares no query keys, so it cannot be queried ({m}); add \
+                     query_keys to the offer first",
+                    offer.offer.identifier
+                ),
+            ));
+        }
+    }
+    if modes == [AccessMode::Fetch] {
+        return Ok(Vec::new());
+    }
+    Ok(modes.to_vec())
 }
 
 /// An id of ours: 32 lowercase hex digits.
@@ -279,6 +308,7 @@ pub(crate) fn rule_approval(rule: &AutoRule) -> Result<Approval, NodeError> {
         fields: (!rule.fields.is_empty()).then(|| rule.fields.clone()),
         masks,
         expires_in_secs: rule.expires_days.map(|d| d * 86_400),
+        ..Approval::default()
     })
 }
 
@@ -343,6 +373,8 @@ mod tests {
             expires_at: valid.1.into(),
             issued_at: valid.0.into(),
             decided_by: "operator".into(),
+            modes: Vec::new(),
+            query_limits: None,
         };
         GrantRecord {
             id: grant.id.clone(),

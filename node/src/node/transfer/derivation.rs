@@ -29,7 +29,7 @@ use crate::store::blobs::{BlobInfo, BlobStore};
 
 /// A salt only this provider can compute, distinct per grant: the same value hashes
 /// differently for two grantees, so their deliveries cannot be joined on it.
-fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
+pub(crate) fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
     let mut material = seed.to_vec();
     material.extend_from_slice(grant_id.as_bytes());
     blake3::derive_key("yrd/v1 mask salt", &material)
@@ -38,7 +38,7 @@ fn mask_salt(seed: &[u8; 32], grant_id: &str) -> [u8; 32] {
 /// Whose delivery a derivation is: the grant's id, or `unconditional/DATASET` for an
 /// unconditional offer's copy. Grant ids are 32 hex digits, so neither form can take the other's
 /// key in the `Derived` tree or its mask salt.
-fn derivation_scope(grant_id: Option<&str>, dataset: &str) -> String {
+pub(crate) fn derivation_scope(grant_id: Option<&str>, dataset: &str) -> String {
     match grant_id {
         Some(g) => g.to_string(),
         None => format!("unconditional/{dataset}"),
@@ -546,6 +546,8 @@ mod tests {
             expires_at: String::new(),
             issued_at: String::new(),
             decided_by: "operator".into(),
+            modes: Vec::new(),
+            query_limits: None,
         };
         let granted = projection_for(Some(&grant), &personal)?.ok_or("no projection")?;
         assert_eq!(granted.describe(), "fields age, id_number (hash)");

@@ -914,6 +914,8 @@ mod tests {
             expires_at: "2099-01-01T00:00:00Z".into(),
             issued_at: "2025-01-01T00:00:00Z".into(),
             decided_by: "operator".into(),
+            modes: Vec::new(),
+            query_limits: None,
         })
     }
 

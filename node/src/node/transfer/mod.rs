@@ -14,6 +14,7 @@
 //! * `faults` (feature `test-hooks` only) — provider misbehaviour injected by tests.
 
 mod derivation;
+pub(crate) use derivation::{derivation_scope, mask_salt, projection_for};
 #[cfg(feature = "test-hooks")]
 mod faults;
 mod fetching;
