@@ -239,6 +239,8 @@ async fn a_hostile_grantee_asking_for_the_file_version_itself_is_refused() -> Re
         fields: Some(vec!["uscc".into(), "status".into()]),
         masks: Vec::new(),
         expires: Some("1d".into()),
+        modes: Vec::new(),
+        query_limits: None,
     };
     let (mut net, dir, _raw, g) = file_granted_on(3, &limited).await?;
     publish(&net, &dir, OPEN, 10).await?;
