@@ -7,7 +7,7 @@
 #
 # Environment: TRANSFER_MIB (1024), TRANSFER_RUNS (3), PROV_RECORDS (1000000), SIM_SIZES
 # ("16 100"), NODES/CHANGES (bench-catalogue: 16/50), OUT (figures dir, default a temp dir),
-# NO_WRITE=1 (print the table, leave docs/benchmarks.md alone).
+# NO_WRITE=1 (print the table, leave docs/benchmarks.md alone), SOAK_SECS (300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/yrd-bench.XXXXXX")}
@@ -52,6 +52,12 @@ for n in ${SIM_SIZES:-16 100}; do
     echo "yrd sim at $n nodes failed (exit $?); its log: $OUT/sim-$n.log"
   grep -vE '^([0-9]|node )' "$OUT/sim-$n.txt" | head -n 20 || true  # the per-node rows are in the JSON
 done
+
+echo "== memory: devnet soak (${SOAK_SECS:-300} s: a version every 2 s, 3 subscribers, 8 API clients)"
+# Its figures (RSS curve, slope after warm-up) are in $OUT/soak.json; docs/benchmarks.md,
+# "Memory over time", reads them. A failed soak (errors, undelivered versions) is a figure too.
+python3 scripts/soak.py target/release/yrd --secs "${SOAK_SECS:-300}" --json-out "$OUT/soak.json" |
+  tail -n 25 || echo "soak failed (exit $?); see $OUT/soak.json"
 
 if [ "${NO_WRITE:-0}" = 1 ]; then
   python3 scripts/bench_report.py "$OUT"
