@@ -1,8 +1,8 @@
 //! Query services (issue 15) between real nodes: Shanghai (node 0) offers business licences with
 //! query keys `uscc` and the legal representative's ID number; Jiangsu (node 1) and Zhejiang
 //! (node 2) call it. A verify-only grant answers yes/no and never a value; a lookup returns
-//! exactly the granted, masked fields; rate limits and quotas refuse with their reason; a
-//! revoked grant, a not-shared offer, an unknown field and malformed or oversized queries are
+//! exactly the granted, masked fields; rate limits and quotas refuse with their reason; an
+//! expired or revoked grant, a not-shared offer, an unknown field and malformed or oversized queries are
 //! refused with their cause; an unknown key gets a signed "not found"; and the provider's call
 //! report by key lists exactly the calls made, without either log holding the key in clear.
 
@@ -312,7 +312,7 @@ async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists
     assert!(msg.contains("2 calls a minute"), "{msg}");
 
     // Quota: two calls a day.
-    query_grant(
+    let quota = query_grant(
         net,
         2,
         &FIELDS,
@@ -336,6 +336,15 @@ async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists
     );
     assert_eq!(code, RefusalCode::QuotaExceeded, "{msg}");
     assert!(msg.contains("2 calls a day"), "{msg}");
+    // Expired: refused (before the quota is looked at).
+    sh.expire_grant_for_test(&quota.document.id).await?;
+    let third = kv(ID, &s.records[9][ID]);
+    let (code, msg) = refused(
+        zj.query(input(COND, QueryMode::Verify, vec![third]), None)
+            .await,
+    );
+    assert_eq!(code, RefusalCode::GrantInvalid, "{msg}");
+    assert!(msg.contains("expired"), "{msg}");
 
     // Revoked: refused.
     net.api(0)?
