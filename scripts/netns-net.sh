@@ -269,14 +269,16 @@ for i in 1 2 3 4; do
 import json, sys
 path, bootstrap, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
 text = open(path, encoding="utf-8").read()
-old_b, old_m = "\nbootstrap = []\n", "\n[federation]\nmembers = []\n"
-if old_b not in text or old_m not in text:
-    sys.exit(f"{path}: unexpected layout (no empty bootstrap / members)")
+old_b = "\nbootstrap = []\n"
+# `yrd init` writes an empty [federation] table (no members, no charter).
+old_m = next((m for m in ("\n[federation]\nmembers = []\n", "\n[federation]\n") if m in text), None)
+if old_b not in text or old_m is None:
+    sys.exit(f"{path}: unexpected layout (no empty bootstrap / [federation])")
 text = text.replace(old_b, "\nbootstrap = [%s]\n" % (json.dumps(bootstrap) if bootstrap else ""))
 members = "".join('\n[[federation.members]]\npeer_id = %s\nname = %s\n'
                   % (json.dumps(p), json.dumps(n, ensure_ascii=False))
                   for p, n in zip(rest[::2], rest[1::2]))
-text = text.replace(old_m, members)
+text = text.replace(old_m, "\n[federation]" + members + "\n", 1)
 open(path, "w", encoding="utf-8").write(text)
 EOF
     out=$("$YRD" config check "${DIR[$i]}/yrd.toml" 2>&1) || fail setup "config of node $i refused: $out"
