@@ -3,7 +3,9 @@
 //! (after a wrong token is refused), finds the provider's conditional offer in the network
 //! catalogue and requests it; the provider approves with a mask on one field; the requester
 //! fetches and sees the transfer complete; the provider sees the delivery in its provenance
-//! timeline and deliveries report and downloads the evidence bundle.
+//! timeline and deliveries report and downloads the evidence bundle; on the queries page the
+//! requester makes a verify call that is found and one that is not (and a lookup its grant
+//! refuses), and the provider's call log by key lists them.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`); without them the test is skipped, unless `YRD_REQUIRE_BROWSER=1`, which

@@ -1472,7 +1472,7 @@ function callsTable(list, publisher) {
     {label: '#', cell: (r) => String(r.seq), class: 'num'},
     {label: t('col.time'), cell: (r) => time(r.time)},
     {label: publisher ? t('col.provider') : t('queries.caller'), cell: (r) => (r.counterparty ? peerCell(r.counterparty, r.counterparty_region) : '')},
-    {label: t('queries.modeLabel'), cell: (r) => (r.query_mode ? t('queries.mode.' + r.query_mode) : '')},
+    {label: t('queries.modeLabel'), cell: (r) => (r.query_mode ? badge('info', t('queries.mode.' + r.query_mode)) : '')},
     {label: t('col.purpose'), cell: (r) => [r.purpose || '', r.legal_basis ? h('div', {class: 'muted small'}, r.legal_basis) : null]},
     {label: t('queries.outcome'), cell: callOutcome},
     {label: t('col.fields'), cell: (r) => h('span', {class: 'small'}, r.fields || '')},
