@@ -288,6 +288,7 @@ const PAGES = [
   ['subscriptions', subscriptionsPage],
   ['provenance', provenancePage],
   ['deliveries', deliveriesPage],
+  ['queries', queriesPage],
   ['alarms', alarmsPage],
 ];
 
@@ -1337,6 +1338,191 @@ async function deliveriesPage(section, {params}) {
       ? h('span', {testid: 'receipt'}, badge('ok', t('deliveries.receipt', {seq: d.receipt_seq})), ' ', time(d.receipt_at))
       : badge('warn', t('deliveries.noReceipt'), 'no-receipt'))},
   ], list, (d) => ({testid: 'delivery', dataset: {seq: d.seq, receiver: d.receiver}}), 'deliveries'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries (数据核验): one verify or lookup call to a provider, and the calls about one key of
+// our datasets. Key values travel only in request bodies (never in the page's address), so
+// they stay out of the browser history and the node's access log.
+
+// `field=value` pairs, one a line (or separated by `;`); the value is everything after the
+// first `=`.
+function keyPairs(text) {
+  const pairs = [];
+  for (const line of text.split(/[\n;；]/)) {
+    const s = line.trim();
+    if (!s) continue;
+    const at = s.indexOf('=');
+    if (at <= 0) throw new Error(t('queries.badPair', {pair: s}));
+    pairs.push({field: s.slice(0, at).trim(), value: s.slice(at + 1).trim()});
+  }
+  if (pairs.length === 0) throw new Error(t('queries.noPair'));
+  return pairs;
+}
+
+// A provider's refusal reaches us as the API's 502 "peer P refused (CODE): MESSAGE".
+function refusalOf(e) {
+  if (!e || e.status !== 502 || typeof e.message !== 'string') return null;
+  const m = /refused \(([a-z0-9-]+)\): ([\s\S]*)$/.exec(e.message);
+  return m ? {code: m[1], message: m[2]} : null;
+}
+
+function yesNo(value, yes, no, testid) {
+  return badge(value ? 'ok' : 'warn', value ? yes : no, testid);
+}
+
+function answerView(outcome, asked) {
+  const a = outcome.answer.document;
+  // Empty lists are left out of the signed answer.
+  const matchedFields = a.matched_fields || [];
+  const fields = a.fields || [];
+  const facts = [];
+  const add = (label, value) => {
+    if (value !== undefined && value !== null && value !== '') facts.push(h('dt', {}, label), h('dd', {}, value));
+  };
+  add(t('queries.found'), yesNo(a.found, t('queries.foundYes'), t('queries.foundNo'), 'answer-found'));
+  if (a.mode === 'verify') {
+    add(t('queries.matched'), yesNo(a.matched, t('queries.matchedYes'), t('queries.matchedNo'), 'answer-matched'));
+    add(t('queries.matchedFields'), h('span', {testid: 'answer-matched-fields'},
+      asked.map((kv) => badge(matchedFields.includes(kv.field) ? 'ok' : 'danger',
+        kv.field + (matchedFields.includes(kv.field) ? ' ✓' : ' ✗')))));
+  } else {
+    add(t('queries.recordCount'), h('span', {testid: 'answer-count'}, String(a.record_count),
+      a.truncated ? ' ' + t('queries.truncated') : ''));
+    add(t('col.fields'), fields.length ? fieldsText(fields, a.masks) : null);
+  }
+  add(t('col.provider'), peerCell(a.provider));
+  add(t('col.dataset'), [mono(a.dataset), ' v' + a.version]);
+  add(t('queries.answeredAt'), time(a.answered_at));
+  add(t('col.grant'), a.grant ? mono(short(a.grant, 8), a.grant) : t('deliveries.noGrant'));
+  add(t('queries.dataDigest'), mono(short(a.data_digest, 16), a.data_digest));
+  add(t('queries.queryDigest'), mono(short(a.query_digest, 16), a.query_digest));
+  add(t('queries.resultDigest'), mono(short(a.result_digest, 16), a.result_digest));
+  add(t('queries.signature'), mono(short(outcome.answer.signature || '', 16), outcome.answer.signature));
+  add(t('queries.seq'), outcome.seq !== null && outcome.seq !== undefined ? '#' + outcome.seq : null);
+  const box = h('div', {class: 'card wide', testid: 'query-answer', dataset: {found: a.found, mode: a.mode,
+    matched: a.matched === undefined ? '' : a.matched}},
+  h('h3', {}, t('queries.answer', {mode: t('queries.mode.' + a.mode)})),
+  h('dl', {class: 'facts'}, facts));
+  if (a.mode === 'lookup' && outcome.records && outcome.records.length) {
+    const cols = fields.length ? fields : Object.keys(outcome.records[0]);
+    box.append(table(cols.map((f) => ({label: f, cell: (r) => (r[f] === undefined || r[f] === null ? '' : String(r[f]))})),
+      outcome.records, () => ({testid: 'answer-record'}), 'answer-records'));
+  }
+  return box;
+}
+
+function queryForm(result) {
+  const target = h('input', {type: 'text', name: 'target', required: true, testid: 'query-target',
+    placeholder: '310000/sh-licences', spellcheck: 'false'});
+  const mode = select({name: 'mode', testid: 'query-mode'}, [['verify', t('queries.mode.verify')], ['lookup', t('queries.mode.lookup')]], 'verify');
+  const key = h('textarea', {name: 'key', rows: 3, required: true, testid: 'query-key', spellcheck: 'false',
+    autocomplete: 'off', placeholder: 'uscc=91310000MA1FL0000X'});
+  const fields = h('input', {type: 'text', name: 'fields', testid: 'query-fields', disabled: true, spellcheck: 'false'});
+  const grant = h('input', {type: 'text', name: 'grant', testid: 'query-grant', spellcheck: 'false', maxlength: 32});
+  const purpose = h('input', {type: 'text', name: 'purpose', maxlength: 2000, testid: 'query-purpose'});
+  const basis = h('input', {type: 'text', name: 'basis', maxlength: 2000, testid: 'query-basis'});
+  mode.addEventListener('change', () => {
+    fields.disabled = mode.value !== 'lookup';
+  });
+  const submit = h('button', {type: 'submit', class: 'primary', testid: 'query-submit'}, t('queries.submit'));
+  return h('form', {class: 'grid-form', testid: 'query-form', autocomplete: 'off', on: {submit: (ev) => {
+    ev.preventDefault();
+    act(submit, async () => {
+      const body = {target: target.value.trim(), mode: mode.value, key: keyPairs(key.value)};
+      if (mode.value === 'lookup') body.fields = csv(fields.value);
+      if (grant.value.trim()) body.grant = grant.value.trim();
+      if (purpose.value.trim()) body.purpose = purpose.value.trim();
+      if (basis.value.trim()) body.legal_basis = basis.value.trim();
+      replace(result, h('p', {class: 'muted'}, t('loading')));
+      try {
+        const outcome = await post('/api/v1/query', body);
+        replace(result, answerView(outcome, body.key));
+      } catch (e) {
+        const r = refusalOf(e);
+        if (r) {
+          replace(result, h('div', {class: 'page-error', role: 'alert', testid: 'query-refused', dataset: {code: r.code}},
+            h('strong', {}, t('queries.refused')), ' ', badge('danger', r.code, 'refusal-code'), ' ', h('span', {}, r.message)));
+        } else {
+          replace(result, h('div', {class: 'page-error', role: 'alert', testid: 'query-error'}, e.message || String(e)));
+          if (e.status === 401) throw e;
+        }
+      }
+    });
+  }}},
+  field(t('queries.target'), target, t('queries.targetHint')),
+  field(t('queries.modeLabel'), mode),
+  h('div', {class: 'wide'}, field(t('queries.key'), key, t('queries.keyHint'))),
+  field(t('col.fields'), fields, t('queries.fieldsHint')),
+  field(t('col.grant'), grant, t('fetch.grantHint')),
+  field(t('col.purpose'), purpose, t('queries.defaultHint')),
+  field(t('col.basis'), basis, t('queries.defaultHint')),
+  h('div', {class: 'actions wide'}, submit));
+}
+
+function callOutcome(r) {
+  if (r.kind === 'query-answered') return badge('ok', t('queries.kind.answered'));
+  if (r.kind === 'query-refused') return [badge('danger', t('queries.kind.refused')), r.cause ? h('div', {class: 'muted small'}, r.cause) : null];
+  return [badge(r.cause ? 'warn' : 'info', t('queries.kind.sent')), r.cause ? h('div', {class: 'muted small'}, r.cause) : null];
+}
+
+function callsTable(list, publisher) {
+  if (list.length === 0) return empty(t('queries.noCalls'), 'calls-none');
+  return table([
+    {label: '#', cell: (r) => String(r.seq), class: 'num'},
+    {label: t('col.time'), cell: (r) => time(r.time)},
+    {label: publisher ? t('col.provider') : t('queries.caller'), cell: (r) => (r.counterparty ? peerCell(r.counterparty, r.counterparty_region) : '')},
+    {label: t('queries.modeLabel'), cell: (r) => (r.query_mode ? badge('info', t('queries.mode.' + r.query_mode)) : '')},
+    {label: t('col.purpose'), cell: (r) => [r.purpose || '', r.legal_basis ? h('div', {class: 'muted small'}, r.legal_basis) : null]},
+    {label: t('queries.outcome'), cell: callOutcome},
+    {label: t('col.fields'), cell: (r) => h('span', {class: 'small'}, r.fields || '')},
+    {label: t('col.version'), cell: (r) => (r.version ? 'v' + r.version : ''), class: 'num'},
+    {label: t('col.grant'), cell: (r) => (r.grant ? mono(short(r.grant, 8), r.grant) : '')},
+    {label: t('queries.client'), cell: (r) => r.client || ''},
+  ], list, (r) => ({testid: 'call', dataset: {seq: r.seq, kind: r.kind, mode: r.query_mode || ''}}), 'calls');
+}
+
+function callsForm(offers, result) {
+  const withKeys = offers.filter((e) => (e.offer.query_keys || []).length > 0);
+  const dataset = h('input', {type: 'text', name: 'dataset', required: true, list: 'query-datasets', testid: 'calls-dataset',
+    spellcheck: 'false'});
+  const key = h('input', {type: 'text', name: 'key', required: true, testid: 'calls-key', spellcheck: 'false',
+    autocomplete: 'off', placeholder: 'uscc=91310000MA1FL0000X'});
+  const publisher = h('input', {type: 'text', name: 'publisher', testid: 'calls-publisher', spellcheck: 'false'});
+  const submit = h('button', {type: 'submit', class: 'primary', testid: 'calls-submit'}, t('action.show'));
+  return h('form', {class: 'grid-form', testid: 'calls-form', autocomplete: 'off', on: {submit: (ev) => {
+    ev.preventDefault();
+    act(submit, async () => {
+      const [kv] = keyPairs(key.value);
+      const body = {dataset: dataset.value.trim(), key: kv};
+      if (publisher.value.trim()) body.publisher = publisher.value.trim();
+      const list = await post('/api/v1/provenance/queries', body);
+      replace(result, h('h3', {}, t('queries.callsOf', {dataset: body.dataset, field: kv.field}), ' ',
+        h('span', {class: 'count', testid: 'calls-count'}, String(list.length))), callsTable(list, body.publisher));
+    });
+  }}},
+  h('datalist', {id: 'query-datasets'}, withKeys.map((e) => h('option', {value: e.offer.identifier},
+    e.offer.title + ' — ' + e.offer.query_keys.join(', ')))),
+  h('p', {class: 'muted small wide'}, t('queries.logIntro')),
+  field(t('col.dataset'), dataset, withKeys.length ? t('queries.datasetHint', {ids: withKeys.map((e) => e.offer.identifier).join(', ')}) : t('queries.noQueryOffers')),
+  field(t('queries.key'), key, t('queries.oneKeyHint')),
+  field(t('col.publisher'), publisher, t('queries.publisherHint')),
+  h('div', {class: 'actions wide'}, submit));
+}
+
+async function queriesPage(section, {params}) {
+  const tab = params.get('tab') === 'log' ? 'log' : 'call';
+  section.append(h('div', {class: 'tabs', testid: 'query-tabs'},
+    h('a', {href: '#/queries?tab=call', class: tab === 'call' ? 'active' : '', testid: 'tab-call'}, t('queries.tabCall')),
+    h('a', {href: '#/queries?tab=log', class: tab === 'log' ? 'active' : '', testid: 'tab-log'}, t('queries.tabLog'))));
+  if (tab === 'call') {
+    const result = h('div', {id: 'query-result', testid: 'query-result', 'aria-live': 'polite'});
+    section.append(h('p', {class: 'muted'}, t('queries.intro')), queryForm(result), result);
+    return;
+  }
+  const cat = await get('/api/v1/catalogue');
+  const result = h('div', {id: 'calls-result', testid: 'calls-result', 'aria-live': 'polite'});
+  section.append(callsForm(cat.offers, result), result);
 }
 
 // ---------------------------------------------------------------------------------------------
