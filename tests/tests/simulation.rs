@@ -113,6 +113,56 @@ async fn query_calls_without_a_grant_fail_the_queries_answered_assertion() -> Re
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_only_grant_answers_verify_calls_and_the_lookup_under_it_fails_the_check()
+-> Result<()> {
+    // A conditional offer: node 1 asks, node 0 approves with modes = ["verify"]; its verify
+    // calls are answered (one signed "not found"), and its one lookup has no grant allowing it.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("verify-grant.toml");
+    let query = |mode: &str, calls: u32, unknown: u32| {
+        format!(
+            "\n[[step]]\naction = \"query\"\nnodes = [1]\nprovider = 0\ndataset = \"lic\"\n\
+             key = \"uscc\"\nmode = \"{mode}\"\ncalls = {calls}\nunknown = {unknown}\n"
+        )
+    };
+    let text = format!(
+        "name = \"verify grant\"\nnodes = 2\n\n[[step]]\naction = \"publish_schema\"\nnode = 0\n\
+         standard = \"enterprise-licence\"\n\n[[step]]\naction = \"add_offer\"\nnode = 0\n\
+         dataset = \"lic\"\nstandard = \"enterprise-licence\"\nshare = \"conditional\"\n\
+         query_keys = [\"uscc\"]\n\n[[step]]\naction = \"publish\"\nnode = 0\n\
+         dataset = \"lic\"\nrecords = 50\n\n[[step]]\naction = \"request\"\nnode = 1\n\
+         provider = 0\ndataset = \"lic\"\npurpose = \"核验\"\nbasis = \"条例\"\n\n[[step]]\n\
+         action = \"approve\"\nnode = 0\nmodes = [\"verify\"]\n{}\n[[step]]\n\
+         action = \"assert\"\n\
+         condition = {{ check = \"queries_answered\", provider = 0, dataset = \"lic\" }}\n{}\n\
+         [[step]]\naction = \"assert\"\n\
+         condition = {{ check = \"queries_answered\", provider = 0, dataset = \"lic\" }}\n",
+        query("verify", 4, 1),
+        query("lookup", 1, 0),
+    );
+    std::fs::write(&path, text)?;
+    let report = run_file(&path, None, None).await?;
+    assert!(!report.passed, "{}", report.render());
+    assert_eq!(
+        (
+            report.query_calls,
+            report.query_not_found,
+            report.query_failed
+        ),
+        (5, 1, 1)
+    );
+    let (verified, looked_up) = (&report.assertions[0], &report.assertions[1]);
+    assert!(verified.passed, "{verified:?}");
+    assert!(
+        verified.detail.contains("4 calls by 1 nodes"),
+        "{verified:?}"
+    );
+    assert!(!looked_up.passed);
+    assert!(looked_up.detail.contains("allows lookup"), "{looked_up:?}");
+    Ok(())
+}
+
 #[test]
 fn bad_scenarios_are_refused_with_the_line_and_the_reason() {
     let cases = [
