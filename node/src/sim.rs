@@ -1,8 +1,8 @@
 //! The network simulator (`yrd sim`): N real nodes (real libp2p on loopback, real sled in temp
 //! dirs) in one process, driven by a TOML scenario of steps — publish, request, approve, fetch,
-//! subscribe, partition, heal, kill, restart, delay, wait and assert — and a report of what
-//! happened: convergence times, transfers, traffic per node and assertion results. See
-//! `docs/simulation.md`.
+//! subscribe, query, partition, heal, kill, restart, delay, wait and assert — and a report of
+//! what happened: convergence times, transfers, query latencies, traffic per node and assertion
+//! results. See `docs/simulation.md`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,8 +16,10 @@ use crate::model::catalogue::ShareType;
 use crate::model::exchange::DataFormat;
 use crate::model::masking::FieldMask;
 use crate::model::provenance::{Query, RecordKind};
+use crate::model::query::{AccessMode, FieldValue, QueryMode, value_text};
 use crate::model::region::{self, Region};
 use crate::node::access::{Approval, Direction};
+use crate::node::query::QueryInput;
 use crate::node::transfer::TransferStatus;
 use crate::node::{Node, NodeOptions};
 use crate::server::Server;
@@ -27,6 +29,10 @@ use crate::setup::{self, InitOptions};
 pub const MAX_NODES: usize = 200;
 /// Largest scenario file read.
 const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+/// Most query calls one `query` step makes per node.
+const MAX_QUERY_CALLS: usize = 10_000;
+/// Most published records kept per dataset to draw query keys from.
+const MAX_KEY_RECORDS: usize = 1000;
 
 /// Why a simulation could not run (an assertion failing is a result, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +137,16 @@ pub enum Condition {
         /// The version.
         version: u64,
     },
+    /// Every call the `query` steps made to the provider's dataset got an answer signed by
+    /// the provider, "found" exactly when the key was one of the published records; the
+    /// provider's log holds a `query-answered` record and the caller's a `query-sent` record
+    /// per call.
+    QueriesAnswered {
+        /// The provider.
+        provider: usize,
+        /// The dataset.
+        dataset: String,
+    },
 }
 
 fn default_records() -> usize {
@@ -147,6 +163,14 @@ fn default_expect() -> bool {
 
 fn default_share() -> String {
     "unconditional".into()
+}
+
+fn default_query_mode() -> QueryMode {
+    QueryMode::Verify
+}
+
+fn default_calls() -> usize {
+    10
 }
 
 /// One step of a scenario.
@@ -171,6 +195,9 @@ pub enum Step {
         /// `unconditional`, `conditional` or `not-shared`.
         #[serde(default = "default_share")]
         share: String,
+        /// Query keys of the offer (fields a record can be verified or looked up by).
+        #[serde(default)]
+        query_keys: Vec<String>,
     },
     /// A node publishes a new version of its offer from generated sample records.
     Publish {
@@ -202,6 +229,9 @@ pub enum Step {
         /// Masks, `FIELD=redact|hash|keep:N:M`.
         #[serde(default)]
         masks: Vec<String>,
+        /// Access modes granted (`fetch`, `verify`, `lookup`; default: fetch only).
+        #[serde(default)]
+        modes: Vec<AccessMode>,
     },
     /// Nodes fetch the provider's latest version and wait for it.
     Fetch {
@@ -223,6 +253,29 @@ pub enum Step {
         provider: usize,
         /// Offer identifier.
         dataset: String,
+    },
+    /// Nodes call a provider's query service (`/yrd/query/1`), one call after another each and
+    /// all nodes at once, with keys drawn from the records the provider published in this
+    /// scenario; `unknown` of each node's calls use a key nobody has. A call that gets no
+    /// signed answer does not stop the run: the `queries_answered` check judges it.
+    Query {
+        /// The callers.
+        nodes: NodeSet,
+        /// The provider.
+        provider: usize,
+        /// Offer identifier.
+        dataset: String,
+        /// `verify` (default) or `lookup`.
+        #[serde(default = "default_query_mode")]
+        mode: QueryMode,
+        /// The query key field, e.g. `uscc`.
+        key: String,
+        /// Calls per node.
+        #[serde(default = "default_calls")]
+        calls: usize,
+        /// Of them, calls with a key nobody has (a signed "not found").
+        #[serde(default)]
+        unknown: usize,
     },
     /// Splits the network: nodes of different groups cannot reach each other. Nodes in no
     /// group keep reaching everyone.
@@ -283,6 +336,7 @@ impl Step {
             Step::Approve { .. } => "approve",
             Step::Fetch { .. } => "fetch",
             Step::Subscribe { .. } => "subscribe",
+            Step::Query { .. } => "query",
             Step::Partition { .. } => "partition",
             Step::Heal => "heal",
             Step::Kill { .. } => "kill",
@@ -395,6 +449,7 @@ fn check_condition(c: &Condition, n: usize) -> Result<(), String> {
             check_node(*provider, n)?;
             nodes.resolve(n).map(|_| ())
         }
+        Condition::QueriesAnswered { provider, .. } => check_node(*provider, n),
         _ => Ok(()),
     }
 }
@@ -430,7 +485,7 @@ fn check_step(step: &Step, n: usize) -> Result<(), String> {
             check_node(*node, n)?;
             check_node(*provider, n)
         }
-        Step::Approve { node, masks } => {
+        Step::Approve { node, masks, .. } => {
             check_node(*node, n)?;
             for m in masks {
                 m.parse::<FieldMask>()
@@ -445,6 +500,22 @@ fn check_step(step: &Step, n: usize) -> Result<(), String> {
             nodes, provider, ..
         } => {
             check_node(*provider, n)?;
+            nodes.resolve(n).map(|_| ())
+        }
+        Step::Query {
+            nodes,
+            provider,
+            calls,
+            unknown,
+            ..
+        } => {
+            check_node(*provider, n)?;
+            if *calls == 0 || *calls > MAX_QUERY_CALLS {
+                return Err(format!("calls must be 1 to {MAX_QUERY_CALLS}"));
+            }
+            if unknown > calls {
+                return Err(format!("unknown = {unknown} is more than calls = {calls}"));
+            }
             nodes.resolve(n).map(|_| ())
         }
         Step::Partition { groups } => {
@@ -551,6 +622,21 @@ pub struct Report {
     pub transfers: Vec<TransferFigure>,
     /// Per node.
     pub per_node: Vec<NodeFigure>,
+    /// Query calls the `query` steps made.
+    #[serde(default)]
+    pub query_calls: u64,
+    /// Of them, answered with a signed "not found".
+    #[serde(default)]
+    pub query_not_found: u64,
+    /// Of them, without a valid signed answer as expected.
+    #[serde(default)]
+    pub query_failed: u64,
+    /// p50 of the calls' milliseconds, query to checked answer.
+    #[serde(default)]
+    pub query_p50_ms: Option<f64>,
+    /// p99 of the calls' milliseconds.
+    #[serde(default)]
+    pub query_p99_ms: Option<f64>,
     /// Assertions and waits.
     pub assertions: Vec<AssertionResult>,
     /// Whether every assertion passed.
@@ -592,6 +678,16 @@ impl Report {
                 t.node, t.provider, t.dataset, t.bytes, t.ms
             ));
         }
+        if self.query_calls > 0 {
+            out.push_str(&format!(
+                "queries: {} calls ({} not found, {} failed): p50 {:.1} ms, p99 {:.1} ms\n",
+                self.query_calls,
+                self.query_not_found,
+                self.query_failed,
+                self.query_p50_ms.unwrap_or(0.0),
+                self.query_p99_ms.unwrap_or(0.0)
+            ));
+        }
         out.push_str("assertions:\n");
         for a in &self.assertions {
             out.push_str(&format!(
@@ -622,6 +718,19 @@ impl Report {
     }
 }
 
+/// One call a `query` step made.
+struct QueryCall {
+    caller: usize,
+    provider: usize,
+    dataset: String,
+    key: FieldValue,
+    /// Whether the key is one of the published records.
+    expect_found: bool,
+    /// Ok(found) for a valid signed answer as expected, Err(why not).
+    result: Result<bool, String>,
+    ms: f64,
+}
+
 struct SimNode {
     region: Region,
     data_dir: PathBuf,
@@ -643,6 +752,10 @@ pub struct Sim {
     text: String,
     /// The current partition's groups, if any.
     partition: Option<Vec<Vec<usize>>>,
+    /// The first records of each (node, dataset)'s latest `publish`, to draw query keys from.
+    published: std::collections::HashMap<(usize, String), Vec<serde_json::Value>>,
+    /// The calls of the `query` steps.
+    query_calls: Vec<QueryCall>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -776,6 +889,8 @@ impl Sim {
             },
             text: text.to_string(),
             partition: None,
+            published: std::collections::HashMap::new(),
+            query_calls: Vec::new(),
         };
         // Every node has verified every other's NodeInfo: the network is up.
         let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
@@ -853,6 +968,21 @@ impl Sim {
         sorted.sort_by(|a, b| a.total_cmp(b));
         self.report.convergence_p50_ms = percentile(&sorted, 0.5);
         self.report.convergence_p99_ms = percentile(&sorted, 0.99);
+        let mut ms: Vec<f64> = self.query_calls.iter().map(|c| c.ms).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        self.report.query_p50_ms = percentile(&ms, 0.5);
+        self.report.query_p99_ms = percentile(&ms, 0.99);
+        self.report.query_calls = self.query_calls.len() as u64;
+        self.report.query_not_found = self
+            .query_calls
+            .iter()
+            .filter(|c| c.result == Ok(false))
+            .count() as u64;
+        self.report.query_failed = self
+            .query_calls
+            .iter()
+            .filter(|c| c.result.is_err())
+            .count() as u64;
         self.report.total_secs = started.elapsed().as_secs_f64();
         let report = self.report.clone();
         self.shutdown().await;
@@ -973,6 +1103,7 @@ impl Sim {
                 dataset,
                 standard,
                 share,
+                query_keys,
             } => {
                 let share = parse_share(share)?;
                 let version = crate::samples::STANDARDS
@@ -989,6 +1120,9 @@ impl Sim {
                 });
                 if share != ShareType::Unconditional {
                     offer["share_conditions"] = serde_json::json!("simulated conditions");
+                }
+                if !query_keys.is_empty() {
+                    offer["query_keys"] = serde_json::json!(query_keys);
                 }
                 let input = serde_json::from_value(offer).map_err(|e| e.to_string())?;
                 self.node(*node)?
@@ -1021,6 +1155,10 @@ impl Sim {
                 x.publish_dataset(dataset, &file, DataFormat::Jsonl)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.published.insert(
+                    (*node, dataset.clone()),
+                    recs.into_iter().take(MAX_KEY_RECORDS).collect(),
+                );
                 self.converge_from(*node).await?;
             }
             Step::Request {
@@ -1036,7 +1174,7 @@ impl Sim {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Step::Approve { node, masks } => {
+            Step::Approve { node, masks, modes } => {
                 let x = self.node(*node)?.clone();
                 let masks: Vec<FieldMask> = masks.iter().filter_map(|m| m.parse().ok()).collect();
                 for r in x.requests().map_err(|e| e.to_string())? {
@@ -1049,6 +1187,7 @@ impl Sim {
                                 fields: None,
                                 masks: masks.clone(),
                                 expires_in_secs: None,
+                                modes: modes.clone(),
                                 ..Approval::default()
                             },
                         )
@@ -1123,6 +1262,28 @@ impl Sim {
                         .await
                         .map_err(|e| format!("node {i}: {e}"))?;
                 }
+            }
+            Step::Query {
+                nodes,
+                provider,
+                dataset,
+                mode,
+                key,
+                calls,
+                unknown,
+            } => {
+                let calls = self
+                    .query(
+                        nodes.resolve(n)?,
+                        *provider,
+                        dataset,
+                        *mode,
+                        key,
+                        *calls,
+                        *unknown,
+                    )
+                    .await?;
+                self.query_calls.extend(calls);
             }
             Step::Partition { groups } => {
                 let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
@@ -1225,6 +1386,186 @@ impl Sim {
             Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
         }
         Ok(())
+    }
+
+    /// The calls of one `query` step: every caller makes its calls one after another, all
+    /// callers at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn query(
+        &self,
+        callers: Vec<usize>,
+        provider: usize,
+        dataset: &str,
+        mode: QueryMode,
+        field: &str,
+        calls: usize,
+        unknown: usize,
+    ) -> Result<Vec<QueryCall>, String> {
+        let known: Vec<String> = self
+            .published
+            .get(&(provider, dataset.to_string()))
+            .map(|recs| {
+                recs.iter()
+                    .filter_map(|r| r.get(field).and_then(value_text))
+                    .map(|v| v.into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if known.is_empty() && calls > unknown {
+            return Err(format!(
+                "node {provider} published no record of {dataset} with a {field} in this scenario"
+            ));
+        }
+        let pid = self.ids[provider].to_string();
+        let target = format!("{pid}/{dataset}");
+        let mut work = Vec::new();
+        for i in callers {
+            if i == provider {
+                continue;
+            }
+            let x = self.node(i)?.clone();
+            // The last `unknown` calls use a key nobody has; the others spread over the records.
+            let keys: Vec<(String, bool)> = (0..calls)
+                .map(|c| match known.len() {
+                    k if c + unknown < calls && k > 0 => {
+                        (known[(i * 7919 + c * 104_729) % k].clone(), true)
+                    }
+                    _ => (format!("91SIM{i:05}{c:07}X"), false),
+                })
+                .collect();
+            let (target, pid) = (target.clone(), pid.clone());
+            work.push(async move {
+                let mut out = Vec::with_capacity(keys.len());
+                for (value, expect_found) in keys {
+                    let kv = FieldValue {
+                        field: field.to_string(),
+                        value,
+                    };
+                    let t0 = Instant::now();
+                    let r = x
+                        .query(
+                            QueryInput {
+                                target: target.clone(),
+                                mode,
+                                key: vec![kv.clone()],
+                                fields: Vec::new(),
+                                purpose: Some("simulated verification".into()),
+                                legal_basis: Some("simulated legal basis".into()),
+                                grant: None,
+                            },
+                            None,
+                        )
+                        .await;
+                    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    let result = match r {
+                        Err(e) => Err(e.to_string()),
+                        Ok(o) => {
+                            let a = &o.answer.document;
+                            if let Err(e) = o.answer.verify() {
+                                Err(format!("answer signature: {e}"))
+                            } else if a.provider != pid {
+                                Err(format!("answer signed by {}, not the provider", a.provider))
+                            } else if a.found != expect_found {
+                                Err(format!("found = {}, expected {expect_found}", a.found))
+                            } else if mode == QueryMode::Lookup && a.found && o.records.is_empty() {
+                                Err("a lookup found the key but returned no record".into())
+                            } else {
+                                Ok(a.found)
+                            }
+                        }
+                    };
+                    out.push(QueryCall {
+                        caller: i,
+                        provider,
+                        dataset: dataset.to_string(),
+                        key: kv,
+                        expect_found,
+                        result,
+                        ms,
+                    });
+                }
+                out
+            });
+        }
+        Ok(futures::future::join_all(work)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Whether the provider's and the callers' logs hold a record of each query call.
+    fn check_queries(&self, provider: usize, dataset: &str) -> Result<String, String> {
+        let calls: Vec<&QueryCall> = self
+            .query_calls
+            .iter()
+            .filter(|c| c.provider == provider && c.dataset == dataset)
+            .collect();
+        if calls.is_empty() {
+            return Err(format!("no query call to node {provider}'s {dataset}"));
+        }
+        let failed: Vec<&&QueryCall> = calls.iter().filter(|c| c.result.is_err()).collect();
+        if let Some(c) = failed.first() {
+            return Err(format!(
+                "{} of {} calls without a valid signed answer; first: node {} ({} {}, {}): {}",
+                failed.len(),
+                calls.len(),
+                c.caller,
+                c.key.field,
+                c.key.value,
+                if c.expect_found { "known" } else { "unknown" },
+                c.result.as_ref().err().map(String::as_str).unwrap_or("")
+            ));
+        }
+        // Calls per (caller, key): the logs must hold at least as many records of them.
+        let mut per_key: std::collections::BTreeMap<(usize, &str), usize> =
+            std::collections::BTreeMap::new();
+        for c in &calls {
+            *per_key.entry((c.caller, c.key.value.as_str())).or_default() += 1;
+        }
+        let p = self.node(provider)?;
+        let pid = self.ids[provider].to_string();
+        let field = calls[0].key.field.clone();
+        let count = |x: &Node, kv: &FieldValue, publisher: Option<&str>, kind, peer: &str| {
+            x.provenance_query_calls(dataset, kv, publisher)
+                .map(|recs| {
+                    recs.iter()
+                        .filter(|r| r.kind == kind && r.counterparty.as_deref() == Some(peer))
+                        .count()
+                })
+                .map_err(|e| e.to_string())
+        };
+        for ((caller, value), n) in &per_key {
+            let kv = FieldValue {
+                field: field.clone(),
+                value: value.to_string(),
+            };
+            let cid = self.ids[*caller].to_string();
+            let answered = count(p, &kv, None, RecordKind::QueryAnswered, &cid)?;
+            if answered < *n {
+                return Err(format!(
+                    "node {provider}'s log holds {answered} query-answered records of node \
+                     {caller}'s {n} calls with {field} {value}"
+                ));
+            }
+            if let Ok(x) = self.node(*caller) {
+                let sent = count(x, &kv, Some(&pid), RecordKind::QuerySent, &pid)?;
+                if sent < *n {
+                    return Err(format!(
+                        "node {caller}'s log holds {sent} query-sent records of its {n} calls \
+                         with {field} {value}"
+                    ));
+                }
+            }
+        }
+        let not_found = calls.iter().filter(|c| c.result == Ok(false)).count();
+        let callers: std::collections::BTreeSet<usize> = calls.iter().map(|c| c.caller).collect();
+        Ok(format!(
+            "{} calls by {} nodes, each signed by node {provider} ({not_found} not found, as \
+             expected) with its query-answered and query-sent records",
+            calls.len(),
+            callers.len()
+        ))
     }
 
     /// Ok(what was seen) if the condition holds, Err(why not) otherwise.
@@ -1397,6 +1738,9 @@ impl Sim {
                 }
                 Ok(format!("{count} subscribers have v{version}"))
             }
+            Condition::QueriesAnswered { provider, dataset } => {
+                self.check_queries(*provider, dataset)
+            }
         }
     }
 }
@@ -1415,6 +1759,9 @@ fn describe(c: &Condition) -> String {
             version,
             ..
         } => format!("subscribers have {dataset} v{version} of node {provider}"),
+        Condition::QueriesAnswered { provider, dataset } => {
+            format!("query calls to {dataset} (node {provider}) answered, signed and logged")
+        }
     }
 }
 
