@@ -245,6 +245,21 @@ impl CompiledStandard {
         &self.fields
     }
 
+    /// The JSON types this standard allows for each CSV column, in header order (none for a
+    /// column it does not name): what a CSV cell is read as.
+    pub fn column_types(&self, headers: &[String]) -> Vec<Vec<String>> {
+        headers
+            .iter()
+            .map(|h| {
+                self.fields()
+                    .iter()
+                    .find(|f| &f.name == h)
+                    .map(|f| f.types.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// The fields holding personal data (`x-personal-data`), in schema order.
     pub fn personal_fields(&self) -> Vec<&str> {
         self.fields

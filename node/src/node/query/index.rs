@@ -37,21 +37,6 @@ fn bad_record(offset: u64, e: impl std::fmt::Display) -> NodeError {
     NodeError::invalid("record", format!("stored record at byte {offset}: {e}"))
 }
 
-/// The JSON types the standard allows for each CSV column, by header order.
-fn column_types(headers: &[String], standard: &CompiledStandard) -> Vec<Vec<String>> {
-    headers
-        .iter()
-        .map(|h| {
-            standard
-                .fields()
-                .iter()
-                .find(|f| &f.name == h)
-                .map(|f| f.types.clone())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 fn csv_headers(blob: &Path) -> Result<Vec<String>, NodeError> {
     let file = std::fs::File::open(blob).map_err(io("open", blob))?;
     let mut csv = csv::ReaderBuilder::new()
@@ -103,7 +88,7 @@ pub fn build(
                 .iter()
                 .map(|c| c.trim_start_matches('\u{feff}').to_string())
                 .collect();
-            let types = column_types(&headers, standard);
+            let types = standard.column_types(&headers);
             let mut row = csv::StringRecord::new();
             let mut pending: Option<(Value, u64)> = None;
             loop {
@@ -166,7 +151,7 @@ pub fn read_records(
         DataFormat::Csv => Some(csv_headers(blob)?),
         _ => None,
     };
-    let types = headers.as_ref().map(|h| column_types(h, standard));
+    let types = headers.as_ref().map(|h| standard.column_types(h));
     let mut out = Vec::with_capacity(positions.len());
     let mut buf = Vec::new();
     for &(offset, len) in positions {

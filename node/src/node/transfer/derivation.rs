@@ -264,17 +264,7 @@ fn derive_file(
                 .iter()
                 .map(|c| c.trim_start_matches('\u{feff}').to_string())
                 .collect();
-            let types: Vec<Vec<String>> = headers
-                .iter()
-                .map(|h| {
-                    standard
-                        .fields()
-                        .iter()
-                        .find(|f| &f.name == h)
-                        .map(|f| f.types.clone())
-                        .unwrap_or_default()
-                })
-                .collect();
+            let types = standard.column_types(&headers);
             let mut row = csv::StringRecord::new();
             let mut line = 1u64;
             while csv
