@@ -794,6 +794,11 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
             e.contains("sync.max_pulls_per_peer") && e.contains("from 1"),
             "{e}"
         );
+        let e = refusal(&format!("{GOOD}\n[store]\ncache_mib = 1\n"));
+        assert!(
+            e.contains("store.cache_mib") && e.contains("from 8 to 65536"),
+            "{e}"
+        );
         let e = refusal(&GOOD.replace("\"310000\"", "310000"));
         assert!(e.contains("region"), "{e}");
         let e = refusal("[node]\nname = \"x\"\n");
