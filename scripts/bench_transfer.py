@@ -706,6 +706,7 @@ def fetch_small(a, b, args, small_versions, variant, fails):
     """Latency of fresh fetches of 1 MiB versions of `small`: even versions by the CLI, odd ones
     by the API (POST, then GET the transfer every 2 ms)."""
     cli_ms, api_ms, node_ms = [], [], []
+    phases = {}
     for k in range(1, small_versions + 1):
         t0 = time.perf_counter()
         if k % 2 == 0:
@@ -739,13 +740,19 @@ def fetch_small(a, b, args, small_versions, variant, fails):
                 continue
             api_ms.append(wall)
         node_ms.append(view.get("total_ms"))
+        for name, v in (view.get("phases") or {}).items():
+            phases.setdefault(name, []).append(v)
     out = {"cli_ms": cli_ms, "api_ms": api_ms, "node_total_ms": node_ms}
+    # Where the receiver's time went (TransferView.phases), median per phase.
+    out["phases_p50_ms"] = {k: round(pct(v, 50), 1) for k, v in phases.items() if v}
     for key, vals in list(out.items()):
         vals = [v for v in vals if v is not None]
         out[key.replace("_ms", "_p50_ms")] = round(pct(vals, 50), 1) if vals else None
         out[key.replace("_ms", "_p90_ms")] = round(pct(vals, 90), 1) if vals else None
     log(f"{variant}: small fetch p50 CLI {out['cli_p50_ms']} ms, API {out['api_p50_ms']} ms, "
         f"node total {out['node_total_p50_ms']} ms")
+    log(f"{variant}: small fetch phases, p50 ms: "
+        + ", ".join(f"{k.replace('_ms', '')} {v}" for k, v in out["phases_p50_ms"].items()))
     return out
 
 

@@ -73,6 +73,18 @@ async fn an_unconditional_fetch_equals_the_publication() -> Result<()> {
         std::fs::read(&p.open)?
     );
     assert!(net.nodes[1].node()?.blobs().contains(&published));
+    // Where its time went: the phases are disjoint parts of the whole, and `transfer_ms` is
+    // the preparation and the chunks.
+    let ph = done.phases;
+    let sum = ph.connect_ms + ph.ready_ms + ph.prepare_ms + ph.chunks_ms + ph.verify_ms;
+    assert!(sum + ph.record_ms <= done.total_ms + 1, "{done:?}");
+    let moving = ph.prepare_ms + ph.chunks_ms;
+    assert!(moving.abs_diff(done.transfer_ms) <= 1, "{done:?}");
+    let served = net.api(0)?.transfers().await?;
+    assert!(
+        served.iter().all(|t| t.phases == Default::default()),
+        "{served:?}"
+    );
     net.stop_all().await
 }
 

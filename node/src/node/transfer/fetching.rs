@@ -61,6 +61,14 @@ impl From<FrameError> for AttemptError {
     }
 }
 
+/// Milliseconds since `*since`, which is then reset: one phase of a fetch ends, the next begins.
+fn lap(since: &mut Instant) -> u64 {
+    let now = Instant::now();
+    let ms = now.duration_since(*since).as_millis() as u64;
+    *since = now;
+    ms
+}
+
 fn fatal(e: impl std::fmt::Display) -> AttemptError {
     AttemptError::Fatal(e.to_string())
 }
@@ -249,6 +257,7 @@ impl Node {
         }
         // Recorded before the fetch is stored as done: a crash in between resumes the fetch and
         // records it again (a duplicate), never a dataset held as received with no record.
+        let recording = Instant::now();
         if record.view.status == TransferStatus::Done {
             crate::failpoint::pause(&self.inner.data_dir, "fetch.after_commit").await;
             if let Some(m) = &record.manifest {
@@ -280,6 +289,11 @@ impl Node {
         }
         self.save_fetch(&record);
         let _ = self.store().flush().await;
+        // Timed to the end of the flush (what the API's caller waits for); stored again
+        // without a flush of its own, as figures that only inform.
+        record.view.phases.record_ms = recording.elapsed().as_millis() as u64;
+        record.view.total_ms = started.elapsed().as_millis() as u64;
+        self.save_fetch(&record);
         let view = record.view.clone();
         self.update_transfer(&id, |v| *v = view);
         if record.view.status == TransferStatus::Done {
@@ -298,12 +312,14 @@ impl Node {
         use futures::AsyncWriteExt;
         let id = record.view.id.clone();
         let stall = Duration::from_secs(self.config().exchange.stall_timeout_secs);
+        let mut phase = Instant::now();
         let mut stream = self
             .inner
             .net
             .open_stream(peer, FETCH_PROTOCOL, stall)
             .await
             .map_err(|e| AttemptError::Retry(e.to_string()))?;
+        record.view.phases.connect_ms += lap(&mut phase);
         // Once a version is pinned, later attempts ask for exactly it.
         let version = record
             .manifest
@@ -344,6 +360,7 @@ impl Node {
         record.view.digest = Some(m.digest.clone());
         record.view.derived = m.derived_from.is_some();
         record.view.status = TransferStatus::Running;
+        record.view.phases.ready_ms += lap(&mut phase);
         self.save_fetch(record);
         let snapshot = record.view.clone();
         self.update_transfer(&id, |v| {
@@ -379,12 +396,14 @@ impl Node {
             progress
                 .bytes
                 .store(partial.progress().0, Ordering::Relaxed);
+            record.view.phases.prepare_ms += lap(&mut phase);
             let (partial, check) = self
                 .pull_chunks(&mut stream, partial, check, progress, stall)
                 .await?;
             let _ = frames::write_json(&mut stream, &ChunkWant { ranges: vec![] }, stall).await;
             let _ = stream.close().await;
             record.view.transfer_ms += moving.elapsed().as_millis() as u64;
+            record.view.phases.chunks_ms += lap(&mut phase);
             self.update_transfer(&id, |v| v.status = TransferStatus::Verifying);
             crate::failpoint::pause(&self.inner.data_dir, "fetch.before_commit").await;
             // The workers' last blocks, then the verdict; the file is kept only if it holds.
@@ -430,6 +449,7 @@ impl Node {
                 &crate::node::schemas::to_json(&manifest).map_err(fatal)?,
             )
             .map_err(fatal)?;
+        record.view.phases.verify_ms += lap(&mut phase);
         tracing::info!(
             peer = %peer,
             dataset = %m.dataset,

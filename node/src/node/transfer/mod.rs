@@ -138,6 +138,31 @@ pub struct TransferView {
     /// Why it failed (or why it is waiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where a fetch's time went (zero for served transfers and phases not reached).
+    #[serde(default)]
+    pub phases: FetchPhases,
+}
+
+/// Where a fetch's time went, in milliseconds, summed over its attempts (docs/benchmarks.md,
+/// "Where a small fetch's time goes"). `total_ms` also counts retries' waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchPhases {
+    /// Opening the fetch stream (dialling the provider if not connected).
+    pub connect_ms: u64,
+    /// From sending the FetchOpen to the manifest and chunk table checked (the provider
+    /// checks the grant, derives a masked delivery if it must, and answers).
+    pub ready_ms: u64,
+    /// Getting the records' standard and starting the partial file and validation threads.
+    pub prepare_ms: u64,
+    /// Moving chunks: each verified, written and synced (`transfer_ms` is this and
+    /// `prepare_ms`).
+    pub chunks_ms: u64,
+    /// After the last chunk: the last records validated, the digest checked, the file
+    /// committed and the manifest stored.
+    pub verify_ms: u64,
+    /// The received record (one group commit) and the fetch's done state stored.
+    pub record_ms: u64,
 }
 
 impl TransferView {
@@ -169,6 +194,7 @@ impl TransferView {
             digest: None,
             derived: false,
             error: None,
+            phases: FetchPhases::default(),
         }
     }
 }
