@@ -404,8 +404,29 @@ impl Node {
     /// The standard `r` names, compiled (it must be one we hold).
     pub(crate) fn compiled_standard(&self, r: &SchemaRef) -> Result<CompiledStandard, NodeError> {
         let doc = self.schema_doc(&r.id, Some(&r.version))?;
-        standard::compile(&doc.document.schema)
-            .map_err(|e| NodeError::invalid("standard", e.to_string()))
+        let key = format!("{}@{}", r.id, r.version);
+        self.inner.standards.compiled(&key, || {
+            standard::compile(&doc.document.schema)
+                .map_err(|e| NodeError::invalid("standard", e.to_string()))
+        })
+    }
+
+    /// Version `version` (the latest when None) of `dataset` from `publisher` (ours when
+    /// None), if we hold it: one read, whatever the number of versions.
+    pub fn manifest(
+        &self,
+        publisher: Option<&str>,
+        dataset: &str,
+        version: Option<u64>,
+    ) -> Result<Option<Signed<Manifest>>, NodeError> {
+        let publisher = publisher
+            .map(str::to_string)
+            .unwrap_or_else(|| self.peer_id().to_string());
+        self.store()
+            .manifest(&publisher, dataset, version)?
+            .map(serde_json::from_value::<Signed<Manifest>>)
+            .transpose()
+            .map_err(NodeError::Encode)
     }
 
     /// Every version we hold of `dataset` from `publisher` (ours when None), oldest first.
@@ -500,7 +521,7 @@ impl Node {
             }
             return Err(e);
         }
-        let previous = self.manifests(None, dataset)?.pop();
+        let previous = self.manifest(None, dataset, None)?;
         let records = match compiled.filter(|_| check_records) {
             None => 0,
             Some(standard) => {
@@ -589,6 +610,7 @@ impl Node {
         // issue_catalogue flushes, so the manifest is durable before we answer.
         self.issue_catalogue().await?;
         self.index_version(&entry, &signed).await;
+        self.derive_public_copy_soon(entry.clone(), signed.clone());
         tracing::info!(
             dataset,
             version = m.version,

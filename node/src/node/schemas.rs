@@ -17,7 +17,7 @@ use crate::model::canonical;
 use crate::model::catalogue::{SchemaDoc, valid_identifier};
 use crate::model::message::{Announcement, SchemaHead};
 use crate::model::signed::Signed;
-use crate::model::standard;
+use crate::model::standard::{self, CompiledStandard};
 
 /// What `yrd schema list` shows per standard version.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -62,7 +62,13 @@ fn parse_version(v: &str) -> Result<Version, NodeError> {
 #[derive(Debug, Default)]
 pub(crate) struct Standards {
     held: RwLock<Index>,
+    /// Compiled validators by `id@version` and projection (an id+version never changes, so
+    /// an entry never goes stale); at most [`MAX_COMPILED`], emptied when full.
+    compiled: parking_lot::Mutex<HashMap<String, CompiledStandard>>,
 }
+
+/// Compiled standards kept at once (each a few KiB to a few hundred).
+const MAX_COMPILED: usize = 64;
 
 #[derive(Debug, Default)]
 struct Index {
@@ -81,6 +87,26 @@ impl Standards {
             *held.per_publisher.entry(publisher).or_default() += 1;
         }
         Ok(())
+    }
+
+    /// The standard compiled under `key` (`id@version`, and the projection if any), compiled
+    /// from `schema` on first use. Compiling costs milliseconds; every fetch, query and
+    /// publish needs one.
+    pub(crate) fn compiled(
+        &self,
+        key: &str,
+        schema: impl FnOnce() -> Result<CompiledStandard, NodeError>,
+    ) -> Result<CompiledStandard, NodeError> {
+        if let Some(c) = self.compiled.lock().get(key) {
+            return Ok(c.clone());
+        }
+        let c = schema()?;
+        let mut cache = self.compiled.lock();
+        if cache.len() >= MAX_COMPILED {
+            cache.clear();
+        }
+        cache.insert(key.to_string(), c.clone());
+        Ok(c)
     }
 
     /// `id` at `version`, or its highest version.

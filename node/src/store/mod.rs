@@ -523,6 +523,28 @@ impl Store {
             .collect()
     }
 
+    /// One stored manifest of `dataset` by `publisher`: version `version`, or the latest when
+    /// None. One key read (or one step back from the end of the prefix), however many
+    /// versions there are.
+    pub fn manifest(
+        &self,
+        publisher: &str,
+        dataset: &str,
+        version: Option<u64>,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let tree = self.db.open_tree(MANIFESTS)?;
+        let prefix = manifest_prefix(publisher, dataset);
+        let raw = match version {
+            Some(v) => {
+                let mut key = prefix;
+                key.extend_from_slice(&v.to_be_bytes());
+                tree.get(key)?
+            }
+            None => tree.scan_prefix(prefix).values().next_back().transpose()?,
+        };
+        raw.map(|v| decode(MANIFESTS, &v)).transpose()
+    }
+
     /// The blob digests every stored manifest names.
     pub fn manifest_digests(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut out = std::collections::HashSet::new();
@@ -771,6 +793,32 @@ mod tests {
             .ok_or("opened a database that is a file")?;
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         assert_eq!(locked, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn one_manifest_is_read_by_version_or_latest_without_the_others()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let m = |v: u64| serde_json::json!({"document": {"version": v}});
+        // Versions stored out of order, past 255 (the key is big-endian), and neighbours that
+        // share a prefix of the dataset's name or belong to another publisher.
+        for v in [3u64, 1, 300, 2] {
+            store.put_manifest("P", "ds", v, &m(v))?;
+        }
+        store.put_manifest("P", "ds2", 999, &m(999))?;
+        store.put_manifest("Q", "ds", 500, &m(500))?;
+        store.put_manifest("P", "d", 700, &m(700))?;
+        let version = |v: Option<u64>| -> Result<Option<u64>, StoreError> {
+            Ok(store
+                .manifest("P", "ds", v)?
+                .and_then(|m| m["document"]["version"].as_u64()))
+        };
+        assert_eq!(version(None)?, Some(300));
+        assert_eq!(version(Some(2))?, Some(2));
+        assert_eq!(version(Some(4))?, None);
+        assert_eq!(store.manifest("P", "none", None)?, None);
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::blocking_err;
 use crate::clock::now_rfc3339;
-use crate::model::catalogue::CatalogueEntry;
+use crate::model::catalogue::{CatalogueEntry, ShareType};
 use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Derivation, Grant, Manifest};
 use crate::model::masking::{self, Projection};
@@ -108,6 +108,28 @@ fn unprojectable(o: &Manifest, grant: Option<&Grant>, projection: &Projection) -
 }
 
 impl Node {
+    /// Derives the masked copy of a just published `version` of an unconditional offer in the
+    /// background, so the first member to fetch it does not wait for the derivation within its
+    /// fetch (every member gets the same copy). Nothing is derived for an offer whose delivery
+    /// is the original; a failure here only means the first fetch derives it (and says why).
+    pub(crate) fn derive_public_copy_soon(&self, offer: CatalogueEntry, version: Signed<Manifest>) {
+        if offer.offer.share_type != ShareType::Unconditional {
+            return;
+        }
+        let node = self.clone();
+        self.spawn_long(async move {
+            if let Err(r) = node.delivery_of(&offer, None, &version).await {
+                tracing::warn!(
+                    dataset = %version.document.dataset,
+                    version = version.document.version,
+                    code = %r.code,
+                    reason = %r.message,
+                    "masked copy not prepared at publish; the first fetch derives it"
+                );
+            }
+        });
+    }
+
     /// What `original`, a version of our `offer`, is delivered as under `grant` (None: the offer
     /// is unconditional): the original itself when the projection is the whole record, else
     /// the masked derivation, or a refusal when the version is an opaque file that would need

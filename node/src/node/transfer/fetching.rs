@@ -605,17 +605,24 @@ impl Node {
                 other => return Err(unexpected(peer, &other)),
             }
         }
-        let doc = self.schema_doc(&r.id, Some(&r.version))?;
-        let schema = match &m.derived_from {
-            None => doc.document.schema.clone(),
-            Some(d) => {
-                let masked: Vec<String> = d.masks.iter().map(|x| x.field.clone()).collect();
-                standard::project_schema(&doc.document.schema, &d.fields, &masked)
-            }
+        let Some(d) = &m.derived_from else {
+            return self.compiled_standard(r).map(Some);
         };
-        standard::compile(&schema)
+        let doc = self.schema_doc(&r.id, Some(&r.version))?;
+        let masked: Vec<String> = d.masks.iter().map(|x| x.field.clone()).collect();
+        // The projection is part of the key: the same fields masked otherwise compile apart.
+        let key = format!(
+            "{}@{} fields={:?} masked={:?}",
+            r.id, r.version, d.fields, masked
+        );
+        self.inner
+            .standards
+            .compiled(&key, || {
+                let schema = standard::project_schema(&doc.document.schema, &d.fields, &masked);
+                standard::compile(&schema)
+                    .map_err(|e| NodeError::invalid("standard", e.to_string()))
+            })
             .map(Some)
-            .map_err(|e| NodeError::invalid("standard", e.to_string()))
     }
 
     /// Re-validates the records of a file we already held against the standard.

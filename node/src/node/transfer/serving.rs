@@ -56,22 +56,14 @@ impl Drop for ServingSlot {
 }
 
 /// The version a fetch asks for among `versions` (oldest first): `wanted`, or the latest.
-fn choose_version(
-    versions: Vec<Signed<Manifest>>,
-    dataset: &str,
-    wanted: Option<u64>,
-) -> Result<Signed<Manifest>, Refusal> {
-    match wanted {
-        Some(v) => versions.into_iter().find(|m| m.document.version == v),
-        None => versions.into_iter().last(),
-    }
-    .ok_or_else(|| Refusal {
+fn not_published(dataset: &str, wanted: Option<u64>) -> Refusal {
+    Refusal {
         code: RefusalCode::NotFound,
         message: match wanted {
             Some(v) => format!("{dataset} has no version {v}"),
             None => format!("{dataset} has no published version yet"),
         },
-    })
+    }
 }
 
 /// The chunks a [`ChunkWant`] asks for, checked against the table we serve (ranges non-empty, in
@@ -420,8 +412,10 @@ impl Node {
             message: e.to_string(),
         };
         let offer = self.deliverable_offer(&open.dataset)?;
-        let versions = self.manifests(None, &open.dataset).map_err(internal)?;
-        let original = choose_version(versions, &open.dataset, open.version)?;
+        let original = self
+            .manifest(None, &open.dataset, open.version)
+            .map_err(internal)?
+            .ok_or_else(|| not_published(&open.dataset, open.version))?;
         let grant = match offer.offer.share_type {
             ShareType::Unconditional => None,
             ShareType::Conditional => {
@@ -574,9 +568,6 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::NodeKey;
-    use crate::model::exchange::DataFormat;
-    use crate::model::region::Region;
 
     fn table(chunks: usize) -> ChunkTable {
         let chunk_size = crate::model::chunks::MIN_CHUNK_SIZE;
@@ -585,32 +576,6 @@ mod tests {
             size: u64::from(chunk_size) * chunks as u64,
             chunks: vec!["0".repeat(64); chunks],
         }
-    }
-
-    fn versions(numbers: &[u64]) -> Result<Vec<Signed<Manifest>>, Box<dyn std::error::Error>> {
-        let key = NodeKey::generate();
-        numbers
-            .iter()
-            .map(|&version| {
-                let m = Manifest {
-                    dataset: "ds".into(),
-                    publisher: key.peer_id().to_string(),
-                    region: Region::from_code(310000)?,
-                    version,
-                    previous: None,
-                    schema: None,
-                    format: DataFormat::File,
-                    digest: "0".repeat(64),
-                    size: 0,
-                    record_count: 0,
-                    chunk_size: crate::model::chunks::MIN_CHUNK_SIZE,
-                    chunk_table_digest: "0".repeat(64),
-                    published_at: "2025-01-01T00:00:00Z".into(),
-                    derived_from: None,
-                };
-                Ok(Signed::sign(m, key.signing_key())?)
-            })
-            .collect()
     }
 
     #[test]
@@ -669,31 +634,17 @@ mod tests {
     }
 
     #[test]
-    fn chooses_the_version_asked_or_the_latest() -> Result<(), Box<dyn std::error::Error>> {
-        let pick = |wanted| -> Result<u64, Box<dyn std::error::Error>> {
-            Ok(choose_version(versions(&[1, 2, 3])?, "ds", wanted)
-                .map_err(|r| r.message)?
-                .document
-                .version)
-        };
-        assert_eq!(pick(None)?, 3);
-        assert_eq!(pick(Some(2))?, 2);
-        let missing = choose_version(versions(&[1, 2])?, "ds", Some(7));
+    fn a_version_not_held_is_refused_as_not_found_naming_it() {
         assert_eq!(
-            missing.map(|_| ()),
-            Err(Refusal {
+            not_published("ds", Some(7)),
+            Refusal {
                 code: RefusalCode::NotFound,
                 message: "ds has no version 7".into()
-            })
+            }
         );
-        let none = choose_version(vec![], "ds", None);
         assert_eq!(
-            none.map(|_| ()),
-            Err(Refusal {
-                code: RefusalCode::NotFound,
-                message: "ds has no published version yet".into()
-            })
+            not_published("ds", None).message,
+            "ds has no published version yet"
         );
-        Ok(())
     }
 }
