@@ -398,6 +398,8 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
             "witnessed_sizes": verified.witnessed_sizes,
             "complete": verified.complete,
             "completeness": verified.completeness,
+            "membership": verified.membership,
+            "warnings": verified.warnings,
             "account": verified.account,
         }));
     }
@@ -424,6 +426,10 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
         verified.head.time,
         verified.head.root,
     );
+    println!("{}", verified.membership);
+    for warning in &verified.warnings {
+        println!("warning: {warning}");
+    }
     println!("{}", verified.completeness);
     for line in &verified.account {
         println!("{line}");
