@@ -50,4 +50,10 @@ for vector in schemas/vectors/evidence-charter/*.json; do
         exit 1
     fi
 done
+# Pinned to a genesis (--genesis): the right one verifies, a bundle without a charter does not.
+genesis=$(target/debug/yrd --json verify schemas/vectors/evidence-charter/ok.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["genesis"])')
+for vector in schemas/vectors/evidence-charter/ok.json schemas/vectors/evidence-bundle-linked.json; do
+    diff <(target/debug/yrd verify --genesis "$genesis" "$vector" 2>&1) \
+        <(python3 scripts/verify_evidence.py --genesis "$genesis" "$vector" 2>&1)
+done
 echo "evidence vectors: yrd verify and scripts/verify_evidence.py agree"

@@ -4,7 +4,10 @@
 Written from docs/evidence.md alone, without reading or calling the node's code, so that an
 auditor can check a bundle with a second implementation.
 
-Usage:  verify_evidence.py BUNDLE.json
+Usage:  verify_evidence.py [--genesis DIGEST] BUNDLE.json
+
+With --genesis (your federation's genesis digest, obtained out of band), a bundle that carries no
+charter chain, or one starting from another genesis, does not verify.
 
 Exit 0 and print the account (the same lines as `yrd verify`) if the bundle verifies; exit 1 and
 print `error: BUNDLE.json: DOES NOT VERIFY: <what failed>` on stderr if it does not; exit 2 on a
@@ -626,6 +629,14 @@ class Membership:
         return ("not-member", None, d["version"])
 
 
+def genesis_digest(bundle):
+    """The digest of the charter genesis a (verified) bundle carries, or None."""
+    if "charters" not in bundle:
+        return None
+    import blake3
+    return blake3.blake3(b"yrd/v1/charter" + canon_bytes(bundle["charters"][0]["document"])).hexdigest()
+
+
 def not_member(what, peer, time, version):
     return Fail(f"{what} {peer} is not a member of the charter in force at {time} "
                 f"(version {version})")
@@ -1216,15 +1227,27 @@ def verify(bundle):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print(__doc__.strip(), file=sys.stderr if len(argv) != 2 else sys.stdout)
-        return EXIT_USAGE if len(argv) != 2 else 0
+    args = argv[1:]
+    genesis = None
+    if len(args) == 3 and args[0] == "--genesis":
+        genesis, args = args[1], args[2:]
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr if len(args) != 1 else sys.stdout)
+        return EXIT_USAGE if len(args) != 1 else 0
     _require_modules()
-    path = argv[1]
+    path = args[0]
     try:
         bundle = read_json(path)
         (info, head, witnesses, sizes, completeness_line, account, membership,
          warnings) = verify(bundle)
+        if genesis is not None:
+            found = genesis_digest(bundle)
+            if found is None:
+                raise Fail(f"the bundle carries no charter, so it cannot be from the federation "
+                           f"of genesis {genesis}")
+            if found != genesis:
+                raise Fail(f"the bundle's charter starts from genesis {found}, not from the "
+                           f"federation's {genesis}")
     except Fail as err:
         print(f"error: {path}: DOES NOT VERIFY: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -239,6 +239,23 @@ async fn a_bundle_from_a_charter_network_checks_every_signer_against_the_charter
         assert!(ok, "{python}");
         assert_eq!(python, out, "the two verifiers print the same account");
     }
+    // Pinned to the federation's genesis, obtained out of band: it verifies; pinned to another,
+    // it does not.
+    let genesis = charter.document.digest()?;
+    let pinned = |digest: &str| -> Result<(bool, String)> {
+        let out = Command::new(yrd()?)
+            .args(["verify", "--genesis", digest])
+            .arg(&whole)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8(out.stdout)? + &String::from_utf8(out.stderr)?,
+        ))
+    };
+    let (ok, out) = pinned(&genesis)?;
+    assert!(ok && out.contains(&format!("(genesis {genesis})")), "{out}");
+    let (ok, out) = pinned(&"0".repeat(64))?;
+    assert!(!ok && out.contains("not from the federation's"), "{out}");
 
     // A sock puppet: a key of the log owner's making, with a NodeInfo of Anhui and a
     // cosignature of the very head. Without the charter it would be "witnessed by" it.

@@ -469,6 +469,29 @@ pub struct VerifiedBundle {
     /// genesis was issued), each named; such a witness is not counted as a member.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The digest of the charter genesis membership was checked against, when the bundle
+    /// carries a charter: the federation's anchor, to compare with one obtained out of band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
+}
+
+impl VerifiedBundle {
+    /// With `expected` (a genesis digest obtained out of band), refuses a bundle whose charter
+    /// chain does not start from it, or that carries none (docs/evidence.md, step 10).
+    pub fn check_genesis(&self, expected: Option<&str>) -> Result<(), BundleError> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        match &self.genesis {
+            None => Err(fail(format!(
+                "the bundle carries no charter, so it cannot be from the federation of genesis {expected}"
+            ))),
+            Some(g) if g != expected => Err(fail(format!(
+                "the bundle's charter starts from genesis {g}, not from the federation's {expected}"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 fn party_label(parties: &HashMap<String, NodeInfo>, peer: &str) -> String {
@@ -1176,6 +1199,7 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
             format!("{}{coverage}", describe(r, &labels, &docs, &bundle.entries))
         })
         .collect();
+    let genesis = membership.as_ref().map(|m| m.genesis().digest.clone());
     let membership = membership_line(
         membership.as_ref(),
         owner_member,
@@ -1192,6 +1216,7 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
         account,
         membership,
         warnings,
+        genesis,
     })
 }
 

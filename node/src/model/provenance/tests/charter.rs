@@ -342,3 +342,25 @@ fn regenerate_evidence_charter_vectors() {
         std::fs::write(format!("{VECTORS_DIR}/{name}.json"), text).unwrap();
     }
 }
+
+#[test]
+fn a_pinned_genesis_refuses_another_federation_or_none() {
+    let f = fixture();
+    let charters = chain(&f, f.owner.region, GENESIS_ISSUED);
+    let ours = charters[0].document.digest().unwrap();
+    let v = verify_bundle_value(&on_charter(&f, &charters)).unwrap();
+    assert_eq!(v.genesis.as_deref(), Some(ours.as_str()));
+    assert!(v.check_genesis(Some(&ours)).is_ok() && v.check_genesis(None).is_ok());
+    // A federation the owner made up: same members, its own genesis (another expiry).
+    let mut made_up = charters[0].clone();
+    made_up.document.expires = "2028-01-01T00:00:00Z".into();
+    made_up.signatures.clear();
+    made_up.sign(f.owner.key.signing_key()).unwrap();
+    made_up.sign(f.requester.key.signing_key()).unwrap();
+    let theirs = verify_bundle_value(&on_charter(&f, &[made_up])).unwrap();
+    let e = theirs.check_genesis(Some(&ours)).unwrap_err().to_string();
+    assert!(e.contains("not from the federation's"), "{e}");
+    let none = verify_bundle_value(&f.bundle(6)).unwrap();
+    let e = none.check_genesis(Some(&ours)).unwrap_err().to_string();
+    assert!(e.starts_with("the bundle carries no charter"), "{e}");
+}
