@@ -26,7 +26,8 @@ cargo build --locked -p yrd-node --bin yrd
 cargo test --locked --workspace -- --test-threads 2
 # docs/evidence.md is precise enough to verify a bundle without our code: the Python verifier,
 # written from it alone, must accept the published bundle and print the same account.
-for vector in schemas/vectors/evidence-bundle.json schemas/vectors/evidence-bundle-linked.json; do
+for vector in schemas/vectors/evidence-bundle.json schemas/vectors/evidence-bundle-linked.json \
+    schemas/vectors/evidence-bundle-charter.json; do
     diff <(target/debug/yrd verify "$vector") <(python3 scripts/verify_evidence.py "$vector")
 done
 # Bundles on a federation charter (schemas/vectors/README.md): both verifiers accept the same

@@ -135,6 +135,18 @@ fn the_published_vectors_say_what_they_prove_about_completeness() -> Result<()> 
         linked.completeness,
         "complete: every record about sh-medical-settlement up to head 29 (9 records)"
     );
+    assert!(linked.membership.starts_with("membership: not checked"));
+    // Exported from a devnet on its genesis charter: every signer checked against it.
+    let charter = read("evidence-bundle-charter.json")?;
+    assert!(charter.complete, "{}", charter.completeness);
+    assert!(
+        charter.membership.ends_with(
+            "log owner: member 12310000YRD000001W 上海市大数据中心; member witnesses: 3 of 3"
+        ),
+        "{}",
+        charter.membership
+    );
+    assert!(charter.warnings.is_empty(), "{:?}", charter.warnings);
     Ok(())
 }
 
