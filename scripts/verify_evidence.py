@@ -611,6 +611,9 @@ class Membership:
     def __init__(self, chain):
         self.chain = chain
         self.genesis_issued = chain[0][0]["issued"]
+        # Per version: the member of each peer id its keys make (looked up once per signer).
+        self.peers = [{peer_id(bytes.fromhex(k["public_key"])): m
+                       for m in d["members"] for k in m["keys"]} for d, _, _ in chain]
 
     def standing(self, what, peer, time):
         """("member", member, version), ("not-member", None, version) or ("before", None,
@@ -619,14 +622,16 @@ class Membership:
         if t is None:
             raise Fail(f"{what} {peer}: time {json.dumps(time, ensure_ascii=False)} is not an "
                        f"RFC 3339 time")
-        in_force = [d for d, _, issued in self.chain if issued <= t]
+        # Versions are 1, 2, ... in order: the highest issued at or before t is the last such.
+        in_force = [i for i, (_, _, issued) in enumerate(self.chain) if issued <= t]
         if not in_force:
             return ("before", None, None)
-        d = max(in_force, key=lambda x: x["version"])
-        for m in d["members"]:
-            if any(peer_id(bytes.fromhex(k["public_key"])) == peer for k in m["keys"]):
-                return ("member", m, d["version"])
-        return ("not-member", None, d["version"])
+        i = in_force[-1]
+        version = self.chain[i][0]["version"]
+        member = self.peers[i].get(peer)
+        if member is not None:
+            return ("member", member, version)
+        return ("not-member", None, version)
 
 
 def genesis_digest(bundle):

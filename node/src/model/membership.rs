@@ -3,7 +3,8 @@
 //! every signer (log owner, counterparties, witnesses) was a member then, with the region its
 //! record says (docs/evidence.md, step 9). Pure: times are the signed documents' own.
 
-use libp2p::PeerId;
+use std::collections::HashMap;
+
 use time::OffsetDateTime;
 
 use crate::model::charter::{CharterChain, CharterMember, SignedCharter, VerifiedCharter};
@@ -35,6 +36,9 @@ pub enum Standing<'a> {
 pub struct Membership {
     chain: CharterChain,
     issued: Vec<OffsetDateTime>,
+    /// Per version (same index): the member index of each peer id its keys make, so that a
+    /// bundle of many records looks each signer up once, not by re-deriving every key.
+    peers: Vec<HashMap<String, usize>>,
 }
 
 impl Membership {
@@ -70,7 +74,27 @@ impl Membership {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Membership { chain, issued })
+        let peers = chain
+            .versions()
+            .iter()
+            .map(|v| {
+                let doc = v.document();
+                doc.members
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, m)| {
+                        m.keys
+                            .iter()
+                            .filter_map(move |k| Some((k.peer_id()?.to_string(), i)))
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Membership {
+            chain,
+            issued,
+            peers,
+        })
     }
 
     /// The genesis (its digest is the federation's anchor: compare it out of band).
@@ -83,30 +107,25 @@ impl Membership {
         self.chain.current()
     }
 
-    /// The version in force at `time`: the highest version whose `issued` is at or before it;
-    /// `Ok(None)` before the genesis; `Err` when `time` is not RFC 3339.
-    pub fn in_force(&self, time: &str) -> Result<Option<&VerifiedCharter>, String> {
+    /// The index of the version in force at `time`: the highest version whose `issued` is at or
+    /// before it; `Ok(None)` before the genesis; `Err` when `time` is not RFC 3339.
+    fn in_force(&self, time: &str) -> Result<Option<usize>, String> {
         let t = crate::clock::parse_rfc3339(time)
             .ok_or_else(|| format!("time {time:?} is not an RFC 3339 time"))?;
-        Ok(self
-            .chain
-            .versions()
-            .iter()
-            .zip(&self.issued)
-            .filter(|(_, issued)| **issued <= t)
-            .map(|(v, _)| v)
-            .max_by_key(|v| v.version()))
+        // Versions are numbered 1, 2, … in order (checked in `verify`): the highest qualifying
+        // version is the last qualifying index.
+        Ok(self.issued.iter().rposition(|issued| *issued <= t))
     }
 
     /// Who `peer` was at `time`.
     pub fn standing(&self, peer: &str, time: &str) -> Result<Standing<'_>, String> {
-        let Some(v) = self.in_force(time)? else {
+        let Some(i) = self.in_force(time)? else {
             return Ok(Standing::BeforeGenesis);
         };
-        let member = peer
-            .parse::<PeerId>()
-            .ok()
-            .and_then(|p| v.document().member_of_peer(&p));
+        let v = &self.chain.versions()[i];
+        let member = self.peers[i]
+            .get(peer)
+            .and_then(|m| v.document().members.get(*m));
         Ok(match member {
             Some(member) => Standing::Member {
                 member,
