@@ -3,15 +3,22 @@
 //! `schemas/vectors/evidence-charter/`, which the Python verifier must judge the same way.
 
 use super::*;
-use crate::devnet::fictitious_member_id;
 use crate::model::charter::{
     ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
+    uscc_check_char,
 };
 
 const VECTORS_DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../schemas/vectors/evidence-charter"
 );
+
+/// A fictitious 统一社会信用代码 with a valid check character, as the devnet makes them (the
+/// model layer cannot import the devnet's).
+fn fictitious_member_id(region: Region, n: usize) -> String {
+    let first17 = format!("12{:06}YRD0000{:02}", region.code(), n % 100);
+    format!("{first17}{}", uscc_check_char(&first17).unwrap())
+}
 
 fn member(p: &Party, region: u32, n: usize, role: Role) -> CharterMember {
     let region = Region::from_code(region).unwrap();
