@@ -4,7 +4,10 @@
 Written from docs/evidence.md alone, without reading or calling the node's code, so that an
 auditor can check a bundle with a second implementation.
 
-Usage:  verify_evidence.py BUNDLE.json
+Usage:  verify_evidence.py [--genesis DIGEST] BUNDLE.json
+
+With --genesis (your federation's genesis digest, obtained out of band), a bundle that carries no
+charter chain, or one starting from another genesis, does not verify.
 
 Exit 0 and print the account (the same lines as `yrd verify`) if the bundle verifies; exit 1 and
 print `error: BUNDLE.json: DOES NOT VERIFY: <what failed>` on stderr if it does not; exit 2 on a
@@ -14,8 +17,10 @@ Needs Python 3.8+, the `cryptography` package (ed25519; Debian: python3-cryptogr
 `blake3` package (`pip install blake3`); everything else is the standard library.
 """
 
+import datetime
 import hashlib
 import json
+import re
 import sys
 import unicodedata
 
@@ -379,6 +384,25 @@ def small_order(point):
     return q == (0, 1)
 
 
+def ed25519_ok(key, sig, message):
+    """Strict ed25519 verification (docs/evidence.md, "Signatures") of 32-byte `key` and
+    64-byte `sig` over `message`, as a yes or no."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    a = decode_point(key)
+    if a is None or small_order(a) or int.from_bytes(sig[32:], "little") >= L:
+        return False
+    r = decode_point(sig[:32])
+    if r is None or small_order(r):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def verify_signature(env, what):
     """Checks the envelope's ed25519 signature over "yrd/v1/" + type + canonical(document)."""
     from cryptography.exceptions import InvalidSignature
@@ -413,6 +437,255 @@ def envelope_digest(env):
 # Peer ids (docs/evidence.md, "Peer ids")
 
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+# ------------------------------------------------------------------------------------------
+# The federation charter (docs/evidence.md, step 9; docs/charter.md)
+
+MAX_BUNDLE_CHARTERS = 64
+MAX_CHARTER_BYTES = 1 << 20
+USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
+RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
+                     r"([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_time(text):
+    """An RFC 3339 time as a comparable (UTC seconds, fraction) pair, or None."""
+    m = RFC3339.match(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        t = datetime.datetime(year, month, day, hour, minute, second,
+                              tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    zone = m.group(8)
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            return None
+        t -= sign * datetime.timedelta(hours=hours, minutes=minutes)
+    fraction = m.group(7) or ".0"
+    return (int(t.timestamp()), float("0" + fraction))
+
+
+def valid_member_id(mid):
+    if not isinstance(mid, str) or len(mid) != 18 or any(c not in USCC_CHARS for c in mid):
+        return False
+    total = sum(USCC_CHARS.index(c) * w for c, w in zip(mid[:17], USCC_WEIGHTS))
+    return mid[17] == USCC_CHARS[(31 - total % 31) % 31]
+
+
+def valid_name(text):
+    return (isinstance(text, str) and text.strip() != "" and len(text) <= 200
+            and not any(unicodedata.category(c) == "Cc" for c in text))
+
+
+def charter_key_ok(hex_key):
+    if not isinstance(hex_key, str) or len(hex_key) != 64 or not set(hex_key) <= HEX:
+        return False
+    point = decode_point(bytes.fromhex(hex_key))
+    return point is not None and not small_order(point)
+
+
+CHARTER_ROLES = ("founder", "member", "observer")
+
+
+def check_charter(c, what):
+    """The shape and document rules of one signed charter (docs/charter.md); returns its
+    signing message."""
+    check_object(c, what, {"type": STR, "version": (lambda x: type(x) is int, "an integer"),
+                           "document": OBJ, "signatures": ARR})
+    if c["type"] != "charter" or c["version"] != 1:
+        raise Fail(f"{what}: not a signed charter (type {c['type']!r}, version {c['version']})")
+    if len(canon_bytes(c)) > MAX_CHARTER_BYTES:
+        raise Fail(f"{what}: over {MAX_CHARTER_BYTES} bytes")
+    d = check_object(c["document"], f"{what} document",
+                     {"federation": OBJ, "version": U64, "issued": STR, "expires": STR,
+                      "members": ARR, "policy": OBJ}, {"previous": STR})
+    fed = check_object(d["federation"], f"{what} federation", {"id": STR, "name": STR})
+    if not valid_type_name(fed["id"]) or not valid_name(fed["name"]):
+        raise Fail(f"{what}: invalid federation id or name")
+    if d["version"] < 1:
+        raise Fail(f"{what}: version 0")
+    if (d["version"] == 1) != ("previous" not in d):
+        raise Fail(f"{what}: `previous` is absent at genesis (version 1) and required after")
+    if "previous" in d:
+        hex_bytes(d["previous"], 32, f"{what} previous")
+    issued, expires = parse_time(d["issued"]), parse_time(d["expires"])
+    if issued is None or expires is None or expires <= issued:
+        raise Fail(f"{what}: issued and expires must be RFC 3339, expires later")
+    if not 1 <= len(d["members"]) <= 512:
+        raise Fail(f"{what}: 1 to 512 members")
+    ids, keys = set(), set()
+    for i, m in enumerate(d["members"]):
+        at = f"{what} members[{i}]"
+        check_object(m, at, {"member_id": STR, "organisation": STR, "region": REGION,
+                             "role": STR, "keys": ARR})
+        if not valid_member_id(m["member_id"]) or m["member_id"] in ids:
+            raise Fail(f"{at}: member_id invalid or repeated")
+        ids.add(m["member_id"])
+        if not valid_name(m["organisation"]) or m["role"] not in CHARTER_ROLES:
+            raise Fail(f"{at}: invalid organisation or role")
+        if not 1 <= len(m["keys"]) <= 4:
+            raise Fail(f"{at}: 1 to 4 keys")
+        for j, k in enumerate(m["keys"]):
+            check_object(k, f"{at} keys[{j}]", {"algorithm": STR, "public_key": STR})
+            if k["algorithm"] != "ed25519" or not charter_key_ok(k["public_key"]):
+                raise Fail(f"{at} keys[{j}]: not a valid ed25519 key")
+            if k["public_key"] in keys:
+                raise Fail(f"{at} keys[{j}]: a key belongs to one member, once")
+            keys.add(k["public_key"])
+    pol = check_object(d["policy"], f"{what} policy", {"signers": STR, "threshold": U64})
+    eligible = sum(1 for m in d["members"] if m["role"] == pol["signers"])
+    if pol["signers"] not in ("founder", "member") or not 1 <= pol["threshold"] <= eligible:
+        raise Fail(f"{what}: invalid policy")
+    if len(c["signatures"]) > 512:
+        raise Fail(f"{what}: more than 512 signatures")
+    for j, sig in enumerate(c["signatures"]):
+        check_object(sig, f"{what} signatures[{j}]",
+                     {"signer": STR, "algorithm": STR, "signature": STR})
+        hex_bytes(sig["signer"], 32, f"{what} signatures[{j}] signer")
+        hex_bytes(sig["signature"], 64, f"{what} signatures[{j}] signature")
+        if sig["algorithm"] != "ed25519":
+            raise Fail(f"{what} signatures[{j}]: algorithm {sig['algorithm']!r}")
+    return b"yrd/v1/charter" + canon_bytes(d)
+
+
+def counted_signers(signers_doc, message, signatures):
+    """Member ids of `signers_doc`'s signing role whose key signed `message` (each once)."""
+    role = signers_doc["policy"]["signers"]
+    by_key = {k["public_key"]: m for m in signers_doc["members"] for k in m["keys"]}
+    counted = set()
+    for s in signatures:
+        m = by_key.get(s["signer"])
+        if m is None or m["role"] != role or m["member_id"] in counted:
+            continue
+        if ed25519_ok(bytes.fromhex(s["signer"]), bytes.fromhex(s["signature"]), message):
+            counted.add(m["member_id"])
+    return counted
+
+
+def verify_charters(charters):
+    """The chain a bundle carries, genesis first; returns [(document, digest, issued)]."""
+    if not charters:
+        raise Fail("charters: at least the genesis")
+    if len(charters) > MAX_BUNDLE_CHARTERS:
+        raise Fail(f"charters: {len(charters)} versions, more than the {MAX_BUNDLE_CHARTERS} "
+                   f"a bundle may carry")
+    import blake3
+    chain = []
+    for i, c in enumerate(charters):
+        what = f"charters[{i}]"
+        message = check_charter(c, what)
+        d = c["document"]
+        if d["version"] != i + 1:
+            raise Fail(f"{what}: version {d['version']}, expected {i + 1} (genesis first, each "
+                       f"version once, in order)")
+        against = [(d, "its own members")]
+        if chain:
+            prev, prev_digest, _ = chain[-1]
+            if d["federation"]["id"] != prev["federation"]["id"]:
+                raise Fail(f"charters: charter of federation {d['federation']['id']!r}, "
+                           f"not {prev['federation']['id']!r}")
+            if d["previous"] != prev_digest:
+                raise Fail(f"charters: charter version {d['version']} names previous "
+                           f"{d['previous']}, but version {prev['version']} is {prev_digest}")
+            against.insert(0, (prev, "the members of the version it replaces"))
+        for signers, whose in against:
+            n = len(counted_signers(signers, message, c["signatures"]))
+            need = signers["policy"]["threshold"]
+            if n < need:
+                raise Fail(f"charters: charter version {d['version']}: {n} of the {need} "
+                           f"{signers['policy']['signers']} signatures needed from {whose}")
+        chain.append((d, blake3.blake3(message).hexdigest(), parse_time(d["issued"])))
+    return chain
+
+
+class Membership:
+    """Who was a member when, by the version in force (highest version issued at or before)."""
+
+    def __init__(self, chain):
+        self.chain = chain
+        self.genesis_issued = chain[0][0]["issued"]
+        # Per version: the member of each peer id its keys make (looked up once per signer).
+        self.peers = [{peer_id(bytes.fromhex(k["public_key"])): m
+                       for m in d["members"] for k in m["keys"]} for d, _, _ in chain]
+
+    def standing(self, what, peer, time):
+        """("member", member, version), ("not-member", None, version) or ("before", None,
+        None)."""
+        t = parse_time(time)
+        if t is None:
+            raise Fail(f"{what} {peer}: time {json.dumps(time, ensure_ascii=False)} is not an "
+                       f"RFC 3339 time")
+        # Versions are 1, 2, ... in order: the highest issued at or before t is the last such.
+        in_force = [i for i, (_, _, issued) in enumerate(self.chain) if issued <= t]
+        if not in_force:
+            return ("before", None, None)
+        i = in_force[-1]
+        version = self.chain[i][0]["version"]
+        member = self.peers[i].get(peer)
+        if member is not None:
+            return ("member", member, version)
+        return ("not-member", None, version)
+
+
+def genesis_digest(bundle):
+    """The digest of the charter genesis a (verified) bundle carries, or None."""
+    if "charters" not in bundle:
+        return None
+    import blake3
+    return blake3.blake3(b"yrd/v1/charter" + canon_bytes(bundle["charters"][0]["document"])).hexdigest()
+
+
+def not_member(what, peer, time, version):
+    return Fail(f"{what} {peer} is not a member of the charter in force at {time} "
+                f"(version {version})")
+
+
+def region_mismatch(at, field, found, whose, peer, member, version):
+    return Fail(f"{at}: region mismatch: {field} is {found}, but charter version {version} "
+                f"binds {whose} {peer} (member {member['member_id']}) to {member['region']}")
+
+
+def signer_member(ms, what, peer, time, warnings):
+    state, member, version = ms.standing(what, peer, time)
+    if state == "not-member":
+        raise not_member(what, peer, time, version)
+    if state == "before":
+        warnings.append(f"{what} {peer} signed at {time}, before the charter's genesis was "
+                        f"issued ({ms.genesis_issued}): membership not checked")
+    return member
+
+
+def check_record_members(ms, r):
+    """Step 9 for one record; False when it was made before the genesis."""
+    at = f"record seq {r['seq']}"
+    owner_what = f"{at}: the log owner"
+    state, member, version = ms.standing(owner_what, r["actor"], r["time"])
+    if state == "before":
+        return False
+    if state == "not-member":
+        raise not_member(owner_what, r["actor"], r["time"], version)
+    if member["region"] != r["actor_region"]:
+        raise region_mismatch(at, "actor_region", r["actor_region"], "the log owner",
+                              r["actor"], member, version)
+    if "counterparty" not in r:
+        return True
+    c = r["counterparty"]
+    what = f"{at}: the counterparty"
+    state, member, version = ms.standing(what, c, r["time"])
+    if state == "member":
+        if "counterparty_region" in r and r["counterparty_region"] != member["region"]:
+            raise region_mismatch(at, "counterparty_region", r["counterparty_region"],
+                                  "the counterparty", c, member, version)
+    elif state == "not-member" and r["kind"] != "refused":
+        raise not_member(what, c, r["time"], version)
+    return True
 
 
 def base58btc(data):
@@ -583,9 +856,21 @@ def describe_party(parties, peer):
     return f"{REGIONS[code][1]} ({code})"
 
 
-def describe(r, parties, digests, entries):
-    def label(peer):
+def party_label(parties, ms, peer, time):
+    """By the charter's region for the key at `time` when the bundle carries a charter."""
+    if ms is None:
         return describe_party(parties, peer)
+    state, member, _ = ms.standing("", peer, time)
+    if state == "member":
+        return f"{REGIONS[member['region']][1]} ({member['region']})"
+    if state == "not-member":
+        return f"peer {peer} (not a member)"
+    return f"{describe_party(parties, peer)} (not checked)"
+
+
+def describe(r, parties, digests, entries, ms=None):
+    def label(peer):
+        return party_label(parties, ms, peer, r["time"])
 
     me = label(r["actor"])
     other = label(r["counterparty"]) if "counterparty" in r else "-"
@@ -780,10 +1065,13 @@ def verify(bundle):
     # 1. Read: the top level.
     check_object(bundle, "bundle",
                  {"format": STR, "head": OBJ, "entries": ARR, "documents": ARR, "parties": ARR},
-                 {"witnesses": ARR, "dataset_head": OBJ})
+                 {"witnesses": ARR, "dataset_head": OBJ, "charters": ARR})
     # 2. Format.
     if bundle["format"] != "yrd-evidence/1":
         raise Fail(f"format {bundle['format']!r}: expected 'yrd-evidence/1'")
+    # 9.1. The charter chain, when the bundle carries one.
+    ms = Membership(verify_charters(bundle["charters"])) if "charters" in bundle else None
+    warnings = []
 
     # 3. Parties.
     parties, keys = {}, {}
@@ -808,6 +1096,10 @@ def verify(bundle):
         raise Fail(f"the log owner {log} is not among the parties")
     if head["signer"] != keys[log]:
         raise Fail("tree head is not signed by the log owner's key")
+    owner_member = None
+    if ms is not None:
+        owner_member = signer_member(ms, "tree head: the log owner", log,
+                                     head["document"]["time"], warnings)
     size = head["document"]["size"]
     root = hex_bytes(head["document"]["root"], 32, "tree head root")
 
@@ -828,6 +1120,7 @@ def verify(bundle):
         for j, ref in enumerate(r["documents"]):
             check_object(ref, f"{at} documents[{j}]", DOC_REF)
     previous = None
+    before_genesis = []
     for i, e in enumerate(entries):
         r = e["record"]
         at = f"record seq {r['seq']}"
@@ -837,6 +1130,8 @@ def verify(bundle):
         previous = r["seq"]
         if r["actor"] != log:
             raise Fail(f"{at}: actor {r['actor']} is not the log owner")
+        if ms is not None and not check_record_members(ms, r):
+            before_genesis.append(str(r["seq"]))
         if "prev_about_dataset" in r:
             if "dataset" not in r:
                 raise Fail(f"{at}: prev_about_dataset without a dataset")
@@ -856,8 +1151,12 @@ def verify(bundle):
                            f"the record says {ref['type']}")
             check_document(r, doc, ref["digest"], keys[log])
 
+    if ms is not None and before_genesis:
+        warnings.append(f"records seq {', '.join(before_genesis)} were made before the "
+                        f"charter's genesis was issued ({ms.genesis_issued}): their parties' "
+                        f"membership is not checked")
     # 7. Witnesses.
-    witnesses, sizes = [], []
+    witnesses, sizes, times, member_witnesses = [], [], [], 0
     for i, w in enumerate(bundle.get("witnesses", [])):
         what = f"witness {i}"
         check_object(w, what, {"cosignature": OBJ, "consistency": ARR})
@@ -884,32 +1183,76 @@ def verify(bundle):
         except Fail as err:
             raise Fail(f"{what}: the head is not consistent with what {doc['witness']} "
                        f"witnessed at size {doc['size']}: {err}")
+        if ms is not None:
+            w_what = f"{what}: the witness"
+            state, _, version = ms.standing(w_what, doc["witness"], doc["time"])
+            if state == "member":
+                member_witnesses += 1
+            elif state == "not-member":
+                raise not_member(w_what, doc["witness"], doc["time"], version)
+            else:
+                warnings.append(f"{w_what} {doc['witness']} signed at {doc['time']}, before the "
+                                f"charter's genesis was issued ({ms.genesis_issued}): not "
+                                f"counted as a member witness")
         witnesses.append(doc["witness"])
         sizes.append(doc["size"])
+        times.append(doc["time"])
 
     # 8. Completeness.
     complete, line = completeness(bundle, head, keys[log], log)
+    if ms is not None and "dataset_head" in bundle:
+        signer_member(ms, "dataset-head: the log owner", log,
+                      bundle["dataset_head"]["document"]["time"], warnings)
 
     # The account, each record with the witnesses whose heads cover it (size > seq).
     account = []
     for e in entries:
         r = e["record"]
-        covering = [describe_party(parties, w) for w, n in zip(witnesses, sizes) if n > r["seq"]]
+        covering = [party_label(parties, ms, w, t)
+                    for w, n, t in zip(witnesses, sizes, times) if n > r["seq"]]
         coverage = (f" [witnessed by {', '.join(covering)}]" if covering
                     else " [not yet witnessed]")
-        account.append(describe(r, parties, digests, entries) + coverage)
-    return parties[log], head["document"], witnesses, sizes, line, account
+        account.append(describe(r, parties, digests, entries, ms) + coverage)
+    info = dict(parties[log])
+    if ms is None:
+        membership = ("membership: not checked (the bundle carries no charter; parties are as "
+                      "their self-signed NodeInfo describes them)")
+    else:
+        if owner_member is not None:
+            info["organisation"], info["region"] = owner_member["organisation"], owner_member["region"]
+            owner = f"member {owner_member['member_id']} {owner_member['organisation']}"
+        else:
+            owner = "not checked"
+        genesis_doc, genesis_digest, _ = ms.chain[0]
+        membership = (f"membership: checked against charter {genesis_doc['federation']['id']} "
+                      f"versions 1 to {ms.chain[-1][0]['version']} (genesis {genesis_digest}); "
+                      f"log owner: {owner}; member witnesses: {member_witnesses} of "
+                      f"{len(witnesses)}")
+    return info, head["document"], witnesses, sizes, line, account, membership, warnings
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print(__doc__.strip(), file=sys.stderr if len(argv) != 2 else sys.stdout)
-        return EXIT_USAGE if len(argv) != 2 else 0
+    args = argv[1:]
+    genesis = None
+    if len(args) == 3 and args[0] == "--genesis":
+        genesis, args = args[1], args[2:]
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr if len(args) != 1 else sys.stdout)
+        return EXIT_USAGE if len(args) != 1 else 0
     _require_modules()
-    path = argv[1]
+    path = args[0]
     try:
         bundle = read_json(path)
-        info, head, witnesses, sizes, completeness_line, account = verify(bundle)
+        (info, head, witnesses, sizes, completeness_line, account, membership,
+         warnings) = verify(bundle)
+        if genesis is not None:
+            found = genesis_digest(bundle)
+            if found is None:
+                raise Fail(f"the bundle carries no charter, so it cannot be from the federation "
+                           f"of genesis {genesis}")
+            if found != genesis:
+                raise Fail(f"the bundle's charter starts from genesis {found}, not from the "
+                           f"federation's {genesis}")
     except Fail as err:
         print(f"error: {path}: DOES NOT VERIFY: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -922,6 +1265,9 @@ def main(argv):
         cosigned = "cosigned by no witness"
     print(f"{path}: verifies. Log of {info['organisation']} ({region} {zh} {en}), "
           f"{head['size']} records at {head['time']} (root {head['root']}), {cosigned}.")
+    print(membership)
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(completeness_line)
     for line in account:
         print(line)

@@ -225,3 +225,50 @@ pub async fn grant(
     .await?;
     Ok(grant)
 }
+
+/// A federation charter genesis (docs/charter.md) of `members` (key, region), all founders with
+/// fictitious member ids, `threshold` of them to sign changes, issued at the start of 2026 and
+/// valid until 2099, signed by the first `threshold` of them.
+pub fn founders_charter(
+    members: &[(&yrd_node::identity::NodeKey, u32)],
+    threshold: u32,
+) -> Result<yrd_node::model::charter::SignedCharter> {
+    use yrd_node::model::charter::{
+        ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
+        SignedCharter,
+    };
+    use yrd_node::model::region::Region;
+    let mut list = Vec::new();
+    for (n, (key, region)) in members.iter().enumerate() {
+        let region = Region::from_code(*region)?;
+        list.push(CharterMember {
+            member_id: yrd_node::devnet::fictitious_member_id(region, n + 1),
+            organisation: format!("{}大数据中心", region.name_zh()),
+            region,
+            role: Role::Founder,
+            keys: vec![MemberKey {
+                algorithm: KeyAlgorithm::Ed25519,
+                public_key: key.public_hex(),
+            }],
+        });
+    }
+    let mut charter = SignedCharter::draft(Charter {
+        federation: Federation {
+            id: "yrd-test".into(),
+            name: "测试联盟".into(),
+        },
+        version: 1,
+        previous: None,
+        issued: "2026-01-01T00:00:00Z".into(),
+        expires: "2099-01-01T00:00:00Z".into(),
+        members: list,
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold,
+        },
+    });
+    for (key, _) in members.iter().take(threshold as usize) {
+        charter.sign(key.signing_key())?;
+    }
+    Ok(charter)
+}

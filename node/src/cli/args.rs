@@ -177,6 +177,10 @@ pub enum Command {
     Verify {
         /// The bundle (JSON) written by `yrd provenance export`.
         file: PathBuf,
+        /// Your federation's genesis digest (64 hex, e.g. from `yrd federation show`), obtained
+        /// out of band: the bundle must carry a charter chain starting from it.
+        #[arg(long, value_name = "DIGEST")]
+        genesis: Option<String>,
     },
     /// The federation charter, offline: propose a version, sign it, assemble signatures, verify
     /// a chain, show one (docs/charter.md).

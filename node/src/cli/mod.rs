@@ -187,7 +187,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Receipts => exchange::receipts(&cli).await,
         Command::Clients(cmd) => exchange::clients(&cli, cmd).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
-        Command::Verify { file } => provenance::verify(&cli, file),
+        Command::Verify { file, genesis } => provenance::verify(&cli, file, genesis.as_deref()),
         Command::Federation(cmd) => federation::federation(&cli, cmd),
         Command::Sim {
             scenario,

@@ -375,7 +375,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 }
 
 /// `yrd verify FILE`: checks an evidence bundle offline and prints a plain account.
-pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
+pub(super) fn verify(cli: &Cli, file: &Path, genesis: Option<&str>) -> Result<(), CliError> {
     let file_err = |message: String| CliError::File {
         path: file.to_path_buf(),
         message,
@@ -387,6 +387,7 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
     let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
     let value = canonical::parse_strict(&text).map_err(|e| file_err(e.to_string()))?;
     let verified = verify_bundle_value(&value)
+        .and_then(|v| v.check_genesis(genesis).map(|()| v))
         .map_err(|e| CliError::Invalid(format!("{}: DOES NOT VERIFY: {e}", file.display())))?;
     if cli.json {
         return print_json(&serde_json::json!({
@@ -398,6 +399,9 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
             "witnessed_sizes": verified.witnessed_sizes,
             "complete": verified.complete,
             "completeness": verified.completeness,
+            "membership": verified.membership,
+            "genesis": verified.genesis,
+            "warnings": verified.warnings,
             "account": verified.account,
         }));
     }
@@ -424,6 +428,10 @@ pub(super) fn verify(cli: &Cli, file: &Path) -> Result<(), CliError> {
         verified.head.time,
         verified.head.root,
     );
+    println!("{}", verified.membership);
+    for warning in &verified.warnings {
+        println!("warning: {warning}");
+    }
     println!("{}", verified.completeness);
     for line in &verified.account {
         println!("{line}");

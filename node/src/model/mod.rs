@@ -7,6 +7,7 @@ pub mod charter;
 pub mod chunks;
 pub mod exchange;
 pub mod masking;
+pub mod membership;
 pub mod merkle;
 pub mod message;
 pub mod node_info;

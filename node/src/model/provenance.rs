@@ -10,6 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::canonical;
+use crate::model::charter::{CharterMember, SignedCharter};
+use crate::model::membership::{Membership, Standing};
 use crate::model::merkle::{self, Hash};
 use crate::model::node_info::NodeInfo;
 use crate::model::query::QueryMode;
@@ -408,6 +410,12 @@ pub struct EvidenceBundle {
     /// For a bundle of a dataset: the owner's statement of its latest record about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_head: Option<Signed<DatasetHead>>,
+    /// When the exporting node runs on a federation charter: every version it holds, genesis
+    /// first (at most [`MAX_BUNDLE_CHARTERS`](crate::model::membership::MAX_BUNDLE_CHARTERS)),
+    /// by which each signer's membership and region at the time it signed are checked
+    /// (docs/evidence.md, step 9). Absent from a node without a charter: membership not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charters: Option<Vec<SignedCharter>>,
 }
 
 /// Why a bundle did not verify: names exactly what failed.
@@ -439,7 +447,8 @@ fn parse_hashes(list: &[String], what: &str) -> Result<Vec<Hash>, BundleError> {
 /// What a verified bundle establishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VerifiedBundle {
-    /// The log owner's NodeInfo.
+    /// The log owner's NodeInfo; with a charter, its organisation and region are the charter's
+    /// for the owner's key at the head's time.
     pub log: NodeInfo,
     /// Its head.
     pub head: TreeHead,
@@ -453,6 +462,36 @@ pub struct VerifiedBundle {
     pub completeness: String,
     /// One plain line per record.
     pub account: Vec<String>,
+    /// One line saying whether, and against which charter, membership was checked.
+    #[serde(default)]
+    pub membership: String,
+    /// Membership checks that could not be decided (signatures made before the charter's
+    /// genesis was issued), each named; such a witness is not counted as a member.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The digest of the charter genesis membership was checked against, when the bundle
+    /// carries a charter: the federation's anchor, to compare with one obtained out of band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
+}
+
+impl VerifiedBundle {
+    /// With `expected` (a genesis digest obtained out of band), refuses a bundle whose charter
+    /// chain does not start from it, or that carries none (docs/evidence.md, step 10).
+    pub fn check_genesis(&self, expected: Option<&str>) -> Result<(), BundleError> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        match &self.genesis {
+            None => Err(fail(format!(
+                "the bundle carries no charter, so it cannot be from the federation of genesis {expected}"
+            ))),
+            Some(g) if g != expected => Err(fail(format!(
+                "the bundle's charter starts from genesis {g}, not from the federation's {expected}"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 fn party_label(parties: &HashMap<String, NodeInfo>, peer: &str) -> String {
@@ -460,6 +499,159 @@ fn party_label(parties: &HashMap<String, NodeInfo>, peer: &str) -> String {
         Some(p) => format!("{} ({})", p.region.name_en(), p.region.code()),
         None => format!("peer {peer}"),
     }
+}
+
+/// How the account names a party: by the charter's region for its key at the time (a key the
+/// charter does not list is `peer ID (not a member)`, one before its genesis
+/// `LABEL (not checked)`), or without a charter by its self-signed NodeInfo.
+struct Labels<'a> {
+    parties: &'a HashMap<String, NodeInfo>,
+    membership: Option<&'a Membership>,
+}
+
+impl Labels<'_> {
+    fn label(&self, peer: &str, time: &str) -> String {
+        let Some(m) = self.membership else {
+            return party_label(self.parties, peer);
+        };
+        match m.standing(peer, time) {
+            Ok(Standing::Member { member, .. }) => {
+                format!("{} ({})", member.region.name_en(), member.region.code())
+            }
+            Ok(Standing::NotMember { .. }) => format!("peer {peer} (not a member)"),
+            Ok(Standing::BeforeGenesis) | Err(_) => {
+                format!("{} (not checked)", party_label(self.parties, peer))
+            }
+        }
+    }
+}
+
+fn not_member(what: &str, peer: &str, time: &str, version: u64) -> BundleError {
+    fail(format!(
+        "{what} {peer} is not a member of the charter in force at {time} (version {version})"
+    ))
+}
+
+fn region_mismatch(
+    at: &str,
+    field: &str,
+    found: Region,
+    whose: &str,
+    peer: &str,
+    (member, version): (&CharterMember, u64),
+) -> BundleError {
+    fail(format!(
+        "{at}: region mismatch: {field} is {}, but charter version {version} binds {whose} {peer} (member {}) to {}",
+        found.code(),
+        member.member_id,
+        member.region.code()
+    ))
+}
+
+/// The standing of `peer` at `time` under the bundle's charter; an unreadable time fails.
+fn standing<'m>(
+    m: &'m Membership,
+    what: &str,
+    peer: &str,
+    time: &str,
+) -> Result<Standing<'m>, BundleError> {
+    m.standing(peer, time)
+        .map_err(|e| fail(format!("{what} {peer}: {e}")))
+}
+
+/// `what` `peer` signed at `time`: its member and the version in force when the charter lists
+/// it; `None` with a warning when the time is before the genesis; an error when the version
+/// in force does not list it.
+fn signer_member<'m>(
+    m: &'m Membership,
+    what: &str,
+    peer: &str,
+    time: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(&'m CharterMember, u64)>, BundleError> {
+    match standing(m, what, peer, time)? {
+        Standing::Member { member, version } => Ok(Some((member, version))),
+        Standing::NotMember { version } => Err(not_member(what, peer, time, version)),
+        Standing::BeforeGenesis => {
+            warnings.push(format!(
+                "{what} {peer} signed at {time}, before the charter's genesis was issued ({}): membership not checked",
+                m.genesis().document().issued
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// Step 9 for one record: the log owner was a member at the record's time, with its
+/// `actor_region`; so was the counterparty, with its `counterparty_region` when given (a
+/// `refused` record may name a non-member: refusing it is what it records). Returns false when
+/// the record was made before the genesis (not decided).
+fn check_record_members(m: &Membership, r: &ProvenanceRecord) -> Result<bool, BundleError> {
+    let at = format!("record seq {}", r.seq);
+    let owner_what = format!("{at}: the log owner");
+    match standing(m, &owner_what, &r.actor, &r.time)? {
+        Standing::BeforeGenesis => return Ok(false),
+        Standing::NotMember { version } => {
+            return Err(not_member(&owner_what, &r.actor, &r.time, version));
+        }
+        Standing::Member { member, version } => {
+            if member.region != r.actor_region {
+                return Err(region_mismatch(
+                    &at,
+                    "actor_region",
+                    r.actor_region,
+                    "the log owner",
+                    &r.actor,
+                    (member, version),
+                ));
+            }
+        }
+    }
+    let Some(c) = &r.counterparty else {
+        return Ok(true);
+    };
+    let what = format!("{at}: the counterparty");
+    match standing(m, &what, c, &r.time)? {
+        Standing::Member { member, version } => match r.counterparty_region {
+            Some(region) if region != member.region => Err(region_mismatch(
+                &at,
+                "counterparty_region",
+                region,
+                "the counterparty",
+                c,
+                (member, version),
+            )),
+            _ => Ok(true),
+        },
+        Standing::NotMember { version } if r.kind != RecordKind::Refused => {
+            Err(not_member(&what, c, &r.time, version))
+        }
+        _ => Ok(true),
+    }
+}
+
+/// The account's membership line (docs/evidence.md, "The account").
+fn membership_line(
+    m: Option<&Membership>,
+    owner: Option<&CharterMember>,
+    member_witnesses: usize,
+    witnesses: usize,
+) -> String {
+    let Some(m) = m else {
+        return "membership: not checked (the bundle carries no charter; parties are as their \
+                self-signed NodeInfo describes them)"
+            .into();
+    };
+    let owner = match owner {
+        Some(o) => format!("member {} {}", o.member_id, o.organisation),
+        None => "not checked".into(),
+    };
+    format!(
+        "membership: checked against charter {} versions 1 to {} (genesis {}); log owner: {owner}; member witnesses: {member_witnesses} of {witnesses}",
+        m.genesis().document().federation.id,
+        m.latest().version(),
+        m.genesis().digest
+    )
 }
 
 fn short_time(t: &str) -> String {
@@ -771,6 +963,12 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
             bundle.format
         )));
     }
+    // The charter chain, verified from its genesis (step 9 uses it throughout).
+    let membership = match &bundle.charters {
+        Some(c) => Some(Membership::verify(c).map_err(fail)?),
+        None => None,
+    };
+    let mut warnings: Vec<String> = Vec::new();
     // Parties: each NodeInfo self-signed by the key its peer id names.
     let mut parties: HashMap<String, NodeInfo> = HashMap::new();
     let mut keys: HashMap<String, String> = HashMap::new();
@@ -804,12 +1002,27 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
     head.verify()
         .map_err(|e| fail(format!("tree head signature: {e}")))?;
     let log = head.document.log.clone();
-    let log_info = parties
+    let mut log_info = parties
         .get(&log)
         .cloned()
         .ok_or_else(|| fail(format!("the log owner {log} is not among the parties")))?;
     if keys.get(&log) != Some(&head.signer) {
         return Err(fail("tree head is not signed by the log owner's key"));
+    }
+    let owner_member = match &membership {
+        Some(m) => signer_member(
+            m,
+            "tree head: the log owner",
+            &log,
+            &head.document.time,
+            &mut warnings,
+        )?
+        .map(|(member, _)| member),
+        None => None,
+    };
+    if let Some(o) = owner_member {
+        log_info.organisation = o.organisation.clone();
+        log_info.region = o.region;
     }
     let root = parse_hash(&head.document.root, "tree head root")?;
     // Documents by digest, each signature checked.
@@ -824,6 +1037,7 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
     // Records: in increasing seq, each once; inclusion in the head, owner, documents present,
     // each signed by the party that made it and agreeing with the record.
     let mut previous: Option<u64> = None;
+    let mut before_genesis: Vec<String> = Vec::new();
     for (i, entry) in bundle.entries.iter().enumerate() {
         let r = &entry.record;
         let at = format!("record seq {}", r.seq);
@@ -838,6 +1052,11 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                 "{at}: actor {} is not the log owner",
                 r.actor
             )));
+        }
+        if let Some(m) = &membership {
+            if !check_record_members(m, r)? {
+                before_genesis.push(r.seq.to_string());
+            }
         }
         match (r.prev_about_dataset, &r.dataset) {
             (Some(_), None) => {
@@ -876,7 +1095,16 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
             check_document(r, doc, &d.digest, &owner_key)?;
         }
     }
-    // Witnesses: cosignatures by parties, consistent with the head.
+    if let (Some(m), false) = (&membership, before_genesis.is_empty()) {
+        warnings.push(format!(
+            "records seq {} were made before the charter's genesis was issued ({}): their parties' membership is not checked",
+            before_genesis.join(", "),
+            m.genesis().document().issued
+        ));
+    }
+    // Witnesses: cosignatures by parties, consistent with the head; with a charter, each a
+    // member when it cosigned.
+    let mut member_witnesses = 0;
     let mut witnesses: Vec<String> = Vec::new();
     let mut witnessed_sizes: Vec<u64> = Vec::new();
     for (i, w) in bundle.witnesses.iter().enumerate() {
@@ -916,10 +1144,40 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                     c.document.witness, c.document.size
                 ))
             })?;
+        if let Some(m) = &membership {
+            let what = format!("witness {i}: the witness");
+            let (w, t) = (&c.document.witness, &c.document.time);
+            match standing(m, &what, w, t)? {
+                Standing::Member { .. } => member_witnesses += 1,
+                Standing::NotMember { version } => return Err(not_member(&what, w, t, version)),
+                Standing::BeforeGenesis => warnings.push(format!(
+                    "{what} {w} signed at {t}, before the charter's genesis was issued ({}): not counted as a member witness",
+                    m.genesis().document().issued
+                )),
+            }
+        }
         witnesses.push(c.document.witness.clone());
         witnessed_sizes.push(c.document.size);
     }
     let (complete, completeness) = completeness(bundle, &owner_key)?;
+    if let (Some(m), Some(dh)) = (&membership, &bundle.dataset_head) {
+        signer_member(
+            m,
+            "dataset-head: the log owner",
+            &log,
+            &dh.document.time,
+            &mut warnings,
+        )?;
+    }
+    let labels = Labels {
+        parties: &parties,
+        membership: membership.as_ref(),
+    };
+    let times: Vec<&str> = bundle
+        .witnesses
+        .iter()
+        .map(|w| w.cosignature.document.time.as_str())
+        .collect();
     // The account: one line per record, with the witnesses whose heads cover it (size > seq).
     let account = bundle
         .entries
@@ -929,20 +1187,25 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
             let covering: Vec<String> = witnesses
                 .iter()
                 .zip(&witnessed_sizes)
-                .filter(|(_, size)| **size > r.seq)
-                .map(|(w, _)| party_label(&parties, w))
+                .zip(&times)
+                .filter(|((_, size), _)| **size > r.seq)
+                .map(|((w, _), t)| labels.label(w, t))
                 .collect();
             let coverage = if covering.is_empty() {
                 " [not yet witnessed]".to_string()
             } else {
                 format!(" [witnessed by {}]", covering.join(", "))
             };
-            format!(
-                "{}{coverage}",
-                describe(r, &parties, &docs, &bundle.entries)
-            )
+            format!("{}{coverage}", describe(r, &labels, &docs, &bundle.entries))
         })
         .collect();
+    let genesis = membership.as_ref().map(|m| m.genesis().digest.clone());
+    let membership = membership_line(
+        membership.as_ref(),
+        owner_member,
+        member_witnesses,
+        witnesses.len(),
+    );
     Ok(VerifiedBundle {
         log: log_info,
         head: head.document.clone(),
@@ -951,6 +1214,9 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
         complete,
         completeness,
         account,
+        membership,
+        warnings,
+        genesis,
     })
 }
 
@@ -976,15 +1242,15 @@ fn sent_amount(r: &ProvenanceRecord) -> String {
 
 fn describe(
     r: &ProvenanceRecord,
-    parties: &HashMap<String, NodeInfo>,
+    labels: &Labels<'_>,
     docs: &HashMap<String, &AnySigned>,
     entries: &[BundleEntry],
 ) -> String {
-    let me = party_label(parties, &r.actor);
+    let me = labels.label(&r.actor, &r.time);
     let other = r
         .counterparty
         .as_deref()
-        .map(|p| party_label(parties, p))
+        .map(|p| labels.label(p, &r.time))
         .unwrap_or_else(|| "-".into());
     let what = match (&r.dataset, r.version) {
         (Some(d), Some(v)) => format!("{d} v{v}"),
@@ -1523,6 +1789,9 @@ mod tests {
         let typed = Signed::<TreeHead>::from_json(&serde_json::to_string(&forged).unwrap());
         assert!(typed.is_ok_and(|t| t.verify().is_err()));
     }
+
+    /// Bundles on a federation charter (docs/evidence.md, step 9) and their published vectors.
+    mod charter;
 
     #[test]
     fn records_beyond_every_cosigned_size_are_marked_not_yet_witnessed() {

@@ -335,3 +335,15 @@ impl FederationCharter {
         }
     }
 }
+
+impl FederationCharter {
+    /// Every version applied, genesis first (what an evidence bundle carries).
+    pub(crate) fn versions(&self) -> Vec<SignedCharter> {
+        self.chain
+            .read()
+            .versions()
+            .iter()
+            .map(|v| v.charter.clone())
+            .collect()
+    }
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Node, NodeError, unexpected};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::valid_identifier;
+use crate::model::membership::MAX_BUNDLE_CHARTERS;
 use crate::model::merkle;
 use crate::model::message::{Request, Response};
 use crate::model::node_info::NodeInfo;
@@ -429,6 +430,24 @@ impl Node {
                 parties.push(info.clone());
             }
         }
+        // The charter versions this node holds, so that each signer's membership and region
+        // when it signed can be checked offline (docs/evidence.md, step 9).
+        let charters = match &self.inner.charter {
+            Some(c) => {
+                let versions = c.versions();
+                if versions.len() > MAX_BUNDLE_CHARTERS {
+                    return Err(NodeError::invalid(
+                        "charters",
+                        format!(
+                            "this node holds {} charter versions; a bundle carries at most {MAX_BUNDLE_CHARTERS}",
+                            versions.len()
+                        ),
+                    ));
+                }
+                Some(versions)
+            }
+            None => None,
+        };
         Ok(EvidenceBundle {
             format: BUNDLE_FORMAT.to_string(),
             head,
@@ -437,6 +456,7 @@ impl Node {
             parties,
             witnesses,
             dataset_head,
+            charters,
         })
     }
 
