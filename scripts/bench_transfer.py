@@ -352,6 +352,10 @@ class Node:
                 out.append(line)
                 if s == "[network]":
                     out.append(f'tcp_security = "{tcp_security}"')
+                if s == "[federation]":
+                    # `yrd init` may write the table empty: the members go in either way.
+                    items = ", ".join(f'{{ peer_id = "{p}", name = "{n}" }}' for p, n in members)
+                    out.append(f"members = [{items}]")
                 continue
             key = s.split("=")[0].strip() if "=" in s else None
             if section == "[network]" and key in ("listen", "bootstrap", "tcp_security"):
@@ -361,8 +365,6 @@ class Node:
                     out.append(f"bootstrap = {q(bootstrap)}")
                 continue
             if section == "[federation]" and key == "members":
-                items = ", ".join(f'{{ peer_id = "{p}", name = "{n}" }}' for p, n in members)
-                out.append(f"members = [{items}]")
                 continue
             out.append(line)
         with open(self.config, "w") as f:
@@ -743,12 +745,12 @@ def fetch_small(a, b, args, small_versions, variant, fails):
         for name, v in (view.get("phases") or {}).items():
             phases.setdefault(name, []).append(v)
     out = {"cli_ms": cli_ms, "api_ms": api_ms, "node_total_ms": node_ms}
-    # Where the receiver's time went (TransferView.phases), median per phase.
-    out["phases_p50_ms"] = {k: round(pct(v, 50), 1) for k, v in phases.items() if v}
     for key, vals in list(out.items()):
         vals = [v for v in vals if v is not None]
         out[key.replace("_ms", "_p50_ms")] = round(pct(vals, 50), 1) if vals else None
         out[key.replace("_ms", "_p90_ms")] = round(pct(vals, 90), 1) if vals else None
+    # Where the receiver's time went (TransferView.phases), median per phase.
+    out["phases_p50_ms"] = {k: round(pct(v, 50), 1) for k, v in phases.items() if v}
     log(f"{variant}: small fetch p50 CLI {out['cli_p50_ms']} ms, API {out['api_p50_ms']} ms, "
         f"node total {out['node_total_p50_ms']} ms")
     log(f"{variant}: small fetch phases, p50 ms: "
