@@ -305,3 +305,246 @@ async fn an_expired_charter_is_shown_and_stops_new_grants() -> Result<()> {
     assert!(e.contains("expired") && e.contains("no new grants"), "{e}");
     net.stop_all().await
 }
+
+/// Four founders on a genesis (3 of 4 to sign changes), each started on it and meshed.
+async fn founders(
+    root: &std::path::Path,
+    keys: &[NodeKey],
+    charter: &SignedCharter,
+) -> Result<Vec<TestNode>> {
+    let path = root.join("charter.json");
+    std::fs::write(&path, charter.to_json_pretty()?)?;
+    let mut nodes: Vec<TestNode> = Vec::new();
+    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let boot = match nodes.first() {
+            Some(first) => vec![first.tcp_address().await?],
+            None => Vec::new(),
+        };
+        // Created with a member list (the harness's way), then switched to the charter.
+        let mut node = TestNode::create(root, i, key.clone(), &ids, boot)?;
+        node.edit_config(|c| {
+            c.federation.members.clear();
+            c.federation.charter = Some(path.clone());
+            c.sync.anti_entropy_secs = 2;
+        })?;
+        node.start().await?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+fn index_of(code: u32) -> Result<usize> {
+    yrd_node::model::region::all()
+        .position(|r| r.code == code)
+        .ok_or_else(|| anyhow::anyhow!("no region {code}"))
+}
+
+async fn versions(net: &TestNet) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for i in 0..net.nodes.len() {
+        out.push(net.api(i)?.federation().await?.charter.version);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_off() -> Result<()> {
+    use yrd_node::model::charter::Change;
+    let root = tempfile::tempdir()?;
+    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+    let regions = [310000, 320000, 330000, 340000];
+    let mut members = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        members.push(member(k, regions[i], i + 1)?);
+    }
+    let mut genesis_signed = SignedCharter::draft(genesis(members, 3));
+    for k in &keys[..3] {
+        genesis_signed.sign(k.signing_key())?;
+    }
+    let nodes = founders(root.path(), &keys, &genesis_signed).await?;
+    let boot = nodes[0].tcp_address().await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+
+    // Suzhou runs on a member list naming the founders; their gates refuse it for now.
+    let city_key = NodeKey::generate();
+    let city_root = net.root.path().join("city");
+    std::fs::create_dir_all(&city_root)?;
+    let founder_ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    let mut city = TestNode::create(
+        &city_root,
+        index_of(320500)?,
+        city_key.clone(),
+        &founder_ids,
+        vec![boot.clone()],
+    )?;
+    city.start().await?;
+    wait_until("the city refused at the gate", WAIT, || async {
+        Ok(net.api(0)?.health().await?.refused_connections > 0)
+    })
+    .await?;
+
+    // A proposal adding Suzhou, submitted unsigned at Shanghai, reaches every founder.
+    let mut suzhou = member(&city_key, 320500, 9)?;
+    suzhou.role = Role::Member;
+    let v2 = genesis_signed.document.next(
+        &[Change::AddMember(suzhou)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let submitted = net
+        .api(0)?
+        .submit_proposal(&SignedCharter::draft(v2))
+        .await?;
+    let digest = submitted.digest.clone();
+    assert!(!submitted.ready && submitted.signers.is_empty());
+    for i in 1..4 {
+        let api = net.api(i)?;
+        wait_until("the proposal gossiped to every founder", WAIT, || async {
+            Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
+        })
+        .await?;
+    }
+    // Two founders approve, each with its own key, on its own node.
+    net.api(1)?.sign_proposal(&digest).await?;
+    net.api(2)?.sign_proposal(&digest).await?;
+    for i in 0..4 {
+        let api = net.api(i)?;
+        wait_until("both approvals seen by every founder", WAIT, || async {
+            Ok(api
+                .proposals()
+                .await?
+                .iter()
+                .any(|p| p.digest == digest && p.signers.len() == 2))
+        })
+        .await?;
+    }
+    assert_eq!(
+        versions(&net).await?,
+        vec![1, 1, 1, 1],
+        "2 of 3 is not enough"
+    );
+    let lacking = net.api(0)?.proposals().await?[0]
+        .lacking
+        .clone()
+        .unwrap_or_default();
+    assert!(lacking.contains("2 of the 3"), "{lacking}");
+
+    // The third applies it everywhere within seconds.
+    let started = std::time::Instant::now();
+    let signed = net.api(3)?.sign_proposal(&digest).await?;
+    assert!(signed.ready, "{signed:?}");
+    wait_until("version 2 on every founder", WAIT, || async {
+        Ok(versions(&net).await? == vec![2, 2, 2, 2])
+    })
+    .await?;
+    let spread = started.elapsed();
+    eprintln!("charter version 2 applied on 4 founders {spread:?} after the 3rd approval");
+    assert!(spread < std::time::Duration::from_secs(10), "{spread:?}");
+    for i in 0..4 {
+        assert!(
+            net.api(i)?.proposals().await?.is_empty(),
+            "obsolete proposal dropped"
+        );
+        let applied = net
+            .api(i)?
+            .provenance(None, Some(RecordKind::CharterApplied))
+            .await?;
+        assert_eq!(
+            applied.iter().filter_map(|r| r.version).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+    let history = net.api(1)?.federation_history().await?;
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].signed_by_previous.len(), 3);
+
+    // Suzhou connects now, placed in the charter's region.
+    city.node()?.net().dial(boot.clone()).await?;
+    let city_id = city_key.peer_id().to_string();
+    wait_until("Suzhou connected to Shanghai as 320500", WAIT, || async {
+        Ok(net
+            .api(0)?
+            .peers()
+            .await?
+            .iter()
+            .any(|p| p.peer_id == city_id && p.region.map(Region::code) == Some(320500)))
+    })
+    .await?;
+
+    // Version 3 removes Suzhou: applied by 3 founders' signatures through the API, and Suzhou is
+    // cut off from every founder within seconds.
+    let current = net.api(0)?.federation().await?;
+    let suzhou_id = current
+        .members
+        .iter()
+        .find(|m| m.region.code() == 320500)
+        .map(|m| m.member_id.clone())
+        .expect("Suzhou listed");
+    let v2_signed = net.api(0)?.federation_version(2).await?;
+    let v3 = v2_signed.document.next(
+        &[Change::RemoveMember(suzhou_id)],
+        "2026-03-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut v3 = SignedCharter::draft(v3);
+    for k in &keys[1..4] {
+        v3.sign(k.signing_key())?;
+    }
+    let started = std::time::Instant::now();
+    net.api(0)?.apply_charter(&v3).await?;
+    wait_until("Suzhou disconnected from every founder", WAIT, || async {
+        for i in 0..4 {
+            if net
+                .api(i)?
+                .peers()
+                .await?
+                .iter()
+                .any(|p| p.peer_id == city_id)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(versions(&net).await? == vec![3, 3, 3, 3])
+    })
+    .await?;
+    let cut = started.elapsed();
+    eprintln!("removed member cut off from 4 founders {cut:?} after apply");
+    assert!(cut < std::time::Duration::from_secs(10), "{cut:?}");
+    // Its later attempts are refused at the gate.
+    let refused = net.api(1)?.health().await?.refused_connections;
+    let _ = city
+        .node()?
+        .net()
+        .dial(net.nodes[1].tcp_address().await?)
+        .await;
+    wait_until("Suzhou's new connection refused", WAIT, || async {
+        Ok(net.api(1)?.health().await?.refused_connections > refused)
+    })
+    .await?;
+    assert!(
+        !net.api(1)?
+            .peers()
+            .await?
+            .iter()
+            .any(|p| p.peer_id == city_id),
+        "not admitted again"
+    );
+    // An operator's second apply of an applied version only adds its signatures; another
+    // document of an older version is a rollback, named.
+    net.api(2)?.apply_charter(&genesis_signed).await?;
+    let mut other_v2 = v2_signed.clone();
+    other_v2.document.issued = "2026-02-02T00:00:00Z".into();
+    let e = net
+        .api(2)?
+        .apply_charter(&other_v2)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("409") && e.contains("rollback"), "{e}");
+
+    city.stop().await?;
+    net.stop_all().await
+}

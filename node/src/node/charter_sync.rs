@@ -207,6 +207,29 @@ impl ProposalPool {
     }
 }
 
+/// A charter a peer served is judged by its size first: over [`MAX_CHARTER_BYTES`] in canonical
+/// form it is refused as `too-large` before any other rule is looked at.
+fn within_size(c: &SignedCharter) -> Result<(), CharterError> {
+    let bytes = crate::model::canonical::canonical_bytes(c)
+        .map_err(|e| CharterError::Malformed(e.to_string()))?
+        .len();
+    if bytes > MAX_CHARTER_BYTES {
+        return Err(CharterError::TooLarge {
+            bytes,
+            max: MAX_CHARTER_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a proposal a peer holds with `signatures` is worth pulling: we lack it, or hold
+/// fewer signatures of it.
+fn wants_proposal(charter: &FederationCharter, digest: &str, signatures: u32) -> bool {
+    charter
+        .proposal(digest)
+        .is_none_or(|held| signature_count(&held) < signatures)
+}
+
 fn signature_count(c: &SignedCharter) -> u32 {
     u32::try_from(c.valid_signers().len()).unwrap_or(u32::MAX)
 }
@@ -269,8 +292,7 @@ impl Node {
                 digest,
                 signatures,
             } if version == charter.head().version.saturating_add(1) => {
-                let held = charter.proposal(&digest).map_or(0, |c| signature_count(&c));
-                if held < signatures {
+                if wants_proposal(charter, &digest, signatures) {
                     self.pull_proposal(source, &digest).await
                 } else {
                     Ok(())
@@ -317,13 +339,7 @@ impl Node {
         let wanted: Vec<String> = proposals
             .into_iter()
             .take(MAX_PROPOSALS)
-            .filter(|p| {
-                p.version == next
-                    && charter
-                        .proposal(&p.digest)
-                        .map_or(0, |c| signature_count(&c))
-                        < p.signatures
-            })
+            .filter(|p| p.version == next && wants_proposal(charter, &p.digest, p.signatures))
             .map(|p| p.digest)
             .take(MAX_PROPOSAL_PULLS_PER_ROUND)
             .collect();
@@ -362,7 +378,11 @@ impl Node {
                 // a rollback or a skip is named as such.
                 tracing::debug!(peer = %peer, version, served = served.document.version, "other version served");
             }
-            match self.offer_charter(Some(peer), &served).await {
+            let offered = match within_size(&served) {
+                Ok(()) => self.offer_charter(Some(peer), &served).await,
+                Err(e) => Err(e.into()),
+            };
+            match offered {
                 Ok(Offered::Applied { .. }) | Ok(Offered::Held { .. }) => {}
                 Ok(Offered::Equivocation { .. }) => break,
                 Err(e) => return Err(self.charter_refused(peer, &served, e).await),
@@ -386,7 +406,11 @@ impl Node {
             }
             other => return Err(unexpected(peer, &other)),
         };
-        match self.accept_proposal(Some(peer), served.clone()).await {
+        let accepted = match within_size(&served) {
+            Ok(()) => self.accept_proposal(Some(peer), served.clone()).await,
+            Err(e) => Err(e.into()),
+        };
+        match accepted {
             Ok(_) => Ok(()),
             Err(e) => Err(self.charter_refused(peer, &served, e).await),
         }
