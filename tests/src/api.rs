@@ -86,7 +86,6 @@ impl Api {
 
     // --- The node
 
-    /// `GET /api/v1/health`.
     /// `GET /api/v1/federation`.
     pub async fn federation(&self) -> Answer<FederationView> {
         self.client.get("/api/v1/federation").await
@@ -131,6 +130,7 @@ impl Api {
         self.client.post("/api/v1/federation/apply", charter).await
     }
 
+    /// `GET /api/v1/health`.
     pub async fn health(&self) -> Answer<Health> {
         self.client.get("/api/v1/health").await
     }

@@ -548,3 +548,210 @@ async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_of
     city.stop().await?;
     net.stop_all().await
 }
+
+/// What the hostile member claims and serves, changed by the test as it goes.
+#[derive(Default)]
+struct Script {
+    /// The charter version its heads claim.
+    claim: u64,
+    /// What it serves for any version asked.
+    serve: Option<SignedCharter>,
+    /// The proposals it lists and serves.
+    proposals: Vec<SignedCharter>,
+}
+
+fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::hostile::Behaviour {
+    use yrd_node::model::message::{CharterHead, ProposalHead, Request, Response};
+    use yrd_node::model::refusal::RefusalCode;
+    std::sync::Arc::new(move |request: &Request| {
+        let s = script.lock().ok()?;
+        let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
+        Some(match request {
+            Request::Heads => Response::Heads {
+                catalogues: Vec::new(),
+                schemas: Vec::new(),
+                charter: Some(CharterHead {
+                    version: s.claim,
+                    digest: "00".repeat(32),
+                }),
+            },
+            Request::Charter { .. } if s.serve.is_some() => Response::Charter {
+                charter: Box::new(s.serve.clone()?),
+            },
+            Request::CharterProposals => Response::CharterProposals {
+                proposals: s
+                    .proposals
+                    .iter()
+                    .map(|p| ProposalHead {
+                        digest: digest(p),
+                        version: p.document.version,
+                        signatures: 0,
+                    })
+                    .collect(),
+            },
+            Request::CharterProposal { digest: d } => Response::CharterProposal {
+                charter: Box::new(s.proposals.iter().find(|p| &digest(p) == d)?.clone()),
+            },
+            _ => Response::Error {
+                code: RefusalCode::NotFound,
+                message: "nothing here".into(),
+            },
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use yrd_node::model::charter::Change;
+    use yrd_node::node::charter_sync::MAX_PROPOSALS_PER_PEER;
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, h, b) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    // The hostile member's NodeInfo says Anhui: the charter agrees, so only its charters lie.
+    let doc = genesis(
+        vec![
+            member(&a, 310000, 1)?,
+            member(&b, 320000, 2)?,
+            member(&h, 340000, 3)?,
+        ],
+        2,
+    );
+    let mut g = SignedCharter::draft(doc);
+    g.sign(a.signing_key())?;
+    g.sign(b.signing_key())?;
+    let path = root.path().join("charter.json");
+    std::fs::write(&path, g.to_json_pretty()?)?;
+    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
+    node.edit_config(|c| {
+        c.federation.charter = Some(path.clone());
+        c.sync.anti_entropy_secs = 1;
+    })?;
+    node.start().await?;
+    let api = node.api()?;
+    let script = Arc::new(Mutex::new(Script {
+        claim: 1,
+        ..Script::default()
+    }));
+    let hostile = HostileMember::start(h.clone(), &node, scripted(script.clone())).await?;
+
+    let adding = |n: usize| -> Result<Charter> {
+        let mut m = member(&NodeKey::generate(), 320500, 10 + n)?;
+        m.role = Role::Member;
+        Ok(g.document.next(
+            &[Change::AddMember(m)],
+            "2026-02-01T00:00:00Z".into(),
+            "2099-01-01T00:00:00Z".into(),
+        )?)
+    };
+    let refused_with = |code: &'static str| {
+        let api = api.clone();
+        async move {
+            wait_until(&format!("a refusal naming {code}"), WAIT, || async {
+                let records = api.provenance(None, Some(RecordKind::Refused)).await?;
+                Ok(records.iter().any(|r| {
+                    r.cause
+                        .as_deref()
+                        .is_some_and(|c| c.contains(&format!("({code})")))
+                }))
+            })
+            .await
+        }
+    };
+
+    // A flood of proposals: it introduces at most 4, the rest refused.
+    script.lock().unwrap().proposals = (0..40)
+        .map(|n| adding(n).map(SignedCharter::draft))
+        .collect::<Result<_>>()?;
+    wait_until("the flood bounded", WAIT, || async {
+        Ok(api.proposals().await?.len() == MAX_PROPOSALS_PER_PEER)
+    })
+    .await?;
+    wait_until("the proposal over its bound refused", WAIT, || async {
+        let records = api.provenance(None, Some(RecordKind::Refused)).await?;
+        Ok(records.iter().any(|r| {
+            r.cause
+                .as_deref()
+                .is_some_and(|c| c.contains("introduced 4 proposals"))
+        }))
+    })
+    .await?;
+    script.lock().unwrap().proposals.clear();
+
+    // Version 3 served for version 2: skipped.
+    let mut skip = SignedCharter::draft(adding(100)?);
+    skip.document.version = 3;
+    {
+        let mut s = script.lock().unwrap();
+        s.claim = 2;
+        s.serve = Some(skip);
+    }
+    refused_with("skipped-version").await?;
+    // Another version 1, signed by nobody: a rollback.
+    let mut other_genesis = SignedCharter::draft(g.document.clone());
+    other_genesis.document.federation.name = "另一个联盟".into();
+    script.lock().unwrap().serve = Some(other_genesis);
+    refused_with("rollback").await?;
+    // Over 1 MiB.
+    let mut huge = SignedCharter::draft(adding(101)?);
+    let filler = huge.document.members[0].clone();
+    for _ in 0..1500 {
+        let mut m = filler.clone();
+        m.organisation = "𠀀".repeat(200);
+        huge.document.members.push(m);
+    }
+    script.lock().unwrap().serve = Some(huge);
+    refused_with("too-large").await?;
+    // Version 2 below the threshold: one founder signed.
+    let mut thin = SignedCharter::draft(adding(102)?);
+    thin.sign(a.signing_key())?;
+    script.lock().unwrap().serve = Some(thin);
+    refused_with("below-threshold-previous").await?;
+    assert_eq!(api.federation().await?.charter.version, 1);
+
+    // A valid version 2 is applied; the flood's proposals are obsolete and dropped.
+    let mut v2 = SignedCharter::draft(adding(103)?);
+    v2.sign(a.signing_key())?;
+    v2.sign(b.signing_key())?;
+    script.lock().unwrap().serve = Some(v2);
+    wait_until("version 2 applied", WAIT, || async {
+        Ok(api.federation().await?.charter.version == 2)
+    })
+    .await?;
+    assert_eq!(api.federation().await?.proposals, 0);
+
+    // Another validly signed version 2, served for version 3: equivocation, both kept.
+    let mut v2b = SignedCharter::draft(adding(104)?);
+    v2b.sign(a.signing_key())?;
+    v2b.sign(b.signing_key())?;
+    {
+        let mut s = script.lock().unwrap();
+        s.claim = 3;
+        s.serve = Some(v2b);
+    }
+    wait_until("the equivocation seen", WAIT, || async {
+        Ok(api.federation().await?.charter.state == "equivocated")
+    })
+    .await?;
+    let alarms = api
+        .provenance(None, Some(RecordKind::CharterEquivocation))
+        .await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].version, Some(2));
+    let metrics = api.raw().get_text("/metrics").await?;
+    for line in [
+        "yrd_charter_version 2",
+        "yrd_charter_equivocated 1",
+        "yrd_charter_proposals 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
+
+    hostile.shutdown().await;
+    node.stop().await?;
+    Ok(())
+}
