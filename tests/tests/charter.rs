@@ -552,12 +552,21 @@ async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_of
 /// What the hostile member claims and serves, changed by the test as it goes.
 #[derive(Default)]
 struct Script {
-    /// The charter version its heads claim.
+    /// The charter version its heads claim, and the digest (changed with each lie, or the
+    /// node does not ask again).
     claim: u64,
+    claim_digest: String,
     /// What it serves for any version asked.
     serve: Option<SignedCharter>,
     /// The proposals it lists and serves.
     proposals: Vec<SignedCharter>,
+}
+
+fn serve(script: &std::sync::Mutex<Script>, charter: SignedCharter, digest: &str) {
+    if let Ok(mut s) = script.lock() {
+        s.serve = Some(charter);
+        s.claim_digest = digest.repeat(32);
+    }
 }
 
 fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::hostile::Behaviour {
@@ -572,7 +581,7 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
                 schemas: Vec::new(),
                 charter: Some(CharterHead {
                     version: s.claim,
-                    digest: "00".repeat(32),
+                    digest: s.claim_digest.clone(),
                 }),
             },
             Request::Charter { .. } if s.serve.is_some() => Response::Charter {
@@ -688,13 +697,23 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     {
         let mut s = script.lock().unwrap();
         s.claim = 2;
+        s.claim_digest = "01".repeat(32);
         s.serve = Some(skip);
     }
     refused_with("skipped-version").await?;
     // Another version 1, signed by nobody: a rollback.
     let mut other_genesis = SignedCharter::draft(g.document.clone());
     other_genesis.document.federation.name = "另一个联盟".into();
-    script.lock().unwrap().serve = Some(other_genesis);
+    // Asked again only once its claim changes.
+    let served = hostile.seen("charter");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        hostile.wait_seen("charter", served + 1),
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("asked again under the same claim"))?;
+    serve(&script, other_genesis, "02");
     refused_with("rollback").await?;
     // Over 1 MiB.
     let mut huge = SignedCharter::draft(adding(101)?);
@@ -704,12 +723,12 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
         m.organisation = "𠀀".repeat(200);
         huge.document.members.push(m);
     }
-    script.lock().unwrap().serve = Some(huge);
+    serve(&script, huge, "03");
     refused_with("too-large").await?;
     // Version 2 below the threshold: one founder signed.
     let mut thin = SignedCharter::draft(adding(102)?);
     thin.sign(a.signing_key())?;
-    script.lock().unwrap().serve = Some(thin);
+    serve(&script, thin, "04");
     refused_with("below-threshold-previous").await?;
     assert_eq!(api.federation().await?.charter.version, 1);
 
@@ -717,7 +736,7 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     let mut v2 = SignedCharter::draft(adding(103)?);
     v2.sign(a.signing_key())?;
     v2.sign(b.signing_key())?;
-    script.lock().unwrap().serve = Some(v2);
+    serve(&script, v2, "05");
     wait_until("version 2 applied", WAIT, || async {
         Ok(api.federation().await?.charter.version == 2)
     })
@@ -731,6 +750,7 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     {
         let mut s = script.lock().unwrap();
         s.claim = 3;
+        s.claim_digest = "06".repeat(32);
         s.serve = Some(v2b);
     }
     wait_until("the equivocation seen", WAIT, || async {

@@ -79,7 +79,12 @@ pub(crate) struct FederationCharter {
     peers: RwLock<HashMap<PeerId, Bound>>,
     contradictions: Mutex<VecDeque<RegionContradiction>>,
     proposals: Mutex<ProposalPool>,
+    /// The head each peer claimed when it last served a version we refused.
+    refused: Mutex<HashMap<PeerId, CharterHead>>,
 }
+
+/// Peers whose refused head is remembered (only members reach it; bounded all the same).
+const MAX_REFUSED_HEADS: usize = 1024;
 
 /// One member of the charter in force, as `GET /api/v1/federation` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -282,6 +287,7 @@ impl FederationCharter {
             chain: RwLock::new(chain),
             contradictions: Mutex::new(VecDeque::new()),
             proposals: Mutex::new(proposals),
+            refused: Mutex::new(HashMap::new()),
         };
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
@@ -626,6 +632,20 @@ impl FederationCharter {
             }
         }
         Ok((digest, changed))
+    }
+
+    /// Whether `peer` served a refused version while claiming `head`.
+    pub(crate) fn was_refused(&self, peer: PeerId, head: &CharterHead) -> bool {
+        self.refused.lock().get(&peer) == Some(head)
+    }
+
+    /// Remembers that `peer` served a refused version while claiming `head`.
+    pub(crate) fn note_refused(&self, peer: PeerId, head: CharterHead) {
+        let mut refused = self.refused.lock();
+        if refused.len() >= MAX_REFUSED_HEADS && !refused.contains_key(&peer) {
+            refused.clear();
+        }
+        refused.insert(peer, head);
     }
 
     /// How many proposals are held.

@@ -284,8 +284,9 @@ impl Node {
             return;
         };
         let result = match a {
-            Announcement::Charter { version, .. } if version > charter.head().version => {
-                self.pull_charters(source, version).await
+            Announcement::Charter { version, digest } if version > charter.head().version => {
+                self.pull_charters(source, CharterHead { version, digest })
+                    .await
             }
             Announcement::CharterProposal {
                 version,
@@ -319,7 +320,7 @@ impl Node {
             return Ok(());
         };
         if head.version > charter.head().version {
-            return self.pull_charters(peer, head.version).await;
+            return self.pull_charters(peer, head).await;
         }
         if head.version != charter.head().version {
             return Ok(());
@@ -351,10 +352,19 @@ impl Node {
 
     /// Pulls versions current+1 ..= `up_to` from `peer`, one at a time and at most
     /// [`MAX_VERSIONS_PER_ROUND`], offering each to the chain; stops at the first refused.
-    async fn pull_charters(&self, peer: PeerId, up_to: u64) -> Result<(), NodeError> {
+    ///
+    /// Nothing is pulled after an equivocation (nothing could be applied), nor from a peer
+    /// whose claimed head is the one it served a refused version under (its claim must change
+    /// before it is asked again: one refusal record per lie, not one per round).
+    async fn pull_charters(&self, peer: PeerId, claimed: CharterHead) -> Result<(), NodeError> {
         let charter = self.charter()?;
+        if charter.equivocated() || charter.was_refused(peer, &claimed) {
+            return Ok(());
+        }
         let from = charter.head().version.saturating_add(1);
-        let to = up_to.min(from.saturating_add(MAX_VERSIONS_PER_ROUND - 1));
+        let to = claimed
+            .version
+            .min(from.saturating_add(MAX_VERSIONS_PER_ROUND - 1));
         for version in from..=to {
             if charter.head().version >= version {
                 continue;
@@ -385,7 +395,12 @@ impl Node {
             match offered {
                 Ok(Offered::Applied { .. }) | Ok(Offered::Held { .. }) => {}
                 Ok(Offered::Equivocation { .. }) => break,
-                Err(e) => return Err(self.charter_refused(peer, &served, e).await),
+                Err(e) => {
+                    if let ApplyError::Refused(_) = e {
+                        charter.note_refused(peer, claimed.clone());
+                    }
+                    return Err(self.charter_refused(peer, &served, e).await);
+                }
             }
         }
         Ok(())
