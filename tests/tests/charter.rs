@@ -7,48 +7,13 @@
 
 use anyhow::Result;
 use yrd_node::api::exchange::ApproveBody;
-use yrd_node::devnet::fictitious_member_id;
 use yrd_node::identity::NodeKey;
-use yrd_node::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
-};
+use yrd_node::model::charter::{Charter, Role, SignedCharter};
 use yrd_node::model::provenance::RecordKind;
 use yrd_node::model::region::Region;
+use yrd_tests::charter::{founders, genesis, member};
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
-
-fn member(key: &NodeKey, region: u32, n: usize) -> Result<CharterMember> {
-    let region = Region::from_code(region)?;
-    Ok(CharterMember {
-        member_id: fictitious_member_id(region, n),
-        organisation: format!("{} 测试局", region.name_zh()),
-        region,
-        role: Role::Founder,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: key.public_hex(),
-        }],
-    })
-}
-
-/// A genesis of `members`, all founders, `threshold` of them to sign changes.
-fn genesis(members: Vec<CharterMember>, threshold: u32) -> Charter {
-    Charter {
-        federation: Federation {
-            id: "yrd-test".into(),
-            name: "测试联盟".into(),
-        },
-        version: 1,
-        previous: None,
-        issued: "2026-01-01T00:00:00Z".into(),
-        expires: "2099-01-01T00:00:00Z".into(),
-        members,
-        policy: ChangePolicy {
-            signers: Role::Founder,
-            threshold,
-        },
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_claiming_another_province_is_refused_recorded_and_placed_by_the_charter()
@@ -304,34 +269,6 @@ async fn an_expired_charter_is_shown_and_stops_new_grants() -> Result<()> {
         .unwrap_or_default();
     assert!(e.contains("expired") && e.contains("no new grants"), "{e}");
     net.stop_all().await
-}
-
-/// Four founders on a genesis (3 of 4 to sign changes), each started on it and meshed.
-async fn founders(
-    root: &std::path::Path,
-    keys: &[NodeKey],
-    charter: &SignedCharter,
-) -> Result<Vec<TestNode>> {
-    let path = root.join("charter.json");
-    std::fs::write(&path, charter.to_json_pretty()?)?;
-    let mut nodes: Vec<TestNode> = Vec::new();
-    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
-    for (i, key) in keys.iter().enumerate() {
-        let boot = match nodes.first() {
-            Some(first) => vec![first.tcp_address().await?],
-            None => Vec::new(),
-        };
-        // Created with a member list (the harness's way), then switched to the charter.
-        let mut node = TestNode::create(root, i, key.clone(), &ids, boot)?;
-        node.edit_config(|c| {
-            c.federation.members.clear();
-            c.federation.charter = Some(path.clone());
-            c.sync.anti_entropy_secs = 2;
-        })?;
-        node.start().await?;
-        nodes.push(node);
-    }
-    Ok(nodes)
 }
 
 fn index_of(code: u32) -> Result<usize> {
