@@ -15,10 +15,17 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
+/// A fictitious 统一社会信用代码 (事业单位, region, `YRD00000n`) with a valid check character.
+fn member_id(region: u32, n: u8) -> String {
+    let first17 = format!("12{region}YRD0000{n:02}");
+    let check = crate::model::charter::uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
 fn member(seed: u8, region: u32) -> Result<CharterMember, Box<dyn std::error::Error>> {
     let region = Region::from_code(region)?;
     Ok(CharterMember {
-        member_id: crate::devnet::fictitious_member_id(region, usize::from(seed)),
+        member_id: member_id(region.code(), seed),
         organisation: format!("测试机构 {seed}"),
         region,
         role: Role::Founder,
