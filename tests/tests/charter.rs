@@ -709,6 +709,10 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     }
 
     hostile.shutdown().await;
+    // Both documents were kept: after a restart the node is still equivocated, on version 2.
+    node.restart().await?;
+    let after = node.api()?.federation().await?.charter;
+    assert_eq!((after.version, after.state.as_str()), (2, "equivocated"));
     node.stop().await?;
     Ok(())
 }
