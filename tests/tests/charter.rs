@@ -531,7 +531,8 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
                     .map(|p| ProposalHead {
                         digest: digest(p),
                         version: p.document.version,
-                        signatures: 0,
+                        // More than it serves: pulled once per claim all the same.
+                        signatures: 3,
                     })
                     .collect(),
             },
@@ -626,6 +627,10 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
         }))
     })
     .await?;
+    // Each was pulled once, though it claims signatures it never serves: the node moved on
+    // from the first four to the rest rather than asking for those again each round.
+    let pulled = hostile.seen("charter-proposal");
+    assert!((5..=40).contains(&pulled), "{pulled} pulls");
     script.lock().unwrap().proposals.clear();
 
     // Version 3 served for version 2: skipped.

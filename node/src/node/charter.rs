@@ -81,7 +81,12 @@ pub(crate) struct FederationCharter {
     proposals: Mutex<ProposalPool>,
     /// The head each peer claimed when it last served a version we refused.
     refused: Mutex<HashMap<PeerId, CharterHead>>,
+    /// The signature count each peer claimed for a proposal when we last pulled it from there.
+    asked: Mutex<HashMap<(PeerId, String), u32>>,
 }
+
+/// Proposal claims remembered ([`FederationCharter::should_pull`]); forgotten all at once past it.
+const MAX_ASKED: usize = 4096;
 
 /// Peers whose refused head is remembered (only members reach it; bounded all the same).
 const MAX_REFUSED_HEADS: usize = 1024;
@@ -288,6 +293,7 @@ impl FederationCharter {
             contradictions: Mutex::new(VecDeque::new()),
             proposals: Mutex::new(proposals),
             refused: Mutex::new(HashMap::new()),
+            asked: Mutex::new(HashMap::new()),
         };
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
@@ -566,6 +572,7 @@ impl FederationCharter {
                 )?;
                 *self.peers.write() = bound_peers(&chain);
                 drop(chain);
+                self.asked.lock().clear();
                 let dropped = self.proposals.lock().drop_obsolete(version);
                 for digest in dropped {
                     store.remove_record(RecordTree::CharterProposals, &digest)?;
@@ -646,6 +653,38 @@ impl FederationCharter {
             refused.clear();
         }
         refused.insert(peer, head);
+    }
+
+    /// Whether to pull proposal `digest` from `peer`, which claims `signatures` for it: we lack
+    /// it or hold fewer, and `peer` did not claim as many when we last pulled it from there (a
+    /// member announcing more signatures than it serves costs one pull per claim, not one per
+    /// announcement). A pull that is decided here is remembered; [`Self::pull_failed`] forgets
+    /// it.
+    pub(crate) fn should_pull(&self, peer: PeerId, digest: &str, signatures: u32) -> bool {
+        let lacking = self.proposal(digest).is_none_or(|held| {
+            u32::try_from(held.valid_signers().len()).unwrap_or(u32::MAX) < signatures
+        });
+        if !lacking {
+            return false;
+        }
+        let mut asked = self.asked.lock();
+        let key = (peer, digest.to_string());
+        if asked
+            .get(&key)
+            .is_some_and(|&claimed| claimed >= signatures)
+        {
+            return false;
+        }
+        if asked.len() >= MAX_ASKED {
+            asked.clear();
+        }
+        asked.insert(key, signatures);
+        true
+    }
+
+    /// A pull of `digest` from `peer` was not served: it may be asked again.
+    pub(crate) fn pull_failed(&self, peer: PeerId, digest: &str) {
+        self.asked.lock().remove(&(peer, digest.to_string()));
     }
 
     /// How many proposals are held.

@@ -222,14 +222,6 @@ fn within_size(c: &SignedCharter) -> Result<(), CharterError> {
     Ok(())
 }
 
-/// Whether a proposal a peer holds with `signatures` is worth pulling: we lack it, or hold
-/// fewer signatures of it.
-fn wants_proposal(charter: &FederationCharter, digest: &str, signatures: u32) -> bool {
-    charter
-        .proposal(digest)
-        .is_none_or(|held| signature_count(&held) < signatures)
-}
-
 fn signature_count(c: &SignedCharter) -> u32 {
     u32::try_from(c.valid_signers().len()).unwrap_or(u32::MAX)
 }
@@ -293,7 +285,7 @@ impl Node {
                 digest,
                 signatures,
             } if version == charter.head().version.saturating_add(1) => {
-                if wants_proposal(charter, &digest, signatures) {
+                if charter.should_pull(source, &digest, signatures) {
                     self.pull_proposal(source, &digest).await
                 } else {
                     Ok(())
@@ -340,7 +332,7 @@ impl Node {
         let wanted: Vec<String> = proposals
             .into_iter()
             .take(MAX_PROPOSALS)
-            .filter(|p| p.version == next && wants_proposal(charter, &p.digest, p.signatures))
+            .filter(|p| p.version == next && charter.should_pull(peer, &p.digest, p.signatures))
             .map(|p| p.digest)
             .take(MAX_PROPOSAL_PULLS_PER_ROUND)
             .collect();
@@ -410,7 +402,11 @@ impl Node {
         let request = Request::CharterProposal {
             digest: digest.to_string(),
         };
-        let served = match self.sync_request(peer, request).await? {
+        let answer = self.sync_request(peer, request).await;
+        if !matches!(answer, Ok(Response::CharterProposal { .. })) {
+            self.charter()?.pull_failed(peer, digest);
+        }
+        let served = match answer? {
             Response::CharterProposal { charter } => *charter,
             Response::Error { code, message } => {
                 return Err(NodeError::Refused {
