@@ -938,3 +938,63 @@ fn a_new_version_reaches_every_province_subscribed_to_it() {
     );
     devnet.stop();
 }
+
+#[test]
+fn a_charter_change_is_submitted_approved_and_applied_through_the_running_nodes() {
+    use yrd_node::node::CharterVersionView;
+    use yrd_node::node::charter_sync::ProposalView;
+    let (tmp, devnet) = devnet();
+    let charter = devnet.dir.join("charter.json");
+    let draft = tmp.path().join("v2.json");
+    let city = yrd_node::identity::NodeKey::generate().peer_id();
+    let suzhou: yrd_node::model::region::Region = "320500".parse().unwrap();
+    let spec = format!(
+        "{},320500,member,{city},苏州市大数据管理局",
+        yrd_node::devnet::fictitious_member_id(suzhou, 9)
+    );
+    ok(&yrd(&[
+        "federation",
+        "propose",
+        "--from",
+        arg(&charter),
+        "--member",
+        &spec,
+        "--out",
+        arg(&draft),
+    ]));
+    let submitted: ProposalView =
+        json(&devnet.yrd("shanghai", &["--json", "federation", "submit", arg(&draft)]));
+    assert!(!submitted.ready);
+    let digest = submitted.digest.clone();
+    for province in ["shanghai", "jiangsu", "zhejiang"] {
+        wait_until("the proposal held", WAIT, || {
+            let o = devnet.yrd(province, &["--json", "federation", "proposals"]);
+            let list: Vec<ProposalView> = serde_json::from_slice(&o.stdout).ok()?;
+            list.iter().any(|p| p.digest == digest).then_some(())
+        });
+        let shown = ok(&devnet.yrd(province, &["federation", "approve", &digest]));
+        assert!(shown.contains(&digest), "{shown}");
+    }
+    // Anhui follows without signing.
+    wait_until("version 2 in force in Anhui", WAIT, || {
+        let o = devnet.yrd("anhui", &["--json", "federation", "history"]);
+        let history: Vec<CharterVersionView> = serde_json::from_slice(&o.stdout).ok()?;
+        (history.len() == 2).then_some(())
+    });
+    let table = ok(&devnet.yrd("anhui", &["federation", "history"]));
+    assert!(
+        table.contains("VERSION") && table.lines().count() == 3,
+        "{table}"
+    );
+    // Applying an older document is refused naming the rule.
+    let mut other = yrd_node::model::charter::SignedCharter::from_json(
+        &std::fs::read_to_string(&charter).unwrap(),
+    )
+    .unwrap();
+    other.document.federation.name = "另一个联盟".into();
+    let file = tmp.path().join("other.json");
+    std::fs::write(&file, other.to_json_pretty().unwrap()).unwrap();
+    let err = stderr(&devnet.yrd("anhui", &["federation", "apply", arg(&file)]));
+    assert!(err.contains("rollback"), "{err}");
+    devnet.stop();
+}

@@ -17,6 +17,7 @@ use yrd_node::cli::client::{ApiClient, ClientError};
 use yrd_node::model::catalogue::{
     Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld,
 };
+use yrd_node::model::charter::SignedCharter;
 use yrd_node::model::exchange::{DataFormat, Denial, Grant, Manifest, Receipt};
 use yrd_node::model::message::RequestStatus;
 use yrd_node::model::provenance::Alarm;
@@ -24,9 +25,10 @@ use yrd_node::model::provenance::{EvidenceBundle, ProvenanceRecord, RecordKind};
 use yrd_node::model::signed::Signed;
 use yrd_node::node::access::{Direction, RequestRecord};
 use yrd_node::node::catalogue::{MatchReport, SearchHit, SearchQuery};
+use yrd_node::node::charter_sync::ProposalView;
 use yrd_node::node::provenance::{Delivery, ExportQuery};
 use yrd_node::node::transfer::{Subscription, TransferStatus, TransferView};
-use yrd_node::node::{Health, NodeView, PeerView};
+use yrd_node::node::{CharterVersionView, FederationView, Health, NodeView, PeerView};
 
 use crate::{WAIT, wait_until};
 
@@ -83,6 +85,50 @@ impl Api {
     }
 
     // --- The node
+
+    /// `GET /api/v1/federation`.
+    pub async fn federation(&self) -> Answer<FederationView> {
+        self.client.get("/api/v1/federation").await
+    }
+
+    /// `GET /api/v1/federation/history`.
+    pub async fn federation_history(&self) -> Answer<Vec<CharterVersionView>> {
+        self.client.get("/api/v1/federation/history").await
+    }
+
+    /// `GET /api/v1/federation/versions/{version}`.
+    pub async fn federation_version(&self, version: u64) -> Answer<SignedCharter> {
+        self.client
+            .get(&format!("/api/v1/federation/versions/{version}"))
+            .await
+    }
+
+    /// `GET /api/v1/federation/proposals`.
+    pub async fn proposals(&self) -> Answer<Vec<ProposalView>> {
+        self.client.get("/api/v1/federation/proposals").await
+    }
+
+    /// `POST /api/v1/federation/proposals`.
+    pub async fn submit_proposal(&self, charter: &SignedCharter) -> Answer<ProposalView> {
+        self.client
+            .post("/api/v1/federation/proposals", charter)
+            .await
+    }
+
+    /// `POST /api/v1/federation/proposals/{digest}/sign`.
+    pub async fn sign_proposal(&self, digest: &str) -> Answer<ProposalView> {
+        self.client
+            .post(
+                &format!("/api/v1/federation/proposals/{digest}/sign"),
+                &json!({}),
+            )
+            .await
+    }
+
+    /// `POST /api/v1/federation/apply`.
+    pub async fn apply_charter(&self, charter: &SignedCharter) -> Answer<CharterVersionView> {
+        self.client.post("/api/v1/federation/apply", charter).await
+    }
 
     /// `GET /api/v1/health`.
     pub async fn health(&self) -> Answer<Health> {

@@ -19,6 +19,7 @@ use yrd_node::server::Server;
 use yrd_node::setup::{self, InitOptions};
 
 pub mod api;
+pub mod charter;
 pub mod fixtures;
 pub mod hostile;
 

@@ -7,48 +7,13 @@
 
 use anyhow::Result;
 use yrd_node::api::exchange::ApproveBody;
-use yrd_node::devnet::fictitious_member_id;
 use yrd_node::identity::NodeKey;
-use yrd_node::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
-};
+use yrd_node::model::charter::{Charter, Role, SignedCharter};
 use yrd_node::model::provenance::RecordKind;
 use yrd_node::model::region::Region;
+use yrd_tests::charter::{founders, genesis, member};
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
-
-fn member(key: &NodeKey, region: u32, n: usize) -> Result<CharterMember> {
-    let region = Region::from_code(region)?;
-    Ok(CharterMember {
-        member_id: fictitious_member_id(region, n),
-        organisation: format!("{} 测试局", region.name_zh()),
-        region,
-        role: Role::Founder,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: key.public_hex(),
-        }],
-    })
-}
-
-/// A genesis of `members`, all founders, `threshold` of them to sign changes.
-fn genesis(members: Vec<CharterMember>, threshold: u32) -> Charter {
-    Charter {
-        federation: Federation {
-            id: "yrd-test".into(),
-            name: "测试联盟".into(),
-        },
-        version: 1,
-        previous: None,
-        issued: "2026-01-01T00:00:00Z".into(),
-        expires: "2099-01-01T00:00:00Z".into(),
-        members,
-        policy: ChangePolicy {
-            signers: Role::Founder,
-            threshold,
-        },
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_claiming_another_province_is_refused_recorded_and_placed_by_the_charter()
@@ -304,4 +269,455 @@ async fn an_expired_charter_is_shown_and_stops_new_grants() -> Result<()> {
         .unwrap_or_default();
     assert!(e.contains("expired") && e.contains("no new grants"), "{e}");
     net.stop_all().await
+}
+
+fn index_of(code: u32) -> Result<usize> {
+    yrd_node::model::region::all()
+        .position(|r| r.code == code)
+        .ok_or_else(|| anyhow::anyhow!("no region {code}"))
+}
+
+async fn versions(net: &TestNet) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for i in 0..net.nodes.len() {
+        out.push(net.api(i)?.federation().await?.charter.version);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_off() -> Result<()> {
+    use yrd_node::model::charter::Change;
+    let root = tempfile::tempdir()?;
+    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+    let regions = [310000, 320000, 330000, 340000];
+    let mut members = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        members.push(member(k, regions[i], i + 1)?);
+    }
+    let mut genesis_signed = SignedCharter::draft(genesis(members, 3));
+    for k in &keys[..3] {
+        genesis_signed.sign(k.signing_key())?;
+    }
+    let nodes = founders(root.path(), &keys, &genesis_signed).await?;
+    let boot = nodes[0].tcp_address().await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+
+    // Suzhou runs on a member list naming the founders; their gates refuse it for now.
+    let city_key = NodeKey::generate();
+    let city_root = net.root.path().join("city");
+    std::fs::create_dir_all(&city_root)?;
+    let founder_ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    let mut city = TestNode::create(
+        &city_root,
+        index_of(320500)?,
+        city_key.clone(),
+        &founder_ids,
+        vec![boot.clone()],
+    )?;
+    city.start().await?;
+    wait_until("the city refused at the gate", WAIT, || async {
+        Ok(net.api(0)?.health().await?.refused_connections > 0)
+    })
+    .await?;
+
+    // A proposal adding Suzhou, submitted unsigned at Shanghai, reaches every founder.
+    let mut suzhou = member(&city_key, 320500, 9)?;
+    suzhou.role = Role::Member;
+    let v2 = genesis_signed.document.next(
+        &[Change::AddMember(suzhou)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let submitted = net
+        .api(0)?
+        .submit_proposal(&SignedCharter::draft(v2))
+        .await?;
+    let digest = submitted.digest.clone();
+    assert!(!submitted.ready && submitted.signers.is_empty());
+    for i in 1..4 {
+        let api = net.api(i)?;
+        wait_until("the proposal gossiped to every founder", WAIT, || async {
+            Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
+        })
+        .await?;
+    }
+    // Two founders approve, each with its own key, on its own node.
+    net.api(1)?.sign_proposal(&digest).await?;
+    net.api(2)?.sign_proposal(&digest).await?;
+    for i in 0..4 {
+        let api = net.api(i)?;
+        wait_until("both approvals seen by every founder", WAIT, || async {
+            Ok(api
+                .proposals()
+                .await?
+                .iter()
+                .any(|p| p.digest == digest && p.signers.len() == 2))
+        })
+        .await?;
+    }
+    assert_eq!(
+        versions(&net).await?,
+        vec![1, 1, 1, 1],
+        "2 of 3 is not enough"
+    );
+    let lacking = net.api(0)?.proposals().await?[0]
+        .lacking
+        .clone()
+        .unwrap_or_default();
+    assert!(lacking.contains("2 of the 3"), "{lacking}");
+
+    // The third applies it everywhere within seconds.
+    let started = std::time::Instant::now();
+    let signed = net.api(3)?.sign_proposal(&digest).await?;
+    assert!(signed.ready, "{signed:?}");
+    wait_until("version 2 on every founder", WAIT, || async {
+        Ok(versions(&net).await? == vec![2, 2, 2, 2])
+    })
+    .await?;
+    let spread = started.elapsed();
+    eprintln!("charter version 2 applied on 4 founders {spread:?} after the 3rd approval");
+    assert!(spread < std::time::Duration::from_secs(10), "{spread:?}");
+    for i in 0..4 {
+        assert!(
+            net.api(i)?.proposals().await?.is_empty(),
+            "obsolete proposal dropped"
+        );
+        let applied = net
+            .api(i)?
+            .provenance(None, Some(RecordKind::CharterApplied))
+            .await?;
+        assert_eq!(
+            applied.iter().filter_map(|r| r.version).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+    let history = net.api(1)?.federation_history().await?;
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].signed_by_previous.len(), 3);
+
+    // Suzhou connects now, placed in the charter's region.
+    city.node()?.net().dial(boot.clone()).await?;
+    let city_id = city_key.peer_id().to_string();
+    wait_until("Suzhou connected to Shanghai as 320500", WAIT, || async {
+        Ok(net
+            .api(0)?
+            .peers()
+            .await?
+            .iter()
+            .any(|p| p.peer_id == city_id && p.region.map(Region::code) == Some(320500)))
+    })
+    .await?;
+
+    // Version 3 removes Suzhou: applied by 3 founders' signatures through the API, and Suzhou is
+    // cut off from every founder within seconds.
+    let current = net.api(0)?.federation().await?;
+    let suzhou_id = current
+        .members
+        .iter()
+        .find(|m| m.region.code() == 320500)
+        .map(|m| m.member_id.clone())
+        .expect("Suzhou listed");
+    let v2_signed = net.api(0)?.federation_version(2).await?;
+    let v3 = v2_signed.document.next(
+        &[Change::RemoveMember(suzhou_id)],
+        "2026-03-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut v3 = SignedCharter::draft(v3);
+    for k in &keys[1..4] {
+        v3.sign(k.signing_key())?;
+    }
+    let started = std::time::Instant::now();
+    net.api(0)?.apply_charter(&v3).await?;
+    wait_until("Suzhou disconnected from every founder", WAIT, || async {
+        for i in 0..4 {
+            if net
+                .api(i)?
+                .peers()
+                .await?
+                .iter()
+                .any(|p| p.peer_id == city_id)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(versions(&net).await? == vec![3, 3, 3, 3])
+    })
+    .await?;
+    let cut = started.elapsed();
+    eprintln!("removed member cut off from 4 founders {cut:?} after apply");
+    assert!(cut < std::time::Duration::from_secs(10), "{cut:?}");
+    // Its later attempts are refused at the gate.
+    let refused = net.api(1)?.health().await?.refused_connections;
+    let _ = city
+        .node()?
+        .net()
+        .dial(net.nodes[1].tcp_address().await?)
+        .await;
+    wait_until("Suzhou's new connection refused", WAIT, || async {
+        Ok(net.api(1)?.health().await?.refused_connections > refused)
+    })
+    .await?;
+    assert!(
+        !net.api(1)?
+            .peers()
+            .await?
+            .iter()
+            .any(|p| p.peer_id == city_id),
+        "not admitted again"
+    );
+    // An operator's second apply of an applied version only adds its signatures; another
+    // document of an older version is a rollback, named.
+    net.api(2)?.apply_charter(&genesis_signed).await?;
+    let mut other_v2 = v2_signed.clone();
+    other_v2.document.issued = "2026-02-02T00:00:00Z".into();
+    let e = net
+        .api(2)?
+        .apply_charter(&other_v2)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("409") && e.contains("rollback"), "{e}");
+
+    city.stop().await?;
+    net.stop_all().await
+}
+
+/// What the hostile member claims and serves, changed by the test as it goes.
+#[derive(Default)]
+struct Script {
+    /// The charter version its heads claim, and the digest (changed with each lie, or the
+    /// node does not ask again).
+    claim: u64,
+    claim_digest: String,
+    /// What it serves for any version asked.
+    serve: Option<SignedCharter>,
+    /// The proposals it lists and serves.
+    proposals: Vec<SignedCharter>,
+}
+
+fn serve(script: &std::sync::Mutex<Script>, charter: SignedCharter, digest: &str) {
+    if let Ok(mut s) = script.lock() {
+        s.serve = Some(charter);
+        s.claim_digest = digest.repeat(32);
+    }
+}
+
+fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::hostile::Behaviour {
+    use yrd_node::model::message::{CharterHead, ProposalHead, Request, Response};
+    use yrd_node::model::refusal::RefusalCode;
+    std::sync::Arc::new(move |request: &Request| {
+        let s = script.lock().ok()?;
+        let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
+        Some(match request {
+            Request::Heads => Response::Heads {
+                catalogues: Vec::new(),
+                schemas: Vec::new(),
+                charter: Some(CharterHead {
+                    version: s.claim,
+                    digest: s.claim_digest.clone(),
+                }),
+            },
+            Request::Charter { .. } if s.serve.is_some() => Response::Charter {
+                charter: Box::new(s.serve.clone()?),
+            },
+            Request::CharterProposals => Response::CharterProposals {
+                proposals: s
+                    .proposals
+                    .iter()
+                    .map(|p| ProposalHead {
+                        digest: digest(p),
+                        version: p.document.version,
+                        // More than it serves: pulled once per claim all the same.
+                        signatures: 3,
+                    })
+                    .collect(),
+            },
+            Request::CharterProposal { digest: d } => Response::CharterProposal {
+                charter: Box::new(s.proposals.iter().find(|p| &digest(p) == d)?.clone()),
+            },
+            _ => Response::Error {
+                code: RefusalCode::NotFound,
+                message: "nothing here".into(),
+            },
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use yrd_node::model::charter::Change;
+    use yrd_node::node::charter_sync::MAX_PROPOSALS_PER_PEER;
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, h, b) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    // The hostile member's NodeInfo says Anhui: the charter agrees, so only its charters lie.
+    let doc = genesis(
+        vec![
+            member(&a, 310000, 1)?,
+            member(&b, 320000, 2)?,
+            member(&h, 340000, 3)?,
+        ],
+        2,
+    );
+    let mut g = SignedCharter::draft(doc);
+    g.sign(a.signing_key())?;
+    g.sign(b.signing_key())?;
+    let path = root.path().join("charter.json");
+    std::fs::write(&path, g.to_json_pretty()?)?;
+    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
+    node.edit_config(|c| {
+        c.federation.charter = Some(path.clone());
+        c.sync.anti_entropy_secs = 1;
+    })?;
+    node.start().await?;
+    let api = node.api()?;
+    let script = Arc::new(Mutex::new(Script {
+        claim: 1,
+        ..Script::default()
+    }));
+    let hostile = HostileMember::start(h.clone(), &node, scripted(script.clone())).await?;
+
+    let adding = |n: usize| -> Result<Charter> {
+        let mut m = member(&NodeKey::generate(), 320500, 10 + n)?;
+        m.role = Role::Member;
+        Ok(g.document.next(
+            &[Change::AddMember(m)],
+            "2026-02-01T00:00:00Z".into(),
+            "2099-01-01T00:00:00Z".into(),
+        )?)
+    };
+    let refused_with = |code: &'static str| {
+        let api = api.clone();
+        async move {
+            wait_until(&format!("a refusal naming {code}"), WAIT, || async {
+                let records = api.provenance(None, Some(RecordKind::Refused)).await?;
+                Ok(records.iter().any(|r| {
+                    r.cause
+                        .as_deref()
+                        .is_some_and(|c| c.contains(&format!("({code})")))
+                }))
+            })
+            .await
+        }
+    };
+
+    // A flood of proposals: it introduces at most 4, the rest refused.
+    script.lock().unwrap().proposals = (0..40)
+        .map(|n| adding(n).map(SignedCharter::draft))
+        .collect::<Result<_>>()?;
+    wait_until("the flood bounded", WAIT, || async {
+        Ok(api.proposals().await?.len() == MAX_PROPOSALS_PER_PEER)
+    })
+    .await?;
+    wait_until("the proposal over its bound refused", WAIT, || async {
+        let records = api.provenance(None, Some(RecordKind::Refused)).await?;
+        Ok(records.iter().any(|r| {
+            r.cause
+                .as_deref()
+                .is_some_and(|c| c.contains("introduced 4 proposals"))
+        }))
+    })
+    .await?;
+    // Each was pulled once, though it claims signatures it never serves: the node moved on
+    // from the first four to the rest rather than asking for those again each round.
+    let pulled = hostile.seen("charter-proposal");
+    assert!((5..=40).contains(&pulled), "{pulled} pulls");
+    script.lock().unwrap().proposals.clear();
+
+    // Version 3 served for version 2: skipped.
+    let mut skip = SignedCharter::draft(adding(100)?);
+    skip.document.version = 3;
+    {
+        let mut s = script.lock().unwrap();
+        s.claim = 2;
+        s.claim_digest = "01".repeat(32);
+        s.serve = Some(skip);
+    }
+    refused_with("skipped-version").await?;
+    // Another version 1, signed by nobody: a rollback.
+    let mut other_genesis = SignedCharter::draft(g.document.clone());
+    other_genesis.document.federation.name = "另一个联盟".into();
+    // Asked again only once its claim changes.
+    let served = hostile.seen("charter");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        hostile.wait_seen("charter", served + 1),
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("asked again under the same claim"))?;
+    serve(&script, other_genesis, "02");
+    refused_with("rollback").await?;
+    // Over 1 MiB.
+    let mut huge = SignedCharter::draft(adding(101)?);
+    let filler = huge.document.members[0].clone();
+    for _ in 0..1500 {
+        let mut m = filler.clone();
+        m.organisation = "𠀀".repeat(200);
+        huge.document.members.push(m);
+    }
+    serve(&script, huge, "03");
+    refused_with("too-large").await?;
+    // Version 2 below the threshold: one founder signed.
+    let mut thin = SignedCharter::draft(adding(102)?);
+    thin.sign(a.signing_key())?;
+    serve(&script, thin, "04");
+    refused_with("below-threshold-previous").await?;
+    assert_eq!(api.federation().await?.charter.version, 1);
+
+    // A valid version 2 is applied; the flood's proposals are obsolete and dropped.
+    let mut v2 = SignedCharter::draft(adding(103)?);
+    v2.sign(a.signing_key())?;
+    v2.sign(b.signing_key())?;
+    serve(&script, v2, "05");
+    wait_until("version 2 applied", WAIT, || async {
+        Ok(api.federation().await?.charter.version == 2)
+    })
+    .await?;
+    assert_eq!(api.federation().await?.proposals, 0);
+
+    // Another validly signed version 2, served for version 3: equivocation, both kept.
+    let mut v2b = SignedCharter::draft(adding(104)?);
+    v2b.sign(a.signing_key())?;
+    v2b.sign(b.signing_key())?;
+    {
+        let mut s = script.lock().unwrap();
+        s.claim = 3;
+        s.claim_digest = "06".repeat(32);
+        s.serve = Some(v2b);
+    }
+    wait_until("the equivocation seen", WAIT, || async {
+        Ok(api.federation().await?.charter.state == "equivocated")
+    })
+    .await?;
+    let alarms = api
+        .provenance(None, Some(RecordKind::CharterEquivocation))
+        .await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].version, Some(2));
+    let metrics = api.raw().get_text("/metrics").await?;
+    for line in [
+        "yrd_charter_version 2",
+        "yrd_charter_equivocated 1",
+        "yrd_charter_proposals 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
+
+    hostile.shutdown().await;
+    // Both documents were kept: after a restart the node is still equivocated, on version 2.
+    node.restart().await?;
+    let after = node.api()?.federation().await?.charter;
+    assert_eq!((after.version, after.state.as_str()), (2, "equivocated"));
+    node.stop().await?;
+    Ok(())
 }

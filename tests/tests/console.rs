@@ -24,13 +24,16 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use yrd_node::api::exchange::ApproveBody;
+use yrd_node::identity::NodeKey;
 use yrd_node::model::catalogue::ShareType;
+use yrd_node::model::charter::SignedCharter;
 use yrd_node::model::message::RequestStatus;
 use yrd_node::model::provenance::ProvenanceRecord;
 use yrd_node::model::provenance::{EvidenceBundle, RecordKind};
 use yrd_node::model::query::{AccessMode, FieldValue};
 use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::TransferStatus;
+use yrd_tests::charter::{founders, genesis, member};
 use yrd_tests::fixtures::{
     COND, COND_CONDITIONS, DEMAND, FIELDS, SECRET, SECRET_REASON, STANDARD, WITHHELD,
     WITHHELD_REASON, offer, provider, publish_sample_version, request_body,
@@ -456,8 +459,9 @@ async fn check_assets(base: &str) -> Result<()> {
 // ------------------------------------------------------------------------------------------------
 // The test
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_drives_a_conditional_exchange_in_a_real_browser() -> Result<()> {
+/// Whether chromium or chromedriver is missing (the test is then skipped, said on stderr); an
+/// error instead when `YRD_REQUIRE_BROWSER=1`.
+fn browser_missing() -> Result<bool> {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
         .filter(|p| !Path::new(p).exists())
@@ -473,6 +477,14 @@ async fn console_drives_a_conditional_exchange_in_a_real_browser() -> Result<()>
             "console browser test skipped: {missing:?} not found (apt-get install chromium \
              chromium-driver; YRD_REQUIRE_BROWSER=1 makes this a failure)"
         );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_drives_a_conditional_exchange_in_a_real_browser() -> Result<()> {
+    if browser_missing()? {
         return Ok(());
     }
     let shots = std::env::var_os("YRD_CONSOLE_SCREENSHOTS").map(|d| {
@@ -993,5 +1005,93 @@ async fn queries(net: &TestNet, b: &Browser) -> Result<()> {
         .await?;
     b.click_on("[data-testid=calls-submit]").await?;
     b.wait_for("[data-testid=calls-none]", &[]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_the_charter_and_signs_a_proposal() -> Result<()> {
+    if browser_missing()? {
+        return Ok(());
+    }
+    let root = tempfile::tempdir()?;
+    let keys: Vec<NodeKey> = (0..2).map(|_| NodeKey::generate()).collect();
+    let members = vec![member(&keys[0], 310000, 1)?, member(&keys[1], 320000, 2)?];
+    let mut g = SignedCharter::draft(genesis(members, 2));
+    for k in &keys {
+        g.sign(k.signing_key())?;
+    }
+    let nodes = founders(root.path(), &keys, &g).await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let browser = Browser::start(None).await?;
+    let outcome = charter_flow(&net, &g, &browser).await;
+    browser.quit().await;
+    net.stop_all().await?;
+    outcome
+}
+
+/// Shanghai's operator sees the members by region and a proposal lacking both signatures, signs
+/// it with the button; once Jiangsu signs too it is applied and the history shows version 2.
+async fn charter_flow(net: &TestNet, g: &SignedCharter, b: &Browser) -> Result<()> {
+    use yrd_node::model::charter::{Change, Role};
+    let node = &net.nodes[0];
+    let url = node.api_url()?;
+    let mut city = member(&NodeKey::generate(), 320500, 9)?;
+    city.role = Role::Member;
+    let v2 = g.document.next(
+        &[Change::AddMember(city)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let digest = net
+        .api(0)?
+        .submit_proposal(&SignedCharter::draft(v2))
+        .await?
+        .digest;
+    b.goto(&format!("{url}/")).await?;
+    b.fill("#login-token", &node.token()?).await?;
+    b.click_on("#login-submit").await?;
+    b.wait_for("[data-testid=node-id]", &[]).await?;
+    b.goto(&format!("{url}/#/federation")).await?;
+    b.wait_for(
+        "[data-testid=federation-state]",
+        &["测试联盟", "有效", "2 名创始成员"],
+    )
+    .await?;
+    b.wait_for(
+        "table[data-testid=members]",
+        &["310000", "320000", "创始成员"],
+    )
+    .await?;
+    b.wait_for("tr[data-testid=proposal]", &[&digest[..16], "0 of the 2"])
+        .await?;
+    b.click_on("[data-testid=proposal-sign]").await?;
+    b.wait_for("[data-testid=flash-ok]", &[&digest[..16]])
+        .await?;
+    b.wait_for("tr[data-testid=proposal]", &["1 of the 2"])
+        .await?;
+    // Jiangsu signs on its own node: the proposal is applied on both.
+    let js = net.api(1)?;
+    wait_until("Jiangsu holds the signed proposal", WAIT, || async {
+        Ok(js
+            .proposals()
+            .await?
+            .iter()
+            .any(|p| p.digest == digest && p.signers.len() == 1))
+    })
+    .await?;
+    js.sign_proposal(&digest).await?;
+    let sh = net.api(0)?;
+    wait_until("version 2 in force in Shanghai", WAIT, || async {
+        Ok(sh.federation().await?.charter.version == 2)
+    })
+    .await?;
+    b.goto(&format!("{url}/#/overview")).await?;
+    b.goto(&format!("{url}/#/federation")).await?;
+    b.wait_for("[data-testid=proposals-none]", &[]).await?;
+    b.wait_for("tr[data-testid=charter-version]", &["2", &digest[..16]])
+        .await?;
+    b.wait_for("table[data-testid=members]", &["320500"])
+        .await?;
     Ok(())
 }

@@ -93,6 +93,7 @@ async fn standards_a_member_lists_and_never_serves_do_not_hold_up_sync_with_othe
         a,
         Arc::new(move |r| match r {
             Request::Heads => Some(Response::Heads {
+                charter: None,
                 catalogues: Vec::new(),
                 schemas: fake.clone(),
             }),
@@ -126,6 +127,7 @@ async fn a_sequence_claimed_for_another_member_and_never_served_does_not_block_i
         a,
         Arc::new(move |r| match r {
             Request::Heads => Some(Response::Heads {
+                charter: None,
                 catalogues: vec![Head {
                     publisher: b_id.clone(),
                     sequence: 1 << 60,
@@ -172,6 +174,7 @@ async fn catalogue_entries_a_member_lists_and_never_serves_do_not_hold_up_sync()
         a,
         Arc::new(move |r| match r {
             Request::Heads => Some(Response::Heads {
+                charter: None,
                 catalogues: listed.clone(),
                 schemas: Vec::new(),
             }),
@@ -292,6 +295,7 @@ async fn a_member_serving_standards_beyond_its_quota_gets_only_the_quota_kept() 
         a,
         Arc::new(move |r| match r {
             Request::Heads => Some(Response::Heads {
+                charter: None,
                 catalogues: Vec::new(),
                 schemas: listed.clone(),
             }),

@@ -87,6 +87,33 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         health.refusal_records_dropped,
     );
 
+    if let Some((version, expires, proposals, equivocated)) = node.charter_metrics() {
+        m.one(
+            "yrd_charter_version",
+            "gauge",
+            "The federation charter version in force.",
+            version,
+        );
+        m.one(
+            "yrd_charter_expires_timestamp_seconds",
+            "gauge",
+            "When the charter in force expires (unix seconds); alert well before it.",
+            u64::try_from(expires).unwrap_or(0),
+        );
+        m.one(
+            "yrd_charter_proposals",
+            "gauge",
+            "Proposals of the next charter version held (at most 32).",
+            proposals as u64,
+        );
+        m.one(
+            "yrd_charter_equivocated",
+            "gauge",
+            "1 when two validly signed documents of one charter version were seen (no new grants).",
+            u64::from(equivocated),
+        );
+    }
+
     // A database that cannot be read makes yrd_up 0 and the families read from it 0; the scrape
     // itself still answers, so the alert on yrd_up can fire.
     let mut store_ok = health.store_ok;

@@ -14,6 +14,7 @@ use axum::routing::MethodFilter;
 
 use crate::identity::AdminToken;
 use crate::model::catalogue::{Catalogue, CatalogueEntry, Demand, OfferInput, SchemaDoc, Withheld};
+use crate::model::charter::SignedCharter;
 use crate::model::exchange::{Denial, Grant, Manifest, Receipt};
 use crate::model::provenance::{
     Alarm, EvidenceBundle, ProvenanceRecord, Query as LogQuery, VerifiedBundle,
@@ -21,17 +22,19 @@ use crate::model::provenance::{
 use crate::model::signed::{AnySigned, Signed, Verified};
 use crate::node::access::RequestRecord;
 use crate::node::catalogue::{MatchReport, SearchHit, SearchQuery};
+use crate::node::charter_sync::ProposalView;
 use crate::node::clients::{ClientView, NewClient};
 use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 use crate::node::query::{QueryInput, QueryOutcome};
 use crate::node::schemas::SchemaSummary;
 use crate::node::transfer::{Subscription, TransferView};
-use crate::node::{Health, Node, NodeView, PeerView};
+use crate::node::{CharterVersionView, FederationView, Health, Node, NodeView, PeerView};
 use openapi::{ApiBuilder, Doc};
 
 mod auth;
 mod error;
 pub mod exchange;
+mod federation;
 pub mod metrics;
 pub mod openapi;
 pub mod provenance;
@@ -61,6 +64,7 @@ struct ApiState {
 fn routes() -> ApiBuilder {
     use MethodFilter as M;
     use exchange as x;
+    use federation as f;
     use provenance as p;
     use routes as r;
     ApiBuilder::new()
@@ -610,6 +614,85 @@ fn routes() -> ApiBuilder {
             )
             .body::<p::ResolveBody>()
             .cli("yrd provenance resolve"),
+        )
+        // The federation charter.
+        .route(
+            M::GET,
+            "/api/v1/federation",
+            f::view,
+            Doc::new::<FederationView>(
+                "federation",
+                "federation",
+                "The charter in force: state, policy, members with region, role and keys",
+            ),
+        )
+        .route(
+            M::GET,
+            "/api/v1/federation/history",
+            f::history,
+            Doc::new::<Vec<CharterVersionView>>(
+                "federationHistory",
+                "federation",
+                "Every charter version applied: number, digest, times, who signed",
+            )
+            .cli("yrd federation history"),
+        )
+        .route(
+            M::GET,
+            "/api/v1/federation/versions/{version}",
+            f::version,
+            Doc::new::<SignedCharter>(
+                "federationVersion",
+                "federation",
+                "One applied charter version, with every signature held",
+            ),
+        )
+        .route(
+            M::GET,
+            "/api/v1/federation/proposals",
+            f::proposals,
+            Doc::new::<Vec<ProposalView>>(
+                "federationProposals",
+                "federation",
+                "Proposals of the next charter version held, with what each lacks",
+            )
+            .cli("yrd federation proposals"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/federation/proposals",
+            f::submit,
+            Doc::new::<ProposalView>(
+                "federationSubmit",
+                "federation",
+                "Submit a proposal (a draft or a signed copy): stored, merged, gossiped, applied once signed enough",
+            )
+            .body::<SignedCharter>()
+            .status(201)
+            .cli("yrd federation submit"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/federation/proposals/{digest}/sign",
+            f::sign,
+            Doc::new::<ProposalView>(
+                "federationSign",
+                "federation",
+                "Sign a proposal held with this node's key (409 if the key is not a signer)",
+            )
+            .cli("yrd federation approve"),
+        )
+        .route(
+            M::POST,
+            "/api/v1/federation/apply",
+            f::apply,
+            Doc::new::<CharterVersionView>(
+                "federationApply",
+                "federation",
+                "Apply a fully signed next charter version (refused naming the rule broken)",
+            )
+            .body::<SignedCharter>()
+            .cli("yrd federation apply"),
         )
         .route(
             M::GET,

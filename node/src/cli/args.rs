@@ -182,8 +182,9 @@ pub enum Command {
         #[arg(long, value_name = "DIGEST")]
         genesis: Option<String>,
     },
-    /// The federation charter, offline: propose a version, sign it, assemble signatures, verify
-    /// a chain, show one (docs/charter.md).
+    /// The federation charter: offline (propose a version, sign it, assemble signatures, verify
+    /// a chain, show one) and on the running node (history, proposals, submit, approve, apply);
+    /// docs/charter.md.
     #[command(subcommand)]
     Federation(FederationCommand),
     /// Simulate a network of N real nodes in this process, driven by a scenario file.
@@ -203,7 +204,8 @@ pub enum Command {
     },
 }
 
-/// `yrd federation …`: the charter's verbs, all offline (files in, files out).
+/// `yrd federation …`: the charter's verbs; offline ones take and write files, online ones talk
+/// to the running node.
 #[derive(Debug, Subcommand)]
 pub enum FederationCommand {
     /// Write a draft charter (no signatures): a genesis (--genesis) or version N+1 of --from.
@@ -246,6 +248,27 @@ pub enum FederationCommand {
     Show {
         /// A charter file.
         file: Option<PathBuf>,
+    },
+    /// The running node's applied charter versions: number, digest, expiry, who signed.
+    History,
+    /// The proposals of the next version the running node holds, and what each lacks.
+    Proposals,
+    /// Give the running node a proposal (a draft or a signed copy): it stores it, merges its
+    /// signatures, gossips it, and applies it once signed enough.
+    Submit {
+        /// The charter file.
+        file: PathBuf,
+    },
+    /// Make the running node sign a proposal it holds with its own key (refused unless the key
+    /// is a signer of the proposal or of the version in force).
+    Approve {
+        /// The proposal's digest (`yrd federation proposals`).
+        digest: String,
+    },
+    /// Apply a fully signed next version on the running node (it then spreads to the others).
+    Apply {
+        /// The charter file.
+        file: PathBuf,
     },
 }
 

@@ -1,12 +1,13 @@
-//! The charter verbs of the CLI, all offline: `federation propose|sign|assemble|verify|show`.
-//! Files in, files out; the rules are `model::charter`'s.
+//! The charter verbs of the CLI: offline, `federation propose|sign|assemble|verify|show` (files
+//! in, files out; the rules are `model::charter`'s); online, `federation
+//! history|proposals|submit|approve|apply` (the running node's API).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::output::print_json;
-use super::{Cli, CliError, FederationCommand, ProposeArgs, table};
+use super::{Cli, CliError, FederationCommand, ProposeArgs, client, table};
 use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::{self, NodeKey};
 use crate::model::charter::{
@@ -14,10 +15,44 @@ use crate::model::charter::{
     Role, SignedCharter, key_from_text,
 };
 use crate::model::region::Region;
+use crate::node::CharterVersionView;
+use crate::node::charter_sync::ProposalView;
 
 /// Runs one `yrd federation` verb.
-pub(super) fn federation(cli: &Cli, cmd: &FederationCommand) -> Result<(), CliError> {
+pub(super) async fn federation(cli: &Cli, cmd: &FederationCommand) -> Result<(), CliError> {
     match cmd {
+        FederationCommand::History => history(cli).await,
+        FederationCommand::Proposals => proposals(cli).await,
+        FederationCommand::Submit { file } => {
+            let charter = read_charter(file)?;
+            let view: ProposalView = client(cli)?
+                .post("/api/v1/federation/proposals", &charter)
+                .await?;
+            print_proposal(cli, &view)
+        }
+        FederationCommand::Approve { digest } => {
+            let view: ProposalView = client(cli)?
+                .post(
+                    &format!("/api/v1/federation/proposals/{digest}/sign"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print_proposal(cli, &view)
+        }
+        FederationCommand::Apply { file } => {
+            let charter = read_charter(file)?;
+            let applied: CharterVersionView = client(cli)?
+                .post("/api/v1/federation/apply", &charter)
+                .await?;
+            if cli.json {
+                return print_json(&applied);
+            }
+            println!(
+                "charter version {} in force ({})",
+                applied.version, applied.digest
+            );
+            Ok(())
+        }
         FederationCommand::Propose(args) => propose(cli, args),
         FederationCommand::Sign {
             file,
@@ -558,6 +593,77 @@ fn show(cli: &Cli, file: Option<&Path>) -> Result<(), CliError> {
             &["REGION", "ROLE", "MEMBER ID", "ORGANISATION", "PEER"],
             &rows
         )
+    );
+    Ok(())
+}
+
+async fn history(cli: &Cli) -> Result<(), CliError> {
+    let list: Vec<CharterVersionView> = client(cli)?.get("/api/v1/federation/history").await?;
+    if cli.json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                v.digest.chars().take(16).collect(),
+                v.issued.clone(),
+                v.expires.clone(),
+                v.members.to_string(),
+                if v.signed_by_previous.is_empty() {
+                    v.signed_by_own.join(" ")
+                } else {
+                    v.signed_by_previous.join(" ")
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "VERSION",
+                "DIGEST",
+                "ISSUED",
+                "EXPIRES",
+                "MEMBERS",
+                "SIGNED BY"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+async fn proposals(cli: &Cli) -> Result<(), CliError> {
+    let list: Vec<ProposalView> = client(cli)?.get("/api/v1/federation/proposals").await?;
+    if cli.json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no proposals held");
+    }
+    for p in &list {
+        print_proposal(cli, p)?;
+    }
+    Ok(())
+}
+
+fn print_proposal(cli: &Cli, p: &ProposalView) -> Result<(), CliError> {
+    if cli.json {
+        return print_json(p);
+    }
+    println!(
+        "{}  version {}  {} member(s)  {} signature(s)  {}",
+        p.digest,
+        p.version,
+        p.members,
+        p.signers.len(),
+        match &p.lacking {
+            None => "ready".to_string(),
+            Some(l) => format!("not yet: {l}"),
+        }
     );
     Ok(())
 }

@@ -188,7 +188,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Clients(cmd) => exchange::clients(&cli, cmd).await,
         Command::Provenance(cmd) => provenance::provenance(&cli, cmd).await,
         Command::Verify { file, genesis } => provenance::verify(&cli, file, genesis.as_deref()),
-        Command::Federation(cmd) => federation::federation(&cli, cmd),
+        Command::Federation(cmd) => federation::federation(&cli, cmd).await,
         Command::Sim {
             scenario,
             nodes,

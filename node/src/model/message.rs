@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::catalogue::{Catalogue, SchemaDoc};
+use crate::model::charter::SignedCharter;
 use crate::model::exchange::{AccessRequest, Denial, Grant, Receipt, Revocation};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{Cosignature, TreeHead};
@@ -73,6 +74,40 @@ pub enum Request {
         /// The later size.
         new_size: u64,
     },
+    /// Ask for one applied version of the federation charter, with every signature known.
+    Charter {
+        /// The version.
+        version: u64,
+    },
+    /// Ask which proposals of the charter's next version the peer holds (at most 32).
+    CharterProposals,
+    /// Ask for one proposal of the charter's next version, by the digest of its document.
+    CharterProposal {
+        /// Lowercase hex BLAKE3 of the proposal's document (what its signatures cover).
+        digest: String,
+    },
+}
+
+/// The charter version a peer has in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CharterHead {
+    /// The version in force.
+    pub version: u64,
+    /// Its digest.
+    pub digest: String,
+}
+
+/// A proposal of the charter's next version a peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalHead {
+    /// Digest of its document.
+    pub digest: String,
+    /// The version it proposes.
+    pub version: u64,
+    /// Signatures it carries that verify over its document.
+    pub signatures: u32,
 }
 
 /// Where an access request stands.
@@ -124,6 +159,10 @@ pub enum Response {
         catalogues: Vec<Head>,
         /// Standards.
         schemas: Vec<SchemaHead>,
+        /// The federation charter version in force, when the peer runs on one (absent from
+        /// peers older than live charters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        charter: Option<CharterHead>,
     },
     /// A catalogue snapshot.
     Catalogue {
@@ -158,6 +197,21 @@ pub enum Response {
         /// The proof.
         proof: Vec<String>,
     },
+    /// An applied charter version.
+    Charter {
+        /// The signed charter, with every signature the peer holds.
+        charter: Box<SignedCharter>,
+    },
+    /// The proposals of the charter's next version the peer holds (at most 32).
+    CharterProposals {
+        /// One per proposal.
+        proposals: Vec<ProposalHead>,
+    },
+    /// One proposal of the charter's next version.
+    CharterProposal {
+        /// The draft with the signatures the peer holds.
+        charter: Box<SignedCharter>,
+    },
     /// The request was refused or failed; `code` is machine-readable, `message` for people.
     Error {
         /// Why, machine-readable (docs/protocol.md, "Refusal codes").
@@ -190,5 +244,21 @@ pub enum Announcement {
         version: String,
         /// Content digest.
         digest: String,
+    },
+    /// A new federation charter version was applied.
+    Charter {
+        /// The version now in force.
+        version: u64,
+        /// Its digest.
+        digest: String,
+    },
+    /// A proposal of the charter's next version was made or gained signatures.
+    CharterProposal {
+        /// The version it proposes.
+        version: u64,
+        /// Digest of its document.
+        digest: String,
+        /// Signatures it now carries that verify over its document.
+        signatures: u32,
     },
 }

@@ -65,6 +65,12 @@ pub enum RecordKind {
     QueryAnswered,
     /// Provider: we refused a query (`cause` says why).
     QueryRefused,
+    /// A new version of the federation charter was applied: `version` is its number, `cause`
+    /// names its digest and who it came from (`counterparty`, absent when an operator applied it).
+    CharterApplied,
+    /// Two validly signed documents of one charter version were seen (`version`; `cause` names
+    /// both digests): nothing further is applied and no new grant issued until it is resolved.
+    CharterEquivocation,
 }
 
 impl RecordKind {

@@ -45,6 +45,9 @@ pub enum RefusalCode {
     UnknownField,
     /// Queries: a field asked for is not one the grant delivers.
     FieldNotGranted,
+    /// The requester is not a member of the federation (a key a new charter version removed,
+    /// asking on a connection still open).
+    NotMember,
     /// A code this build does not know.
     #[serde(other)]
     Unknown,
@@ -69,6 +72,7 @@ impl RefusalCode {
             RefusalCode::ModeNotGranted => "mode-not-granted",
             RefusalCode::UnknownField => "unknown-field",
             RefusalCode::FieldNotGranted => "field-not-granted",
+            RefusalCode::NotMember => "not-member",
             RefusalCode::Unknown => "unknown",
         }
     }
@@ -92,7 +96,7 @@ impl std::fmt::Display for RefusalCode {
 mod tests {
     use super::*;
 
-    const ALL: [RefusalCode; 16] = [
+    const ALL: [RefusalCode; 17] = [
         RefusalCode::NotFound,
         RefusalCode::NotShared,
         RefusalCode::GrantRequired,
@@ -108,6 +112,7 @@ mod tests {
         RefusalCode::ModeNotGranted,
         RefusalCode::UnknownField,
         RefusalCode::FieldNotGranted,
+        RefusalCode::NotMember,
         RefusalCode::Unknown,
     ];
 

@@ -1,7 +1,10 @@
 //! The federation charter in force on this node (docs/charter.md): the chain of versions applied
 //! (kept in the `charters` tree), the member set and each member key's region derived from it,
-//! and the recent NodeInfos refused for claiming another region than the charter binds. Owns
-//! its locks; nothing else holds these maps.
+//! the recent NodeInfos refused for claiming another region than the charter binds, the
+//! proposals of the next version held (`charter_proposals`) and the equivocations seen
+//! (`charter_equivocations`). Offering a version here applies and stores it; what follows on the
+//! network (the gate, records, gossip) is `charter_sync.rs`'s. Owns its locks; nothing else holds
+//! these maps.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -12,8 +15,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NodeError;
+use super::charter_sync::{ProposalPool, ProposalView};
 use crate::config::NodeConfig;
-use crate::model::charter::{CharterChain, CharterState, Offer, SignedCharter};
+use crate::model::charter::{
+    ChangePolicy, CharterChain, CharterError, CharterState, Offer, Role, SignedCharter,
+    VerifiedCharter,
+};
+use crate::model::message::{CharterHead, ProposalHead};
 use crate::model::region::Region;
 use crate::store::{RecordTree, Store};
 
@@ -70,6 +78,148 @@ pub(crate) struct FederationCharter {
     chain: RwLock<CharterChain>,
     peers: RwLock<HashMap<PeerId, Bound>>,
     contradictions: Mutex<VecDeque<RegionContradiction>>,
+    proposals: Mutex<ProposalPool>,
+    /// The head each peer claimed when it last served a version we refused.
+    refused: Mutex<HashMap<PeerId, CharterHead>>,
+    /// The signature count each peer claimed for a proposal when we last pulled it from there.
+    asked: Mutex<HashMap<(PeerId, String), u32>>,
+}
+
+/// Proposal claims remembered ([`FederationCharter::should_pull`]); forgotten all at once past it.
+const MAX_ASKED: usize = 4096;
+
+/// Peers whose refused head is remembered (only members reach it; bounded all the same).
+const MAX_REFUSED_HEADS: usize = 1024;
+
+/// One member of the charter in force, as `GET /api/v1/federation` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MemberView {
+    /// Its 统一社会信用代码.
+    pub member_id: String,
+    /// Organisation.
+    pub organisation: String,
+    /// The region the charter binds to its keys.
+    pub region: Region,
+    /// "310000 上海市 Shanghai".
+    pub region_label: String,
+    /// `founder`, `member` or `observer`.
+    pub role: Role,
+    /// Its keys (lowercase hex).
+    pub keys: Vec<String>,
+    /// The peer id of each key.
+    pub peers: Vec<String>,
+}
+
+/// The federation as `GET /api/v1/federation` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct FederationView {
+    /// The charter in force.
+    pub charter: CharterView,
+    /// Who signs the next version, and how many.
+    pub policy: ChangePolicy,
+    /// The members, this node included.
+    pub members: Vec<MemberView>,
+    /// Proposals of the next version held.
+    pub proposals: usize,
+}
+
+/// One applied version, as `GET /api/v1/federation/history` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CharterVersionView {
+    /// Its number.
+    pub version: u64,
+    /// Its digest.
+    pub digest: String,
+    /// When it was written.
+    pub issued: String,
+    /// When it expires.
+    pub expires: String,
+    /// Members listed.
+    pub members: usize,
+    /// Member ids of the previous version's signing role that signed it (empty at genesis).
+    pub signed_by_previous: Vec<String>,
+    /// Member ids of its own signing role that signed it.
+    pub signed_by_own: Vec<String>,
+}
+
+/// Both documents of an equivocation, as kept in `charter_equivocations`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct StoredEquivocation {
+    version: u64,
+    held: SignedCharter,
+    offered: SignedCharter,
+}
+
+/// What offering a charter version did, with what the node must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Offered {
+    /// The next version, now in force.
+    Applied {
+        /// Its number.
+        version: u64,
+        /// Its digest.
+        digest: String,
+    },
+    /// A version already applied; `added` new signatures kept.
+    Held {
+        /// Signatures added.
+        added: usize,
+    },
+    /// Another validly signed document of an applied version: kept as evidence; `first` when
+    /// no equivocation had been seen before.
+    Equivocation {
+        /// The version.
+        version: u64,
+        /// Digest of the document held.
+        held: String,
+        /// Digest of the other one.
+        offered: String,
+        /// The first equivocation seen.
+        first: bool,
+    },
+}
+
+/// Why a charter version or proposal was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// It broke a rule (the code names which).
+    #[error("{0}")]
+    Refused(#[from] CharterError),
+    /// Keeping it failed inside the node.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl ApplyError {
+    /// The rule's short name (`rollback`, `skipped-version` …), or `internal`.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            ApplyError::Refused(e) => e.code(),
+            ApplyError::Node(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApplyError {
+    fn from(e: crate::store::StoreError) -> ApplyError {
+        ApplyError::Node(e.into())
+    }
+}
+
+impl From<ApplyError> for NodeError {
+    fn from(e: ApplyError) -> NodeError {
+        match e {
+            ApplyError::Node(e) => e,
+            ApplyError::Refused(e) => match e {
+                CharterError::Rollback { .. }
+                | CharterError::SkippedVersion { .. }
+                | CharterError::Equivocated(_) => {
+                    NodeError::Conflict(format!("{} ({})", e, e.code()))
+                }
+                other => NodeError::invalid("charter", format!("{other} ({})", other.code())),
+            },
+        }
+    }
 }
 
 fn charter_key(version: u64) -> String {
@@ -121,11 +271,29 @@ impl FederationCharter {
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let chain = Self::chain(&file, stored, store, &path)?;
+        let mut chain = Self::chain(&file, stored, store, &path)?;
+        // An equivocation seen before a restart is seen again: its evidence is offered anew.
+        for (_, e) in store.records::<StoredEquivocation>(RecordTree::CharterEquivocations)? {
+            if let Ok(Offer::Equivocation(_)) = chain.offer(&e.offered) {
+                tracing::error!(
+                    version = e.version,
+                    "charter equivocation (kept from before)"
+                );
+            }
+        }
+        let mut proposals = ProposalPool::default();
+        for (key, stored) in store.records::<SignedCharter>(RecordTree::CharterProposals)? {
+            if proposals.add(chain.current(), None, stored).is_err() {
+                store.remove_record(RecordTree::CharterProposals, &key)?;
+            }
+        }
         let charter = FederationCharter {
             peers: RwLock::new(bound_peers(&chain)),
             chain: RwLock::new(chain),
             contradictions: Mutex::new(VecDeque::new()),
+            proposals: Mutex::new(proposals),
+            refused: Mutex::new(HashMap::new()),
+            asked: Mutex::new(HashMap::new()),
         };
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
@@ -311,6 +479,239 @@ impl FederationCharter {
                  until it is resolved"
             )),
         }
+    }
+
+    /// The version in force and its digest (for `heads` answers and announcements).
+    pub(crate) fn head(&self) -> CharterHead {
+        let chain = self.chain.read();
+        CharterHead {
+            version: chain.current().version(),
+            digest: chain.current().digest.clone(),
+        }
+    }
+
+    /// The version in force, verified.
+    pub(crate) fn current(&self) -> VerifiedCharter {
+        self.chain.read().current().clone()
+    }
+
+    /// An applied version, with every signature held.
+    pub(crate) fn signed(&self, version: u64) -> Option<SignedCharter> {
+        self.signed_in(&self.chain.read(), version)
+    }
+
+    /// Whether an equivocation was seen.
+    pub(crate) fn equivocated(&self) -> bool {
+        self.chain.read().equivocation().is_some()
+    }
+
+    /// Every applied version, genesis first.
+    pub(crate) fn history(&self) -> Vec<CharterVersionView> {
+        self.chain
+            .read()
+            .versions()
+            .iter()
+            .map(|v| CharterVersionView {
+                version: v.version(),
+                digest: v.digest.clone(),
+                issued: v.document().issued.clone(),
+                expires: v.document().expires.clone(),
+                members: v.document().members.len(),
+                signed_by_previous: v.signed_by_previous.clone(),
+                signed_by_own: v.signed_by_own.clone(),
+            })
+            .collect()
+    }
+
+    /// The federation: the view, the policy, every member.
+    pub(crate) fn federation(&self) -> FederationView {
+        let current = self.current();
+        let doc = current.document();
+        FederationView {
+            charter: self.view(),
+            policy: doc.policy.clone(),
+            members: doc
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    member_id: m.member_id.clone(),
+                    organisation: m.organisation.clone(),
+                    region: m.region,
+                    region_label: m.region.label(),
+                    role: m.role,
+                    keys: m.keys.iter().map(|k| k.public_key.clone()).collect(),
+                    peers: m
+                        .keys
+                        .iter()
+                        .filter_map(|k| k.peer_id().map(|p| p.to_string()))
+                        .collect(),
+                })
+                .collect(),
+            proposals: self.proposal_count(),
+        }
+    }
+
+    /// Offers a charter version to the chain. The next version that passes the rules is
+    /// applied and stored, the member map rebuilt and the proposals it makes obsolete dropped;
+    /// an applied one adds its new signatures; an equivocation is kept as evidence (both
+    /// documents) and blocks grants; anything else is refused with the rule's code.
+    pub(crate) fn offer(
+        &self,
+        store: &Store,
+        offered: &SignedCharter,
+    ) -> Result<Offered, ApplyError> {
+        let mut chain = self.chain.write();
+        let first = chain.equivocation().is_none();
+        match chain.offer(offered)? {
+            Offer::Applied { version } => {
+                let current = chain.current().clone();
+                store.put_record(
+                    RecordTree::Charters,
+                    &charter_key(version),
+                    &current.charter,
+                )?;
+                *self.peers.write() = bound_peers(&chain);
+                drop(chain);
+                self.asked.lock().clear();
+                let dropped = self.proposals.lock().drop_obsolete(version);
+                for digest in dropped {
+                    store.remove_record(RecordTree::CharterProposals, &digest)?;
+                }
+                Ok(Offered::Applied {
+                    version,
+                    digest: current.digest,
+                })
+            }
+            Offer::Held { version, added } => {
+                if added > 0 {
+                    if let Some(v) = self.signed_in(&chain, version) {
+                        store.put_record(RecordTree::Charters, &charter_key(version), &v)?;
+                    }
+                }
+                Ok(Offered::Held { added })
+            }
+            Offer::Equivocation(e) => {
+                drop(chain);
+                let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
+                let (held, other) = (digest(&e.held), digest(&e.offered));
+                if first {
+                    let kept = StoredEquivocation {
+                        version: e.version,
+                        held: e.held.clone(),
+                        offered: e.offered.clone(),
+                    };
+                    store.put_record(
+                        RecordTree::CharterEquivocations,
+                        &charter_key(e.version),
+                        &kept,
+                    )?;
+                }
+                Ok(Offered::Equivocation {
+                    version: e.version,
+                    held,
+                    offered: other,
+                    first,
+                })
+            }
+        }
+    }
+
+    fn signed_in(&self, chain: &CharterChain, version: u64) -> Option<SignedCharter> {
+        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        chain.versions().get(index).map(|v| v.charter.clone())
+    }
+
+    /// Takes a proposal of the next version (from `by`, or from an operator when `None`):
+    /// stored new, or its new signatures merged into the copy held. Returns its digest and
+    /// whether anything changed.
+    pub(crate) fn propose(
+        &self,
+        store: &Store,
+        by: Option<PeerId>,
+        proposal: SignedCharter,
+    ) -> Result<(String, bool), ApplyError> {
+        let current = self.current();
+        let mut pool = self.proposals.lock();
+        let (digest, changed) = pool.add(&current, by, proposal)?;
+        if changed {
+            if let Some(p) = pool.get(&digest) {
+                store.put_record(RecordTree::CharterProposals, &digest, p)?;
+            }
+        }
+        Ok((digest, changed))
+    }
+
+    /// Whether `peer` served a refused version while claiming `head`.
+    pub(crate) fn was_refused(&self, peer: PeerId, head: &CharterHead) -> bool {
+        self.refused.lock().get(&peer) == Some(head)
+    }
+
+    /// Remembers that `peer` served a refused version while claiming `head`.
+    pub(crate) fn note_refused(&self, peer: PeerId, head: CharterHead) {
+        let mut refused = self.refused.lock();
+        if refused.len() >= MAX_REFUSED_HEADS && !refused.contains_key(&peer) {
+            refused.clear();
+        }
+        refused.insert(peer, head);
+    }
+
+    /// Whether to pull proposal `digest` from `peer`, which claims `signatures` for it: we lack
+    /// it or hold fewer, and `peer` did not claim as many when we last pulled it from there (a
+    /// member announcing more signatures than it serves costs one pull per claim, not one per
+    /// announcement). A pull that is decided here is remembered; [`Self::pull_failed`] forgets
+    /// it.
+    pub(crate) fn should_pull(&self, peer: PeerId, digest: &str, signatures: u32) -> bool {
+        let lacking = self.proposal(digest).is_none_or(|held| {
+            u32::try_from(held.valid_signers().len()).unwrap_or(u32::MAX) < signatures
+        });
+        if !lacking {
+            return false;
+        }
+        let mut asked = self.asked.lock();
+        let key = (peer, digest.to_string());
+        if asked
+            .get(&key)
+            .is_some_and(|&claimed| claimed >= signatures)
+        {
+            return false;
+        }
+        if asked.len() >= MAX_ASKED {
+            asked.clear();
+        }
+        asked.insert(key, signatures);
+        true
+    }
+
+    /// A pull of `digest` from `peer` was not served: it may be asked again.
+    pub(crate) fn pull_failed(&self, peer: PeerId, digest: &str) {
+        self.asked.lock().remove(&(peer, digest.to_string()));
+    }
+
+    /// How many proposals are held.
+    pub(crate) fn proposal_count(&self) -> usize {
+        self.proposals.lock().len()
+    }
+
+    /// One proposal held, by digest.
+    pub(crate) fn proposal(&self, digest: &str) -> Option<SignedCharter> {
+        self.proposals.lock().get(digest).cloned()
+    }
+
+    /// The proposals held, as peers see them.
+    pub(crate) fn proposal_heads(&self) -> Vec<ProposalHead> {
+        self.proposals.lock().heads()
+    }
+
+    /// The proposals held, as operators see them (whether each is ready, or what it lacks).
+    pub(crate) fn proposal_views(&self) -> Vec<ProposalView> {
+        let current = self.current();
+        self.proposals.lock().views(&current)
+    }
+
+    /// A proposal whose signatures now pass the rules against the version in force.
+    pub(crate) fn ready_proposal(&self) -> Option<SignedCharter> {
+        let current = self.current();
+        self.proposals.lock().ready(&current)
     }
 
     /// The view for status.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod catalogue;
 mod charter;
+pub mod charter_sync;
 pub mod clients;
 pub mod counters;
 pub mod datasets;
@@ -16,7 +17,9 @@ pub mod schemas;
 mod sync;
 pub mod transfer;
 
-pub use charter::{CharterView, RegionContradiction};
+pub use charter::{
+    CharterVersionView, CharterView, FederationView, MemberView, RegionContradiction,
+};
 pub use error::{ErrorClass, NodeError};
 pub use peers::REFUSAL_RECORDS_PER_PEER_PER_HOUR;
 
@@ -635,6 +638,16 @@ impl Node {
                 request,
                 channel,
             } => {
+                // A key a new charter version removed may still have a connection open for a
+                // moment: nothing it asks is served.
+                if !self.inner.members.contains(&peer) {
+                    let refused = Response::Error {
+                        code: RefusalCode::NotMember,
+                        message: format!("peer {peer} is not a federation member"),
+                    };
+                    let _ = self.inner.net.respond(channel, refused).await;
+                    return;
+                }
                 if let Some(d) = self.answer_delay() {
                     // A simulated slow link: answer later, off the event path.
                     let node = self.clone();
@@ -685,6 +698,14 @@ impl Node {
                 request,
                 channel,
             } => {
+                if !self.inner.members.contains(&peer) {
+                    let refused = crate::model::query::QueryResponse::Refused {
+                        code: RefusalCode::NotMember,
+                        message: format!("peer {peer} is not a federation member"),
+                    };
+                    let _ = self.inner.net.respond_query(channel, refused).await;
+                    return;
+                }
                 // Queries sign and record: answered off the event path, a bounded number at
                 // once; beyond that the caller is told to retry.
                 let Ok(permit) = self.inner.queries.inbound.clone().try_acquire_owned() else {
@@ -795,6 +816,7 @@ impl Node {
                     })
                     .collect(),
                 schemas: self.inner.standards.heads(),
+                charter: self.charter_head(),
             },
             Request::GetCatalogue { publisher } => {
                 let found = publisher
@@ -811,6 +833,9 @@ impl Node {
                     ),
                 }
             }
+            Request::Charter { .. }
+            | Request::CharterProposals
+            | Request::CharterProposal { .. } => self.answer_charter(request),
             Request::GetSchema { id, version } => match self.schema_doc(&id, Some(&version)) {
                 Ok(s) => Response::Schema {
                     schema: Box::new(s),

@@ -297,6 +297,10 @@ impl Node {
                     Ok(())
                 }
             }
+            a @ (Announcement::Charter { .. } | Announcement::CharterProposal { .. }) => {
+                self.on_charter_announcement(source, a).await;
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::warn!(peer = %source, error = %e, "announced document refused");
@@ -424,7 +428,11 @@ impl Node {
     }
 
     /// One request of the sync, within [`Self::sync_request_timeout`].
-    async fn sync_request(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+    pub(crate) async fn sync_request(
+        &self,
+        peer: PeerId,
+        request: Request,
+    ) -> Result<Response, NodeError> {
         let timeout = self.sync_request_timeout();
         tokio::time::timeout(timeout, self.inner.net.request(peer, request))
             .await
@@ -458,13 +466,18 @@ impl Node {
     }
 
     async fn sync_heads(&self, peer: PeerId) -> Result<(), NodeError> {
-        let (catalogues, schemas) = match self.sync_request(peer, Request::Heads).await? {
+        let (catalogues, schemas, charter) = match self.sync_request(peer, Request::Heads).await? {
             Response::Heads {
                 catalogues,
                 schemas,
-            } => (catalogues, schemas),
+                charter,
+            } => (catalogues, schemas, charter),
             other => return Err(unexpected(peer, &other)),
         };
+        // The charter first: a new version may change who the members are.
+        if let Err(e) = self.sync_charter(peer, charter).await {
+            tracing::debug!(peer = %peer, error = %e, "charter not synced");
+        }
         let mut budget = self.config().sync.max_pulls_per_peer;
         // Catalogues first: each newer one is only a claim here, pulled on its own.
         for head in &catalogues {

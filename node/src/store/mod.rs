@@ -51,6 +51,11 @@ pub enum RecordTree {
     /// The federation charter versions applied, by version (20 digits, so key order is version
     /// order); a new tree, so no format change: an older database simply has none.
     Charters,
+    /// Proposals of the charter's next version held (drafts, partly signed), by the digest of
+    /// their document; obsolete ones go once a version is applied.
+    CharterProposals,
+    /// Charter equivocations seen (both documents of one version, as evidence), by version.
+    CharterEquivocations,
     /// Query calls counted against a daily quota, by grant id (or `peer/dataset` without one).
     QueryUsage,
     /// Scoped API clients, by name (their tokens only as hashes).
@@ -68,6 +73,8 @@ impl RecordTree {
             RecordTree::Derived => "derived",
             RecordTree::Receipts => "receipts",
             RecordTree::Charters => "charters",
+            RecordTree::CharterProposals => "charter_proposals",
+            RecordTree::CharterEquivocations => "charter_equivocations",
             RecordTree::QueryUsage => "query_usage",
             RecordTree::ApiClients => "api_clients",
         }

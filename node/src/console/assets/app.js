@@ -290,6 +290,7 @@ const PAGES = [
   ['deliveries', deliveriesPage],
   ['queries', queriesPage],
   ['alarms', alarmsPage],
+  ['federation', federationPage],
 ];
 
 async function start() {
@@ -1566,6 +1567,67 @@ function resolveForm(log) {
   }}}, h('h3', {}, t('alarms.resolveTitle', {log: short(log, 20)})),
   h('p', {class: 'muted small'}, t('alarms.resolveHelp')),
   field(t('alarms.note'), note), h('div', {class: 'actions'}, submit));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The federation charter: members by region, proposals with a sign action, history
+
+async function federationPage(section) {
+  let fed;
+  try {
+    fed = await get('/api/v1/federation');
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    section.append(empty(t('federation.none'), 'federation-none'));
+    return;
+  }
+  const [history, proposals] = await Promise.all([get('/api/v1/federation/history'),
+    get('/api/v1/federation/proposals')]);
+  const c = fed.charter;
+  section.append(h('p', {class: c.state === 'in-force' ? 'ok-text' : 'error-text', testid: 'federation-state'},
+    t('federation.summary', {name: c.name, id: c.federation, version: c.version,
+      state: t('federation.state.' + c.state), n: fed.policy.threshold, role: t('role.' + fed.policy.signers)}),
+    ' ', t('federation.expires'), ' ', time(c.expires)));
+  section.append(h('h2', {}, t('federation.members', {n: fed.members.length})));
+  const members = [...fed.members].sort((a, b) => String(a.region).localeCompare(String(b.region))
+    || a.member_id.localeCompare(b.member_id));
+  section.append(table([
+    {label: t('col.region'), cell: (m) => regionName(m.region)},
+    {label: t('federation.role'), cell: (m) => t('role.' + m.role)},
+    {label: t('federation.memberId'), cell: (m) => mono(m.member_id)},
+    {label: t('col.organisation'), cell: (m) => m.organisation},
+    {label: t('col.peer'), cell: (m) => h('ul', {class: 'plain'}, m.peers.map((p) => h('li', {}, mono(short(p, 16), p))))},
+  ], members, () => ({testid: 'member'}), 'members'));
+  section.append(h('h2', {}, t('federation.proposals', {n: proposals.length})));
+  if (proposals.length === 0) {
+    section.append(empty(t('federation.noProposals'), 'proposals-none'));
+  } else {
+    section.append(table([
+      {label: t('col.digest'), cell: (p) => mono(short(p.digest, 16), p.digest)},
+      {label: t('federation.version'), cell: (p) => String(p.version)},
+      {label: t('federation.signatures'), cell: (p) => String(p.signers.length)},
+      {label: t('col.status'), cell: (p) => (p.ready ? badge('ok', t('federation.ready'))
+        : h('span', {class: 'muted small'}, p.lacking || ''))},
+      {label: t('col.actions'), cell: (p) => {
+        const button = h('button', {type: 'button', class: 'primary', testid: 'proposal-sign'}, t('federation.sign'));
+        button.addEventListener('click', () => act(button, async () => {
+          await post('/api/v1/federation/proposals/' + encodeURIComponent(p.digest) + '/sign');
+          flash('ok', t('federation.signed', {digest: short(p.digest, 16)}), true);
+          render();
+        }));
+        return button;
+      }},
+    ], proposals, () => ({testid: 'proposal'}), 'proposals'));
+  }
+  section.append(h('h2', {}, t('federation.history')));
+  section.append(table([
+    {label: t('federation.version'), cell: (v) => String(v.version)},
+    {label: t('col.digest'), cell: (v) => mono(short(v.digest, 16), v.digest)},
+    {label: t('federation.issued'), cell: (v) => time(v.issued)},
+    {label: t('federation.expires'), cell: (v) => time(v.expires)},
+    {label: t('federation.memberCount'), cell: (v) => String(v.members)},
+    {label: t('federation.signedBy'), cell: (v) => (v.signed_by_previous.length ? v.signed_by_previous : v.signed_by_own).join(', ')},
+  ], [...history].reverse(), () => ({testid: 'charter-version'}), 'history'));
 }
 
 // ---------------------------------------------------------------------------------------------

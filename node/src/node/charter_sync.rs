@@ -1,0 +1,691 @@
+//! The federation charter on the network (docs/charter.md, "Live changes"): serving applied
+//! versions and proposals to peers, pulling newer versions a peer announces or lists in its
+//! heads (one at a time, a bounded number per peer and round), the proposals of the next version
+//! ([`ProposalPool`]: bounded in total and per peer, signatures of copies merged), and what
+//! applying a version does at once — the connection gate's member set replaced and removed keys
+//! disconnected, a `charter-applied` record, the new version announced. Refusals are recorded
+//! within the peer's refusal budget, naming the rule broken; an equivocation is an alarm record.
+
+use std::collections::BTreeMap;
+
+use libp2p::PeerId;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::charter::{ApplyError, CharterVersionView, FederationCharter, FederationView, Offered};
+use super::{Node, NodeError, unexpected};
+use crate::model::charter::{
+    CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, verify_update,
+};
+use crate::model::message::{Announcement, CharterHead, ProposalHead, Request, Response};
+use crate::model::provenance::RecordKind;
+use crate::model::refusal::RefusalCode;
+
+/// Proposals of the next version held at once, whoever made them.
+pub const MAX_PROPOSALS: usize = 32;
+/// Proposals one peer may introduce (be the first to send) among those held.
+pub const MAX_PROPOSALS_PER_PEER: usize = 4;
+/// Charter versions pulled from one peer in one round (announcement or sync); the rest follow
+/// in later rounds.
+pub const MAX_VERSIONS_PER_ROUND: u64 = 16;
+/// Proposals pulled from one peer in one sync round.
+pub const MAX_PROPOSAL_PULLS_PER_ROUND: usize = 4;
+
+/// A proposal of the next version, as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ProposalView {
+    /// Digest of its document (what `approve` names).
+    pub digest: String,
+    /// The version it proposes.
+    pub version: u64,
+    /// When it was written.
+    pub issued: String,
+    /// When it would expire.
+    pub expires: String,
+    /// Members it lists.
+    pub members: usize,
+    /// Keys whose signature verifies over it (lowercase hex).
+    pub signers: Vec<String>,
+    /// Whether its signatures pass the rules against the version in force (it is then applied
+    /// at once; a ready proposal is only seen between that check and its application).
+    pub ready: bool,
+    /// What it still lacks, when not ready (e.g. "1 of the 3 founder signatures needed …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacking: Option<String>,
+    /// The peer that first sent it (absent when an operator of this node submitted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduced_by: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    charter: SignedCharter,
+    by: Option<PeerId>,
+}
+
+/// The proposals of the next version held: each a draft of version current+1 naming the
+/// current version's digest, keyed by its document's digest, with only signatures that verify.
+#[derive(Debug, Default)]
+pub(crate) struct ProposalPool {
+    items: BTreeMap<String, Pending>,
+}
+
+impl ProposalPool {
+    /// How many are held.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Takes `proposal` from `by` (an operator when `None`) as a proposal following `current`:
+    /// it must pass the shape checks and be the next version of the same federation naming
+    /// `current` as previous. A copy of one held merges its new valid signatures; a new one is
+    /// kept within [`MAX_PROPOSALS`] and [`MAX_PROPOSALS_PER_PEER`]. Returns its digest and
+    /// whether anything changed.
+    pub(crate) fn add(
+        &mut self,
+        current: &VerifiedCharter,
+        by: Option<PeerId>,
+        proposal: SignedCharter,
+    ) -> Result<(String, bool), CharterError> {
+        proposal.check()?;
+        let (old, new) = (current.document(), &proposal.document);
+        if new.federation.id != old.federation.id {
+            return Err(CharterError::OtherFederation {
+                expected: old.federation.id.clone(),
+                found: new.federation.id.clone(),
+            });
+        }
+        let next = old.version.saturating_add(1);
+        if new.version > next {
+            return Err(CharterError::SkippedVersion {
+                expected: next,
+                found: new.version,
+            });
+        }
+        if new.version < next {
+            return Err(CharterError::Rollback {
+                current: old.version,
+                found: new.version,
+            });
+        }
+        if new.previous.as_deref() != Some(current.digest.as_str()) {
+            return Err(CharterError::WrongPrevious {
+                version: new.version,
+                expected: current.digest.clone(),
+                found: new.previous.clone().unwrap_or_default(),
+            });
+        }
+        let digest = new.digest()?;
+        if let Some(held) = self.items.get_mut(&digest) {
+            let added = held.charter.merge(&proposal)?;
+            return Ok((digest, added > 0));
+        }
+        if self.items.len() >= MAX_PROPOSALS {
+            return Err(CharterError::Invalid {
+                field: "proposals".into(),
+                reason: format!("{MAX_PROPOSALS} proposals are held already"),
+            });
+        }
+        if let Some(peer) = by {
+            let introduced = self.items.values().filter(|p| p.by == Some(peer)).count();
+            if introduced >= MAX_PROPOSALS_PER_PEER {
+                return Err(CharterError::Invalid {
+                    field: "proposals".into(),
+                    reason: format!(
+                        "peer {peer} introduced {MAX_PROPOSALS_PER_PEER} proposals held already"
+                    ),
+                });
+            }
+        }
+        // Only the signatures that verify are kept.
+        let mut kept = SignedCharter::draft(proposal.document.clone());
+        kept.merge(&proposal)?;
+        self.items
+            .insert(digest.clone(), Pending { charter: kept, by });
+        Ok((digest, true))
+    }
+
+    /// One proposal, by digest.
+    pub(crate) fn get(&self, digest: &str) -> Option<&SignedCharter> {
+        self.items.get(digest).map(|p| &p.charter)
+    }
+
+    /// Drops every proposal of a version at or below `applied`; returns their digests.
+    pub(crate) fn drop_obsolete(&mut self, applied: u64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .items
+            .iter()
+            .filter(|(_, p)| p.charter.document.version <= applied)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in &gone {
+            self.items.remove(d);
+        }
+        gone
+    }
+
+    /// What peers are told is held.
+    pub(crate) fn heads(&self) -> Vec<ProposalHead> {
+        self.items
+            .iter()
+            .map(|(digest, p)| ProposalHead {
+                digest: digest.clone(),
+                version: p.charter.document.version,
+                signatures: signature_count(&p.charter),
+            })
+            .collect()
+    }
+
+    /// What operators are shown.
+    pub(crate) fn views(&self, current: &VerifiedCharter) -> Vec<ProposalView> {
+        self.items
+            .iter()
+            .map(|(digest, p)| {
+                let doc = &p.charter.document;
+                let verdict = verify_update(current, &p.charter);
+                ProposalView {
+                    digest: digest.clone(),
+                    version: doc.version,
+                    issued: doc.issued.clone(),
+                    expires: doc.expires.clone(),
+                    members: doc.members.len(),
+                    signers: p.charter.valid_signers(),
+                    ready: verdict.is_ok(),
+                    lacking: verdict.err().map(|e| e.to_string()),
+                    introduced_by: p.by.map(|b| b.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    /// A proposal whose signatures pass the rules against `current`.
+    pub(crate) fn ready(&self, current: &VerifiedCharter) -> Option<SignedCharter> {
+        self.items
+            .values()
+            .find(|p| verify_update(current, &p.charter).is_ok())
+            .map(|p| p.charter.clone())
+    }
+}
+
+/// A charter a peer served is judged by its size first: over [`MAX_CHARTER_BYTES`] in canonical
+/// form it is refused as `too-large` before any other rule is looked at.
+fn within_size(c: &SignedCharter) -> Result<(), CharterError> {
+    let bytes = crate::model::canonical::canonical_bytes(c)
+        .map_err(|e| CharterError::Malformed(e.to_string()))?
+        .len();
+    if bytes > MAX_CHARTER_BYTES {
+        return Err(CharterError::TooLarge {
+            bytes,
+            max: MAX_CHARTER_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn signature_count(c: &SignedCharter) -> u32 {
+    u32::try_from(c.valid_signers().len()).unwrap_or(u32::MAX)
+}
+
+fn no_charter() -> NodeError {
+    NodeError::NotFound("this node runs on no federation charter ([federation] charter)".into())
+}
+
+impl Node {
+    fn charter(&self) -> Result<&FederationCharter, NodeError> {
+        self.inner.charter.as_ref().ok_or_else(no_charter)
+    }
+
+    /// The charter version in force, for `heads` answers.
+    pub(crate) fn charter_head(&self) -> Option<CharterHead> {
+        self.inner.charter.as_ref().map(FederationCharter::head)
+    }
+
+    /// Answers a peer's charter request: an applied version, the proposals held, one proposal.
+    pub(crate) fn answer_charter(&self, request: Request) -> Response {
+        let error = |code: RefusalCode, message: String| Response::Error { code, message };
+        let Some(charter) = &self.inner.charter else {
+            return error(RefusalCode::NotFound, no_charter().to_string());
+        };
+        match request {
+            Request::Charter { version } => match charter.signed(version) {
+                Some(c) => Response::Charter {
+                    charter: Box::new(c),
+                },
+                None => error(
+                    RefusalCode::NotFound,
+                    format!("charter version {version} is not applied here"),
+                ),
+            },
+            Request::CharterProposals => Response::CharterProposals {
+                proposals: charter.proposal_heads(),
+            },
+            Request::CharterProposal { digest } => match charter.proposal(&digest) {
+                Some(c) => Response::CharterProposal {
+                    charter: Box::new(c),
+                },
+                None => error(RefusalCode::NotFound, format!("no proposal {digest} held")),
+            },
+            _ => error(RefusalCode::Internal, "answered elsewhere".into()),
+        }
+    }
+
+    /// A charter announcement from `source`: a newer version is pulled from it; a proposal we
+    /// lack, or hold with fewer signatures, is pulled from it.
+    pub(crate) async fn on_charter_announcement(&self, source: PeerId, a: Announcement) {
+        let Some(charter) = &self.inner.charter else {
+            return;
+        };
+        let result = match a {
+            Announcement::Charter { version, digest } if version > charter.head().version => {
+                self.pull_charters(source, CharterHead { version, digest })
+                    .await
+            }
+            Announcement::CharterProposal {
+                version,
+                digest,
+                signatures,
+            } if version == charter.head().version.saturating_add(1) => {
+                if charter.should_pull(source, &digest, signatures) {
+                    self.pull_proposal(source, &digest).await
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(peer = %source, error = %e, "charter announcement not followed");
+        }
+    }
+
+    /// Anti-entropy of the charter with `peer`, after its heads: newer versions, then proposals
+    /// we lack or hold with fewer signatures (a few per round).
+    pub(crate) async fn sync_charter(
+        &self,
+        peer: PeerId,
+        head: Option<CharterHead>,
+    ) -> Result<(), NodeError> {
+        let Some(charter) = &self.inner.charter else {
+            return Ok(());
+        };
+        let Some(head) = head else {
+            return Ok(());
+        };
+        if head.version > charter.head().version {
+            return self.pull_charters(peer, head).await;
+        }
+        if head.version != charter.head().version {
+            return Ok(());
+        }
+        let proposals = match self.sync_request(peer, Request::CharterProposals).await? {
+            Response::CharterProposals { proposals } => proposals,
+            Response::Error { code, message } => {
+                return Err(NodeError::Refused {
+                    peer,
+                    code,
+                    message,
+                });
+            }
+            other => return Err(unexpected(peer, &other)),
+        };
+        let next = head.version.saturating_add(1);
+        let wanted: Vec<String> = proposals
+            .into_iter()
+            .take(MAX_PROPOSALS)
+            .filter(|p| p.version == next && charter.should_pull(peer, &p.digest, p.signatures))
+            .map(|p| p.digest)
+            .take(MAX_PROPOSAL_PULLS_PER_ROUND)
+            .collect();
+        for digest in wanted {
+            self.pull_proposal(peer, &digest).await?;
+        }
+        Ok(())
+    }
+
+    /// Pulls versions current+1 ..= `up_to` from `peer`, one at a time and at most
+    /// [`MAX_VERSIONS_PER_ROUND`], offering each to the chain; stops at the first refused.
+    ///
+    /// Nothing is pulled after an equivocation (nothing could be applied), nor from a peer
+    /// whose claimed head is the one it served a refused version under (its claim must change
+    /// before it is asked again: one refusal record per lie, not one per round).
+    async fn pull_charters(&self, peer: PeerId, claimed: CharterHead) -> Result<(), NodeError> {
+        let charter = self.charter()?;
+        if charter.equivocated() || charter.was_refused(peer, &claimed) {
+            return Ok(());
+        }
+        let from = charter.head().version.saturating_add(1);
+        let to = claimed
+            .version
+            .min(from.saturating_add(MAX_VERSIONS_PER_ROUND - 1));
+        for version in from..=to {
+            if charter.head().version >= version {
+                continue;
+            }
+            let served = match self
+                .sync_request(peer, Request::Charter { version })
+                .await?
+            {
+                Response::Charter { charter } => *charter,
+                Response::Error { code, message } => {
+                    return Err(NodeError::Refused {
+                        peer,
+                        code,
+                        message,
+                    });
+                }
+                other => return Err(unexpected(peer, &other)),
+            };
+            if served.document.version != version {
+                // Asked for one version, served another: judged by the rules all the same, so
+                // a rollback or a skip is named as such.
+                tracing::debug!(peer = %peer, version, served = served.document.version, "other version served");
+            }
+            let offered = match within_size(&served) {
+                Ok(()) => self.offer_charter(Some(peer), &served).await,
+                Err(e) => Err(e.into()),
+            };
+            match offered {
+                Ok(Offered::Applied { .. }) | Ok(Offered::Held { .. }) => {}
+                Ok(Offered::Equivocation { .. }) => break,
+                Err(e) => {
+                    if let ApplyError::Refused(_) = e {
+                        charter.note_refused(peer, claimed.clone());
+                    }
+                    return Err(self.charter_refused(peer, &served, e).await);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pull_proposal(&self, peer: PeerId, digest: &str) -> Result<(), NodeError> {
+        let request = Request::CharterProposal {
+            digest: digest.to_string(),
+        };
+        let answer = self.sync_request(peer, request).await;
+        if !matches!(answer, Ok(Response::CharterProposal { .. })) {
+            self.charter()?.pull_failed(peer, digest);
+        }
+        let served = match answer? {
+            Response::CharterProposal { charter } => *charter,
+            Response::Error { code, message } => {
+                return Err(NodeError::Refused {
+                    peer,
+                    code,
+                    message,
+                });
+            }
+            other => return Err(unexpected(peer, &other)),
+        };
+        let accepted = match within_size(&served) {
+            Ok(()) => self.accept_proposal(Some(peer), served.clone()).await,
+            Err(e) => Err(e.into()),
+        };
+        match accepted {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.charter_refused(peer, &served, e).await),
+        }
+    }
+
+    /// Records a charter or proposal `peer` served that was refused (within its budget),
+    /// naming the rule broken, and returns the error.
+    async fn charter_refused(
+        &self,
+        peer: PeerId,
+        served: &SignedCharter,
+        e: ApplyError,
+    ) -> NodeError {
+        if let ApplyError::Refused(_) = &e {
+            let cause = format!(
+                "charter version {} refused ({}): {e}",
+                served.document.version,
+                e.code()
+            );
+            tracing::warn!(peer = %peer, %cause, "charter refused");
+            self.record_refusal(Some(peer), None, &cause).await;
+            return NodeError::BadPeer {
+                peer,
+                reason: cause,
+            };
+        }
+        e.into()
+    }
+
+    /// Offers a version (from `from`, or an operator) and does what follows an application or
+    /// an equivocation.
+    async fn offer_charter(
+        &self,
+        from: Option<PeerId>,
+        offered: &SignedCharter,
+    ) -> Result<Offered, ApplyError> {
+        let charter = self.charter()?;
+        let store = self.inner.store.clone();
+        let outcome = charter.offer(&store, offered)?;
+        match &outcome {
+            Offered::Applied { version, digest } => {
+                self.charter_applied(from, *version, digest).await;
+            }
+            Offered::Equivocation {
+                version,
+                held,
+                offered,
+                first,
+            } => {
+                tracing::error!(
+                    version,
+                    held = %held,
+                    offered = %offered,
+                    "CHARTER EQUIVOCATION: two validly signed documents of one version; no new \
+                     grants and no further version until it is resolved"
+                );
+                if *first {
+                    let mut r = self.new_record(RecordKind::CharterEquivocation);
+                    r.version = Some(*version);
+                    r.cause = Some(format!(
+                        "charter version {version}: document {held} held, document {offered} \
+                         also validly signed (equivocation)"
+                    ));
+                    self.record(r, from, Vec::new()).await;
+                }
+            }
+            Offered::Held { .. } => {}
+        }
+        Ok(outcome)
+    }
+
+    /// A version was applied: the gate admits exactly its keys (removed ones are disconnected
+    /// at once), the step is recorded, the version announced.
+    async fn charter_applied(&self, from: Option<PeerId>, version: u64, digest: &str) {
+        let charter = match self.charter() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let own = self.peer_id();
+        self.inner.members.replace(charter.member_peers(&own));
+        if let Err(e) = self.inner.net.disconnect_non_members().await {
+            tracing::warn!(error = %e, "removed members not disconnected");
+        }
+        if charter.region_of(&own).is_none() {
+            tracing::error!(
+                version,
+                "this node's key is not a member of the charter now in force"
+            );
+        }
+        tracing::info!(version, digest, "federation charter version applied");
+        let mut r = self.new_record(RecordKind::CharterApplied);
+        r.version = Some(version);
+        r.cause = Some(format!("charter version {version} applied: {digest}"));
+        self.record(r, from, Vec::new()).await;
+        self.announce(Announcement::Charter {
+            version,
+            digest: digest.to_string(),
+        })
+        .await;
+    }
+
+    /// Takes a proposal (from `from`, or an operator): stored or merged, announced when it
+    /// changed, and applied when its signatures now pass the rules.
+    async fn accept_proposal(
+        &self,
+        from: Option<PeerId>,
+        proposal: SignedCharter,
+    ) -> Result<String, ApplyError> {
+        let charter = self.charter()?;
+        let store = self.inner.store.clone();
+        let version = proposal.document.version;
+        let (digest, changed) = charter.propose(&store, from, proposal)?;
+        if !changed {
+            return Ok(digest);
+        }
+        if let Some(ready) = charter.ready_proposal() {
+            self.offer_charter(None, &ready).await?;
+            return Ok(digest);
+        }
+        let signatures = charter.proposal(&digest).map_or(0, |c| signature_count(&c));
+        self.announce(Announcement::CharterProposal {
+            version,
+            digest: digest.clone(),
+            signatures,
+        })
+        .await;
+        Ok(digest)
+    }
+
+    fn proposal_view(&self, digest: &str) -> Result<ProposalView, NodeError> {
+        let charter = self.charter()?;
+        if let Some(v) = charter
+            .proposal_views()
+            .into_iter()
+            .find(|v| v.digest == digest)
+        {
+            return Ok(v);
+        }
+        // No longer pending: it was applied.
+        let current = charter.current();
+        if current.digest == digest {
+            return Ok(ProposalView {
+                digest: digest.to_string(),
+                version: current.version(),
+                issued: current.document().issued.clone(),
+                expires: current.document().expires.clone(),
+                members: current.document().members.len(),
+                signers: current.charter.valid_signers(),
+                ready: true,
+                lacking: None,
+                introduced_by: None,
+            });
+        }
+        Err(NodeError::NotFound(format!("no proposal {digest} held")))
+    }
+
+    // ------------------------------------------------------------------ operators (API, CLI)
+
+    /// The federation: the charter in force, its policy and members.
+    pub fn federation(&self) -> Result<FederationView, NodeError> {
+        Ok(self.charter()?.federation())
+    }
+
+    /// Every applied version, genesis first.
+    pub fn federation_history(&self) -> Result<Vec<CharterVersionView>, NodeError> {
+        Ok(self.charter()?.history())
+    }
+
+    /// One applied version, with every signature held.
+    pub fn federation_version(&self, version: u64) -> Result<SignedCharter, NodeError> {
+        self.charter()?
+            .signed(version)
+            .ok_or_else(|| NodeError::NotFound(format!("charter version {version} not applied")))
+    }
+
+    /// The proposals of the next version held.
+    pub fn federation_proposals(&self) -> Result<Vec<ProposalView>, NodeError> {
+        Ok(self.charter()?.proposal_views())
+    }
+
+    /// Parses a charter an operator sent (bounded, strict).
+    pub fn parse_charter(text: &str) -> Result<SignedCharter, NodeError> {
+        if text.len() > MAX_CHARTER_BYTES {
+            return Err(NodeError::invalid(
+                "charter",
+                format!("over {MAX_CHARTER_BYTES} bytes"),
+            ));
+        }
+        SignedCharter::from_json(text)
+            .map_err(|e| NodeError::invalid("charter", format!("{e} ({})", e.code())))
+    }
+
+    /// An operator submits a proposal (a draft or a signed copy): stored or merged, gossiped,
+    /// applied when its signatures suffice.
+    pub async fn submit_proposal(
+        &self,
+        proposal: SignedCharter,
+    ) -> Result<ProposalView, NodeError> {
+        let digest = self.accept_proposal(None, proposal).await?;
+        self.proposal_view(&digest)
+    }
+
+    /// This node signs a proposal held with its own key, if that key is a member of the signing
+    /// role of the proposal or of the version in force; then as [`Self::submit_proposal`].
+    pub async fn sign_proposal(&self, digest: &str) -> Result<ProposalView, NodeError> {
+        let charter = self.charter()?;
+        let mut proposal = charter
+            .proposal(digest)
+            .ok_or_else(|| NodeError::NotFound(format!("no proposal {digest} held")))?;
+        let own = self.inner.key.public_hex();
+        let current = charter.current();
+        let signs = |doc: &crate::model::charter::Charter| {
+            doc.member_of_key(&own)
+                .is_some_and(|m| m.role == doc.policy.signers)
+        };
+        if !signs(&proposal.document) && !signs(current.document()) {
+            return Err(NodeError::Conflict(format!(
+                "this node's key is not a {} of the proposal nor of version {} in force: it \
+                 cannot sign",
+                proposal.document.policy.signers,
+                current.version()
+            )));
+        }
+        proposal
+            .sign(self.inner.key.signing_key())
+            .map_err(|e| NodeError::invalid("charter", e.to_string()))?;
+        self.submit_proposal(proposal).await
+    }
+
+    /// An operator applies a fully signed next version.
+    pub async fn apply_charter(
+        &self,
+        next: SignedCharter,
+    ) -> Result<CharterVersionView, NodeError> {
+        let version = next.document.version;
+        match self.offer_charter(None, &next).await? {
+            Offered::Equivocation { .. } => Err(NodeError::Conflict(format!(
+                "charter version {version}: another validly signed document of this version is \
+                 in force (equivocation): kept as evidence, no new grants until it is resolved"
+            ))),
+            Offered::Applied { .. } | Offered::Held { .. } => self
+                .federation_history()?
+                .into_iter()
+                .find(|v| v.version == version)
+                .ok_or_else(|| NodeError::NotFound(format!("charter version {version}"))),
+        }
+    }
+
+    /// The charter for metrics: version, expiry (unix seconds), proposals held, equivocated.
+    pub fn charter_metrics(&self) -> Option<(u64, i64, usize, bool)> {
+        let charter = self.inner.charter.as_ref()?;
+        let current = charter.current();
+        let expires = current
+            .document()
+            .expires_at()
+            .map_or(0, |t| t.unix_timestamp());
+        Some((
+            current.version(),
+            expires,
+            charter.proposal_count(),
+            charter.equivocated(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

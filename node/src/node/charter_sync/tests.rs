@@ -1,0 +1,211 @@
+//! The proposal pool's rules: only the next version of the same chain, signatures merged from
+//! copies (invalid ones dropped), bounds in total and per peer, obsolete ones dropped.
+
+use super::*;
+use crate::model::charter::{
+    Change, ChangePolicy, Charter, CharterChain, CharterMember, Federation, KeyAlgorithm,
+    MemberKey, Role,
+};
+use crate::model::region::Region;
+use ed25519_dalek::SigningKey;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// A fictitious 统一社会信用代码 (事业单位, region, `YRD00000n`) with a valid check character.
+fn member_id(region: u32, n: u8) -> String {
+    let first17 = format!("12{region}YRD0000{n:02}");
+    let check = crate::model::charter::uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
+fn member(seed: u8, region: u32) -> Result<CharterMember, Box<dyn std::error::Error>> {
+    let region = Region::from_code(region)?;
+    Ok(CharterMember {
+        member_id: member_id(region.code(), seed),
+        organisation: format!("测试机构 {seed}"),
+        region,
+        role: Role::Founder,
+        keys: vec![MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: hex::encode(key(seed).verifying_key().to_bytes()),
+        }],
+    })
+}
+
+/// A genesis of four founders, 3 to sign; returns the chain.
+fn chain() -> Result<CharterChain, Box<dyn std::error::Error>> {
+    let doc = Charter {
+        federation: Federation {
+            id: "yrd-test".into(),
+            name: "测试联盟".into(),
+        },
+        version: 1,
+        previous: None,
+        issued: "2026-01-01T00:00:00Z".into(),
+        expires: "2099-01-01T00:00:00Z".into(),
+        members: vec![
+            member(1, 310000)?,
+            member(2, 320000)?,
+            member(3, 330000)?,
+            member(4, 340000)?,
+        ],
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold: 3,
+        },
+    };
+    let mut g = SignedCharter::draft(doc);
+    for s in [1, 2, 3] {
+        g.sign(&key(s))?;
+    }
+    Ok(CharterChain::from_genesis(&g)?)
+}
+
+/// A draft of version 2 adding member `seed` (a city).
+fn adding(chain: &CharterChain, seed: u8) -> Result<SignedCharter, Box<dyn std::error::Error>> {
+    let mut m = member(seed, 320500)?;
+    m.role = Role::Member;
+    let doc = chain.current().document().next(
+        &[Change::AddMember(m)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    Ok(SignedCharter::draft(doc))
+}
+
+#[test]
+fn copies_merge_their_signatures_and_three_founders_make_it_ready() -> TestResult {
+    let chain = chain()?;
+    let mut pool = ProposalPool::default();
+    let draft = adding(&chain, 9)?;
+    let (digest, changed) = pool.add(chain.current(), None, draft.clone())?;
+    assert!(changed);
+    for (n, seed) in [1u8, 2].into_iter().enumerate() {
+        let mut copy = draft.clone();
+        copy.sign(&key(seed))?;
+        let (d, changed) = pool.add(chain.current(), Some(PeerId::random()), copy.clone())?;
+        assert_eq!((d.as_str(), changed), (digest.as_str(), true));
+        assert_eq!(pool.heads()[0].signatures, n as u32 + 1);
+        // The same copy again changes nothing.
+        assert!(!pool.add(chain.current(), None, copy)?.1);
+    }
+    assert!(pool.ready(chain.current()).is_none(), "2 of 3 founders");
+    let view = &pool.views(chain.current())[0];
+    assert!(!view.ready);
+    assert!(
+        view.lacking
+            .as_deref()
+            .unwrap_or_default()
+            .contains("2 of the 3"),
+        "{view:?}"
+    );
+    let mut third = draft.clone();
+    third.sign(&key(3))?;
+    pool.add(chain.current(), None, third)?;
+    let ready = pool
+        .ready(chain.current())
+        .ok_or("ready with 3 of 4 founders")?;
+    let mut applied = chain.clone();
+    assert_eq!(
+        applied.offer(&ready)?,
+        crate::model::charter::Offer::Applied { version: 2 }
+    );
+    assert_eq!(pool.drop_obsolete(2), vec![digest]);
+    assert_eq!(pool.len(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_signature_that_does_not_verify_is_not_kept() -> TestResult {
+    let chain = chain()?;
+    let mut pool = ProposalPool::default();
+    let mut forged = adding(&chain, 9)?;
+    forged.sign(&key(1))?;
+    // Key 2's name on key 1's signature.
+    let mut bad = forged.signatures[0].clone();
+    bad.signer = hex::encode(key(2).verifying_key().to_bytes());
+    forged.signatures.push(bad);
+    let (digest, _) = pool.add(chain.current(), None, forged)?;
+    assert_eq!(pool.get(&digest).map(|c| c.signatures.len()), Some(1));
+    Ok(())
+}
+
+#[test]
+fn only_the_next_version_of_this_chain_is_a_proposal() -> TestResult {
+    let chain = chain()?;
+    let mut pool = ProposalPool::default();
+    let draft = adding(&chain, 9)?;
+    // A skip.
+    let mut skip = draft.clone();
+    skip.document.version = 3;
+    let e = pool
+        .add(chain.current(), None, skip)
+        .err()
+        .ok_or("refused")?;
+    assert_eq!(e.code(), "skipped-version");
+    // The genesis again (a rollback).
+    let genesis = chain.current().charter.clone();
+    let e = pool
+        .add(chain.current(), None, genesis)
+        .err()
+        .ok_or("refused")?;
+    assert_eq!(e.code(), "rollback");
+    // Another previous.
+    let mut other = draft.clone();
+    other.document.previous = Some("ab".repeat(32));
+    let e = pool
+        .add(chain.current(), None, other)
+        .err()
+        .ok_or("refused")?;
+    assert_eq!(e.code(), "wrong-previous");
+    // Another federation.
+    let mut foreign = draft;
+    foreign.document.federation.id = "elsewhere".into();
+    let e = pool
+        .add(chain.current(), None, foreign)
+        .err()
+        .ok_or("refused")?;
+    assert_eq!(e.code(), "other-federation");
+    assert_eq!(pool.len(), 0);
+    Ok(())
+}
+
+#[test]
+fn proposals_are_bounded_in_total_and_per_peer() -> TestResult {
+    let chain = chain()?;
+    let mut pool = ProposalPool::default();
+    let flooder = PeerId::random();
+    let variant = |n: usize| -> Result<SignedCharter, Box<dyn std::error::Error>> {
+        let mut d = adding(&chain, 9)?;
+        d.document.issued = format!("2026-02-01T00:{:02}:{:02}Z", n / 60, n % 60);
+        Ok(d)
+    };
+    for n in 0..MAX_PROPOSALS_PER_PEER {
+        pool.add(chain.current(), Some(flooder), variant(n)?)?;
+    }
+    let e = pool
+        .add(chain.current(), Some(flooder), variant(100)?)
+        .err()
+        .ok_or("over the peer's bound")?;
+    assert!(e.to_string().contains("introduced"), "{e}");
+    // Others fill the pool up to its bound, no further.
+    for n in MAX_PROPOSALS_PER_PEER..MAX_PROPOSALS {
+        pool.add(chain.current(), Some(PeerId::random()), variant(n)?)?;
+    }
+    assert_eq!(pool.len(), MAX_PROPOSALS);
+    let e = pool
+        .add(chain.current(), None, variant(200)?)
+        .err()
+        .ok_or("over the bound")?;
+    assert!(e.to_string().contains("held already"), "{e}");
+    // A copy of one held still merges when the pool is full.
+    let mut copy = variant(0)?;
+    copy.sign(&key(1))?;
+    assert!(pool.add(chain.current(), Some(PeerId::random()), copy)?.1);
+    assert_eq!(pool.heads().len(), MAX_PROPOSALS);
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Charter setups the test files share: members with fictitious member ids, a genesis, and
+//! founders started on it.
+
+use anyhow::Result;
+use yrd_node::devnet::fictitious_member_id;
+use yrd_node::identity::NodeKey;
+use yrd_node::model::charter::{
+    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
+};
+use yrd_node::model::region::Region;
+
+use crate::TestNode;
+
+/// A founder of `region` holding `key` (the `n`th fictitious member id of that region).
+pub fn member(key: &NodeKey, region: u32, n: usize) -> Result<CharterMember> {
+    let region = Region::from_code(region)?;
+    Ok(CharterMember {
+        member_id: fictitious_member_id(region, n),
+        organisation: format!("{} 测试局", region.name_zh()),
+        region,
+        role: Role::Founder,
+        keys: vec![MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: key.public_hex(),
+        }],
+    })
+}
+
+/// A genesis of `members`, all founders, `threshold` of them to sign changes.
+pub fn genesis(members: Vec<CharterMember>, threshold: u32) -> Charter {
+    Charter {
+        federation: Federation {
+            id: "yrd-test".into(),
+            name: "测试联盟".into(),
+        },
+        version: 1,
+        previous: None,
+        issued: "2026-01-01T00:00:00Z".into(),
+        expires: "2099-01-01T00:00:00Z".into(),
+        members,
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold,
+        },
+    }
+}
+
+/// A node for each key, started on `charter` (written to `root/charter.json`), each bootstrapping
+/// to the first; anti-entropy every 2 s.
+pub async fn founders(
+    root: &std::path::Path,
+    keys: &[NodeKey],
+    charter: &SignedCharter,
+) -> Result<Vec<TestNode>> {
+    let path = root.join("charter.json");
+    std::fs::write(&path, charter.to_json_pretty()?)?;
+    let mut nodes: Vec<TestNode> = Vec::new();
+    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let boot = match nodes.first() {
+            Some(first) => vec![first.tcp_address().await?],
+            None => Vec::new(),
+        };
+        // Created with a member list (the harness's way), then switched to the charter.
+        let mut node = TestNode::create(root, i, key.clone(), &ids, boot)?;
+        node.edit_config(|c| {
+            c.federation.members.clear();
+            c.federation.charter = Some(path.clone());
+            c.sync.anti_entropy_secs = 2;
+        })?;
+        node.start().await?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
