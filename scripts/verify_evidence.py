@@ -240,8 +240,10 @@ KINDS = {
     "schema-published", "catalogue-issued", "dataset-published", "request-sent",
     "request-received", "grant-issued", "denial-issued", "grant-revoked", "grant-received",
     "denial-received", "revocation-received", "delivery-served", "dataset-received",
-    "receipt-received", "refused", "witness-alarm", "alarm-resolved",
+    "receipt-received", "refused", "witness-alarm", "alarm-resolved", "query-sent",
+    "query-answered", "query-refused", "charter-applied", "charter-equivocation",
 }
+QUERY_MODES = {"verify", "lookup"}
 
 HEX = set("0123456789abcdef")
 
@@ -314,7 +316,10 @@ RECORD_OPTIONAL = {"counterparty": STR, "counterparty_region": REGION, "dataset"
                    "chunks_sent": U32, "chunk_count": U32, "bytes_sent": U53,
                    "ended": (lambda v: v in SESSION_ENDS if is_str(v) else False,
                              "one of the session ends"),
-                   "prev_about_dataset": U64}
+                   "query_mode": (lambda v: v in QUERY_MODES if is_str(v) else False,
+                                  "one of the query modes"),
+                   "key_hash": STR, "found": (lambda v: isinstance(v, bool), "true or false"),
+                   "client": STR, "prev_about_dataset": U64}
 DOC_REF = {"type": STR, "digest": STR}
 DATASET_HEAD = {"log": STR, "dataset": STR, "size": U64, "root": STR, "latest": U64,
                 "time": STR}

@@ -10,7 +10,7 @@ use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::{self, AdminToken, KEY_FILE, NodeKey, TOKEN_FILE};
 use crate::model::charter::{
     ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
-    uscc_check_char, verify_genesis,
+    verify_genesis,
 };
 use crate::model::region::{self, Region, RegionInfo};
 use crate::node::{NodeError, NodeOptions};
@@ -255,14 +255,7 @@ pub fn prepare(dir: &Path, nodes: usize) -> Result<Vec<DevnetMember>, DevnetErro
 /// The devnet's charter, next to the node dirs.
 pub const CHARTER_FILE: &str = "charter.json";
 
-/// A fictitious 统一社会信用代码 for the devnet's and tests' bureaus: `12` (事业单位), the region
-/// code, `YRD0000` and a two-digit number, then a valid GB 32100-2015 check character. No real
-/// organisation has it: real codes carry the bureau's organisation code where `YRD0000NN` is.
-pub fn fictitious_member_id(region: Region, n: usize) -> String {
-    let first17 = format!("12{:06}YRD0000{:02}", region.code(), n % 100);
-    let check = uscc_check_char(&first17).unwrap_or('0');
-    format!("{first17}{check}")
-}
+pub use crate::model::charter::fictitious_member_id;
 
 /// The genesis charter of `nodes` (keys in their data dirs): the provinces are founders and the
 /// cities members; changes need 3 founders (or all of them, when fewer run), and the genesis

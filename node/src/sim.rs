@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_rfc3339;
 use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::NodeKey;
 use crate::model::catalogue::ShareType;
+use crate::model::charter::{
+    Change, ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
+    SignedCharter,
+};
 use crate::model::exchange::DataFormat;
 use crate::model::masking::FieldMask;
 use crate::model::provenance::{Query, RecordKind};
@@ -324,6 +329,18 @@ pub enum Step {
         /// Milliseconds.
         ms: u64,
     },
+    /// A node not yet in the charter joins: the next version adding it is proposed at the
+    /// first founder and approved by `threshold` founders; once every charter node applies it,
+    /// the node restarts on the chain (docs/simulation.md).
+    CharterJoin {
+        /// The joining node.
+        node: usize,
+    },
+    /// A member is removed by the next version; every other member cuts it off.
+    CharterRemove {
+        /// The removed node.
+        node: usize,
+    },
 }
 
 impl Step {
@@ -345,6 +362,8 @@ impl Step {
             Step::WaitUntil { .. } => "wait_until",
             Step::Assert { .. } => "assert",
             Step::Sleep { .. } => "sleep",
+            Step::CharterJoin { .. } => "charter_join",
+            Step::CharterRemove { .. } => "charter_remove",
         }
     }
 }
@@ -369,9 +388,37 @@ pub struct Scenario {
     /// descriptor limit).
     #[serde(default)]
     pub transport: Option<String>,
+    /// Run the nodes on a federation charter instead of member lists.
+    #[serde(default)]
+    pub charter: Option<SimCharter>,
     /// The steps, in order.
     #[serde(rename = "step", default)]
     pub steps: Vec<toml::Spanned<Step>>,
+}
+
+/// `[charter]` of a scenario: a genesis of the first `members` nodes, the first `founders` of
+/// them founders, `threshold` founders to sign each change; the other nodes start on member
+/// lists (refused by the charter's members) until a `charter_join` adds them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimCharter {
+    /// Founders (nodes 0 to founders − 1).
+    #[serde(default = "default_founders")]
+    pub founders: usize,
+    /// Founder signatures a change needs.
+    #[serde(default = "default_threshold")]
+    pub threshold: u32,
+    /// Nodes in the genesis (default: all).
+    #[serde(default)]
+    pub members: Option<usize>,
+}
+
+fn default_founders() -> usize {
+    4
+}
+
+fn default_threshold() -> u32 {
+    3
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -412,6 +459,31 @@ impl Scenario {
         }
         if scenario.steps.is_empty() {
             return Err("no [[step]]: a scenario needs at least one step".into());
+        }
+        if let Some(c) = &scenario.charter {
+            let members = c.members.unwrap_or(n);
+            if c.founders == 0 || c.founders > members || members > n {
+                return Err(format!(
+                    "[charter]: founders = {}, members = {members} with {n} nodes: expected \
+                     1 <= founders <= members <= nodes",
+                    c.founders
+                ));
+            }
+            if c.threshold == 0 || c.threshold as usize > c.founders {
+                return Err(format!(
+                    "[charter] threshold = {}: expected 1 to founders ({})",
+                    c.threshold, c.founders
+                ));
+            }
+        }
+        let charter_step = scenario.steps.iter().any(|s| {
+            matches!(
+                s.get_ref(),
+                Step::CharterJoin { .. } | Step::CharterRemove { .. }
+            )
+        });
+        if charter_step && scenario.charter.is_none() {
+            return Err("charter_join and charter_remove need a [charter] table".into());
         }
         for (i, s) in scenario.steps.iter().enumerate() {
             let line = line_of(text, s.span().start);
@@ -540,6 +612,7 @@ fn check_step(step: &Step, n: usize) -> Result<(), String> {
             check_condition(condition, n)
         }
         Step::Heal | Step::Sleep { .. } => Ok(()),
+        Step::CharterJoin { node } | Step::CharterRemove { node } => check_node(*node, n),
     }
 }
 
@@ -637,6 +710,16 @@ pub struct Report {
     /// p99 of the calls' milliseconds.
     #[serde(default)]
     pub query_p99_ms: Option<f64>,
+    /// Milliseconds from the approval that completes each charter change to every running
+    /// charter member applying it.
+    #[serde(default)]
+    pub charter_propagation_ms: Vec<f64>,
+    /// p50 of `charter_propagation_ms`.
+    #[serde(default)]
+    pub charter_propagation_p50_ms: Option<f64>,
+    /// p99 of `charter_propagation_ms`.
+    #[serde(default)]
+    pub charter_propagation_p99_ms: Option<f64>,
     /// Assertions and waits.
     pub assertions: Vec<AssertionResult>,
     /// Whether every assertion passed.
@@ -676,6 +759,14 @@ impl Report {
             out.push_str(&format!(
                 "transfer: node {} ← node {} {}: {} bytes in {} ms\n",
                 t.node, t.provider, t.dataset, t.bytes, t.ms
+            ));
+        }
+        if !self.charter_propagation_ms.is_empty() {
+            out.push_str(&format!(
+                "charter changes: {}, applied by every member in p50 {:.1} ms, p99 {:.1} ms\n",
+                self.charter_propagation_ms.len(),
+                self.charter_propagation_p50_ms.unwrap_or(0.0),
+                self.charter_propagation_p99_ms.unwrap_or(0.0)
             ));
         }
         if self.query_calls > 0 {
@@ -756,6 +847,17 @@ pub struct Sim {
     published: std::collections::HashMap<(usize, String), Vec<serde_json::Value>>,
     /// The calls of the `query` steps.
     query_calls: Vec<QueryCall>,
+    /// The charter the nodes run on, if the scenario has one.
+    charter: Option<CharterRun>,
+}
+
+/// What a scenario on a charter keeps: the keys (founders sign with them through their
+/// nodes), who runs on the charter, and where the chain file goes.
+struct CharterRun {
+    setup: SimCharter,
+    keys: Vec<NodeKey>,
+    on_charter: Vec<bool>,
+    chain_file: PathBuf,
 }
 
 impl std::fmt::Debug for Sim {
@@ -838,9 +940,14 @@ impl Sim {
         };
         let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
         let ids: Vec<PeerId> = keys.iter().map(NodeKey::peer_id).collect();
+        let charter = match &scenario.charter {
+            Some(setup) => Some(charter_genesis(setup, scenario, &keys, &base)?),
+            None => None,
+        };
         let mut nodes = Vec::new();
         let mut bootstrap: Vec<Multiaddr> = Vec::new();
-        for (i, key) in keys.into_iter().enumerate() {
+        for (i, key) in keys.clone().into_iter().enumerate() {
+            let on_charter = charter.as_ref().is_some_and(|c| c.on_charter[i]);
             let region = region_for(i, scenario);
             let data_dir = base.join(format!("node{i:03}-{}", region.code()));
             let node_err = |message: String| SimError::Node { index: i, message };
@@ -850,6 +957,7 @@ impl Sim {
                 name: format!("{} sim node {i}", region.name_zh()),
                 listen: vec![listen.parse().map_err(|_| node_err("address".into()))?],
                 api: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+                // A node on the charter drops the list right after (`set_charter`).
                 members: ids
                     .iter()
                     .copied()
@@ -860,6 +968,9 @@ impl Sim {
                 key: Some(key.clone()),
             })
             .map_err(|e| node_err(e.to_string()))?;
+            if let (true, Some(c)) = (on_charter, &charter) {
+                set_charter(&data_dir, &c.chain_file).map_err(node_err)?;
+            }
             let mut sim_node = SimNode {
                 region,
                 data_dir,
@@ -891,15 +1002,23 @@ impl Sim {
             partition: None,
             published: std::collections::HashMap::new(),
             query_calls: Vec::new(),
+            charter,
         };
         // Every node has verified every other's NodeInfo: the network is up.
         let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
         // Up to 16 nodes, a full mesh; beyond, each node verified by 16 members is enough for
         // gossip to reach everyone (the members keep connecting while the scenario runs).
-        let ready_peers = (n - 1).min(16);
+        // On a charter, the nodes not yet in it are refused by its members: not waited for.
+        let waited: Vec<bool> = (0..n)
+            .map(|i| sim.charter.as_ref().is_none_or(|c| c.on_charter[i]))
+            .collect();
+        let ready_peers = (waited.iter().filter(|w| **w).count().max(1) - 1).min(16);
         loop {
             let mut meshed = true;
-            for s in &sim.nodes {
+            for (i, s) in sim.nodes.iter().enumerate() {
+                if !waited[i] {
+                    continue;
+                }
                 if let Some(node) = s.node() {
                     if node
                         .peers()
@@ -968,6 +1087,10 @@ impl Sim {
         sorted.sort_by(|a, b| a.total_cmp(b));
         self.report.convergence_p50_ms = percentile(&sorted, 0.5);
         self.report.convergence_p99_ms = percentile(&sorted, 0.99);
+        let mut sorted = self.report.charter_propagation_ms.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        self.report.charter_propagation_p50_ms = percentile(&sorted, 0.5);
+        self.report.charter_propagation_p99_ms = percentile(&sorted, 0.99);
         let mut ms: Vec<f64> = self.query_calls.iter().map(|c| c.ms).collect();
         ms.sort_by(|a, b| a.total_cmp(b));
         self.report.query_p50_ms = percentile(&ms, 0.5);
@@ -1384,8 +1507,162 @@ impl Sim {
                 });
             }
             Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Step::CharterJoin { node } => self.charter_join(*node).await?,
+            Step::CharterRemove { node } => self.charter_remove(*node).await?,
         }
         Ok(())
+    }
+
+    /// The version in force at the first founder, signed.
+    fn charter_in_force(&self) -> Result<SignedCharter, String> {
+        let founder = self.node(0)?;
+        let version = founder
+            .federation()
+            .map_err(|e| e.to_string())?
+            .charter
+            .version;
+        founder
+            .federation_version(version)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Proposes `change` at the first founder, has the founders approve it through their nodes,
+    /// and times it from the approval that completes it until every running member applied it.
+    async fn charter_change(&mut self, change: Change) -> Result<u64, String> {
+        let run = self
+            .charter
+            .as_ref()
+            .ok_or("the scenario has no [charter]")?;
+        let threshold = run.setup.threshold as usize;
+        let current = self.charter_in_force()?;
+        let next = current
+            .document
+            .next(&[change], now_rfc3339(), current.document.expires.clone())
+            .map_err(|e| e.to_string())?;
+        let version = next.version;
+        let draft = SignedCharter::draft(next);
+        let mut started = Instant::now();
+        for f in 0..threshold {
+            // Each founder is handed the draft (as a bureau reviews the file it is sent) and
+            // signs it through its node; the signatures meet by gossip.
+            let proposal = self
+                .node(f)?
+                .submit_proposal(draft.clone())
+                .await
+                .map_err(|e| format!("proposal at founder node {f}: {e}"))?;
+            started = Instant::now();
+            self.node(f)?
+                .sign_proposal(&proposal.digest)
+                .await
+                .map_err(|e| format!("founder node {f} approving: {e}"))?;
+        }
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| run.on_charter[*i] && self.nodes[*i].running.is_some())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let behind = members
+                .iter()
+                .filter(|i| {
+                    self.nodes[**i]
+                        .node()
+                        .and_then(|n| n.federation().ok())
+                        .is_none_or(|f| f.charter.version < version)
+                })
+                .count();
+            if behind == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "charter version {version}: {behind} of {} members had not applied it within 60 s",
+                    members.len()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.report
+            .charter_propagation_ms
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        Ok(version)
+    }
+
+    async fn charter_join(&mut self, i: usize) -> Result<(), String> {
+        let run = self
+            .charter
+            .as_ref()
+            .ok_or("the scenario has no [charter]")?;
+        if run.on_charter[i] {
+            return Err(format!("node {i} is already a member"));
+        }
+        let member = sim_member(i, self.nodes[i].region, &run.keys[i], Role::Member);
+        let version = self.charter_change(Change::AddMember(member)).await?;
+        // The node restarts on the chain, as a bureau joining is given it.
+        let founder = self.node(0)?;
+        let chain = (1..=version)
+            .map(|v| founder.federation_version(v).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chain_file = {
+            let run = self
+                .charter
+                .as_mut()
+                .ok_or("the scenario has no [charter]")?;
+            run.on_charter[i] = true;
+            run.chain_file.clone()
+        };
+        write_chain(&chain_file, &chain)?;
+        if let Some(r) = self.nodes[i].running.take() {
+            r.shutdown().await.map_err(|e| format!("node {i}: {e}"))?;
+        }
+        set_charter(&self.nodes[i].data_dir, &chain_file).map_err(|e| format!("node {i}: {e}"))?;
+        start_node(&mut self.nodes[i], i)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn charter_remove(&mut self, i: usize) -> Result<(), String> {
+        let run = self
+            .charter
+            .as_ref()
+            .ok_or("the scenario has no [charter]")?;
+        if !run.on_charter[i] {
+            return Err(format!("node {i} is not a member"));
+        }
+        let current = self.charter_in_force()?;
+        let key = run.keys[i].public_hex();
+        let member = current
+            .document
+            .member_of_key(&key)
+            .map(|m| m.member_id.clone())
+            .ok_or_else(|| format!("node {i}'s key is not in the charter"))?;
+        if let Some(c) = self.charter.as_mut() {
+            c.on_charter[i] = false;
+        }
+        self.charter_change(Change::RemoveMember(member)).await?;
+        // Every member cuts it off.
+        let removed = self.ids[i].to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut connected = 0;
+            for (j, n) in self.running() {
+                if j != i
+                    && n.peers()
+                        .await
+                        .is_ok_and(|p| p.iter().any(|v| v.peer_id == removed))
+                {
+                    connected += 1;
+                }
+            }
+            if connected == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {i} removed, but still connected to {connected} members after 30 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The calls of one `query` step: every caller makes its calls one after another, all
@@ -1763,6 +2040,88 @@ fn describe(c: &Condition) -> String {
             format!("query calls to {dataset} (node {provider}) answered, signed and logged")
         }
     }
+}
+
+/// The genesis of a scenario's `[charter]`, written as a chain file under `base`.
+fn charter_genesis(
+    setup: &SimCharter,
+    scenario: &Scenario,
+    keys: &[NodeKey],
+    base: &Path,
+) -> Result<CharterRun, SimError> {
+    let err = |message: String| SimError::Node { index: 0, message };
+    let members = setup.members.unwrap_or(keys.len()).min(keys.len());
+    let genesis = Charter {
+        federation: Federation {
+            id: "yrd-sim".into(),
+            name: format!("{} (simulation)", scenario.name),
+        },
+        version: 1,
+        previous: None,
+        issued: now_rfc3339(),
+        expires: "2099-01-01T00:00:00Z".into(),
+        members: (0..members)
+            .map(|i| {
+                sim_member(
+                    i,
+                    region_for(i, scenario),
+                    &keys[i],
+                    if i < setup.founders {
+                        Role::Founder
+                    } else {
+                        Role::Member
+                    },
+                )
+            })
+            .collect(),
+        policy: ChangePolicy {
+            signers: Role::Founder,
+            threshold: setup.threshold,
+        },
+    };
+    let mut signed = SignedCharter::draft(genesis);
+    for key in keys.iter().take(setup.threshold as usize) {
+        signed
+            .sign(key.signing_key())
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let chain_file = base.join("charter-chain.json");
+    write_chain(&chain_file, &[signed]).map_err(err)?;
+    Ok(CharterRun {
+        setup: setup.clone(),
+        keys: keys.to_vec(),
+        on_charter: (0..keys.len()).map(|i| i < members).collect(),
+        chain_file,
+    })
+}
+
+/// Node `i` as a charter member (a fictitious 统一社会信用代码).
+fn sim_member(i: usize, region: Region, key: &NodeKey, role: Role) -> CharterMember {
+    CharterMember {
+        member_id: crate::model::charter::fictitious_member_id(region, i % 100),
+        organisation: format!("{} sim node {i}", region.name_zh()),
+        region,
+        role,
+        keys: vec![MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: key.public_hex(),
+        }],
+    }
+}
+
+/// Writes `versions` as a chain file (a JSON array, genesis first).
+fn write_chain(path: &Path, versions: &[SignedCharter]) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(versions).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Points node `data_dir`'s config at the chain file and drops its member list.
+fn set_charter(data_dir: &Path, chain_file: &Path) -> Result<(), String> {
+    let path = data_dir.join(CONFIG_FILE);
+    let mut config = NodeConfig::load(&path).map_err(|e| e.to_string())?;
+    config.federation.members.clear();
+    config.federation.charter = Some(chain_file.to_path_buf());
+    setup::write_config(&path, &config).map_err(|e| e.to_string())
 }
 
 async fn start_node(s: &mut SimNode, index: usize) -> Result<(), SimError> {

@@ -214,3 +214,51 @@ fn bad_scenarios_are_refused_with_the_line_and_the_reason() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cities_join_and_one_is_removed_through_charter_changes() -> Result<()> {
+    // charter-45.toml in small: four founders, three cities join one at a time, one leaves.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("charter.toml");
+    let mut text = String::from(
+        "name = \"charter small\"\nnodes = 7\nregions = [\"310000\", \"320000\", \"330000\", \
+         \"340000\"]\n\n[charter]\nfounders = 4\nthreshold = 3\nmembers = 4\n",
+    );
+    for i in 4..7 {
+        text.push_str(&format!(
+            "\n[[step]]\naction = \"charter_join\"\nnode = {i}\n"
+        ));
+    }
+    text.push_str(
+        "\n[[step]]\naction = \"publish_schema\"\nnode = 0\nstandard = \"enterprise-licence\"\n\
+         \n[[step]]\naction = \"add_offer\"\nnode = 5\ndataset = \"city-licences\"\n\
+         standard = \"enterprise-licence\"\n\
+         \n[[step]]\naction = \"wait_until\"\ncondition = { check = \"catalogue_converged\" }\n\
+         \n[[step]]\naction = \"charter_remove\"\nnode = 6\n\
+         \n[[step]]\naction = \"assert\"\ncondition = { check = \"no_alarms\" }\n",
+    );
+    std::fs::write(&path, text)?;
+    let report = run_file(&path, None, None).await?;
+    assert!(report.passed, "{}", report.render());
+    // Three joins and a removal, each applied by every member.
+    assert_eq!(
+        report.charter_propagation_ms.len(),
+        4,
+        "{}",
+        report.render()
+    );
+    assert!(report.charter_propagation_p99_ms.is_some());
+    assert!(report.render().contains("charter changes: 4"));
+    Ok(())
+}
+
+#[test]
+fn a_charter_step_needs_a_charter_table() {
+    let text = "name = \"x\"\nnodes = 5\n\n[[step]]\naction = \"charter_join\"\nnode = 4\n";
+    let err = Scenario::parse(text, None).expect_err("refused");
+    assert!(err.contains("need a [charter] table"), "{err}");
+    let text = "name = \"x\"\nnodes = 5\n\n[charter]\nfounders = 2\nthreshold = 3\n\n\
+                [[step]]\naction = \"charter_join\"\nnode = 4\n";
+    let err = Scenario::parse(text, None).expect_err("refused");
+    assert!(err.contains("threshold = 3"), "{err}");
+}

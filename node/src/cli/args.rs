@@ -251,6 +251,13 @@ pub enum FederationCommand {
     },
     /// The running node's applied charter versions: number, digest, expiry, who signed.
     History,
+    /// Write every version the running node applied, genesis first, as one chain file (what a
+    /// bureau joining the federation sets as `[federation] charter`).
+    Chain {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The proposals of the next version the running node holds, and what each lacks.
     Proposals,
     /// Give the running node a proposal (a draft or a signed copy): it stores it, merges its

@@ -22,6 +22,7 @@ use crate::node::charter_sync::ProposalView;
 pub(super) async fn federation(cli: &Cli, cmd: &FederationCommand) -> Result<(), CliError> {
     match cmd {
         FederationCommand::History => history(cli).await,
+        FederationCommand::Chain { out } => chain(cli, out).await,
         FederationCommand::Proposals => proposals(cli).await,
         FederationCommand::Submit { file } => {
             let charter = read_charter(file)?;
@@ -95,7 +96,10 @@ pub(crate) fn read_charter(path: &Path) -> Result<SignedCharter, CliError> {
 
 /// Writes a charter through a temp file renamed over `path`, so a reader never sees half of it.
 fn write_charter(path: &Path, charter: &SignedCharter) -> Result<(), CliError> {
-    let text = charter.to_json_pretty()?;
+    write_atomically(path, &charter.to_json_pretty()?)
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<(), CliError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -593,6 +597,39 @@ fn show(cli: &Cli, file: Option<&Path>) -> Result<(), CliError> {
             &["REGION", "ROLE", "MEMBER ID", "ORGANISATION", "PEER"],
             &rows
         )
+    );
+    Ok(())
+}
+
+/// `yrd federation chain --out FILE`: every applied version from the running node, checked
+/// as a chain here, written as the chain file a joining bureau starts on (docs/charter.md).
+async fn chain(cli: &Cli, out: &Path) -> Result<(), CliError> {
+    let c = client(cli)?;
+    let list: Vec<CharterVersionView> = c.get("/api/v1/federation/history").await?;
+    let mut versions = Vec::with_capacity(list.len());
+    for v in &list {
+        let signed: SignedCharter = c
+            .get(&format!("/api/v1/federation/versions/{}", v.version))
+            .await?;
+        versions.push(signed);
+    }
+    // The node is trusted for nothing: the chain must verify from its genesis.
+    let verified = crate::model::charter::CharterChain::verify_all(&versions)?;
+    let text = serde_json::to_string_pretty(&versions)
+        .map_err(|e| CliError::Usage(format!("cannot write the chain: {e}")))?;
+    write_atomically(out, &format!("{text}\n"))?;
+    if cli.json {
+        return print_json(&serde_json::json!({
+            "file": out,
+            "versions": versions.len(),
+            "digest": verified.current().digest,
+        }));
+    }
+    println!(
+        "{}: versions 1 to {} (current digest {}); set [federation] charter to it",
+        out.display(),
+        versions.len(),
+        verified.current().digest
     );
     Ok(())
 }

@@ -58,6 +58,15 @@ pub fn uscc_check_char(first17: &str) -> Option<char> {
     Some(char::from(USCC_CHARS[check as usize]))
 }
 
+/// A fictitious 统一社会信用代码 for the devnet's and tests' bureaus: `12` (事业单位), the region
+/// code, `YRD0000` and a two-digit number, then a valid GB 32100-2015 check character. No real
+/// organisation has it: real codes carry the bureau's organisation code where `YRD0000NN` is.
+pub fn fictitious_member_id(region: Region, n: usize) -> String {
+    let first17 = format!("12{:06}YRD0000{:02}", region.code(), n % 100);
+    let check = uscc_check_char(&first17).unwrap_or('0');
+    format!("{first17}{check}")
+}
+
 /// Whether `id` is a well-formed 统一社会信用代码: 18 characters of its alphabet whose last is the
 /// GB 32100-2015 check character of the others.
 pub fn is_valid_member_id(id: &str) -> bool {

@@ -248,6 +248,48 @@ fn bound_peers(chain: &CharterChain) -> HashMap<PeerId, Bound> {
         .collect()
 }
 
+/// Versions a chain file may hold (as many as an evidence bundle carries).
+pub const MAX_CHAIN_FILE_VERSIONS: usize = crate::model::membership::MAX_BUNDLE_CHARTERS;
+
+/// `[federation] charter`: one signed charter (a genesis, or the next version of those stored),
+/// or a JSON array of versions from the genesis on, in order — what a member that joins a
+/// running federation is given (`GET /api/v1/federation/versions/{v}` of each). Each version is
+/// parsed and bounded as on its own.
+fn read_charter_file(path: &Path) -> Result<Vec<SignedCharter>, NodeError> {
+    let named = |e: &dyn std::fmt::Display| invalid(format!("{}: {e}", path.display()));
+    let max = MAX_CHAIN_FILE_VERSIONS * crate::model::charter::MAX_CHARTER_BYTES;
+    let size = std::fs::metadata(path).map_err(|e| named(&e))?.len();
+    if size > max as u64 {
+        return Err(named(&format!(
+            "{size} bytes, more than a chain file may hold ({max})"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+    if !text.trim_start().starts_with('[') {
+        return Ok(vec![
+            SignedCharter::from_json(&text).map_err(|e| named(&e))?,
+        ]);
+    }
+    let value = crate::model::canonical::parse_strict(&text).map_err(|e| named(&e))?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(named(&"expected an array of signed charters"));
+    };
+    if items.len() > MAX_CHAIN_FILE_VERSIONS {
+        return Err(named(&format!(
+            "{} versions, more than a chain file may hold ({MAX_CHAIN_FILE_VERSIONS})",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let one = serde_json::to_string(item).map_err(|e| named(&e))?;
+            SignedCharter::from_json(&one).map_err(|e| named(&format!("[{i}]: {e}")))
+        })
+        .collect()
+}
+
 impl FederationCharter {
     /// Loads the charter the config names, with the versions stored after it, and checks that
     /// this node (`own`) is a member with the region its config says, and that every bootstrap
@@ -262,16 +304,43 @@ impl FederationCharter {
             return Ok(None);
         };
         let path = data_dir.join(path);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        let file = SignedCharter::from_json(&text)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let files = read_charter_file(&path)?;
         let stored: Vec<SignedCharter> = store
             .records::<SignedCharter>(RecordTree::Charters)?
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let mut chain = Self::chain(&file, stored, store, &path)?;
+        let (first, later) = files
+            .split_first()
+            .ok_or_else(|| invalid(format!("{}: an empty chain", path.display())))?;
+        let mut chain = Self::chain(first, stored, store, &path)?;
+        // A chain file (how a member that joins later starts): its later versions in order.
+        for (i, v) in later.iter().enumerate() {
+            match chain.offer(v) {
+                Ok(Offer::Applied { .. }) => {
+                    let key = charter_key(v.document.version);
+                    store.put_record(RecordTree::Charters, &key, v)?;
+                }
+                Ok(Offer::Held { .. }) => {}
+                Ok(other) => {
+                    return Err(invalid(format!(
+                        "{}: [{}] version {}: {}",
+                        path.display(),
+                        i + 1,
+                        v.document.version,
+                        other.code()
+                    )));
+                }
+                Err(e) => {
+                    return Err(invalid(format!(
+                        "{}: [{}] version {}: {e}",
+                        path.display(),
+                        i + 1,
+                        v.document.version
+                    )));
+                }
+            }
+        }
         // An equivocation seen before a restart is seen again: its evidence is offered anew.
         for (_, e) in store.records::<StoredEquivocation>(RecordTree::CharterEquivocations)? {
             if let Ok(Offer::Equivocation(_)) = chain.offer(&e.offered) {
