@@ -204,6 +204,11 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                         r.query_mode
                             .map(|m| m.as_str().to_string())
                             .unwrap_or_default(),
+                        match r.found {
+                            Some(true) => "found".into(),
+                            Some(false) => "not found".into(),
+                            None => "-".into(),
+                        },
                         r.purpose.clone().unwrap_or_else(|| "-".into()),
                         r.legal_basis.clone().unwrap_or_else(|| "-".into()),
                         r.cause.clone().unwrap_or_default(),
@@ -214,8 +219,8 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 "{}",
                 table::render(
                     &[
-                        "SEQ", "WHEN", "KIND", "PEER", "REGION", "MODE", "PURPOSE", "BASIS",
-                        "CAUSE"
+                        "SEQ", "WHEN", "KIND", "PEER", "REGION", "MODE", "RESULT", "PURPOSE",
+                        "BASIS", "CAUSE"
                     ],
                     &rows
                 )
