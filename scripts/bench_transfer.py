@@ -352,6 +352,9 @@ class Node:
                 out.append(line)
                 if s == "[network]":
                     out.append(f'tcp_security = "{tcp_security}"')
+                if s == "[federation]":  # `yrd init` without --member writes it empty
+                    items = ", ".join(f'{{ peer_id = "{p}", name = "{n}" }}' for p, n in members)
+                    out.append(f"members = [{items}]")
                 continue
             key = s.split("=")[0].strip() if "=" in s else None
             if section == "[network]" and key in ("listen", "bootstrap", "tcp_security"):
@@ -361,9 +364,7 @@ class Node:
                     out.append(f"bootstrap = {q(bootstrap)}")
                 continue
             if section == "[federation]" and key == "members":
-                items = ", ".join(f'{{ peer_id = "{p}", name = "{n}" }}' for p, n in members)
-                out.append(f"members = [{items}]")
-                continue
+                continue  # written under the section's header above
             out.append(line)
         with open(self.config, "w") as f:
             f.write("\n".join(out) + "\n")
