@@ -72,6 +72,16 @@ def retry(what, fn, timeout=60):
             time.sleep(0.1)
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of `pid` so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def must(value, what):
     """`value`, or ValueError naming `what` (for `retry`) if it is false."""
     if not value:
@@ -163,9 +173,16 @@ def run(args):
         bt.reset_hwm(a.proc.pid)
         rss_before = bt.status_kb(a.proc.pid, "VmRSS") / 1024
         bt.log(f"yrd: {args.concurrency} callers for {args.secs} s")
-        res[f"yrd_{args.concurrency}"] = figures(load(
+        cpu0 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
+        many = figures(load(
             bq, out, url, body, keys, args.concurrency, secs=args.secs, token=b.token,
             first_key=200 + args.latency_calls))
+        calls = max(many["calls"], 1)
+        many["provider_cpu_ms_per_call"] = round((cpu_s(a.proc.pid) - cpu0[0]) * 1000 / calls, 3)
+        many["caller_cpu_ms_per_call"] = round((cpu_s(b.proc.pid) - cpu0[1]) * 1000 / calls, 3)
+        res[f"yrd_{args.concurrency}"] = many
+        bt.log(f"CPU per call: provider {many['provider_cpu_ms_per_call']} ms, caller "
+               f"{many['caller_cpu_ms_per_call']} ms")
         res["provider_rss_before_mib"] = round(rss_before, 1)
         res["provider_peak_rss_mib"] = round(bt.status_kb(a.proc.pid, "VmHWM") / 1024, 1)
         res["caller_peak_rss_mib"] = round(bt.status_kb(b.proc.pid, "VmHWM") / 1024, 1)
@@ -207,6 +224,9 @@ def report(res, c):
     print(f"{'':42} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9}")
     for name, r in rows:
         print(f"{name:42} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['calls_per_s']:9.0f}")
+    m = res[f"yrd_{c}"]
+    print(f"CPU per call ({c} callers): provider {m['provider_cpu_ms_per_call']} ms, caller "
+          f"{m['caller_cpu_ms_per_call']} ms")
     print(f"provider peak RSS over the {c}-caller run: {res['provider_peak_rss_mib']} MiB "
           f"(before: {res['provider_rss_before_mib']} MiB; publish: {res['publish_rss_mib']} MiB); "
           f"{res['records']} records, {res['bytes']} B; answer {res['answer_bytes']} B; "
