@@ -181,6 +181,7 @@ def run(args):
         many["provider_cpu_ms_per_call"] = round((cpu_s(a.proc.pid) - cpu0[0]) * 1000 / calls, 3)
         many["caller_cpu_ms_per_call"] = round((cpu_s(b.proc.pid) - cpu0[1]) * 1000 / calls, 3)
         res[f"yrd_{args.concurrency}"] = many
+        res["loadavg_after_yrd_calls"] = os.getloadavg()
         bt.log(f"CPU per call: provider {many['provider_cpu_ms_per_call']} ms, caller "
                f"{many['caller_cpu_ms_per_call']} ms")
         res["provider_rss_before_mib"] = round(rss_before, 1)
