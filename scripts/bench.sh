@@ -3,18 +3,19 @@
 # then one table of them all (scripts/bench_report.py), and writes that table with the machine's
 # description into docs/benchmarks.md (between its `bench.sh summary` markers).
 # Figures are medians of several runs (or p50/p99 over many samples), measured side by side in
-# this one run. Run it on an otherwise idle machine: it needs about 40 minutes on 2 cores.
+# this one run. Run it on an otherwise idle machine: it needs about 50 minutes on 2 cores.
 #
 # Environment: TRANSFER_MIB (1024), TRANSFER_RUNS (3), PROV_RECORDS (1000000), SIM_SIZES
 # ("16 100"), NODES/CHANGES (bench-catalogue: 16/50), OUT (figures dir, default a temp dir),
-# NO_WRITE=1 (print the table, leave docs/benchmarks.md alone), SOAK_SECS (300).
+# NO_WRITE=1 (print the table, leave docs/benchmarks.md alone), SOAK_SECS (300), QUERY_RECORDS
+# (1000000), QUERY_SECS (20: each 64-caller run of bench_query.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/yrd-bench.XXXXXX")}
 mkdir -p "$OUT"
 cargo build --release --locked -p yrd-node --bin yrd \
   -p yrd-tests --bin bench-catalogue --bin bench-provenance --bin bench-validate \
-  --bin bench-query-index
+  --bin bench-query-index --bin bench-query
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || true)
 echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr);" \
@@ -31,6 +32,11 @@ target/release/bench-validate --records 200000 --runs 5 --json-out "$OUT/validat
 echo "== query services: key index of 1,000,000 records (build, size, keyed lookups)"
 target/release/bench-query-index --records 1000000 --lookups 10000 \
   --json-out "$OUT/query-index.json"
+
+echo "== query services: keyed lookups end to end between two nodes (${QUERY_RECORDS:-1000000} records), 1 and 64 callers, vs plain HTTPS"
+python3 scripts/bench_query.py target/release/yrd --records "${QUERY_RECORDS:-1000000}" \
+  --secs "${QUERY_SECS:-20}" --json-out "$OUT/query.json" ||
+  echo "query benchmark failed (exit $?)"
 
 echo "== catalogue: propagation (${NODES:-16} nodes, ${CHANGES:-50} changes) and search (10,000 offers)"
 target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-50}" \

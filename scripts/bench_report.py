@@ -4,7 +4,7 @@
 Usage: bench_report.py DIR [--write docs/benchmarks.md]
 
 DIR holds machine.txt and the figures of each benchmark (node.json, catalogue.json,
-transfer.json, provenance.json, validate.json, query-index.json, sim-16.json, sim-100.json); a missing file is
+transfer.json, provenance.json, validate.json, query-index.json, query.json, sim-16.json, sim-100.json); a missing file is
 shown as "not run". With --write, the table and the machine's description replace the block
 between the `bench.sh summary` markers of the given Markdown file (the analysis around it is
 kept); the markers are added after the file's first paragraph when it has none.
@@ -132,6 +132,25 @@ def rows(d):
     add(f"query key index, {n} records: keyed lookup p50 (p99)", q.get("lookup_p50_us"),
         ".1f", f" µs ({q.get('lookup_p99_us', 0):.1f} µs)", 5000, higher=False,
         goal_text="< 5 ms")
+
+    e = load(d, "query.json") or {}
+    c = e.get("concurrency", 64)
+    one, many = e.get("yrd_1") or {}, e.get(f"yrd_{c}") or {}
+    f1, fm = e.get("https_1") or {}, e.get(f"https_{c}") or {}
+    n = f"{e.get('records', 1000000):,}"
+    add(f"query call end to end (POST /api/v1/query, lookup, {n} records), p50 (p99)",
+        one.get("p50_ms"), ".2f", f" ms ({one.get('p99_ms', 0):.2f} ms)", 5, higher=False,
+        goal_text="< 5 ms")
+    add(f"query calls/s, {c} concurrent callers (p50, p99 under that load)",
+        many.get("calls_per_s"), ",.0f",
+        f" /s ({many.get('p50_ms', 0):.1f} ms, {many.get('p99_ms', 0):.1f} ms)", 5000,
+        goal_text="≥ 5,000 /s")
+    add(f"  provider peak RSS during the {c}-caller calls", e.get("provider_peak_rss_mib"),
+        ".0f", " MiB")
+    add("  floor: plain HTTPS round trip, p50 (p99)", f1.get("p50_ms"), ".3f",
+        f" ms ({f1.get('p99_ms', 0):.3f} ms)")
+    add(f"  floor: plain HTTPS calls/s, {c} concurrent callers", fm.get("calls_per_s"), ",.0f",
+        " /s")
     return out
 
 

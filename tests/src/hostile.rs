@@ -10,6 +10,9 @@
 //!   requests, as its [`Behaviour`] says — a truthful NodeInfo always, everything else as the
 //!   test likes (fake catalogue and standard listings, consistency proofs of a log it forged),
 //!   or never.
+//! - On `/yrd/query/1`, as a provider: what it answers to the node's queries, as the test
+//!   scripts it ([`HostileMember::answer_queries`]): forged, wrong or oversized answers signed
+//!   with the member's key or another, or nothing.
 //! - Signed documents of its own or forged ([`HostileMember::head`], [`FakeLog`]).
 //!
 //! The node under test must stay honest and keep serving the other members meanwhile; each
@@ -29,6 +32,7 @@ use yrd_node::model::merkle::{self, MemoryStore};
 use yrd_node::model::message::{Request, Response, SchemaHead};
 use yrd_node::model::node_info::NodeInfo;
 use yrd_node::model::provenance::TreeHead;
+use yrd_node::model::query::QueryResponse;
 use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
 use yrd_node::model::transfer::{
@@ -52,6 +56,10 @@ const MAX_RAW_ANSWER: u64 = 1 << 20;
 /// always answers truly): `None` leaves it unanswered until the node gives up.
 pub type Behaviour = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
 
+/// What the hostile member answers to a query of the node's on `/yrd/query/1` (the query as
+/// sent, JSON): `None` leaves it unanswered until the node gives up.
+pub type QueryBehaviour = Arc<dyn Fn(&serde_json::Value) -> Option<QueryResponse> + Send + Sync>;
+
 /// Answers nothing but NodeInfo.
 pub fn silent() -> Behaviour {
     Arc::new(|_| None)
@@ -64,6 +72,8 @@ pub struct HostileMember {
     target: PeerId,
     /// The kind of every request the node sent it, in order.
     seen: Arc<Mutex<Vec<String>>>,
+    /// What it answers to queries (none: it leaves them unanswered).
+    queries: Arc<Mutex<Option<QueryBehaviour>>>,
 }
 
 impl std::fmt::Debug for HostileMember {
@@ -129,11 +139,15 @@ impl HostileMember {
         let (net, events, event_loop) = net::new(config)?;
         tokio::spawn(event_loop.run());
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let queries: Arc<Mutex<Option<QueryBehaviour>>> = Arc::default();
         tokio::spawn(answer(
             net.clone(),
             events,
             key.clone(),
-            behaviour,
+            Answering {
+                requests: behaviour,
+                queries: queries.clone(),
+            },
             seen.clone(),
         ));
         net.dial(target_addr).await?;
@@ -142,7 +156,15 @@ impl HostileMember {
             net,
             target: target.peer_id(),
             seen,
+            queries,
         })
+    }
+
+    /// From now on, answers the node's queries on `/yrd/query/1` as `behaviour` says.
+    pub fn answer_queries(&self, behaviour: QueryBehaviour) {
+        if let Ok(mut q) = self.queries.lock() {
+            *q = Some(behaviour);
+        }
     }
 
     /// Its peer id (the member's whose key it holds).
@@ -280,22 +302,45 @@ fn config(key: NodeKey, target: Multiaddr, hold: Duration) -> Result<NetConfig> 
     })
 }
 
-/// Answers the node's requests as `behaviour` says, until the swarm stops. Requests left
-/// unanswered are held (their channels kept), so the node waits on them until it gives up.
+/// What the hostile member answers: requests on `/yrd/req/1`, queries on `/yrd/query/1`.
+struct Answering {
+    requests: Behaviour,
+    queries: Arc<Mutex<Option<QueryBehaviour>>>,
+}
+
+/// Answers the node's requests and queries as `answering` says, until the swarm stops.
+/// Requests and queries left unanswered are held (their channels kept), so the node waits on
+/// them until it gives up.
 async fn answer(
     net: NetHandle,
     mut events: tokio::sync::mpsc::Receiver<NetEvent>,
     key: NodeKey,
-    behaviour: Behaviour,
+    answering: Answering,
     seen: Arc<Mutex<Vec<String>>>,
 ) {
     let mut held = Vec::new();
+    let mut held_queries = Vec::new();
     while let Some(event) = events.recv().await {
-        let NetEvent::InboundRequest {
-            request, channel, ..
-        } = event
-        else {
-            continue;
+        let (request, channel) = match event {
+            NetEvent::InboundRequest {
+                request, channel, ..
+            } => (request, channel),
+            NetEvent::InboundQuery {
+                request, channel, ..
+            } => {
+                if let Ok(mut s) = seen.lock() {
+                    s.push("query".into());
+                }
+                let behaviour = answering.queries.lock().ok().and_then(|q| q.clone());
+                match behaviour.and_then(|b| b(&request)) {
+                    Some(response) => {
+                        let _ = net.respond_query(channel, response).await;
+                    }
+                    None => held_queries.push(channel),
+                }
+                continue;
+            }
+            _ => continue,
         };
         let kind = serde_json::to_value(&request)
             .ok()
@@ -308,7 +353,7 @@ async fn answer(
             Request::NodeInfo => node_info(&key).map(|info| Response::NodeInfo {
                 info: Box::new(info),
             }),
-            ref other => behaviour(other),
+            ref other => (answering.requests)(other),
         };
         match answer {
             Some(response) => {

@@ -982,7 +982,7 @@ async fn queries(net: &TestNet, b: &Browser) -> Result<()> {
     b.wait_for("[data-testid=calls-count]", &["2"]).await?;
     b.wait_for(
         "tr[data-testid=call][data-kind=query-answered][data-mode=verify]",
-        &["320000", "核验", QUERY_PURPOSE, "已应答", "v1"],
+        &["320000", "核验", QUERY_PURPOSE, "已应答", "查得", "v1"],
     )
     .await?;
     b.wait_for(
@@ -995,9 +995,10 @@ async fn queries(net: &TestNet, b: &Browser) -> Result<()> {
         .await?;
     b.click_on("[data-testid=calls-submit]").await?;
     b.wait_for("[data-testid=calls-count]", &["1"]).await?;
+    // Its one call: answered "not found" (the key itself is in no record).
     b.wait_for(
         "tr[data-testid=call][data-kind=query-answered][data-mode=verify]",
-        &["320000", QUERY_PURPOSE, "已应答"],
+        &["320000", QUERY_PURPOSE, "已应答", "查无此记录"],
     )
     .await?;
     // A key nobody asked about: no call.

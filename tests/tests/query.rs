@@ -14,14 +14,14 @@ use tempfile::TempDir;
 use yrd_node::api::exchange::{ApproveBody, FetchBody};
 use yrd_node::model::catalogue::ShareType;
 use yrd_node::model::exchange::{DataFormat, Grant};
-use yrd_node::model::provenance::{RecordKind, verify_bundle_value};
+use yrd_node::model::provenance::{ProvenanceRecord, RecordKind, verify_bundle_value};
 use yrd_node::model::query::{
     AccessMode, FieldValue, QueryLimits, QueryMode, QueryResponse, result_digest,
 };
 use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
 use yrd_node::node::query::{QueryInput, QueryOutcome};
-use yrd_node::node::transfer::TransferStatus;
+use yrd_node::node::transfer::{TransferStatus, TransferView};
 use yrd_node::node::{Node, NodeError};
 use yrd_tests::TestNet;
 use yrd_tests::fixtures::{
@@ -246,10 +246,37 @@ async fn verify_only_grants_answer_yes_or_no_and_lookups_return_exactly_the_gran
     // A key nobody has: a signed "not found".
     let nobody = kv("uscc", &json!("91310000000000000X"));
     let nf = zj
-        .query(input(COND, QueryMode::Lookup, vec![nobody]), None)
+        .query(input(COND, QueryMode::Lookup, vec![nobody.clone()]), None)
         .await?;
     assert_signed(&nf, net);
     assert!(!nf.answer.document.found && nf.records.is_empty());
+    // The data subject's report (what `yrd provenance queries` shows) says found or not found,
+    // on both sides; neither record holds the key in clear.
+    let report = |api: yrd_tests::api::Api, publisher: Option<String>, key: &FieldValue| {
+        let body = json!({ "dataset": COND, "key": key, "publisher": publisher });
+        async move {
+            api.raw()
+                .post::<_, Vec<ProvenanceRecord>>("/api/v1/provenance/queries", &body)
+                .await
+        }
+    };
+    let sh_id = net.nodes[0].peer_id().to_string();
+    for (api, publisher, kind) in [
+        (net.api(0)?, None, RecordKind::QueryAnswered),
+        (net.api(2)?, Some(sh_id.clone()), RecordKind::QuerySent),
+    ] {
+        let calls = report(api, publisher, &nobody).await?;
+        let found: Vec<_> = calls.iter().map(|r| (r.kind, r.found)).collect();
+        assert_eq!(found, vec![(kind, Some(false))], "{calls:#?}");
+        assert!(!serde_json::to_string(&calls)?.contains(&nobody.value));
+    }
+    let calls = report(net.api(0)?, None, &uscc).await?;
+    let answered: Vec<_> = calls
+        .iter()
+        .filter(|r| r.kind == RecordKind::QueryAnswered)
+        .collect();
+    assert!(answered.len() >= 4, "{calls:#?}");
+    assert!(answered.iter().all(|r| r.found == Some(true)), "{calls:#?}");
 
     // Unconditional: no grant needed by a field that is not personal; by the ID number, one is.
     let open = js
@@ -393,6 +420,11 @@ async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists
     let kinds: Vec<RecordKind> = calls.iter().map(|r| r.kind).collect();
     use RecordKind::{QueryAnswered as A, QueryRefused as R};
     assert_eq!(kinds, vec![A, A, R, A, R, R], "{calls:#?}");
+    let found: Vec<Option<bool>> = calls.iter().map(|r| r.found).collect();
+    assert_eq!(
+        found,
+        vec![Some(true), Some(true), None, Some(true), None, None]
+    );
     let js_id = net.nodes[1].peer_id().to_string();
     let zj_id = net.nodes[2].peer_id().to_string();
     let who: Vec<&str> = calls
@@ -445,6 +477,65 @@ async fn scoped_clients_call_only_what_they_were_given_and_are_named_in_the_reco
         sent.last().and_then(|r| r.client.as_deref()),
         Some("js-licence-check")
     );
+    // A client allowed to fetch is named in the records of its fetches: the dataset received,
+    // and a fetch that failed.
+    let archive = js
+        .add_client("js-archive", &[format!("fetch:{OPEN}")])
+        .await?;
+    let fetcher = Api::new(net.nodes[1].api_url()?, archive.token.clone());
+    let fetched = |version: Option<u64>| {
+        let body = json!({ "target": format!("310000/{OPEN}"), "version": version });
+        let fetcher = &fetcher;
+        async move {
+            let view: TransferView = fetcher.raw().post("/api/v1/fetch", &body).await?;
+            yrd_tests::wait_until("the client's fetch to end", yrd_tests::WAIT, || async {
+                Ok(matches!(
+                    js.transfer(&view.id)?.status,
+                    TransferStatus::Done | TransferStatus::Failed
+                ))
+            })
+            .await?;
+            anyhow::Ok(js.transfer(&view.id)?.status)
+        }
+    };
+    assert_eq!(fetched(None).await?, TransferStatus::Done);
+    let last_of = |kind: RecordKind| -> Result<ProvenanceRecord> {
+        js.provenance_query(&LogQuery {
+            kind: Some(kind.name()),
+            ..LogQuery::default()
+        })?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no {} record", kind.name()))
+    };
+    let received = last_of(RecordKind::DatasetReceived)?;
+    assert_eq!(received.dataset.as_deref(), Some(OPEN));
+    assert_eq!(
+        received.client.as_deref(),
+        Some("js-archive"),
+        "{received:?}"
+    );
+    assert_eq!(fetched(Some(99)).await?, TransferStatus::Failed);
+    let failed = last_of(RecordKind::Refused)?;
+    assert!(
+        failed
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.contains("fetch failed")),
+        "{failed:?}"
+    );
+    assert_eq!(failed.client.as_deref(), Some("js-archive"), "{failed:?}");
+    // The operator's own fetch names no client.
+    let own = net
+        .api(1)?
+        .fetch_to_end(&FetchBody {
+            target: format!("310000/{OPEN}"),
+            version: None,
+            grant: None,
+        })
+        .await?;
+    assert_eq!(own.status, TransferStatus::Done, "{own:?}");
+    assert!(last_of(RecordKind::DatasetReceived)?.client.is_none());
+
     // Another dataset, a fetch, an admin route: forbidden.
     let other = input(COND, QueryMode::Verify, vec![kv("uscc", &rec["uscc"])]);
     let err = client
@@ -482,4 +573,262 @@ async fn scoped_clients_call_only_what_they_were_given_and_are_named_in_the_reco
     let admin: QueryOutcome = net.api(1)?.raw().post("/api/v1/query", &body).await?;
     assert_eq!(admin.answer.document.matched, Some(true));
     s.net.stop_all().await
+}
+
+/// How the hostile provider of [`a_hostile_provider_s_wrong_answers_are_refused_with_their_cause_and_never_shown`]
+/// answers the next query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Forgery {
+    /// An answer as an honest provider would give it (the control: it must be accepted).
+    None,
+    OtherKey,
+    Tampered,
+    OtherQuery,
+    OlderVersion,
+    OtherFile,
+    OtherGrant,
+    OtherCaller,
+    WrongResult,
+    FieldNotGranted,
+    LookupToVerify,
+    VerifyWithRecords,
+    TooManyRecords,
+    Oversized,
+}
+
+/// A marker in every record the hostile provider returns: it must never be shown or logged.
+const FORGED: &str = "FORGED-记录";
+
+/// What the hostile provider (holding Shanghai's key) answers to `raw` as `forgery` says:
+/// every answer is built as an honest one from version `latest` (`digest`), then made wrong in
+/// exactly one way.
+fn forged_answer(
+    raw: &Value,
+    forgery: Forgery,
+    key: &yrd_node::identity::NodeKey,
+    caller: &str,
+    latest: u64,
+    digest: &str,
+) -> Option<QueryResponse> {
+    use yrd_node::model::query::{Query, QueryAnswer};
+    let q: Query = serde_json::from_value(raw.clone()).ok()?;
+    let uscc = q.key.iter().find(|kv| kv.field == "uscc")?.value.clone();
+    let fields: Vec<String> = ["uscc", "enterprise_name"].map(String::from).to_vec();
+    let one = json!({ "uscc": uscc, "enterprise_name": FORGED });
+    let mut records = match (q.mode, forgery) {
+        (_, Forgery::LookupToVerify | Forgery::VerifyWithRecords) => vec![one],
+        (QueryMode::Verify, _) => Vec::new(),
+        (QueryMode::Lookup, Forgery::TooManyRecords) => vec![one; 101],
+        (QueryMode::Lookup, Forgery::Oversized) => {
+            vec![json!({ "uscc": uscc, "enterprise_name": "x".repeat(3 << 20) })]
+        }
+        (QueryMode::Lookup, _) => vec![one],
+    };
+    let lookup = !records.is_empty();
+    let mut a = QueryAnswer {
+        provider: key.peer_id().to_string(),
+        caller: caller.to_string(),
+        dataset: q.dataset.clone(),
+        version: latest,
+        data_digest: digest.to_string(),
+        mode: q.mode,
+        query_digest: q.digest().ok()?,
+        grant: q.grant.clone(),
+        found: true,
+        matched: (!lookup).then_some(true),
+        matched_fields: if lookup {
+            Vec::new()
+        } else {
+            vec!["uscc".into()]
+        },
+        record_count: records.len() as u64,
+        truncated: false,
+        fields: if lookup { fields } else { Vec::new() },
+        masks: Vec::new(),
+        result_digest: String::new(),
+        answered_at: "2026-12-06T06:00:00Z".into(),
+    };
+    match forgery {
+        Forgery::OtherQuery => a.query_digest = "00".repeat(32),
+        Forgery::OlderVersion => a.version = latest - 1,
+        Forgery::OtherFile => a.data_digest = "11".repeat(32),
+        Forgery::OtherGrant => a.grant = Some("ab".repeat(16)),
+        Forgery::OtherCaller => a.caller = key.peer_id().to_string(),
+        Forgery::FieldNotGranted => {
+            a.fields.push("legal_representative".into());
+            records[0]["legal_representative"] = json!(FORGED);
+        }
+        Forgery::LookupToVerify => {
+            a.mode = QueryMode::Lookup;
+            a.matched = None;
+            a.matched_fields = Vec::new();
+            a.fields = vec!["uscc".into(), "enterprise_name".into()];
+        }
+        _ => {}
+    }
+    a.result_digest = result_digest(&records).ok()?;
+    if forgery == Forgery::WrongResult {
+        records[0]["enterprise_name"] = json!(format!("{FORGED}-2"));
+    }
+    let signer = match forgery {
+        Forgery::OtherKey => yrd_node::identity::NodeKey::generate(),
+        _ => key.clone(),
+    };
+    let mut answer = Signed::sign(a, signer.signing_key()).ok()?;
+    if forgery == Forgery::Tampered {
+        answer.document.found = false;
+    }
+    Some(QueryResponse::Answer {
+        answer: Box::new(answer),
+        records,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_provider_s_wrong_answers_are_refused_with_their_cause_and_never_shown()
+-> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use yrd_node::model::provenance::Query as LogQuery;
+    let mut s = setup().await?;
+    // Version 2, so that an answer can be from an older version than the catalogue lists.
+    let v2 = s._dir.path().join("licences-2.jsonl");
+    write_sample_records(&v2, STANDARD, 50, 8)?;
+    net_publish(&s.net, &v2).await?;
+    let granted = ["uscc", "enterprise_name", ID];
+    query_grant(
+        &s.net,
+        1,
+        &granted,
+        vec![AccessMode::Verify, AccessMode::Lookup],
+        None,
+    )
+    .await?;
+    let sh = s.net.nodes[0].peer_id();
+    let target = format!("{sh}/{COND}");
+    let listed = node(&s.net, 1)?.resolve_target(&target)?.offer;
+    assert_eq!(listed.latest_version, Some(2));
+    let digest = listed.checksum.clone().unwrap();
+    let caller = s.net.nodes[1].peer_id().to_string();
+
+    // Shanghai's node stops; a hostile member holding its key answers Jiangsu's queries.
+    let hostile = yrd_tests::hostile::take_over(&mut s.net, 0, 1).await?;
+    let forgery = Arc::new(Mutex::new(Forgery::None));
+    let (f, key) = (forgery.clone(), hostile.key().clone());
+    hostile.answer_queries(Arc::new(move |raw| {
+        let now = *f.lock().ok()?;
+        forged_answer(raw, now, &key, &caller, 2, &digest)
+    }));
+    let js = node(&s.net, 1)?;
+    let uscc = kv("uscc", &s.records[11]["uscc"]);
+    let ask = |mode| {
+        let mut i = input(COND, mode, vec![uscc.clone()]);
+        i.target = target.clone();
+        i
+    };
+
+    // The control: an honest answer from the same forger is accepted (so each refusal below is
+    // the one wrong thing in its answer).
+    let ok = js.query(ask(QueryMode::Lookup), None).await?;
+    assert_eq!(ok.records[0]["enterprise_name"], json!(FORGED));
+    let ok = js.query(ask(QueryMode::Verify), None).await?;
+    assert_eq!(ok.answer.document.matched, Some(true));
+
+    use Forgery as F;
+    let cases = [
+        (F::OtherKey, QueryMode::Lookup, "is signed by"),
+        (F::Tampered, QueryMode::Lookup, "signature does not verify"),
+        (F::OtherQuery, QueryMode::Lookup, "names another query"),
+        (F::OlderVersion, QueryMode::Lookup, "from version 1 of"),
+        (
+            F::OtherFile,
+            QueryMode::Lookup,
+            "another file for version 2",
+        ),
+        (F::OtherGrant, QueryMode::Lookup, "names another grant"),
+        (
+            F::OtherCaller,
+            QueryMode::Verify,
+            "addressed to another node",
+        ),
+        (F::WrongResult, QueryMode::Lookup, "result digest"),
+        (
+            F::FieldNotGranted,
+            QueryMode::Lookup,
+            "field legal_representative, which is not among the fields the grant covers",
+        ),
+        (F::LookupToVerify, QueryMode::Verify, "is of another mode"),
+        (
+            F::VerifyWithRecords,
+            QueryMode::Verify,
+            "of a verify carries records",
+        ),
+        (
+            F::TooManyRecords,
+            QueryMode::Lookup,
+            "carries more records than one answer may",
+        ),
+        (F::Oversized, QueryMode::Lookup, "not answered"),
+    ];
+    let sent = || {
+        js.provenance_query(&LogQuery {
+            kind: Some(RecordKind::QuerySent.name()),
+            ..LogQuery::default()
+        })
+    };
+    for (wrong, mode, cause) in cases {
+        *forgery.lock().unwrap() = wrong;
+        let before = sent()?.len();
+        let err = match js.query(ask(mode), None).await {
+            Ok(shown) => panic!("{wrong:?}: a wrong answer was accepted: {shown:?}"),
+            Err(e) => e.to_string(),
+        };
+        if wrong != F::Oversized {
+            assert!(err.contains(cause), "{wrong:?}: {err}");
+        }
+        // Its query-sent record names the cause, and no version: the answer was not taken.
+        let records = sent()?;
+        assert_eq!(records.len(), before + 1, "{wrong:?}");
+        let r = records.last().unwrap();
+        let why = r.cause.as_deref().unwrap_or("");
+        let prefix = if wrong == F::Oversized {
+            "not answered"
+        } else {
+            "answer refused: "
+        };
+        assert!(
+            why.starts_with(prefix) && why.contains(cause),
+            "{wrong:?}: {why}"
+        );
+        assert!(r.version.is_none() && r.documents.is_empty(), "{r:?}");
+    }
+    // Through the API too: a 502 naming the cause, and the forged record nowhere in it.
+    *forgery.lock().unwrap() = F::FieldNotGranted;
+    let err = s
+        .net
+        .api(1)?
+        .raw()
+        .post::<_, Value>("/api/v1/query", &ask(QueryMode::Lookup))
+        .await
+        .unwrap_err();
+    assert_eq!(yrd_tests::api::status(&err), Some(502), "{err}");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("not among the fields the grant covers"),
+        "{text}"
+    );
+    assert!(!text.contains(FORGED), "{text}");
+    // No log of Jiangsu's holds a forged value.
+    let all = serde_json::to_string(&js.provenance_query(&Default::default())?)?;
+    assert!(!all.contains(FORGED));
+    hostile.shutdown().await;
+    s.net.stop_all().await
+}
+
+/// Shanghai publishes `file` as the next version of [`COND`] and its catalogue reaches the
+/// others.
+async fn net_publish(net: &TestNet, file: &std::path::Path) -> Result<()> {
+    net.api(0)?
+        .publish_version(COND, file, DataFormat::Jsonl)
+        .await?;
+    net.wait_catalogue_of(0).await
 }

@@ -41,10 +41,16 @@ pub(super) async fn fetch(
     body: Result<Json<FetchBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TransferView>), ApiError> {
     let Json(b) = body?;
-    if let Some(axum::Extension(c)) = caller {
-        c.check(crate::node::clients::ClientAction::Fetch, &b.target)?;
-    }
-    let view = s.node.fetch(&b.target, b.version, b.grant).await?;
+    let client = match caller {
+        Some(axum::Extension(c)) => {
+            c.check(crate::node::clients::ClientAction::Fetch, &b.target)?
+        }
+        None => None,
+    };
+    let view = s
+        .node
+        .fetch_as(&b.target, b.version, b.grant, client.as_deref())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 

@@ -16,15 +16,22 @@ use crate::node::provenance::{BundleEntryView, Delivery, ExportQuery};
 /// Largest bundle `yrd verify` reads.
 const MAX_BUNDLE_BYTES: u64 = 1 << 30;
 
+/// The columns every record table starts with: SEQ, WHEN, KIND, PEER, REGION.
+fn record_head(r: &ProvenanceRecord) -> Vec<String> {
+    vec![
+        r.seq.to_string(),
+        r.time.clone(),
+        r.kind.name(),
+        r.counterparty.as_deref().map(short_id).unwrap_or_default(),
+        r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
+    ]
+}
+
 fn record_rows(list: &[ProvenanceRecord]) -> Vec<Vec<String>> {
     list.iter()
         .map(|r| {
-            vec![
-                r.seq.to_string(),
-                r.time.clone(),
-                r.kind.name(),
-                r.counterparty.as_deref().map(short_id).unwrap_or_default(),
-                r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
+            let mut row = record_head(r);
+            row.extend([
                 match (&r.dataset, r.version) {
                     (Some(d), Some(v)) => format!("{d} v{v}"),
                     (Some(d), None) => d.clone(),
@@ -35,7 +42,8 @@ fn record_rows(list: &[ProvenanceRecord]) -> Vec<Vec<String>> {
                     .map(|g| g.chars().take(12).collect())
                     .unwrap_or_default(),
                 r.cause.clone().or(r.fields.clone()).unwrap_or_default(),
-            ]
+            ]);
+            row
         })
         .collect()
 }
@@ -192,30 +200,13 @@ pub(super) async fn provenance(cli: &Cli, cmd: &ProvenanceCommand) -> Result<(),
                 println!("no calls about that key of {dataset}");
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.seq.to_string(),
-                        r.time.clone(),
-                        r.kind.name(),
-                        r.counterparty.as_deref().map(short_id).unwrap_or_default(),
-                        r.counterparty_region.map(|g| g.label()).unwrap_or_default(),
-                        r.query_mode
-                            .map(|m| m.as_str().to_string())
-                            .unwrap_or_default(),
-                        r.purpose.clone().unwrap_or_else(|| "-".into()),
-                        r.legal_basis.clone().unwrap_or_else(|| "-".into()),
-                        r.cause.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect();
+            let rows: Vec<Vec<String>> = list.iter().map(query_call_row).collect();
             print!(
                 "{}",
                 table::render(
                     &[
-                        "SEQ", "WHEN", "KIND", "PEER", "REGION", "MODE", "PURPOSE", "BASIS",
-                        "CAUSE"
+                        "SEQ", "WHEN", "KIND", "PEER", "REGION", "MODE", "RESULT", "PURPOSE",
+                        "BASIS", "CAUSE"
                     ],
                     &rows
                 )
@@ -441,6 +432,26 @@ pub(super) fn verify(cli: &Cli, file: &Path, genesis: Option<&str>) -> Result<()
 
 /// "3/3 chunks", or "2/5 chunks, reset" for a session that did not end as the protocol says;
 /// "-" for a record from before sessions were counted.
+/// One row of `yrd provenance queries`: SEQ, WHEN, KIND, PEER, REGION, MODE, RESULT (found /
+/// not found for an answered call, `-` for a refused one), PURPOSE, BASIS, CAUSE.
+fn query_call_row(r: &ProvenanceRecord) -> Vec<String> {
+    let mut row = record_head(r);
+    row.extend([
+        r.query_mode
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        match r.found {
+            Some(true) => "found".into(),
+            Some(false) => "not found".into(),
+            None => "-".into(),
+        },
+        r.purpose.clone().unwrap_or_else(|| "-".into()),
+        r.legal_basis.clone().unwrap_or_else(|| "-".into()),
+        r.cause.clone().unwrap_or_default(),
+    ]);
+    row
+}
+
 fn sent_column(d: &Delivery) -> String {
     match (d.chunks_sent, d.chunk_count) {
         (Some(sent), Some(count)) => match d.ended {
@@ -450,5 +461,24 @@ fn sent_column(d: &Delivery) -> String {
             _ => format!("{sent}/{count} chunks"),
         },
         _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::provenance::RecordKind;
+
+    #[test]
+    fn the_call_report_says_found_or_not_found() {
+        let region = "310000".parse().expect("a region");
+        let mut r = ProvenanceRecord::new(RecordKind::QueryAnswered, "peer".into(), region);
+        r.found = Some(false);
+        assert_eq!(query_call_row(&r)[6], "not found");
+        r.found = Some(true);
+        assert_eq!(query_call_row(&r)[6], "found");
+        r.kind = RecordKind::QueryRefused;
+        r.found = None;
+        assert_eq!(query_call_row(&r)[6], "-");
     }
 }

@@ -200,7 +200,13 @@ pub struct ProvenanceRecord {
     /// kept in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash: Option<String>,
-    /// Queries: the API client that made the call (caller side).
+    /// Queries: whether the answer found a record with the key (`false`: the signed "not
+    /// found"); absent on a refused or unanswered call. The key itself is named only by
+    /// `key_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    /// The API client that made the call: queries (`query-sent`) and fetches (`dataset-received`,
+    /// and the record of a fetch that failed), caller side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
 
@@ -242,6 +248,7 @@ impl ProvenanceRecord {
             ended: None,
             query_mode: None,
             key_hash: None,
+            found: None,
             client: None,
             prev_about_dataset: None,
             documents: Vec::new(),

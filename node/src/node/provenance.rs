@@ -157,6 +157,18 @@ impl Node {
         dataset: Option<&str>,
         cause: &str,
     ) {
+        self.record_refusal_by(peer, dataset, cause, None).await;
+    }
+
+    /// [`Node::record_refusal`] of a call made by `client`, a scoped API client (named in the
+    /// record).
+    pub(crate) async fn record_refusal_by(
+        &self,
+        peer: Option<PeerId>,
+        dataset: Option<&str>,
+        cause: &str,
+        client: Option<&str>,
+    ) {
         if let Some(p) = peer {
             if !self
                 .inner
@@ -175,6 +187,7 @@ impl Node {
             None => {}
         }
         r.cause = Some(capped(&cause, MAX_PEER_TEXT_CHARS));
+        r.client = client.map(str::to_string);
         self.record(r, peer, Vec::new()).await;
     }
 

@@ -56,6 +56,7 @@ pub fn sample(i: u64, region: Region) -> NewRecord {
             ended: i.is_multiple_of(2).then_some(SessionEnd::Closed),
             query_mode: None,
             key_hash: None,
+            found: None,
             client: None,
 
             prev_about_dataset: None,

@@ -1462,9 +1462,11 @@ function queryForm(result) {
 }
 
 function callOutcome(r) {
-  if (r.kind === 'query-answered') return badge('ok', t('queries.kind.answered'));
+  const found = r.found === undefined ? null
+    : h('div', {class: 'muted small', testid: 'call-found'}, t(r.found ? 'queries.found' : 'queries.notFound'));
+  if (r.kind === 'query-answered') return [badge('ok', t('queries.kind.answered')), found];
   if (r.kind === 'query-refused') return [badge('danger', t('queries.kind.refused')), r.cause ? h('div', {class: 'muted small'}, r.cause) : null];
-  return [badge(r.cause ? 'warn' : 'info', t('queries.kind.sent')), r.cause ? h('div', {class: 'muted small'}, r.cause) : null];
+  return [badge(r.cause ? 'warn' : 'info', t('queries.kind.sent')), found, r.cause ? h('div', {class: 'muted small'}, r.cause) : null];
 }
 
 function callsTable(list, publisher) {

@@ -384,6 +384,8 @@ const zh = {
   'queries.kind.answered': '已应答',
   'queries.kind.refused': '已拒绝',
   'queries.kind.sent': '已调用',
+  'queries.found': '查得',
+  'queries.notFound': '查无此记录',
 
   'alarms.none': '没有见证告警：所见证的各节点日志均一致。',
   'alarms.intro': '以下节点出示的日志树头与其此前出示的不一致（日志分叉）。',
@@ -808,6 +810,8 @@ const en = {
   'queries.kind.answered': 'answered',
   'queries.kind.refused': 'refused',
   'queries.kind.sent': 'called',
+  'queries.found': 'found',
+  'queries.notFound': 'not found',
 
   'alarms.none': 'No alarm: every log we witness is consistent.',
   'alarms.intro': 'These members showed a tree head that does not extend one they showed before (a forked log).',

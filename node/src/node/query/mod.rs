@@ -28,7 +28,7 @@ use super::transfer::{derivation_scope, mask_salt, projection_for};
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
 use crate::identity::QuerySecret;
-use crate::model::catalogue::{CatalogueEntry, ShareType};
+use crate::model::catalogue::{CatalogueEntry, SchemaRef, ShareType};
 use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::masking::{self, FieldMask};
 use crate::model::provenance::{ProvenanceRecord, Query as LogQuery, RecordKind};
@@ -54,11 +54,16 @@ pub const UNGRANTED_LIMITS: QueryLimits = QueryLimits {
 };
 /// Most open key indexes kept.
 const MAX_OPEN_INDEXES: usize = 256;
+/// Most compiled standards kept for answering queries.
+const MAX_COMPILED_STANDARDS: usize = 64;
 
 /// The query services' state: the query secret, open key indexes, rate buckets.
 pub(crate) struct Queries {
     secret: QuerySecret,
     indexes: parking_lot::Mutex<HashMap<PathBuf, Arc<KeyIndex>>>,
+    /// Standards compiled once (by id, version and digest: a standard version never changes),
+    /// not once a call: compiling one is most of a lookup's own cost.
+    standards: parking_lot::Mutex<HashMap<String, Arc<CompiledStandard>>>,
     build_lock: tokio::sync::Mutex<()>,
     rates: limits::RateLimiter,
     quota_lock: parking_lot::Mutex<()>,
@@ -70,6 +75,7 @@ impl Queries {
         Queries {
             secret,
             indexes: parking_lot::Mutex::new(HashMap::new()),
+            standards: parking_lot::Mutex::new(HashMap::new()),
             build_lock: tokio::sync::Mutex::new(()),
             rates: limits::RateLimiter::default(),
             quota_lock: parking_lot::Mutex::new(()),
@@ -302,6 +308,21 @@ impl Node {
         Ok(())
     }
 
+    /// The compiled standard `r` names, compiled at its first query and kept.
+    fn query_standard(&self, r: &SchemaRef) -> Result<Arc<CompiledStandard>, NodeError> {
+        let key = format!("{}@{}#{}", r.id, r.version, r.digest);
+        if let Some(s) = self.queries().standards.lock().get(&key) {
+            return Ok(s.clone());
+        }
+        let compiled = Arc::new(self.compiled_standard(r)?);
+        let mut cache = self.queries().standards.lock();
+        if cache.len() >= MAX_COMPILED_STANDARDS {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
     /// The open key index of `field` for version `m`, built first if missing.
     async fn key_index(
         &self,
@@ -346,7 +367,7 @@ impl Node {
         &self,
         offer: &CatalogueEntry,
         m: &Manifest,
-        standard: &CompiledStandard,
+        standard: &Arc<CompiledStandard>,
         by: &FieldValue,
     ) -> Result<Vec<Value>, NodeError> {
         let index = self.key_index(offer, m, &by.field).await?;
@@ -475,9 +496,7 @@ impl Node {
         q.check_form()
             .map_err(|m| refusal(RefusalCode::BadRequest, m))?;
         let offer = self.deliverable_offer(&q.dataset)?;
-        let standard = self
-            .compiled_standard(&offer.conforms_to)
-            .map_err(internal)?;
+        let standard = self.query_standard(&offer.conforms_to).map_err(internal)?;
         let known = standard.field_names();
         let unknown = q
             .key
@@ -684,6 +703,7 @@ impl Node {
         rec.legal_basis = Some(q.legal_basis.trim().to_string());
         rec.query_mode = Some(q.mode);
         rec.key_hash = key_hash.clone();
+        rec.found = Some(signed.document.found);
         rec.fields = Some(query_fields(q, &signed.document));
         rec.data_digest = Some(m.digest.clone());
         self.record(rec, Some(peer), doc(&signed).into_iter().collect())
@@ -782,7 +802,14 @@ impl Node {
         };
         match response {
             QueryResponse::Answer { answer, records } => {
-                if let Err(reason) = check_answer(&answer, &records, &q, &digest, t.peer, self) {
+                let expected = Expected {
+                    query: &q,
+                    digest: &digest,
+                    provider: t.peer,
+                    offer: &t.offer,
+                    grant: g,
+                };
+                if let Err(reason) = check_answer(&answer, &records, &expected, self) {
                     rec.cause = Some(capped(
                         &format!("answer refused: {reason}"),
                         MAX_PEER_TEXT_CHARS,
@@ -795,6 +822,7 @@ impl Node {
                 }
                 rec.version = Some(answer.document.version);
                 rec.data_digest = Some(answer.document.data_digest.clone());
+                rec.found = Some(answer.document.found);
                 rec.fields = Some(query_fields(&q, &answer.document));
                 let seq = self
                     .record(rec, Some(t.peer), doc(&answer).into_iter().collect())
@@ -832,28 +860,41 @@ impl Node {
     }
 }
 
+/// What the caller expects of an answer: its query (and that query's digest), the provider it
+/// asked, the offer as the provider's catalogue lists it, and the grant it called under.
+struct Expected<'a> {
+    query: &'a Query,
+    digest: &'a str,
+    provider: PeerId,
+    offer: &'a CatalogueEntry,
+    grant: Option<&'a Grant>,
+}
+
 /// The caller's check of an answer: signed by the provider, about our query (digest, dataset,
-/// mode, grant), to us, and carrying exactly the records it names by digest.
+/// mode, grant), to us, from the latest version the provider's catalogue lists (or a later
+/// one), carrying exactly the records it names by digest, within the limits of one answer,
+/// and no field the query asked for or the grant covers (a verify: no field at all). A
+/// refused answer is never shown; its `query-sent` record names the cause.
 fn check_answer(
     answer: &Signed<QueryAnswer>,
     records: &[Value],
-    q: &Query,
-    digest: &str,
-    provider: PeerId,
+    e: &Expected<'_>,
     node: &Node,
 ) -> Result<(), String> {
+    let q = e.query;
     answer.verify().map_err(|e| e.to_string())?;
     let key = answer.signer_key().map_err(|e| e.to_string())?;
     let a = &answer.document;
     node.signer_peer(&key, &a.provider)
         .map_err(|e| e.to_string())
         .and_then(|signer| {
-            (signer == provider)
+            (signer == e.provider)
                 .then_some(())
                 .ok_or_else(|| format!("answer signed by {signer}, not the provider"))
         })?;
+    let verify = q.mode == QueryMode::Verify;
     let checks = [
-        (a.query_digest == digest, "names another query"),
+        (a.query_digest == e.digest, "names another query"),
         (a.dataset == q.dataset, "is about another dataset"),
         (a.mode == q.mode, "is of another mode"),
         (a.grant == q.grant, "names another grant"),
@@ -866,16 +907,95 @@ fn check_answer(
             "counts other records than it carries",
         ),
         (
-            q.mode == QueryMode::Lookup || (records.is_empty() && a.matched.is_some()),
-            "of a verify carries records or no verdict",
+            !verify
+                || (records.is_empty()
+                    && a.matched.is_some()
+                    && a.fields.is_empty()
+                    && a.masks.is_empty()),
+            "of a verify carries records, fields or no verdict",
+        ),
+        (
+            a.found || records.is_empty(),
+            "says not found but carries records",
+        ),
+        (
+            records.len() <= MAX_LOOKUP_RECORDS,
+            "carries more records than one answer may",
         ),
     ];
     if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
         return Err(format!("the answer {what}"));
     }
+    if let Some(latest) = e.offer.latest_version {
+        if a.version < latest {
+            return Err(format!(
+                "the answer is from version {} of {}, older than version {latest} its \
+                 provider's catalogue lists",
+                a.version, q.dataset
+            ));
+        }
+        if a.version == latest
+            && e.offer
+                .checksum
+                .as_ref()
+                .is_some_and(|c| *c != a.data_digest)
+        {
+            return Err(format!(
+                "the answer names another file for version {latest} of {} than its provider's \
+                 catalogue (data digest)",
+                q.dataset
+            ));
+        }
+    }
+    let bytes: usize = records.iter().map(|r| r.to_string().len()).sum();
+    if bytes > MAX_LOOKUP_RESULT_BYTES {
+        return Err(format!(
+            "the answer carries {bytes} bytes of records; one answer carries at most \
+             {MAX_LOOKUP_RESULT_BYTES}"
+        ));
+    }
+    check_answer_fields(a, records, q, e.grant)?;
     let got = result_digest(records).map_err(|e| e.to_string())?;
     if got != a.result_digest {
         return Err("the records are not the ones the answer names (result digest)".into());
+    }
+    Ok(())
+}
+
+/// A lookup answer's fields: those it lists are among those asked for (or, asked for none,
+/// those the grant covers), and each record has only fields it lists.
+fn check_answer_fields(
+    a: &QueryAnswer,
+    records: &[Value],
+    q: &Query,
+    grant: Option<&Grant>,
+) -> Result<(), String> {
+    let (allowed, whose): (Option<&[String]>, &str) = if !q.fields.is_empty() {
+        (Some(&q.fields), "the query asked for")
+    } else {
+        (
+            grant.map(|g| g.fields.as_slice()).filter(|f| !f.is_empty()),
+            "the grant covers",
+        )
+    };
+    if let Some(allowed) = allowed {
+        if let Some(f) = a.fields.iter().find(|f| !allowed.contains(f)) {
+            return Err(format!(
+                "the answer lists field {}, which is not among the fields {whose}",
+                capped(f, 64)
+            ));
+        }
+    }
+    for r in records {
+        let Some(obj) = r.as_object() else {
+            return Err("the answer carries a record that is not a JSON object".into());
+        };
+        if let Some(f) = obj.keys().find(|f| !a.fields.contains(f)) {
+            return Err(format!(
+                "the answer carries field {}, which is not among the fields it lists",
+                capped(f, 64)
+            ));
+        }
     }
     Ok(())
 }

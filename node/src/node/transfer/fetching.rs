@@ -92,8 +92,19 @@ impl Node {
         version: Option<u64>,
         grant: Option<String>,
     ) -> Result<TransferView, NodeError> {
+        self.fetch_as(target, version, grant, None).await
+    }
+
+    /// [`Node::fetch`] asked by `client`, a scoped API client: its records name it.
+    pub async fn fetch_as(
+        &self,
+        target: &str,
+        version: Option<u64>,
+        grant: Option<String>,
+        client: Option<&str>,
+    ) -> Result<TransferView, NodeError> {
         let t = self.resolve_target(target)?;
-        self.fetch_from(&t, version, grant)
+        self.fetch_from(&t, version, grant, client)
     }
 
     pub(super) fn fetch_from(
@@ -101,6 +112,7 @@ impl Node {
         t: &Target,
         version: Option<u64>,
         grant: Option<String>,
+        client: Option<&str>,
     ) -> Result<TransferView, NodeError> {
         let dataset = t.offer.offer.identifier.clone();
         let grant = match t.offer.offer.share_type {
@@ -161,6 +173,7 @@ impl Node {
             wanted_version: version,
             receipt: None,
             receipt_acknowledged: false,
+            client: client.map(str::to_string),
         };
         self.store()
             .put_record(RecordTree::Fetches, &view.id, &record)?;
@@ -243,10 +256,11 @@ impl Node {
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, dataset = %record.view.dataset, error = %e, "fetch failed");
-                self.record_refusal(
+                self.record_refusal_by(
                     Some(peer),
                     Some(&record.view.dataset),
                     &format!("fetch failed: {e}"),
+                    record.client.as_deref(),
                 )
                 .await;
                 record.view.status = TransferStatus::Failed;
@@ -266,6 +280,7 @@ impl Node {
                 r.version = Some(m.document.version);
                 r.data_digest = Some(m.document.digest.clone());
                 r.grant = record.view.grant.clone();
+                r.client = record.client.clone();
                 r.fields = super::derivation::delivered_fields(&m.document);
                 let grant = record
                     .view
@@ -875,6 +890,7 @@ mod tests {
                 wanted_version: version,
                 receipt: None,
                 receipt_acknowledged: false,
+                client: None,
             }
         }
 

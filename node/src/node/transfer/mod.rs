@@ -215,6 +215,10 @@ struct FetchRecord {
     /// Whether the provider acknowledged it.
     #[serde(default)]
     receipt_acknowledged: bool,
+    /// The scoped API client that asked for the fetch (none: the operator or a subscription),
+    /// named in its records.
+    #[serde(default)]
+    client: Option<String>,
 }
 
 /// The transfer service's own state, owned here and locked only here: the registry of transfers

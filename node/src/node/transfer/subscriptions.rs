@@ -128,7 +128,7 @@ impl Node {
         if latest <= sub.fetched_version {
             return;
         }
-        let note = match self.fetch_from(&t, Some(latest), None) {
+        let note = match self.fetch_from(&t, Some(latest), None, None) {
             Ok(view) => {
                 tracing::info!(peer = %publisher, dataset, version = latest, transfer = %view.id, "subscription fetching new version");
                 None
