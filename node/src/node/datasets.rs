@@ -403,6 +403,16 @@ impl Node {
 
     /// The standard `r` names, compiled (it must be one we hold).
     pub(crate) fn compiled_standard(&self, r: &SchemaRef) -> Result<CompiledStandard, NodeError> {
+        let shared = self.shared_standard(r)?;
+        Ok(CompiledStandard::clone(&shared))
+    }
+
+    /// The standard `r` names, compiled once and shared (compiling costs milliseconds; every
+    /// fetch, query and publish needs one).
+    pub(crate) fn shared_standard(
+        &self,
+        r: &SchemaRef,
+    ) -> Result<std::sync::Arc<CompiledStandard>, NodeError> {
         let doc = self.schema_doc(&r.id, Some(&r.version))?;
         let key = format!("{}@{}", r.id, r.version);
         self.inner.standards.compiled(&key, || {

@@ -64,7 +64,7 @@ pub(crate) struct Standards {
     held: RwLock<Index>,
     /// Compiled validators by `id@version` and projection (an id+version never changes, so
     /// an entry never goes stale); at most [`MAX_COMPILED`], emptied when full.
-    compiled: parking_lot::Mutex<HashMap<String, CompiledStandard>>,
+    compiled: parking_lot::Mutex<HashMap<String, std::sync::Arc<CompiledStandard>>>,
 }
 
 /// Compiled standards kept at once (each a few KiB to a few hundred).
@@ -96,11 +96,11 @@ impl Standards {
         &self,
         key: &str,
         schema: impl FnOnce() -> Result<CompiledStandard, NodeError>,
-    ) -> Result<CompiledStandard, NodeError> {
+    ) -> Result<std::sync::Arc<CompiledStandard>, NodeError> {
         if let Some(c) = self.compiled.lock().get(key) {
             return Ok(c.clone());
         }
-        let c = schema()?;
+        let c = std::sync::Arc::new(schema()?);
         let mut cache = self.compiled.lock();
         if cache.len() >= MAX_COMPILED {
             cache.clear();

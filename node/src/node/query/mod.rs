@@ -28,7 +28,7 @@ use super::transfer::{derivation_scope, mask_salt, projection_for};
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
 use crate::identity::QuerySecret;
-use crate::model::catalogue::{CatalogueEntry, SchemaRef, ShareType};
+use crate::model::catalogue::{CatalogueEntry, ShareType};
 use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::masking::{self, FieldMask};
 use crate::model::provenance::{ProvenanceRecord, Query as LogQuery, RecordKind};
@@ -54,16 +54,11 @@ pub const UNGRANTED_LIMITS: QueryLimits = QueryLimits {
 };
 /// Most open key indexes kept.
 const MAX_OPEN_INDEXES: usize = 256;
-/// Most compiled standards kept for answering queries.
-const MAX_COMPILED_STANDARDS: usize = 64;
 
 /// The query services' state: the query secret, open key indexes, rate buckets.
 pub(crate) struct Queries {
     secret: QuerySecret,
     indexes: parking_lot::Mutex<HashMap<PathBuf, Arc<KeyIndex>>>,
-    /// Standards compiled once (by id, version and digest: a standard version never changes),
-    /// not once a call: compiling one is most of a lookup's own cost.
-    standards: parking_lot::Mutex<HashMap<String, Arc<CompiledStandard>>>,
     build_lock: tokio::sync::Mutex<()>,
     rates: limits::RateLimiter,
     quota_lock: parking_lot::Mutex<()>,
@@ -75,7 +70,6 @@ impl Queries {
         Queries {
             secret,
             indexes: parking_lot::Mutex::new(HashMap::new()),
-            standards: parking_lot::Mutex::new(HashMap::new()),
             build_lock: tokio::sync::Mutex::new(()),
             rates: limits::RateLimiter::default(),
             quota_lock: parking_lot::Mutex::new(()),
@@ -308,21 +302,6 @@ impl Node {
         Ok(())
     }
 
-    /// The compiled standard `r` names, compiled at its first query and kept.
-    fn query_standard(&self, r: &SchemaRef) -> Result<Arc<CompiledStandard>, NodeError> {
-        let key = format!("{}@{}#{}", r.id, r.version, r.digest);
-        if let Some(s) = self.queries().standards.lock().get(&key) {
-            return Ok(s.clone());
-        }
-        let compiled = Arc::new(self.compiled_standard(r)?);
-        let mut cache = self.queries().standards.lock();
-        if cache.len() >= MAX_COMPILED_STANDARDS {
-            cache.clear();
-        }
-        cache.insert(key, compiled.clone());
-        Ok(compiled)
-    }
-
     /// The open key index of `field` for version `m`, built first if missing.
     async fn key_index(
         &self,
@@ -496,7 +475,7 @@ impl Node {
         q.check_form()
             .map_err(|m| refusal(RefusalCode::BadRequest, m))?;
         let offer = self.deliverable_offer(&q.dataset)?;
-        let standard = self.query_standard(&offer.conforms_to).map_err(internal)?;
+        let standard = self.shared_standard(&offer.conforms_to).map_err(internal)?;
         let known = standard.field_names();
         let unknown = q
             .key

@@ -637,7 +637,7 @@ impl Node {
                 standard::compile(&schema)
                     .map_err(|e| NodeError::invalid("standard", e.to_string()))
             })
-            .map(Some)
+            .map(|c| Some(CompiledStandard::clone(&c)))
     }
 
     /// Re-validates the records of a file we already held against the standard.
