@@ -482,6 +482,20 @@ impl Api {
         self.client.get(&path).await
     }
 
+    /// `POST /api/v1/provenance/export` of the records `from_seq` to `to_seq`.
+    pub async fn export_range(&self, from_seq: u64, to_seq: u64) -> Answer<EvidenceBundle> {
+        self.client
+            .post(
+                "/api/v1/provenance/export",
+                &ExportQuery {
+                    from_seq: Some(from_seq),
+                    to_seq: Some(to_seq),
+                    ..ExportQuery::default()
+                },
+            )
+            .await
+    }
+
     /// `POST /api/v1/provenance/export` of every record about `dataset`.
     pub async fn export(&self, dataset: &str) -> Answer<EvidenceBundle> {
         self.client

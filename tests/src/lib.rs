@@ -22,6 +22,7 @@ pub mod api;
 pub mod charter;
 pub mod fixtures;
 pub mod hostile;
+pub mod verifiers;
 
 use api::Api;
 

@@ -482,6 +482,29 @@ async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_of
         .unwrap_or_default();
     assert!(e.contains("409") && e.contains("rollback"), "{e}");
 
+    // The founder's whole log — the versions it applied included — verifies offline, with
+    // the three charter versions it carries, by `yrd verify` and the Python verifier alike.
+    let size = net.api(0)?.check().await?.size;
+    let bundle = net.api(0)?.export_range(0, size.saturating_sub(1)).await?;
+    assert_eq!(bundle.charters.as_ref().map(Vec::len), Some(3));
+    assert!(
+        bundle
+            .entries
+            .iter()
+            .filter(|e| e.record.kind == RecordKind::CharterApplied)
+            .count()
+            >= 2,
+        "versions 2 and 3 recorded"
+    );
+    let file = net.root.path().join("founder-log.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&bundle)?)?;
+    let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
+    assert!(ok, "{out}");
+    if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
+        assert!(ok, "{python}");
+        assert_eq!(python, out, "the two verifiers print the same account");
+    }
+
     city.stop().await?;
     net.stop_all().await
 }

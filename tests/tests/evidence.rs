@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Result;
@@ -16,35 +15,8 @@ use yrd_node::model::provenance::{
 use yrd_node::model::region::Region;
 use yrd_node::model::signed::Signed;
 use yrd_tests::fixtures::{OPEN, founders_charter, provider};
+use yrd_tests::verifiers::{python_verify, yrd, yrd_verify};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
-
-/// The `yrd` binary of this build (target/debug/yrd beside the test's deps directory), built
-/// if it is not there yet.
-fn yrd() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
-    let bin = dir.join(format!("yrd{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-q", "-p", "yrd-node", "--bin", "yrd"])
-            .status()?;
-        anyhow::ensure!(built.success(), "cargo build of yrd failed");
-    }
-    Ok(bin)
-}
-
-/// `yrd verify FILE`: its exit status and standard output.
-fn yrd_verify(file: &std::path::Path) -> Result<(bool, String)> {
-    let out = Command::new(yrd()?).arg("verify").arg(file).output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8(out.stdout)? + &String::from_utf8(out.stderr)?,
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_without_its_one_delivery_is_named_incomplete_by_yrd_verify() -> Result<()> {
@@ -148,21 +120,6 @@ fn the_published_vectors_say_what_they_prove_about_completeness() -> Result<()> 
     );
     assert!(charter.warnings.is_empty(), "{:?}", charter.warnings);
     Ok(())
-}
-
-/// `python3 scripts/verify_evidence.py FILE`'s output, or `None` when its modules are missing
-/// (scripts/test.sh installs them and compares the published vectors itself).
-fn python_verify(file: &std::path::Path) -> Result<Option<(bool, String)>> {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_evidence.py");
-    let out = Command::new("python3").arg(script).arg(file).output()?;
-    if out.status.code() == Some(2) {
-        return Ok(None);
-    }
-    Ok(Some((
-        out.status.success(),
-        String::from_utf8(out.stdout)? + &String::from_utf8(out.stderr)?,
-    )))
 }
 
 /// Three nodes on a charter: the bundle carries the charter and every signer is checked against

@@ -27,6 +27,7 @@ use yrd_tests::TestNet;
 use yrd_tests::fixtures::{
     FIELDS, STANDARD, offer, publish_sample_standard, request_body, write_sample_records,
 };
+use yrd_tests::verifiers::{python_verify, yrd_verify};
 
 /// The conditional offer with query keys.
 const COND: &str = "sh-licences-q";
@@ -297,11 +298,28 @@ async fn verify_only_grants_answer_yes_or_no_and_lookups_return_exactly_the_gran
     );
     assert_eq!(code, RefusalCode::NotShared, "{msg}");
 
-    // The provider's evidence of the calls verifies offline.
+    // The provider's evidence of the calls verifies offline, by `yrd verify` and the Python
+    // verifier alike (query records: mode, key hash, found).
     let bundle = net.api(0)?.export(COND).await?;
     let verified =
         verify_bundle_value(&serde_json::to_value(&bundle)?).map_err(|e| anyhow::anyhow!("{e}"))?;
     assert!(verified.complete, "{}", verified.completeness);
+    assert!(
+        bundle
+            .entries
+            .iter()
+            .any(|e| e.record.kind == RecordKind::QueryAnswered),
+        "the bundle holds the calls"
+    );
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("queries.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&bundle)?)?;
+    let (ok, out) = yrd_verify(&file)?;
+    assert!(ok, "{out}");
+    if let Some((ok, python)) = python_verify(&file)? {
+        assert!(ok, "{python}");
+        assert_eq!(python, out, "the two verifiers print the same account");
+    }
     s.net.stop_all().await
 }
 
