@@ -969,7 +969,7 @@ impl Sim {
             })
             .map_err(|e| node_err(e.to_string()))?;
             if let (true, Some(c)) = (on_charter, &charter) {
-                set_charter(&data_dir, &c.chain_file).map_err(node_err)?;
+                set_charter(&data_dir, &c.chain_file, false).map_err(node_err)?;
             }
             let mut sim_node = SimNode {
                 region,
@@ -1614,7 +1614,8 @@ impl Sim {
         if let Some(r) = self.nodes[i].running.take() {
             r.shutdown().await.map_err(|e| format!("node {i}: {e}"))?;
         }
-        set_charter(&self.nodes[i].data_dir, &chain_file).map_err(|e| format!("node {i}: {e}"))?;
+        set_charter(&self.nodes[i].data_dir, &chain_file, true)
+            .map_err(|e| format!("node {i}: {e}"))?;
         start_node(&mut self.nodes[i], i)
             .await
             .map_err(|e| e.to_string())
@@ -2115,12 +2116,27 @@ fn write_chain(path: &Path, versions: &[SignedCharter]) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Points node `data_dir`'s config at the chain file and drops its member list.
-fn set_charter(data_dir: &Path, chain_file: &Path) -> Result<(), String> {
+/// Points node `data_dir`'s config at the chain file and drops its member list; with
+/// `fresh_port`, its listen addresses go back to port 0 (a restarted node's old UDP port may
+/// not be free yet; it dials the members itself, so they learn the new one).
+fn set_charter(data_dir: &Path, chain_file: &Path, fresh_port: bool) -> Result<(), String> {
+    use libp2p::multiaddr::Protocol;
     let path = data_dir.join(CONFIG_FILE);
     let mut config = NodeConfig::load(&path).map_err(|e| e.to_string())?;
     config.federation.members.clear();
     config.federation.charter = Some(chain_file.to_path_buf());
+    if fresh_port {
+        for addr in &mut config.network.listen {
+            *addr = addr
+                .iter()
+                .map(|p| match p {
+                    Protocol::Tcp(_) => Protocol::Tcp(0),
+                    Protocol::Udp(_) => Protocol::Udp(0),
+                    other => other,
+                })
+                .collect();
+        }
+    }
     setup::write_config(&path, &config).map_err(|e| e.to_string())
 }
 
