@@ -83,6 +83,43 @@ pub(crate) struct FederationCharter {
     refused: Mutex<HashMap<PeerId, CharterHead>>,
     /// The signature count each peer claimed for a proposal when we last pulled it from there.
     asked: Mutex<HashMap<(PeerId, String), u32>>,
+    /// Peers a pull of versions runs from now ([`FederationCharter::pull_slot`]).
+    pulling: PullSlots,
+}
+
+/// Pulls of charter versions at once. Every member announces a version it applies, so without
+/// a bound a node behind would pull (and verify) the same version once per announcer — at 45
+/// members, ~2,000 pulls per change across the federation, which made propagation grow with
+/// the number of members (docs/charter.md, "Propagation").
+pub const MAX_CHARTER_PULLS: usize = 2;
+
+/// The peers charter versions are being pulled from: at most [`MAX_CHARTER_PULLS`], one pull
+/// per peer, so one slow or lying member cannot hold them all.
+#[derive(Debug, Default)]
+pub(crate) struct PullSlots(Mutex<std::collections::HashSet<PeerId>>);
+
+impl PullSlots {
+    /// A slot to pull from `peer`, or none while a pull from it runs or the slots are taken
+    /// (the announcement is then left to the running pulls and to anti-entropy).
+    pub(crate) fn take(&self, peer: PeerId) -> Option<PullSlot<'_>> {
+        let mut pulling = self.0.lock();
+        if pulling.len() >= MAX_CHARTER_PULLS || !pulling.insert(peer) {
+            return None;
+        }
+        Some(PullSlot { slots: self, peer })
+    }
+}
+
+/// A running pull of charter versions from one peer; its slot is free again when dropped.
+pub(crate) struct PullSlot<'a> {
+    slots: &'a PullSlots,
+    peer: PeerId,
+}
+
+impl Drop for PullSlot<'_> {
+    fn drop(&mut self) {
+        self.slots.0.lock().remove(&self.peer);
+    }
 }
 
 /// Proposal claims remembered ([`FederationCharter::should_pull`]); forgotten all at once past it.
@@ -362,6 +399,7 @@ impl FederationCharter {
             contradictions: Mutex::new(VecDeque::new()),
             proposals: Mutex::new(proposals),
             refused: Mutex::new(HashMap::new()),
+            pulling: PullSlots::default(),
             asked: Mutex::new(HashMap::new()),
         };
         let Some(me) = charter.region_of(&own) else {
@@ -708,6 +746,11 @@ impl FederationCharter {
             }
         }
         Ok((digest, changed))
+    }
+
+    /// A slot to pull versions from `peer` ([`PullSlots::take`]).
+    pub(crate) fn pull_slot(&self, peer: PeerId) -> Option<PullSlot<'_>> {
+        self.pulling.take(peer)
     }
 
     /// Whether `peer` served a refused version while claiming `head`.

@@ -353,6 +353,9 @@ impl Node {
         if charter.equivocated() || charter.was_refused(peer, &claimed) {
             return Ok(());
         }
+        let Some(_slot) = charter.pull_slot(peer) else {
+            return Ok(());
+        };
         let from = charter.head().version.saturating_add(1);
         let to = claimed
             .version

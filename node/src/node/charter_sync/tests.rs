@@ -209,3 +209,22 @@ fn proposals_are_bounded_in_total_and_per_peer() -> TestResult {
     assert_eq!(pool.heads().len(), MAX_PROPOSALS);
     Ok(())
 }
+
+#[test]
+fn charter_pulls_are_one_per_peer_and_bounded_in_all() {
+    use crate::node::charter::{MAX_CHARTER_PULLS, PullSlots};
+    let slots = PullSlots::default();
+    let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let from_a = slots.take(a);
+    assert!(from_a.is_some());
+    assert!(slots.take(a).is_none(), "a second pull from one peer waits");
+    let from_b = slots.take(b);
+    assert!(from_b.is_some());
+    assert_eq!(MAX_CHARTER_PULLS, 2);
+    assert!(slots.take(c).is_none(), "no third pull at once");
+    drop(from_a);
+    assert!(
+        slots.take(c).is_some(),
+        "a slot is free again once its pull ends"
+    );
+}
