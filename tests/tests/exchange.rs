@@ -474,6 +474,29 @@ async fn a_wait_on_a_transfer_answers_when_it_finishes_not_at_its_bound() -> Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_running_transfer_ends_when_its_node_shuts_down() -> Result<()> {
+    let (mut net, _dir, _p) = exchange(2, 6000).await?;
+    let under_way = slow_fetch_under_way(&net).await?;
+    let node = net.nodes[1].node()?.clone();
+    let bound = Duration::from_millis(MAX_WAIT_MS);
+    let id = under_way.id.clone();
+    let wait = tokio::spawn(async move {
+        let asked = Instant::now();
+        let seen = node.wait_transfer(&id, bound).await.map(|t| t.status);
+        (seen, asked.elapsed())
+    });
+    // The fetch stops with the node and resumes at its next start: it never finishes here.
+    net.nodes[1].stop().await?;
+    let (seen, took) = tokio::time::timeout(WAIT, wait).await??;
+    assert!(took < bound / 2, "the wait held {took:?} past the shutdown");
+    assert!(
+        seen.as_ref().is_ok_and(|s| *s != TransferStatus::Done),
+        "{seen:?}"
+    );
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_resumes_after_the_provider_restarts_and_moves_only_the_missing_chunks()
 -> Result<()> {
     let (mut net, dir, p) = exchange(2, 6000).await?;
