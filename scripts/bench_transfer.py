@@ -10,8 +10,8 @@ One run of this script measures, side by side on the same machine and the same f
   record by the receiver); peak RSS (VmHWM, reset just before the fetch) of both nodes;
 * `scp` of the same file to a throw-away `sshd` on loopback, and a raw TCP copy (Python
   `socket.sendfile` into a receiver writing 1 MiB buffers), MB/s;
-* the latency of fetching a small (1 MiB) dataset: p50/p90 of the `yrd fetch` command (which polls
-  its node every 200 ms) and of the API (POST /api/v1/fetch, then GET the transfer every 2 ms);
+* the latency of fetching a small (1 MiB) dataset: p50/p90 of the `yrd fetch` command (which
+  long-polls its node with `wait_ms`) and of the API (POST /api/v1/fetch, then GET the transfer every 2 ms);
 * `yrd publish` of the big file (validate every record + store the blob).
 
 Each fetch is a fresh one: B's database and blobs are wiped before every run (its key, token and
@@ -972,8 +972,8 @@ def report(res, args):
           + (f" ({res['scp_note']})" if res.get("scp_note") else "")
           + f"; disk 1 MiB write+fdatasync: {res.get('disk_1mib_write_fdatasync_ms')} ms")
     print("xfer = bytes_total / transfer_ms (chunks moving); e2e = bytes / wall time of `yrd fetch` "
-          "(+ final digest and re-validation of every record = 'verify s', + CLI polling every "
-          "200 ms); RSS = peak (VmHWM reset before the fetch) of provider A / receiver B over the "
+          "(+ final digest and re-validation of every record = 'verify s', + the CLI's "
+          "long poll); RSS = peak (VmHWM reset before the fetch) of provider A / receiver B over the "
           "runs; 1 MiB fetch: CLI = `yrd fetch --version k` wall, API = POST + GET every 2 ms")
     for name, v in res["transports"].items():
         if v.get("before_runs"):

@@ -267,6 +267,15 @@ impl Api {
         self.client.get(&format!("/api/v1/transfers/{id}")).await
     }
 
+    /// `GET /api/v1/transfers/{id}?wait_ms=N`: the transfer once it finishes or `wait_ms` passes.
+    pub async fn transfer_waiting(&self, id: &str, wait_ms: &str) -> Answer<TransferView> {
+        let path = with_query(
+            &format!("/api/v1/transfers/{id}"),
+            &[("wait_ms", Some(wait_ms.to_string()))],
+        )?;
+        self.client.get(&path).await
+    }
+
     /// `GET /api/v1/transfers`.
     pub async fn transfers(&self) -> Answer<Vec<TransferView>> {
         self.client.get("/api/v1/transfers").await

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::Value;
 use tempfile::TempDir;
-use yrd_node::api::exchange::{ApproveBody, FetchBody};
+use yrd_node::api::exchange::{ApproveBody, FetchBody, MAX_WAIT_MS};
+use yrd_node::cli::client::ClientError;
 use yrd_node::model::exchange::{DataFormat, Grant};
 use yrd_node::model::masking::MaskRule;
 use yrd_node::model::message::RequestStatus;
@@ -18,7 +19,7 @@ use yrd_node::model::signed::Signed;
 use yrd_node::model::transfer::{FETCH_PROTOCOL, FetchOpen, FetchReply};
 use yrd_node::node::access::{Direction, GrantState};
 use yrd_node::node::transfer::{Fault, TransferStatus, TransferView};
-use yrd_tests::api::{fetch_body, finished};
+use yrd_tests::api::{fetch_body, finished, status};
 use yrd_tests::fixtures::{
     COND, FIELDS, OPEN, Provider, SECRET, SECRET_REASON, STANDARD, WITHHELD, WITHHELD_BASIS,
     WITHHELD_REASON, file_digest, grant, provider, request_body, write_sample_records,
@@ -423,6 +424,76 @@ async fn slow_fetch_under_way(net: &TestNet) -> Result<TransferView> {
     let started = js.fetch_latest(&target(OPEN)).await?;
     js.wait_transfer(&started.id, "some chunks to arrive", |t| t.bytes_done > 0)
         .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_transfer_answers_when_it_finishes_not_at_its_bound() -> Result<()> {
+    let (mut net, _dir, _p) = exchange(2, 6000).await?;
+    // Slow chunks: the wait below starts while the fetch still runs, so only the finish's
+    // wake-up can end it before its bound.
+    let under_way = slow_fetch_under_way(&net).await?;
+    assert!(!finished(&under_way), "{under_way:?}");
+    let js = net.api(1)?;
+    let bound = Duration::from_millis(MAX_WAIT_MS);
+    let asked = Instant::now();
+    let t = js
+        .transfer_waiting(&under_way.id, &MAX_WAIT_MS.to_string())
+        .await?;
+    let took = asked.elapsed();
+    assert_eq!(t.status, TransferStatus::Done, "{t:?}");
+    assert!(
+        took < bound / 2,
+        "answered after {took:?} of a {bound:?} wait"
+    );
+    // A finished transfer answers at once.
+    let asked = Instant::now();
+    let again = js.transfer_waiting(&t.id, "30000").await?;
+    assert_eq!(again.status, TransferStatus::Done);
+    assert!(asked.elapsed() < bound / 2, "{:?}", asked.elapsed());
+    // An unknown transfer is 404 at once, not after the wait.
+    let asked = Instant::now();
+    let missing = js.transfer_waiting("no-such-transfer", "30000").await;
+    assert_eq!(
+        missing.as_ref().err().and_then(status),
+        Some(404),
+        "{missing:?}"
+    );
+    assert!(asked.elapsed() < bound / 2, "{:?}", asked.elapsed());
+    // Over the cap, or not a number: 400 naming the parameter.
+    for bad in [(MAX_WAIT_MS + 1).to_string(), "soon".into(), "-1".into()] {
+        match js.transfer_waiting(&t.id, &bad).await {
+            Err(ClientError::Api {
+                status: 400,
+                message,
+                ..
+            }) => assert!(message.contains("wait_ms"), "{bad}: {message}"),
+            other => panic!("wait_ms={bad}: {other:?}"),
+        }
+    }
+    net.stop_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_running_transfer_ends_when_its_node_shuts_down() -> Result<()> {
+    let (mut net, _dir, _p) = exchange(2, 6000).await?;
+    let under_way = slow_fetch_under_way(&net).await?;
+    let node = net.nodes[1].node()?.clone();
+    let bound = Duration::from_millis(MAX_WAIT_MS);
+    let id = under_way.id.clone();
+    let wait = tokio::spawn(async move {
+        let asked = Instant::now();
+        let seen = node.wait_transfer(&id, bound).await.map(|t| t.status);
+        (seen, asked.elapsed())
+    });
+    // The fetch stops with the node and resumes at its next start: it never finishes here.
+    net.nodes[1].stop().await?;
+    let (seen, took) = tokio::time::timeout(WAIT, wait).await??;
+    assert!(took < bound / 2, "the wait held {took:?} past the shutdown");
+    assert!(
+        seen.as_ref().is_ok_and(|s| *s != TransferStatus::Done),
+        "{seen:?}"
+    );
+    net.stop_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
 //! Handlers of the exchange routes: fetch and transfers, access requests, grants,
 //! subscriptions and receipts. They parse, call the service layer and shape JSON.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -9,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, ApiState};
 use crate::clock::parse_duration;
@@ -17,6 +21,7 @@ use crate::model::masking::FieldMask;
 use crate::model::message::RequestStatus;
 use crate::model::query::{AccessMode, QueryLimits};
 use crate::model::signed::Signed;
+use crate::node::NodeError;
 use crate::node::access::{Approval, Direction, GrantRecord, GrantState, RequestRecord};
 use crate::node::transfer::{Subscription, TransferView};
 
@@ -58,11 +63,67 @@ pub(super) async fn transfers(State(s): State<ApiState>) -> ApiResult<Vec<Transf
     Ok(Json(s.node.transfers()))
 }
 
+/// The longest `wait_ms` of `GET /api/v1/transfers/{id}`.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// How many `wait_ms` waits may be open at once; beyond, 503. The API has no general limit on
+/// concurrent requests, and each wait holds a connection for up to [`MAX_WAIT_MS`].
+pub(super) const MAX_WAITERS: usize = 256;
+
+/// Query of `GET /api/v1/transfers/{id}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct TransferQuery {
+    /// Wait up to this many milliseconds (at most 30000) for the transfer to finish (done or
+    /// failed), answering as soon as it does; without it, answer at once.
+    #[schemars(range(max = MAX_WAIT_MS))]
+    wait_ms: Option<u64>,
+}
+
+/// One of the open waits' places, or 503 `busy` when all are taken.
+fn admit_wait(waiters: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, ApiError> {
+    waiters.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "{MAX_WAITERS} transfer waits are open already; retry, or poll without wait_ms"
+            ),
+        )
+    })
+}
+
 pub(super) async fn transfer(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    q: Result<Query<TransferQuery>, QueryRejection>,
 ) -> ApiResult<TransferView> {
-    Ok(Json(s.node.transfer(&id)?))
+    // `wait_ms` is the only parameter, so any refusal is about it.
+    let Query(q) = q.map_err(|e| {
+        NodeError::invalid(
+            "wait_ms",
+            format!(
+                "wait_ms must be a whole number of milliseconds: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let Some(wait_ms) = q.wait_ms else {
+        return Ok(Json(s.node.transfer(&id)?));
+    };
+    if wait_ms > MAX_WAIT_MS {
+        return Err(NodeError::invalid(
+            "wait_ms",
+            format!("wait_ms is {wait_ms}; at most {MAX_WAIT_MS} ms"),
+        )
+        .into());
+    }
+    let _waiting = admit_wait(&s.transfer_waiters)?;
+    let wait = s.node.wait_transfer(&id, Duration::from_millis(wait_ms));
+    tokio::select! {
+        view = wait => Ok(Json(view?)),
+        // The API is stopping: answer now rather than hold its graceful shutdown.
+        () = s.stop.cancelled() => Ok(Json(s.node.transfer(&id)?)),
+    }
 }
 
 /// `GET /api/v1/transfers/{id}/content`: the verified file of a completed fetch.
@@ -303,4 +364,27 @@ pub(super) async fn unsubscribe(
 
 pub(super) async fn receipts(State(s): State<ApiState>) -> ApiResult<Vec<Signed<Receipt>>> {
     Ok(Json(s.node.receipts()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_beyond_the_cap_are_refused_as_busy_until_one_ends() {
+        let waiters = Arc::new(Semaphore::new(2));
+        let first = admit_wait(&waiters);
+        let second = admit_wait(&waiters);
+        assert!(first.is_ok() && second.is_ok());
+        let Err(refused) = admit_wait(&waiters) else {
+            panic!("a third wait must be refused");
+        };
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(first);
+        assert!(
+            admit_wait(&waiters).is_ok(),
+            "an ended wait frees its place"
+        );
+    }
 }

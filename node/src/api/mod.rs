@@ -58,6 +58,10 @@ struct ApiState {
     node: Node,
     token: AdminToken,
     openapi: Arc<serde_json::Value>,
+    /// The open `wait_ms` waits of `GET /api/v1/transfers/{id}`, bounded.
+    transfer_waiters: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the API stops, so long waits answer at once.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 /// The admin API's routes and their OpenAPI document, built together (see [`openapi`]).
@@ -357,8 +361,13 @@ fn routes() -> ApiBuilder {
             M::GET,
             "/api/v1/transfers/{id}",
             x::transfer,
-            Doc::new::<TransferView>("transferShow", "exchange", "One transfer")
-                .cli("yrd transfers ID"),
+            Doc::new::<TransferView>(
+                "transferShow",
+                "exchange",
+                "One transfer; with wait_ms, once it finishes or wait_ms passes (503 busy beyond 256 open waits)",
+            )
+            .query::<x::TransferQuery>()
+            .cli("yrd transfers ID"),
         )
         .route(
             M::GET,
@@ -786,12 +795,18 @@ pub fn openapi_text() -> String {
 
 /// The admin API's router: the table of [`routes`] behind the token check, the console's
 /// assets before it, and our JSON shape for an unknown path or method.
-fn router(node: Node, token: AdminToken) -> (Router, ApiState) {
+fn router(
+    node: Node,
+    token: AdminToken,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Router, ApiState) {
     let (routes, doc) = routes().finish();
     let state = ApiState {
         node,
         token,
         openapi: Arc::new(doc),
+        transfer_waiters: Arc::new(tokio::sync::Semaphore::new(exchange::MAX_WAITERS)),
+        stop,
     };
     let api = routes
         .fallback(not_found)

@@ -92,8 +92,8 @@ impl ApiServer {
             Some(a) => Some(listen(a).await?),
             None => None,
         };
-        let (app, state) = router(node, token);
         let stop = CancellationToken::new();
+        let (app, state) = router(node, token, stop.clone());
         let mut tasks = vec![serve(listener, app, stop.clone(), "admin API")];
         let mut metrics_addr = None;
         if let Some((l, a)) = metrics_listener {

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::client::urlencode;
 use super::output::{print_json, short_id};
@@ -90,16 +90,11 @@ pub(super) async fn fetch(
     let path = format!("/api/v1/transfers/{}", view.id);
     let mut last = (Instant::now(), view.bytes_done);
     let mut rate = 0.0f64;
-    let polling = Instant::now();
+    // Long-poll: the node answers as soon as the transfer finishes, so a small fetch returns
+    // without a polling delay; on a terminal, every half second for the progress bar.
+    let wait = format!("{path}?wait_ms={}", if tty { 500 } else { 1000 });
     while !matches!(view.status, TransferStatus::Done | TransferStatus::Failed) {
-        // Small fetches finish in milliseconds: poll fast at first, then settle.
-        let pause = if polling.elapsed() < Duration::from_secs(1) {
-            10
-        } else {
-            200
-        };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        view = c.get(&path).await?;
+        view = c.get(&wait).await?;
         let dt = last.0.elapsed().as_secs_f64();
         if dt >= 0.5 {
             let now_rate = view.bytes_done.saturating_sub(last.1) as f64 / dt;

@@ -1,15 +1,17 @@
 //! The in-memory registry of transfers, both ways: each transfer's view with its live byte and
 //! re-fetch counts (shared with the task moving it), the serving slots taken per peer, and the
-//! transfer totals of `/metrics`. Finished transfers stay listed until [`KEEP_FINISHED`] newer
-//! ones have finished; fetches are also in the database, so they outlive the registry.
+//! transfer totals of `/metrics`, and the waits for a transfer to finish. Finished transfers stay
+//! listed until [`KEEP_FINISHED`] newer ones have finished; fetches are also in the database, so
+//! they outlive the registry.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use tokio::sync::watch;
 
 use super::{FetchRecord, KEEP_FINISHED, TransferStatus, TransferView};
 use crate::model::exchange::Manifest;
@@ -40,6 +42,8 @@ struct Live {
     view: TransferView,
     progress: Arc<Progress>,
     started: Instant,
+    /// Turns true when the transfer finishes; waiters subscribe under the registry's lock.
+    finished: watch::Sender<bool>,
 }
 
 /// The transfers this node runs, both ways.
@@ -69,6 +73,7 @@ impl Registry {
                 view,
                 progress,
                 started: Instant::now(),
+                finished: watch::Sender::new(false),
             },
         );
     }
@@ -107,6 +112,7 @@ impl Registry {
                     (Direction::Out, _) => &c.serves_failed,
                 };
                 Counters::add(counter, 1);
+                l.finished.send_replace(true);
             }
             if l.view.status.finished() {
                 l.view.bytes_done = l
@@ -121,6 +127,16 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// A running transfer's finish signal, taken under the same lock [`Registry::update`] holds
+    /// when it finishes one, so no finish falls between the check and the subscription. `None`:
+    /// finished, or not listed here.
+    fn finish_signal(&self, id: &str) -> Option<watch::Receiver<bool>> {
+        self.live
+            .get(id)
+            .filter(|l| !l.view.status.finished())
+            .map(|l| l.finished.subscribe())
     }
 
     /// Takes one of `peer`'s serving slots, unless it already holds `limit`.
@@ -184,6 +200,25 @@ impl Node {
             .record::<FetchRecord>(RecordTree::Fetches, id)?
             .map(|r| r.view)
             .ok_or_else(|| NodeError::NotFound(format!("no transfer {id}")))
+    }
+
+    /// One transfer, once it has finished or `bound` has passed (or the node is shutting down),
+    /// whichever comes first: the long poll of `GET /api/v1/transfers/{id}?wait_ms=N`.
+    pub async fn wait_transfer(
+        &self,
+        id: &str,
+        bound: Duration,
+    ) -> Result<TransferView, NodeError> {
+        let signal = self.inner.transfers.registry().finish_signal(id);
+        if let Some(mut finished) = signal {
+            tokio::select! {
+                // An error means the transfer left the registry: it finished long ago.
+                _ = finished.wait_for(|f| *f) => {}
+                () = tokio::time::sleep(bound) => {}
+                () = self.inner.shutdown.cancelled() => {}
+            }
+        }
+        self.transfer(id)
     }
 
     /// The file of a completed fetch, for download.
@@ -294,6 +329,30 @@ mod tests {
         assert_eq!(r.live.get("x").map(|l| l.view.bytes_done), Some(40));
         assert_eq!(r.view("x").map(|v| v.total_ms), Some(0));
         assert!(r.view("missing").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_finish_signal_is_taken_only_while_running_and_fires_on_finish() {
+        let (mut r, _) = registry();
+        r.insert(view("x", Direction::In), Arc::default());
+        assert!(r.finish_signal("missing").is_none());
+        let Some(mut signal) = r.finish_signal("x") else {
+            panic!("a running transfer has a finish signal");
+        };
+        assert!(!*signal.borrow());
+        // Progress that does not finish it does not fire.
+        r.update("x", |v| v.attempts = 2);
+        assert!(!signal.has_changed().unwrap_or(true));
+        finish(&mut r, "x", TransferStatus::Failed);
+        let fired = tokio::time::timeout(Duration::from_secs(5), signal.wait_for(|f| *f)).await;
+        assert!(
+            matches!(fired, Ok(Ok(_))),
+            "the finish must wake the waiter"
+        );
+        assert!(
+            r.finish_signal("x").is_none(),
+            "finished: nothing to wait for"
+        );
     }
 
     #[test]
