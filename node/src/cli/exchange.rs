@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::client::urlencode;
 use super::output::{print_json, short_id};
@@ -94,7 +94,15 @@ pub(super) async fn fetch(
     // without a polling delay; on a terminal, every half second for the progress bar.
     let wait = format!("{path}?wait_ms={}", if tty { 500 } else { 1000 });
     while !matches!(view.status, TransferStatus::Done | TransferStatus::Failed) {
+        let asked = Instant::now();
         view = c.get(&wait).await?;
+        // A node that does not wait (older than `wait_ms`) answers at once: poll it gently
+        // rather than in a tight loop.
+        if asked.elapsed() < Duration::from_millis(5)
+            && !matches!(view.status, TransferStatus::Done | TransferStatus::Failed)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let dt = last.0.elapsed().as_secs_f64();
         if dt >= 0.5 {
             let now_rate = view.bytes_done.saturating_sub(last.1) as f64 / dt;
