@@ -59,6 +59,12 @@ for n in ${SIM_SIZES:-16 100}; do
   grep -vE '^([0-9]|node )' "$OUT/sim-$n.txt" | head -n 20 || true  # the per-node rows are in the JSON
 done
 
+echo "== simulation: charter propagation at 100 members (yrd sim, scripts/scenarios/charter-100.toml)"
+target/release/yrd sim --scenario scripts/scenarios/charter-100.toml \
+  --report "$OUT/sim-charter-100.json" >"$OUT/sim-charter-100.txt" 2>"$OUT/sim-charter-100.log" ||
+  echo "yrd sim charter-100 failed (exit $?); its log: $OUT/sim-charter-100.log"
+grep -vE '^([0-9]|node )' "$OUT/sim-charter-100.txt" | head -n 12 || true
+
 echo "== memory: devnet soak (${SOAK_SECS:-300} s: a version every 2 s, 3 subscribers, 8 API clients)"
 # Its figures (RSS curve, slope after warm-up) are in $OUT/soak.json; docs/benchmarks.md,
 # "Memory over time", reads them. A failed soak (errors, undelivered versions) is a figure too.

@@ -1618,7 +1618,35 @@ impl Sim {
             .map_err(|e| format!("node {i}: {e}"))?;
         start_node(&mut self.nodes[i], i)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Joined once it has verified every member (at most 16, as at start): the next step
+        // does not run during its connection storm (bureaus join days apart, not back to back).
+        let members = self
+            .charter
+            .as_ref()
+            .map(|c| c.on_charter.iter().filter(|m| **m).count())
+            .unwrap_or(0);
+        let wanted = members.saturating_sub(1).min(16);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let verified = match self.nodes[i].node() {
+                Some(n) => n
+                    .peers()
+                    .await
+                    .map(|p| p.iter().filter(|v| v.region.is_some()).count())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            if verified >= wanted {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {i} joined but verified only {verified} of {wanted} members within 60 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn charter_remove(&mut self, i: usize) -> Result<(), String> {
