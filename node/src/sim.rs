@@ -396,6 +396,9 @@ pub struct Scenario {
     pub steps: Vec<toml::Spanned<Step>>,
 }
 
+/// How long a charter change may take to reach every member before the step fails.
+const CHARTER_APPLY_SECS: u64 = 300;
+
 /// `[charter]` of a scenario: a genesis of the first `members` nodes, the first `founders` of
 /// them founders, `threshold` founders to sign each change; the other nodes start on member
 /// lists (refused by the charter's members) until a `charter_join` adds them.
@@ -1559,7 +1562,7 @@ impl Sim {
         let members: Vec<usize> = (0..self.nodes.len())
             .filter(|i| run.on_charter[*i] && self.nodes[*i].running.is_some())
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(CHARTER_APPLY_SECS);
         loop {
             let behind = members
                 .iter()
@@ -1575,7 +1578,8 @@ impl Sim {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "charter version {version}: {behind} of {} members had not applied it within 60 s",
+                    "charter version {version}: {behind} of {} members had not applied it within \
+                     {CHARTER_APPLY_SECS} s",
                     members.len()
                 ));
             }
