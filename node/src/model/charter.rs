@@ -874,17 +874,10 @@ pub fn verify_genesis(signed: &SignedCharter) -> Result<VerifiedCharter, Charter
     })
 }
 
-/// Checks version N+1 against version N in force: same federation, version N+1, `previous` is
-/// N's digest, a threshold of N's signing role (N's policy and members) and of its own.
-///
-/// Expiry is not checked here: as in TUF, an intermediate version may have expired; only the
-/// version in force is judged by its expiry ([`CharterChain::state`]).
-pub fn verify_update(
-    current: &VerifiedCharter,
-    next: &SignedCharter,
-) -> Result<VerifiedCharter, CharterError> {
-    next.check()?;
-    let (old, new) = (current.document(), &next.document);
+/// Whether `new` is the next version of `current`: same federation, version N+1, `previous`
+/// N's digest (the shape a proposal and an update must both have; signatures apart).
+pub fn check_follows(current: &VerifiedCharter, new: &Charter) -> Result<(), CharterError> {
+    let old = current.document();
     if new.federation.id != old.federation.id {
         return Err(CharterError::OtherFederation {
             expected: old.federation.id.clone(),
@@ -911,6 +904,21 @@ pub fn verify_update(
             found: new.previous.clone().unwrap_or_default(),
         });
     }
+    Ok(())
+}
+
+/// Checks version N+1 against version N in force: same federation, version N+1, `previous` is
+/// N's digest, a threshold of N's signing role (N's policy and members) and of its own.
+///
+/// Expiry is not checked here: as in TUF, an intermediate version may have expired; only the
+/// version in force is judged by its expiry ([`CharterChain::state`]).
+pub fn verify_update(
+    current: &VerifiedCharter,
+    next: &SignedCharter,
+) -> Result<VerifiedCharter, CharterError> {
+    next.check()?;
+    let (old, new) = (current.document(), &next.document);
+    check_follows(current, new)?;
     let previous = new.meet_threshold(old, Against::Previous, &next.signatures)?;
     let own = new.meet_threshold(new, Against::Own, &next.signatures)?;
     Ok(VerifiedCharter {

@@ -13,9 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::charter::{ApplyError, CharterVersionView, FederationCharter, FederationView, Offered};
-use super::{Node, NodeError, unexpected};
+use super::{Node, NodeError, not_served};
 use crate::model::charter::{
-    CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, verify_update,
+    CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows, verify_update,
 };
 use crate::model::message::{Announcement, CharterHead, ProposalHead, Request, Response};
 use crate::model::provenance::RecordKind;
@@ -88,33 +88,8 @@ impl ProposalPool {
         proposal: SignedCharter,
     ) -> Result<(String, bool), CharterError> {
         proposal.check()?;
-        let (old, new) = (current.document(), &proposal.document);
-        if new.federation.id != old.federation.id {
-            return Err(CharterError::OtherFederation {
-                expected: old.federation.id.clone(),
-                found: new.federation.id.clone(),
-            });
-        }
-        let next = old.version.saturating_add(1);
-        if new.version > next {
-            return Err(CharterError::SkippedVersion {
-                expected: next,
-                found: new.version,
-            });
-        }
-        if new.version < next {
-            return Err(CharterError::Rollback {
-                current: old.version,
-                found: new.version,
-            });
-        }
-        if new.previous.as_deref() != Some(current.digest.as_str()) {
-            return Err(CharterError::WrongPrevious {
-                version: new.version,
-                expected: current.digest.clone(),
-                found: new.previous.clone().unwrap_or_default(),
-            });
-        }
+        let new = &proposal.document;
+        check_follows(current, new)?;
         let digest = new.digest()?;
         if let Some(held) = self.items.get_mut(&digest) {
             let added = held.charter.merge(&proposal)?;
@@ -319,14 +294,7 @@ impl Node {
         }
         let proposals = match self.sync_request(peer, Request::CharterProposals).await? {
             Response::CharterProposals { proposals } => proposals,
-            Response::Error { code, message } => {
-                return Err(NodeError::Refused {
-                    peer,
-                    code,
-                    message,
-                });
-            }
-            other => return Err(unexpected(peer, &other)),
+            other => return Err(not_served(peer, other)),
         };
         let next = head.version.saturating_add(1);
         let wanted: Vec<String> = proposals
@@ -369,14 +337,7 @@ impl Node {
                 .await?
             {
                 Response::Charter { charter } => *charter,
-                Response::Error { code, message } => {
-                    return Err(NodeError::Refused {
-                        peer,
-                        code,
-                        message,
-                    });
-                }
-                other => return Err(unexpected(peer, &other)),
+                other => return Err(not_served(peer, other)),
             };
             if served.document.version != version {
                 // Asked for one version, served another: judged by the rules all the same, so
@@ -411,14 +372,7 @@ impl Node {
         }
         let served = match answer? {
             Response::CharterProposal { charter } => *charter,
-            Response::Error { code, message } => {
-                return Err(NodeError::Refused {
-                    peer,
-                    code,
-                    message,
-                });
-            }
-            other => return Err(unexpected(peer, &other)),
+            other => return Err(not_served(peer, other)),
         };
         let accepted = match within_size(&served) {
             Ok(()) => self.accept_proposal(Some(peer), served.clone()).await,

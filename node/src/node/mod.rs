@@ -54,6 +54,19 @@ pub const BLOBS_DIR: &str = "blobs";
 /// peer is told to retry later (`busy`), so no flood of them grows the task set without bound.
 pub const MAX_INBOUND_EXCHANGE: usize = 64;
 
+/// A peer's answer that is not the one asked for: its refusal as such, anything else as
+/// unexpected.
+fn not_served(peer: PeerId, response: Response) -> NodeError {
+    match response {
+        Response::Error { code, message } => NodeError::Refused {
+            peer,
+            code,
+            message,
+        },
+        other => unexpected(peer, &other),
+    }
+}
+
 fn unexpected(peer: PeerId, response: &Response) -> NodeError {
     let kind = serde_json::to_value(response)
         .ok()
