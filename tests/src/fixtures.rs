@@ -233,10 +233,7 @@ pub fn founders_charter(
     members: &[(&yrd_node::identity::NodeKey, u32)],
     threshold: u32,
 ) -> Result<yrd_node::model::charter::SignedCharter> {
-    use yrd_node::model::charter::{
-        ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
-        SignedCharter,
-    };
+    use yrd_node::model::charter::{CharterMember, KeyAlgorithm, MemberKey, Role, SignedCharter};
     use yrd_node::model::region::Region;
     let mut list = Vec::new();
     for (n, (key, region)) in members.iter().enumerate() {
@@ -252,21 +249,7 @@ pub fn founders_charter(
             }],
         });
     }
-    let mut charter = SignedCharter::draft(Charter {
-        federation: Federation {
-            id: "yrd-test".into(),
-            name: "测试联盟".into(),
-        },
-        version: 1,
-        previous: None,
-        issued: "2026-01-01T00:00:00Z".into(),
-        expires: "2099-01-01T00:00:00Z".into(),
-        members: list,
-        policy: ChangePolicy {
-            signers: Role::Founder,
-            threshold,
-        },
-    });
+    let mut charter = SignedCharter::draft(crate::charter::genesis(list, threshold));
     for (key, _) in members.iter().take(threshold as usize) {
         charter.sign(key.signing_key())?;
     }

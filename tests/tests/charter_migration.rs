@@ -8,11 +8,9 @@
 
 use anyhow::Result;
 use yrd_node::api::exchange::ApproveBody;
-use yrd_node::devnet::fictitious_member_id;
-use yrd_node::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
-};
+use yrd_node::model::charter::{Charter, SignedCharter};
 use yrd_node::model::region::Region;
+use yrd_tests::charter::{genesis, member};
 use yrd_tests::fixtures::{self, COND, FIELDS};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
@@ -21,32 +19,9 @@ fn genesis_of_provinces(net: &TestNet) -> Result<Charter> {
     let members = net.nodes[..4]
         .iter()
         .enumerate()
-        .map(|(n, node)| CharterMember {
-            member_id: fictitious_member_id(node.region, n + 1),
-            organisation: format!("{} 测试局", node.region.name_zh()),
-            region: node.region,
-            role: Role::Founder,
-            keys: vec![MemberKey {
-                algorithm: KeyAlgorithm::Ed25519,
-                public_key: node.key.public_hex(),
-            }],
-        })
-        .collect();
-    Ok(Charter {
-        federation: Federation {
-            id: "yrd-migration".into(),
-            name: "迁移测试联盟".into(),
-        },
-        version: 1,
-        previous: None,
-        issued: "2026-01-01T00:00:00Z".into(),
-        expires: "2099-01-01T00:00:00Z".into(),
-        members,
-        policy: ChangePolicy {
-            signers: Role::Founder,
-            threshold: 3,
-        },
-    })
+        .map(|(n, node)| member(&node.key, node.region.code(), n + 1))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(genesis(members, 3))
 }
 
 fn approval() -> ApproveBody {
