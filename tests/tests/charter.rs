@@ -744,3 +744,69 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     node.stop().await?;
     Ok(())
 }
+
+/// A chain file (`[federation] charter` as a JSON array) starts a node on every version in it;
+/// one that is empty, not an array of charters, or whose versions do not follow each other is
+/// refused at start, naming the file, the index and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_file_starts_a_node_on_its_versions_and_a_broken_one_is_refused() -> Result<()> {
+    use yrd_node::model::charter::Change;
+    let root = tempfile::tempdir()?;
+    let (a, city) = (NodeKey::generate(), NodeKey::generate());
+    let mut v1 = SignedCharter::draft(genesis(vec![member(&a, 310000, 1)?], 1));
+    v1.sign(a.signing_key())?;
+    // Version 2 adds the city: it starts on the chain [v1, v2], where it is a member.
+    let mut suzhou = member(&city, 320500, 2)?;
+    suzhou.role = Role::Member;
+    let doc2 = v1.document.next(
+        &[Change::AddMember(suzhou)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut v2 = SignedCharter::draft(doc2.clone());
+    v2.sign(a.signing_key())?;
+    let index = yrd_node::model::region::all()
+        .position(|r| r.code == 320500)
+        .expect("Suzhou is in the table");
+    let start = |name: &str, chain: String| {
+        let root = root.path().join(name);
+        let city = city.clone();
+        async move {
+            std::fs::create_dir_all(&root)?;
+            let path = root.join("chain.json");
+            std::fs::write(&path, chain)?;
+            let mut node = TestNode::create(&root, index, city, &[], Vec::new())?;
+            node.edit_config(|c| c.federation.charter = Some(path.clone()))?;
+            let started = node.start().await.map_err(|e| format!("{e:#}"));
+            if started.is_ok() {
+                let version = node.api()?.node().await?.charter.map(|c| c.version);
+                node.stop().await?;
+                return Ok::<_, anyhow::Error>(Ok(version));
+            }
+            Ok(started.map(|()| None))
+        }
+    };
+    let chain = |versions: &[&SignedCharter]| serde_json::to_string_pretty(versions);
+    assert_eq!(start("joined", chain(&[&v1, &v2])?).await?, Ok(Some(2)));
+    // Broken chains: empty, not charters, a version that skips one.
+    let e = start("empty", "[]".into()).await?.expect_err("empty");
+    assert!(
+        e.contains("chain.json") && e.contains("an empty chain"),
+        "{e}"
+    );
+    let e = start("numbers", "[1, 2]".into())
+        .await?
+        .expect_err("not charters");
+    assert!(e.contains("chain.json: [0]"), "{e}");
+    let mut v3 = SignedCharter::draft(doc2.next(
+        &[],
+        "2026-03-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?);
+    v3.sign(a.signing_key())?;
+    let e = start("skipped", chain(&[&v1, &v3])?)
+        .await?
+        .expect_err("skipped");
+    assert!(e.contains("[1] version 3") && e.contains("skipped"), "{e}");
+    Ok(())
+}
