@@ -161,6 +161,22 @@ async fn bad_bodies_and_methods_are_refused_with_their_status_in_the_error_shape
             "unsupported-media-type",
         ),
         (
+            // axum's String/Bytes refusal is plain text; the API's is JSON.
+            "a charter that is not UTF-8",
+            http.post(format!("{base}/api/v1/federation/apply"))
+                .header("content-type", "application/json")
+                .body(vec![0xc3u8, 0x29, 0x2d, 0xff]),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            // Refused by axum's Path extractor before any handler of ours runs.
+            "a path segment that is not UTF-8",
+            http.get(format!("{base}/api/v1/requests/%FF%FE")),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
             "a POST to the console's page, which takes GET only",
             http.post(format!("{base}/")),
             StatusCode::METHOD_NOT_ALLOWED,

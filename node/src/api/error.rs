@@ -96,6 +96,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Refusals axum makes itself, in plain text, before or outside our extractors (a path
+/// segment that is not UTF-8, a body over the limit, a body that is not UTF-8 text), put into
+/// our shape, so that every client error of the API is JSON as the OpenAPI document says.
+pub(super) async fn plain_refusals_as_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return response;
+    }
+    // axum's refusal texts are one line; more than this is not one of them.
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("refused").to_string(),
+    };
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => rejection(status, text),
+        _ => ApiError::new(status, "refused", text),
+    }
+    .into_response()
+}
+
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
 }

@@ -4,6 +4,7 @@
 //! same bounded parser as the CLI's), never by the lenient JSON extractor.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -42,9 +43,9 @@ pub(super) async fn proposals(State(s): State<ApiState>) -> ApiResult<Vec<Propos
 
 pub(super) async fn submit(
     State(s): State<ApiState>,
-    body: String,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<ProposalView>), ApiError> {
-    let charter = Node::parse_charter(&body)?;
+    let charter = Node::parse_charter(charter_text(&body)?)?;
     Ok((
         StatusCode::CREATED,
         Json(s.node.submit_proposal(charter).await?),
@@ -58,10 +59,19 @@ pub(super) async fn sign(
     Ok(Json(s.node.sign_proposal(&digest).await?))
 }
 
-pub(super) async fn apply(
-    State(s): State<ApiState>,
-    body: String,
-) -> ApiResult<CharterVersionView> {
-    let charter = Node::parse_charter(&body)?;
+pub(super) async fn apply(State(s): State<ApiState>, body: Bytes) -> ApiResult<CharterVersionView> {
+    let charter = Node::parse_charter(charter_text(&body)?)?;
     Ok(Json(s.node.apply_charter(charter).await?))
+}
+
+/// The body as text; axum's `String` extractor would answer bad UTF-8 in plain text, outside
+/// the API's JSON error shape.
+fn charter_text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("the charter is not UTF-8 text: {e}"),
+        )
+    })
 }

@@ -812,6 +812,7 @@ fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(error::plain_refusals_as_json))
         .with_state(state.clone());
     // The console's static assets carry no data, so they are served before the token check.
     // (The API's routes got their 405 inside the token check; this gives the console's the
