@@ -276,18 +276,10 @@ impl QuerySecret {
                 Err(e) => return Err(e),
             }
         }
-        let bytes = read_private_file(path, "the query secret")?;
-        let corrupt = |reason: &str| IdentityError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("query secret: {reason}"),
-        };
-        let text = String::from_utf8(bytes).map_err(|_| corrupt("not text"))?;
-        let raw = hex::decode(text.trim()).map_err(|_| corrupt("not hex"))?;
-        let seed: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("expected 32 bytes"))?;
-        Ok(QuerySecret::from_seed(&seed))
+        Ok(QuerySecret::from_seed(&read_seed_file(
+            path,
+            "the query secret",
+        )?))
     }
 
     /// The secret derived from a 32-byte seed.
@@ -316,6 +308,79 @@ impl QuerySecret {
         first.copy_from_slice(&hash.as_bytes()[..8]);
         u64::from_be_bytes(first)
     }
+}
+
+/// File name of the mask secret inside a data dir (beside the node key).
+pub const MASK_SECRET_FILE: &str = "mask.secret";
+
+/// The node-local secret the mask salts of derived deliveries are drawn from
+/// (`DATA_DIR/mask.secret`, 0600): it keys every pseudonym (`hmac-sha256` masks) this node hands
+/// out, per grant. It is kept apart from the node key so that rotating the key (`yrd key
+/// rotate`) changes no pseudonym a grantee already holds. A node created before this file
+/// existed derived its salts from the node key's secret bytes: its first start writes those same
+/// bytes here, so every pseudonym stays identical, and they are never taken from the key again.
+/// `yrd init` writes 32 random bytes instead.
+#[derive(Clone)]
+pub struct MaskSecret {
+    seed: [u8; 32],
+}
+
+impl fmt::Debug for MaskSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MaskSecret(..)")
+    }
+}
+
+impl MaskSecret {
+    /// Loads `path`; when it does not exist, first writes it (0600) from `key`'s secret bytes —
+    /// the seed the mask salts were derived from before the file existed. Refuses a file group
+    /// or others can read.
+    pub fn load_or_migrate(path: &Path, key: &NodeKey) -> Result<MaskSecret, IdentityError> {
+        if !path.exists() {
+            let text = format!("{}\n", hex::encode(key.signing_key().to_bytes()));
+            match write_private_file(path, text.as_bytes()) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "mask secret written from the node key (pseudonyms unchanged)");
+                }
+                Err(IdentityError::Exists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(MaskSecret {
+            seed: read_seed_file(path, "the mask secret")?,
+        })
+    }
+
+    /// Writes a new random mask secret to `path` (0600); refuses to overwrite.
+    pub fn create_random(path: &Path) -> Result<(), IdentityError> {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        write_private_file(path, format!("{}\n", hex::encode(seed)).as_bytes())
+    }
+
+    /// The secret with this seed.
+    pub fn from_seed(seed: [u8; 32]) -> MaskSecret {
+        MaskSecret { seed }
+    }
+
+    /// The 32-byte seed the mask salts are derived from (`transfer::mask_salt`).
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+}
+
+/// Reads a 0600 file holding 32 bytes as hex (a query or mask secret).
+fn read_seed_file(path: &Path, what: &'static str) -> Result<[u8; 32], IdentityError> {
+    let bytes = read_private_file(path, what)?;
+    let corrupt = |reason: &str| IdentityError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {reason}"),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| corrupt("not text"))?;
+    let raw = hex::decode(text.trim()).map_err(|_| corrupt("not hex"))?;
+    raw.as_slice()
+        .try_into()
+        .map_err(|_| corrupt("expected 32 bytes"))
 }
 
 /// Refuses a secret file that group or others can read, naming the fix.
@@ -424,6 +489,49 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(missing.unwrap_or_default().contains("not found"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_mask_secret_is_migrated_from_the_key_once_and_never_rederived()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(MASK_SECRET_FILE);
+        let key = NodeKey::from_seed([7; 32]);
+        // First start of a node from before the file: the seed is the key's secret bytes, so the
+        // salts (and every pseudonym) are the ones the key gave.
+        let first = MaskSecret::load_or_migrate(&path, &key)?;
+        assert_eq!(first.seed(), &key.signing_key().to_bytes());
+        assert_eq!(fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        // After the key changes (a rotation), the file is what counts, not the key.
+        let rotated = NodeKey::from_seed([8; 32]);
+        let after = MaskSecret::load_or_migrate(&path, &rotated)?;
+        assert_eq!(after.seed(), first.seed());
+        // A file others can read is refused, naming the fix.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640))?;
+        let err = MaskSecret::load_or_migrate(&path, &rotated)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("mask secret") && err.contains("chmod 600"),
+            "{err}"
+        );
+        // `yrd init`'s is random and never overwritten.
+        let fresh = dir.path().join("fresh.secret");
+        MaskSecret::create_random(&fresh)?;
+        assert!(matches!(
+            MaskSecret::create_random(&fresh),
+            Err(IdentityError::Exists { .. })
+        ));
+        let random = MaskSecret::load_or_migrate(&fresh, &key)?;
+        assert_ne!(random.seed(), &key.signing_key().to_bytes());
+        fs::write(&fresh, b"zz\n")?;
+        let corrupt = MaskSecret::load_or_migrate(&fresh, &key)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(corrupt.contains("the mask secret: not hex"), "{corrupt}");
         Ok(())
     }
 }

@@ -90,6 +90,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
         &key_path,
         &token_path,
         &config_path,
+        &dir.join(identity::MASK_SECRET_FILE),
         &dir.join(crate::store::DB_DIR),
     ] {
         if p.exists() {
@@ -142,6 +143,7 @@ pub fn init(options: InitOptions) -> Result<InitReport, SetupError> {
     config.check(&config_path)?;
     write_config(&config_path, &config)?;
     key.save_new(&key_path)?;
+    identity::MaskSecret::create_random(&dir.join(identity::MASK_SECRET_FILE))?;
     identity::write_private_file(
         &token_path,
         format!("{}\n", identity::new_token()).as_bytes(),

@@ -59,6 +59,12 @@ fn init_creates_a_node_with_owner_only_secrets_and_a_valid_config() {
     assert!(out.contains("310000 上海市 Shanghai"), "{out}");
     assert_eq!(mode(&dir.join("node.key")), 0o600);
     assert_eq!(mode(&dir.join("api.token")), 0o600);
+    assert_eq!(mode(&dir.join("mask.secret")), 0o600);
+    // A new node's mask secret is random, not a copy of its key.
+    assert_ne!(
+        std::fs::read(dir.join("mask.secret")).unwrap(),
+        std::fs::read(dir.join("node.key")).unwrap()
+    );
     ok(&yrd(&["config", "check", arg(&dir.join("yrd.toml"))]));
 }
 

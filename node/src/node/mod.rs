@@ -208,6 +208,8 @@ struct Inner {
     standards: schemas::Standards,
     /// Query services: the query secret, key indexes, rate limits (`query/`).
     queries: query::Queries,
+    /// The seed of mask salts (`mask.secret`), apart from the key so a rotation keeps pseudonyms.
+    mask: identity::MaskSecret,
     /// Serialises changes that issue a new signed document (catalogue sequence numbers, the
     /// standards registry, grant decisions), so two never take the same number.
     write_lock: tokio::sync::Mutex<()>,
@@ -344,6 +346,10 @@ impl Node {
         let key = NodeKey::load(&data_dir.join(identity::KEY_FILE))?;
         let query_secret =
             identity::QuerySecret::load_or_create(&data_dir.join(identity::QUERY_SECRET_FILE))?;
+        let mask = identity::MaskSecret::load_or_migrate(
+            &data_dir.join(identity::MASK_SECRET_FILE),
+            &key,
+        )?;
         // Opening may wait for sled's lock (a node on this dir still stopping): off the runtime.
         let dir = data_dir.clone();
         let cache_mib = config.store.cache_mib;
@@ -409,6 +415,7 @@ impl Node {
                 witness: provenance::WitnessLocks::default(),
                 standards: schemas::Standards::default(),
                 queries: query::Queries::new(query_secret),
+                mask,
                 write_lock: tokio::sync::Mutex::new(()),
                 api_address: parking_lot::RwLock::new(None),
                 inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),

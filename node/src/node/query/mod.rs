@@ -642,7 +642,7 @@ impl Node {
                     })
                     .unwrap_or_default();
                 let scope = derivation_scope(g.map(|g| g.id.as_str()), &q.dataset);
-                let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &scope);
+                let salt = mask_salt(self.inner.mask.seed(), &scope);
                 let mut bytes = 0usize;
                 for r in candidates
                     .iter()

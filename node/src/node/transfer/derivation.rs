@@ -202,7 +202,7 @@ impl Node {
         let schema_ref = o.schema.clone().ok_or_else(|| {
             NodeError::invalid("dataset", "a record dataset without a standard".into())
         })?;
-        let salt = mask_salt(&self.inner.key.signing_key().to_bytes(), &scope);
+        let salt = mask_salt(self.inner.mask.seed(), &scope);
         let blobs = self.blobs().clone();
         let (digest, format) = (o.digest.clone(), o.format);
         let started = Instant::now();
@@ -410,6 +410,15 @@ mod tests {
         format: DataFormat,
         grant: &str,
     ) -> Result<Derived, Box<dyn std::error::Error>> {
+        derive_salted(blobs, input, format, &mask_salt(&SEED, grant))
+    }
+
+    fn derive_salted(
+        blobs: &BlobStore,
+        input: &str,
+        format: DataFormat,
+        salt: &[u8; 32],
+    ) -> Result<Derived, Box<dyn std::error::Error>> {
         let standard = person_standard()?;
         let original = blobs.import_reader(input.as_bytes(), DEFAULT_CHUNK_SIZE)?;
         let (info, records) = derive_file(
@@ -418,7 +427,7 @@ mod tests {
             format,
             &standard,
             &projection(&standard)?,
-            &mask_salt(&SEED, grant),
+            salt,
         )?;
         let mut text = String::new();
         blobs.open_read(&info.digest)?.read_to_string(&mut text)?;
@@ -585,6 +594,40 @@ mod tests {
             }),
         };
         assert_eq!(delivered_fields(&m), Some(open.describe()));
+        Ok(())
+    }
+
+    /// A node from before `mask.secret` salted its masks with its key's secret bytes: the
+    /// migrated secret hands out the very same pseudonyms, and still does after the key changes.
+    #[test]
+    fn pseudonyms_survive_the_mask_secret_migration_and_a_key_rotation() -> TestResult {
+        use crate::identity::{MASK_SECRET_FILE, MaskSecret, NodeKey};
+        let dir = tempfile::tempdir()?;
+        let blobs = BlobStore::open(dir.path().join("blobs"))?;
+        let key = NodeKey::from_seed([9; 32]);
+        let before = derive_salted(
+            &blobs,
+            JSONL,
+            DataFormat::Jsonl,
+            &mask_salt(&key.signing_key().to_bytes(), "grant-1"),
+        )?;
+        let path = dir.path().join(MASK_SECRET_FILE);
+        let migrated = MaskSecret::load_or_migrate(&path, &key)?;
+        let rotated = MaskSecret::load_or_migrate(&path, &NodeKey::from_seed([10; 32]))?;
+        for secret in [migrated, rotated] {
+            let after = derive_salted(
+                &blobs,
+                JSONL,
+                DataFormat::Jsonl,
+                &mask_salt(secret.seed(), "grant-1"),
+            )?;
+            assert_eq!(after.lines, before.lines);
+            assert!(
+                after.lines[0]["phone"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("h:"))
+            );
+        }
         Ok(())
     }
 
