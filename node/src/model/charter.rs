@@ -806,17 +806,20 @@ impl Charter {
     }
 }
 
+/// The lowercase hex of the Ed25519 public key a peer id embeds (`12D3KooW…` ids do); `None`
+/// for an id of another kind of key, or a hash of one.
+pub fn public_hex_of_peer(peer: &PeerId) -> Option<String> {
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(hex::encode(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
 /// A member key from text: the lowercase hex of an Ed25519 public key, or the libp2p peer id of
 /// an Ed25519 key (`12D3KooW…`, which embeds the key), as `yrd init` prints it.
 pub fn key_from_text(text: &str) -> Result<MemberKey, String> {
     let text = text.trim();
     let public_key = if let Ok(peer) = text.parse::<PeerId>() {
-        let key = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest())
-            .map_err(|_| format!("peer id {text} does not embed its public key"))?;
-        let ed = key
-            .try_into_ed25519()
-            .map_err(|_| format!("peer id {text} is not of an Ed25519 key"))?;
-        hex::encode(ed.to_bytes())
+        public_hex_of_peer(&peer)
+            .ok_or_else(|| format!("peer id {text} does not embed an Ed25519 public key"))?
     } else {
         text.to_owned()
     };
@@ -1034,6 +1037,20 @@ impl CharterChain {
     pub fn current(&self) -> &VerifiedCharter {
         // `versions` is never empty: built from a genesis, only ever pushed to.
         &self.versions[self.versions.len() - 1]
+    }
+
+    /// The member id the chain binds `public_key` (lowercase hex) to, in any version. A key a
+    /// rotation retired still names the member it served, so what it signed or was granted
+    /// stays that member's. A key no version listed names nobody, and so does a key two
+    /// versions gave to two different members: what it was granted belongs to neither.
+    pub fn member_id_of_key(&self, public_key: &str) -> Option<&str> {
+        let mut ids = self
+            .versions
+            .iter()
+            .filter_map(|v| v.document().member_of_key(public_key))
+            .map(|m| m.member_id.as_str());
+        let first = ids.next()?;
+        ids.all(|id| id == first).then_some(first)
     }
 
     /// Every version applied, genesis first.

@@ -267,6 +267,11 @@ fn invalid(reason: String) -> NodeError {
     NodeError::invalid("federation.charter", reason)
 }
 
+/// The Ed25519 public key (hex) of the peer id a document names as text.
+fn public_hex_named(named: &str) -> Option<String> {
+    crate::model::charter::public_hex_of_peer(&named.parse::<PeerId>().ok()?)
+}
+
 fn bound_peers(chain: &CharterChain) -> HashMap<PeerId, Bound> {
     chain
         .current()
@@ -434,6 +439,20 @@ impl FederationCharter {
         Ok(Some(charter))
     }
 
+    /// A node's charter on `chain` alone (no store, no proposals), for tests of what it derives.
+    #[cfg(test)]
+    pub(crate) fn on_chain(chain: CharterChain) -> FederationCharter {
+        FederationCharter {
+            peers: RwLock::new(bound_peers(&chain)),
+            chain: RwLock::new(chain),
+            contradictions: Mutex::new(VecDeque::new()),
+            proposals: Mutex::new(ProposalPool::default()),
+            refused: Mutex::new(HashMap::new()),
+            pulling: PullSlots::default(),
+            asked: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The chain: the stored versions if they start from the same genesis as the file, then the
     /// file offered to them; else the file alone, which must then be a genesis. Every version
     /// applied is stored.
@@ -527,6 +546,40 @@ impl FederationCharter {
     /// The region the charter binds to `peer`'s key; `None` if it is no member.
     pub(crate) fn region_of(&self, peer: &PeerId) -> Option<Region> {
         self.peers.read().get(peer).map(|b| b.region)
+    }
+
+    /// Whether `named` (the peer id a grant, request or receipt names) and `peer` are keys of one
+    /// member: `peer` a key in force now, and `named` a key the chain binds to the same member
+    /// (in force too, or retired by a rotation). How a member that rotated its key keeps the
+    /// grants, requests and deliveries that name its earlier key.
+    pub(crate) fn same_member(&self, named: &str, peer: &PeerId) -> bool {
+        let Some(member) = self.peers.read().get(peer).map(|b| b.member_id.clone()) else {
+            return false;
+        };
+        let Some(public) = public_hex_named(named) else {
+            return false;
+        };
+        self.chain.read().member_id_of_key(&public) == Some(member.as_str())
+    }
+
+    /// The keys in force now of the member the chain binds `named` to (its current keys after a
+    /// rotation); empty if no version names it or the member has left.
+    pub(crate) fn current_peers_of(&self, named: &str) -> Vec<PeerId> {
+        let Some(public) = public_hex_named(named) else {
+            return Vec::new();
+        };
+        let chain = self.chain.read();
+        let Some(member) = chain.member_id_of_key(&public) else {
+            return Vec::new();
+        };
+        chain
+            .current()
+            .document()
+            .members
+            .iter()
+            .filter(|m| m.member_id == member)
+            .flat_map(|m| m.keys.iter().filter_map(|k| k.peer_id()))
+            .collect()
     }
 
     /// The organisation the charter names for `peer`.

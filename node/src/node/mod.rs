@@ -886,6 +886,39 @@ impl Node {
         }
     }
 
+    /// Whether the party a document names (`named`, a peer id) is `peer`: the same key, or —
+    /// under a charter — a key of the same member, which `peer` holds now and `named` held
+    /// before a rotation (docs/federation.md, "Rotating a node's key").
+    pub(crate) fn same_party(&self, named: &str, peer: &PeerId) -> bool {
+        named == peer.to_string()
+            || self
+                .inner
+                .charter
+                .as_ref()
+                .is_some_and(|c| c.same_member(named, peer))
+    }
+
+    /// Whether a document naming `named` names this node (its key, or an earlier key of its
+    /// member).
+    pub(crate) fn is_us(&self, named: &str) -> bool {
+        self.same_party(named, &self.peer_id())
+    }
+
+    /// Where to reach the party `named`: its member's keys in force (a rotated member's new
+    /// key first), else the id itself.
+    pub(crate) fn party_peers(&self, named: &str) -> Vec<PeerId> {
+        let mut peers = self
+            .inner
+            .charter
+            .as_ref()
+            .map(|c| c.current_peers_of(named))
+            .unwrap_or_default();
+        if peers.is_empty() {
+            peers.extend(named.parse::<PeerId>().ok());
+        }
+        peers
+    }
+
     /// The peer id of a document's signer, checked against the id the document claims.
     pub(crate) fn signer_peer(
         &self,

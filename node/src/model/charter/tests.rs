@@ -759,3 +759,63 @@ fn changes_make_the_next_draft() -> TestResult {
     assert!(key_from_text("12D3KooWnotapeer").is_err());
     Ok(())
 }
+
+#[test]
+fn a_rotated_key_still_names_its_member() -> TestResult {
+    let g = genesis()?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    let jiangsu = g.document.members[1].member_id.clone();
+    // Version 2: Jiangsu (seed 2) replaces its key by seed 6, signed by three founders of v1
+    // and three of v2.
+    let doc = g.document.next(
+        &[Change::RotateKey(
+            jiangsu.clone(),
+            key_from_text(&public(6))?,
+        )],
+        "2026-12-02T00:00:00Z".into(),
+        EXPIRES.into(),
+    )?;
+    let v2 = signed_by(doc, &[1, 3, 4])?;
+    assert_eq!(chain.offer(&v2)?, Offer::Applied { version: 2 });
+    assert!(
+        chain
+            .current()
+            .document()
+            .member_of_key(&public(2))
+            .is_none()
+    );
+    // The retired key and the new one are the same member's; a key never listed is no one's.
+    assert_eq!(chain.member_id_of_key(&public(2)), Some(jiangsu.as_str()));
+    assert_eq!(chain.member_id_of_key(&public(6)), Some(jiangsu.as_str()));
+    assert_eq!(chain.member_id_of_key(&public(9)), None);
+    let peer = crate::identity::peer_id_of(&key(6).verifying_key()).ok_or("peer")?;
+    assert_eq!(public_hex_of_peer(&peer), Some(public(6)));
+    Ok(())
+}
+
+#[test]
+fn a_key_given_to_two_members_names_neither() -> TestResult {
+    let g = genesis()?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    let (shanghai, jiangsu) = (
+        g.document.members[0].member_id.clone(),
+        g.document.members[1].member_id.clone(),
+    );
+    // Version 2: Jiangsu retires key 2; version 3 gives key 2 to Shanghai.
+    let doc = g.document.next(
+        &[Change::RotateKey(jiangsu, key_from_text(&public(6))?)],
+        "2026-12-02T00:00:00Z".into(),
+        EXPIRES.into(),
+    )?;
+    let v2 = signed_by(doc, &[1, 3, 4])?;
+    chain.offer(&v2)?;
+    let doc = v2.document.next(
+        &[Change::AddKey(shanghai, key_from_text(&public(2))?)],
+        "2026-12-03T00:00:00Z".into(),
+        EXPIRES.into(),
+    )?;
+    chain.offer(&signed_by(doc, &[1, 3, 4])?)?;
+    assert_eq!(chain.current().version(), 3);
+    assert_eq!(chain.member_id_of_key(&public(2)), None);
+    Ok(())
+}

@@ -346,20 +346,28 @@ impl Node {
 
     /// A grant `provider` issued to us.
     pub fn received_grant(&self, provider: &PeerId, id: &str) -> Result<GrantRecord, NodeError> {
-        self.store()
-            .record(
-                RecordTree::Grants,
-                &received_grant_key(&provider.to_string(), id),
-            )?
+        if let Some(g) = self.store().record(
+            RecordTree::Grants,
+            &received_grant_key(&provider.to_string(), id),
+        )? {
+            return Ok(g);
+        }
+        // Issued by an earlier key of the provider's member (it rotated its key since).
+        self.grants()?
+            .into_iter()
+            .find(|g| {
+                g.direction == Direction::In
+                    && g.id == id
+                    && self.same_party(&g.grant.document.provider, provider)
+            })
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id} from {provider}")))
     }
 
     /// A valid grant issued to us by `provider` for `dataset`, the latest issued first.
     pub fn usable_grant(&self, provider: &PeerId, dataset: &str) -> Option<GrantRecord> {
-        let provider = provider.to_string();
         self.grants().ok()?.into_iter().find(|g| {
             g.direction == Direction::In
-                && g.grant.document.provider == provider
+                && self.same_party(&g.grant.document.provider, provider)
                 && g.grant.document.dataset == dataset
                 && g.state() == GrantState::Valid
                 && AccessMode::Fetch.allowed_by(&g.grant.document.modes)
@@ -374,10 +382,9 @@ impl Node {
         dataset: &str,
         mode: AccessMode,
     ) -> Option<GrantRecord> {
-        let provider = provider.to_string();
         self.grants().ok()?.into_iter().find(|g| {
             g.direction == Direction::In
-                && g.grant.document.provider == provider
+                && self.same_party(&g.grant.document.provider, provider)
                 && g.grant.document.dataset == dataset
                 && g.state() == GrantState::Valid
                 && mode.allowed_by(&g.grant.document.modes)
@@ -851,7 +858,8 @@ impl Node {
         if record.answer_delivered || record.status == RequestStatus::Pending {
             return;
         }
-        let Ok(peer) = record.peer.parse::<PeerId>() else {
+        // A requester that rotated its key is reached at its member's key in force.
+        let Some(peer) = self.party_peers(&record.peer).first().copied() else {
             return;
         };
         let request = Request::Decision {
@@ -878,11 +886,10 @@ impl Node {
     /// Retries undelivered decisions and revocations for `peer` (called when it connects).
     pub(crate) async fn redeliver_to(&self, peer: PeerId) {
         self.resend_receipts(peer).await;
-        let who = peer.to_string();
         if let Ok(requests) = self.requests() {
             for r in requests {
                 if r.direction == Direction::In
-                    && r.peer == who
+                    && self.same_party(&r.peer, &peer)
                     && r.status != RequestStatus::Pending
                     && !r.answer_delivered
                 {
@@ -893,7 +900,7 @@ impl Node {
         if let Ok(grants) = self.grants() {
             for g in grants {
                 if g.direction == Direction::Out
-                    && g.grant.document.grantee == who
+                    && self.same_party(&g.grant.document.grantee, &peer)
                     && g.revocation.is_some()
                     && !g.revocation_delivered
                 {
@@ -914,7 +921,7 @@ impl Node {
             (Some(g), None) => {
                 g.verify()?;
                 let d = &g.document;
-                if d.grantee != self.peer_id().to_string() {
+                if !self.is_us(&d.grantee) {
                     return Err(NodeError::invalid(
                         "grant",
                         "the grant names another grantee".into(),
@@ -931,7 +938,7 @@ impl Node {
             (None, Some(n)) => {
                 n.verify()?;
                 let d = &n.document;
-                if d.requester != self.peer_id().to_string() {
+                if !self.is_us(&d.requester) {
                     return Err(NodeError::invalid(
                         "denial",
                         "the denial names another requester".into(),
@@ -1110,9 +1117,12 @@ impl Node {
         let Ok(mut record) = self.issued_grant(id) else {
             return;
         };
-        let (Some(revocation), Ok(peer)) = (
+        // A grantee that rotated its key is reached at its member's key in force.
+        let (Some(revocation), Some(peer)) = (
             record.revocation.clone(),
-            record.grant.document.grantee.parse::<PeerId>(),
+            self.party_peers(&record.grant.document.grantee)
+                .first()
+                .copied(),
         ) else {
             return;
         };
@@ -1154,7 +1164,7 @@ impl Node {
         let mut record = self.received_grant(&peer, &r.grant_id)?;
         if record.direction != Direction::In
             || record.grant.document.provider != r.provider
-            || r.grantee != self.peer_id().to_string()
+            || !self.is_us(&r.grantee)
         {
             return Err(NodeError::invalid(
                 "revocation",
@@ -1213,8 +1223,13 @@ impl Node {
                 .record(RecordTree::Grants, &issued_grant_key(id))
                 .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?,
         };
-        let grant =
-            rules::grant_for_fetch(record, grant_id, peer, dataset, OffsetDateTime::now_utc())?;
+        let grant = rules::grant_for_fetch(
+            record,
+            grant_id,
+            |grantee| self.same_party(grantee, peer),
+            dataset,
+            OffsetDateTime::now_utc(),
+        )?;
         if !mode.allowed_by(&grant.document.modes) {
             let allowed: Vec<&str> = if grant.document.modes.is_empty() {
                 vec!["fetch"]

@@ -47,12 +47,13 @@ pub(crate) fn grant_state(g: &Grant, revoked: bool, now: OffsetDateTime) -> Gran
 }
 
 /// The provider's check on every fetch of a conditional offer: the grant named must be one we
-/// issued (`record`, looked up by `grant_id`), to `peer`, for `dataset`, valid at `now` and not
-/// revoked.
+/// issued (`record`, looked up by `grant_id`), to the fetching party (`is_fetcher` of the
+/// grantee it names: the fetching key, or an earlier key of its member — `Node::same_party`),
+/// for `dataset`, valid at `now` and not revoked.
 pub(crate) fn grant_for_fetch(
     record: Option<GrantRecord>,
     grant_id: Option<&str>,
-    peer: &PeerId,
+    is_fetcher: impl Fn(&str) -> bool,
     dataset: &str,
     now: OffsetDateTime,
 ) -> Result<Signed<Grant>, Refusal> {
@@ -73,7 +74,7 @@ pub(crate) fn grant_for_fetch(
     if record.direction != Direction::Out {
         return invalid(format!("grant {id} was not issued here"));
     }
-    if g.grantee != peer.to_string() {
+    if !is_fetcher(&g.grantee) {
         return invalid(format!("grant {id} was issued to another node"));
     }
     if g.dataset != dataset {
@@ -394,7 +395,8 @@ mod tests {
         at: OffsetDateTime,
     ) -> Result<Signed<Grant>, Refusal> {
         let id = "a".repeat(32);
-        grant_for_fetch(record, Some(&id), &p.grantee.peer_id(), dataset, at)
+        let grantee = p.grantee.peer_id().to_string();
+        grant_for_fetch(record, Some(&id), |g| g == grantee, dataset, at)
     }
 
     #[test]
@@ -407,7 +409,7 @@ mod tests {
     #[test]
     fn no_grant_named_is_grant_required_and_an_unknown_one_invalid() {
         let p = parties();
-        let none = grant_for_fetch(None, None, &p.grantee.peer_id(), "d", now()).unwrap_err();
+        let none = grant_for_fetch(None, None, |_| true, "d", now()).unwrap_err();
         assert_eq!(none.code, RefusalCode::GrantRequired);
         let unknown = fetch(None, &p, "js-social-insurance", now()).unwrap_err();
         assert_eq!(unknown.code, RefusalCode::GrantInvalid);
@@ -426,12 +428,12 @@ mod tests {
     fn someone_elses_grant_or_another_dataset_is_refused() {
         let p = parties();
         let r = grant_record(&p, Direction::Out, VALID);
-        let other = NodeKey::from_seed([3; 32]).peer_id();
+        let other = NodeKey::from_seed([3; 32]).peer_id().to_string();
         let id = "a".repeat(32);
         let e = grant_for_fetch(
             Some(r.clone()),
             Some(&id),
-            &other,
+            |g| g == other,
             "js-social-insurance",
             now(),
         )

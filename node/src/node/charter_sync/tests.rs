@@ -228,3 +228,40 @@ fn charter_pulls_are_one_per_peer_and_bounded_in_all() {
         "a slot is free again once its pull ends"
     );
 }
+
+/// After member 2 replaces its key (seed 2) by seed 6, the new key is the same party as the old
+/// one wherever a document names the old key (grants, requests, receipts); a third key is not,
+/// and a retired key is no one a fetch may come from.
+#[test]
+fn a_rotated_member_is_one_party_across_its_keys() -> TestResult {
+    let mut c = chain()?;
+    let jiangsu = c.current().document().members[1].member_id.clone();
+    let next = MemberKey {
+        algorithm: KeyAlgorithm::Ed25519,
+        public_key: hex::encode(key(6).verifying_key().to_bytes()),
+    };
+    let doc = c.current().document().next(
+        &[Change::RotateKey(jiangsu, next)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut v2 = SignedCharter::draft(doc);
+    for s in [1, 3, 4] {
+        v2.sign(&key(s))?;
+    }
+    c.offer(&v2)?;
+    let charter = crate::node::charter::FederationCharter::on_chain(c);
+    let peer = |seed: u8| crate::identity::peer_id_of(&key(seed).verifying_key()).ok_or("peer");
+    let (old, new, other) = (peer(2)?, peer(6)?, peer(3)?);
+    assert!(charter.same_member(&old.to_string(), &new));
+    assert!(charter.same_member(&new.to_string(), &new));
+    assert!(!charter.same_member(&other.to_string(), &new));
+    assert!(!charter.same_member(&new.to_string(), &other));
+    // The charter vouches for no retired key (the gate refuses its connections anyway).
+    assert!(!charter.same_member(&old.to_string(), &old));
+    assert!(!charter.same_member("not a peer id", &new));
+    // Whoever must reach the member (a revocation, a decision) finds its new key.
+    assert_eq!(charter.current_peers_of(&old.to_string()), vec![new]);
+    assert!(charter.current_peers_of(&peer(9)?.to_string()).is_empty());
+    Ok(())
+}

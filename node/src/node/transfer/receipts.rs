@@ -36,7 +36,7 @@ impl Node {
                 format!("receipt signed by {signer}, sent by {peer}"),
             ));
         }
-        if r.provider != self.peer_id().to_string() {
+        if !self.is_us(&r.provider) {
             return Err(NodeError::invalid(
                 "receipt",
                 "the receipt names another provider".into(),
@@ -53,7 +53,8 @@ impl Node {
             // A grant's derived delivery is acknowledged only by its grantee.
             let issued = self.issued_grant(g).ok();
             if !issued.is_some_and(|i| {
-                i.grant.document.grantee == r.receiver && i.grant.document.dataset == r.dataset
+                self.same_party(&i.grant.document.grantee, &peer)
+                    && i.grant.document.dataset == r.dataset
             }) {
                 return Err(NodeError::invalid(
                     "receipt",
