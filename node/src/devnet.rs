@@ -448,7 +448,7 @@ impl Signals {
 
     /// Waits for SIGINT or SIGTERM. SIGHUP (`systemctl reload`) re-reads each node's admin
     /// token (after `yrd token rotate`); the config is read only at start.
-    pub async fn wait(mut self, tokens: &[&AdminToken]) -> Result<(), DevnetError> {
+    pub async fn wait(&mut self, tokens: &[&AdminToken]) -> Result<(), DevnetError> {
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         loop {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
@@ -235,14 +235,95 @@ pub fn rotate_token(path: &Path) -> Result<(), IdentityError> {
         source,
     })?;
     if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| IdentityError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// File name of the key a rotation switches to (`yrd key rotate`), until the switch.
+pub const NEXT_KEY_FILE: &str = "node.key.next";
+/// Directory of the keys a rotation retired, `retired-<peer id>.key` each (0600).
+pub const RETIRED_KEYS_DIR: &str = "keys";
+
+/// The key `yrd key rotate` switches to: `DATA_DIR/node.key.next` if a rotation is under way,
+/// else a new random key written there (0600). Asking twice gives the same key, so a proposal
+/// submitted again names the same key.
+pub fn next_key(data_dir: &Path) -> Result<NodeKey, IdentityError> {
+    let path = data_dir.join(NEXT_KEY_FILE);
+    if !path.exists() {
+        match NodeKey::generate().save_new(&path) {
+            Ok(()) | Err(IdentityError::Exists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    NodeKey::load(&path)
+}
+
+/// The key a rotation under way switches to, if there is one.
+pub fn pending_next_key(data_dir: &Path) -> Result<Option<NodeKey>, IdentityError> {
+    let path = data_dir.join(NEXT_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    NodeKey::load(&path).map(Some)
+}
+
+/// Where a retired key is kept.
+pub fn retired_key_path(data_dir: &Path, peer: &PeerId) -> PathBuf {
+    data_dir
+        .join(RETIRED_KEYS_DIR)
+        .join(format!("retired-{peer}.key"))
+}
+
+/// Switches the node key to `node.key.next`, in steps each of which a crash may interrupt and a
+/// new call completes: (1) the current key is copied to `keys/retired-<peer>.key` (0600,
+/// fsynced); (2) `node.key.next` is renamed over `node.key` (atomic) and the directory
+/// fsynced. A crash before (2) leaves the old key in force and the switch is done again at the
+/// next start; after it, the new key is in force and nothing is pending. Returns the new key.
+pub fn switch_to_next_key(data_dir: &Path) -> Result<NodeKey, IdentityError> {
+    let key_path = data_dir.join(KEY_FILE);
+    let next_path = data_dir.join(NEXT_KEY_FILE);
+    let current = NodeKey::load(&key_path)?;
+    let next = NodeKey::load(&next_path)?;
+    retire_key(data_dir, &current)?;
+    fs::rename(&next_path, &key_path).map_err(|source| IdentityError::Io {
+        path: next_path.clone(),
+        source,
+    })?;
+    sync_dir(data_dir)?;
+    tracing::info!(retired = %current.peer_id(), key = %next.peer_id(), "node key switched");
+    Ok(next)
+}
+
+/// Step (1) of [`switch_to_next_key`]: keeps `key` under `keys/` (done again harmlessly).
+pub fn retire_key(data_dir: &Path, key: &NodeKey) -> Result<(), IdentityError> {
+    let dir = data_dir.join(RETIRED_KEYS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| IdentityError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    let path = retired_key_path(data_dir, &key.peer_id());
+    match key.save_new(&path) {
+        Ok(()) => sync_dir(&dir),
+        // Kept by an interrupted switch: it must be the same key.
+        Err(IdentityError::Exists { .. }) if NodeKey::load(&path)?.peer_id() == key.peer_id() => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| IdentityError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// File name of the query secret inside a data dir (beside the node key).
@@ -532,6 +613,48 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(corrupt.contains("the mask secret: not hex"), "{corrupt}");
+        Ok(())
+    }
+
+    /// The switch survives a crash at each step: after the retired copy is written (step 1)
+    /// the old key is still in force and the switch completes at the next call; after the
+    /// rename (step 2) nothing is pending.
+    #[test]
+    fn a_key_switch_interrupted_at_each_step_completes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let old = NodeKey::from_seed([1; 32]);
+        old.save_new(&d.join(KEY_FILE))?;
+        assert!(pending_next_key(d)?.is_none());
+        let next = next_key(d)?;
+        // Asked again (the proposal submitted again): the same key.
+        assert_eq!(next_key(d)?.peer_id(), next.peer_id());
+        assert_eq!(
+            fs::metadata(d.join(NEXT_KEY_FILE))?.permissions().mode() & 0o777,
+            0o600
+        );
+        // Crash after step 1: the old key is kept and still the node's; the next is pending.
+        retire_key(d, &old)?;
+        assert_eq!(NodeKey::load(&d.join(KEY_FILE))?.peer_id(), old.peer_id());
+        assert!(pending_next_key(d)?.is_some());
+        // The next start completes it.
+        let switched = switch_to_next_key(d)?;
+        assert_eq!(switched.peer_id(), next.peer_id());
+        assert_eq!(NodeKey::load(&d.join(KEY_FILE))?.peer_id(), next.peer_id());
+        assert!(pending_next_key(d)?.is_none());
+        let retired = retired_key_path(d, &old.peer_id());
+        assert_eq!(NodeKey::load(&retired)?.peer_id(), old.peer_id());
+        assert_eq!(fs::metadata(&retired)?.permissions().mode() & 0o777, 0o600);
+        // After step 2 nothing is pending: a switch asked again finds no next key.
+        assert!(matches!(
+            switch_to_next_key(d),
+            Err(IdentityError::Missing { .. })
+        ));
+        // A retired file holding another key is not overwritten.
+        let other = NodeKey::from_seed([3; 32]);
+        fs::remove_file(&retired)?;
+        other.save_new(&retired)?;
+        assert!(retire_key(d, &old).is_err());
         Ok(())
     }
 }

@@ -125,6 +125,11 @@ impl Api {
             .await
     }
 
+    /// `POST /api/v1/key/rotate`.
+    pub async fn rotate_key(&self) -> Answer<yrd_node::node::key_rotation::KeyRotationView> {
+        self.client.post("/api/v1/key/rotate", &json!({})).await
+    }
+
     /// `POST /api/v1/federation/apply`.
     pub async fn apply_charter(&self, charter: &SignedCharter) -> Answer<CharterVersionView> {
         self.client.post("/api/v1/federation/apply", charter).await

@@ -45,6 +45,25 @@ pub fn genesis(members: Vec<CharterMember>, threshold: u32) -> Charter {
     }
 }
 
+/// Four provinces (Shanghai, Jiangsu, Zhejiang, Anhui) as founders, 3 to sign changes: their
+/// keys, the genesis signed by the first three, and the nodes started on it.
+pub async fn four_founders(
+    root: &std::path::Path,
+) -> Result<(Vec<NodeKey>, SignedCharter, Vec<TestNode>)> {
+    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+    let regions = [310000, 320000, 330000, 340000];
+    let mut members = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        members.push(member(k, regions[i], i + 1)?);
+    }
+    let mut signed = SignedCharter::draft(genesis(members, 3));
+    for k in &keys[..3] {
+        signed.sign(k.signing_key())?;
+    }
+    let nodes = founders(root, &keys, &signed).await?;
+    Ok((keys, signed, nodes))
+}
+
 /// A node for each key, started on `charter` (written to `root/charter.json`), each bootstrapping
 /// to the first; anti-entropy every 2 s.
 pub async fn founders(

@@ -115,6 +115,47 @@ pub async fn publish_sample_version(
     Ok((file, manifest))
 }
 
+/// Node 0 of `net` as the provider (`provider`), a 30-day grant of its conditional offer to
+/// node 1 for `purpose` (fields [`FIELDS`]), and node 1's first fetch under it.
+pub async fn granted_fetch(
+    net: &TestNet,
+    dir: &Path,
+    purpose: &str,
+) -> Result<(Signed<Grant>, yrd_node::node::transfer::TransferView)> {
+    provider(net, dir, 20).await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    let approval = ApproveBody {
+        masks: Vec::new(),
+        expires: Some("30d".into()),
+        fields: None,
+        modes: Vec::new(),
+        query_limits: None,
+    };
+    let grant = grant(&sh, &js, &request_body(COND, purpose, &FIELDS), &approval).await?;
+    let fetched = js.fetch_done(&format!("310000/{COND}")).await?;
+    anyhow::ensure!(
+        fetched.grant.as_deref() == Some(grant.document.id.as_str()),
+        "fetched under {:?}, not grant {}",
+        fetched.grant,
+        grant.document.id
+    );
+    Ok((grant, fetched))
+}
+
+/// Fetches `target` until a version above `version` arrives (the provider published one);
+/// returns that transfer.
+pub async fn fetch_newer(
+    api: &Api,
+    target: &str,
+    version: Option<u64>,
+) -> Result<yrd_node::node::transfer::TransferView> {
+    wait_until("a newer version fetched", WAIT, || async {
+        let t = api.fetch_done(target).await?;
+        Ok((t.version > version).then_some(t))
+    })
+    .await
+}
+
 /// An offer `id` of data under `standard` 1.0.0; `conditions` are the share conditions (or
 /// the reason it is not shared).
 pub fn offer(id: &str, standard: &str, share: ShareType, conditions: Option<&str>) -> OfferInput {

@@ -150,6 +150,12 @@ impl TestNode {
         Ok(&self.running()?.node)
     }
 
+    /// Takes the key the data dir holds now (after a key rotation switched it).
+    pub fn reload_key(&mut self) -> Result<()> {
+        self.key = NodeKey::load(&self.data_dir.join(yrd_node::identity::KEY_FILE))?;
+        Ok(())
+    }
+
     /// The node id.
     pub fn peer_id(&self) -> PeerId {
         self.key.peer_id()

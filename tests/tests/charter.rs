@@ -11,7 +11,7 @@ use yrd_node::identity::NodeKey;
 use yrd_node::model::charter::{Charter, Role, SignedCharter};
 use yrd_node::model::provenance::RecordKind;
 use yrd_node::model::region::Region;
-use yrd_tests::charter::{founders, genesis, member};
+use yrd_tests::charter::{four_founders, genesis, member};
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
@@ -289,17 +289,7 @@ async fn versions(net: &TestNet) -> Result<Vec<u64>> {
 async fn a_city_joins_with_three_of_four_founders_and_a_removed_member_is_cut_off() -> Result<()> {
     use yrd_node::model::charter::Change;
     let root = tempfile::tempdir()?;
-    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
-    let regions = [310000, 320000, 330000, 340000];
-    let mut members = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        members.push(member(k, regions[i], i + 1)?);
-    }
-    let mut genesis_signed = SignedCharter::draft(genesis(members, 3));
-    for k in &keys[..3] {
-        genesis_signed.sign(k.signing_key())?;
-    }
-    let nodes = founders(root.path(), &keys, &genesis_signed).await?;
+    let (keys, genesis_signed, nodes) = four_founders(root.path()).await?;
     let boot = nodes[0].tcp_address().await?;
     let mut net = TestNet { root, nodes };
     net.wait_full_mesh().await?;

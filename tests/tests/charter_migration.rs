@@ -7,11 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use anyhow::Result;
-use yrd_node::api::exchange::ApproveBody;
 use yrd_node::model::charter::{Charter, SignedCharter};
 use yrd_node::model::region::Region;
 use yrd_tests::charter::{genesis, member};
-use yrd_tests::fixtures::{self, COND, FIELDS};
+use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
 /// The four provinces of `net` (nodes 0–3) as founders, 3 of them to sign changes.
@@ -22,16 +21,6 @@ fn genesis_of_provinces(net: &TestNet) -> Result<Charter> {
         .map(|(n, node)| member(&node.key, node.region.code(), n + 1))
         .collect::<Result<Vec<_>>>()?;
     Ok(genesis(members, 3))
-}
-
-fn approval() -> ApproveBody {
-    ApproveBody {
-        masks: Vec::new(),
-        expires: Some("30d".into()),
-        fields: None,
-        modes: Vec::new(),
-        query_limits: None,
-    }
 }
 
 /// Restarts `node` on `charter`; its bootstrap addresses of peers the charter leaves out
@@ -63,17 +52,7 @@ async fn a_federation_moves_from_member_lists_to_a_charter_one_node_at_a_time() 
         "node 4 is a Jiangsu city"
     );
     let dir = tempfile::tempdir()?;
-    fixtures::provider(&net, dir.path(), 20).await?;
-    let (sh, js) = (net.api(0)?, net.api(1)?);
-    let grant = fixtures::grant(
-        &sh,
-        &js,
-        &fixtures::request_body(COND, "迁移前的授权", &FIELDS),
-        &approval(),
-    )
-    .await?;
-    let before = js.fetch_done(&format!("310000/{COND}")).await?;
-    assert_eq!(before.grant.as_deref(), Some(grant.document.id.as_str()));
+    let (grant, before) = fixtures::granted_fetch(&net, dir.path(), "迁移前的授权").await?;
 
     // What each node's log holds before the move.
     let mut sizes = Vec::new();
@@ -126,15 +105,7 @@ async fn a_federation_moves_from_member_lists_to_a_charter_one_node_at_a_time() 
         yrd_node::node::access::GrantState::Valid
     );
     fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 30, 7).await?;
-    let after = wait_until(
-        "the new version fetched with the old grant",
-        WAIT,
-        || async {
-            let t = js.fetch_done(&format!("310000/{COND}")).await?;
-            Ok((t.version > before.version).then_some(t))
-        },
-    )
-    .await?;
+    let after = fixtures::fetch_newer(&js, &format!("310000/{COND}"), before.version).await?;
     assert_eq!(after.grant.as_deref(), Some(grant.document.id.as_str()));
     // Regions now come from the charter (the same as the lists' NodeInfos here).
     let peers = sh.peers().await?;

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use super::{ApiError, ApiState};
 use crate::model::charter::SignedCharter;
 use crate::node::charter_sync::ProposalView;
+use crate::node::key_rotation::KeyRotationView;
 use crate::node::{CharterVersionView, FederationView, Node};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -57,6 +58,10 @@ pub(super) async fn sign(
     Path(digest): Path<String>,
 ) -> ApiResult<ProposalView> {
     Ok(Json(s.node.sign_proposal(&digest).await?))
+}
+
+pub(super) async fn rotate_key(State(s): State<ApiState>) -> ApiResult<KeyRotationView> {
+    Ok(Json(s.node.rotate_key().await?))
 }
 
 pub(super) async fn apply(State(s): State<ApiState>, body: Bytes) -> ApiResult<CharterVersionView> {

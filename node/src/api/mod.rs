@@ -704,6 +704,17 @@ fn routes() -> ApiBuilder {
             .cli("yrd federation apply"),
         )
         .route(
+            M::POST,
+            "/api/v1/key/rotate",
+            f::rotate_key,
+            Doc::new::<crate::node::key_rotation::KeyRotationView>(
+                "keyRotate",
+                "federation",
+                "Make the next node key and propose the charter change to it (the node switches once it is applied)",
+            )
+            .cli("yrd key rotate"),
+        )
+        .route(
             M::GET,
             "/api/v1/provenance/deliveries",
             p::deliveries,

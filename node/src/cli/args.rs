@@ -45,6 +45,10 @@ pub enum Command {
     /// The admin token: `yrd token rotate` writes a new one and makes the running node use it.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The node key: `yrd key rotate` proposes the charter change to a new key; the node
+    /// switches once it is applied.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print the admin API's OpenAPI 3.1 document (offline; a running node serves the same at
     /// /api/v1/openapi.json).
     Openapi,
@@ -332,6 +336,17 @@ pub struct ProposeArgs {
 pub enum TokenCommand {
     /// Write a new random admin token to DATA_DIR/api.token (0600) and, if the node is running,
     /// make it switch to the new token at once (the old one stops working).
+    Rotate,
+}
+
+/// `yrd key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make the next node key (DATA_DIR/node.key.next, 0600) and submit the charter change that
+    /// adds it to this member's keys; once the founders approve it and it is applied, the node
+    /// restarts on the new key, keeping its data, grants and log (the old key is kept as
+    /// DATA_DIR/keys/retired-PEER.key), and proposes the old key's removal, which this command
+    /// then shows. Asked again, it shows the same proposal.
     Rotate,
 }
 

@@ -687,6 +687,38 @@ async fn proposals(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `yrd key rotate`: asks the running node to make its next key and propose the change.
+pub(super) async fn rotate_key(cli: &Cli) -> Result<(), CliError> {
+    let view: crate::node::key_rotation::KeyRotationView = client(cli)?
+        .post("/api/v1/key/rotate", &serde_json::json!({}))
+        .await?;
+    if cli.json {
+        return print_json(&view);
+    }
+    let then = match view.stage {
+        crate::node::key_rotation::RotationStage::AddNextKey => {
+            println!(
+                "adding next key {} to member {} (now {})",
+                view.next_peer_id, view.member_id, view.peer_id
+            );
+            "Once it is applied the node restarts on the new key and proposes removing the old one."
+        }
+        crate::node::key_rotation::RotationStage::RetireOldKey => {
+            println!(
+                "removing the earlier keys of member {}: only {} remains",
+                view.member_id, view.peer_id
+            );
+            "Once it is applied every member refuses the old key."
+        }
+    };
+    print_proposal(cli, &view.proposal)?;
+    println!(
+        "Each founder approves it: yrd federation approve {}\n{then}",
+        view.proposal.digest
+    );
+    Ok(())
+}
+
 fn print_proposal(cli: &Cli, p: &ProposalView) -> Result<(), CliError> {
     if cli.json {
         return print_json(p);

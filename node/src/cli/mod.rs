@@ -28,8 +28,8 @@ use output::print_json;
 
 pub use args::{
     CatalogCommand, Cli, ClientsCommand, Command, ConfigCommand, DemandCommand, DevnetArgs,
-    DocCommand, FederationCommand, GrantsCommand, InitArgs, ProposeArgs, ProvenanceCommand,
-    RequestsCommand, SchemaCommand, TokenCommand, WithheldCommand,
+    DocCommand, FederationCommand, GrantsCommand, InitArgs, KeyCommand, ProposeArgs,
+    ProvenanceCommand, RequestsCommand, SchemaCommand, TokenCommand, WithheldCommand,
 };
 pub use error::{
     CliError, EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Devnet(args) => devnet(&cli, args).await,
         Command::Regions => regions(&cli),
         Command::Token(TokenCommand::Rotate) => rotate_token(&cli).await,
+        Command::Key(KeyCommand::Rotate) => federation::rotate_key(&cli).await,
         Command::Openapi => {
             print!("{}", crate::api::openapi_text());
             Ok(())
@@ -344,14 +345,26 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
         .map_err(crate::node::NodeError::from)?;
     identity::check_private(&options.data_dir.join(TOKEN_FILE), "the admin API token")
         .map_err(crate::node::NodeError::from)?;
-    let signals = crate::devnet::Signals::install()?;
-    let running = crate::server::Server::start(options).await?;
-    crate::notify::notify(&format!(
-        "READY=1\nSTATUS=serving; admin API on {}\nMAINPID={}",
-        running.api_address,
-        std::process::id()
-    ));
-    let _ = signals.wait(&[running.admin_token()]).await;
+    let mut signals = crate::devnet::Signals::install()?;
+    let mut running = crate::server::Server::start(options.clone()).await?;
+    loop {
+        crate::notify::notify(&format!(
+            "READY=1\nSTATUS=serving; admin API on {}\nMAINPID={}",
+            running.api_address,
+            std::process::id()
+        ));
+        let restart = running.node.restart_requested();
+        let tokens = [running.admin_token()];
+        tokio::select! {
+            _ = signals.wait(&tokens) => break,
+            _ = restart.cancelled() => {}
+        }
+        // A key rotation: the charter now lists the next key; the start switches to it.
+        crate::notify::notify("RELOADING=1\nSTATUS=restarting on the rotated node key");
+        tracing::warn!("restarting the node on its rotated key");
+        running.shutdown().await?;
+        running = crate::server::Server::start(options.clone()).await?;
+    }
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
     tracing::info!("signal received; shutting down");
     running.shutdown().await?;
@@ -401,7 +414,7 @@ async fn devnet(cli: &Cli, args: &DevnetArgs) -> Result<(), CliError> {
         "info,libp2p_mdns=warn",
         cli.log_format.unwrap_or(LogFormat::Text),
     );
-    let signals = crate::devnet::Signals::install()?;
+    let mut signals = crate::devnet::Signals::install()?;
     let devnet = crate::devnet::Devnet::start(&args.dir, args.nodes).await?;
     if let Err(e) = devnet.seed().await {
         devnet.shutdown().await;

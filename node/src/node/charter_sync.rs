@@ -462,7 +462,8 @@ impl Node {
         if let Err(e) = self.inner.net.disconnect_non_members().await {
             tracing::warn!(error = %e, "removed members not disconnected");
         }
-        if charter.region_of(&own).is_none() {
+        self.check_key_switch();
+        if charter.region_of(&own).is_none() && !self.restart_requested().is_cancelled() {
             tracing::error!(
                 version,
                 "this node's key is not a member of the charter now in force"

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod counters;
 pub mod datasets;
 mod error;
+pub mod key_rotation;
 mod peers;
 pub mod provenance;
 pub mod query;
@@ -219,6 +220,8 @@ struct Inner {
     inbound_exchange: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: long tasks (transfers) stop, and a fetch resumes at next start.
     shutdown: tokio_util::sync::CancellationToken,
+    /// Cancelled when the node must start again on its next key (`key_rotation.rs`).
+    restart: tokio_util::sync::CancellationToken,
     /// The long tasks, awaited at shutdown so the database is released.
     tasks: tokio_util::task::TaskTracker,
     /// Dropped with the state: tells shutdown that the database is released.
@@ -357,7 +360,8 @@ impl Node {
             .await
             .map_err(NodeError::task("opening the database"))??;
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;
-        let charter = charter::FederationCharter::load(&config, &data_dir, &store, key.peer_id())?;
+        // A rotation whose next key the charter now lists instead of this one switches here.
+        let (key, charter, switched) = key_rotation::load_charter(&config, &data_dir, &store, key)?;
         let members = match &charter {
             // The charter's keys are the members; each one's region is the charter's.
             Some(c) => Members::new(c.member_peers(&key.peer_id())),
@@ -420,6 +424,7 @@ impl Node {
                 api_address: parking_lot::RwLock::new(None),
                 inbound_exchange: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_EXCHANGE)),
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                restart: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
                 _released: released_tx,
             }),
@@ -440,6 +445,18 @@ impl Node {
         match node.start_service(&mut running, events).await {
             Ok(()) => {
                 tracing::info!(peer = %node.peer_id(), region = %node.region().label(), "node started");
+                if switched {
+                    // The second stage of the rotation: the earlier key's removal, proposed
+                    // for the founders to approve.
+                    match node.rotate_key().await {
+                        Ok(v) => {
+                            tracing::info!(digest = %v.proposal.digest, "removal of the earlier key proposed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "removal of the earlier key not proposed; run `yrd key rotate`")
+                        }
+                    }
+                }
                 Ok(running)
             }
             Err(e) => {

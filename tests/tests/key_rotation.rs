@@ -1,0 +1,139 @@
+//! Rotating a node's key on a live federation (docs/federation.md, "Rotating a node's key"):
+//! `yrd key rotate` makes the next key and proposes the charter change, the founders approve it,
+//! the node restarts on the new key once the version applies, and keeps its grants, its
+//! pseudonyms and its log; the old key is refused from then on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use anyhow::Result;
+use yrd_node::identity::{self, NodeKey};
+use yrd_node::node::key_rotation::RotationStage;
+use yrd_tests::charter::four_founders;
+use yrd_tests::fixtures::{self, COND};
+use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
+
+/// Founders 0, 2 and 3 approve proposal `digest` once it reached them.
+async fn approve(net: &TestNet, digest: &str) -> Result<()> {
+    for i in [0, 2, 3] {
+        let api = net.api(i)?;
+        wait_until("the rotation proposal gossiped", WAIT, || async {
+            Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
+        })
+        .await?;
+        api.sign_proposal(digest).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
+    // Four founders on a charter, 3 to sign changes; Shanghai provides, Jiangsu holds a grant.
+    let root = tempfile::tempdir()?;
+    let (keys, _, nodes) = four_founders(root.path()).await?;
+    let boot = nodes[0].tcp_address().await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let dir = tempfile::tempdir()?;
+    let (grant, before) = fixtures::granted_fetch(&net, dir.path(), "轮换前的授权").await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    let log_before = js.check().await?;
+    let old = net.nodes[1].peer_id();
+
+    // `yrd key rotate`, stage 1: the next key, and the change adding it to Jiangsu's keys.
+    let rotation = js.rotate_key().await?;
+    assert_eq!(rotation.peer_id, old.to_string());
+    assert_ne!(rotation.next_peer_id, rotation.peer_id);
+    assert_eq!(rotation.stage, RotationStage::AddNextKey);
+    assert!(!rotation.proposal.ready);
+    // Asked again: the same key and proposal, not a second one.
+    let again = js.rotate_key().await?;
+    assert_eq!(
+        (again.next_peer_id.as_str(), again.proposal.digest.as_str()),
+        (
+            rotation.next_peer_id.as_str(),
+            rotation.proposal.digest.as_str()
+        )
+    );
+    // The other three founders approve, as for any change.
+    approve(&net, &rotation.proposal.digest).await?;
+    // Version 2 (both keys) applies everywhere, Jiangsu included: it asks to start again on
+    // its new key (`yrd run` restarts in the same process; the harness restarts the node).
+    let restart = net.nodes[1].node()?.restart_requested();
+    wait_until("Jiangsu asks to restart on its new key", WAIT, || async {
+        Ok(restart.is_cancelled())
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    net.nodes[1].restart().await?;
+    net.nodes[1].reload_key()?;
+    let new = net.nodes[1].peer_id();
+    assert_eq!(new.to_string(), rotation.next_peer_id);
+    let data_dir = net.nodes[1].data_dir.clone();
+    assert!(!data_dir.join(identity::NEXT_KEY_FILE).exists());
+    let retired = NodeKey::load(&identity::retired_key_path(&data_dir, &old))?;
+    assert_eq!(retired.peer_id(), old);
+    net.wait_full_mesh().await?;
+    eprintln!(
+        "Jiangsu meshed again on its new key {:?} after its restart",
+        started.elapsed()
+    );
+    let js = net.api(1)?;
+    assert_eq!(js.node().await?.peer_id, new.to_string());
+
+    // Stage 2, proposed by the node itself at its restart: the old key's removal.
+    let retire = js.rotate_key().await?;
+    assert_eq!(retire.stage, RotationStage::RetireOldKey);
+    assert_eq!(retire.peer_id, new.to_string());
+    approve(&net, &retire.proposal.digest).await?;
+    wait_until("version 3 on every founder", WAIT, || async {
+        for i in 0..4 {
+            if net.api(i)?.federation().await?.charter.version != 3 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    let jiangsu = sh.federation().await?;
+    let jiangsu_keys = &jiangsu
+        .members
+        .iter()
+        .find(|m| m.region.code() == 320000)
+        .expect("Jiangsu")
+        .peers;
+    assert_eq!(jiangsu_keys, &vec![new.to_string()]);
+
+    // Its grant is kept: a new version is fetched under the grant issued to the old key.
+    fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 30, 7).await?;
+    let after = fixtures::fetch_newer(&js, &format!("310000/{COND}"), before.version).await?;
+    assert_eq!(after.grant.as_deref(), Some(grant.document.id.as_str()));
+    // Its log is kept: every record before the rotation and after, and it verifies whole.
+    let log_after = js.check().await?;
+    assert!(
+        log_after.size > log_before.size,
+        "{} records after, {} before",
+        log_after.size,
+        log_before.size
+    );
+
+    // The old key is refused: a node started on it is turned away at Shanghai's gate.
+    let refused_before = sh.health().await?.refused_connections;
+    let impostor_root = net.root.path().join("old-key");
+    std::fs::create_dir_all(&impostor_root)?;
+    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    let mut impostor = TestNode::create(&impostor_root, 1, retired, &ids, vec![boot])?;
+    impostor.start().await?;
+    wait_until("the old key refused at the gate", WAIT, || async {
+        Ok(sh.health().await?.refused_connections > refused_before)
+    })
+    .await?;
+    assert!(
+        !sh.peers()
+            .await?
+            .iter()
+            .any(|p| p.peer_id == old.to_string()),
+        "the old key is not connected"
+    );
+    impostor.stop().await?;
+    net.stop_all().await
+}
