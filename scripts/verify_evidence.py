@@ -619,6 +619,22 @@ class Membership:
         # Per version: the member of each peer id its keys make (looked up once per signer).
         self.peers = [{peer_id(bytes.fromhex(k["public_key"])): m
                        for m in d["members"] for k in m["keys"]} for d, _, _ in chain]
+        # The member id of each peer id in any version (a rotation adds the next key, then
+        # retires the old one); None for a key two versions gave to two members.
+        self.member_ids = {}
+        for version in self.peers:
+            for peer, m in version.items():
+                known = self.member_ids.setdefault(peer, m["member_id"])
+                if known != m["member_id"]:
+                    self.member_ids[peer] = None
+
+    def same_member(self, a, b):
+        """Whether peer ids a and b are keys of one member (the same id, or two keys the chain
+        binds to one member id): a log whose owner rotated its key is one member's log."""
+        if a == b:
+            return True
+        x, y = self.member_ids.get(a), self.member_ids.get(b)
+        return x is not None and x == y
 
     def standing(self, what, peer, time):
         """("member", member, version), ("not-member", None, version) or ("before", None,
@@ -954,8 +970,16 @@ MADE_BY = {
 }
 
 
-def check_document(r, doc, digest, owner_key):
+# Document members naming a party: under a charter, any key of the same member agrees.
+PARTY_MEMBERS = {"provider", "grantee", "requester", "receiver", "publisher", "log"}
+
+
+def check_document(r, doc, digest, owner_key, ms=None):
     at = f"record seq {r['seq']}"
+
+    def same(a, b):
+        return a == b or (ms is not None and ms.same_member(a, b))
+
     name = f"{doc['type']} {digest}"
     owner, other = r["actor"], r.get("counterparty")
     if r["kind"] in PROVIDER_KINDS:
@@ -979,7 +1003,8 @@ def check_document(r, doc, digest, owner_key):
         role, maker, members = "log owner", other, [("log", other)]
     else:
         # Documents outside an exchange (catalogue, schema, ...): one of the two parties.
-        by_owner = doc["signer"] == owner_key
+        by_owner = (doc["signer"] == owner_key
+                    or peer_id(bytes.fromhex(doc["signer"])) == r["actor"])
         by_other = other is not None and peer_id(bytes.fromhex(doc["signer"])) == other
         if not by_owner and not by_other:
             raise Fail(f"{at}: {name} is signed by neither the log owner nor the counterparty")
@@ -987,13 +1012,15 @@ def check_document(r, doc, digest, owner_key):
     if maker is None:
         raise Fail(f"{at}: names {name}, made by the {role}, but has no counterparty")
     signer = peer_id(bytes.fromhex(doc["signer"]))
-    if signer != maker:
+    if not same(signer, maker):
         raise Fail(f"{at}: {name} is signed by {signer}, not by the {role} {maker}")
     for member, wanted in members:
         if wanted is None:
             continue
         found = doc["document"].get(member)
-        if isinstance(wanted, str):
+        if isinstance(wanted, str) and member in PARTY_MEMBERS:
+            agrees = isinstance(found, str) and same(found, wanted)
+        elif isinstance(wanted, str):
             agrees = isinstance(found, str) and found == wanted
         else:
             agrees = type(found) is int and found == wanted
@@ -1133,7 +1160,9 @@ def verify(bundle):
             raise Fail(f"entry {i}: {at} follows seq {previous}: entries must be in increasing "
                        f"seq order, each once")
         previous = r["seq"]
-        if r["actor"] != log:
+        # The owner may have rotated its key: under a charter, an actor of the same member
+        # (each checked against the version in force at its record's time).
+        if r["actor"] != log and not (ms is not None and ms.same_member(r["actor"], log)):
             raise Fail(f"{at}: actor {r['actor']} is not the log owner")
         if ms is not None and not check_record_members(ms, r):
             before_genesis.append(str(r["seq"]))
@@ -1154,7 +1183,7 @@ def verify(bundle):
             if doc["type"] != ref["type"]:
                 raise Fail(f"{at}: document {ref['digest']} is a {doc['type']}, "
                            f"the record says {ref['type']}")
-            check_document(r, doc, ref["digest"], keys[log])
+            check_document(r, doc, ref["digest"], keys[log], ms)
 
     if ms is not None and before_genesis:
         warnings.append(f"records seq {', '.join(before_genesis)} were made before the "
@@ -1172,11 +1201,12 @@ def verify(bundle):
             raise Fail(f"{what}: the witness {doc['witness']} is not among the parties")
         if doc["witness"] in witnesses:
             raise Fail(f"{what}: {doc['witness']} is listed twice")
-        if doc["witness"] == log:
+        if doc["witness"] == log or (ms is not None and ms.same_member(doc["witness"], log)):
             raise Fail(f"{what}: cosigned by the log owner itself, which proves nothing")
         if c["signer"] != keys[doc["witness"]]:
             raise Fail(f"{what}: cosignature not signed by the witness's listed key")
-        if doc["log"] != log:
+        # A head witnessed before the owner rotated its key names the log by its earlier key.
+        if doc["log"] != log and not (ms is not None and ms.same_member(doc["log"], log)):
             raise Fail(f"{what}: cosigns another log ({doc['log']})")
         if doc["size"] < 1:
             raise Fail(f"{what}: cosigns the empty log, which proves nothing")

@@ -116,6 +116,36 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         log_before.size
     );
 
+    // Evidence: the bundles of Jiangsu's log (records under both keys) and of Shanghai's
+    // (a counterparty that changed keys) verify in both verifiers.
+    for (who, api) in [("Jiangsu", &js), ("Shanghai", &sh)] {
+        let bundle = api.export(COND).await?;
+        let names = |peer: &libp2p::PeerId| {
+            let peer = peer.to_string();
+            bundle
+                .entries
+                .iter()
+                .any(|e| e.record.actor == peer || e.record.counterparty.as_deref() == Some(&peer))
+        };
+        assert!(
+            names(&old) && names(&new),
+            "{who}'s bundle spans the rotation"
+        );
+        let file = net.root.path().join(format!("{who}.json"));
+        std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
+        let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
+        assert!(ok, "yrd verify of {who}'s log: {out}");
+        if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
+            assert!(ok, "python verifier of {who}'s log: {python}");
+            assert_eq!(python, out, "the two verifiers print the same account");
+        }
+    }
+
+    // No witness took the new key's log for a rewrite of the old one.
+    for i in 0..4 {
+        assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
+    }
+
     // The old key is refused: a node started on it is turned away at Shanghai's gate.
     let refused_before = sh.health().await?.refused_connections;
     let impostor_root = net.root.path().join("old-key");

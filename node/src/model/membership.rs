@@ -117,6 +117,22 @@ impl Membership {
         Ok(self.issued.iter().rposition(|issued| *issued <= t))
     }
 
+    /// Whether peer ids `a` and `b` are keys of one member: the same id, or two keys the chain
+    /// binds to the same member id (in any versions: a rotation adds the next key, then retires
+    /// the old one). A key the chain gave to two members is no one's. How a log whose owner
+    /// rotated its key is read as one member's log; each signature is still checked against
+    /// the version in force at its own time.
+    pub fn same_member(&self, a: &str, b: &str) -> bool {
+        if a == b {
+            return true;
+        }
+        let member = |peer: &str| {
+            let public = crate::model::charter::public_hex_of_peer(&peer.parse().ok()?)?;
+            self.chain.member_id_of_key(&public).map(str::to_owned)
+        };
+        matches!((member(a), member(b)), (Some(x), Some(y)) if x == y)
+    }
+
     /// Who `peer` was at `time`.
     pub fn standing(&self, peer: &str, time: &str) -> Result<Standing<'_>, String> {
         let Some(i) = self.in_force(time)? else {

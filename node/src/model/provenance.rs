@@ -776,7 +776,11 @@ fn check_document(
     doc: &AnySigned,
     digest: &str,
     owner_key: &str,
+    membership: Option<&Membership>,
 ) -> Result<(), BundleError> {
+    // Two peer ids name one party: the same, or (under a charter) keys of one member, as a
+    // grant naming a grantee's earlier key and a record naming its key in force.
+    let same = |a: &str, b: &str| a == b || membership.is_some_and(|m| m.same_member(a, b));
     let at = format!("record seq {}", r.seq);
     let name = format!("{} {digest}", doc.doc_type);
     let owner = Some(r.actor.as_str());
@@ -816,7 +820,7 @@ fn check_document(
         }
         None => {
             // Documents outside an exchange (catalogue, schema, …): one of the two parties.
-            let by_owner = doc.signer == owner_key;
+            let by_owner = doc.signer == owner_key || signer_peer(doc).is_ok_and(|p| p == r.actor);
             let by_other = other.is_some_and(|o| signer_peer(doc).is_ok_and(|p| p == o));
             if !by_owner && !by_other {
                 return Err(fail(format!(
@@ -832,7 +836,7 @@ fn check_document(
         ))
     })?;
     let signer = signer_peer(doc)?;
-    if signer != maker {
+    if !same(&signer, maker) {
         return Err(fail(format!(
             "{at}: {name} is signed by {signer}, not by the {role} {maker}"
         )));
@@ -840,7 +844,18 @@ fn check_document(
     for (member, wanted) in members {
         let Some(wanted) = wanted else { continue };
         let found = doc.document.get(member);
-        if found != Some(&wanted) {
+        let agrees = match (found, &wanted) {
+            (Some(serde_json::Value::String(f)), serde_json::Value::String(w))
+                if matches!(
+                    member,
+                    "provider" | "grantee" | "requester" | "receiver" | "publisher" | "log"
+                ) =>
+            {
+                same(f, w)
+            }
+            (found, wanted) => found == Some(wanted),
+        };
+        if !agrees {
             let found = found.map_or("nothing".to_string(), |v| v.to_string());
             return Err(fail(format!(
                 "{at}: {name} says {member} {found}, the record says {wanted}"
@@ -1060,7 +1075,13 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
             )));
         }
         previous = Some(r.seq);
-        if r.actor != log {
+        // The owner may have rotated its key: under a charter, an actor of the same member
+        // (each checked against the version in force at its record's time below).
+        if r.actor != log
+            && !membership
+                .as_ref()
+                .is_some_and(|m| m.same_member(&r.actor, &log))
+        {
             return Err(fail(format!(
                 "{at}: actor {} is not the log owner",
                 r.actor
@@ -1105,7 +1126,7 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                     d.digest, doc.doc_type, d.doc_type
                 )));
             }
-            check_document(r, doc, &d.digest, &owner_key)?;
+            check_document(r, doc, &d.digest, &owner_key, membership.as_ref())?;
         }
     }
     if let (Some(m), false) = (&membership, before_genesis.is_empty()) {
@@ -1124,7 +1145,13 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
         let c = &w.cosignature;
         c.verify()
             .map_err(|e| fail(format!("witness {i} cosignature signature: {e}")))?;
-        if c.document.witness == log {
+        let same_member = |peer: &str| {
+            peer == log
+                || membership
+                    .as_ref()
+                    .is_some_and(|m| m.same_member(peer, &log))
+        };
+        if same_member(&c.document.witness) {
             return Err(fail(format!(
                 "witness {i}: the log owner cannot witness itself"
             )));
@@ -1145,7 +1172,8 @@ pub fn verify_bundle(bundle: &EvidenceBundle) -> Result<VerifiedBundle, BundleEr
                 "witness {i}: cosignature not signed by the witness's listed key"
             )));
         }
-        if c.document.log != log {
+        // A head witnessed before the owner rotated its key names the log by its earlier key.
+        if !same_member(&c.document.log) {
             return Err(fail(format!("witness {i}: cosigns another log")));
         }
         let old = parse_hash(&c.document.root, &format!("witness {i} root"))?;

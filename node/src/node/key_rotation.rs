@@ -124,8 +124,18 @@ impl Node {
                     }
                     RotationStage::RetireOldKey => Change::RotateKey(member_id.clone(), key(&own)),
                 };
+                // Evidence takes the version in force at a signature's time from `issued`, to
+                // the second. The node proposes the removal once it runs on its new key, so every
+                // signature of the old key is from this second or before: the removal is issued
+                // at the next second, or a record of the old key could fall under it.
+                let issued = match stage {
+                    RotationStage::AddNextKey => crate::clock::now_rfc3339(),
+                    RotationStage::RetireOldKey => crate::clock::format_system_time(
+                        std::time::SystemTime::now() + std::time::Duration::from_secs(1),
+                    ),
+                };
                 let draft = doc
-                    .next(&[change], crate::clock::now_rfc3339(), doc.expires.clone())
+                    .next(&[change], issued, doc.expires.clone())
                     .map_err(|e| NodeError::invalid("charter", format!("{e} ({})", e.code())))?;
                 self.submit_proposal(SignedCharter::draft(draft)).await?
             }

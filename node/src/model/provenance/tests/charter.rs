@@ -371,3 +371,45 @@ fn a_pinned_genesis_refuses_another_federation_or_none() {
     let e = none.check_genesis(Some(&ours)).unwrap_err().to_string();
     assert!(e.starts_with("the bundle carries no charter"), "{e}");
 }
+
+/// After the owner's member rotates its key (version 3 replaces it by a new key), the old and
+/// the new key are one member for the verifiers; another member's key is not, and stays refused
+/// as the log owner of a record.
+#[test]
+fn a_rotated_owner_is_one_member_and_another_members_key_is_not_the_owner() {
+    let f = fixture();
+    let mut charters = chain(&f, f.owner.region, GENESIS_ISSUED);
+    let rotated = Party::new(8, f.owner.region);
+    let v2 = charters[1].document.clone();
+    let owner_member = v2.members[0].member_id.clone();
+    let v3 = v2
+        .next(
+            &[crate::model::charter::Change::RotateKey(
+                owner_member,
+                MemberKey {
+                    algorithm: KeyAlgorithm::Ed25519,
+                    public_key: hex::encode(rotated.key.signing_key().verifying_key().to_bytes()),
+                },
+            )],
+            "2026-11-30T00:00:00Z".into(),
+            v2.expires.clone(),
+        )
+        .unwrap();
+    let mut three = SignedCharter::draft(v3);
+    three.sign(f.requester.key.signing_key()).unwrap();
+    three.sign(f.witness.key.signing_key()).unwrap();
+    charters.push(three);
+    let m = crate::model::membership::Membership::verify(&charters).unwrap();
+    assert!(m.same_member(&f.owner.id(), &rotated.id()));
+    assert!(m.same_member(&rotated.id(), &f.owner.id()));
+    assert!(!m.same_member(&f.owner.id(), &f.requester.id()));
+    assert!(!m.same_member(&f.owner.id(), "not a peer id"));
+    // A record whose actor is another member's key is still not the owner's.
+    let mut b = on_charter(&f, &charters[..2]);
+    b["entries"][0]["record"]["actor"] = json!(f.requester.id());
+    assert!(
+        refusal(&b).contains("is not the log owner"),
+        "{}",
+        refusal(&b)
+    );
+}
