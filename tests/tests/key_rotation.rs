@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use yrd_node::identity::{self, NodeKey};
-use yrd_node::node::key_rotation::RotationStage;
+use yrd_node::node::key_rotation::{KeyRotationView, RotationStage};
 use yrd_tests::charter::four_founders;
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
@@ -25,20 +25,12 @@ async fn approve(net: &TestNet, digest: &str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
-    // Four founders on a charter, 3 to sign changes; Shanghai provides, Jiangsu holds a grant.
-    let root = tempfile::tempdir()?;
-    let (keys, _, nodes) = four_founders(root.path()).await?;
-    let boot = nodes[0].tcp_address().await?;
-    let mut net = TestNet { root, nodes };
-    net.wait_full_mesh().await?;
-    let dir = tempfile::tempdir()?;
-    let (grant, before) = fixtures::granted_fetch(&net, dir.path(), "轮换前的授权").await?;
-    let (sh, js) = (net.api(0)?, net.api(1)?);
-    let log_before = js.check().await?;
+/// Stage 1 of Jiangsu's (node 1's) rotation: `yrd key rotate`, asked twice (the same key and
+/// proposal), approved by the three other founders; returns once version 2 (both keys) applied
+/// on Jiangsu and it asks to restart on its new key.
+async fn stage_one(net: &TestNet) -> Result<KeyRotationView> {
+    let js = net.api(1)?;
     let old = net.nodes[1].peer_id();
-
     // `yrd key rotate`, stage 1: the next key, and the change adding it to Jiangsu's keys.
     let rotation = js.rotate_key().await?;
     assert_eq!(rotation.peer_id, old.to_string());
@@ -55,7 +47,7 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         )
     );
     // The other three founders approve, as for any change.
-    approve(&net, &rotation.proposal.digest).await?;
+    approve(net, &rotation.proposal.digest).await?;
     // Version 2 (both keys) applies everywhere, Jiangsu included: it asks to start again on
     // its new key (`yrd run` restarts in the same process; the harness restarts the node).
     let restart = net.nodes[1].node()?.restart_requested();
@@ -63,6 +55,29 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         Ok(restart.is_cancelled())
     })
     .await?;
+    Ok(rotation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
+    // Four founders on a charter, 3 to sign changes; Shanghai provides, Jiangsu holds a grant.
+    let root = tempfile::tempdir()?;
+    let (keys, _, nodes) = four_founders(root.path()).await?;
+    let boot = nodes[0].tcp_address().await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let dir = tempfile::tempdir()?;
+    let (grant, before) = fixtures::granted_fetch(&net, dir.path(), "轮换前的授权").await?;
+    let (sh, js) = (net.api(0)?, net.api(1)?);
+    let log_before = js.check().await?;
+    let old = net.nodes[1].peer_id();
+
+    // Jiangsu's head is witnessed by Shanghai under its old key.
+    net.nodes[1]
+        .node()?
+        .send_head(net.nodes[0].peer_id())
+        .await?;
+    let rotation = stage_one(&net).await?;
     let started = std::time::Instant::now();
     net.nodes[1].restart().await?;
     net.nodes[1].reload_key()?;
@@ -79,6 +94,12 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
     );
     let js = net.api(1)?;
     assert_eq!(js.node().await?.peer_id, new.to_string());
+    // Shanghai takes the new key's first head as the continuation of the old key's log: it
+    // extends the head it holds of it (checked by a consistency proof), so it is cosigned.
+    net.nodes[1]
+        .node()?
+        .send_head(net.nodes[0].peer_id())
+        .await?;
 
     // Stage 2, proposed by the node itself at its restart: the old key's removal.
     let retire = js.rotate_key().await?;
@@ -165,5 +186,50 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         "the old key is not connected"
     );
     impostor.stop().await?;
+    net.stop_all().await
+}
+
+/// A node cannot use its key rotation to start a new history: Shanghai witnessed Jiangsu's log
+/// under its old key; Jiangsu, stopped for the switch, rewrites a record; the first head of its
+/// new key does not extend the old key's last head Shanghai holds, so it is refused as a fork
+/// and alarmed, not taken as a new log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rewritten_at_a_key_rotation_is_caught_by_its_witness() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let (_, _, nodes) = four_founders(root.path()).await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let (sh_id, old) = (net.nodes[0].peer_id(), net.nodes[1].peer_id());
+    net.nodes[1].node()?.send_head(sh_id).await?;
+    stage_one(&net).await?;
+    // Stopped for the switch, Jiangsu rewrites record 0 of its log with its old key.
+    net.nodes[1].stop().await?;
+    {
+        let node = &net.nodes[1];
+        let store = yrd_node::store::Store::open(&node.data_dir)?;
+        let log = yrd_node::store::provenance::ProvenanceLog::open(
+            store.db(),
+            node.key.signing_key().clone(),
+            old.to_string(),
+            node.region,
+        )?;
+        let mut r = log.record(0)?.expect("record 0");
+        r.cause = Some("rewritten".into());
+        log.rewrite_for_test(0, &r)?;
+        log.close();
+        store.flush_blocking()?;
+    }
+    net.nodes[1].wait_database_released().await?;
+    net.nodes[1].start().await?;
+    net.nodes[1].reload_key()?;
+    let new = net.nodes[1].peer_id();
+    assert_ne!(new, old, "switched to the next key");
+    net.wait_full_mesh().await?;
+    let sent = net.nodes[1].node()?.send_head(sh_id).await;
+    assert!(sent.is_err(), "a forked head must not be cosigned");
+    let alarms = net.api(0)?.alarms().await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].log, new.to_string());
+    assert_eq!(alarms[0].held.document.log, old.to_string());
     net.stop_all().await
 }

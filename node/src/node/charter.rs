@@ -562,6 +562,31 @@ impl FederationCharter {
         self.chain.read().member_id_of_key(&public) == Some(member.as_str())
     }
 
+    /// Every other key the chain ever bound to `peer`'s member (keys it rotated from, or to),
+    /// in no particular order; empty if `peer` names no one.
+    pub(crate) fn other_keys_of_member(&self, peer: &PeerId) -> Vec<PeerId> {
+        let Some(public) = crate::model::charter::public_hex_of_peer(peer) else {
+            return Vec::new();
+        };
+        let chain = self.chain.read();
+        let Some(member) = chain.member_id_of_key(&public) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<PeerId> = chain
+            .versions()
+            .iter()
+            .flat_map(|v| v.document().members.iter())
+            .filter(|m| m.member_id == member)
+            .flat_map(|m| m.keys.iter())
+            .filter(|k| chain.member_id_of_key(&k.public_key) == Some(member))
+            .filter_map(|k| k.peer_id())
+            .filter(|p| p != peer)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The keys in force now of the member the chain binds `named` to (its current keys after a
     /// rotation); empty if no version names it or the member has left.
     pub(crate) fn current_peers_of(&self, named: &str) -> Vec<PeerId> {

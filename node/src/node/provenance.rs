@@ -557,7 +557,12 @@ impl Node {
         // logs' heads are not held up by this one (nor by its owner's consistency proof).
         let lock = self.inner.witness.of(&head.document.log);
         let _guard = lock.lock().await;
-        let held = self.inner.provenance.witnessed(&head.document.log)?;
+        let held = match self.inner.provenance.witnessed(&head.document.log)? {
+            Some(h) => Some(h),
+            // The first head of a key: if its member rotated from a key whose log we witnessed,
+            // the new head must extend the last one we hold of it (the same log, re-keyed).
+            None => self.head_under_earlier_key(&peer)?,
+        };
         let held_pair = match &held {
             Some(h) => Some((h.document.size, parse_root(&h.document.root)?)),
             None => None,
@@ -595,6 +600,26 @@ impl Node {
             time: now_rfc3339(),
         };
         Ok(Signed::sign(cosignature, self.inner.key.signing_key())?)
+    }
+
+    /// The largest head we witnessed of the same member's log under another of its keys (before
+    /// it rotated to `peer`'s), if any.
+    fn head_under_earlier_key(&self, peer: &PeerId) -> Result<Option<Signed<TreeHead>>, NodeError> {
+        let Some(charter) = self.inner.charter.as_ref() else {
+            return Ok(None);
+        };
+        let mut best: Option<Signed<TreeHead>> = None;
+        for key in charter.other_keys_of_member(peer) {
+            if let Some(h) = self.inner.provenance.witnessed(&key.to_string())? {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| h.document.size > b.document.size)
+                {
+                    best = Some(h);
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// Asks `peer` for a consistency proof of its log, within the sync request timeout. The

@@ -238,9 +238,10 @@ impl ProvenanceLog {
         let meta = db.open_tree(META)?;
         let size = repair(&records, &nodes, &index)?;
         let head = match meta.get(HEAD_KEY)? {
+            // A head of another key (signed before the node's key was rotated) is signed again.
             Some(raw) => serde_json::from_slice::<Signed<TreeHead>>(&raw)
                 .ok()
-                .filter(|h| h.document.size == size),
+                .filter(|h| h.document.size == size && h.document.log == actor),
             None => None,
         };
         let (jobs, rx) = mpsc::channel(QUEUE);
