@@ -12,9 +12,9 @@ use yrd_tests::charter::four_founders;
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
-/// Founders 0, 2 and 3 approve proposal `digest` once it reached them.
-async fn approve(net: &TestNet, digest: &str) -> Result<()> {
-    for i in [0, 2, 3] {
+/// The three founders other than node `rotating` approve proposal `digest` once it reached them.
+async fn approve(net: &TestNet, rotating: usize, digest: &str) -> Result<()> {
+    for i in (0..4).filter(|i| *i != rotating) {
         let api = net.api(i)?;
         wait_until("the rotation proposal gossiped", WAIT, || async {
             Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
@@ -25,12 +25,12 @@ async fn approve(net: &TestNet, digest: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stage 1 of Jiangsu's (node 1's) rotation: `yrd key rotate`, asked twice (the same key and
-/// proposal), approved by the three other founders; returns once version 2 (both keys) applied
-/// on Jiangsu and it asks to restart on its new key.
-async fn stage_one(net: &TestNet) -> Result<KeyRotationView> {
-    let js = net.api(1)?;
-    let old = net.nodes[1].peer_id();
+/// Stage 1 of node `i`'s rotation: `yrd key rotate`, asked twice (the same key and proposal),
+/// approved by the three other founders; returns once version 2 (both keys) applied on the
+/// node and it asks to restart on its new key.
+async fn stage_one(net: &TestNet, i: usize) -> Result<KeyRotationView> {
+    let js = net.api(i)?;
+    let old = net.nodes[i].peer_id();
     // `yrd key rotate`, stage 1: the next key, and the change adding it to Jiangsu's keys.
     let rotation = js.rotate_key().await?;
     assert_eq!(rotation.peer_id, old.to_string());
@@ -47,11 +47,11 @@ async fn stage_one(net: &TestNet) -> Result<KeyRotationView> {
         )
     );
     // The other three founders approve, as for any change.
-    approve(net, &rotation.proposal.digest).await?;
-    // Version 2 (both keys) applies everywhere, Jiangsu included: it asks to start again on
+    approve(net, i, &rotation.proposal.digest).await?;
+    // Version 2 (both keys) applies everywhere, the node included: it asks to start again on
     // its new key (`yrd run` restarts in the same process; the harness restarts the node).
-    let restart = net.nodes[1].node()?.restart_requested();
-    wait_until("Jiangsu asks to restart on its new key", WAIT, || async {
+    let restart = net.nodes[i].node()?.restart_requested();
+    wait_until("the node asks to restart on its new key", WAIT, || async {
         Ok(restart.is_cancelled())
     })
     .await?;
@@ -77,7 +77,7 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         .node()?
         .send_head(net.nodes[0].peer_id())
         .await?;
-    let rotation = stage_one(&net).await?;
+    let rotation = stage_one(&net, 1).await?;
     let started = std::time::Instant::now();
     net.nodes[1].restart().await?;
     net.nodes[1].reload_key()?;
@@ -105,7 +105,7 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
     let retire = js.rotate_key().await?;
     assert_eq!(retire.stage, RotationStage::RetireOldKey);
     assert_eq!(retire.peer_id, new.to_string());
-    approve(&net, &retire.proposal.digest).await?;
+    approve(&net, 1, &retire.proposal.digest).await?;
     wait_until("version 3 on every founder", WAIT, || async {
         for i in 0..4 {
             if net.api(i)?.federation().await?.charter.version != 3 {
@@ -201,7 +201,7 @@ async fn a_log_rewritten_at_a_key_rotation_is_caught_by_its_witness() -> Result<
     net.wait_full_mesh().await?;
     let (sh_id, old) = (net.nodes[0].peer_id(), net.nodes[1].peer_id());
     net.nodes[1].node()?.send_head(sh_id).await?;
-    stage_one(&net).await?;
+    stage_one(&net, 1).await?;
     // Stopped for the switch, Jiangsu rewrites record 0 of its log with its old key.
     net.nodes[1].stop().await?;
     {
