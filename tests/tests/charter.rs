@@ -570,6 +570,8 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
     })
 }
 
+/// A hostile member's bad charters are each refused naming the cause. (It also checks the
+/// shipped alert rules against the metrics of a node on a charter.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<()> {
     use std::sync::{Arc, Mutex};
@@ -735,6 +737,18 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     ] {
         assert!(metrics.contains(line), "{line} missing");
     }
+    // Every metric the shipped alert rules name is one this node exports.
+    let rules = include_str!("../../scripts/yrd-alerts.yml");
+    let named = alert_metrics(rules);
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "scripts/yrd-alerts.yml names {name}, which /metrics does not have"
+        );
+    }
 
     hostile.shutdown().await;
     // Both documents were kept: after a restart the node is still equivocated, on version 2.
@@ -809,4 +823,18 @@ async fn a_chain_file_starts_a_node_on_its_versions_and_a_broken_one_is_refused(
         .expect_err("skipped");
     assert!(e.contains("[1] version 3") && e.contains("skipped"), "{e}");
     Ok(())
+}
+
+/// The `yrd_…` metric names in the `expr:` lines of an alert rules file.
+fn alert_metrics(rules: &str) -> std::collections::BTreeSet<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("yrd_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
