@@ -516,8 +516,10 @@ struct Script {
     /// node does not ask again).
     claim: u64,
     claim_digest: String,
-    /// What it serves for any version asked.
+    /// What it serves for any version asked (unless `versions` has that one).
     serve: Option<SignedCharter>,
+    /// What it serves for a given version.
+    versions: std::collections::BTreeMap<u64, SignedCharter>,
     /// The proposals it lists and serves.
     proposals: Vec<SignedCharter>,
 }
@@ -543,6 +545,9 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
                     version: s.claim,
                     digest: s.claim_digest.clone(),
                 }),
+            },
+            Request::Charter { version } if s.versions.contains_key(version) => Response::Charter {
+                charter: Box::new(s.versions.get(version)?.clone()),
             },
             Request::Charter { .. } if s.serve.is_some() => Response::Charter {
                 charter: Box::new(s.serve.clone()?),
@@ -755,6 +760,111 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     node.restart().await?;
     let after = node.api()?.federation().await?.charter;
     assert_eq!((after.version, after.state.as_str()), (2, "equivocated"));
+    node.stop().await?;
+    Ok(())
+}
+
+/// Two founders sign two different versions 2 (an equivocation); the node applied one, a
+/// member follows the other and announces a version 3 built on it. The node pulls that member's
+/// version 2 (the fork: kept as evidence, recorded), and version 3 resolves it for the document
+/// it names, which takes version 2's place. Grants flow again; after a restart the node is still
+/// resolved, and the dropped document applied again is refused as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use yrd_node::model::charter::Change;
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, b, h) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let mut g = SignedCharter::draft(genesis(
+        vec![
+            member(&a, 310000, 1)?,
+            member(&b, 320000, 2)?,
+            member(&h, 340000, 3)?,
+        ],
+        2,
+    ));
+    g.sign(a.signing_key())?;
+    g.sign(b.signing_key())?;
+    let next = |prev: &SignedCharter, n: usize| -> Result<SignedCharter> {
+        let mut m = member(&NodeKey::generate(), 320500, 10 + n)?;
+        m.role = Role::Member;
+        let mut c = SignedCharter::draft(prev.document.next(
+            &[Change::AddMember(m)],
+            "2026-02-01T00:00:00Z".into(),
+            "2099-01-01T00:00:00Z".into(),
+        )?);
+        c.sign(a.signing_key())?;
+        c.sign(b.signing_key())?;
+        Ok(c)
+    };
+    let (v2, v2b) = (next(&g, 1)?, next(&g, 2)?);
+    let v3b = next(&v2b, 3)?;
+    let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
+
+    let path = root.path().join("charter.json");
+    std::fs::write(&path, g.to_json_pretty()?)?;
+    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
+    node.edit_config(|c| {
+        c.federation.charter = Some(path.clone());
+        c.sync.anti_entropy_secs = 1;
+    })?;
+    node.start().await?;
+    let api = node.api()?;
+    api.apply_charter(&v2).await?;
+    assert_eq!(api.federation().await?.charter.version, 2);
+
+    // The member on the other side of the fork claims version 3 and serves its versions.
+    let script = Arc::new(Mutex::new(Script {
+        claim: 3,
+        claim_digest: digest(&v3b),
+        versions: [(2, v2b.clone()), (3, v3b.clone())].into(),
+        ..Script::default()
+    }));
+    let member_h = HostileMember::start(h.clone(), &node, scripted(script.clone())).await?;
+    wait_until("version 3 applied", WAIT, || async {
+        Ok(api.federation().await?.charter.version == 3)
+    })
+    .await?;
+    let view = api.federation().await?.charter;
+    assert_eq!(view.state, "in-force", "{view:?}");
+    // Version 2 is now the document version 3 names.
+    assert_eq!(digest(&api.federation_version(2).await?), digest(&v2b));
+    // The fork was recorded as an equivocation, and its resolution with the version applied.
+    let alarms = api
+        .provenance(None, Some(RecordKind::CharterEquivocation))
+        .await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    let applied = api
+        .provenance(None, Some(RecordKind::CharterApplied))
+        .await?;
+    let resolution = applied
+        .iter()
+        .find(|r| r.version == Some(3))
+        .and_then(|r| r.cause.clone())
+        .unwrap_or_default();
+    assert!(
+        resolution.contains("resolves the equivocation at version 2")
+            && resolution.contains(&format!("keeping document {}", digest(&v2b))),
+        "{resolution}"
+    );
+    let metrics = api.raw().get_text("/metrics").await?;
+    assert!(metrics.contains("yrd_charter_equivocated 0"), "{metrics}");
+    member_h.shutdown().await;
+
+    // After a restart: still resolved, on version 3; the dropped document is refused as such.
+    node.restart().await?;
+    let api = node.api()?;
+    let view = api.federation().await?.charter;
+    assert_eq!((view.version, view.state.as_str()), (3, "in-force"));
+    let again = api.apply_charter(&v2).await;
+    let message = format!("{:?}", again.err());
+    assert!(message.contains("dropped"), "{message}");
+    assert_eq!(api.federation().await?.charter.state, "in-force");
     node.stop().await?;
     Ok(())
 }

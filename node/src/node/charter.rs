@@ -185,6 +185,22 @@ struct StoredEquivocation {
     version: u64,
     held: SignedCharter,
     offered: SignedCharter,
+    /// Set when a later version resolved it: both documents stay kept as evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolved: Option<Resolution>,
+}
+
+/// How an equivocation was resolved: by which version, keeping which document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Resolution {
+    /// The version that resolved it.
+    pub by: u64,
+    /// The version that had two documents.
+    pub at: u64,
+    /// Digest of the document kept.
+    pub kept: String,
+    /// Digest of the document dropped.
+    pub dropped: String,
 }
 
 /// What offering a charter version did, with what the node must do next.
@@ -196,6 +212,8 @@ pub(crate) enum Offered {
         version: u64,
         /// Its digest.
         digest: String,
+        /// The equivocation it resolved, if any.
+        resolved: Option<Resolution>,
     },
     /// A version already applied; `added` new signatures kept.
     Held {
@@ -250,7 +268,8 @@ impl From<ApplyError> for NodeError {
             ApplyError::Refused(e) => match e {
                 CharterError::Rollback { .. }
                 | CharterError::SkippedVersion { .. }
-                | CharterError::Equivocated(_) => {
+                | CharterError::Equivocated(_)
+                | CharterError::Dropped { .. } => {
                     NodeError::Conflict(format!("{} ({})", e, e.code()))
                 }
                 other => NodeError::invalid("charter", format!("{other} ({})", other.code())),
@@ -380,6 +399,10 @@ impl FederationCharter {
         }
         // An equivocation seen before a restart is seen again: its evidence is offered anew.
         for (_, e) in store.records::<StoredEquivocation>(RecordTree::CharterEquivocations)? {
+            if let Some(r) = &e.resolved {
+                chain.remember_dropped(r.dropped.clone());
+                continue;
+            }
             if let Ok(Offer::Equivocation(_)) = chain.offer(&e.offered) {
                 tracing::error!(
                     version = e.version,
@@ -661,7 +684,9 @@ impl FederationCharter {
     /// Offers a charter version to the chain. The next version that passes the rules is
     /// applied and stored, the member map rebuilt and the proposals it makes obsolete dropped;
     /// an applied one adds its new signatures; an equivocation is kept as evidence (both
-    /// documents) and blocks grants; anything else is refused with the rule's code.
+    /// documents) and blocks grants until the next version, naming the document the members
+    /// keep, resolves it (the evidence stays, marked resolved); anything else is refused with
+    /// the rule's code.
     pub(crate) fn offer(
         &self,
         store: &Store,
@@ -687,6 +712,46 @@ impl FederationCharter {
                 Ok(Offered::Applied {
                     version,
                     digest: current.digest,
+                    resolved: None,
+                })
+            }
+            Offer::Resolved {
+                version,
+                at,
+                kept,
+                dropped,
+            } => {
+                // Version `at` may now be the other document: both it and the new one stored.
+                for v in [at, version] {
+                    if let Some(signed) = self.signed_in(&chain, v) {
+                        store.put_record(RecordTree::Charters, &charter_key(v), &signed)?;
+                    }
+                }
+                let digest = chain.current().digest.clone();
+                *self.peers.write() = bound_peers(&chain);
+                drop(chain);
+                let resolution = Resolution {
+                    by: version,
+                    at,
+                    kept,
+                    dropped,
+                };
+                let key = charter_key(at);
+                if let Some(mut kept) =
+                    store.record::<StoredEquivocation>(RecordTree::CharterEquivocations, &key)?
+                {
+                    kept.resolved = Some(resolution.clone());
+                    store.put_record(RecordTree::CharterEquivocations, &key, &kept)?;
+                }
+                self.asked.lock().clear();
+                let obsolete = self.proposals.lock().drop_obsolete(version);
+                for digest in obsolete {
+                    store.remove_record(RecordTree::CharterProposals, &digest)?;
+                }
+                Ok(Offered::Applied {
+                    version,
+                    digest,
+                    resolved: Some(resolution),
                 })
             }
             Offer::Held { version, added } => {
@@ -706,6 +771,7 @@ impl FederationCharter {
                         version: e.version,
                         held: e.held.clone(),
                         offered: e.offered.clone(),
+                        resolved: None,
                     };
                     store.put_record(
                         RecordTree::CharterEquivocations,

@@ -12,7 +12,9 @@ use libp2p::PeerId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::charter::{ApplyError, CharterVersionView, FederationCharter, FederationView, Offered};
+use super::charter::{
+    ApplyError, CharterVersionView, FederationCharter, FederationView, Offered, Resolution,
+};
 use super::{Node, NodeError, not_served};
 use crate::model::charter::{
     CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows, verify_update,
@@ -318,7 +320,7 @@ impl Node {
     /// before it is asked again: one refusal record per lie, not one per round).
     async fn pull_charters(&self, peer: PeerId, claimed: CharterHead) -> Result<(), NodeError> {
         let charter = self.charter()?;
-        if charter.equivocated() || charter.was_refused(peer, &claimed) {
+        if charter.was_refused(peer, &claimed) {
             return Ok(());
         }
         let Some(_slot) = charter.pull_slot(peer) else {
@@ -345,7 +347,7 @@ impl Node {
                 tracing::debug!(peer = %peer, version, served = served.document.version, "other version served");
             }
             let offered = match within_size(&served) {
-                Ok(()) => self.offer_charter(Some(peer), &served).await,
+                Ok(()) => self.offer_across_fork(peer, &served).await,
                 Err(e) => Err(e.into()),
             };
             match offered {
@@ -360,6 +362,41 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Offers `served`, the version after ours, pulled from `peer`. If it follows another
+    /// document of our version than the one we hold, `peer` is on the other side of a fork:
+    /// its document of our version is pulled and offered too — validly signed, that is an
+    /// equivocation (kept as evidence), which `served` may then resolve. So a node that
+    /// applied the document the members dropped is not stranded on it.
+    async fn offer_across_fork(
+        &self,
+        peer: PeerId,
+        served: &SignedCharter,
+    ) -> Result<Offered, ApplyError> {
+        let first = self.offer_charter(Some(peer), served).await;
+        let ours = self.charter()?.head().version;
+        let forked = matches!(
+            &first,
+            Err(ApplyError::Refused(CharterError::WrongPrevious { .. }))
+        ) && served.document.version == ours.saturating_add(1);
+        if !forked {
+            return first;
+        }
+        let theirs = match self
+            .sync_request(peer, Request::Charter { version: ours })
+            .await
+        {
+            Ok(Response::Charter { charter }) => *charter,
+            _ => return first,
+        };
+        if theirs.document.version != ours || within_size(&theirs).is_err() {
+            return first;
+        }
+        match self.offer_charter(Some(peer), &theirs).await {
+            Ok(Offered::Equivocation { .. }) => self.offer_charter(Some(peer), served).await,
+            _ => first,
+        }
     }
 
     async fn pull_proposal(&self, peer: PeerId, digest: &str) -> Result<(), NodeError> {
@@ -419,8 +456,13 @@ impl Node {
         let store = self.inner.store.clone();
         let outcome = charter.offer(&store, offered)?;
         match &outcome {
-            Offered::Applied { version, digest } => {
-                self.charter_applied(from, *version, digest).await;
+            Offered::Applied {
+                version,
+                digest,
+                resolved,
+            } => {
+                self.charter_applied(from, *version, digest, resolved.as_ref())
+                    .await;
             }
             Offered::Equivocation {
                 version,
@@ -452,7 +494,13 @@ impl Node {
 
     /// A version was applied: the gate admits exactly its keys (removed ones are disconnected
     /// at once), the step is recorded, the version announced.
-    async fn charter_applied(&self, from: Option<PeerId>, version: u64, digest: &str) {
+    async fn charter_applied(
+        &self,
+        from: Option<PeerId>,
+        version: u64,
+        digest: &str,
+        resolved: Option<&Resolution>,
+    ) {
         let charter = match self.charter() {
             Ok(c) => c,
             Err(_) => return,
@@ -471,7 +519,23 @@ impl Node {
         tracing::info!(version, digest, "federation charter version applied");
         let mut r = self.new_record(RecordKind::CharterApplied);
         r.version = Some(version);
-        r.cause = Some(format!("charter version {version} applied: {digest}"));
+        r.cause = Some(match resolved {
+            None => format!("charter version {version} applied: {digest}"),
+            Some(res) => {
+                tracing::warn!(
+                    version,
+                    at = res.at,
+                    kept = %res.kept,
+                    dropped = %res.dropped,
+                    "charter equivocation resolved"
+                );
+                format!(
+                    "charter version {version} applied: {digest}; it resolves the equivocation \
+                     at version {}, keeping document {} (document {} dropped, kept as evidence)",
+                    res.at, res.kept, res.dropped
+                )
+            }
+        });
         self.record(r, from, Vec::new()).await;
         self.announce(Announcement::Charter {
             version,
