@@ -575,6 +575,27 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
     })
 }
 
+/// A genesis of two founders (Shanghai `a`, Jiangsu `b`, threshold 2, both signed) and a
+/// member in Anhui (`h`): `(a, b, h, genesis)`.
+fn two_founders_and_anhui() -> Result<(NodeKey, NodeKey, NodeKey, SignedCharter)> {
+    let (a, b, h) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let mut g = SignedCharter::draft(genesis(
+        vec![
+            member(&a, 310000, 1)?,
+            member(&b, 320000, 2)?,
+            member(&h, 340000, 3)?,
+        ],
+        2,
+    ));
+    g.sign(a.signing_key())?;
+    g.sign(b.signing_key())?;
+    Ok((a, b, h, g))
+}
+
 /// A hostile member's bad charters are each refused naming the cause. (It also checks the
 /// shipped alert rules against the metrics of a node on a charter.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,23 +605,8 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     use yrd_node::node::charter_sync::MAX_PROPOSALS_PER_PEER;
     use yrd_tests::hostile::HostileMember;
     let root = tempfile::tempdir()?;
-    let (a, h, b) = (
-        NodeKey::generate(),
-        NodeKey::generate(),
-        NodeKey::generate(),
-    );
     // The hostile member's NodeInfo says Anhui: the charter agrees, so only its charters lie.
-    let doc = genesis(
-        vec![
-            member(&a, 310000, 1)?,
-            member(&b, 320000, 2)?,
-            member(&h, 340000, 3)?,
-        ],
-        2,
-    );
-    let mut g = SignedCharter::draft(doc);
-    g.sign(a.signing_key())?;
-    g.sign(b.signing_key())?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
     let path = root.path().join("charter.json");
     std::fs::write(&path, g.to_json_pretty()?)?;
     let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
@@ -767,29 +773,16 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
 /// Two founders sign two different versions 2 (an equivocation); the node applied one, a
 /// member follows the other and announces a version 3 built on it. The node pulls that member's
 /// version 2 (the fork: kept as evidence, recorded), and version 3 resolves it for the document
-/// it names, which takes version 2's place. Grants flow again; after a restart the node is still
-/// resolved, and the dropped document applied again is refused as such.
+/// it names, which takes version 2's place, and the state is in force again (no longer blocking
+/// grants); after a restart the node is still resolved, and the dropped document applied again
+/// is refused as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Result<()> {
     use std::sync::{Arc, Mutex};
     use yrd_node::model::charter::Change;
     use yrd_tests::hostile::HostileMember;
     let root = tempfile::tempdir()?;
-    let (a, b, h) = (
-        NodeKey::generate(),
-        NodeKey::generate(),
-        NodeKey::generate(),
-    );
-    let mut g = SignedCharter::draft(genesis(
-        vec![
-            member(&a, 310000, 1)?,
-            member(&b, 320000, 2)?,
-            member(&h, 340000, 3)?,
-        ],
-        2,
-    ));
-    g.sign(a.signing_key())?;
-    g.sign(b.signing_key())?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
     let next = |prev: &SignedCharter, n: usize| -> Result<SignedCharter> {
         let mut m = member(&NodeKey::generate(), 320500, 10 + n)?;
         m.role = Role::Member;

@@ -447,12 +447,7 @@ fn versions_are_applied_one_at_a_time_never_back() -> TestResult {
 #[test]
 fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult {
     let g = genesis()?;
-    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
-    let mut other = next_doc(&g)?;
-    if let Some(m) = other.members.last_mut() {
-        m.region = Region::from_code(330500)?;
-    }
-    let v2b = signed_by(other, &[2, 3, 4])?;
+    let (v2, v2b) = two_versions_2(&g)?;
     let mut chain = CharterChain::from_genesis(&g)?;
     chain.offer(&v2)?;
     match chain.offer(&v2b)? {
@@ -486,17 +481,23 @@ fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult 
     Ok(())
 }
 
-/// The equivocation of `two_validly_signed_documents_of_one_version_are_equivocation`: the
-/// chain holding v2, v2b offered after it.
-fn equivocated_at_2()
--> Result<(CharterChain, SignedCharter, SignedCharter), Box<dyn std::error::Error>> {
-    let g = genesis()?;
-    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
-    let mut other = next_doc(&g)?;
+/// Two validly signed versions 2 of `g` that differ (a member's region).
+fn two_versions_2(
+    g: &SignedCharter,
+) -> Result<(SignedCharter, SignedCharter), Box<dyn std::error::Error>> {
+    let v2 = signed_by(next_doc(g)?, &[1, 2, 3])?;
+    let mut other = next_doc(g)?;
     if let Some(m) = other.members.last_mut() {
         m.region = Region::from_code(330500)?;
     }
-    let v2b = signed_by(other, &[2, 3, 4])?;
+    Ok((v2, signed_by(other, &[2, 3, 4])?))
+}
+
+/// The chain holding v2 of [`two_versions_2`], v2b offered after it: an equivocation.
+fn equivocated_at_2()
+-> Result<(CharterChain, SignedCharter, SignedCharter), Box<dyn std::error::Error>> {
+    let g = genesis()?;
+    let (v2, v2b) = two_versions_2(&g)?;
     let mut chain = CharterChain::from_genesis(&g)?;
     chain.offer(&v2)?;
     assert_eq!(chain.offer(&v2b)?.code(), "equivocation");
