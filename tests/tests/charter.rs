@@ -596,6 +596,19 @@ fn two_founders_and_anhui() -> Result<(NodeKey, NodeKey, NodeKey, SignedCharter)
     Ok((a, b, h, g))
 }
 
+/// A node of founder `a` started on genesis `g` in `dir`, syncing every second.
+async fn founder_on(dir: &std::path::Path, a: &NodeKey, g: &SignedCharter) -> Result<TestNode> {
+    let path = dir.join("charter.json");
+    std::fs::write(&path, g.to_json_pretty()?)?;
+    let mut node = TestNode::create(dir, 0, a.clone(), &[], Vec::new())?;
+    node.edit_config(|c| {
+        c.federation.charter = Some(path.clone());
+        c.sync.anti_entropy_secs = 1;
+    })?;
+    node.start().await?;
+    Ok(node)
+}
+
 /// A hostile member's bad charters are each refused naming the cause. (It also checks the
 /// shipped alert rules against the metrics of a node on a charter.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,14 +620,7 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     let root = tempfile::tempdir()?;
     // The hostile member's NodeInfo says Anhui: the charter agrees, so only its charters lie.
     let (a, b, h, g) = two_founders_and_anhui()?;
-    let path = root.path().join("charter.json");
-    std::fs::write(&path, g.to_json_pretty()?)?;
-    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
-    node.edit_config(|c| {
-        c.federation.charter = Some(path.clone());
-        c.sync.anti_entropy_secs = 1;
-    })?;
-    node.start().await?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
     let api = node.api()?;
     let script = Arc::new(Mutex::new(Script {
         claim: 1,
@@ -799,14 +805,7 @@ async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Resul
     let v3b = next(&v2b, 3)?;
     let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
 
-    let path = root.path().join("charter.json");
-    std::fs::write(&path, g.to_json_pretty()?)?;
-    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
-    node.edit_config(|c| {
-        c.federation.charter = Some(path.clone());
-        c.sync.anti_entropy_secs = 1;
-    })?;
-    node.start().await?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
     let api = node.api()?;
     api.apply_charter(&v2).await?;
     assert_eq!(api.federation().await?.charter.version, 2);
@@ -858,6 +857,83 @@ async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Resul
     let message = format!("{:?}", again.err());
     assert!(message.contains("dropped"), "{message}");
     assert_eq!(api.federation().await?.charter.state, "in-force");
+    node.stop().await?;
+    Ok(())
+}
+
+/// A proposal of version 2 that arrives after version 2 was applied (the signatures met
+/// elsewhere and the version overtook its proposal) is obsolete: dropped, never recorded as a
+/// refusal of the honest member that served it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_overtaken_by_its_version_is_not_held_against_the_member() -> Result<()> {
+    use std::sync::{Arc, Mutex, mpsc};
+    use yrd_node::model::charter::Change;
+    use yrd_node::model::message::{CharterHead, ProposalHead, Request, Response};
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let mut m = member(&NodeKey::generate(), 320500, 10)?;
+    m.role = Role::Member;
+    let doc = g.document.next(
+        &[Change::AddMember(m)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut proposal = SignedCharter::draft(doc);
+    proposal.sign(a.signing_key())?;
+    let mut v2 = proposal.clone();
+    v2.sign(b.signing_key())?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
+    let api = node.api()?;
+
+    // The member lists the proposal at version 1 and answers the pull only when told to.
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let g_head = CharterHead {
+        version: 1,
+        digest: g.document.digest()?,
+    };
+    let served = proposal.clone();
+    let listed = ProposalHead {
+        digest: proposal.document.digest()?,
+        version: 2,
+        signatures: 1,
+    };
+    let behaviour: yrd_tests::hostile::Behaviour = Arc::new(move |request: &Request| {
+        Some(match request {
+            Request::Heads => Response::Heads {
+                catalogues: Vec::new(),
+                schemas: Vec::new(),
+                charter: Some(g_head.clone()),
+            },
+            Request::CharterProposals => Response::CharterProposals {
+                proposals: vec![listed.clone()],
+            },
+            Request::CharterProposal { .. } => {
+                // Blocks this member's answering task (not the node) until the test says.
+                let _ = released
+                    .lock()
+                    .ok()?
+                    .recv_timeout(std::time::Duration::from_secs(20));
+                Response::CharterProposal {
+                    charter: Box::new(served.clone()),
+                }
+            }
+            _ => return None,
+        })
+    });
+    let member_h = HostileMember::start(h.clone(), &node, behaviour).await?;
+    member_h.wait_seen("charter-proposal", 1).await?;
+    // While the node waits for the proposal, version 2 is applied.
+    api.apply_charter(&v2).await?;
+    let heads_shown = member_h.seen("tree-head");
+    release.send(())?;
+    // The round that pulled it ends by showing our log's head.
+    member_h.wait_seen("tree-head", heads_shown + 1).await?;
+    let refused = api.provenance(None, Some(RecordKind::Refused)).await?;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(api.federation().await?.charter.version, 2);
+    member_h.shutdown().await;
     node.stop().await?;
     Ok(())
 }

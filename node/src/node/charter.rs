@@ -85,6 +85,9 @@ pub(crate) struct FederationCharter {
     asked: Mutex<HashMap<(PeerId, String), u32>>,
     /// Peers a pull of versions runs from now ([`FederationCharter::pull_slot`]).
     pulling: PullSlots,
+    /// The highest head a peer announced while no pull slot was free: pulled when one frees,
+    /// so an announcement is never left to anti-entropy alone. One entry: a bound.
+    pending: PendingHead,
 }
 
 /// Pulls of charter versions at once. Every member announces a version it applies, so without
@@ -119,6 +122,28 @@ pub(crate) struct PullSlot<'a> {
 impl Drop for PullSlot<'_> {
     fn drop(&mut self) {
         self.slots.0.lock().remove(&self.peer);
+    }
+}
+
+/// The highest charter head a peer claimed while no pull could follow it (one entry).
+#[derive(Debug, Default)]
+pub(crate) struct PendingHead(Mutex<Option<(PeerId, CharterHead)>>);
+
+impl PendingHead {
+    /// Keeps `head` from `peer` unless a higher version is already noted.
+    pub(crate) fn note(&self, peer: PeerId, head: CharterHead) {
+        let mut pending = self.0.lock();
+        if pending
+            .as_ref()
+            .is_none_or(|(_, h)| h.version < head.version)
+        {
+            *pending = Some((peer, head));
+        }
+    }
+
+    /// The head noted, forgotten here.
+    pub(crate) fn take(&self) -> Option<(PeerId, CharterHead)> {
+        self.0.lock().take()
     }
 }
 
@@ -424,6 +449,7 @@ impl FederationCharter {
             refused: Mutex::new(HashMap::new()),
             pulling: PullSlots::default(),
             asked: Mutex::new(HashMap::new()),
+            pending: PendingHead::default(),
         };
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
@@ -817,6 +843,19 @@ impl FederationCharter {
     /// A slot to pull versions from `peer` ([`PullSlots::take`]).
     pub(crate) fn pull_slot(&self, peer: PeerId) -> Option<PullSlot<'_>> {
         self.pulling.take(peer)
+    }
+
+    /// Remembers a head `peer` claims that no pull could follow now (the highest one wins).
+    pub(crate) fn note_pending(&self, peer: PeerId, head: CharterHead) {
+        self.pending.note(peer, head);
+    }
+
+    /// The head remembered by [`Self::note_pending`], if it is still ahead of ours and its peer
+    /// was not refused under it.
+    pub(crate) fn take_pending(&self) -> Option<(PeerId, CharterHead)> {
+        let (peer, head) = self.pending.take()?;
+        (head.version > self.head().version && !self.was_refused(peer, &head))
+            .then_some((peer, head))
     }
 
     /// Whether `peer` served a refused version while claiming `head`.
