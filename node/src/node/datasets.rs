@@ -125,8 +125,10 @@ pub(crate) fn check_jsonl_line(
     if text.is_empty() {
         return Line::Blank;
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(record) => check_record(standard, number, &record, problems),
+    // A valid record is judged without building a `Value`; reasons are the owned path's.
+    match standard.check_text(text) {
+        Ok(Ok(())) => {}
+        Ok(Err(errors)) => push_errors(number, errors, problems),
         Err(e) => problems.push(RecordProblem {
             line: number,
             path: String::new(),
@@ -186,12 +188,17 @@ fn check_record(
     problems: &mut Vec<RecordProblem>,
 ) {
     if let Err(errors) = standard.validate(record) {
-        problems.extend(errors.into_iter().map(|e| RecordProblem {
-            line,
-            path: e.path,
-            message: e.message,
-        }));
+        push_errors(line, errors, problems);
     }
+}
+
+/// Adds a record's reasons (found at `line`) to the problems.
+fn push_errors(line: u64, errors: Vec<standard::RecordError>, problems: &mut Vec<RecordProblem>) {
+    problems.extend(errors.into_iter().map(|e| RecordProblem {
+        line,
+        path: e.path,
+        message: e.message,
+    }));
 }
 
 /// Accepted when nothing was found; otherwise the first problems.
