@@ -2,6 +2,7 @@
 //! standard, kept as a content-addressed blob, described by a signed Manifest chained to the
 //! previous version, and the offer in our catalogue points at the latest version.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::schemas::to_json;
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
+use crate::model::borrowed_json::Raw;
 use crate::model::catalogue::{CatalogueEntry, SchemaRef};
 use crate::model::chunks::DEFAULT_CHUNK_SIZE;
 use crate::model::exchange::{DataFormat, Manifest};
@@ -218,29 +220,33 @@ pub(crate) fn verdict(
 /// cell is null where null is allowed; numbers, integers and booleans are parsed where the
 /// standard asks for them; everything else stays a string (and validation says if it must not).
 pub(crate) fn csv_cell(cell: &str, types: &[String]) -> serde_json::Value {
-    use serde_json::Value;
+    csv_raw(cell, types).to_value()
+}
+
+/// [`csv_cell`] borrowing the cell: the one rule for a cell's value, on either path.
+fn csv_raw<'a>(cell: &'a str, types: &[String]) -> Raw<'a> {
     let allows = |t: &str| types.iter().any(|x| x == t);
     if cell.is_empty() && allows("null") {
-        return Value::Null;
+        return Raw::Null;
     }
     if allows("integer") {
         if let Ok(i) = cell.parse::<i64>() {
-            return Value::from(i);
+            return Raw::Number(i.into());
         }
     }
     if allows("number") {
         if let Ok(n) = serde_json::from_str::<serde_json::Number>(cell) {
-            return Value::Number(n);
+            return Raw::Number(n);
         }
     }
     if allows("boolean") {
         match cell {
-            "true" => return Value::Bool(true),
-            "false" => return Value::Bool(false),
+            "true" => return Raw::Bool(true),
+            "false" => return Raw::Bool(false),
             _ => {}
         }
     }
-    Value::String(cell.to_string())
+    Raw::String(Cow::Borrowed(cell))
 }
 
 /// Validates CSV (a header row naming the standard's fields, then one record per row). Public
@@ -278,6 +284,11 @@ pub fn check_csv(
             }
         }
     }
+    let unique_headers = headers
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        == headers.len();
     let mut problems = Vec::new();
     let mut records = 0u64;
     let mut row = csv::StringRecord::new();
@@ -293,16 +304,20 @@ pub fn check_csv(
         }
         let line = row.position().map(|p| p.line()).unwrap_or(line);
         records += 1;
-        let mut record = serde_json::Map::new();
-        for ((name, cell), t) in headers.iter().zip(row.iter()).zip(&types) {
-            record.insert(name.clone(), csv_cell(cell, t));
-        }
-        check_record(
-            standard,
-            line,
-            &serde_json::Value::Object(record),
-            &mut problems,
+        // The row borrowed; a valid one is judged without building a `Value`. A header named
+        // twice collapses to one member in a `Value` (the last cell wins), so such files are
+        // always judged on the `Value`.
+        let record = Raw::Object(
+            headers
+                .iter()
+                .zip(row.iter())
+                .zip(&types)
+                .map(|((name, cell), t)| (Cow::Borrowed(name.as_str()), csv_raw(cell, t)))
+                .collect(),
         );
+        if !(unique_headers && standard.is_valid_raw(&record)) {
+            check_record(standard, line, &record.to_value(), &mut problems);
+        }
         if problems.len() >= MAX_REPORTED_ERRORS {
             break;
         }
@@ -753,6 +768,12 @@ mod tests {
                 .first()
                 .is_some_and(|p| p.message.contains("malformed CSV"))
         );
+        // A column named twice: the record's value is the last cell, as in a JSON object.
+        let twice = check_csv("a,n,n\nq,1,x\nq,x,1\n".as_bytes(), &standard)
+            .err()
+            .unwrap_or_default();
+        let lines: Vec<(u64, &str)> = twice.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(lines, vec![(2, "/n")]);
         Ok(())
     }
 }
