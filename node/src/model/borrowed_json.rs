@@ -134,19 +134,27 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-/// Whether two members share a key. Keys of different lengths differ, so most pairs cost one
-/// comparison of lengths; a larger object is sorted instead of compared pairwise.
+/// Whether two members share a key. Each key sets one bit of a 64-bit mask chosen by its length
+/// and end bytes; only a key whose bit is already set is compared with the keys before it. A
+/// larger object is sorted instead.
 fn has_duplicate(members: &[(Cow<'_, str>, Raw<'_>)]) -> bool {
-    if members.len() <= 32 {
-        return members.iter().enumerate().any(|(i, (a, _))| {
-            members[..i]
-                .iter()
-                .any(|(b, _)| a.len() == b.len() && a == b)
-        });
+    if members.len() > 64 {
+        let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
+        keys.sort_unstable();
+        return keys.windows(2).any(|w| w[0] == w[1]);
     }
-    let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
-    keys.sort_unstable();
-    keys.windows(2).any(|w| w[0] == w[1])
+    let mut seen = 0u64;
+    for (i, (key, _)) in members.iter().enumerate() {
+        let b = key.as_bytes();
+        let (first, last) = (b.first().copied(), b.last().copied());
+        let h = b.len() ^ usize::from(first.unwrap_or(0)) ^ (usize::from(last.unwrap_or(0)) << 3);
+        let bit = 1u64 << (h % 64);
+        if seen & bit != 0 && members[..i].iter().any(|(other, _)| other == key) {
+            return true;
+        }
+        seen |= bit;
+    }
+    false
 }
 
 /// An object key, borrowed unless it had escapes.

@@ -6,6 +6,10 @@
 //! records). Every record is valid, so every record is checked in full; a run that finds a
 //! problem fails the benchmark.
 //!
+//! Each figure is given twice: by wall-clock time, and by the CPU time the measuring thread got
+//! (`/proc/thread-self/schedstat`), which is the rate per core even when other work shares the
+//! machine (then the wall-clock rate is lower).
+//!
 //! `bench-validate [--records N] [--runs R] [--json-out FILE]`
 
 use std::io::{BufRead, BufReader, Write};
@@ -60,15 +64,26 @@ fn owned_publish_path(jsonl: &[u8], compiled: &CompiledStandard) -> Result<u64> 
     Ok(valid)
 }
 
-/// Times `f` (which returns how many records it handled) and returns records per second.
-fn rate(records: usize, f: impl FnOnce() -> Result<u64>) -> Result<f64> {
+/// CPU time this thread has run, in seconds (0 where the kernel does not say).
+fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
+}
+
+/// Times `f` (which returns how many records it handled): records per second of wall-clock
+/// time and of this thread's CPU time.
+fn rate(records: usize, f: impl FnOnce() -> Result<u64>) -> Result<(f64, f64)> {
+    let cpu = thread_cpu_s();
     let t = Instant::now();
     let n = f()?;
-    let per_s = n as f64 / t.elapsed().as_secs_f64();
+    let wall = n as f64 / t.elapsed().as_secs_f64();
+    let cpu = n as f64 / (thread_cpu_s() - cpu).max(1e-9);
     if n != records as u64 {
         bail!("{n} of {records} records handled or valid");
     }
-    Ok(per_s)
+    Ok((wall, cpu))
 }
 
 fn lines(jsonl: &[u8]) -> impl Iterator<Item = &str> {
@@ -106,7 +121,7 @@ fn main() -> Result<()> {
     // once per run in turn so that both paths see the same load.
     check_jsonl(&jsonl[..], &compiled).map_err(|p| anyhow::anyhow!("refused: {p:?}"))?;
     owned_publish_path(&jsonl, &compiled)?;
-    let mut figures: [Vec<f64>; 6] = Default::default();
+    let mut figures: [Vec<(f64, f64)>; 6] = Default::default();
     for _ in 0..runs {
         figures[0].push(rate(records, || {
             check_jsonl(&jsonl[..], &compiled)
@@ -136,38 +151,56 @@ fn main() -> Result<()> {
             Ok(values.iter().filter(|v| compiled.is_valid(v)).count() as u64)
         })?);
     }
-    let [full, owned, parse_b, parse_o, valid_b, valid_o] = figures.map(median);
+    let [full, owned, parse_b, parse_o, valid_b, valid_o] = figures.map(|runs| {
+        let (wall, cpu): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
+        (median(wall), median(cpu))
+    });
     let mb = |per_s: f64| per_s * bytes as f64 / records as f64 / 1e6;
+    let show = |(wall, cpu): (f64, f64)| {
+        format!(
+            "{cpu:.0} records/s ({:.0} MB/s) per CPU-second; {wall:.0} records/s ({:.0} MB/s) wall",
+            mb(cpu),
+            mb(wall)
+        )
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
         "schema validation, {fields}-field {id} records, one thread, median of {runs} runs over \
-         {records} records ({:.1} MiB, {:.0} bytes a record):",
+         {records} records ({:.1} MiB, {:.0} bytes a record), load average {}:",
         bytes as f64 / 1_048_576.0,
-        bytes as f64 / records as f64
+        bytes as f64 / records as f64,
+        load.join(" ")
     );
     println!(
-        "  publish path (read + borrowed parse + validate): {full:.0} records/s ({:.0} MB/s)",
-        mb(full)
+        "  publish path (read + borrowed parse + validate): {}",
+        show(full)
     );
     println!(
-        "  before issue 16 (read + owned Value + validate): {owned:.0} records/s ({:.0} MB/s)",
-        mb(owned)
+        "  before issue 16 (read + owned Value + validate): {}",
+        show(owned)
     );
-    println!(
-        "  parse only: borrowed {parse_b:.0} records/s, owned Value {parse_o:.0} records/s; \
-         validate only (parsed): borrowed {valid_b:.0} records/s, Value {valid_o:.0} records/s"
-    );
+    println!("  parse only, borrowed: {}", show(parse_b));
+    println!("  parse only, owned Value: {}", show(parse_o));
+    println!("  validate only (parsed), borrowed: {}", show(valid_b));
+    println!("  validate only (parsed), Value: {}", show(valid_o));
     if let Some(path) = arg("--json-out") {
         let mut f = std::fs::File::create(&path).with_context(|| format!("create {path}"))?;
         let figures = json!({
             "standard": id, "fields": fields, "records": records, "runs": runs, "bytes": bytes,
-            "publish_path_records_per_s": full.round(),
-            "publish_path_mb_per_s": mb(full).round(),
-            "owned_path_records_per_s": owned.round(),
-            "owned_path_mb_per_s": mb(owned).round(),
-            "parse_records_per_s": parse_b.round(),
-            "parse_owned_records_per_s": parse_o.round(),
-            "validate_records_per_s": valid_b.round(),
-            "validate_owned_records_per_s": valid_o.round(),
+            "load_average": load.join(" "),
+            "publish_path_records_per_s": full.0.round(),
+            "publish_path_mb_per_s": mb(full.0).round(),
+            "publish_path_records_per_cpu_s": full.1.round(),
+            "publish_path_mb_per_cpu_s": mb(full.1).round(),
+            "owned_path_records_per_s": owned.0.round(),
+            "owned_path_mb_per_s": mb(owned.0).round(),
+            "owned_path_records_per_cpu_s": owned.1.round(),
+            "owned_path_mb_per_cpu_s": mb(owned.1).round(),
+            "parse_records_per_s": parse_b.0.round(),
+            "parse_owned_records_per_s": parse_o.0.round(),
+            "validate_records_per_s": valid_b.0.round(),
+            "validate_owned_records_per_s": valid_o.0.round(),
         });
         writeln!(f, "{}", serde_json::to_string_pretty(&figures)?)?;
     }
