@@ -3,6 +3,11 @@
 //!
 //! Everything here is pure: no file or network I/O. Remote `$ref`s are never fetched; a schema
 //! that needs one is refused.
+//!
+//! A standard is compiled twice by the same `jsonschema` options: for `serde_json::Value`
+//! records, and for records parsed borrowed from their text ([`borrowed_json`]), which is how
+//! the publish path and the receiver judge valid records without building a `Value` per line
+//! ([`CompiledStandard::check_text`]); reasons always come from the `Value` path.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
