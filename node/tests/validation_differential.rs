@@ -562,6 +562,12 @@ fn what_the_fast_path_leaves_to_the_owned_path_gets_the_owned_verdict() -> TestR
     // ... and a good last value passes.
     let good = format!("{},\"currency\":\"USD\"}}", &text[..text.len() - 1]);
     assert!(matches!(compiled.check_text(&good), Ok(Ok(()))));
+    // Counted as members, a key twice would satisfy a bound its `Value` does not.
+    let two = standard::compile(&json!({
+        "$schema": standard::DRAFT_2020_12, "type": "object", "minProperties": 2
+    }))?;
+    assert!(matches!(two.check_text(r#"{"a":1,"a":2}"#), Ok(Err(_))));
+    assert!(matches!(two.check_text(r#"{"a":1,"b":2}"#), Ok(Ok(()))));
     // Not JSON: serde_json's own error.
     let Err(e) = compiled.check_text("{\"uscc\":") else {
         return Err("a truncated record parsed".into());

@@ -888,6 +888,18 @@ mod tests {
             .unwrap_or_default();
         let lines: Vec<(u64, &str)> = twice.iter().map(|p| (p.line, p.path.as_str())).collect();
         assert_eq!(lines, vec![(2, "/n")]);
+        // ... so it has one member fewer than cells: three cells, two properties.
+        let schema = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": {"a": {}, "n": {}, "b": {}}, "minProperties": 3
+        });
+        let three = standard::compile(&schema)?;
+        assert!(check_csv("a,n,b\nq,1,2\n".as_bytes(), &three).is_ok());
+        let twice = check_csv("a,n,n\nq,1,2\n".as_bytes(), &three)
+            .err()
+            .unwrap_or_default();
+        let lines: Vec<(u64, &str)> = twice.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(lines, vec![(2, "")]);
         Ok(())
     }
 }
