@@ -134,6 +134,8 @@ def rows(d):
         v.get("publish_path_records_per_s"), ",.0f", " records/s", 200000)
     add("  of which validate only (parsed records)", v.get("validate_records_per_s"), ",.0f",
         " records/s")
+    add("schema validation, publish path, per CPU-second of one core",
+        v.get("publish_path_mb_per_cpu_s"), ",.0f", " MB/s", 500)
 
     q = load(d, "query-index.json") or {}
     n = f"{q.get('records', 1000000):,}"
