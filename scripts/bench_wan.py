@@ -374,7 +374,7 @@ def run_profile(name, profile, args, tmp, data, size, small_files, a, b, builds,
                 sshd.stop()
         res["link_stats"] = link.stats()
         res["loadavg_end"] = os.getloadavg()
-    except BenchError as e:
+    except (BenchError, OSError, subprocess.SubprocessError) as e:
         fails.append(f"{name}: {e}")
         log(f"{name} failed: {e}")
     finally:
