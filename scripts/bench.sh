@@ -5,7 +5,7 @@
 # Figures are medians of several runs (or p50/p99 over many samples), measured side by side in
 # this one run. Run it on an otherwise idle machine: it needs about 50 minutes on 2 cores.
 #
-# Environment: TRANSFER_MIB (1024), TRANSFER_RUNS (3), PROV_RECORDS (1000000), SIM_SIZES
+# Environment: TRANSFER_MIB (1024), TRANSFER_RUNS (3), WAN_MIB (1024), WAN_RUNS (3), PROV_RECORDS (1000000), SIM_SIZES
 # ("16 100"), NODES/CHANGES (bench-catalogue: 16/50), OUT (figures dir, default a temp dir),
 # NO_WRITE=1 (print the table, leave docs/benchmarks.md alone), SOAK_SECS (300), QUERY_RECORDS
 # (1000000), QUERY_SECS (20: each 64-caller run of bench_query.py).
@@ -15,7 +15,7 @@ OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/yrd-bench.XXXXXX")}
 mkdir -p "$OUT"
 cargo build --release --locked -p yrd-node --bin yrd \
   -p yrd-tests --bin bench-catalogue --bin bench-provenance --bin bench-validate \
-  --bin bench-query-index --bin bench-query
+  --bin bench-query-index --bin bench-query --bin wan-link
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || true)
 echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr);" \
@@ -45,6 +45,11 @@ target/release/bench-catalogue all --nodes "${NODES:-16}" --changes "${CHANGES:-
 echo "== transfer: yrd fetch vs scp vs raw TCP (${TRANSFER_MIB:-1024} MiB, ${TRANSFER_RUNS:-3} runs)"
 python3 scripts/bench_transfer.py target/release/yrd --size-mib "${TRANSFER_MIB:-1024}" \
   --runs "${TRANSFER_RUNS:-3}" --json-out "$OUT/transfer.json"
+
+echo "== transfer over an emulated WAN (wan40: 40 ms RTT; wan80-loss: 80 ms, 0.1 % loss; 1 Gbit/s): yrd fetch vs scp vs raw TCP (${WAN_MIB:-1024} MiB, ${WAN_RUNS:-3} runs)"
+# Needs root (namespaces, TUN devices); prints SKIP otherwise and the summary shows "not run".
+python3 scripts/bench_wan.py target/release/yrd --size-mib "${WAN_MIB:-1024}" \
+  --runs "${WAN_RUNS:-3}" --json-out "$OUT/wan.json" || echo "WAN benchmark failed (exit $?)"
 
 echo "== provenance: durable appends, proofs and queries in a ${PROV_RECORDS:-1000000}-record log, full verification"
 target/release/bench-provenance all --records "${PROV_RECORDS:-1000000}" \

@@ -4,7 +4,7 @@
 Usage: bench_report.py DIR [--write docs/benchmarks.md]
 
 DIR holds machine.txt and the figures of each benchmark (node.json, catalogue.json,
-transfer.json, provenance.json, validate.json, query-index.json, query.json, sim-16.json, sim-100.json, sim-charter-100.json); a missing file is
+transfer.json, wan.json, provenance.json, validate.json, query-index.json, query.json, sim-16.json, sim-100.json, sim-charter-100.json); a missing file is
 shown as "not run". With --write, the table and the machine's description replace the block
 between the `bench.sh summary` markers of the given Markdown file (the analysis around it is
 kept); the markers are added after the file's first paragraph when it has none.
@@ -73,6 +73,28 @@ def rows(d):
         out[-1] = out[-1][:1] + (f"{fmt(small.get('api_p50_ms'), '.0f')} ms "
                                  f"({fmt(small.get('cli_p50_ms'), '.0f')} ms)",) + out[-1][2:]
 
+    w = load(d, "wan.json") or {}
+    for name in ("wan40", "wan80-loss"):
+        p = (w.get("profiles") or {}).get(name)
+        if p is None:
+            add(f"fetch over an emulated WAN, {name}", None, "", "")
+            continue
+        # The build measured (with --compare, the new one: the first listed).
+        v = next(iter((p.get("yrd") or {}).values()), {})
+        link = (f"{name}: {p.get('rtt_ms', 0):.0f} ms RTT, {p.get('rate_mbit', 0):.0f} Mbit/s, "
+                f"{p.get('loss', 0) * 100:.1f} % loss")
+        label = f"WAN {link}: fetch {(w.get('bytes') or 0) / 1048576:.0f} MiB end to end"
+        add(f"{label} (scp, raw TCP)", v.get("e2e_mbps"), ".0f", " MB/s")
+        out[-1] = out[-1][:1] + (f"{fmt(v.get('e2e_mbps'), '.0f')} MB/s "
+                                 f"({fmt(p.get('scp_mbps'), '.0f')}, "
+                                 f"{fmt(p.get('raw_mbps'), '.0f')} MB/s)",) + out[-1][2:]
+        add(f"WAN {name}: fetch ÷ scp", v.get("e2e_vs_scp"), ".2f", "×", 1.0)
+        add(f"WAN {name}: fetch ÷ raw TCP", v.get("e2e_vs_raw"), ".2f", "×", 0.5)
+        add(f"WAN {name}: fetch 1 MiB, p50 via CLI (in round trips)", v.get("small_cli_p50_ms"),
+            ".0f", " ms")
+        out[-1] = out[-1][:1] + (f"{fmt(v.get('small_cli_p50_ms'), '.0f')} ms "
+                                 f"({fmt(v.get('small_cli_p50_rtts'), '.1f')} RTT)",) + out[-1][2:]
+
     n = load(d, "node.json") or {}
     add("node cold start (exec → API answers)", n.get("cold_start_ms"), ".0f", " ms", 500,
         higher=False)
@@ -134,6 +156,8 @@ def rows(d):
         v.get("publish_path_records_per_s"), ",.0f", " records/s", 200000)
     add("  of which validate only (parsed records)", v.get("validate_records_per_s"), ",.0f",
         " records/s")
+    add("schema validation, publish path, per CPU-second of one core",
+        v.get("publish_path_mb_per_cpu_s"), ",.0f", " MB/s", 500)
 
     q = load(d, "query-index.json") or {}
     n = f"{q.get('records', 1000000):,}"

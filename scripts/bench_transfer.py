@@ -27,6 +27,7 @@ Usage: bench_transfer.py YRD_BINARY [--size-mib 1024] [--runs 3]
            [--tmp-dir DIR] [--keep] [--receiver-before YRD]
 """
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -479,11 +480,14 @@ class RssSampler:
 # Baselines
 
 
-def raw_tcp_copy(src, dest):
-    """Python raw TCP copy on loopback: sendfile → recv_into 1 MiB → write. Returns
-    (seconds without fsync, seconds of the final fsync)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+def raw_tcp_copy(src, dest, host="127.0.0.1", server_ns=contextlib.nullcontext,
+                 client_ns=contextlib.nullcontext):
+    """Python raw TCP copy (loopback by default): sendfile → recv_into 1 MiB → write. Returns
+    (seconds without fsync, seconds of the final fsync). `server_ns`/`client_ns` are context
+    managers in which each end's socket is made (bench_wan.py: a network namespace each)."""
+    with server_ns():
+        srv = socket.socket()
+        srv.bind((host, 0))
     srv.listen(1)
     srv.settimeout(30)
     result = {}
@@ -510,7 +514,9 @@ def raw_tcp_copy(src, dest):
     th = threading.Thread(target=receiver, daemon=True)
     th.start()
     t0 = time.perf_counter()
-    with socket.create_connection(srv.getsockname(), timeout=30) as s, open(src, "rb") as f:
+    with client_ns():
+        conn = socket.create_connection(srv.getsockname(), timeout=30)
+    with conn as s, open(src, "rb") as f:
         s.sendfile(f)
         s.shutdown(socket.SHUT_WR)
         th.join(timeout=600)
@@ -523,9 +529,11 @@ def raw_tcp_copy(src, dest):
 
 
 class Sshd:
-    """A throw-away sshd on a loopback port with its own host key and authorised client key."""
+    """A throw-away sshd (on loopback by default) with its own host key and authorised client
+    key. `ns` is a context manager in which sshd is started (bench_wan.py: a namespace)."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, host="127.0.0.1", ns=contextlib.nullcontext):
+        self.host, self.ns = host, ns
         self.dir = os.path.join(tmp, "ssh")
         self.proc = None
         self.note = None
@@ -565,7 +573,7 @@ class Sshd:
         self.port = free_port()
         cfg = os.path.join(self.dir, "sshd_config")
         with open(cfg, "w") as f:
-            f.write(f"""ListenAddress 127.0.0.1
+            f.write(f"""ListenAddress {self.host}
 Port {self.port}
 HostKey {self.dir}/host
 AuthorizedKeysFile {self.dir}/authorized_keys
@@ -580,14 +588,16 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 """)
         self.log_path = os.path.join(self.dir, "sshd.log")
-        self.proc = spawn([self.find(), "-D", "-e", "-f", cfg, "-p", str(self.port)],
-                          self.log_path)
+        with self.ns():
+            self.proc = spawn([self.find(), "-D", "-e", "-f", cfg, "-p", str(self.port)],
+                              self.log_path)
         t0 = time.monotonic()
         while True:
             if self.proc.poll() is not None:
                 raise BenchError(f"sshd exited with {self.proc.returncode}:\n{tail(self.log_path)}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                with self.ns():
+                    socket.create_connection((self.host, self.port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() - t0 > 15:
@@ -595,19 +605,21 @@ LogLevel ERROR
                 time.sleep(0.05)
         self.user = os.environ.get("USER") or __import__("pwd").getpwuid(os.geteuid()).pw_name
         self.cipher = None
-        r = subprocess.run(["ssh", "-G", "-p", str(self.port), "127.0.0.1"], capture_output=True,
+        r = subprocess.run(["ssh", "-G", "-p", str(self.port), self.host], capture_output=True,
                            text=True, timeout=30)
         for line in r.stdout.splitlines():
             if line.startswith("ciphers "):
                 self.cipher = line.split()[1].split(",")[0]
 
-    def scp(self, src, dest):
+    def scp(self, src, dest, client_ns=contextlib.nullcontext):
         t0 = time.perf_counter()
-        r = subprocess.run(["scp", "-q", "-P", str(self.port), "-i", os.path.join(self.dir, "client"),
-                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                            src, f"{self.user}@127.0.0.1:{dest}"],
-                           capture_output=True, text=True, timeout=1800)
+        with client_ns():
+            r = subprocess.run(["scp", "-q", "-P", str(self.port),
+                                "-i", os.path.join(self.dir, "client"),
+                                "-o", "StrictHostKeyChecking=no", "-o",
+                                "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                                "-o", "LogLevel=ERROR", src, f"{self.user}@{self.host}:{dest}"],
+                               capture_output=True, text=True, timeout=1800)
         secs = time.perf_counter() - t0
         if r.returncode != 0:
             raise BenchError(f"scp exited {r.returncode}: {r.stderr[-2000:]}\nsshd log:\n"

@@ -506,8 +506,10 @@ struct Script {
     /// node does not ask again).
     claim: u64,
     claim_digest: String,
-    /// What it serves for any version asked.
+    /// What it serves for any version asked (unless `versions` has that one).
     serve: Option<SignedCharter>,
+    /// What it serves for a given version.
+    versions: std::collections::BTreeMap<u64, SignedCharter>,
     /// The proposals it lists and serves.
     proposals: Vec<SignedCharter>,
 }
@@ -533,6 +535,9 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
                     version: s.claim,
                     digest: s.claim_digest.clone(),
                 }),
+            },
+            Request::Charter { version } if s.versions.contains_key(version) => Response::Charter {
+                charter: Box::new(s.versions.get(version)?.clone()),
             },
             Request::Charter { .. } if s.serve.is_some() => Response::Charter {
                 charter: Box::new(s.serve.clone()?),
@@ -560,6 +565,42 @@ fn scripted(script: std::sync::Arc<std::sync::Mutex<Script>>) -> yrd_tests::host
     })
 }
 
+/// A genesis of two founders (Shanghai `a`, Jiangsu `b`, threshold 2, both signed) and a
+/// member in Anhui (`h`): `(a, b, h, genesis)`.
+fn two_founders_and_anhui() -> Result<(NodeKey, NodeKey, NodeKey, SignedCharter)> {
+    let (a, b, h) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let mut g = SignedCharter::draft(genesis(
+        vec![
+            member(&a, 310000, 1)?,
+            member(&b, 320000, 2)?,
+            member(&h, 340000, 3)?,
+        ],
+        2,
+    ));
+    g.sign(a.signing_key())?;
+    g.sign(b.signing_key())?;
+    Ok((a, b, h, g))
+}
+
+/// A node of founder `a` started on genesis `g` in `dir`, syncing every second.
+async fn founder_on(dir: &std::path::Path, a: &NodeKey, g: &SignedCharter) -> Result<TestNode> {
+    let path = dir.join("charter.json");
+    std::fs::write(&path, g.to_json_pretty()?)?;
+    let mut node = TestNode::create(dir, 0, a.clone(), &[], Vec::new())?;
+    node.edit_config(|c| {
+        c.federation.charter = Some(path.clone());
+        c.sync.anti_entropy_secs = 1;
+    })?;
+    node.start().await?;
+    Ok(node)
+}
+
+/// A hostile member's bad charters are each refused naming the cause. (It also checks the
+/// shipped alert rules against the metrics of a node on a charter.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<()> {
     use std::sync::{Arc, Mutex};
@@ -567,31 +608,9 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     use yrd_node::node::charter_sync::MAX_PROPOSALS_PER_PEER;
     use yrd_tests::hostile::HostileMember;
     let root = tempfile::tempdir()?;
-    let (a, h, b) = (
-        NodeKey::generate(),
-        NodeKey::generate(),
-        NodeKey::generate(),
-    );
     // The hostile member's NodeInfo says Anhui: the charter agrees, so only its charters lie.
-    let doc = genesis(
-        vec![
-            member(&a, 310000, 1)?,
-            member(&b, 320000, 2)?,
-            member(&h, 340000, 3)?,
-        ],
-        2,
-    );
-    let mut g = SignedCharter::draft(doc);
-    g.sign(a.signing_key())?;
-    g.sign(b.signing_key())?;
-    let path = root.path().join("charter.json");
-    std::fs::write(&path, g.to_json_pretty()?)?;
-    let mut node = TestNode::create(root.path(), 0, a.clone(), &[], Vec::new())?;
-    node.edit_config(|c| {
-        c.federation.charter = Some(path.clone());
-        c.sync.anti_entropy_secs = 1;
-    })?;
-    node.start().await?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
     let api = node.api()?;
     let script = Arc::new(Mutex::new(Script {
         claim: 1,
@@ -725,12 +744,186 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
     ] {
         assert!(metrics.contains(line), "{line} missing");
     }
+    // Every metric the shipped alert rules name is one this node exports.
+    let rules = include_str!("../../scripts/yrd-alerts.yml");
+    let named = alert_metrics(rules);
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "scripts/yrd-alerts.yml names {name}, which /metrics does not have"
+        );
+    }
 
     hostile.shutdown().await;
     // Both documents were kept: after a restart the node is still equivocated, on version 2.
     node.restart().await?;
     let after = node.api()?.federation().await?.charter;
     assert_eq!((after.version, after.state.as_str()), (2, "equivocated"));
+    node.stop().await?;
+    Ok(())
+}
+
+/// Two founders sign two different versions 2 (an equivocation); the node applied one, a
+/// member follows the other and announces a version 3 built on it. The node pulls that member's
+/// version 2 (the fork: kept as evidence, recorded), and version 3 resolves it for the document
+/// it names, which takes version 2's place, and the state is in force again (no longer blocking
+/// grants); after a restart the node is still resolved, and the dropped document applied again
+/// is refused as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use yrd_node::model::charter::Change;
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let next = |prev: &SignedCharter, n: usize| -> Result<SignedCharter> {
+        let mut m = member(&NodeKey::generate(), 320500, 10 + n)?;
+        m.role = Role::Member;
+        let mut c = SignedCharter::draft(prev.document.next(
+            &[Change::AddMember(m)],
+            "2026-02-01T00:00:00Z".into(),
+            "2099-01-01T00:00:00Z".into(),
+        )?);
+        c.sign(a.signing_key())?;
+        c.sign(b.signing_key())?;
+        Ok(c)
+    };
+    let (v2, v2b) = (next(&g, 1)?, next(&g, 2)?);
+    let v3b = next(&v2b, 3)?;
+    let digest = |c: &SignedCharter| c.document.digest().unwrap_or_default();
+
+    let mut node = founder_on(root.path(), &a, &g).await?;
+    let api = node.api()?;
+    api.apply_charter(&v2).await?;
+    assert_eq!(api.federation().await?.charter.version, 2);
+
+    // The member on the other side of the fork claims version 3 and serves its versions.
+    let script = Arc::new(Mutex::new(Script {
+        claim: 3,
+        claim_digest: digest(&v3b),
+        versions: [(2, v2b.clone()), (3, v3b.clone())].into(),
+        ..Script::default()
+    }));
+    let member_h = HostileMember::start(h.clone(), &node, scripted(script.clone())).await?;
+    wait_until("version 3 applied", WAIT, || async {
+        Ok(api.federation().await?.charter.version == 3)
+    })
+    .await?;
+    let view = api.federation().await?.charter;
+    assert_eq!(view.state, "in-force", "{view:?}");
+    // Version 2 is now the document version 3 names.
+    assert_eq!(digest(&api.federation_version(2).await?), digest(&v2b));
+    // The fork was recorded as an equivocation, and its resolution with the version applied.
+    let alarms = api
+        .provenance(None, Some(RecordKind::CharterEquivocation))
+        .await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    let applied = api
+        .provenance(None, Some(RecordKind::CharterApplied))
+        .await?;
+    let resolution = applied
+        .iter()
+        .find(|r| r.version == Some(3))
+        .and_then(|r| r.cause.clone())
+        .unwrap_or_default();
+    assert!(
+        resolution.contains("resolves the equivocation at version 2")
+            && resolution.contains(&format!("keeping document {}", digest(&v2b))),
+        "{resolution}"
+    );
+    let metrics = api.raw().get_text("/metrics").await?;
+    assert!(metrics.contains("yrd_charter_equivocated 0"), "{metrics}");
+    member_h.shutdown().await;
+
+    // After a restart: still resolved, on version 3; the dropped document is refused as such.
+    node.restart().await?;
+    let api = node.api()?;
+    let view = api.federation().await?.charter;
+    assert_eq!((view.version, view.state.as_str()), (3, "in-force"));
+    let again = api.apply_charter(&v2).await;
+    let message = format!("{:?}", again.err());
+    assert!(message.contains("dropped"), "{message}");
+    assert_eq!(api.federation().await?.charter.state, "in-force");
+    node.stop().await?;
+    Ok(())
+}
+
+/// A proposal of version 2 that arrives after version 2 was applied (the signatures met
+/// elsewhere and the version overtook its proposal) is obsolete: dropped, never recorded as a
+/// refusal of the honest member that served it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_overtaken_by_its_version_is_not_held_against_the_member() -> Result<()> {
+    use std::sync::{Arc, Mutex, mpsc};
+    use yrd_node::model::charter::Change;
+    use yrd_node::model::message::{CharterHead, ProposalHead, Request, Response};
+    use yrd_tests::hostile::HostileMember;
+    let root = tempfile::tempdir()?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let mut m = member(&NodeKey::generate(), 320500, 10)?;
+    m.role = Role::Member;
+    let doc = g.document.next(
+        &[Change::AddMember(m)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?;
+    let mut proposal = SignedCharter::draft(doc);
+    proposal.sign(a.signing_key())?;
+    let mut v2 = proposal.clone();
+    v2.sign(b.signing_key())?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
+    let api = node.api()?;
+
+    // The member lists the proposal at version 1 and answers the pull only when told to.
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let g_head = CharterHead {
+        version: 1,
+        digest: g.document.digest()?,
+    };
+    let served = proposal.clone();
+    let listed = ProposalHead {
+        digest: proposal.document.digest()?,
+        version: 2,
+        signatures: 1,
+    };
+    let behaviour: yrd_tests::hostile::Behaviour = Arc::new(move |request: &Request| {
+        Some(match request {
+            Request::Heads => Response::Heads {
+                catalogues: Vec::new(),
+                schemas: Vec::new(),
+                charter: Some(g_head.clone()),
+            },
+            Request::CharterProposals => Response::CharterProposals {
+                proposals: vec![listed.clone()],
+            },
+            Request::CharterProposal { .. } => {
+                // Blocks this member's answering task (not the node) until the test says.
+                let _ = released
+                    .lock()
+                    .ok()?
+                    .recv_timeout(std::time::Duration::from_secs(20));
+                Response::CharterProposal {
+                    charter: Box::new(served.clone()),
+                }
+            }
+            _ => return None,
+        })
+    });
+    let member_h = HostileMember::start(h.clone(), &node, behaviour).await?;
+    member_h.wait_seen("charter-proposal", 1).await?;
+    // While the node waits for the proposal, version 2 is applied.
+    api.apply_charter(&v2).await?;
+    let heads_shown = member_h.seen("tree-head");
+    release.send(())?;
+    // The round that pulled it ends by showing our log's head.
+    member_h.wait_seen("tree-head", heads_shown + 1).await?;
+    let refused = api.provenance(None, Some(RecordKind::Refused)).await?;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(api.federation().await?.charter.version, 2);
+    member_h.shutdown().await;
     node.stop().await?;
     Ok(())
 }
@@ -799,4 +992,18 @@ async fn a_chain_file_starts_a_node_on_its_versions_and_a_broken_one_is_refused(
         .expect_err("skipped");
     assert!(e.contains("[1] version 3") && e.contains("skipped"), "{e}");
     Ok(())
+}
+
+/// The `yrd_…` metric names in the `expr:` lines of an alert rules file.
+fn alert_metrics(rules: &str) -> std::collections::BTreeSet<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("yrd_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

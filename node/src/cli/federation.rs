@@ -418,7 +418,7 @@ fn assemble(cli: &Cli, files: &[PathBuf], chain: &[PathBuf], out: &Path) -> Resu
     } else {
         let mut held = CharterChain::verify_all(&read_all(chain)?)?;
         match held.offer(&assembled)? {
-            Offer::Applied { .. } | Offer::Held { .. } => {}
+            Offer::Applied { .. } | Offer::Held { .. } | Offer::Resolved { .. } => {}
             Offer::Equivocation(e) => {
                 return Err(CliError::Invalid(format!(
                     "equivocation: the chain already holds another version {} (digest {})",
@@ -489,7 +489,7 @@ fn verify(cli: &Cli, files: &[PathBuf]) -> Result<(), CliError> {
     let mut chain = CharterChain::from_genesis(first).map_err(|e| file_error(&files[0], e))?;
     for (c, path) in rest.iter().zip(&files[1..]) {
         match chain.offer(c).map_err(|e| file_error(path, e))? {
-            Offer::Applied { .. } | Offer::Held { .. } => {}
+            Offer::Applied { .. } | Offer::Held { .. } | Offer::Resolved { .. } => {}
             Offer::Equivocation(e) => {
                 return Err(CliError::Invalid(format!(
                     "{}: equivocation at version {}: two validly signed documents, digests {} \

@@ -346,9 +346,23 @@ pub enum CharterError {
         /// The one offered.
         found: String,
     },
-    /// Two versions of one number were seen: nothing more is applied until an operator acts.
-    #[error("charter equivocation at version {0}: no version is applied until it is resolved")]
+    /// Two versions of one number were seen: nothing more is applied until the next version,
+    /// signed by the members, resolves it.
+    #[error(
+        "charter equivocation at version {0}: no version is applied until the next one, signed \
+         by the members, names the document they keep"
+    )]
     Equivocated(u64),
+    /// The document of an equivocation that the version resolving it did not keep.
+    #[error(
+        "charter version {version} is document {digest}, dropped when its equivocation was resolved"
+    )]
+    Dropped {
+        /// Its version.
+        version: u64,
+        /// Its digest.
+        digest: String,
+    },
 }
 
 impl CharterError {
@@ -371,6 +385,7 @@ impl CharterError {
             CharterError::Rollback { .. } => "rollback",
             CharterError::OtherFederation { .. } => "other-federation",
             CharterError::Equivocated(_) => "equivocated",
+            CharterError::Dropped { .. } => "dropped",
         }
     }
 }
@@ -961,6 +976,19 @@ pub enum Offer {
     },
     /// A different document of a version already applied, validly signed: alarm.
     Equivocation(Box<Equivocation>),
+    /// The next version after an equivocation, passing the rules against the document it names
+    /// as `previous`: now in force, and the equivocation resolved in that document's favour.
+    Resolved {
+        /// Its version.
+        version: u64,
+        /// The version that had two documents.
+        at: u64,
+        /// Digest of the document of `at` kept (the one `version` names, or that the chain
+        /// had gone on from).
+        kept: String,
+        /// Digest of the other document of `at`, dropped from the chain (kept as evidence).
+        dropped: String,
+    },
 }
 
 impl Offer {
@@ -970,6 +998,7 @@ impl Offer {
             Offer::Applied { .. } => "applied",
             Offer::Held { .. } => "held",
             Offer::Equivocation(_) => "equivocation",
+            Offer::Resolved { .. } => "resolved",
         }
     }
 }
@@ -1007,6 +1036,9 @@ pub enum CharterState {
 pub struct CharterChain {
     versions: Vec<VerifiedCharter>,
     equivocation: Option<Box<Equivocation>>,
+    /// Digests of documents dropped by resolved equivocations: offered again, they are refused
+    /// as such rather than seen as a new equivocation. At most one per version.
+    dropped: Vec<String>,
 }
 
 impl CharterChain {
@@ -1015,6 +1047,7 @@ impl CharterChain {
         Ok(CharterChain {
             versions: vec![verify_genesis(genesis)?],
             equivocation: None,
+            dropped: Vec::new(),
         })
     }
 
@@ -1026,7 +1059,8 @@ impl CharterChain {
         let mut chain = CharterChain::from_genesis(first)?;
         for c in rest {
             match chain.offer(c)? {
-                Offer::Applied { .. } | Offer::Held { .. } => {}
+                // A chain verified here never holds an equivocation, so nothing resolves one.
+                Offer::Applied { .. } | Offer::Held { .. } | Offer::Resolved { .. } => {}
                 Offer::Equivocation(e) => return Err(CharterError::Equivocated(e.version)),
             }
         }
@@ -1063,10 +1097,18 @@ impl CharterChain {
         self.equivocation.as_deref()
     }
 
+    /// Remembers a document dropped by an equivocation resolved before (a node restarting
+    /// on its stored chain), so that it is refused as such if offered again.
+    pub fn remember_dropped(&mut self, digest: String) {
+        if !self.dropped.contains(&digest) {
+            self.dropped.push(digest);
+        }
+    }
+
     /// Offers a charter: the next version is applied if it passes the rules; a version already
     /// held adds its new signatures; a different document of a held version that is validly
-    /// signed is an equivocation (kept; the chain then applies nothing more); anything else is
-    /// refused with its cause.
+    /// signed is an equivocation (kept; the chain then applies nothing more but the version
+    /// that resolves it, see [`CharterChain::resolve`]); anything else is refused with its cause.
     pub fn offer(&mut self, offered: &SignedCharter) -> Result<Offer, CharterError> {
         offered.check()?;
         let current = self.current().version();
@@ -1078,6 +1120,10 @@ impl CharterChain {
             if held.charter.document == offered.document {
                 let added = self.versions[index].charter.merge(offered)?;
                 return Ok(Offer::Held { version, added });
+            }
+            let digest = offered.document.digest()?;
+            if self.dropped.contains(&digest) {
+                return Err(CharterError::Dropped { version, digest });
             }
             // A different document: valid by the same rules as the held one means equivocation;
             // otherwise it is only a refused rollback.
@@ -1101,12 +1147,64 @@ impl CharterChain {
             }
             return Ok(Offer::Equivocation(evidence));
         }
-        if let Some(e) = &self.equivocation {
-            return Err(CharterError::Equivocated(e.version));
+        if self.equivocation.is_some() {
+            return self.resolve(offered);
         }
         let verified = verify_update(self.current(), offered)?;
         self.versions.push(verified);
         Ok(Offer::Applied { version })
+    }
+
+    /// After an equivocation at version E, the members resolve it the way they change anything:
+    /// by the next version, signed by the thresholds of the rules. That version names the
+    /// document of E it follows as `previous`:
+    /// - when E is the version in force, either document of E may be named; the one named
+    ///   must pass the rules against E−1 (it did, or it would not be an equivocation) and the
+    ///   new version the rules against it. Naming the other document puts it in E's place.
+    /// - when the chain had already gone on past E (the other document arrived late), the
+    ///   next version follows the version in force, so the held document of E is kept.
+    ///
+    /// A version that fails the rules is refused naming the rule; one that is not the next,
+    /// `equivocated` as before.
+    fn resolve(&mut self, offered: &SignedCharter) -> Result<Offer, CharterError> {
+        let Some(e) = self.equivocation.as_deref() else {
+            return Err(invalid("equivocation", "none to resolve"));
+        };
+        let at = e.version;
+        let current = self.current().version();
+        if offered.document.version != current.saturating_add(1) {
+            return Err(CharterError::Equivocated(at));
+        }
+        let held = self.versions[(at - 1) as usize].digest.clone();
+        let other_digest = e.offered.document.digest()?;
+        if at == current && offered.document.previous.as_deref() == Some(other_digest.as_str()) {
+            let other = match (at as usize).checked_sub(2) {
+                None => verify_genesis(&e.offered)?,
+                Some(before) => verify_update(&self.versions[before], &e.offered)?,
+            };
+            let verified = verify_update(&other, offered)?;
+            let index = (at - 1) as usize;
+            self.versions[index] = other;
+            self.versions.push(verified);
+            self.equivocation = None;
+            self.dropped.push(held.clone());
+            return Ok(Offer::Resolved {
+                version: offered.document.version,
+                at,
+                kept: other_digest,
+                dropped: held,
+            });
+        }
+        let verified = verify_update(self.current(), offered)?;
+        self.versions.push(verified);
+        self.equivocation = None;
+        self.dropped.push(other_digest.clone());
+        Ok(Offer::Resolved {
+            version: offered.document.version,
+            at,
+            kept: held,
+            dropped: other_digest,
+        })
     }
 
     /// The state at `now`: equivocated, expired or in force.

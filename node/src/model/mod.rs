@@ -1,6 +1,7 @@
 //! Pure data: the documents, messages and tables of the protocol, their canonical form and
 //! signatures. No I/O lives here.
 
+pub mod borrowed_json;
 pub mod canonical;
 pub mod catalogue;
 pub mod charter;

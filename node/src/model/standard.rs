@@ -3,6 +3,11 @@
 //!
 //! Everything here is pure: no file or network I/O. Remote `$ref`s are never fetched; a schema
 //! that needs one is refused.
+//!
+//! A standard is compiled twice by the same `jsonschema` options: for `serde_json::Value`
+//! records, and for records parsed borrowed from their text ([`borrowed_json`]), which is how
+//! the publish path and the receiver judge valid records without building a `Value` per line
+//! ([`CompiledStandard::check_text`]); reasons always come from the `Value` path.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -10,6 +15,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::borrowed_json::{self, BorrowedJson};
 use crate::model::masking::{self, FieldMask, MaskRule};
 
 /// The only `$schema` a standard may declare.
@@ -106,6 +112,9 @@ fn display_path(path: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct CompiledStandard {
     validator: jsonschema::Validator,
+    /// The same schema compiled for records parsed without owning their text: the verdict of
+    /// [`CompiledStandard::check_text`]'s fast path.
+    borrowed: jsonschema::Validator<BorrowedJson>,
     fields: Vec<FieldInfo>,
 }
 
@@ -168,6 +177,15 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
         .offline()
         .build(schema)
         .map_err(|e| compile_error(schema, &e))?;
+    // The same options for the borrowed representation: a schema that compiled above compiles
+    // here too (compiling does not depend on the instances' representation).
+    let borrowed = jsonschema::options_for::<BorrowedJson>()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        .offline()
+        .build(schema)
+        .map_err(|e| compile_error(schema, &e))?;
     match root.get("type") {
         Some(Value::String(t)) if t == "object" => {}
         Some(Value::Array(ts)) if matches!(ts.as_slice(), [t] if t == "object") => {}
@@ -183,7 +201,11 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
         }
     }
     let fields = field_infos(root)?;
-    Ok(CompiledStandard { validator, fields })
+    Ok(CompiledStandard {
+        validator,
+        borrowed,
+        fields,
+    })
 }
 
 fn compile_error(schema: &Value, e: &jsonschema::ValidationError<'_>) -> StandardError {
@@ -308,6 +330,37 @@ impl CompiledStandard {
     /// Whether a record conforms, without collecting reasons (stops at the first fault).
     pub fn is_valid(&self, record: &Value) -> bool {
         self.validator.is_valid(record)
+    }
+
+    /// Check a record given as JSON text (one line of JSON Lines, trimmed): `Err` when it is not
+    /// JSON (serde_json's error), else [`CompiledStandard::validate`]'s verdict on the parsed
+    /// record, with the same reasons.
+    ///
+    /// A valid record is judged on a borrowed parse ([`borrowed_json`]), with no owned `Value`
+    /// built; anything else (an invalid record, a key twice, text that is not JSON) is parsed
+    /// into a `Value` and judged by [`CompiledStandard::validate`].
+    pub fn check_text(
+        &self,
+        text: &str,
+    ) -> Result<Result<(), Vec<RecordError>>, serde_json::Error> {
+        if self.is_valid_text(text) {
+            return Ok(Ok(()));
+        }
+        let record: Value = serde_json::from_str(text)?;
+        Ok(self.validate(&record))
+    }
+
+    /// The fast path of [`CompiledStandard::check_text`]: true only when `text` parses borrowed
+    /// (see [`borrowed_json::parse`]) and the record conforms. False says nothing more: the
+    /// owned path decides.
+    pub fn is_valid_text(&self, text: &str) -> bool {
+        borrowed_json::parse(text).is_some_and(|raw| self.is_valid_raw(&raw))
+    }
+
+    /// Whether a record parsed borrowed conforms: [`CompiledStandard::is_valid`]'s verdict on
+    /// the same record as a `Value`.
+    pub fn is_valid_raw(&self, record: &borrowed_json::Raw<'_>) -> bool {
+        self.borrowed.is_valid(record)
     }
 }
 

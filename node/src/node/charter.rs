@@ -85,6 +85,9 @@ pub(crate) struct FederationCharter {
     asked: Mutex<HashMap<(PeerId, String), u32>>,
     /// Peers a pull of versions runs from now ([`FederationCharter::pull_slot`]).
     pulling: PullSlots,
+    /// The highest head a peer announced while no pull slot was free: pulled when one frees,
+    /// so an announcement is never left to anti-entropy alone. One entry: a bound.
+    pending: PendingHead,
 }
 
 /// Pulls of charter versions at once. Every member announces a version it applies, so without
@@ -119,6 +122,28 @@ pub(crate) struct PullSlot<'a> {
 impl Drop for PullSlot<'_> {
     fn drop(&mut self) {
         self.slots.0.lock().remove(&self.peer);
+    }
+}
+
+/// The highest charter head a peer claimed while no pull could follow it (one entry).
+#[derive(Debug, Default)]
+pub(crate) struct PendingHead(Mutex<Option<(PeerId, CharterHead)>>);
+
+impl PendingHead {
+    /// Keeps `head` from `peer` unless a higher version is already noted.
+    pub(crate) fn note(&self, peer: PeerId, head: CharterHead) {
+        let mut pending = self.0.lock();
+        if pending
+            .as_ref()
+            .is_none_or(|(_, h)| h.version < head.version)
+        {
+            *pending = Some((peer, head));
+        }
+    }
+
+    /// The head noted, forgotten here.
+    pub(crate) fn take(&self) -> Option<(PeerId, CharterHead)> {
+        self.0.lock().take()
     }
 }
 
@@ -185,6 +210,22 @@ struct StoredEquivocation {
     version: u64,
     held: SignedCharter,
     offered: SignedCharter,
+    /// Set when a later version resolved it: both documents stay kept as evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolved: Option<Resolution>,
+}
+
+/// How an equivocation was resolved: by which version, keeping which document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Resolution {
+    /// The version that resolved it.
+    pub by: u64,
+    /// The version that had two documents.
+    pub at: u64,
+    /// Digest of the document kept.
+    pub kept: String,
+    /// Digest of the document dropped.
+    pub dropped: String,
 }
 
 /// What offering a charter version did, with what the node must do next.
@@ -196,6 +237,8 @@ pub(crate) enum Offered {
         version: u64,
         /// Its digest.
         digest: String,
+        /// The equivocation it resolved, if any.
+        resolved: Option<Resolution>,
     },
     /// A version already applied; `added` new signatures kept.
     Held {
@@ -250,7 +293,8 @@ impl From<ApplyError> for NodeError {
             ApplyError::Refused(e) => match e {
                 CharterError::Rollback { .. }
                 | CharterError::SkippedVersion { .. }
-                | CharterError::Equivocated(_) => {
+                | CharterError::Equivocated(_)
+                | CharterError::Dropped { .. } => {
                     NodeError::Conflict(format!("{} ({})", e, e.code()))
                 }
                 other => NodeError::invalid("charter", format!("{other} ({})", other.code())),
@@ -385,6 +429,10 @@ impl FederationCharter {
         }
         // An equivocation seen before a restart is seen again: its evidence is offered anew.
         for (_, e) in store.records::<StoredEquivocation>(RecordTree::CharterEquivocations)? {
+            if let Some(r) = &e.resolved {
+                chain.remember_dropped(r.dropped.clone());
+                continue;
+            }
             if let Ok(Offer::Equivocation(_)) = chain.offer(&e.offered) {
                 tracing::error!(
                     version = e.version,
@@ -406,6 +454,7 @@ impl FederationCharter {
             refused: Mutex::new(HashMap::new()),
             pulling: PullSlots::default(),
             asked: Mutex::new(HashMap::new()),
+            pending: PendingHead::default(),
         };
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
@@ -450,6 +499,7 @@ impl FederationCharter {
             refused: Mutex::new(HashMap::new()),
             pulling: PullSlots::default(),
             asked: Mutex::new(HashMap::new()),
+            pending: PendingHead::default(),
         }
     }
 
@@ -739,7 +789,9 @@ impl FederationCharter {
     /// Offers a charter version to the chain. The next version that passes the rules is
     /// applied and stored, the member map rebuilt and the proposals it makes obsolete dropped;
     /// an applied one adds its new signatures; an equivocation is kept as evidence (both
-    /// documents) and blocks grants; anything else is refused with the rule's code.
+    /// documents) and blocks grants until the next version, naming the document the members
+    /// keep, resolves it (the evidence stays, marked resolved); anything else is refused with
+    /// the rule's code.
     pub(crate) fn offer(
         &self,
         store: &Store,
@@ -765,6 +817,46 @@ impl FederationCharter {
                 Ok(Offered::Applied {
                     version,
                     digest: current.digest,
+                    resolved: None,
+                })
+            }
+            Offer::Resolved {
+                version,
+                at,
+                kept,
+                dropped,
+            } => {
+                // Version `at` may now be the other document: both it and the new one stored.
+                for v in [at, version] {
+                    if let Some(signed) = self.signed_in(&chain, v) {
+                        store.put_record(RecordTree::Charters, &charter_key(v), &signed)?;
+                    }
+                }
+                let digest = chain.current().digest.clone();
+                *self.peers.write() = bound_peers(&chain);
+                drop(chain);
+                let resolution = Resolution {
+                    by: version,
+                    at,
+                    kept,
+                    dropped,
+                };
+                let key = charter_key(at);
+                if let Some(mut kept) =
+                    store.record::<StoredEquivocation>(RecordTree::CharterEquivocations, &key)?
+                {
+                    kept.resolved = Some(resolution.clone());
+                    store.put_record(RecordTree::CharterEquivocations, &key, &kept)?;
+                }
+                self.asked.lock().clear();
+                let obsolete = self.proposals.lock().drop_obsolete(version);
+                for digest in obsolete {
+                    store.remove_record(RecordTree::CharterProposals, &digest)?;
+                }
+                Ok(Offered::Applied {
+                    version,
+                    digest,
+                    resolved: Some(resolution),
                 })
             }
             Offer::Held { version, added } => {
@@ -784,6 +876,7 @@ impl FederationCharter {
                         version: e.version,
                         held: e.held.clone(),
                         offered: e.offered.clone(),
+                        resolved: None,
                     };
                     store.put_record(
                         RecordTree::CharterEquivocations,
@@ -829,6 +922,19 @@ impl FederationCharter {
     /// A slot to pull versions from `peer` ([`PullSlots::take`]).
     pub(crate) fn pull_slot(&self, peer: PeerId) -> Option<PullSlot<'_>> {
         self.pulling.take(peer)
+    }
+
+    /// Remembers a head `peer` claims that no pull could follow now (the highest one wins).
+    pub(crate) fn note_pending(&self, peer: PeerId, head: CharterHead) {
+        self.pending.note(peer, head);
+    }
+
+    /// The head remembered by [`Self::note_pending`], if it is still ahead of ours and its peer
+    /// was not refused under it.
+    pub(crate) fn take_pending(&self) -> Option<(PeerId, CharterHead)> {
+        let (peer, head) = self.pending.take()?;
+        (head.version > self.head().version && !self.was_refused(peer, &head))
+            .then_some((peer, head))
     }
 
     /// Whether `peer` served a refused version while claiming `head`.

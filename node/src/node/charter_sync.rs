@@ -12,7 +12,9 @@ use libp2p::PeerId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::charter::{ApplyError, CharterVersionView, FederationCharter, FederationView, Offered};
+use super::charter::{
+    ApplyError, CharterVersionView, FederationCharter, FederationView, Offered, Resolution,
+};
 use super::{Node, NodeError, not_served};
 use crate::model::charter::{
     CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows, verify_update,
@@ -261,7 +263,7 @@ impl Node {
                 signatures,
             } if version == charter.head().version.saturating_add(1) => {
                 if charter.should_pull(source, &digest, signatures) {
-                    self.pull_proposal(source, &digest).await
+                    self.pull_proposal(source, &digest, version).await
                 } else {
                     Ok(())
                 }
@@ -305,25 +307,62 @@ impl Node {
             .take(MAX_PROPOSAL_PULLS_PER_ROUND)
             .collect();
         for digest in wanted {
-            self.pull_proposal(peer, &digest).await?;
+            self.pull_proposal(peer, &digest, next).await?;
         }
         Ok(())
     }
 
-    /// Pulls versions current+1 ..= `up_to` from `peer`, one at a time and at most
+    /// Pulls versions current+1 ..= `claimed` from `peer`, one at a time and at most
     /// [`MAX_VERSIONS_PER_ROUND`], offering each to the chain; stops at the first refused.
+    /// After an equivocation only the next version can be applied (the one that resolves it).
     ///
-    /// Nothing is pulled after an equivocation (nothing could be applied), nor from a peer
-    /// whose claimed head is the one it served a refused version under (its claim must change
-    /// before it is asked again: one refusal record per lie, not one per round).
+    /// Nothing is pulled from a peer whose claimed head is the one it served a refused version
+    /// under (its claim must change before it is asked again: one refusal record per lie, not
+    /// one per round). When both pull slots are taken the claim is remembered (the highest
+    /// one) and followed as soon as a running pull ends.
     async fn pull_charters(&self, peer: PeerId, claimed: CharterHead) -> Result<(), NodeError> {
         let charter = self.charter()?;
-        if charter.equivocated() || charter.was_refused(peer, &claimed) {
-            return Ok(());
+        let (mut peer, mut claimed) = (peer, claimed);
+        let mut outcome = None;
+        loop {
+            if charter.was_refused(peer, &claimed) {
+                break;
+            }
+            let Some(slot) = charter.pull_slot(peer) else {
+                // Followed when a running pull ends, not left to anti-entropy.
+                charter.note_pending(peer, claimed);
+                break;
+            };
+            let result = self.pull_versions(peer, claimed).await;
+            drop(slot);
+            match (&outcome, result) {
+                (None, r) => outcome = Some(r),
+                (Some(_), Err(e)) => {
+                    tracing::warn!(peer = %peer, error = %e, "pending charter head not followed");
+                }
+                (Some(_), Ok(())) => {}
+            }
+            match charter.take_pending() {
+                Some((p, c)) => (peer, claimed) = (p, c),
+                None => break,
+            }
         }
-        let Some(_slot) = charter.pull_slot(peer) else {
-            return Ok(());
+        outcome.unwrap_or(Ok(()))
+    }
+
+    /// Follows a charter head noted while no pull could run ([`FederationCharter::note_pending`]).
+    pub(crate) async fn follow_pending_charter(&self) {
+        let Some((peer, head)) = self.inner.charter.as_ref().and_then(|c| c.take_pending()) else {
+            return;
         };
+        if let Err(e) = self.pull_charters(peer, head).await {
+            tracing::warn!(peer = %peer, error = %e, "pending charter head not followed");
+        }
+    }
+
+    /// [`Self::pull_charters`] from one peer, its slot held.
+    async fn pull_versions(&self, peer: PeerId, claimed: CharterHead) -> Result<(), NodeError> {
+        let charter = self.charter()?;
         let from = charter.head().version.saturating_add(1);
         let to = claimed
             .version
@@ -345,7 +384,7 @@ impl Node {
                 tracing::debug!(peer = %peer, version, served = served.document.version, "other version served");
             }
             let offered = match within_size(&served) {
-                Ok(()) => self.offer_charter(Some(peer), &served).await,
+                Ok(()) => self.offer_across_fork(peer, &served).await,
                 Err(e) => Err(e.into()),
             };
             match offered {
@@ -362,18 +401,78 @@ impl Node {
         Ok(())
     }
 
-    async fn pull_proposal(&self, peer: PeerId, digest: &str) -> Result<(), NodeError> {
+    /// Offers `served`, the version after ours, pulled from `peer`. If it follows another
+    /// document of our version than the one we hold, `peer` is on the other side of a fork:
+    /// its document of our version is pulled and offered too — validly signed, that is an
+    /// equivocation (kept as evidence), which `served` may then resolve. So a node that
+    /// applied the document the members dropped is not stranded on it.
+    async fn offer_across_fork(
+        &self,
+        peer: PeerId,
+        served: &SignedCharter,
+    ) -> Result<Offered, ApplyError> {
+        let first = self.offer_charter(Some(peer), served).await;
+        let ours = self.charter()?.head().version;
+        let forked = matches!(
+            &first,
+            Err(ApplyError::Refused(CharterError::WrongPrevious { .. }))
+        ) && served.document.version == ours.saturating_add(1);
+        if !forked {
+            return first;
+        }
+        let theirs = match self
+            .sync_request(peer, Request::Charter { version: ours })
+            .await
+        {
+            Ok(Response::Charter { charter }) => *charter,
+            _ => return first,
+        };
+        if theirs.document.version != ours || within_size(&theirs).is_err() {
+            return first;
+        }
+        match self.offer_charter(Some(peer), &theirs).await {
+            Ok(Offered::Equivocation { .. }) => self.offer_charter(Some(peer), served).await,
+            _ => first,
+        }
+    }
+
+    /// Pulls proposal `digest`, which `peer` listed or announced as one of version `claimed`.
+    ///
+    /// A version is often applied while its proposal is on the way (the signatures met
+    /// somewhere, the version spread faster than the proposal): a proposal of the version
+    /// claimed, which we applied meanwhile, is obsolete — dropped, not held against the peer;
+    /// and so is the peer's "not found" for it (it applied the version and dropped the
+    /// proposal). A proposal of another version than claimed is judged, and refused, as any.
+    async fn pull_proposal(
+        &self,
+        peer: PeerId,
+        digest: &str,
+        claimed: u64,
+    ) -> Result<(), NodeError> {
+        let charter = self.charter()?;
         let request = Request::CharterProposal {
             digest: digest.to_string(),
         };
         let answer = self.sync_request(peer, request).await;
         if !matches!(answer, Ok(Response::CharterProposal { .. })) {
-            self.charter()?.pull_failed(peer, digest);
+            charter.pull_failed(peer, digest);
         }
+        let obsolete = || charter.head().version >= claimed;
         let served = match answer? {
             Response::CharterProposal { charter } => *charter,
+            Response::Error {
+                code: RefusalCode::NotFound,
+                ..
+            } if obsolete() => {
+                tracing::debug!(peer = %peer, digest, "proposal gone: its version was applied");
+                return Ok(());
+            }
             other => return Err(not_served(peer, other)),
         };
+        if served.document.version == claimed && obsolete() {
+            tracing::debug!(peer = %peer, digest, "proposal of a version applied meanwhile");
+            return Ok(());
+        }
         let accepted = match within_size(&served) {
             Ok(()) => self.accept_proposal(Some(peer), served.clone()).await,
             Err(e) => Err(e.into()),
@@ -419,8 +518,13 @@ impl Node {
         let store = self.inner.store.clone();
         let outcome = charter.offer(&store, offered)?;
         match &outcome {
-            Offered::Applied { version, digest } => {
-                self.charter_applied(from, *version, digest).await;
+            Offered::Applied {
+                version,
+                digest,
+                resolved,
+            } => {
+                self.charter_applied(from, *version, digest, resolved.as_ref())
+                    .await;
             }
             Offered::Equivocation {
                 version,
@@ -452,7 +556,13 @@ impl Node {
 
     /// A version was applied: the gate admits exactly its keys (removed ones are disconnected
     /// at once), the step is recorded, the version announced.
-    async fn charter_applied(&self, from: Option<PeerId>, version: u64, digest: &str) {
+    async fn charter_applied(
+        &self,
+        from: Option<PeerId>,
+        version: u64,
+        digest: &str,
+        resolved: Option<&Resolution>,
+    ) {
         let charter = match self.charter() {
             Ok(c) => c,
             Err(_) => return,
@@ -472,13 +582,35 @@ impl Node {
         tracing::info!(version, digest, "federation charter version applied");
         let mut r = self.new_record(RecordKind::CharterApplied);
         r.version = Some(version);
-        r.cause = Some(format!("charter version {version} applied: {digest}"));
+        r.cause = Some(match resolved {
+            None => format!("charter version {version} applied: {digest}"),
+            Some(res) => {
+                tracing::warn!(
+                    version,
+                    at = res.at,
+                    kept = %res.kept,
+                    dropped = %res.dropped,
+                    "charter equivocation resolved"
+                );
+                format!(
+                    "charter version {version} applied: {digest}; it resolves the equivocation \
+                     at version {}, keeping document {} (document {} dropped, kept as evidence)",
+                    res.at, res.kept, res.dropped
+                )
+            }
+        });
         self.record(r, from, Vec::new()).await;
-        self.announce(Announcement::Charter {
-            version,
-            digest: digest.to_string(),
-        })
-        .await;
+        // Announced by the node that made it (an operator's apply, or the proposal that met
+        // its threshold here), which every member hears: a version pulled from a peer is not
+        // announced again, or each change would cost N² deliveries. Heads carry it to anyone
+        // who missed it.
+        if from.is_none() {
+            self.announce(Announcement::Charter {
+                version,
+                digest: digest.to_string(),
+            })
+            .await;
+        }
     }
 
     /// Takes a proposal (from `from`, or an operator): stored or merged, announced when it

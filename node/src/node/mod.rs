@@ -40,7 +40,7 @@ use crate::clock::{format_system_time, now_rfc3339};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey, short_peer};
 
-use crate::model::message::{ANNOUNCE_TOPIC, Announcement, Head, Request, Response};
+use crate::model::message::{ANNOUNCE_TOPIC, Announcement, CharterHead, Head, Request, Response};
 use crate::model::node_info::NodeInfo;
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
@@ -781,12 +781,27 @@ impl Node {
                         // Bounded: when every pull slot is busy the announcement is dropped;
                         // anti-entropy fetches what it named within one round.
                         let Some(permit) = self.inner.sync.try_pull_slot() else {
+                            // A newer charter is not left to anti-entropy: it is followed
+                            // when a running charter pull ends.
+                            if let (Announcement::Charter { version, digest }, Some(c)) =
+                                (&a, &self.inner.charter)
+                            {
+                                c.note_pending(
+                                    source,
+                                    CharterHead {
+                                        version: *version,
+                                        digest: digest.clone(),
+                                    },
+                                );
+                            }
                             tracing::debug!(peer = %source, "announcement dropped: pulls busy");
                             return;
                         };
                         let node = self.clone();
                         self.spawn_long(async move {
                             node.on_announcement(source, a).await;
+                            // A charter head noted while the slots were busy is followed now.
+                            node.follow_pending_charter().await;
                             drop(permit);
                         });
                     }

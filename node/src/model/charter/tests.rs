@@ -447,12 +447,7 @@ fn versions_are_applied_one_at_a_time_never_back() -> TestResult {
 #[test]
 fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult {
     let g = genesis()?;
-    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
-    let mut other = next_doc(&g)?;
-    if let Some(m) = other.members.last_mut() {
-        m.region = Region::from_code(330500)?;
-    }
-    let v2b = signed_by(other, &[2, 3, 4])?;
+    let (v2, v2b) = two_versions_2(&g)?;
     let mut chain = CharterChain::from_genesis(&g)?;
     chain.offer(&v2)?;
     match chain.offer(&v2b)? {
@@ -468,9 +463,12 @@ fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult 
         chain.state(now),
         CharterState::Equivocated { version: 2, at: 2 }
     );
-    // Nothing after it is applied until resolved.
-    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
-    assert_eq!(code(chain.offer(&v3)), "equivocated");
+    // Nothing after it is applied but the version that resolves it.
+    let v4 = signed_by(
+        next_doc(&signed_by(next_doc(&v2)?, &[1, 2, 3])?)?,
+        &[1, 2, 3],
+    )?;
+    assert_eq!(code(chain.offer(&v4)), "equivocated");
     assert!(chain.equivocation().is_some());
     // Two geneses, each validly signed, are equivocation too.
     let mut g2 = genesis_doc();
@@ -479,6 +477,105 @@ fn two_validly_signed_documents_of_one_version_are_equivocation() -> TestResult 
     assert_eq!(
         chain.offer(&signed_by(g2, &[1, 2, 4])?)?.code(),
         "equivocation"
+    );
+    Ok(())
+}
+
+/// Two validly signed versions 2 of `g` that differ (a member's region).
+fn two_versions_2(
+    g: &SignedCharter,
+) -> Result<(SignedCharter, SignedCharter), Box<dyn std::error::Error>> {
+    let v2 = signed_by(next_doc(g)?, &[1, 2, 3])?;
+    let mut other = next_doc(g)?;
+    if let Some(m) = other.members.last_mut() {
+        m.region = Region::from_code(330500)?;
+    }
+    Ok((v2, signed_by(other, &[2, 3, 4])?))
+}
+
+/// The chain holding v2 of [`two_versions_2`], v2b offered after it: an equivocation.
+fn equivocated_at_2()
+-> Result<(CharterChain, SignedCharter, SignedCharter), Box<dyn std::error::Error>> {
+    let g = genesis()?;
+    let (v2, v2b) = two_versions_2(&g)?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    chain.offer(&v2)?;
+    assert_eq!(chain.offer(&v2b)?.code(), "equivocation");
+    Ok((chain, v2, v2b))
+}
+
+#[test]
+fn the_next_version_resolves_an_equivocation_for_the_document_it_names() -> TestResult {
+    let digest = |c: &SignedCharter| c.document.digest();
+    // v3 names the held document: kept, and the chain goes on.
+    let (mut chain, v2, v2b) = equivocated_at_2()?;
+    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    // Under-signed, it is refused naming the rule, and the equivocation stands.
+    let weak = signed_by(next_doc(&v2)?, &[1, 2])?;
+    assert_eq!(code(chain.offer(&weak)), "below-threshold-previous");
+    assert!(chain.equivocation().is_some());
+    assert_eq!(
+        chain.offer(&v3)?,
+        Offer::Resolved {
+            version: 3,
+            at: 2,
+            kept: digest(&v2)?,
+            dropped: digest(&v2b)?,
+        }
+    );
+    assert!(chain.equivocation().is_none());
+    assert_eq!(chain.current().version(), 3);
+    assert_eq!(chain.versions()[1].charter, v2);
+
+    // v3 names the other document: it takes version 2's place.
+    let (mut chain, v2, v2b) = equivocated_at_2()?;
+    let v3b = signed_by(next_doc(&v2b)?, &[1, 2, 3])?;
+    assert_eq!(
+        chain.offer(&v3b)?,
+        Offer::Resolved {
+            version: 3,
+            at: 2,
+            kept: digest(&v2b)?,
+            dropped: digest(&v2)?,
+        }
+    );
+    assert_eq!(chain.versions()[1].charter, v2b);
+    assert_eq!(chain.current().charter, v3b);
+    // The resolved chain verifies from the genesis like any other, and v2 is now a rollback.
+    let all: Vec<SignedCharter> = chain.versions().iter().map(|v| v.charter.clone()).collect();
+    assert_eq!(CharterChain::verify_all(&all)?.current().version(), 3);
+    // The dropped document offered again is refused as such, not a new equivocation.
+    assert_eq!(code(chain.offer(&v2)), "dropped");
+    assert!(chain.equivocation().is_none());
+
+    // A version naming neither document is refused naming the rule.
+    let (mut chain, _, _) = equivocated_at_2()?;
+    let mut stray = next_doc(&genesis()?)?;
+    stray.version = 3;
+    assert_eq!(
+        code(chain.offer(&signed_by(stray, &[1, 2, 3])?)),
+        "wrong-previous"
+    );
+    assert!(chain.equivocation().is_some());
+
+    // The other document arriving after the chain went on: the next version keeps the held one.
+    let g = genesis()?;
+    let v2 = signed_by(next_doc(&g)?, &[1, 2, 3])?;
+    let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    let mut chain = CharterChain::from_genesis(&g)?;
+    chain.offer(&v2)?;
+    chain.offer(&v3)?;
+    let (_, _, v2b) = equivocated_at_2()?;
+    assert_eq!(chain.offer(&v2b)?.code(), "equivocation");
+    let v4 = signed_by(next_doc(&v3)?, &[1, 2, 3])?;
+    assert_eq!(
+        chain.offer(&v4)?,
+        Offer::Resolved {
+            version: 4,
+            at: 2,
+            kept: digest(&v2)?,
+            dropped: digest(&v2b)?,
+        }
     );
     Ok(())
 }
@@ -545,6 +642,7 @@ fn vector_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     }
     let v2b = signed_by(other, &[1, 2, 3])?;
     let v3 = signed_by(next_doc(&v2)?, &[1, 2, 3])?;
+    let v3b = signed_by(next_doc(&v2b)?, &[1, 2, 4])?;
     let mut takeover = next_doc(&g)?;
     takeover.members = vec![
         member(1, 310000, Role::Founder),
@@ -600,14 +698,43 @@ fn vector_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
         (
             "a second, different version 2, validly signed",
             vec![g.clone(), v2.clone()],
-            v2b,
+            v2b.clone(),
         ),
         (
             "version 2 again with an added signature",
             vec![g.clone(), v2.clone()],
             signed_by(next_doc(&g)?, &[1])?,
         ),
-        ("version 3 after version 2", vec![g.clone(), v2.clone()], v3),
+        (
+            "version 3 after version 2",
+            vec![g.clone(), v2.clone()],
+            v3.clone(),
+        ),
+        (
+            "after an equivocation at version 2, version 3 naming the version 2 held",
+            vec![g.clone(), v2.clone(), v2b.clone()],
+            v3.clone(),
+        ),
+        (
+            "after an equivocation at version 2, version 3 naming the other version 2 (it takes its place)",
+            vec![g.clone(), v2.clone(), v2b.clone()],
+            v3b.clone(),
+        ),
+        (
+            "after an equivocation at version 2, version 3 signed by 2 founders only",
+            vec![g.clone(), v2.clone(), v2b.clone()],
+            signed_by(next_doc(&v2)?, &[1, 2])?,
+        ),
+        (
+            "after an equivocation at version 2, version 4",
+            vec![g.clone(), v2.clone(), v2b.clone()],
+            signed_by(next_doc(&v3)?, &[1, 2, 3])?,
+        ),
+        (
+            "the version 2 dropped by the resolution, offered again",
+            vec![g.clone(), v2.clone(), v2b.clone(), v3b],
+            v2,
+        ),
     ])
 }
 
@@ -618,10 +745,17 @@ fn verdict(held: &[SignedCharter], offered: &SignedCharter) -> String {
             Err(e) => e.code().into(),
         };
     }
-    let mut chain = match CharterChain::verify_all(held) {
+    // The documents held are offered in order, so that a case can hold an equivocation (two
+    // documents of one version) or its resolution.
+    let mut chain = match CharterChain::from_genesis(&held[0]) {
         Ok(c) => c,
         Err(e) => return format!("held chain refused: {e}"),
     };
+    for h in &held[1..] {
+        if let Err(e) = chain.offer(h) {
+            return format!("held chain refused: {e}");
+        }
+    }
     match chain.offer(offered) {
         Ok(o) => o.code().into(),
         Err(e) => e.code().into(),
@@ -689,6 +823,9 @@ fn published_charter_vectors_hold() -> TestResult {
         "below-threshold-previous",
         "wrong-previous",
         "skipped-version",
+        "resolved",
+        "equivocated",
+        "dropped",
     ] {
         assert!(verdicts.contains(v), "no vector has verdict {v}");
     }

@@ -265,3 +265,27 @@ fn a_rotated_member_is_one_party_across_its_keys() -> TestResult {
     assert!(charter.current_peers_of(&peer(9)?.to_string()).is_empty());
     Ok(())
 }
+
+#[test]
+fn a_head_claimed_while_the_slots_are_taken_is_kept_until_taken_highest_first() {
+    use crate::model::message::CharterHead;
+    use crate::node::charter::PendingHead;
+    let pending = PendingHead::default();
+    assert!(pending.take().is_none());
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let head = |version: u64| CharterHead {
+        version,
+        digest: format!("{version:064}"),
+    };
+    pending.note(a, head(5));
+    pending.note(b, head(4));
+    pending.note(b, head(5));
+    assert_eq!(
+        pending.take(),
+        Some((a, head(5))),
+        "the first of the highest kept"
+    );
+    assert!(pending.take().is_none(), "taken once");
+    pending.note(b, head(6));
+    assert_eq!(pending.take(), Some((b, head(6))));
+}
