@@ -727,8 +727,12 @@ async fn a_member_serving_bad_charters_is_refused_naming_the_cause() -> Result<(
         s.claim_digest = "06".repeat(32);
         s.serve = Some(v2b);
     }
-    wait_until("the equivocation seen", WAIT, || async {
-        Ok(api.federation().await?.charter.state == "equivocated")
+    // The state changes as the evidence is kept; its record follows through the group commit.
+    wait_until("the equivocation seen and recorded", WAIT, || async {
+        let recorded = api
+            .provenance(None, Some(RecordKind::CharterEquivocation))
+            .await?;
+        Ok(api.federation().await?.charter.state == "equivocated" && !recorded.is_empty())
     })
     .await?;
     let alarms = api
@@ -808,8 +812,12 @@ async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Resul
         ..Script::default()
     }));
     let member_h = HostileMember::start(h.clone(), &node, scripted(script.clone())).await?;
-    wait_until("version 3 applied", WAIT, || async {
-        Ok(api.federation().await?.charter.version == 3)
+    // Applied, and recorded (the record follows the chain through the group commit).
+    wait_until("version 3 applied and recorded", WAIT, || async {
+        let applied = api
+            .provenance(None, Some(RecordKind::CharterApplied))
+            .await?;
+        Ok(applied.iter().any(|r| r.version == Some(3)))
     })
     .await?;
     let view = api.federation().await?.charter;
