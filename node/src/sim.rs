@@ -341,6 +341,12 @@ pub enum Step {
         /// The removed node.
         node: usize,
     },
+    /// A member rotates its key (`yrd key rotate`): the next key is added by one version, the
+    /// node restarts on it, and the earlier key is removed by the next (docs/federation.md).
+    CharterRotate {
+        /// The rotating node.
+        node: usize,
+    },
 }
 
 impl Step {
@@ -364,6 +370,7 @@ impl Step {
             Step::Sleep { .. } => "sleep",
             Step::CharterJoin { .. } => "charter_join",
             Step::CharterRemove { .. } => "charter_remove",
+            Step::CharterRotate { .. } => "charter_rotate",
         }
     }
 }
@@ -482,7 +489,7 @@ impl Scenario {
         let charter_step = scenario.steps.iter().any(|s| {
             matches!(
                 s.get_ref(),
-                Step::CharterJoin { .. } | Step::CharterRemove { .. }
+                Step::CharterJoin { .. } | Step::CharterRemove { .. } | Step::CharterRotate { .. }
             )
         });
         if charter_step && scenario.charter.is_none() {
@@ -615,7 +622,9 @@ fn check_step(step: &Step, n: usize) -> Result<(), String> {
             check_condition(condition, n)
         }
         Step::Heal | Step::Sleep { .. } => Ok(()),
-        Step::CharterJoin { node } | Step::CharterRemove { node } => check_node(*node, n),
+        Step::CharterJoin { node }
+        | Step::CharterRemove { node }
+        | Step::CharterRotate { node } => check_node(*node, n),
     }
 }
 
@@ -723,6 +732,10 @@ pub struct Report {
     /// p99 of `charter_propagation_ms`.
     #[serde(default)]
     pub charter_propagation_p99_ms: Option<f64>,
+    /// Milliseconds of each `charter_rotate`: from `yrd key rotate` to every member holding the
+    /// version that retires the earlier key (two changes and the node's restart).
+    #[serde(default)]
+    pub key_rotation_ms: Vec<f64>,
     /// Assertions and waits.
     pub assertions: Vec<AssertionResult>,
     /// Whether every assertion passed.
@@ -770,6 +783,11 @@ impl Report {
                 self.charter_propagation_ms.len(),
                 self.charter_propagation_p50_ms.unwrap_or(0.0),
                 self.charter_propagation_p99_ms.unwrap_or(0.0)
+            ));
+        }
+        for ms in &self.key_rotation_ms {
+            out.push_str(&format!(
+                "key rotation: both charter changes applied everywhere in {ms:.0} ms\n"
             ));
         }
         if self.query_calls > 0 {
@@ -1512,6 +1530,7 @@ impl Sim {
             Step::Sleep { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
             Step::CharterJoin { node } => self.charter_join(*node).await?,
             Step::CharterRemove { node } => self.charter_remove(*node).await?,
+            Step::CharterRotate { node } => self.charter_rotate(*node).await?,
         }
         Ok(())
     }
@@ -1532,18 +1551,23 @@ impl Sim {
     /// Proposes `change` at the first founder, has the founders approve it through their nodes,
     /// and times it from the approval that completes it until every running member applied it.
     async fn charter_change(&mut self, change: Change) -> Result<u64, String> {
-        let run = self
-            .charter
-            .as_ref()
-            .ok_or("the scenario has no [charter]")?;
-        let threshold = run.setup.threshold as usize;
         let current = self.charter_in_force()?;
         let next = current
             .document
             .next(&[change], now_rfc3339(), current.document.expires.clone())
             .map_err(|e| e.to_string())?;
-        let version = next.version;
-        let draft = SignedCharter::draft(next);
+        self.approve_and_spread(SignedCharter::draft(next)).await
+    }
+
+    /// Has `threshold` founders approve `draft` through their nodes and waits until every
+    /// running member applied it; records the time from the last approval.
+    async fn approve_and_spread(&mut self, draft: SignedCharter) -> Result<u64, String> {
+        let run = self
+            .charter
+            .as_ref()
+            .ok_or("the scenario has no [charter]")?;
+        let threshold = run.setup.threshold as usize;
+        let version = draft.document.version;
         let mut started = Instant::now();
         for f in 0..threshold {
             // Each founder is handed the draft (as a bureau reviews the file it is sent) and
@@ -1653,7 +1677,8 @@ impl Sim {
         }
     }
 
-    async fn charter_remove(&mut self, i: usize) -> Result<(), String> {
+    /// The charter of the run, with node `i` a member of it.
+    fn charter_member(&self, i: usize) -> Result<&CharterRun, String> {
         let run = self
             .charter
             .as_ref()
@@ -1661,6 +1686,57 @@ impl Sim {
         if !run.on_charter[i] {
             return Err(format!("node {i} is not a member"));
         }
+        Ok(run)
+    }
+
+    async fn charter_rotate(&mut self, i: usize) -> Result<(), String> {
+        self.charter_member(i)?;
+        let started = Instant::now();
+        // Stage 1: the next key added; the node asks to restart on it once that applies.
+        let add = self.rotation_proposal(i).await?;
+        self.approve_and_spread(add).await?;
+        let restart = self.node(i)?.restart_requested();
+        tokio::time::timeout(Duration::from_secs(30), restart.cancelled())
+            .await
+            .map_err(|_| format!("node {i} did not ask to restart on its next key within 30 s"))?;
+        // As `yrd run` does: the same data dir started again, which switches to the next key.
+        if let Some(r) = self.nodes[i].running.take() {
+            r.shutdown().await.map_err(|e| format!("node {i}: {e}"))?;
+        }
+        start_node(&mut self.nodes[i], i)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = NodeKey::load(&self.nodes[i].data_dir.join(crate::identity::KEY_FILE))
+            .map_err(|e| format!("node {i}: {e}"))?;
+        if key.peer_id() == self.ids[i] {
+            return Err(format!("node {i} restarted on its old key"));
+        }
+        self.ids[i] = key.peer_id();
+        if let Some(c) = self.charter.as_mut() {
+            c.keys[i] = key;
+        }
+        // Stage 2: the earlier key retired.
+        let retire = self.rotation_proposal(i).await?;
+        self.approve_and_spread(retire).await?;
+        self.report
+            .key_rotation_ms
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
+    }
+
+    /// The proposal of node `i`'s next rotation stage (`yrd key rotate`), as the founders get it.
+    async fn rotation_proposal(&self, i: usize) -> Result<SignedCharter, String> {
+        let node = self.node(i)?;
+        let view = node
+            .rotate_key()
+            .await
+            .map_err(|e| format!("node {i} rotating its key: {e}"))?;
+        node.federation_proposal(&view.proposal.digest)
+            .map_err(|e| format!("node {i}: {e}"))
+    }
+
+    async fn charter_remove(&mut self, i: usize) -> Result<(), String> {
+        let run = self.charter_member(i)?;
         let current = self.charter_in_force()?;
         let key = run.keys[i].public_hex();
         let member = current

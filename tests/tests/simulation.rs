@@ -217,7 +217,8 @@ fn bad_scenarios_are_refused_with_the_line_and_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cities_join_and_one_is_removed_through_charter_changes() -> Result<()> {
-    // charter-45.toml in small: four founders, three cities join one at a time, one leaves.
+    // charter-45.toml in small: four founders, three cities join one at a time, one rotates its
+    // key, one leaves.
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("charter.toml");
     let mut text = String::from(
@@ -234,21 +235,23 @@ async fn cities_join_and_one_is_removed_through_charter_changes() -> Result<()> 
          \n[[step]]\naction = \"add_offer\"\nnode = 5\ndataset = \"city-licences\"\n\
          standard = \"enterprise-licence\"\n\
          \n[[step]]\naction = \"wait_until\"\ncondition = { check = \"catalogue_converged\" }\n\
+         \n[[step]]\naction = \"charter_rotate\"\nnode = 4\n\
          \n[[step]]\naction = \"charter_remove\"\nnode = 6\n\
          \n[[step]]\naction = \"assert\"\ncondition = { check = \"no_alarms\" }\n",
     );
     std::fs::write(&path, text)?;
     let report = run_file(&path, None, None).await?;
     assert!(report.passed, "{}", report.render());
-    // Three joins and a removal, each applied by every member.
+    // Three joins, the rotation's two changes and a removal, each applied by every member.
     assert_eq!(
         report.charter_propagation_ms.len(),
-        4,
+        6,
         "{}",
         report.render()
     );
     assert!(report.charter_propagation_p99_ms.is_some());
-    assert!(report.render().contains("charter changes: 4"));
+    assert!(report.render().contains("charter changes: 6"));
+    assert_eq!(report.key_rotation_ms.len(), 1, "{}", report.render());
     Ok(())
 }
 

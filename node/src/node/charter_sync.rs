@@ -687,6 +687,13 @@ impl Node {
             .ok_or_else(|| NodeError::NotFound(format!("charter version {version} not applied")))
     }
 
+    /// One proposal of the next version held, with the signatures it has.
+    pub fn federation_proposal(&self, digest: &str) -> Result<SignedCharter, NodeError> {
+        self.charter()?
+            .proposal(digest)
+            .ok_or_else(|| NodeError::NotFound(format!("charter proposal {digest}")))
+    }
+
     /// The proposals of the next version held.
     pub fn federation_proposals(&self) -> Result<Vec<ProposalView>, NodeError> {
         Ok(self.charter()?.proposal_views())
