@@ -394,7 +394,7 @@ impl Node {
             let blobs = self.blobs().clone();
             let (pid, digest, t) = (id.clone(), m.digest.clone(), table.clone());
             let format = m.format;
-            let (partial, check) = tokio::task::spawn_blocking(move || {
+            let making = tokio::task::spawn_blocking(move || {
                 let partial = blobs.begin_partial(&pid, &digest, &t)?;
                 let check = ReceiveCheck::new(t.chunk_count(), format, standard).map_err(|e| {
                     BlobError::Io {
@@ -404,10 +404,13 @@ impl Node {
                     }
                 })?;
                 Ok::<_, BlobError>((partial, check))
-            })
-            .await
-            .map_err(fatal)?
-            .map_err(fatal)?;
+            });
+            // The fetch's state (with its manifest) is durable before the first chunk lands,
+            // so a crash from here on leaves a partial that a record names, which the next
+            // start resumes — not an orphan it removes. Flushed while the partial is made.
+            let (flushed, made) = tokio::join!(self.store().flush(), making);
+            flushed.map_err(fatal)?;
+            let (partial, check) = made.map_err(fatal)?.map_err(fatal)?;
             progress
                 .bytes
                 .store(partial.progress().0, Ordering::Relaxed);
