@@ -2260,6 +2260,9 @@ async fn start_node(s: &mut SimNode, index: usize) -> Result<(), SimError> {
             )
         })
     });
+    // A restart in this process (a rejoin, a key rotation) may find the previous instance's
+    // QUIC endpoint still holding its port while its connections drain.
+    crate::net::wait_bindable(&config.network.listen, Duration::from_secs(10)).await;
     // The simulation runs many nodes on few cores: anti-entropy and pings stay at defaults.
     let running = Server::start(NodeOptions {
         config: config.clone(),

@@ -363,6 +363,7 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
         crate::notify::notify("RELOADING=1\nSTATUS=restarting on the rotated node key");
         tracing::warn!("restarting the node on its rotated key");
         running.shutdown().await?;
+        crate::net::wait_bindable(&options.config.network.listen, RESTART_PORTS_WITHIN).await;
         running = crate::server::Server::start(options.clone()).await?;
     }
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
@@ -370,6 +371,10 @@ async fn run_daemon(cli: &Cli) -> Result<(), CliError> {
     running.shutdown().await?;
     Ok(())
 }
+
+/// How long a restart on a rotated key waits for the previous instance's ports (its QUIC
+/// endpoint drains its connections before it lets the UDP port go).
+const RESTART_PORTS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn sim(
     cli: &Cli,

@@ -721,6 +721,32 @@ fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
 /// libp2p listens with `SO_REUSEPORT`, so a second node on a taken port would start and silently
 /// share it with the first; a plain bind first turns that into a clear error.
 fn probe_port(addr: &Multiaddr) -> Result<(), NetError> {
+    bind_once(addr).map_err(|e| NetError::Listen {
+        addr: addr.clone(),
+        cause: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the port is already in use (another node on this port?)".to_string()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// Waits, at most `within`, until every fixed port of `addrs` can be bound again: a node
+/// restarted in the same process (a key rotation) finds its previous QUIC endpoint still
+/// holding its UDP port while its connections drain. Any other error is left to the start.
+pub async fn wait_bindable(addrs: &[Multiaddr], within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    for addr in addrs {
+        while matches!(bind_once(addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Binds `addr`'s IP and fixed port once (TCP or UDP) and lets go; Ok for anything else.
+fn bind_once(addr: &Multiaddr) -> std::io::Result<()> {
     use libp2p::multiaddr::Protocol;
     let parts: Vec<Protocol> = addr.iter().collect();
     let (ip, port, udp) = match parts.as_slice() {
@@ -733,19 +759,11 @@ fn probe_port(addr: &Multiaddr) -> Result<(), NetError> {
     if port == 0 {
         return Ok(());
     }
-    let probe = if udp {
+    if udp {
         std::net::UdpSocket::bind((ip, port)).map(drop)
     } else {
         std::net::TcpListener::bind((ip, port)).map(drop)
-    };
-    probe.map_err(|e| NetError::Listen {
-        addr: addr.clone(),
-        cause: if e.kind() == std::io::ErrorKind::AddrInUse {
-            "the port is already in use (another node on this port?)".to_string()
-        } else {
-            e.to_string()
-        },
-    })
+    }
 }
 
 fn listen_cause(e: &libp2p::TransportError<std::io::Error>) -> String {

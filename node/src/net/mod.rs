@@ -14,7 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, wait_bindable};
 pub use gate::Members;
 
 use crate::identity::NodeKey;
