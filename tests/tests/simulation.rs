@@ -260,6 +260,13 @@ fn a_charter_step_needs_a_charter_table() {
     let text = "name = \"x\"\nnodes = 5\n\n[[step]]\naction = \"charter_join\"\nnode = 4\n";
     let err = Scenario::parse(text, None).expect_err("refused");
     assert!(err.contains("need a [charter] table"), "{err}");
+    let text = "name = \"x\"\nnodes = 5\n\n[[step]]\naction = \"charter_rotate\"\nnode = 4\n";
+    let err = Scenario::parse(text, None).expect_err("refused");
+    assert!(err.contains("need a [charter] table"), "{err}");
+    let text = "name = \"x\"\nnodes = 5\n\n[charter]\nfounders = 4\nthreshold = 3\n\n\
+                [[step]]\naction = \"charter_rotate\"\nnode = 9\n";
+    let err = Scenario::parse(text, None).expect_err("refused");
+    assert!(err.contains('9'), "{err}");
     let text = "name = \"x\"\nnodes = 5\n\n[charter]\nfounders = 2\nthreshold = 3\n\n\
                 [[step]]\naction = \"charter_join\"\nnode = 4\n";
     let err = Scenario::parse(text, None).expect_err("refused");

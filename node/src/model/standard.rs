@@ -168,24 +168,10 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
         }
         None => return Err(StandardError::WrongMetaSchema { found: None }),
     }
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .should_ignore_unknown_formats(false)
-        // Never fetch: with every retriever feature off this is already so, but feature
-        // unification elsewhere in the build must not change it.
-        .offline()
-        .build(schema)
-        .map_err(|e| compile_error(schema, &e))?;
+    let validator = build::<jsonschema::json::SerdeJson>(schema)?;
     // The same options for the borrowed representation: a schema that compiled above compiles
     // here too (compiling does not depend on the instances' representation).
-    let borrowed = jsonschema::options_for::<BorrowedJson>()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .should_ignore_unknown_formats(false)
-        .offline()
-        .build(schema)
-        .map_err(|e| compile_error(schema, &e))?;
+    let borrowed = build::<BorrowedJson>(schema)?;
     match root.get("type") {
         Some(Value::String(t)) if t == "object" => {}
         Some(Value::Array(ts)) if matches!(ts.as_slice(), [t] if t == "object") => {}
@@ -206,6 +192,22 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
         borrowed,
         fields,
     })
+}
+
+/// The standard's validator for records in the JSON representation `F`: draft 2020-12, format
+/// assertions on, unknown formats refused.
+fn build<F: jsonschema::json::Json>(
+    schema: &Value,
+) -> Result<jsonschema::Validator<F>, StandardError> {
+    jsonschema::options_for::<F>()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        // Never fetch: with every retriever feature off this is already so, but feature
+        // unification elsewhere in the build must not change it.
+        .offline()
+        .build(schema)
+        .map_err(|e| compile_error(schema, &e))
 }
 
 fn compile_error(schema: &Value, e: &jsonschema::ValidationError<'_>) -> StandardError {
