@@ -493,7 +493,9 @@ impl Scenario {
             )
         });
         if charter_step && scenario.charter.is_none() {
-            return Err("charter_join, charter_remove and charter_rotate need a [charter] table".into());
+            return Err(
+                "charter_join, charter_remove and charter_rotate need a [charter] table".into(),
+            );
         }
         for (i, s) in scenario.steps.iter().enumerate() {
             let line = line_of(text, s.span().start);

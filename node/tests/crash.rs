@@ -375,7 +375,11 @@ impl Net {
     /// Jiangsu's receipt for it.
     fn fetched_and_receipted(&self, version: u64) {
         let mut polls = 0u32;
-        wait_until(&format!("Jiangsu to fetch v{version}"), WAIT, || {
+        // Longer than WAIT: about one run in ten of the fetch.* cases, the fetch after the
+        // restart completes only ~30 s later (cause not yet found; docs/crash-matrix.md). The
+        // invariant checked is that it resumes and completes, not how fast.
+        let within = WAIT * 3;
+        wait_until(&format!("Jiangsu to fetch v{version}"), within, || {
             polls += 1;
             nudge(&self.js.dir, version, polls);
             let list = self.js.json(&["transfers"]);
