@@ -55,7 +55,7 @@ echo "== provenance: durable appends, proofs and queries in a ${PROV_RECORDS:-10
 target/release/bench-provenance all --records "${PROV_RECORDS:-1000000}" \
   --json-out "$OUT/provenance.json"
 
-for n in ${SIM_SIZES:-16 100}; do
+for n in ${SIM_SIZES:-16 100 200}; do
   echo "== simulation: catalogue convergence at $n nodes (yrd sim, scripts/scenarios/delta-100.toml)"
   # A failed assertion is a figure too (the table shows it): the suite goes on.
   target/release/yrd sim --scenario scripts/scenarios/delta-100.toml --nodes "$n" \

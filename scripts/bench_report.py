@@ -4,7 +4,7 @@
 Usage: bench_report.py DIR [--write docs/benchmarks.md]
 
 DIR holds machine.txt and the figures of each benchmark (node.json, catalogue.json,
-transfer.json, wan.json, provenance.json, validate.json, query-index.json, query.json, sim-16.json, sim-100.json, sim-charter-100.json); a missing file is
+transfer.json, wan.json, provenance.json, validate.json, query-index.json, query.json, sim-16.json, sim-100.json, sim-200.json, sim-charter-100.json); a missing file is
 shown as "not run". With --write, the table and the machine's description replace the block
 between the `bench.sh summary` markers of the given Markdown file (the analysis around it is
 kept); the markers are added after the file's first paragraph when it has none.
@@ -106,22 +106,26 @@ def rows(d):
             c.get("p99_ms"), ".1f", " ms", 1000, higher=False)
         out[-1] = out[-1][:1] + (f"{fmt(c.get('p99_ms'), '.1f')} ms "
                                  f"({fmt(c.get('p50_ms'), '.1f')} ms)",) + out[-1][2:]
-    for size in (16, 100):
+    for size in (16, 100, 200):
         s = load(d, f"sim-{size}.json")
         if s is None:
             add(f"catalogue convergence, {size} nodes (yrd sim): p99 (p50)", None, "", "")
             continue
-        # Issue 3's goal (p99 < 1 s) is for a provincial network; the issues set none at 100 nodes.
-        goal = 1000 if size <= 16 else None
+        # Issue 3's goal (p99 < 1 s) is for a provincial network; issue 16's is p99 < 2 s at 100
+        # nodes and more, with start and mesh within 30 s.
+        goal = 1000 if size <= 16 else 2000
         add(f"catalogue convergence, {size} nodes (yrd sim, {len(s.get('convergence_ms') or [])} "
             f"changes): p99 (p50)", s.get("convergence_p99_ms"), ".0f", " ms", goal, higher=False)
         out[-1] = out[-1][:1] + (f"{fmt(s.get('convergence_p99_ms'), '.0f')} ms "
                                  f"({fmt(s.get('convergence_p50_ms'), '.0f')} ms)",) + out[-1][2:]
         passed = sum(1 for a in s.get("assertions") or [] if a.get("passed"))
+        started = s.get("startup_secs")
+        in_time = size <= 16 or (started is not None and started < 30)
         out.append((f"{size}-node scenario: start + mesh; assertions",
-                    f"{fmt(s.get('startup_secs'), '.1f')} s; {passed}/"
+                    f"{fmt(started, '.1f')} s; {passed}/"
                     f"{len(s.get('assertions') or [])} passed",
-                    "all pass", "met" if s.get("passed") else "NOT met"))
+                    "all pass" if size <= 16 else "< 30 s; all pass",
+                    "met" if s.get("passed") and in_time else "NOT met"))
 
     s = load(d, "sim-charter-100.json")
     if s is None:

@@ -254,6 +254,12 @@ pub struct NetworkSection {
     pub mdns: bool,
     /// Longest wait between two redials of an unreachable member, in seconds.
     pub redial_max_secs: u64,
+    /// How many members this node keeps connected at all times; 0 keeps every member. In a
+    /// federation of more members, each node keeps its neighbours on a ring of all members and
+    /// chords chosen by key hash (docs/architecture.md, "Connections"), gossip crosses that
+    /// graph, and any other member is dialled when needed. Every node must reach the others
+    /// through it, so keep it at 4 or more.
+    pub kept_members: usize,
     /// Close a connection idle for this long, in seconds.
     pub idle_timeout_secs: u64,
     /// Seconds between pings of each connected peer.
@@ -279,6 +285,7 @@ impl Default for NetworkSection {
             bootstrap: Vec::new(),
             mdns: false,
             redial_max_secs: 60,
+            kept_members: 12,
             idle_timeout_secs: 300,
             ping_interval_secs: 15,
             request_timeout_secs: 30,
@@ -488,6 +495,13 @@ impl NodeConfig {
                     "an address other than api.listen",
                 ));
             }
+        }
+        if (1..4).contains(&self.network.kept_members) {
+            return Err(invalid(
+                "network.kept_members".into(),
+                self.network.kept_members.to_string(),
+                "0 (every member) or from 4 (fewer cannot keep the members' graph connected)",
+            ));
         }
         let secs = [
             (
@@ -782,6 +796,11 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
         let e = refusal(&format!("{GOOD}bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n"));
         assert!(
             e.contains("network.bootstrap[0]") && e.contains("/p2p/"),
+            "{e}"
+        );
+        let e = refusal(&format!("{GOOD}kept_members = 2\n"));
+        assert!(
+            e.contains("network.kept_members") && e.contains("from 4"),
             "{e}"
         );
         let e = refusal(&format!("{GOOD}redial_max_secs = 0\n"));

@@ -1029,13 +1029,15 @@ impl Sim {
         };
         // Every node has verified every other's NodeInfo: the network is up.
         let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
-        // Up to 16 nodes, a full mesh; beyond, each node verified by 16 members is enough for
-        // gossip to reach everyone (the members keep connecting while the scenario runs).
+        // A small network meshes fully; in a larger one each node keeps a bounded set of
+        // members connected (`network.kept_members`), and is ready when it has verified that
+        // many: gossip then reaches everyone across the members' connection graph.
         // On a charter, the nodes not yet in it are refused by its members: not waited for.
         let waited: Vec<bool> = (0..n)
             .map(|i| sim.charter.as_ref().is_none_or(|c| c.on_charter[i]))
             .collect();
-        let ready_peers = (waited.iter().filter(|w| **w).count().max(1) - 1).min(16);
+        let kept = crate::config::NetworkSection::default().kept_members;
+        let ready_peers = (waited.iter().filter(|w| **w).count().max(1) - 1).min(kept);
         loop {
             let mut meshed = true;
             for (i, s) in sim.nodes.iter().enumerate() {
@@ -1649,14 +1651,16 @@ impl Sim {
         start_node(&mut self.nodes[i], i)
             .await
             .map_err(|e| e.to_string())?;
-        // Joined once it has verified every member (at most 16, as at start): the next step
-        // does not run during its connection storm (bureaus join days apart, not back to back).
+        // Joined once it has verified the members it keeps connected, as at start: the next
+        // step does not run while it connects (bureaus join days apart, not back to back).
         let members = self
             .charter
             .as_ref()
             .map(|c| c.on_charter.iter().filter(|m| **m).count())
             .unwrap_or(0);
-        let wanted = members.saturating_sub(1).min(16);
+        let wanted = members
+            .saturating_sub(1)
+            .min(crate::config::NetworkSection::default().kept_members);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let verified = match self.nodes[i].node() {

@@ -29,7 +29,7 @@ use yrd_node::model::catalogue::{Demand, UpdateCycle};
 use yrd_node::model::chunks::ChunkTable;
 use yrd_node::model::exchange::Manifest;
 use yrd_node::model::merkle::{self, MemoryStore};
-use yrd_node::model::message::{Request, Response, SchemaHead};
+use yrd_node::model::message::{ANNOUNCE_TOPIC, Announcement, Request, Response, SchemaHead};
 use yrd_node::model::node_info::NodeInfo;
 use yrd_node::model::provenance::TreeHead;
 use yrd_node::model::query::QueryResponse;
@@ -182,6 +182,17 @@ impl HostileMember {
         self.net.shutdown().await;
     }
 
+    /// Publishes `announcement` on the announcement topic as this member (the gossip message
+    /// signed by its key), retrying until the node's subscription has reached it.
+    pub async fn announce(&self, announcement: &Announcement) -> Result<()> {
+        self.net.subscribe(ANNOUNCE_TOPIC).await?;
+        let data = serde_json::to_vec(announcement)?;
+        wait_until("the announcement to be published", WAIT, || async {
+            Ok(self.net.publish(ANNOUNCE_TOPIC, data.clone()).await.is_ok())
+        })
+        .await
+    }
+
     // ------------------------------------------------------------------ /yrd/req/1
 
     /// Sends `request` to the node and returns its answer.
@@ -293,6 +304,7 @@ fn config(key: NodeKey, target: Multiaddr, hold: Duration) -> Result<NetConfig> 
         members: Members::new([target_id]),
         mdns: false,
         redial_max: Duration::from_secs(2),
+        kept_members: 0,
         idle_timeout: Duration::from_secs(300),
         ping_interval: Duration::from_secs(15),
         request_timeout: hold,

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use yrd_node::identity::NodeKey;
-use yrd_node::model::message::{Request, Response};
+use yrd_node::model::catalogue::Catalogue;
+use yrd_node::model::message::{Announcement, Request, Response};
 use yrd_node::model::provenance::{RecordKind, SessionEnd};
 use yrd_node::model::refusal::RefusalCode;
+use yrd_node::model::signed::Signed;
 use yrd_node::model::transfer::{FetchOpen, FetchReply, MAX_WANT_FRAME};
 use yrd_node::node::REFUSAL_RECORDS_PER_PEER_PER_HOUR;
 use yrd_tests::fixtures::{OPEN, Provider, file_digest, provider};
@@ -515,4 +517,76 @@ async fn fork_after_fork_causes_at_most_the_members_budget_of_alarms() -> Result
         .count();
     assert_eq!(open, 1, "the first open alarm is kept past the budget");
     attack.stop().await
+}
+
+/// A catalogue an announcement carries is judged as a pulled one: a member whose gossip
+/// carries another member's catalogue with a raised sequence (its signature no longer over it)
+/// is refused and recorded, and the catalogue held is unchanged; its own catalogue, validly
+/// signed, is taken from the gossip alone — it answers no request, so nothing was pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_carried_by_gossip_is_judged_as_a_pulled_one() -> Result<()> {
+    let key = NodeKey::generate();
+    let mut net = network_with(2, &key, |_, _| {}).await?;
+    let hostile = HostileMember::start(key.clone(), &net.nodes[0], silent()).await?;
+    let node = &net.nodes[0];
+    let other = net.nodes[1].peer_id().to_string();
+    let sequence = new_snapshot(&net.nodes[1], "carried").await?;
+    let held = |node: &TestNode, publisher: &str| -> Result<Option<Signed<Catalogue>>> {
+        Ok(node
+            .node()?
+            .network_catalogues()
+            .into_iter()
+            .find(|c| c.document.publisher == publisher))
+    };
+    let genuine = wait_until("node 1's snapshot on node 0", WAIT, || async {
+        Ok(held(node, &other)?.filter(|c| c.document.sequence >= sequence))
+    })
+    .await?;
+    let carried = |c: Signed<Catalogue>| -> Result<Announcement> {
+        Ok(Announcement::Catalogue {
+            publisher: c.document.publisher.clone(),
+            sequence: c.document.sequence,
+            digest: c.digest_hex()?,
+            catalogue: Some(Box::new(c)),
+        })
+    };
+    let mut forged = genuine.clone();
+    forged.document.sequence += 10;
+    hostile.announce(&carried(forged)?).await?;
+    let refused = wait_until("the carried catalogue's refusal", WAIT, || async {
+        Ok(records_from(node, &hostile, RecordKind::Refused)
+            .await?
+            .into_iter()
+            .find(|r| {
+                r.cause
+                    .as_deref()
+                    .is_some_and(|c| c.contains("carried by an announcement"))
+            }))
+    })
+    .await?;
+    assert!(
+        refused.cause.as_deref().unwrap_or("").contains(&other),
+        "{refused:?}"
+    );
+    assert_eq!(
+        held(node, &other)?.map(|c| c.document.sequence),
+        Some(genuine.document.sequence),
+        "the forged sequence is not held"
+    );
+    let mut own = genuine.document.clone();
+    own.publisher = hostile.peer_id().to_string();
+    own.sequence = 1;
+    hostile
+        .announce(&carried(Signed::sign(own, hostile.key().signing_key())?)?)
+        .await?;
+    let id = hostile.peer_id().to_string();
+    wait_until(
+        "the hostile member's own catalogue from the gossip",
+        WAIT,
+        || async { Ok(held(node, &id)?.is_some_and(|c| c.document.sequence == 1)) },
+    )
+    .await?;
+    assert_eq!(hostile.seen("get-catalogue"), 0, "nothing was pulled");
+    hostile.shutdown().await;
+    net.stop_all().await
 }

@@ -221,7 +221,16 @@ pub enum Response {
     },
 }
 
-/// A gossip announcement: small (far below gossipsub's 64 KiB cap), content pulled separately.
+/// Largest announcement that carries its document (gossipsub caps a message at 64 KiB, its
+/// envelope included); above, the document is left out and pulled.
+pub const MAX_EMBEDDED_ANNOUNCEMENT_BYTES: usize = 60 * 1024;
+
+/// A gossip announcement. It names a document (publisher, version, digest) and, when the whole
+/// announcement stays within [`MAX_EMBEDDED_ANNOUNCEMENT_BYTES`], carries the signed document
+/// itself, so that members take it from the gossip (which crosses the members' connection
+/// graph) instead of each pulling it from the one node that made it. A receiver checks the
+/// document against the digest it is announced under and judges it exactly as a pulled one; a
+/// document too big to carry is pulled as before.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Announcement {
@@ -233,6 +242,9 @@ pub enum Announcement {
         sequence: u64,
         /// BLAKE3 of the signed envelope's canonical JSON.
         digest: String,
+        /// The signed catalogue, when it fits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalogue: Option<Box<Signed<Catalogue>>>,
     },
     /// A new standard version.
     Schema {
@@ -244,6 +256,9 @@ pub enum Announcement {
         version: String,
         /// Content digest.
         digest: String,
+        /// The signed standard, when it fits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Box<Signed<SchemaDoc>>>,
     },
     /// A new federation charter version was applied.
     Charter {
@@ -251,6 +266,9 @@ pub enum Announcement {
         version: u64,
         /// Its digest.
         digest: String,
+        /// The signed charter version, when it fits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        charter: Option<Box<SignedCharter>>,
     },
     /// A proposal of the charter's next version was made or gained signatures.
     CharterProposal {
@@ -261,4 +279,44 @@ pub enum Announcement {
         /// Signatures it now carries that verify over its document.
         signatures: u32,
     },
+}
+
+impl Announcement {
+    /// The same announcement without the document it carries (to be pulled instead).
+    pub fn without_document(self) -> Announcement {
+        match self {
+            Announcement::Catalogue {
+                publisher,
+                sequence,
+                digest,
+                ..
+            } => Announcement::Catalogue {
+                publisher,
+                sequence,
+                digest,
+                catalogue: None,
+            },
+            Announcement::Schema {
+                publisher,
+                id,
+                version,
+                digest,
+                ..
+            } => Announcement::Schema {
+                publisher,
+                id,
+                version,
+                digest,
+                schema: None,
+            },
+            Announcement::Charter {
+                version, digest, ..
+            } => Announcement::Charter {
+                version,
+                digest,
+                charter: None,
+            },
+            a @ Announcement::CharterProposal { .. } => a,
+        }
+    }
 }

@@ -16,6 +16,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::{Gate, Members, Refused};
+use super::topology;
 use super::{
     Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
@@ -28,6 +29,23 @@ use crate::model::query::{MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BYTES, QUERY_PROTOCO
 const MAX_ADDRESSES_PER_PEER: usize = 16;
 const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 const FIRST_REDIAL: Duration = Duration::from_millis(500);
+/// New dials started per maintenance tick (every 500 ms): a node joining a large federation, or
+/// a whole simulated network starting at once, connects in a stream rather than a storm.
+const DIALS_PER_TICK: usize = 8;
+/// Kademlia lookups of unknown addresses started per maintenance tick.
+const LOOKUPS_PER_TICK: usize = 2;
+/// Requests held while the address of the member they go to is looked up.
+const MAX_PARKED: usize = 256;
+
+type RequestReply = oneshot::Sender<Result<Response, NetError>>;
+type QueryReply = oneshot::Sender<Result<QueryResponse, NetError>>;
+
+/// A request to a member not connected and of no known address (a member outside the kept
+/// set, in a large federation), held until a Kademlia lookup finds it or ends.
+enum Parked {
+    Request(Request, RequestReply),
+    Query(serde_json::Value, QueryReply),
+}
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -63,8 +81,13 @@ fn make_behaviour(
     kad_config.set_query_timeout(Duration::from_secs(30));
     let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
     kad.set_mode(Some(kad::Mode::Server));
+    // A message waits up to 10 s (not gossipsub's 1 s) for a busy connection before it is given
+    // up to the lazy IHAVE/IWANT path, which costs a heartbeat per hop: on a loaded node (a
+    // hundred simulated on two cores) forwarding otherwise fell back to it at every hop.
     let gossip_config = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(Duration::from_secs(1))
+        .forward_queue_duration(Duration::from_secs(10))
+        .publish_queue_duration(Duration::from_secs(10))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .build()?;
@@ -133,8 +156,10 @@ pub struct EventLoop {
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     redial: HashMap<PeerId, Redial>,
     redial_max: Duration,
-    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
-    pending_queries: HashMap<OutboundRequestId, oneshot::Sender<Result<QueryResponse, NetError>>>,
+    kept_members: usize,
+    pending_requests: HashMap<OutboundRequestId, RequestReply>,
+    pending_queries: HashMap<OutboundRequestId, QueryReply>,
+    parked: HashMap<PeerId, Vec<Parked>>,
     pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
     last_kad_bootstrap: Option<Instant>,
     stats: NetStats,
@@ -236,8 +261,10 @@ impl EventLoop {
             addresses: HashMap::new(),
             redial: HashMap::new(),
             redial_max: config.redial_max,
+            kept_members: config.kept_members,
             pending_requests: HashMap::new(),
             pending_queries: HashMap::new(),
+            parked: HashMap::new(),
             pending_dials: Vec::new(),
             last_kad_bootstrap: None,
             stats: NetStats::default(),
@@ -296,14 +323,30 @@ impl EventLoop {
             list.push(addr.clone());
             self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         }
+        if self.parked.contains_key(&peer) {
+            self.unpark(peer);
+        }
     }
 
-    /// Keeps every member connected: dial the ones we know how to reach, look the others up.
+    /// Keeps the members this node keeps ([`topology::kept_members`]: all of a small
+    /// federation) connected: dial the ones we know how to reach, look the others up — a
+    /// bounded number per tick, each member with its own backoff.
     fn maintain(&mut self) {
         let now = Instant::now();
         let local = *self.swarm.local_peer_id();
-        for peer in self.members.list() {
-            if peer == local || self.swarm.is_connected(&peer) {
+        let kept = topology::kept_members(&local, &self.members.list(), self.kept_members);
+        let (mut dials, mut lookups) = (DIALS_PER_TICK, LOOKUPS_PER_TICK);
+        for peer in kept {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+            let budget = if addrs.is_empty() {
+                &mut lookups
+            } else {
+                &mut dials
+            };
+            if *budget == 0 {
                 continue;
             }
             let state = self.redial.entry(peer).or_insert(Redial {
@@ -313,9 +356,9 @@ impl EventLoop {
             if now < state.next {
                 continue;
             }
+            *budget -= 1;
             state.next = now + state.backoff;
             state.backoff = (state.backoff * 2).min(self.redial_max);
-            let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
             if addrs.is_empty() {
                 self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 continue;
@@ -347,6 +390,54 @@ impl EventLoop {
         }
     }
 
+    fn send_request(&mut self, peer: PeerId, request: Request, reply: RequestReply) {
+        let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_request_with_addresses(&peer, request, addrs);
+        self.pending_requests.insert(id, reply);
+    }
+
+    fn send_query(&mut self, peer: PeerId, request: serde_json::Value, reply: QueryReply) {
+        let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .query
+            .send_request_with_addresses(&peer, request, addrs);
+        self.pending_queries.insert(id, reply);
+    }
+
+    /// A request to `peer` waits for a lookup: a member, not connected, address unknown, and
+    /// room to hold it (else it is sent, and fails naming the dial).
+    fn must_look_up(&self, peer: &PeerId) -> bool {
+        *peer != *self.swarm.local_peer_id()
+            && self.members.contains(peer)
+            && !self.swarm.is_connected(peer)
+            && self.addresses.get(peer).is_none_or(Vec::is_empty)
+            && self.parked.values().map(Vec::len).sum::<usize>() < MAX_PARKED
+    }
+
+    fn park(&mut self, peer: PeerId, parked: Parked) {
+        let list = self.parked.entry(peer).or_default();
+        if list.is_empty() {
+            self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        }
+        list.push(parked);
+    }
+
+    /// Sends what waited for `peer`'s address (found, connected, or the lookup ended).
+    fn unpark(&mut self, peer: PeerId) {
+        for parked in self.parked.remove(&peer).unwrap_or_default() {
+            match parked {
+                Parked::Request(request, reply) => self.send_request(peer, request, reply),
+                Parked::Query(request, reply) => self.send_query(peer, request, reply),
+            }
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Dial { addr, reply } => {
@@ -369,13 +460,11 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_request_with_addresses(&peer, request, addrs);
-                self.pending_requests.insert(id, reply);
+                if self.must_look_up(&peer) {
+                    self.park(peer, Parked::Request(request, reply));
+                } else {
+                    self.send_request(peer, request, reply);
+                }
             }
             Command::Respond { channel, response } => {
                 if self
@@ -393,13 +482,11 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .query
-                    .send_request_with_addresses(&peer, request, addrs);
-                self.pending_queries.insert(id, reply);
+                if self.must_look_up(&peer) {
+                    self.park(peer, Parked::Query(request, reply));
+                } else {
+                    self.send_query(peer, request, reply);
+                }
             }
             Command::RespondQuery { channel, response } => {
                 if self
@@ -494,6 +581,9 @@ impl EventLoop {
                     agent: None,
                 });
                 state.connections.insert(connection_id, address.clone());
+                if self.parked.contains_key(&peer_id) {
+                    self.unpark(peer_id);
+                }
                 let dials = std::mem::take(&mut self.pending_dials);
                 for (peer, reply) in dials {
                     if peer == peer_id {
@@ -610,6 +700,18 @@ impl EventLoop {
                     for addr in info.addrs {
                         self.learn_address(info.peer_id, strip_p2p(&addr));
                     }
+                }
+                // The lookup ended: what waited for this member goes now, found or not.
+                if let Ok(peer) = PeerId::from_bytes(&ok.key) {
+                    self.unpark(peer);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Err(e)),
+                ..
+            }) => {
+                if let Ok(peer) = PeerId::from_bytes(e.key()) {
+                    self.unpark(peer);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {

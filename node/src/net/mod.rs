@@ -5,6 +5,7 @@
 mod event_loop;
 pub mod frames;
 pub mod gate;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -27,7 +28,8 @@ pub const REQUEST_PROTOCOL: &str = "/yrd/req/1";
 pub const IDENTIFY_PROTOCOL: &str = "/yrd/id/1.0.0";
 /// Protocol id of the private Kademlia DHT (not the public IPFS one).
 pub const KAD_PROTOCOL: &str = "/yrd/kad/1.0.0";
-/// Largest gossip message (gossipsub's own cap is 64 KiB; announcements are tiny).
+/// Largest gossip message (gossipsub's own cap is 64 KiB; an announcement carries its document
+/// only within `model::message::MAX_EMBEDDED_ANNOUNCEMENT_BYTES`).
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 /// Largest request we accept (documents are small).
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
@@ -99,6 +101,8 @@ pub struct NetConfig {
     pub mdns: bool,
     /// Longest redial backoff.
     pub redial_max: Duration,
+    /// Members kept connected at all times (0: all); see [`topology::kept_members`].
+    pub kept_members: usize,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
     /// Ping interval.

@@ -480,6 +480,7 @@ impl Node {
             publisher: self.peer_id().to_string(),
             sequence,
             digest: signed.digest_hex()?,
+            catalogue: Some(Box::new(signed.clone())),
         })
         .await;
         Ok(signed)

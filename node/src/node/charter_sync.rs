@@ -253,9 +253,23 @@ impl Node {
             return;
         };
         let result = match a {
-            Announcement::Charter { version, digest } if version > charter.head().version => {
-                self.pull_charters(source, CharterHead { version, digest })
-                    .await
+            Announcement::Charter {
+                version,
+                digest,
+                charter: carried,
+            } if version > charter.head().version => {
+                let next = carried.filter(|c| {
+                    version == charter.head().version.saturating_add(1)
+                        && c.document.version == version
+                        && c.document.digest().is_ok_and(|d| d == digest)
+                });
+                match next {
+                    Some(c) => self.take_charter(source, *c).await,
+                    None => {
+                        self.pull_charters(source, CharterHead { version, digest })
+                            .await
+                    }
+                }
             }
             Announcement::CharterProposal {
                 version,
@@ -272,6 +286,32 @@ impl Node {
         };
         if let Err(e) = result {
             tracing::warn!(peer = %source, error = %e, "charter announcement not followed");
+        }
+    }
+
+    /// Offers the version after ours, carried by an announcement of `source`, exactly as
+    /// [`Self::pull_versions`] offers a pulled one (a refusal is recorded and named).
+    async fn take_charter(&self, source: PeerId, next: SignedCharter) -> Result<(), NodeError> {
+        let charter = self.charter()?;
+        let head = CharterHead {
+            version: next.document.version,
+            digest: next.document.digest().unwrap_or_default(),
+        };
+        if charter.was_refused(source, &head) {
+            return Ok(());
+        }
+        let offered = match within_size(&next) {
+            Ok(()) => self.offer_across_fork(source, &next).await,
+            Err(e) => Err(e.into()),
+        };
+        match offered {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let ApplyError::Refused(_) = e {
+                    charter.note_refused(source, head);
+                }
+                Err(self.charter_refused(source, &next, e).await)
+            }
         }
     }
 
@@ -608,6 +648,7 @@ impl Node {
             self.announce(Announcement::Charter {
                 version,
                 digest: digest.to_string(),
+                charter: charter.signed(version).map(Box::new),
             })
             .await;
         }

@@ -382,6 +382,7 @@ impl Node {
             members: members.clone(),
             mdns: config.network.mdns,
             redial_max: Duration::from_secs(config.network.redial_max_secs),
+            kept_members: config.network.kept_members,
             idle_timeout: Duration::from_secs(config.network.idle_timeout_secs),
             ping_interval: Duration::from_secs(config.network.ping_interval_secs),
             request_timeout: Duration::from_secs(config.network.request_timeout_secs),
@@ -778,13 +779,17 @@ impl Node {
                 }
                 match serde_json::from_slice::<Announcement>(&data) {
                     Ok(a) => {
-                        // Bounded: when every pull slot is busy the announcement is dropped;
+                        // Bounded: when every announcement slot is busy it is dropped;
                         // anti-entropy fetches what it named within one round.
-                        let Some(permit) = self.inner.sync.try_pull_slot() else {
+                        let Some(permit) = self.inner.sync.try_announcement_slot() else {
                             // A newer charter is not left to anti-entropy: it is followed
                             // when a running charter pull ends.
-                            if let (Announcement::Charter { version, digest }, Some(c)) =
-                                (&a, &self.inner.charter)
+                            if let (
+                                Announcement::Charter {
+                                    version, digest, ..
+                                },
+                                Some(c),
+                            ) = (&a, &self.inner.charter)
                             {
                                 c.note_pending(
                                     source,
@@ -794,7 +799,7 @@ impl Node {
                                     },
                                 );
                             }
-                            tracing::debug!(peer = %source, "announcement dropped: pulls busy");
+                            tracing::debug!(peer = %source, "announcement dropped: every announcement slot is busy");
                             return;
                         };
                         let node = self.clone();
@@ -910,9 +915,15 @@ impl Node {
 
     /// Publishes an announcement; having no peers yet is not an error (anti-entropy catches up).
     pub(crate) async fn announce(&self, announcement: Announcement) {
-        let Ok(data) = serde_json::to_vec(&announcement) else {
+        let Ok(mut data) = serde_json::to_vec(&announcement) else {
             return;
         };
+        if data.len() > crate::model::message::MAX_EMBEDDED_ANNOUNCEMENT_BYTES {
+            let Ok(bare) = serde_json::to_vec(&announcement.without_document()) else {
+                return;
+            };
+            data = bare;
+        }
         if let Err(e) = self.inner.net.publish(ANNOUNCE_TOPIC, data).await {
             tracing::debug!(error = %e, "announcement not sent");
         }

@@ -319,6 +319,7 @@ impl Node {
             id: id.to_string(),
             version: version.to_string(),
             digest: signed.document.digest.clone(),
+            schema: Some(Box::new(signed.clone())),
         })
         .await;
         let mut r = self.new_record(crate::model::provenance::RecordKind::SchemaPublished);

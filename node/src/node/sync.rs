@@ -14,12 +14,23 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Node, NodeError, unexpected};
+use crate::model::catalogue::Catalogue;
 use crate::model::message::{Announcement, Request, Response, SchemaHead};
+use crate::model::signed::Signed;
 
-/// Catalogue pulls (and announcement handlings) in flight at once.
+/// Catalogue pulls in flight at once.
 pub const MAX_CONCURRENT_PULLS: usize = 32;
+/// Announcements handled at once (a carried document checked and stored, or a pull it names
+/// started); beyond, an announcement is dropped and anti-entropy brings what it named. Apart
+/// from the pulls, so a backlog of pulls never makes a node drop the gossip that would have
+/// spared them.
+pub const MAX_CONCURRENT_ANNOUNCEMENTS: usize = 32;
 /// Syncs on connect in flight at once.
 pub const MAX_CONNECT_SYNCS: usize = 4;
+/// Pulls of one publisher's catalogue from holders other than the publisher in flight at once
+/// (a pull from the publisher itself may always run besides): when a hundred members all claim
+/// a catalogue, it is pulled from one or two of them, not from each.
+pub const MAX_PULLS_PER_PUBLISHER: usize = 2;
 /// Peers synchronised with per anti-entropy round.
 pub const PEERS_PER_ROUND: usize = 3;
 /// First wait before a holder that failed to serve a catalogue it claimed is asked again;
@@ -43,6 +54,7 @@ pub(crate) enum PullError {
 #[derive(Debug)]
 pub(crate) struct CatalogueSync {
     pulls: Arc<Semaphore>,
+    announcements: Arc<Semaphore>,
     connect_syncs: Arc<Semaphore>,
     syncing: Arc<Mutex<HashSet<PeerId>>>,
     wants: Mutex<Wants>,
@@ -82,6 +94,7 @@ impl Default for CatalogueSync {
     fn default() -> Self {
         CatalogueSync {
             pulls: Arc::new(Semaphore::new(MAX_CONCURRENT_PULLS)),
+            announcements: Arc::new(Semaphore::new(MAX_CONCURRENT_ANNOUNCEMENTS)),
             connect_syncs: Arc::new(Semaphore::new(MAX_CONNECT_SYNCS)),
             syncing: Arc::default(),
             wants: Mutex::default(),
@@ -93,8 +106,8 @@ impl Default for CatalogueSync {
 impl CatalogueSync {
     /// A slot for an announcement's handling, if one is free now (otherwise the announcement is
     /// dropped: anti-entropy fetches what it named within one round).
-    pub(crate) fn try_pull_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.pulls.clone().try_acquire_owned().ok()
+    pub(crate) fn try_announcement_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.announcements.clone().try_acquire_owned().ok()
     }
 
     /// A slot for a sync on connect; waits for one.
@@ -193,7 +206,31 @@ impl Wants {
                 retry_at: None,
             });
         claim.sequence = claim.sequence.max(sequence);
-        claim.start(now)
+        if holder != publisher && self.relays_in_flight(&publisher) >= MAX_PULLS_PER_PUBLISHER {
+            return false;
+        }
+        self.by_publisher
+            .get_mut(&publisher)
+            .and_then(|c| c.get_mut(&holder))
+            .is_some_and(|c| c.start(now))
+    }
+
+    /// Pulls of `publisher`'s catalogue in flight from holders other than itself.
+    fn relays_in_flight(&self, publisher: &PeerId) -> usize {
+        self.by_publisher.get(publisher).map_or(0, |claims| {
+            claims
+                .iter()
+                .filter(|(h, c)| *h != publisher && c.in_flight)
+                .count()
+        })
+    }
+
+    /// The sequence `holder` claims of `publisher`'s catalogue, if it claims one.
+    pub(crate) fn claimed(&self, publisher: &PeerId, holder: &PeerId) -> Option<u64> {
+        self.by_publisher
+            .get(publisher)
+            .and_then(|c| c.get(holder))
+            .map(|c| c.sequence)
     }
 
     /// A pull of `publisher` from `holder` ended (`served`: it answered with a catalogue that
@@ -235,8 +272,17 @@ impl Wants {
         for (publisher, claims) in &mut self.by_publisher {
             let h = held(publisher);
             claims.retain(|_, c| c.in_flight || c.sequence > h);
+            let mut relays = claims
+                .iter()
+                .filter(|(holder, c)| *holder != publisher && c.in_flight)
+                .count();
             for (holder, c) in claims.iter_mut() {
+                let relay = holder != publisher;
+                if relay && relays >= MAX_PULLS_PER_PUBLISHER {
+                    continue;
+                }
                 if c.start(now) {
+                    relays += usize::from(relay);
                     out.push((*publisher, *holder));
                 }
             }
@@ -283,18 +329,48 @@ impl Node {
             Announcement::Catalogue {
                 publisher,
                 sequence,
-                ..
+                digest,
+                catalogue,
             } => {
                 if let Ok(publisher) = publisher.parse::<PeerId>() {
-                    self.offer_catalogue(publisher, source, sequence);
+                    let carried = catalogue.filter(|c| {
+                        c.document.sequence == sequence
+                            && c.document.publisher == publisher.to_string()
+                            && c.digest_hex().is_ok_and(|d| d == digest)
+                    });
+                    match carried {
+                        Some(c) if sequence > self.held_sequence(&publisher) => {
+                            self.take_catalogue(source, publisher, *c).await;
+                        }
+                        Some(_) => {}
+                        None => self.offer_catalogue(publisher, source, sequence),
+                    }
                 }
                 Ok(())
             }
-            Announcement::Schema { id, version, .. } => {
-                if self.schema_doc(&id, Some(&version)).is_err() {
-                    self.pull_schema(source, &id, &version).await
-                } else {
+            Announcement::Schema {
+                id,
+                version,
+                digest,
+                schema,
+                ..
+            } => {
+                if self.schema_doc(&id, Some(&version)).is_ok() {
                     Ok(())
+                } else {
+                    let carried = schema.filter(|s| {
+                        s.document.id == id
+                            && s.document.version == version
+                            && s.document.digest == digest
+                    });
+                    match carried {
+                        Some(s) => self
+                            .accept_schema(source, *s)
+                            .await
+                            .map(|_| ())
+                            .map_err(PullError::Refused),
+                        None => self.pull_schema(source, &id, &version).await,
+                    }
                 }
             }
             a @ (Announcement::Charter { .. } | Announcement::CharterProposal { .. }) => {
@@ -304,6 +380,50 @@ impl Node {
         };
         if let Err(e) = result {
             tracing::warn!(peer = %source, error = %e, "announced document refused");
+        }
+    }
+
+    /// Takes `catalogue`, carried by an announcement of `source`, as if pulled from it: the
+    /// standards it names that we lack first, then the catalogue, judged as any. A refused one
+    /// is recorded against `source`, the member whose signed gossip carried it (within its
+    /// budget of refusal records), and not pulled again from it (it would serve the same).
+    async fn take_catalogue(
+        &self,
+        source: PeerId,
+        publisher: PeerId,
+        catalogue: Signed<Catalogue>,
+    ) {
+        self.pull_missing_standards(source, &catalogue).await;
+        match self.accept_catalogue(source, catalogue).await {
+            Ok(_) | Err(NodeError::Stale(_)) => {}
+            // A region contradicting the charter is recorded where it is found.
+            Err(e @ (NodeError::Signature(_) | NodeError::Invalid { .. })) => {
+                tracing::warn!(peer = %source, publisher = %publisher, error = %e, "announced catalogue refused");
+                let cause =
+                    format!("catalogue of {publisher} carried by an announcement refused: {e}");
+                self.record_refusal(Some(source), None, &cause).await;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %source, publisher = %publisher, error = %e, "announced catalogue refused");
+            }
+        }
+    }
+
+    /// Pulls from `from` the standards `catalogue`'s offers name that we lack, at most
+    /// `sync.max_pulls_per_peer` of them (a standard not served leaves its offers unresolved
+    /// here until anti-entropy brings it).
+    async fn pull_missing_standards(&self, from: PeerId, catalogue: &Signed<Catalogue>) {
+        let mut wanted = HashSet::new();
+        for offer in &catalogue.document.offers {
+            let r = &offer.conforms_to;
+            if wanted.len() >= self.config().sync.max_pulls_per_peer {
+                break;
+            }
+            if self.schema_doc(&r.id, Some(&r.version)).is_err()
+                && wanted.insert((r.id.clone(), r.version.clone()))
+            {
+                let _ = self.pull_schema(from, &r.id, &r.version).await;
+            }
         }
     }
 
@@ -343,17 +463,23 @@ impl Node {
         let node = self.clone();
         self.spawn_long(async move {
             let permit = node.inner.sync.pulls.clone().acquire_owned().await;
-            let pulled = tokio::time::timeout(
-                node.sync_deadline(),
-                node.pull_catalogue(holder, publisher),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(NodeError::BadPeer {
-                    peer: holder,
-                    reason: "catalogue not served within the sync deadline".into(),
+            // Another pull may have brought it while this one waited for a slot.
+            let wanted = node.inner.sync.wants.lock().claimed(&publisher, &holder);
+            let pulled = if wanted.is_none_or(|s| s <= node.held_sequence(&publisher)) {
+                Ok(())
+            } else {
+                tokio::time::timeout(
+                    node.sync_deadline(),
+                    node.pull_catalogue(holder, publisher),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(NodeError::BadPeer {
+                        peer: holder,
+                        reason: "catalogue not served within the sync deadline".into(),
+                    })
                 })
-            });
+            };
             if let Err(e) = &pulled {
                 tracing::warn!(peer = %holder, publisher = %publisher, error = %e, "catalogue not pulled");
             }
@@ -379,18 +505,7 @@ impl Node {
         match self.sync_request(from, request).await? {
             Response::Catalogue { catalogue } => {
                 // Standards the catalogue refers to come first, so its offers resolve here.
-                let mut wanted = HashSet::new();
-                for offer in &catalogue.document.offers {
-                    let r = &offer.conforms_to;
-                    if wanted.len() >= self.config().sync.max_pulls_per_peer {
-                        break;
-                    }
-                    if self.schema_doc(&r.id, Some(&r.version)).is_err()
-                        && wanted.insert((r.id.clone(), r.version.clone()))
-                    {
-                        let _ = self.pull_schema(from, &r.id, &r.version).await;
-                    }
-                }
+                self.pull_missing_standards(from, &catalogue).await;
                 match self.accept_catalogue(from, *catalogue).await {
                     Ok(_) | Err(NodeError::Stale(_)) => Ok(()),
                     Err(e) => Err(e),
@@ -586,15 +701,15 @@ mod tests {
     }
 
     #[test]
-    fn announcement_pulls_are_bounded() {
+    fn announcement_handlings_are_bounded() {
         let sync = CatalogueSync::default();
-        let held: Vec<_> = (0..MAX_CONCURRENT_PULLS)
-            .map(|_| sync.try_pull_slot())
+        let held: Vec<_> = (0..MAX_CONCURRENT_ANNOUNCEMENTS)
+            .map(|_| sync.try_announcement_slot())
             .collect();
         assert!(held.iter().all(Option::is_some));
-        assert!(sync.try_pull_slot().is_none());
+        assert!(sync.try_announcement_slot().is_none());
         drop(held);
-        assert!(sync.try_pull_slot().is_some());
+        assert!(sync.try_announcement_slot().is_some());
     }
 
     #[test]
@@ -631,6 +746,37 @@ mod tests {
         w.done(publisher, holder, true, 3, later);
         assert!(w.due(|_| 3, later + RETRY_FIRST).is_empty());
         assert_eq!(w.due(|_| 3, later + RETRY_FIRST * 2).len(), 1);
+    }
+
+    #[test]
+    fn a_catalogue_many_claim_is_pulled_from_two_at_once_and_the_publisher() {
+        let publisher = PeerId::random();
+        let holders: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
+        let now = Instant::now();
+        let mut w = Wants::default();
+        let started = holders
+            .iter()
+            .filter(|h| w.offer(publisher, **h, 7, 1, now))
+            .count();
+        assert_eq!(started, MAX_PULLS_PER_PUBLISHER);
+        assert!(w.due(|_| 1, now).is_empty(), "the others wait");
+        assert!(
+            w.offer(publisher, publisher, 7, 1, now),
+            "the publisher besides"
+        );
+        // One relay fails: one more starts in its place; once 7 is held, nothing is left.
+        let first = holders
+            .iter()
+            .find(|h| {
+                w.claimed(&publisher, h).is_some() && w.by_publisher[&publisher][*h].in_flight
+            })
+            .copied()
+            .unwrap_or(publisher);
+        w.done(publisher, first, false, 1, now);
+        assert_eq!(w.due(|_| 1, now).len(), 1);
+        w.done(publisher, publisher, true, 7, now);
+        assert!(w.due(|_| 7, now).is_empty());
+        assert!(w.by_publisher[&publisher].values().all(|c| c.in_flight));
     }
 
     #[test]
