@@ -157,6 +157,8 @@ pub struct ProvenanceLog {
     head: Arc<RwLock<Option<Signed<TreeHead>>>>,
     jobs: mpsc::Sender<Job>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set when the tree was rebuilt behind the writer (a test hook): its edge is stale.
+    edge_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ProvenanceLog {
@@ -281,6 +283,7 @@ impl ProvenanceLog {
             head: Arc::new(RwLock::new(head)),
             jobs,
             writer: Arc::new(Mutex::new(None)),
+            edge_stale: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         if log.head().is_none() {
             let h = log.sign_head(&key, &actor, size)?;
@@ -294,6 +297,7 @@ impl ProvenanceLog {
             region,
             data_dir,
             latest: std::collections::HashMap::new(),
+            edge: std::collections::HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("yrd-provenance".into())
@@ -319,14 +323,7 @@ impl ProvenanceLog {
         actor: &str,
         size: u64,
     ) -> Result<Signed<TreeHead>, ProvenanceError> {
-        let root = self.root(size)?;
-        let head = TreeHead {
-            log: actor.to_string(),
-            size,
-            root: hex::encode(root),
-            time: now_rfc3339(),
-        };
-        Signed::sign(head, key).map_err(|e| corrupt("tree head", e))
+        sign_head_of(key, actor, size, self.root(size)?)
     }
 
     /// Appends one record and waits until it is durable; returns its seq.
@@ -726,22 +723,47 @@ impl ProvenanceLog {
                 .ok_or_else(|| corrupt("record", "missing"))?;
             leaves.push(merkle::leaf_hash(&raw));
         }
-        self.tiles
-            .apply_batch(tile_batch(&self.tiles, 0, &leaves)?)?;
+        let (batch, _) = tile_batch(&self.tiles, 0, &leaves, &Edge::new())?;
+        self.tiles.apply_batch(batch)?;
         self.meta.remove(HEAD_KEY)?;
+        self.edge_stale.store(true, Ordering::Release);
         Ok(())
     }
 }
 
+/// Our tree head for `size` records with `root`, signed.
+fn sign_head_of(
+    key: &SigningKey,
+    actor: &str,
+    size: u64,
+    root: Hash,
+) -> Result<Signed<TreeHead>, ProvenanceError> {
+    let head = TreeHead {
+        log: actor.to_string(),
+        size,
+        root: hex::encode(root),
+        time: now_rfc3339(),
+    };
+    Signed::sign(head, key).map_err(|e| corrupt("tree head", e))
+}
+
+/// The right edge of the tree, by `(level, index)`: see [`edge_of`].
+type Edge = std::collections::HashMap<(u8, u64), Hash>;
+
 /// The tile writes that append `leaves` to a tree of `first` leaves: each tile touched, whole
-/// (the hashes it held before, then the new ones).
+/// (the hashes it held before, then the new ones), and the node writes they stand for. Nodes
+/// in `edge` are taken from it rather than computed from their tiles.
 fn tile_batch(
     tiles: &sled::Tree,
     first: u64,
     leaves: &[Hash],
-) -> Result<sled::Batch, ProvenanceError> {
-    let updates = merkle::append_batch_updates(first, leaves, |l, i| get_node(tiles, l, i))
-        .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
+    edge: &Edge,
+) -> Result<(sled::Batch, Vec<merkle::NodeUpdate>), ProvenanceError> {
+    let updates = merkle::append_batch_updates(first, leaves, |l, i| match edge.get(&(l, i)) {
+        Some(h) => Ok(Some(*h)),
+        None => get_node(tiles, l, i),
+    })
+    .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
     let mut batch = sled::Batch::default();
     for (k, t, offset, new) in merkle::tile_appends(&updates) {
         let key = merkle::node_key(k, t);
@@ -760,7 +782,17 @@ fn tile_batch(
         value.extend_from_slice(&new);
         batch.insert(&key, value);
     }
-    Ok(batch)
+    Ok((batch, updates))
+}
+
+/// The nodes on the right edge of a tree of `size` leaves, `(level, index)`: the perfect
+/// subtrees of its one-bits, which make its root and are the left siblings the next append
+/// reads.
+fn edge_of(size: u64) -> impl Iterator<Item = (u8, u64)> {
+    (0u32..64)
+        .filter(move |l| size >> l & 1 == 1)
+        // The subtree of bit `l` starts after those of the higher bits.
+        .map(move |l| (l as u8, size.checked_shr(l + 1).unwrap_or(0) << 1))
 }
 
 /// Moves a log of format 1 (every node under `merkle::node_key` in `prov_nodes`) to tiles:
@@ -981,6 +1013,9 @@ struct Writer {
     /// The seq of the latest committed record about each dataset recently recorded: the writer
     /// is the only one to append, so this is the dataset index's answer without its scan.
     latest: std::collections::HashMap<String, u64>,
+    /// The right edge of the committed tree ([`edge_of`] its size), once known: the next
+    /// batch's left siblings and the root come from it, not from hashing inside tiles.
+    edge: Edge,
 }
 
 impl Writer {
@@ -1020,6 +1055,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "provenance batch not committed");
                 self.latest.clear();
+                self.edge.clear();
                 // Remove whatever of the batch reached the trees, so the next batch starts clean.
                 let log = &self.log;
                 match repair(&log.records, &log.tiles, &log.index) {
@@ -1097,7 +1133,33 @@ impl Writer {
             };
             index.insert(index_key(tag, &value, u64::from_be_bytes(first_seq)), seqs);
         }
-        let tile_batch = tile_batch(&log.tiles, first, &leaves)?;
+        if log.edge_stale.swap(false, Ordering::AcqRel) {
+            self.edge.clear();
+        }
+        let (tile_batch, updates) = tile_batch(&log.tiles, first, &leaves, &self.edge)?;
+        let size = first + batch.len() as u64;
+        // The new edge: nodes this batch made, else the old edge's, else read from the tiles.
+        let made: Edge = {
+            let wanted: std::collections::HashSet<(u8, u64)> = edge_of(size).collect();
+            updates
+                .into_iter()
+                .filter(|(l, i, _)| wanted.contains(&(*l, *i)))
+                .map(|(l, i, h)| ((l, i), h))
+                .collect()
+        };
+        let mut edge = Edge::new();
+        for (l, i) in edge_of(size) {
+            let h = match made.get(&(l, i)).or_else(|| self.edge.get(&(l, i))) {
+                Some(h) => *h,
+                None => get_node(&log.tiles, l, i)?
+                    .ok_or_else(|| ProvenanceError::Tree(format!("node ({l}, {i}) missing")))?,
+            };
+            edge.insert((l, i), h);
+        }
+        let root = merkle::root(size, &|l: u8, i: u64| {
+            Ok::<_, std::convert::Infallible>(edge.get(&(l, i)).copied())
+        })
+        .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
         // One atomic write for the whole group: after a crash sled recovers all of it or none.
         apply_atomically(
             (&log.docs, &log.records, &log.index, &log.tiles),
@@ -1114,9 +1176,9 @@ impl Writer {
             self.latest.clear();
         }
         self.latest.extend(latest);
-        let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
-        let head = log.sign_head(&self.key, &self.actor, size)?;
+        self.edge = edge;
+        let head = sign_head_of(&self.key, &self.actor, size, root)?;
         // The records are committed; a head that cannot be stored is signed again at the next
         // batch or at open (repair), so this is loud but not fatal.
         match serde_json::to_vec(&head) {
@@ -1345,6 +1407,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_edge_is_the_perfect_subtree_of_each_one_bit() {
+        let edge = |n| edge_of(n).collect::<Vec<_>>();
+        assert_eq!(edge(0), vec![]);
+        assert_eq!(edge(6), vec![(1, 2), (2, 0)]);
+        assert_eq!(edge(7), vec![(0, 6), (1, 2), (2, 0)]);
+        assert_eq!(edge(u64::MAX).last(), Some(&(63, 0)));
+    }
+
     #[tokio::test]
     async fn a_log_of_format_1_is_moved_to_tiles_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -1376,6 +1447,7 @@ mod tests {
         let log = open(&db);
         assert_eq!(log.size(), size);
         assert_eq!(log.root(size).unwrap(), root);
+        assert_eq!(log.head().unwrap().document.root, hex::encode(root));
         assert_eq!(proofs(&log), before);
         assert!(db.open_tree(NODES).unwrap().is_empty());
         assert_eq!(tiles.len(), 4, "tiles (0, 0..3) and (1, 0)");
@@ -1393,6 +1465,9 @@ mod tests {
         let log = open(&db);
         assert_eq!(log.size(), size + 1);
         assert_eq!(log.inclusion_proof(5, size).unwrap(), before.0);
+        append_n(&log, 300).await;
+        let head = log.head().unwrap().document;
+        assert_eq!(head.root, hex::encode(log.root(head.size).unwrap()));
         assert!(nodes.is_empty());
         log.verify_all().unwrap();
         log.close();
