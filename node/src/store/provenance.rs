@@ -827,8 +827,7 @@ fn migrate_nodes_to_tiles(
                 // Consecutive nodes from index 0; a gap ends the level (repair then cuts
                 // what lies above it).
                 let mut tile: Option<(u64, Vec<u8>)> = None;
-                let mut next = 0u64;
-                for item in nodes.scan_prefix([level]) {
+                for (next, item) in (0u64..).zip(nodes.scan_prefix([level])) {
                     let (key, value) = item?;
                     let index = key
                         .get(1..9)
@@ -846,7 +845,6 @@ fn migrate_nodes_to_tiles(
                     tile.get_or_insert_with(|| (t, Vec::new()))
                         .1
                         .extend_from_slice(&value);
-                    next += 1;
                     moved += 1;
                 }
                 if let Some((at, bytes)) = tile {

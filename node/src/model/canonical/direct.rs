@@ -48,7 +48,16 @@ struct Writer<'a> {
     depth: usize,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// A writer of the content of a variant, after `{"variant":`.
+    fn in_variant(mut self, variant: &str) -> Result<Writer<'a>, Unsupported> {
+        let depth = self.open_variant(variant)?;
+        Ok(Writer {
+            out: self.out,
+            depth,
+        })
+    }
+
     fn int(self, magnitude: u64, negative: bool) -> Result<(), Unsupported> {
         if magnitude > MAX_SAFE_INTEGER {
             return Err(Unsupported);
@@ -217,18 +226,13 @@ impl<'a> ser::Serializer for Writer<'a> {
         self.serialize_seq(Some(len))
     }
     fn serialize_tuple_variant(
-        mut self,
+        self,
         _: &'static str,
         _: u32,
         variant: &'static str,
         len: usize,
     ) -> Result<Array<'a>, Unsupported> {
-        let depth = self.open_variant(variant)?;
-        let mut array = Writer {
-            out: self.out,
-            depth,
-        }
-        .serialize_seq(Some(len))?;
+        let mut array = self.in_variant(variant)?.serialize_seq(Some(len))?;
         array.variant = true;
         Ok(array)
     }
@@ -249,18 +253,13 @@ impl<'a> ser::Serializer for Writer<'a> {
         self.serialize_map(Some(len))
     }
     fn serialize_struct_variant(
-        mut self,
+        self,
         _: &'static str,
         _: u32,
         variant: &'static str,
         len: usize,
     ) -> Result<Object<'a>, Unsupported> {
-        let depth = self.open_variant(variant)?;
-        let mut object = Writer {
-            out: self.out,
-            depth,
-        }
-        .serialize_map(Some(len))?;
+        let mut object = self.in_variant(variant)?.serialize_map(Some(len))?;
         object.variant = true;
         Ok(object)
     }
@@ -296,49 +295,26 @@ impl Array<'_> {
     }
 }
 
-impl ser::SerializeSeq for Array<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
+/// The `serde` traits of a sequence, all one for an array.
+macro_rules! array_trait {
+    ($trait:ident, $method:ident) => {
+        impl ser::$trait for Array<'_> {
+            type Ok = ();
+            type Error = Unsupported;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), Unsupported> {
+                self.finish()
+            }
+        }
+    };
 }
 
-impl ser::SerializeTuple for Array<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for Array<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Array<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
-}
+array_trait!(SerializeSeq, serialize_element);
+array_trait!(SerializeTuple, serialize_element);
+array_trait!(SerializeTupleStruct, serialize_field);
+array_trait!(SerializeTupleVariant, serialize_field);
 
 /// An object being written: members are written to `buf` as they come and put in RFC 8785
 /// order (UTF-16 code units of the names) at the end.
@@ -418,35 +394,28 @@ impl ser::SerializeMap for Object<'_> {
     }
 }
 
-impl ser::SerializeStruct for Object<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.member(name.into(), value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
+/// The `serde` traits of a struct and a struct variant, one for an object.
+macro_rules! struct_trait {
+    ($trait:ident) => {
+        impl ser::$trait for Object<'_> {
+            type Ok = ();
+            type Error = Unsupported;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                value: &T,
+            ) -> Result<(), Unsupported> {
+                self.member(name.into(), value)
+            }
+            fn end(self) -> Result<(), Unsupported> {
+                self.finish()
+            }
+        }
+    };
 }
 
-impl ser::SerializeStructVariant for Object<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.member(name.into(), value)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        self.finish()
-    }
-}
+struct_trait!(SerializeStruct);
+struct_trait!(SerializeStructVariant);
 
 /// A map key: only strings (and unit variants, which serde_json also writes as strings).
 struct KeyWriter;
