@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+mod direct;
+
 /// Deepest nesting [`canonicalize`] accepts; bounds recursion for values built in code
 /// (anything parsed is already limited to 127 levels).
 pub const MAX_DEPTH: usize = 256;
@@ -92,7 +94,13 @@ pub fn canonicalize_str(json: &str) -> Result<String, CanonicalError> {
 ///
 /// Note that serde_json turns non-finite floats into `null` when serializing; types that are
 /// signed should not contain floats that can be NaN or infinite.
+///
+/// Written straight from `value` when it holds only what [`direct`] covers (every record and
+/// signed document of the node), else through a `serde_json::Value`; the bytes are the same.
 pub fn canonical_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    if let Ok(text) = direct::to_string(value) {
+        return Ok(text.into_bytes());
+    }
     let value = serde_json::to_value(value).map_err(CanonicalError::Serialize)?;
     Ok(canonicalize(&value)?.into_bytes())
 }
@@ -900,5 +908,185 @@ mod tests {
         let message = dup.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("duplicate member name \"b\""), "{message}");
         Ok(())
+    }
+
+    /// The `Value` path, which [`canonical_bytes`] must equal.
+    fn via_value<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+        let value = serde_json::to_value(v).map_err(|e| e.to_string())?;
+        canonicalize(&value)
+            .map(String::into_bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    fn same<T: Serialize>(v: &T) {
+        let direct = canonical_bytes(v).map_err(|e| e.to_string());
+        assert_eq!(direct, via_value(v));
+    }
+
+    /// A small deterministic generator (no dev-dependency needed).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+
+        fn text(&mut self) -> String {
+            const CHARS: [char; 14] = [
+                'a', 'b', 'Z', '"', '\\', '\n', '\u{1}', '\u{1f}', 'é', '€', '\u{e000}',
+                '\u{ffff}', '😀', '跨',
+            ];
+            (0..self.next(6))
+                .map(|_| CHARS[self.next(CHARS.len() as u64) as usize])
+                .collect()
+        }
+
+        fn value(&mut self, depth: usize) -> Value {
+            match self.next(if depth > 3 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.next(2) == 0),
+                2 => {
+                    let n = [0, 1, 9_007_199_254_740_992, 9_007_199_254_740_993, u64::MAX]
+                        [self.next(5) as usize];
+                    if self.next(2) == 0 {
+                        json!(n)
+                    } else {
+                        json!(-(i64::try_from(n).unwrap_or(i64::MAX)))
+                    }
+                }
+                3 => json!([0.5, 1e21, -0.0, 100.0][self.next(4) as usize]),
+                4 | 5 => Value::String(self.text()),
+                6 => Value::Array((0..self.next(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => Value::Object(
+                    (0..self.next(5))
+                        .map(|_| (self.text(), self.value(depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Unit;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Shape {
+        Plain,
+        Wrapped(String),
+        Pair(u8, Option<i32>),
+        Named { inner: Vec<Shape>, r#ref: char },
+    }
+
+    #[derive(Serialize)]
+    struct Doc {
+        shapes: Vec<Shape>,
+        by_shape: std::collections::BTreeMap<String, Shape>,
+        keyed: std::collections::HashMap<u32, bool>,
+        unit: Unit,
+        tuple: (i64, &'static str, ()),
+        none: Option<u8>,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+        bytes: Option<serde_bytes_like::Bytes>,
+    }
+
+    mod serde_bytes_like {
+        /// Serialised with `serialize_bytes`.
+        pub struct Bytes(pub Vec<u8>);
+        impl serde::Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0)
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_direct_equals_the_value_path() {
+        let mut g = Lcg(7);
+        let mut direct_ones = 0;
+        for _ in 0..5_000 {
+            let v = g.value(0);
+            same(&v);
+            direct_ones += usize::from(direct::to_string(&v).is_ok());
+        }
+        assert!(
+            direct_ones > 2_000,
+            "{direct_ones} of 5,000 took the direct path"
+        );
+        for n in [0, 1, 2] {
+            let doc = Doc {
+                shapes: vec![
+                    Shape::Plain,
+                    Shape::Wrapped("\u{e000}😀".into()),
+                    Shape::Pair(n, (n > 0).then_some(-5)),
+                    Shape::Named {
+                        inner: vec![Shape::Plain],
+                        r#ref: 'é',
+                    },
+                ],
+                by_shape: [
+                    ("b".to_string(), Shape::Plain),
+                    ("a".into(), Shape::Pair(1, None)),
+                ]
+                .into_iter()
+                .collect(),
+                // Integer keys and bytes take the `Value` path; so does a flattened member
+                // named like a field.
+                keyed: (0..u32::from(n)).map(|k| (k, true)).collect(),
+                unit: Unit,
+                tuple: (-9_007_199_254_740_992, "t", ()),
+                none: None,
+                extra: [(
+                    if n == 2 { "none" } else { "zz" }.to_string(),
+                    json!({"x": [1, {"y": null}]}),
+                )]
+                .into_iter()
+                .collect(),
+                bytes: (n == 1).then(|| serde_bytes_like::Bytes(vec![1, 2])),
+            };
+            same(&doc);
+        }
+        // Provenance records, the log's leaves.
+        use crate::model::provenance::{DocRef, ProvenanceRecord, RecordKind};
+        use crate::model::region::Region;
+        for i in 0..200u64 {
+            let region = Region::from_code(310000).map_err(|e| e.to_string());
+            let Ok(region) = region else {
+                panic!("region: {region:?}");
+            };
+            let mut r = ProvenanceRecord::new(RecordKind::DeliveryServed, g.text(), region);
+            r.seq = i * 1_000_003;
+            r.time = "2026-12-06T12:00:00Z".into();
+            r.dataset = (i % 3 != 0).then(|| g.text());
+            r.purpose = (i % 2 == 0).then(|| "跨省通办企业核验".into());
+            r.counterparty_region = (i % 5 == 0).then_some(region);
+            r.bytes_sent = (i % 4 == 0).then_some(i * 9_000_000_000_000);
+            r.found = (i % 7 == 0).then_some(i % 2 == 0);
+            r.prev_about_dataset = r.dataset.as_ref().map(|_| i);
+            r.documents = (0..i % 3)
+                .map(|_| DocRef {
+                    doc_type: g.text(),
+                    digest: g.text(),
+                })
+                .collect();
+            same(&r);
+            assert!(
+                direct::to_string(&r).is_ok(),
+                "a record takes the direct path"
+            );
+        }
+        // Nesting at and beyond the limit.
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let mut v = json!(1);
+            for _ in 0..depth {
+                v = json!([v]);
+            }
+            same(&v);
+        }
     }
 }

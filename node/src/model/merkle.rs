@@ -16,6 +16,11 @@
 //! leaves holds fewer than `2n` nodes. [`node_key`] gives a 9-byte key (level, then big-endian
 //! index) that keeps each level in index order in a sorted store such as sled.
 //!
+//! A store may keep fewer: with *tiles* (C2SP tlog-tiles) only the nodes of levels that are
+//! multiples of [`TILE_HEIGHT`] are kept, 256 to a tile, and [`node_from_tiles`] computes any
+//! other node from the tile below it; [`tile_appends`] turns an append's node writes into tile
+//! writes. The provenance log stores its tree so (`store::provenance`).
+//!
 //! Appending leaf `n` creates `(0, n)` and then one parent per trailing one-bit of `n`:
 //! [`append_updates`] (or [`append_batch_updates`] for many leaves) returns exactly those
 //! `(level, index, hash)` triples, reading only the left siblings it needs; the caller writes them
@@ -592,6 +597,81 @@ fn range_hash<S: NodeStore + ?Sized>(
         rest &= rest - 1;
     }
     acc.ok_or(MerkleError::EmptyTree)
+}
+
+/// Tree levels one tile spans: a tile of tile level `k` holds the hashes of up to
+/// [`TILE_WIDTH`] consecutive nodes of tree level `k * TILE_HEIGHT`.
+pub const TILE_HEIGHT: u8 = 8;
+
+/// Hashes in a full tile.
+pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+
+/// Where the node `(level, index)` lies in tiles: `(tile level, tile index, offset, count)`:
+/// it is the perfect subtree over the `count` hashes from `offset` in that tile. `None` when
+/// the node's first leaf is beyond `u64`.
+pub fn tile_span(level: u8, index: u64) -> Option<(u8, u64, usize, usize)> {
+    let k = level / TILE_HEIGHT;
+    let j = u32::from(level % TILE_HEIGHT);
+    // The node's first hash at the tile's base level; it must not overflow.
+    let first = index.checked_shl(j).filter(|f| f >> j == index)?;
+    let offset = usize::try_from(first & (TILE_WIDTH - 1)).ok()?;
+    Some((k, first >> TILE_HEIGHT, offset, 1usize << j))
+}
+
+/// The hash of node `count` hashes wide from `offset` in `tile` (its 32-byte hashes in order;
+/// `count` a power of two): `None` if the tile does not hold them all.
+pub fn node_in_tile(tile: &[u8], offset: usize, count: usize) -> Option<Hash> {
+    let bytes = tile.get(offset.checked_mul(32)?..offset.checked_add(count)?.checked_mul(32)?)?;
+    let mut level: Vec<Hash> = bytes
+        .chunks_exact(32)
+        .filter_map(|c| c.try_into().ok())
+        .collect();
+    while level.len() > 1 {
+        let half = level.len() / 2;
+        for i in 0..half {
+            let (l, r) = (level[2 * i], level[2 * i + 1]);
+            level[i] = node_hash(&l, &r);
+        }
+        level.truncate(half);
+    }
+    level.first().copied()
+}
+
+/// Reads tree nodes from a store of tiles: `read(tile level, tile index)` gives a tile's bytes
+/// (see [`node_in_tile`]); a node is absent when its tile is, or is too short to hold it.
+pub fn node_from_tiles<T: AsRef<[u8]>, E>(
+    level: u8,
+    index: u64,
+    read: impl FnOnce(u8, u64) -> Result<Option<T>, E>,
+) -> Result<Option<Hash>, E> {
+    let Some((k, t, offset, count)) = tile_span(level, index) else {
+        return Ok(None);
+    };
+    Ok(read(k, t)?.and_then(|tile| node_in_tile(tile.as_ref(), offset, count)))
+}
+
+/// The tile writes of `updates` (as from [`append_batch_updates`]): per tile touched, `(tile
+/// level, tile index, offset of the first new hash, the new hashes' bytes)`, in key order.
+/// Nodes at levels that are not a multiple of [`TILE_HEIGHT`] are dropped: tiles recompute them.
+/// The new hashes of one tile are consecutive, as an append makes them.
+pub fn tile_appends(updates: &[NodeUpdate]) -> Vec<(u8, u64, usize, Vec<u8>)> {
+    let mut out: std::collections::BTreeMap<(u8, u64), (usize, Vec<u8>)> =
+        std::collections::BTreeMap::new();
+    for (level, index, hash) in updates {
+        if level % TILE_HEIGHT != 0 {
+            continue;
+        }
+        let Some((k, t, offset, _)) = tile_span(*level, *index) else {
+            continue;
+        };
+        out.entry((k, t))
+            .or_insert_with(|| (offset, Vec::new()))
+            .1
+            .extend_from_slice(hash);
+    }
+    out.into_iter()
+        .map(|((k, t), (offset, bytes))| (k, t, offset, bytes))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1488,5 +1568,87 @@ mod tests {
         let store_error: MerkleError<std::io::Error> =
             MerkleError::Store(std::io::Error::other("x"));
         assert!(store_error.source().is_some());
+    }
+
+    /// Tiles built in uneven batches, as the provenance writer builds them.
+    fn tiles_of(leaves: &[Hash], batch: usize) -> TestResultOf<HashMap<(u8, u64), Vec<u8>>> {
+        let mut tiles: HashMap<(u8, u64), Vec<u8>> = HashMap::new();
+        let mut size = 0u64;
+        for chunk in leaves.chunks(batch) {
+            let updates = append_batch_updates(size, chunk, |l, i| {
+                node_from_tiles(l, i, |k, t| {
+                    Ok::<_, Infallible>(tiles.get(&(k, t)).cloned())
+                })
+            })?;
+            for (k, t, offset, bytes) in tile_appends(&updates) {
+                let tile = tiles.entry((k, t)).or_default();
+                assert_eq!(tile.len(), offset * 32, "new hashes follow the old");
+                tile.extend_from_slice(&bytes);
+                assert!(tile.len() <= 32 * TILE_WIDTH as usize);
+            }
+            size += u(chunk.len())?;
+        }
+        Ok(tiles)
+    }
+
+    type TestResultOf<T> = Result<T, Box<dyn Error>>;
+
+    #[test]
+    fn tiles_give_every_node_the_full_store_gives() -> TestResult {
+        for (n, batch) in [
+            (1u64, 1),
+            (255, 7),
+            (256, 256),
+            (257, 1000),
+            (600, 97),
+            (66_000, 1024),
+        ] {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let mut full = MemoryStore::new();
+            full.append_batch(&leaves)?;
+            let tiles = tiles_of(&leaves, batch)?;
+            let tiled = |l: u8, i: u64| {
+                node_from_tiles(l, i, |k, t| Ok::<_, Infallible>(tiles.get(&(k, t))))
+            };
+            for level in 0u8..18 {
+                for index in 0..=(n >> level) {
+                    assert_eq!(
+                        tiled(level, index)?,
+                        full.get(level, index)?,
+                        "{n}: ({level}, {index})"
+                    );
+                }
+            }
+            assert_eq!(root(n, &tiled)?, root(n, &full)?);
+            for seq in [0, n / 2, n - 1] {
+                assert_eq!(
+                    inclusion_proof(seq, n, &tiled)?,
+                    inclusion_proof(seq, n, &full)?
+                );
+                assert_eq!(
+                    consistency_proof(seq + 1, n, &tiled)?,
+                    consistency_proof(seq + 1, n, &full)?
+                );
+            }
+            // Only the base levels of tiles are kept: 256 leaves take one tile, not 511 nodes.
+            let kept: usize = tiles.values().map(|t| t.len() / 32).sum();
+            assert!(
+                kept < n as usize + n as usize / 128 + 8,
+                "{n}: {kept} hashes"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_tile_span_beyond_u64_is_no_node() {
+        assert_eq!(tile_span(7, u64::MAX), None);
+        assert_eq!(tile_span(0, u64::MAX), Some((0, u64::MAX >> 8, 255, 1)));
+        assert_eq!(tile_span(9, 3), Some((1, 0, 6, 2)));
+        assert_eq!(
+            node_in_tile(&[0u8; 64], 1, 2),
+            None,
+            "a tile too short holds no node"
+        );
     }
 }

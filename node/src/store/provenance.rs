@@ -6,27 +6,44 @@
 //! # Group commit
 //! One thread owns all writes. Appenders send records through a bounded channel; the thread takes
 //! every record waiting (up to [`MAX_BATCH`]), gives them consecutive sequence numbers, writes
-//! records, documents, indexes and tree nodes in one sled transaction, flushes sled once
+//! records, documents, indexes and tree tiles in one sled transaction, flushes sled once
 //! (fsync), signs one tree head for the batch, and only then acknowledges each record. An
-//! acknowledged record is durable. Per record the batch holds the record, its entry in the
-//! dataset index and its tree nodes (a leaf and, on average, one parent); the kind and
-//! counterparty indexes take one entry per kind and per counterparty of the batch.
+//! acknowledged record is durable. Per record the batch holds the record and its entry in the
+//! dataset index; the kind and counterparty indexes take one entry per kind and per
+//! counterparty of the batch, and the tree one write per tile the batch touches (a batch of
+//! 1,024 records: about six).
 //!
 //! # Crash safety
 //! sled recovers a transaction whole or not at all, so after a crash the durable state ends at
 //! a batch boundary. At open, the log size is the length of the prefix that has both a record
-//! and its leaf node (logs written before batches were transactions may end mid-batch);
-//! anything beyond it (never acknowledged) is removed, with its index entries, and parent nodes
-//! that cover removed leaves too.
+//! and its leaf hash (logs written before batches were transactions may end mid-batch);
+//! anything beyond it (never acknowledged) is removed, with its index entries, and the tiles
+//! are cut back to the nodes that cover kept leaves only.
+//!
+//! # The tree in tiles
+//! The Merkle tree (`model::merkle`) is kept as tiles, as in C2SP tlog-tiles: the tile
+//! `(k, t)` holds the hashes of nodes `t * 256 .. t * 256 + 256` of tree level `8k` (level 0:
+//! the leaf hashes), fewer in the tile at the right edge. Every other node is the hash of a
+//! perfect subtree inside one tile and is computed when read (at most 127 hashes), so an append
+//! rewrites the few tiles it extends instead of inserting about two nodes per record, and a
+//! proof costs a few hundred hashes on top of its reads.
 //!
 //! # Keys
-//! `prov_records`: seq (u64 BE) → canonical JSON of the record. `prov_nodes`:
-//! `merkle::node_key` → 32-byte hash. `prov_index`: `b'd'`, dataset, 0x00, seq BE → the
+//! `prov_records`: seq (u64 BE) → canonical JSON of the record. `prov_tiles`:
+//! `merkle::node_key(k, t)` (tile level, then tile index BE) → the tile's 32-byte hashes,
+//! concatenated. `prov_meta`: `head` → our latest signed tree head; `format` → `2`. `prov_index`: `b'd'`, dataset, 0x00, seq BE → the
 //! record's canonical JSON; `b'k'|b'p'`, kind or counterparty, 0x00, first seq BE → the seqs
 //! (u64 BE each, ascending) of the batch's records of that kind or counterparty. Logs written
 //! before kind and counterparty entries were grouped hold one entry per record there, with an
 //! empty value (the seq is the key's): both are read, so such logs need no migration.
 //! `prov_docs`: digest (hex) → the signed document's JSON.
+//!
+//! # Format versions
+//! 1 (no `format` key): every node of the tree, at every level, under `merkle::node_key` in
+//! `prov_nodes`. 2 (`format` = `2`, since 2026-12-06): tiles in `prov_tiles`. A log of format 1
+//! is moved to format 2 when it is opened (`migrate_nodes_to_tiles`: the nodes of levels 0, 8,
+//! 16, ... become the tiles, then `prov_nodes` is emptied; crash-safe at every step). Code that
+//! knows only format 1 must not open a log of format 2.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +68,9 @@ pub const MAX_BATCH: usize = 8192;
 pub const QUEUE: usize = 65_536;
 
 const RECORDS: &str = "prov_records";
+/// Where logs of format 1 kept every tree node (migrated to tiles at open).
 const NODES: &str = "prov_nodes";
+const TILES: &str = "prov_tiles";
 const INDEX: &str = "prov_index";
 const DOCS: &str = "prov_docs";
 const META: &str = "prov_meta";
@@ -59,6 +78,10 @@ const WITNESSED: &str = "prov_witnessed";
 const COSIGS: &str = "prov_cosigs";
 const ALARMS: &str = "prov_alarms";
 const HEAD_KEY: &[u8] = b"head";
+/// `prov_meta` key of the on-disk format; absent in format 1 (every node in `prov_nodes`).
+const FORMAT_KEY: &[u8] = b"format";
+/// The on-disk format this code writes: the tree kept as tiles (see the module docs).
+const FORMAT_TILES: &[u8] = b"2";
 
 /// Why the log failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +146,7 @@ pub const MAX_QUERY_RECORDS: usize = 100_000;
 #[derive(Clone)]
 pub struct ProvenanceLog {
     records: sled::Tree,
-    nodes: sled::Tree,
+    tiles: sled::Tree,
     index: sled::Tree,
     docs: sled::Tree,
     meta: sled::Tree,
@@ -134,6 +157,8 @@ pub struct ProvenanceLog {
     head: Arc<RwLock<Option<Signed<TreeHead>>>>,
     jobs: mpsc::Sender<Job>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set when the tree was rebuilt behind the writer (a test hook): its edge is stale.
+    edge_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ProvenanceLog {
@@ -204,10 +229,9 @@ fn latest_in_index(
     Ok(None)
 }
 
-fn get_node(nodes: &sled::Tree, level: u8, index: u64) -> Result<Option<Hash>, sled::Error> {
-    Ok(nodes
-        .get(merkle::node_key(level, index))?
-        .and_then(|v| v.as_ref().try_into().ok()))
+/// Tree node `(level, index)`, from its tile.
+fn get_node(tiles: &sled::Tree, level: u8, index: u64) -> Result<Option<Hash>, sled::Error> {
+    merkle::node_from_tiles(level, index, |k, t| tiles.get(merkle::node_key(k, t)))
 }
 
 impl ProvenanceLog {
@@ -232,11 +256,12 @@ impl ProvenanceLog {
         data_dir: Option<std::path::PathBuf>,
     ) -> Result<ProvenanceLog, ProvenanceError> {
         let records = db.open_tree(RECORDS)?;
-        let nodes = db.open_tree(NODES)?;
+        let tiles = db.open_tree(TILES)?;
         let index = db.open_tree(INDEX)?;
         let docs = db.open_tree(DOCS)?;
         let meta = db.open_tree(META)?;
-        let size = repair(&records, &nodes, &index)?;
+        migrate_nodes_to_tiles(db, &db.open_tree(NODES)?, &tiles, &meta)?;
+        let size = repair(&records, &tiles, &index)?;
         let head = match meta.get(HEAD_KEY)? {
             // A head of another key (signed before the node's key was rotated) is signed again.
             Some(raw) => serde_json::from_slice::<Signed<TreeHead>>(&raw)
@@ -247,7 +272,7 @@ impl ProvenanceLog {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let log = ProvenanceLog {
             records,
-            nodes,
+            tiles,
             index,
             docs,
             meta,
@@ -258,6 +283,7 @@ impl ProvenanceLog {
             head: Arc::new(RwLock::new(head)),
             jobs,
             writer: Arc::new(Mutex::new(None)),
+            edge_stale: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         if log.head().is_none() {
             let h = log.sign_head(&key, &actor, size)?;
@@ -271,6 +297,7 @@ impl ProvenanceLog {
             region,
             data_dir,
             latest: std::collections::HashMap::new(),
+            edge: std::collections::HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("yrd-provenance".into())
@@ -296,14 +323,7 @@ impl ProvenanceLog {
         actor: &str,
         size: u64,
     ) -> Result<Signed<TreeHead>, ProvenanceError> {
-        let root = self.root(size)?;
-        let head = TreeHead {
-            log: actor.to_string(),
-            size,
-            root: hex::encode(root),
-            time: now_rfc3339(),
-        };
-        Signed::sign(head, key).map_err(|e| corrupt("tree head", e))
+        sign_head_of(key, actor, size, self.root(size)?)
     }
 
     /// Appends one record and waits until it is durable; returns its seq.
@@ -352,22 +372,22 @@ impl ProvenanceLog {
 
     /// The root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash, ProvenanceError> {
-        let nodes = &self.nodes;
-        merkle::root(size, &|l: u8, i: u64| get_node(nodes, l, i))
+        let tiles = &self.tiles;
+        merkle::root(size, &|l: u8, i: u64| get_node(tiles, l, i))
             .map_err(|e| ProvenanceError::Tree(e.to_string()))
     }
 
     /// Inclusion proof of record `seq` in the tree of `size` records.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, ProvenanceError> {
-        let nodes = &self.nodes;
-        merkle::inclusion_proof(seq, size, &|l: u8, i: u64| get_node(nodes, l, i))
+        let tiles = &self.tiles;
+        merkle::inclusion_proof(seq, size, &|l: u8, i: u64| get_node(tiles, l, i))
             .map_err(|e| ProvenanceError::Tree(e.to_string()))
     }
 
     /// Consistency proof from `old` to `new` records.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProvenanceError> {
-        let nodes = &self.nodes;
-        merkle::consistency_proof(old, new, &|l: u8, i: u64| get_node(nodes, l, i))
+        let tiles = &self.tiles;
+        merkle::consistency_proof(old, new, &|l: u8, i: u64| get_node(tiles, l, i))
             .map_err(|e| ProvenanceError::Tree(e.to_string()))
     }
 
@@ -491,11 +511,13 @@ impl ProvenanceLog {
         Ok(out)
     }
 
-    /// Recomputes every leaf from its record and every stored node above it, and the root;
-    /// fails at the first record or node that does not match.
+    /// Recomputes every leaf from its record and every node above it, checks each against
+    /// its tile, and the root; fails at the first record or node that does not match.
     pub fn verify_all(&self) -> Result<(u64, Hash), ProvenanceError> {
         let size = self.size();
         let mut stack: Vec<Hash> = Vec::new();
+        // The tile last read at each tile level: the walk reads each tile once.
+        let mut tiles: Vec<Option<(u64, sled::IVec)>> = vec![None; 8];
         for seq in 0..size {
             let raw = self
                 .records
@@ -518,12 +540,8 @@ impl ProvenanceLog {
             let mut h = merkle::leaf_hash(&raw);
             let (mut level, mut index) = (0u8, seq);
             loop {
-                let stored = get_node(&self.nodes, level, index)?;
-                if stored != Some(h) {
-                    return Err(ProvenanceError::Mismatch {
-                        seq,
-                        message: format!("tree node ({level}, {index}) does not match"),
-                    });
+                if level % merkle::TILE_HEIGHT == 0 {
+                    self.check_in_tile(&mut tiles, seq, level, index, &h)?;
                 }
                 if index % 2 == 0 {
                     break;
@@ -552,6 +570,37 @@ impl ProvenanceLog {
             });
         }
         Ok((size, root))
+    }
+
+    /// Checks that the tile holding node `(level, index)` (a tile's base level) holds `h`;
+    /// `cache` keeps the tile last read per tile level.
+    fn check_in_tile(
+        &self,
+        cache: &mut [Option<(u64, sled::IVec)>],
+        seq: u64,
+        level: u8,
+        index: u64,
+        h: &Hash,
+    ) -> Result<(), ProvenanceError> {
+        let mismatch = || ProvenanceError::Mismatch {
+            seq,
+            message: format!("tree node ({level}, {index}) does not match"),
+        };
+        let (k, t, offset, _) = merkle::tile_span(level, index).ok_or_else(mismatch)?;
+        let slot = cache.get_mut(usize::from(k)).ok_or_else(mismatch)?;
+        if slot.as_ref().is_none_or(|(at, _)| *at != t) {
+            *slot = self
+                .tiles
+                .get(merkle::node_key(k, t))?
+                .map(|tile| (t, tile));
+        }
+        let stored = slot
+            .as_ref()
+            .and_then(|(_, tile)| merkle::node_in_tile(tile, offset, 1));
+        if stored != Some(*h) {
+            return Err(mismatch());
+        }
+        Ok(())
     }
 
     /// The latest head we verified of another node's log.
@@ -664,7 +713,7 @@ impl ProvenanceLog {
     ) -> Result<(), ProvenanceError> {
         let bytes = record.leaf_data().map_err(|e| corrupt("record", e))?;
         self.records.insert(seq_key(seq), bytes)?;
-        self.nodes.clear()?;
+        self.tiles.clear()?;
         let size = self.size();
         let mut leaves = Vec::new();
         for s in 0..size {
@@ -674,21 +723,152 @@ impl ProvenanceLog {
                 .ok_or_else(|| corrupt("record", "missing"))?;
             leaves.push(merkle::leaf_hash(&raw));
         }
-        let nodes = &self.nodes;
-        let updates = merkle::append_batch_updates(0, &leaves, |l, i| get_node(nodes, l, i))
-            .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
-        for (l, i, h) in updates {
-            self.nodes.insert(merkle::node_key(l, i), &h)?;
-        }
+        let (batch, _) = tile_batch(&self.tiles, 0, &leaves, &Edge::new())?;
+        self.tiles.apply_batch(batch)?;
         self.meta.remove(HEAD_KEY)?;
+        self.edge_stale.store(true, Ordering::Release);
         Ok(())
     }
+}
+
+/// Our tree head for `size` records with `root`, signed.
+fn sign_head_of(
+    key: &SigningKey,
+    actor: &str,
+    size: u64,
+    root: Hash,
+) -> Result<Signed<TreeHead>, ProvenanceError> {
+    let head = TreeHead {
+        log: actor.to_string(),
+        size,
+        root: hex::encode(root),
+        time: now_rfc3339(),
+    };
+    Signed::sign(head, key).map_err(|e| corrupt("tree head", e))
+}
+
+/// The right edge of the tree, by `(level, index)`: see [`edge_of`].
+type Edge = std::collections::HashMap<(u8, u64), Hash>;
+
+/// The tile writes that append `leaves` to a tree of `first` leaves: each tile touched, whole
+/// (the hashes it held before, then the new ones), and the node writes they stand for. Nodes
+/// in `edge` are taken from it rather than computed from their tiles.
+fn tile_batch(
+    tiles: &sled::Tree,
+    first: u64,
+    leaves: &[Hash],
+    edge: &Edge,
+) -> Result<(sled::Batch, Vec<merkle::NodeUpdate>), ProvenanceError> {
+    let updates = merkle::append_batch_updates(first, leaves, |l, i| match edge.get(&(l, i)) {
+        Some(h) => Ok(Some(*h)),
+        None => get_node(tiles, l, i),
+    })
+    .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
+    let mut batch = sled::Batch::default();
+    for (k, t, offset, new) in merkle::tile_appends(&updates) {
+        let key = merkle::node_key(k, t);
+        let mut value = Vec::with_capacity(offset * 32 + new.len());
+        if offset > 0 {
+            let old = tiles.get(key)?.unwrap_or_default();
+            if old.len() != offset * 32 {
+                return Err(ProvenanceError::Tree(format!(
+                    "tile ({k}, {t}) holds {} bytes, expected {}",
+                    old.len(),
+                    offset * 32
+                )));
+            }
+            value.extend_from_slice(&old);
+        }
+        value.extend_from_slice(&new);
+        batch.insert(&key, value);
+    }
+    Ok((batch, updates))
+}
+
+/// The nodes on the right edge of a tree of `size` leaves, `(level, index)`: the perfect
+/// subtrees of its one-bits, which make its root and are the left siblings the next append
+/// reads.
+fn edge_of(size: u64) -> impl Iterator<Item = (u8, u64)> {
+    (0u32..64)
+        .filter(move |l| size >> l & 1 == 1)
+        // The subtree of bit `l` starts after those of the higher bits.
+        .map(move |l| (l as u8, size.checked_shr(l + 1).unwrap_or(0) << 1))
+}
+
+/// Moves a log of format 1 (every node under `merkle::node_key` in `prov_nodes`) to tiles:
+/// the nodes of levels 0, 8, 16, ... are packed into their tiles, then `prov_nodes` is
+/// emptied. Crash-safe: the format key is written only after the tiles are durable, and
+/// before it tiles are rebuilt from scratch; after it only the clearing is left.
+fn migrate_nodes_to_tiles(
+    db: &sled::Db,
+    nodes: &sled::Tree,
+    tiles: &sled::Tree,
+    meta: &sled::Tree,
+) -> Result<(), ProvenanceError> {
+    if nodes.is_empty() {
+        if meta.get(FORMAT_KEY)?.is_none() {
+            meta.insert(FORMAT_KEY, FORMAT_TILES)?;
+        }
+        return Ok(());
+    }
+    match meta.get(FORMAT_KEY)? {
+        Some(f) if f.as_ref() == FORMAT_TILES => {}
+        Some(f) => {
+            return Err(corrupt(
+                "log format",
+                format!("unknown format {}", String::from_utf8_lossy(&f)),
+            ));
+        }
+        None => {
+            tiles.clear()?;
+            let mut moved = 0u64;
+            for k in 0..64 / merkle::TILE_HEIGHT {
+                let level = k * merkle::TILE_HEIGHT;
+                // Consecutive nodes from index 0; a gap ends the level (repair then cuts
+                // what lies above it).
+                let mut tile: Option<(u64, Vec<u8>)> = None;
+                for (next, item) in (0u64..).zip(nodes.scan_prefix([level])) {
+                    let (key, value) = item?;
+                    let index = key
+                        .get(1..9)
+                        .and_then(|s| s.try_into().ok())
+                        .map(u64::from_be_bytes);
+                    if index != Some(next) || value.len() != 32 {
+                        break;
+                    }
+                    let t = next >> merkle::TILE_HEIGHT;
+                    if tile.as_ref().is_some_and(|(at, _)| *at != t) {
+                        if let Some((at, bytes)) = tile.take() {
+                            tiles.insert(merkle::node_key(k, at), bytes)?;
+                        }
+                    }
+                    tile.get_or_insert_with(|| (t, Vec::new()))
+                        .1
+                        .extend_from_slice(&value);
+                    moved += 1;
+                }
+                if let Some((at, bytes)) = tile {
+                    tiles.insert(merkle::node_key(k, at), bytes)?;
+                }
+            }
+            db.flush()?;
+            meta.insert(FORMAT_KEY, FORMAT_TILES)?;
+            db.flush()?;
+            tracing::info!(
+                nodes = moved,
+                "provenance: tree nodes moved to tiles (format 2)"
+            );
+        }
+    }
+    nodes.clear()?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Finds the committed size after a crash and removes what lies beyond it.
 fn repair(
     records: &sled::Tree,
-    nodes: &sled::Tree,
+    tiles: &sled::Tree,
     index: &sled::Tree,
 ) -> Result<u64, ProvenanceError> {
     let n_rec = match records.last()? {
@@ -701,15 +881,16 @@ fn repair(
             u64::from_be_bytes(b) + 1
         }
     };
-    let n_leaf = match nodes.scan_prefix([0u8]).last() {
+    // The leaves: full tiles of level 0 and the hashes of the last.
+    let n_leaf = match tiles.scan_prefix([0u8]).last() {
         None => 0,
         Some(item) => {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let b: [u8; 8] = k
                 .get(1..9)
                 .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| corrupt("node key", "not 9 bytes"))?;
-            u64::from_be_bytes(b) + 1
+                .ok_or_else(|| corrupt("tile key", "not 9 bytes"))?;
+            (u64::from_be_bytes(b) << merkle::TILE_HEIGHT) + (v.len() / 32) as u64
         }
     };
     let size = n_rec.min(n_leaf);
@@ -738,27 +919,28 @@ fn repair(
             "provenance: unacknowledged records of an interrupted batch removed"
         );
     }
-    for level in 0u8..64 {
-        let mut doomed = Vec::new();
-        for item in nodes.scan_prefix([level]).rev() {
-            let (k, _) = item?;
-            let Some(i) = k
+    // Each tile level keeps the nodes of its base level that cover leaves below `size` only.
+    for k in 0..64 / merkle::TILE_HEIGHT {
+        let kept = size >> (k * merkle::TILE_HEIGHT);
+        for item in tiles.scan_prefix([k]).rev() {
+            let (key, v) = item?;
+            let Some(t) = key
                 .get(1..9)
                 .and_then(|s| s.try_into().ok())
                 .map(u64::from_be_bytes)
             else {
                 continue;
             };
-            // The node covers leaves up to (i + 1) * 2^level - 1.
-            let end = (u128::from(i) + 1) << level;
-            if end > u128::from(size) {
-                doomed.push(k);
-            } else {
-                break;
+            let start = u128::from(t) << merkle::TILE_HEIGHT;
+            let keep = u128::from(kept).saturating_sub(start).min(256) as usize * 32;
+            if keep == 0 {
+                tiles.remove(key)?;
+                continue;
             }
-        }
-        for k in doomed {
-            nodes.remove(k)?;
+            if v.len() > keep {
+                tiles.insert(key, v.get(..keep).unwrap_or_default())?;
+            }
+            break;
         }
     }
     Ok(size)
@@ -829,6 +1011,9 @@ struct Writer {
     /// The seq of the latest committed record about each dataset recently recorded: the writer
     /// is the only one to append, so this is the dataset index's answer without its scan.
     latest: std::collections::HashMap<String, u64>,
+    /// The right edge of the committed tree ([`edge_of`] its size), once known: the next
+    /// batch's left siblings and the root come from it, not from hashing inside tiles.
+    edge: Edge,
 }
 
 impl Writer {
@@ -868,9 +1053,10 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "provenance batch not committed");
                 self.latest.clear();
+                self.edge.clear();
                 // Remove whatever of the batch reached the trees, so the next batch starts clean.
                 let log = &self.log;
-                match repair(&log.records, &log.nodes, &log.index) {
+                match repair(&log.records, &log.tiles, &log.index) {
                     Ok(size) => log.size.store(size, Ordering::Release),
                     Err(e) => tracing::error!(error = %e, "provenance log repair failed"),
                 }
@@ -945,17 +1131,37 @@ impl Writer {
             };
             index.insert(index_key(tag, &value, u64::from_be_bytes(first_seq)), seqs);
         }
-        let nodes = &log.nodes;
-        let updates = merkle::append_batch_updates(first, &leaves, |l, i| get_node(nodes, l, i))
-            .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
-        let mut node_batch = sled::Batch::default();
-        for (l, i, h) in updates {
-            node_batch.insert(&merkle::node_key(l, i), &h);
+        if log.edge_stale.swap(false, Ordering::AcqRel) {
+            self.edge.clear();
         }
+        let (tile_batch, updates) = tile_batch(&log.tiles, first, &leaves, &self.edge)?;
+        let size = first + batch.len() as u64;
+        // The new edge: nodes this batch made, else the old edge's, else read from the tiles.
+        let made: Edge = {
+            let wanted: std::collections::HashSet<(u8, u64)> = edge_of(size).collect();
+            updates
+                .into_iter()
+                .filter(|(l, i, _)| wanted.contains(&(*l, *i)))
+                .map(|(l, i, h)| ((l, i), h))
+                .collect()
+        };
+        let mut edge = Edge::new();
+        for (l, i) in edge_of(size) {
+            let h = match made.get(&(l, i)).or_else(|| self.edge.get(&(l, i))) {
+                Some(h) => *h,
+                None => get_node(&log.tiles, l, i)?
+                    .ok_or_else(|| ProvenanceError::Tree(format!("node ({l}, {i}) missing")))?,
+            };
+            edge.insert((l, i), h);
+        }
+        let root = merkle::root(size, &|l: u8, i: u64| {
+            Ok::<_, std::convert::Infallible>(edge.get(&(l, i)).copied())
+        })
+        .map_err(|e| ProvenanceError::Tree(e.to_string()))?;
         // One atomic write for the whole group: after a crash sled recovers all of it or none.
         apply_atomically(
-            (&log.docs, &log.records, &log.index, &log.nodes),
-            [&docs, &records, &index, &node_batch],
+            (&log.docs, &log.records, &log.index, &log.tiles),
+            [&docs, &records, &index, &tile_batch],
         )?;
         if let Some(dir) = &self.data_dir {
             crate::failpoint::pause_blocking(dir, "append.before_flush");
@@ -968,9 +1174,9 @@ impl Writer {
             self.latest.clear();
         }
         self.latest.extend(latest);
-        let size = first + batch.len() as u64;
         log.size.store(size, Ordering::Release);
-        let head = log.sign_head(&self.key, &self.actor, size)?;
+        self.edge = edge;
+        let head = sign_head_of(&self.key, &self.actor, size, root)?;
         // The records are committed; a head that cannot be stored is signed again at the next
         // batch or at open (repair), so this is loud but not fatal.
         match serde_json::to_vec(&head) {
@@ -1106,10 +1312,11 @@ mod tests {
         log.close();
         drop(log);
         // As after a crash that kept the records of the last two but not their leaves.
-        let nodes = db.open_tree(NODES).unwrap();
-        for seq in [x, y] {
-            nodes.remove(merkle::node_key(0, seq)).unwrap();
-        }
+        let tiles = db.open_tree(TILES).unwrap();
+        let key = merkle::node_key(0, 0);
+        let tile = tiles.get(key).unwrap().unwrap();
+        assert_eq!(tile.len(), 3 * 32);
+        tiles.insert(key, &tile[..32 * x.min(y) as usize]).unwrap();
         let log = open(&db);
         assert_eq!(log.size(), kept + 1);
         assert_eq!(seqs(&log, by_peer("p1")), vec![kept]);
@@ -1161,6 +1368,106 @@ mod tests {
         assert_eq!(log.latest_about_dataset("a", log.size()).unwrap(), Some(s4));
         assert_eq!(log.latest_about_dataset("a", s4).unwrap(), Some(s3));
         assert_eq!(log.latest_about_dataset("b", log.size()).unwrap(), None);
+        log.close();
+    }
+
+    /// Rewrites the tree of the log in `db` as format 1 kept it: every node under its own key
+    /// in `prov_nodes`, no tiles and no format key.
+    fn to_format_1(db: &sled::Db) {
+        let records = db.open_tree(RECORDS).unwrap();
+        let leaves: Vec<Hash> = records
+            .iter()
+            .map(|item| merkle::leaf_hash(&item.unwrap().1))
+            .collect();
+        let updates = merkle::append_batch_updates(0, &leaves, |_, _| {
+            Ok::<_, std::convert::Infallible>(None)
+        })
+        .unwrap();
+        let nodes = db.open_tree(NODES).unwrap();
+        for (l, i, h) in updates {
+            nodes.insert(merkle::node_key(l, i), &h).unwrap();
+        }
+        db.open_tree(TILES).unwrap().clear().unwrap();
+        db.open_tree(META).unwrap().remove(FORMAT_KEY).unwrap();
+    }
+
+    async fn append_n(log: &ProvenanceLog, n: usize) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let log = log.clone();
+            tasks.spawn(async move {
+                log.append(of(RecordKind::Refused, &format!("p{}", i % 7)))
+                    .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_edge_is_the_perfect_subtree_of_each_one_bit() {
+        let edge = |n| edge_of(n).collect::<Vec<_>>();
+        assert_eq!(edge(0), vec![]);
+        assert_eq!(edge(6), vec![(1, 2), (2, 0)]);
+        assert_eq!(edge(7), vec![(0, 6), (1, 2), (2, 0)]);
+        assert_eq!(edge(u64::MAX).last(), Some(&(63, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_log_of_format_1_is_moved_to_tiles_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = open(&db);
+        // Three leaf tiles (the last partial) and two hashes in a tile of level 8.
+        append_n(&log, 600).await;
+        let size = log.size();
+        assert_eq!(size, 600);
+        let root = log.root(size).unwrap();
+        let proofs = |log: &ProvenanceLog| {
+            (
+                log.inclusion_proof(5, size).unwrap(),
+                log.inclusion_proof(599, size).unwrap(),
+                log.consistency_proof(300, size).unwrap(),
+            )
+        };
+        let before = proofs(&log);
+        log.close();
+        drop(log);
+        to_format_1(&db);
+        assert!(db.open_tree(NODES).unwrap().len() > 1000);
+        // An earlier attempt, interrupted, left a wrong tile behind: it is rebuilt.
+        let tiles = db.open_tree(TILES).unwrap();
+        tiles
+            .insert(merkle::node_key(0, 0), &[7u8; 64][..])
+            .unwrap();
+
+        let log = open(&db);
+        assert_eq!(log.size(), size);
+        assert_eq!(log.root(size).unwrap(), root);
+        assert_eq!(log.head().unwrap().document.root, hex::encode(root));
+        assert_eq!(proofs(&log), before);
+        assert!(db.open_tree(NODES).unwrap().is_empty());
+        assert_eq!(tiles.len(), 4, "tiles (0, 0..3) and (1, 0)");
+        log.verify_all().unwrap();
+        append_n(&log, 1).await;
+        log.verify_all().unwrap();
+        log.close();
+        drop(log);
+
+        // Interrupted after the format key was written: only the clearing was left.
+        let nodes = db.open_tree(NODES).unwrap();
+        nodes
+            .insert(merkle::node_key(0, 0), &[1u8; 32][..])
+            .unwrap();
+        let log = open(&db);
+        assert_eq!(log.size(), size + 1);
+        assert_eq!(log.inclusion_proof(5, size).unwrap(), before.0);
+        append_n(&log, 300).await;
+        let head = log.head().unwrap().document;
+        assert_eq!(head.root, hex::encode(log.root(head.size).unwrap()));
+        assert!(nodes.is_empty());
+        log.verify_all().unwrap();
         log.close();
     }
 }
