@@ -13,9 +13,15 @@ The figure that matters is the slope after warm-up: a node whose memory is bound
 line; a leak or an unbounded cache shows a steady climb.
 
 Usage: scripts/soak.py YRD [--secs 300] [--interval 2] [--clients 8] [--cache-mib N]
-       [--json-out FILE]
+       [--wrap "heaptrack -o FILE"] [--json-out FILE]
 --cache-mib sets `[store] cache_mib` on every node before the soak (e.g. 1024, sled's own
 default, to see the difference the bound makes).
+--interval larger than --secs publishes one version only (growth from API calls alone);
+--clients 0 calls nothing (growth from versions alone).
+--wrap runs the devnet under a command (a heap profiler); RSS is then sampled from the `yrd`
+process under it, yrd's malloc settings (MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_=131072) are
+set beforehand so that it does not re-execute itself,
+and the devnet is killed at the end (SIGKILL), so the profile's "leaked" memory is what was live.
 """
 
 import argparse
@@ -24,6 +30,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,25 +64,50 @@ def sample(pid, t):
     return (t, rss_kib(pid), rss_kib(pid, "RssAnon"), rss_kib(pid, "RssFile"))
 
 
-def start_devnet(yrd, root):
+def yrd_pid(proc, yrd):
+    """The `yrd devnet` process: `proc` itself, or (under --wrap) its descendant running YRD."""
+    todo = [proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            if os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(yrd):
+                return pid
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return None
+
+
+def start_devnet(yrd, root, wrap=None):
     log = open(os.path.join(root, "devnet.log"), "ab")
-    proc = subprocess.Popen([yrd, "devnet", "--dir", root], stdout=log, stderr=log)
+    env = dict(os.environ)
+    if wrap:
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    cmd = shlex.split(wrap or "") + [yrd, "devnet", "--dir", root]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     # Ready when the last subscriber holds a subscription (the devnet's last setup step).
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
             sys.exit(f"yrd devnet exited with {proc.returncode}; see {root}/devnet.log")
         if subscribed(yrd, root, "anhui"):
+            proc.yrd_pid = yrd_pid(proc, yrd) or proc.pid
             return proc
         time.sleep(0.5)
     proc.kill()
     sys.exit(f"devnet not ready within 180 s; see {root}/devnet.log")
 
 
-def stop_devnet(proc):
-    proc.send_signal(signal.SIGTERM)
+def stop_devnet(proc, sig=signal.SIGTERM):
+    # Under --wrap the signal goes to yrd itself; the wrapper then finishes its output.
     try:
-        proc.wait(timeout=60)
+        os.kill(proc.yrd_pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -170,7 +202,7 @@ def publish_loop(yrd, root, secs, interval, stop, result):
             result["published"] += 1
         else:
             result["publish_errors"].append(out.stderr.strip()[:300])
-        stop.wait(max(0.0, interval - (time.time() - t0)))
+        stop.wait(max(0.0, min(interval - (time.time() - t0), end - time.time())))
 
 
 def main():
@@ -180,15 +212,17 @@ def main():
     ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--cache-mib", type=int)
+    ap.add_argument("--wrap", help='run the devnet under this command, e.g. "heaptrack -o /tmp/h"')
     ap.add_argument("--json-out")
     a = ap.parse_args()
     yrd = os.path.abspath(a.yrd)
     root = tempfile.mkdtemp(prefix="yrd-soak.")
     proc = start_devnet(yrd, root)
-    if a.cache_mib:
+    if a.cache_mib or a.wrap:
         stop_devnet(proc)
-        set_cache(root, a.cache_mib)
-        proc = start_devnet(yrd, root)
+        if a.cache_mib:
+            set_cache(root, a.cache_mib)
+        proc = start_devnet(yrd, root, a.wrap)
     apis = [api_of(root, n) for n in NODES]
     clients = Clients(apis, a.clients)
     result = {"published": 0, "publish_errors": [], "last_version": None}
@@ -196,14 +230,14 @@ def main():
     publisher = threading.Thread(target=publish_loop, args=(yrd, root, a.secs, a.interval, stop, result))
     samples = []
     t0 = time.time()
-    samples.append(sample(proc.pid, 0.0))
+    samples.append(sample(proc.yrd_pid, 0.0))
     for t in clients.threads:
         t.start()
     publisher.start()
     try:
         while publisher.is_alive():
             publisher.join(timeout=5)
-            samples.append(sample(proc.pid, round(time.time() - t0, 1)))
+            samples.append(sample(proc.yrd_pid, round(time.time() - t0, 1)))
             mib, anon = samples[-1][1] / 1024, samples[-1][2] / 1024
             print(f"{samples[-1][0]:7.1f} s  RSS {mib:6.1f} MiB (anon {anon:6.1f})  calls {clients.calls}  "
                   f"errors {len(clients.errors)}  published {result['published']}", flush=True)
@@ -223,7 +257,9 @@ def main():
             if delivered[node] == last or time.time() > deadline:
                 break
             time.sleep(1)
-    stop_devnet(proc)
+    # Killed under --wrap, so that a heap profiler's "leaked" memory is what was live at the end
+    # (an orderly stop frees it).
+    stop_devnet(proc, signal.SIGKILL if a.wrap else signal.SIGTERM)
     calls = clients.calls
     # Slope over the second half of the run (warm-up excluded): MiB per minute.
     half = [s for s in samples if s[0] >= a.secs / 2]
@@ -235,6 +271,7 @@ def main():
         "interval": a.interval,
         "clients": a.clients,
         "cache_mib": a.cache_mib,
+        "wrap": a.wrap,
         "calls": calls,
         "calls_per_sec": round(calls / a.secs, 1),
         "errors": len(clients.errors),

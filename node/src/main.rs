@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Run | Command::Devnet(_) | Command::Sim { .. }
     ) {
-        bound_malloc_arenas();
+        set_malloc_bounds();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,17 +57,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc's malloc gives threads that allocate at the same time arenas of their own (up to eight
-/// per core) and hands little of what is freed inside them back: a busy node's resident memory
-/// crept for as long as it ran (scripts/soak.py; docs/benchmarks.md, "Memory over time"). Two
-/// arenas keep it flat at no measurable cost to a node's throughput. glibc reads the bound once,
-/// before the first allocation, so a long-running command whose environment does not set it
-/// re-executes itself (same process id, same binary even if replaced on disk) with it set.
+/// glibc's malloc settings a long-running node needs, read once before the first allocation:
+/// - `MALLOC_ARENA_MAX=2`: glibc gives threads that allocate at the same time arenas of their
+///   own (up to eight per core) and hands little of what is freed inside them back.
+/// - `MALLOC_MMAP_THRESHOLD_=131072`: a block of 128 KiB or more (a chunk buffer, a file's
+///   records, a listing) gets pages of its own, returned when freed. glibc's default threshold
+///   rises to the largest such block freed (up to 32 MiB); from then on those blocks are carved
+///   out of the arenas, and the long-lived data allocated between them (sled's cache, growing
+///   with every version stored) pins the space: resident memory crept about 0.25 MiB per version
+///   published on the devnet and never came back (scripts/soak.py; docs/benchmarks.md, "Memory
+///   over time"). Fixed, the same soak stays flat.
+///
+/// A long-running command whose environment does not set them re-executes itself (same process
+/// id, same binary even if replaced on disk) with them set; a value the environment gives is kept.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn bound_malloc_arenas() {
+fn set_malloc_bounds() {
     use std::os::unix::process::CommandExt;
-    const VAR: &str = "MALLOC_ARENA_MAX";
-    if std::env::var_os(VAR).is_some() {
+    const VARS: [(&str, &str); 2] = [
+        ("MALLOC_ARENA_MAX", "2"),
+        ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ];
+    let missing: Vec<(&str, &str)> = VARS
+        .into_iter()
+        .filter(|(var, _)| std::env::var_os(var).is_none())
+        .collect();
+    if missing.is_empty() {
         return;
     }
     let mut args = std::env::args_os();
@@ -75,11 +89,13 @@ fn bound_malloc_arenas() {
     let err = std::process::Command::new("/proc/self/exe")
         .arg0(arg0)
         .args(args)
-        .env(VAR, "2")
+        .envs(missing)
         .exec();
-    // Still here: exec failed. Run on with glibc's default arenas.
-    eprintln!("warning: could not bound malloc arenas ({VAR}=2 and re-exec): {err}");
+    // Still here: exec failed. Run on with glibc's defaults.
+    eprintln!(
+        "warning: could not set glibc's malloc bounds (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_) and re-exec: {err}"
+    );
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn bound_malloc_arenas() {}
+fn set_malloc_bounds() {}

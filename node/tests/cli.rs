@@ -347,10 +347,12 @@ fn a_daemon_bounds_its_malloc_arenas_in_the_same_process() {
     let pid = daemon.process.0.id();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    assert!(
-        vars.contains(&&b"MALLOC_ARENA_MAX=2"[..]),
-        "daemon {pid} runs without MALLOC_ARENA_MAX=2"
-    );
+    for var in ["MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=131072"] {
+        assert!(
+            vars.contains(&var.as_bytes()),
+            "daemon {pid} runs without {var}"
+        );
+    }
     let health: Health = json(&daemon.yrd(&["--json", "health"]));
     assert_eq!(health.status, "ok");
 }

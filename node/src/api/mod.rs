@@ -353,7 +353,7 @@ fn routes() -> ApiBuilder {
             Doc::new::<Vec<TransferView>>(
                 "transfers",
                 "exchange",
-                "Transfers in progress and finished, both ways",
+                "Transfers in progress and the newest 200 finished, both ways",
             )
             .cli("yrd transfers"),
         )

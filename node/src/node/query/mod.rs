@@ -564,9 +564,8 @@ impl Node {
             }
         }
         let manifest = self
-            .manifests(None, &q.dataset)
+            .manifest(None, &q.dataset, None)
             .map_err(internal)?
-            .pop()
             .ok_or_else(|| {
                 refusal(
                     RefusalCode::NotFound,

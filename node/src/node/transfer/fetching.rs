@@ -187,17 +187,22 @@ impl Node {
         self.spawn_long(async move { node.run_fetch(record, progress).await });
     }
 
-    /// Resumes fetches a previous run left unfinished (called at start).
+    /// Resumes fetches a previous run left unfinished and lists again the newest it finished
+    /// (called at start).
     pub(crate) fn resume_fetches(&self) {
         let Ok(records) = self.store().records::<FetchRecord>(RecordTree::Fetches) else {
             return;
         };
+        let mut finished = Vec::new();
         for (_, rec) in records {
-            if !rec.view.status.finished() {
+            if rec.view.status.finished() {
+                finished.push(rec.view);
+            } else {
                 tracing::info!(dataset = %rec.view.dataset, transfer = %rec.view.id, "resuming fetch");
                 self.spawn_fetch(rec);
             }
         }
+        self.list_finished_fetches(finished);
     }
 
     pub(super) fn save_fetch(&self, record: &FetchRecord) {

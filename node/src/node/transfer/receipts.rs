@@ -44,10 +44,10 @@ impl Node {
         }
         // It must acknowledge something we actually served: one of our manifests, original
         // or derived (under a grant to this receiver, or an unconditional offer's masked copy).
+        // One read, not every version of the dataset (a receipt arrives for each version).
         let mut known = self
-            .manifests(None, &r.dataset)?
+            .manifest(None, &r.dataset, Some(r.version))?
             .into_iter()
-            .filter(|m| m.document.version == r.version)
             .collect::<Vec<_>>();
         if let Some(g) = &r.grant_id {
             // A grant's derived delivery is acknowledged only by its grantee.

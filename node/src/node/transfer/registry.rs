@@ -2,7 +2,9 @@
 //! re-fetch counts (shared with the task moving it), the serving slots taken per peer, and the
 //! transfer totals of `/metrics`, and the waits for a transfer to finish. Finished transfers stay
 //! listed until [`KEEP_FINISHED`] newer ones have finished; fetches are also in the database, so
-//! they outlive the registry.
+//! they outlive the registry (one is found there by id), and at start the newest finished ones
+//! are listed again. The list, `GET /api/v1/transfers`, is the registry only: its size does not
+//! grow with the number of versions ever fetched.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +80,51 @@ impl Registry {
         );
     }
 
+    /// Lists a transfer that finished before this run (read back from the database at start):
+    /// counted among the [`KEEP_FINISHED`] like one that finishes now, but not in the totals.
+    fn insert_finished(&mut self, view: TransferView) {
+        if !view.status.finished() || self.live.contains_key(&view.id) {
+            return;
+        }
+        let id = view.id.clone();
+        let progress = Progress::starting_at(view.bytes_done);
+        progress
+            .refetched
+            .store(view.refetched_chunks, Ordering::Relaxed);
+        self.live.insert(
+            id.clone(),
+            Live {
+                progress,
+                view,
+                started: Instant::now(),
+                finished: watch::Sender::new(true),
+            },
+        );
+        self.finished_order.push(id);
+        self.trim_finished();
+    }
+
+    /// Lists again the newest [`KEEP_FINISHED`] of `views` that finished (by start time), older
+    /// than any finishing in this run.
+    fn relist(&mut self, mut views: Vec<TransferView>) {
+        views.retain(|v| v.status.finished());
+        views.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(b.id.cmp(&a.id)));
+        let skip = views.len().saturating_sub(KEEP_FINISHED);
+        for view in views.into_iter().skip(skip) {
+            self.insert_finished(view);
+        }
+    }
+
+    /// Drops the oldest finished transfers beyond [`KEEP_FINISHED`].
+    fn trim_finished(&mut self) {
+        if self.finished_order.len() > KEEP_FINISHED {
+            let excess = self.finished_order.len() - KEEP_FINISHED;
+            for old in self.finished_order.drain(..excess) {
+                self.live.remove(&old);
+            }
+        }
+    }
+
     /// A transfer's view with its live counts.
     fn view(&self, id: &str) -> Option<TransferView> {
         self.live.get(id).map(|l| {
@@ -120,10 +167,9 @@ impl Registry {
                     .bytes_done
                     .max(l.progress.bytes.load(Ordering::Relaxed));
                 l.view.refetched_chunks = l.progress.refetched.load(Ordering::Relaxed);
-                self.finished_order.push(id.to_string());
-                while self.finished_order.len() > KEEP_FINISHED {
-                    let old = self.finished_order.remove(0);
-                    self.live.remove(&old);
+                if !was_finished {
+                    self.finished_order.push(id.to_string());
+                    self.trim_finished();
                 }
             }
         }
@@ -176,19 +222,20 @@ impl Node {
         self.inner.transfers.registry().update(id, f);
     }
 
-    /// Transfers in progress and recently finished, both ways, newest first.
+    /// Transfers in progress and the newest [`KEEP_FINISHED`] finished (in this run or, listed
+    /// again at start, before it), both ways, newest first. Read from memory only: the fetch
+    /// records of every version ever fetched stay in the database, found by id with
+    /// [`Node::transfer`].
     pub fn transfers(&self) -> Vec<TransferView> {
         let mut list: Vec<TransferView> = self.inner.transfers.registry().views();
-        // Fetches finished before this run are in the database.
-        if let Ok(records) = self.store().records::<FetchRecord>(RecordTree::Fetches) {
-            for (_, rec) in records {
-                if !list.iter().any(|v| v.id == rec.view.id) {
-                    list.push(rec.view);
-                }
-            }
-        }
         list.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
         list
+    }
+
+    /// Lists again the newest [`KEEP_FINISHED`] fetches a previous run finished (called at start
+    /// with the stored fetch records).
+    pub(super) fn list_finished_fetches(&self, finished: Vec<TransferView>) {
+        self.inner.transfers.registry().relist(finished);
     }
 
     /// One transfer.
@@ -286,6 +333,56 @@ mod tests {
             assert!(r.view(id).is_some(), "{id} should be kept");
         }
         assert!(r.view("running").is_some());
+    }
+
+    #[test]
+    fn fetches_of_a_previous_run_are_listed_again_up_to_the_bound() {
+        let (mut r, c) = registry();
+        r.insert(view("running", Direction::In), Arc::default());
+        // Far more stored fetches than the bound, in no order, some not finished.
+        let n = KEEP_FINISHED * 3;
+        let stored: Vec<TransferView> = (0..n)
+            .map(|i| {
+                let i = (i * 7919) % n;
+                let mut v = view(&format!("f{i:05}"), Direction::In);
+                v.started_at = format!("2026-01-01T00:00:00.{i:05}Z");
+                v.status = if i % 10 == 0 {
+                    TransferStatus::Running
+                } else {
+                    TransferStatus::Done
+                };
+                v.refetched_chunks = 3;
+                v
+            })
+            .collect();
+        r.relist(stored.clone());
+        assert_eq!(r.views().len(), KEEP_FINISHED + 1);
+        let mut newest: Vec<&TransferView> =
+            stored.iter().filter(|v| v.status.finished()).collect();
+        newest.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        for v in &newest[..KEEP_FINISHED] {
+            let kept = r.view(&v.id).map(|k| k.refetched_chunks);
+            assert_eq!(kept, Some(3), "{} is among the newest", v.id);
+        }
+        assert!(r.view(&newest[KEEP_FINISHED].id).is_none());
+        assert!(r.view("running").is_some());
+        // Listing them again counts nothing, and twice lists nothing twice.
+        assert_eq!(c.fetches_done.load(Ordering::Relaxed), 0);
+        r.relist(stored);
+        assert_eq!(r.views().len(), KEEP_FINISHED + 1);
+        assert_eq!(r.finished_order.len(), KEEP_FINISHED);
+    }
+
+    #[test]
+    fn a_finished_transfer_changed_again_takes_one_place() {
+        let (mut r, _) = registry();
+        r.insert(view("x", Direction::Out), Arc::default());
+        finish(&mut r, "x", TransferStatus::Done);
+        for _ in 0..KEEP_FINISHED * 2 {
+            r.update("x", |v| v.attempts += 1);
+        }
+        assert_eq!(r.finished_order, vec!["x".to_string()]);
+        assert!(r.view("x").is_some());
     }
 
     #[test]
