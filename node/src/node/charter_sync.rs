@@ -300,17 +300,29 @@ impl Node {
         if charter.was_refused(source, &head) {
             return Ok(());
         }
-        let offered = match within_size(&next) {
-            Ok(()) => self.offer_across_fork(source, &next).await,
+        self.offer_served(source, &next, head).await.map(|_| ())
+    }
+
+    /// Offers `served`, a version `peer` pulled or carried for us, judged by its size and then
+    /// the rules; a refusal is noted against `peer`'s `claimed` head (so it is not asked for
+    /// it again), recorded and named.
+    async fn offer_served(
+        &self,
+        peer: PeerId,
+        served: &SignedCharter,
+        claimed: CharterHead,
+    ) -> Result<Offered, NodeError> {
+        let offered = match within_size(served) {
+            Ok(()) => self.offer_across_fork(peer, served).await,
             Err(e) => Err(e.into()),
         };
         match offered {
-            Ok(_) => Ok(()),
+            Ok(o) => Ok(o),
             Err(e) => {
                 if let ApplyError::Refused(_) = e {
-                    charter.note_refused(source, head);
+                    self.charter()?.note_refused(peer, claimed);
                 }
-                Err(self.charter_refused(source, &next, e).await)
+                Err(self.charter_refused(peer, served, e).await)
             }
         }
     }
@@ -423,19 +435,10 @@ impl Node {
                 // a rollback or a skip is named as such.
                 tracing::debug!(peer = %peer, version, served = served.document.version, "other version served");
             }
-            let offered = match within_size(&served) {
-                Ok(()) => self.offer_across_fork(peer, &served).await,
-                Err(e) => Err(e.into()),
-            };
-            match offered {
-                Ok(Offered::Applied { .. }) | Ok(Offered::Held { .. }) => {}
-                Ok(Offered::Equivocation { .. }) => break,
-                Err(e) => {
-                    if let ApplyError::Refused(_) = e {
-                        charter.note_refused(peer, claimed.clone());
-                    }
-                    return Err(self.charter_refused(peer, &served, e).await);
-                }
+            if let Offered::Equivocation { .. } =
+                self.offer_served(peer, &served, claimed.clone()).await?
+            {
+                break;
             }
         }
         Ok(())

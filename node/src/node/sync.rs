@@ -217,12 +217,9 @@ impl Wants {
 
     /// Pulls of `publisher`'s catalogue in flight from holders other than itself.
     fn relays_in_flight(&self, publisher: &PeerId) -> usize {
-        self.by_publisher.get(publisher).map_or(0, |claims| {
-            claims
-                .iter()
-                .filter(|(h, c)| *h != publisher && c.in_flight)
-                .count()
-        })
+        self.by_publisher
+            .get(publisher)
+            .map_or(0, |claims| relays_in_flight(publisher, claims))
     }
 
     /// The sequence `holder` claims of `publisher`'s catalogue, if it claims one.
@@ -272,10 +269,7 @@ impl Wants {
         for (publisher, claims) in &mut self.by_publisher {
             let h = held(publisher);
             claims.retain(|_, c| c.in_flight || c.sequence > h);
-            let mut relays = claims
-                .iter()
-                .filter(|(holder, c)| *holder != publisher && c.in_flight)
-                .count();
+            let mut relays = relays_in_flight(publisher, claims);
             for (holder, c) in claims.iter_mut() {
                 let relay = holder != publisher;
                 if relay && relays >= MAX_PULLS_PER_PUBLISHER {
@@ -290,6 +284,14 @@ impl Wants {
         self.by_publisher.retain(|_, c| !c.is_empty());
         out
     }
+}
+
+/// Of `claims` (one publisher's), the pulls in flight from holders other than `publisher`.
+fn relays_in_flight(publisher: &PeerId, claims: &HashMap<PeerId, Claim>) -> usize {
+    claims
+        .iter()
+        .filter(|(holder, c)| *holder != publisher && c.in_flight)
+        .count()
 }
 
 impl Claim {
