@@ -586,6 +586,18 @@ fn two_founders_and_anhui() -> Result<(NodeKey, NodeKey, NodeKey, SignedCharter)
     Ok((a, b, h, g))
 }
 
+/// Version 2 after genesis `g`: a city in Jiangsu (Suzhou) joins as a member.
+fn suzhou_joins(g: &SignedCharter) -> Result<Charter> {
+    use yrd_node::model::charter::Change;
+    let mut m = member(&NodeKey::generate(), 320500, 10)?;
+    m.role = Role::Member;
+    Ok(g.document.next(
+        &[Change::AddMember(m)],
+        "2026-02-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?)
+}
+
 /// A node of founder `a` started on genesis `g` in `dir`, syncing every second.
 async fn founder_on(dir: &std::path::Path, a: &NodeKey, g: &SignedCharter) -> Result<TestNode> {
     let path = dir.join("charter.json");
@@ -865,18 +877,11 @@ async fn the_next_version_resolves_an_equivocation_even_across_a_fork() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_overtaken_by_its_version_is_not_held_against_the_member() -> Result<()> {
     use std::sync::{Arc, Mutex, mpsc};
-    use yrd_node::model::charter::Change;
     use yrd_node::model::message::{CharterHead, ProposalHead, Request, Response};
     use yrd_tests::hostile::HostileMember;
     let root = tempfile::tempdir()?;
     let (a, b, h, g) = two_founders_and_anhui()?;
-    let mut m = member(&NodeKey::generate(), 320500, 10)?;
-    m.role = Role::Member;
-    let doc = g.document.next(
-        &[Change::AddMember(m)],
-        "2026-02-01T00:00:00Z".into(),
-        "2099-01-01T00:00:00Z".into(),
-    )?;
+    let doc = suzhou_joins(&g)?;
     let mut proposal = SignedCharter::draft(doc);
     proposal.sign(a.signing_key())?;
     let mut v2 = proposal.clone();
@@ -932,6 +937,88 @@ async fn a_proposal_overtaken_by_its_version_is_not_held_against_the_member() ->
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(api.federation().await?.charter.version, 2);
     member_h.shutdown().await;
+    node.stop().await?;
+    Ok(())
+}
+
+/// A proposal carried by a member's gossip is judged exactly as a pulled one: only the
+/// signatures that verify over it are kept (a forged one is dropped), one naming another
+/// previous version is refused and recorded with its cause, and one whose signatures meet the
+/// threshold is applied — with nothing pulled from the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_carried_by_gossip_is_judged_as_a_pulled_one() -> Result<()> {
+    use yrd_node::model::message::Announcement;
+    use yrd_tests::hostile::{HostileMember, silent};
+    let root = tempfile::tempdir()?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
+    let api = node.api()?;
+    let hostile = HostileMember::start(h.clone(), &node, silent()).await?;
+    let carried = |p: &SignedCharter| -> Result<Announcement> {
+        Ok(Announcement::CharterProposal {
+            version: p.document.version,
+            digest: p.document.digest()?,
+            signatures: u32::try_from(p.signatures.len())?,
+            charter: Some(Box::new(p.clone())),
+        })
+    };
+    let doc = suzhou_joins(&g)?;
+    let digest = doc.digest()?;
+
+    // Jiangsu's signature, and one claimed for Shanghai (Jiangsu's bytes under Shanghai's key).
+    let mut jiangsu = SignedCharter::draft(doc.clone());
+    jiangsu.sign(b.signing_key())?;
+    let mut forged = jiangsu.clone();
+    let mut fake = forged.signatures[0].clone();
+    fake.signer = a.public_hex();
+    forged.signatures.push(fake);
+    hostile.announce(&carried(&forged)?).await?;
+    let held = wait_until("the carried proposal held", WAIT, || async {
+        Ok(api
+            .proposals()
+            .await?
+            .into_iter()
+            .find(|p| p.digest == digest))
+    })
+    .await?;
+    assert_eq!(
+        held.signers,
+        vec![b.public_hex()],
+        "only the valid signature kept"
+    );
+    assert!(!held.ready, "{held:?}");
+    assert_eq!(api.federation().await?.charter.version, 1);
+
+    // Another previous version named: refused, recorded against the member with the rule.
+    let mut astray = doc.clone();
+    astray.previous = Some("0".repeat(64));
+    let mut astray = SignedCharter::draft(astray);
+    astray.sign(b.signing_key())?;
+    hostile.announce(&carried(&astray)?).await?;
+    wait_until("the carried proposal's refusal", WAIT, || async {
+        let records = api.provenance(None, Some(RecordKind::Refused)).await?;
+        Ok(records.iter().any(|r| {
+            r.counterparty.as_deref() == Some(h.peer_id().to_string().as_str())
+                && r.cause
+                    .as_deref()
+                    .is_some_and(|c| c.contains("(wrong-previous)"))
+        }))
+    })
+    .await?;
+
+    // Shanghai's signature, in a copy of its own (founders sign apart: it carries as many
+    // signatures as the one held, and another one): applied from the gossip alone.
+    let mut shanghai = SignedCharter::draft(doc.clone());
+    shanghai.sign(a.signing_key())?;
+    hostile.announce(&carried(&shanghai)?).await?;
+    wait_until(
+        "version 2 applied from the carried proposal",
+        WAIT,
+        || async { Ok(api.federation().await?.charter.version == 2) },
+    )
+    .await?;
+    assert_eq!(hostile.seen("charter-proposal"), 0, "nothing was pulled");
+    hostile.shutdown().await;
     node.stop().await?;
     Ok(())
 }

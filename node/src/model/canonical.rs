@@ -105,6 +105,13 @@ pub fn canonical_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalErro
     Ok(canonicalize(&value)?.into_bytes())
 }
 
+/// The canonical JSON of `value` written straight from it, when [`direct`] covers all it
+/// holds (the same text as the `Value` path); `None` leaves it to that path, whose checks
+/// (unsafe integers, non-finite floats) then apply.
+pub(crate) fn direct_text<T: Serialize + ?Sized>(value: &T) -> Option<String> {
+    direct::to_string(value).ok()
+}
+
 /// Parses JSON text (RFC 8259) into a [`Value`], refusing duplicate member names.
 ///
 /// This does not use `serde_json::from_str`: without serde_json's `float_roundtrip` feature that

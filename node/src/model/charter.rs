@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::model::canonical::{self, MAX_EXACT_INTEGER};
 use crate::model::region::Region;
 use crate::model::signed::{
-    self, DOMAIN_PREFIX, Document, ENVELOPE_VERSION, SignatureError, signing_message,
+    self, DOMAIN_PREFIX, Document, ENVELOPE_VERSION, SignatureError, signing_message_of,
 };
 
 /// Most members one charter may list (the Delta has 45 regions; room for several nodes each).
@@ -510,9 +510,7 @@ impl Charter {
 
     /// The exact bytes each signature covers: `yrd/v1/charter` + RFC 8785 of the document.
     pub fn signing_message(&self) -> Result<Vec<u8>, CharterError> {
-        let value =
-            serde_json::to_value(self).map_err(|e| CharterError::Malformed(e.to_string()))?;
-        signing_message(Charter::TYPE, &value).map_err(|e| CharterError::Malformed(e.to_string()))
+        signing_message_of(Charter::TYPE, self).map_err(|e| CharterError::Malformed(e.to_string()))
     }
 
     /// BLAKE3-256 of [`Charter::signing_message`], lowercase hex: the digest the next version

@@ -278,6 +278,9 @@ pub enum Announcement {
         digest: String,
         /// Signatures it now carries that verify over its document.
         signatures: u32,
+        /// The proposal with those signatures, when it fits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        charter: Option<Box<SignedCharter>>,
     },
 }
 
@@ -316,7 +319,17 @@ impl Announcement {
                 digest,
                 charter: None,
             },
-            a @ Announcement::CharterProposal { .. } => a,
+            Announcement::CharterProposal {
+                version,
+                digest,
+                signatures,
+                ..
+            } => Announcement::CharterProposal {
+                version,
+                digest,
+                signatures,
+                charter: None,
+            },
         }
     }
 }

@@ -104,6 +104,27 @@ pub fn is_valid_type_name(name: &str) -> bool {
         })
 }
 
+/// [`signing_message`] of a typed document: the same bytes, written straight from `document`
+/// when the direct canonical writer covers it (an object of what signed documents hold),
+/// else through a `Value` with every check of [`signing_message`].
+pub fn signing_message_of<T: Serialize + ?Sized>(
+    doc_type: &str,
+    document: &T,
+) -> Result<Vec<u8>, SignatureError> {
+    if let Some(canonical) = canonical::direct_text(document) {
+        if is_valid_type_name(doc_type) && canonical.starts_with('{') {
+            let mut message =
+                Vec::with_capacity(DOMAIN_PREFIX.len() + doc_type.len() + canonical.len());
+            message.extend_from_slice(DOMAIN_PREFIX.as_bytes());
+            message.extend_from_slice(doc_type.as_bytes());
+            message.extend_from_slice(canonical.as_bytes());
+            return Ok(message);
+        }
+    }
+    let value = serde_json::to_value(document).map_err(CanonicalError::Serialize)?;
+    signing_message(doc_type, &value)
+}
+
 /// The exact bytes signed for `document` of type `doc_type`: `yrd/v1/<doc_type>` immediately
 /// followed by the RFC 8785 canonical JSON of `document`.
 ///

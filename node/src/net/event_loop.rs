@@ -27,8 +27,14 @@ use crate::model::message::{Request, Response};
 use crate::model::query::{MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BYTES, QUERY_PROTOCOL, QueryResponse};
 
 const MAX_ADDRESSES_PER_PEER: usize = 16;
-const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// Between two Kademlia bootstraps (the first runs once a member is connected). A lookup walks
+/// several members per bucket: every 30 s on each of a hundred members, that was a tenth of
+/// the network's CPU at rest; addresses of members are also learnt on connection, and a
+/// member we lack one for is looked up on its own.
+const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(300);
 const FIRST_REDIAL: Duration = Duration::from_millis(500);
+/// A connection that lasted this long resets its peer's redial backoff when it closes.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 /// New dials started per maintenance tick (every 500 ms): a node joining a large federation, or
 /// a whole simulated network starting at once, connects in a stream rather than a storm.
 const DIALS_PER_TICK: usize = 8;
@@ -79,6 +85,8 @@ fn make_behaviour(
     let peer = key.public().to_peer_id();
     let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     kad_config.set_query_timeout(Duration::from_secs(30));
+    // Bootstraps are run by the event loop's tick (KAD_BOOTSTRAP_EVERY), not twice.
+    kad_config.set_periodic_bootstrap_interval(None);
     let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
     kad.set_mode(Some(kad::Mode::Server));
     // A message waits up to 10 s (not gossipsub's 1 s) for a busy connection before it is given
@@ -571,7 +579,6 @@ impl EventLoop {
                 if endpoint.is_dialer() {
                     self.learn_address(peer_id, strip_p2p(&address));
                 }
-                self.redial.remove(&peer_id);
                 let first = !self.peers.contains_key(&peer_id);
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     connections: HashMap::new(),
@@ -604,14 +611,29 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 num_established,
+                cause,
                 ..
             } => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
                 }
-                if num_established == 0 && self.peers.remove(&peer_id).is_some() {
-                    tracing::info!(peer = %peer_id, "member disconnected");
-                    self.emit(NetEvent::PeerDisconnected { peer: peer_id });
+                if num_established == 0 {
+                    if let Some(state) = self.peers.remove(&peer_id) {
+                        // A peer that held the connection a while is redialled at once; one
+                        // that drops it at once (it does not take us as a member, or is
+                        // overloaded) keeps its backoff, or we would redial it twice a second.
+                        let lasted = state.since.elapsed().unwrap_or_default();
+                        if lasted >= STABLE_CONNECTION {
+                            self.redial.remove(&peer_id);
+                        }
+                        tracing::info!(
+                            peer = %peer_id,
+                            lasted_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
+                            cause = cause.as_ref().map(ToString::to_string),
+                            "member disconnected"
+                        );
+                        self.emit(NetEvent::PeerDisconnected { peer: peer_id });
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -951,16 +951,34 @@ impl FederationCharter {
         refused.insert(peer, head);
     }
 
+    /// Whether `offered`, a copy of proposal `digest`, may add to what is held: the proposal is
+    /// not held, or `offered` names a signer the held copy lacks. (Founders sign apart, so
+    /// copies with as many signatures as ours may each bring another one.) Held copies keep
+    /// only signatures that verify, so their signers are compared without verifying again.
+    pub(crate) fn may_add_to_proposal(&self, digest: &str, offered: &SignedCharter) -> bool {
+        self.proposal(digest).is_none_or(|held| {
+            offered
+                .signatures
+                .iter()
+                .any(|s| !held.signatures.iter().any(|h| h.signer == s.signer))
+        })
+    }
+
+    /// Whether proposal `digest` is not held, or held with fewer than `signatures` valid
+    /// signatures (a peer's claim of more is worth taking).
+    fn lacks_proposal(&self, digest: &str, signatures: u32) -> bool {
+        self.proposal(digest).is_none_or(|held| {
+            u32::try_from(held.valid_signers().len()).unwrap_or(u32::MAX) < signatures
+        })
+    }
+
     /// Whether to pull proposal `digest` from `peer`, which claims `signatures` for it: we lack
     /// it or hold fewer, and `peer` did not claim as many when we last pulled it from there (a
     /// member announcing more signatures than it serves costs one pull per claim, not one per
     /// announcement). A pull that is decided here is remembered; [`Self::pull_failed`] forgets
     /// it.
     pub(crate) fn should_pull(&self, peer: PeerId, digest: &str, signatures: u32) -> bool {
-        let lacking = self.proposal(digest).is_none_or(|held| {
-            u32::try_from(held.valid_signers().len()).unwrap_or(u32::MAX) < signatures
-        });
-        if !lacking {
+        if !self.lacks_proposal(digest, signatures) {
             return false;
         }
         let mut asked = self.asked.lock();

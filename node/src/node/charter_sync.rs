@@ -33,6 +33,17 @@ pub const MAX_VERSIONS_PER_ROUND: u64 = 16;
 /// Proposals pulled from one peer in one sync round.
 pub const MAX_PROPOSAL_PULLS_PER_ROUND: usize = 4;
 
+/// How a proposal reached this node, which decides whether it tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// An operator of this node submitted or signed it.
+    Operator,
+    /// Pulled from a peer (anti-entropy, or an announcement too big to carry it).
+    Pulled,
+    /// Carried by a gossip announcement, which every member received alike.
+    Carried,
+}
+
 /// A proposal of the next version, as operators see it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ProposalView {
@@ -89,14 +100,16 @@ impl ProposalPool {
         by: Option<PeerId>,
         proposal: SignedCharter,
     ) -> Result<(String, bool), CharterError> {
-        proposal.check()?;
-        let new = &proposal.document;
-        check_follows(current, new)?;
-        let digest = new.digest()?;
+        // A copy of one held is the same document (same digest), checked when it came: only
+        // its signatures are new. Gossip brings many copies, each with another signature.
+        let digest = proposal.document.digest()?;
         if let Some(held) = self.items.get_mut(&digest) {
             let added = held.charter.merge(&proposal)?;
             return Ok((digest, added > 0));
         }
+        proposal.check()?;
+        let new = &proposal.document;
+        check_follows(current, new)?;
         if self.items.len() >= MAX_PROPOSALS {
             return Err(CharterError::Invalid {
                 field: "proposals".into(),
@@ -177,8 +190,11 @@ impl ProposalPool {
 
     /// A proposal whose signatures pass the rules against `current`.
     pub(crate) fn ready(&self, current: &VerifiedCharter) -> Option<SignedCharter> {
+        // Fewer signatures than the version in force requires cannot pass: not checked.
+        let needed = usize::try_from(current.document().policy.threshold).unwrap_or(usize::MAX);
         self.items
             .values()
+            .filter(|p| p.charter.signatures.len() >= needed)
             .find(|p| verify_update(current, &p.charter).is_ok())
             .map(|p| p.charter.clone())
     }
@@ -252,6 +268,7 @@ impl Node {
         let Some(charter) = &self.inner.charter else {
             return;
         };
+        tracing::debug!(peer = %source, announcement = ?a.clone().without_document(), "charter announcement");
         let result = match a {
             Announcement::Charter {
                 version,
@@ -275,11 +292,21 @@ impl Node {
                 version,
                 digest,
                 signatures,
+                charter: carried,
             } if version == charter.head().version.saturating_add(1) => {
-                if charter.should_pull(source, &digest, signatures) {
-                    self.pull_proposal(source, &digest, version).await
-                } else {
-                    Ok(())
+                let carried = carried.filter(|c| {
+                    c.document.version == version && c.document.digest().is_ok_and(|d| d == digest)
+                });
+                match carried {
+                    Some(c) if charter.may_add_to_proposal(&digest, &c) => {
+                        self.offer_proposal(source, *c, Arrival::Carried).await
+                    }
+                    // Carried, and bringing no signature we lack.
+                    Some(_) => Ok(()),
+                    None if charter.should_pull(source, &digest, signatures) => {
+                        self.pull_proposal(source, &digest, version).await
+                    }
+                    None => Ok(()),
                 }
             }
             _ => Ok(()),
@@ -454,7 +481,7 @@ impl Node {
         peer: PeerId,
         served: &SignedCharter,
     ) -> Result<Offered, ApplyError> {
-        let first = self.offer_charter(Some(peer), served).await;
+        let first = self.offer_charter(Some(peer), served, false).await;
         let ours = self.charter()?.head().version;
         let forked = matches!(
             &first,
@@ -473,8 +500,8 @@ impl Node {
         if theirs.document.version != ours || within_size(&theirs).is_err() {
             return first;
         }
-        match self.offer_charter(Some(peer), &theirs).await {
-            Ok(Offered::Equivocation { .. }) => self.offer_charter(Some(peer), served).await,
+        match self.offer_charter(Some(peer), &theirs, false).await {
+            Ok(Offered::Equivocation { .. }) => self.offer_charter(Some(peer), served, false).await,
             _ => first,
         }
     }
@@ -516,8 +543,22 @@ impl Node {
             tracing::debug!(peer = %peer, digest, "proposal of a version applied meanwhile");
             return Ok(());
         }
+        self.offer_proposal(peer, served, Arrival::Pulled).await
+    }
+
+    /// Offers a proposal `peer` served or carried, judged by its size and then the rules; a
+    /// refusal is recorded and named.
+    async fn offer_proposal(
+        &self,
+        peer: PeerId,
+        served: SignedCharter,
+        arrival: Arrival,
+    ) -> Result<(), NodeError> {
         let accepted = match within_size(&served) {
-            Ok(()) => self.accept_proposal(Some(peer), served.clone()).await,
+            Ok(()) => {
+                self.accept_proposal(Some(peer), served.clone(), arrival)
+                    .await
+            }
             Err(e) => Err(e.into()),
         };
         match accepted {
@@ -556,6 +597,7 @@ impl Node {
         &self,
         from: Option<PeerId>,
         offered: &SignedCharter,
+        announce: bool,
     ) -> Result<Offered, ApplyError> {
         let charter = self.charter()?;
         let store = self.inner.store.clone();
@@ -566,7 +608,7 @@ impl Node {
                 digest,
                 resolved,
             } => {
-                self.charter_applied(from, *version, digest, resolved.as_ref())
+                self.charter_applied(from, *version, digest, resolved.as_ref(), announce)
                     .await;
             }
             Offered::Equivocation {
@@ -598,13 +640,14 @@ impl Node {
     }
 
     /// A version was applied: the gate admits exactly its keys (removed ones are disconnected
-    /// at once), the step is recorded, the version announced.
+    /// at once), the step is recorded, the version announced when `announce`.
     async fn charter_applied(
         &self,
         from: Option<PeerId>,
         version: u64,
         digest: &str,
         resolved: Option<&Resolution>,
+        announce: bool,
     ) {
         let charter = match self.charter() {
             Ok(c) => c,
@@ -644,10 +687,11 @@ impl Node {
         });
         self.record(r, from, Vec::new()).await;
         // Announced by the node that made it (an operator's apply, or the proposal that met
-        // its threshold here), which every member hears: a version pulled from a peer is not
-        // announced again, or each change would cost N² deliveries. Heads carry it to anyone
-        // who missed it.
-        if from.is_none() {
+        // its threshold here from an operator's signature or a pull), which every member
+        // hears: a version pulled from a peer, or made from a proposal the gossip carried to
+        // every member alike, is not announced again, or each change would cost N²
+        // deliveries. Heads carry it to anyone who missed it.
+        if announce {
             self.announce(Announcement::Charter {
                 version,
                 digest: digest.to_string(),
@@ -658,30 +702,38 @@ impl Node {
     }
 
     /// Takes a proposal (from `from`, or an operator): stored or merged, announced when it
-    /// changed, and applied when its signatures now pass the rules.
+    /// changed, and applied when its signatures now pass the rules. What the gossip carried
+    /// reached every member alike, so neither it nor the version made from it is announced
+    /// again (each would cost N² deliveries); what an operator signed or a pull brought is.
     async fn accept_proposal(
         &self,
         from: Option<PeerId>,
         proposal: SignedCharter,
+        arrival: Arrival,
     ) -> Result<String, ApplyError> {
         let charter = self.charter()?;
         let store = self.inner.store.clone();
         let version = proposal.document.version;
         let (digest, changed) = charter.propose(&store, from, proposal)?;
+        tracing::debug!(digest, changed, ?arrival, "charter proposal taken");
         if !changed {
             return Ok(digest);
         }
+        let announce = arrival != Arrival::Carried;
         if let Some(ready) = charter.ready_proposal() {
-            self.offer_charter(None, &ready).await?;
+            self.offer_charter(None, &ready, announce).await?;
             return Ok(digest);
         }
-        let signatures = charter.proposal(&digest).map_or(0, |c| signature_count(&c));
-        self.announce(Announcement::CharterProposal {
-            version,
-            digest: digest.clone(),
-            signatures,
-        })
-        .await;
+        if announce {
+            let held = charter.proposal(&digest);
+            self.announce(Announcement::CharterProposal {
+                version,
+                digest: digest.clone(),
+                signatures: held.as_ref().map_or(0, signature_count),
+                charter: held.map(Box::new),
+            })
+            .await;
+        }
         Ok(digest)
     }
 
@@ -761,7 +813,9 @@ impl Node {
         &self,
         proposal: SignedCharter,
     ) -> Result<ProposalView, NodeError> {
-        let digest = self.accept_proposal(None, proposal).await?;
+        let digest = self
+            .accept_proposal(None, proposal, Arrival::Operator)
+            .await?;
         self.proposal_view(&digest)
     }
 
@@ -798,7 +852,7 @@ impl Node {
         next: SignedCharter,
     ) -> Result<CharterVersionView, NodeError> {
         let version = next.document.version;
-        match self.offer_charter(None, &next).await? {
+        match self.offer_charter(None, &next, true).await? {
             Offered::Equivocation { .. } => Err(NodeError::Conflict(format!(
                 "charter version {version}: another validly signed document of this version is \
                  in force (equivocation): kept as evidence, no new grants until it is resolved"

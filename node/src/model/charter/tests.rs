@@ -956,3 +956,20 @@ fn a_key_given_to_two_members_names_neither() -> TestResult {
     assert_eq!(chain.member_id_of_key(&public(2)), None);
     Ok(())
 }
+
+/// The signing message is written straight from the document (the fast path) and is the
+/// same bytes as through a `serde_json::Value`; a version no double holds exactly is still
+/// refused (the fast path leaves it to the `Value` path's check).
+#[test]
+fn the_signing_message_is_the_same_on_both_canonical_paths() -> TestResult {
+    let mut doc = genesis_doc();
+    doc.federation.name = "长三角 \u{1F600} \"quoted\" \\ \u{7}".into();
+    let value = serde_json::to_value(&doc)?;
+    assert_eq!(
+        doc.signing_message()?,
+        crate::model::signed::signing_message(Charter::TYPE, &value)?
+    );
+    doc.version = (1 << 53) + 1;
+    assert!(doc.signing_message().is_err());
+    Ok(())
+}
