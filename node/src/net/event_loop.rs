@@ -154,6 +154,45 @@ struct Redial {
     backoff: Duration,
 }
 
+/// When to dial each kept member again: a backoff from [`FIRST_REDIAL`] doubling up to `max`,
+/// started again only by a connection that lasted [`STABLE_CONNECTION`] — so a member that
+/// drops each connection at once (it does not take us as a member, or is overloaded) is not
+/// redialled twice a second. One entry per member dialled: bounded by the member list.
+struct Redials {
+    due: HashMap<PeerId, Redial>,
+    max: Duration,
+}
+
+impl Redials {
+    fn new(max: Duration) -> Redials {
+        Redials {
+            due: HashMap::new(),
+            max,
+        }
+    }
+
+    /// Whether `peer` may be dialled at `now`; if so, its next dial is pushed back.
+    fn take_due(&mut self, peer: PeerId, now: Instant) -> bool {
+        let state = self.due.entry(peer).or_insert(Redial {
+            next: now,
+            backoff: FIRST_REDIAL,
+        });
+        if now < state.next {
+            return false;
+        }
+        state.next = now + state.backoff;
+        state.backoff = (state.backoff * 2).min(self.max);
+        true
+    }
+
+    /// The last connection to `peer` closed after lasting `lasted`.
+    fn closed(&mut self, peer: &PeerId, lasted: Duration) {
+        if lasted >= STABLE_CONNECTION {
+            self.due.remove(peer);
+        }
+    }
+}
+
 /// The network task. Build it with [`super::new`], then `tokio::spawn(event_loop.run())`.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -162,8 +201,7 @@ pub struct EventLoop {
     members: Members,
     peers: HashMap<PeerId, PeerState>,
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
-    redial: HashMap<PeerId, Redial>,
-    redial_max: Duration,
+    redial: Redials,
     kept_members: usize,
     pending_requests: HashMap<OutboundRequestId, RequestReply>,
     pending_queries: HashMap<OutboundRequestId, QueryReply>,
@@ -267,8 +305,7 @@ impl EventLoop {
             members,
             peers: HashMap::new(),
             addresses: HashMap::new(),
-            redial: HashMap::new(),
-            redial_max: config.redial_max,
+            redial: Redials::new(config.redial_max),
             kept_members: config.kept_members,
             pending_requests: HashMap::new(),
             pending_queries: HashMap::new(),
@@ -357,16 +394,10 @@ impl EventLoop {
             if *budget == 0 {
                 continue;
             }
-            let state = self.redial.entry(peer).or_insert(Redial {
-                next: now,
-                backoff: FIRST_REDIAL,
-            });
-            if now < state.next {
+            if !self.redial.take_due(peer, now) {
                 continue;
             }
             *budget -= 1;
-            state.next = now + state.backoff;
-            state.backoff = (state.backoff * 2).min(self.redial_max);
             if addrs.is_empty() {
                 self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 continue;
@@ -619,13 +650,8 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     if let Some(state) = self.peers.remove(&peer_id) {
-                        // A peer that held the connection a while is redialled at once; one
-                        // that drops it at once (it does not take us as a member, or is
-                        // overloaded) keeps its backoff, or we would redial it twice a second.
                         let lasted = state.since.elapsed().unwrap_or_default();
-                        if lasted >= STABLE_CONNECTION {
-                            self.redial.remove(&peer_id);
-                        }
+                        self.redial.closed(&peer_id, lasted);
                         tracing::info!(
                             peer = %peer_id,
                             lasted_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
@@ -897,5 +923,41 @@ fn listen_cause(e: &libp2p::TransportError<std::io::Error>) -> String {
             "the port is already in use (another node on this port?)".to_string()
         }
         libp2p::TransportError::Other(io) => io.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that drops each connection at once is dialled on the doubling backoff (0.5,
+    /// 1, 2, 4 s …, up to the maximum), not every tick; one whose connection lasted is dialled
+    /// again at once.
+    #[test]
+    fn a_member_dropping_each_connection_keeps_its_backoff() {
+        let peer = PeerId::random();
+        let mut redials = Redials::new(Duration::from_secs(4));
+        let start = Instant::now();
+        let ticks = |redials: &mut Redials, from: Instant, secs: u64| {
+            (0..secs * 2)
+                .map(|i| from + Duration::from_millis(500 * i))
+                .filter(|t| {
+                    let due = redials.take_due(peer, *t);
+                    // Each dial connects and is dropped at once.
+                    if due {
+                        redials.closed(&peer, Duration::from_millis(20));
+                    }
+                    due
+                })
+                .count()
+        };
+        // In 20 s of 0.5 s ticks: at 0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5 s — 8 dials, not 40.
+        assert_eq!(ticks(&mut redials, start, 20), 8);
+        // A connection that lasted resets it: due at once, then 0.5 s later.
+        let later = start + Duration::from_secs(60);
+        redials.closed(&peer, STABLE_CONNECTION);
+        assert!(redials.take_due(peer, later));
+        assert!(!redials.take_due(peer, later + Duration::from_millis(400)));
+        assert!(redials.take_due(peer, later + Duration::from_millis(500)));
     }
 }
