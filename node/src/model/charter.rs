@@ -720,13 +720,15 @@ impl SignedCharter {
         let message = self.document.signing_message()?;
         let mut added = 0;
         for s in &other.signatures {
+            // Full: nothing more is kept, so nothing more is verified (a member's gossip may
+            // carry copies with hundreds of fresh signers, one after another).
+            if self.signatures.len() >= MAX_SIGNATURES {
+                break;
+            }
             if self.signatures.iter().any(|h| h.signer == s.signer)
                 || !verify_signature(&message, s)
             {
                 continue;
-            }
-            if self.signatures.len() >= MAX_SIGNATURES {
-                break;
             }
             self.signatures.push(s.clone());
             added += 1;

@@ -973,3 +973,21 @@ fn the_signing_message_is_the_same_on_both_canonical_paths() -> TestResult {
     assert!(doc.signing_message().is_err());
     Ok(())
 }
+
+/// A copy full of signatures keeps no more: another copy's new signers are not added (nor
+/// verified) once [`MAX_SIGNATURES`] are held.
+#[test]
+fn a_full_copy_takes_no_more_signatures() -> TestResult {
+    let doc = genesis_doc();
+    let mut full = SignedCharter::draft(doc.clone());
+    for i in 0..MAX_SIGNATURES {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(i as u64 + 1000).to_le_bytes());
+        full.sign(&SigningKey::from_bytes(&seed))?;
+    }
+    let mut other = SignedCharter::draft(doc);
+    other.sign(&key(1))?;
+    assert_eq!(full.merge(&other)?, 0);
+    assert_eq!(full.signatures.len(), MAX_SIGNATURES);
+    Ok(())
+}
