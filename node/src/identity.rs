@@ -275,6 +275,34 @@ pub fn retired_key_path(data_dir: &Path, peer: &PeerId) -> PathBuf {
         .join(format!("retired-{peer}.key"))
 }
 
+/// The peer ids of the keys this node ran on before (those a rotation retired under `keys/`),
+/// sorted; empty when it never rotated. Names only: the files are not read. A file whose name
+/// is not `retired-<peer id>.key` is ignored.
+pub fn retired_peer_ids(data_dir: &Path) -> Result<Vec<PeerId>, IdentityError> {
+    let dir = data_dir.join(RETIRED_KEYS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(IdentityError::Io { path: dir, source }),
+    };
+    let mut peers = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| IdentityError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let peer = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("retired-"))
+            .and_then(|n| n.strip_suffix(".key"))
+            .and_then(|n| n.parse::<PeerId>().ok());
+        peers.extend(peer);
+    }
+    peers.sort();
+    Ok(peers)
+}
+
 /// Switches the node key to `node.key.next`, in steps each of which a crash may interrupt and a
 /// new call completes: (1) the current key is copied to `keys/retired-<peer>.key` (0600,
 /// fsynced); (2) `node.key.next` is renamed over `node.key` (atomic) and the directory
@@ -550,6 +578,25 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_keys_a_switch_retired_are_listed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        assert!(retired_peer_ids(dir.path())?.is_empty(), "never rotated");
+        let first = NodeKey::generate();
+        first.save_new(&dir.path().join(KEY_FILE))?;
+        let second = next_key(dir.path())?;
+        assert_eq!(switch_to_next_key(dir.path())?.peer_id(), second.peer_id());
+        let third = next_key(dir.path())?;
+        switch_to_next_key(dir.path())?;
+        // Not a retired key: ignored.
+        fs::write(dir.path().join(RETIRED_KEYS_DIR).join("notes.txt"), b"x")?;
+        let mut expected = vec![first.peer_id(), second.peer_id()];
+        expected.sort();
+        assert_eq!(retired_peer_ids(dir.path())?, expected);
+        assert!(!retired_peer_ids(dir.path())?.contains(&third.peer_id()));
         Ok(())
     }
 

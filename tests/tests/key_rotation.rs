@@ -7,7 +7,13 @@
 
 use anyhow::Result;
 use yrd_node::identity::{self, NodeKey};
+use yrd_node::model::catalogue::ShareType;
+use yrd_node::model::exchange::DataFormat;
+use yrd_node::model::provenance::RecordKind;
+use yrd_node::model::query::{FieldValue, QueryMode};
 use yrd_node::node::key_rotation::{KeyRotationView, RotationStage};
+use yrd_node::node::query::QueryInput;
+use yrd_node::node::transfer::TransferStatus;
 use yrd_tests::charter::four_founders;
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
@@ -58,6 +64,25 @@ async fn stage_one(net: &TestNet, i: usize) -> Result<KeyRotationView> {
     Ok(rotation)
 }
 
+/// Stage 2 of node `i`'s rotation, once it runs on its new key: `yrd key rotate` names the old
+/// key's removal, the three other founders approve it; returns once version 3 applied on every
+/// founder.
+async fn stage_two(net: &TestNet, i: usize) -> Result<KeyRotationView> {
+    let retire = net.api(i)?.rotate_key().await?;
+    assert_eq!(retire.stage, RotationStage::RetireOldKey);
+    approve(net, i, &retire.proposal.digest).await?;
+    wait_until("version 3 on every founder", WAIT, || async {
+        for i in 0..4 {
+            if net.api(i)?.federation().await?.charter.version != 3 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    Ok(retire)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
     // Four founders on a charter, 3 to sign changes; Shanghai provides, Jiangsu holds a grant.
@@ -102,19 +127,8 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         .await?;
 
     // Stage 2, proposed by the node itself at its restart: the old key's removal.
-    let retire = js.rotate_key().await?;
-    assert_eq!(retire.stage, RotationStage::RetireOldKey);
+    let retire = stage_two(&net, 1).await?;
     assert_eq!(retire.peer_id, new.to_string());
-    approve(&net, 1, &retire.proposal.digest).await?;
-    wait_until("version 3 on every founder", WAIT, || async {
-        for i in 0..4 {
-            if net.api(i)?.federation().await?.charter.version != 3 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })
-    .await?;
     let jiangsu = sh.federation().await?;
     let jiangsu_keys = &jiangsu
         .members
@@ -231,5 +245,193 @@ async fn a_log_rewritten_at_a_key_rotation_is_caught_by_its_witness() -> Result<
     assert_eq!(alarms.len(), 1, "{alarms:?}");
     assert_eq!(alarms[0].log, new.to_string());
     assert_eq!(alarms[0].held.document.log, old.to_string());
+    net.stop_all().await
+}
+
+/// Shanghai's offer with a query key (`uscc`), unconditional.
+const QUERIED: &str = "sh-licences-q";
+
+/// A provider that rotates its key keeps its publications (docs/federation.md, "Rotating a
+/// node's key"): at its restart on the new key it signs its versions again (numbering kept), so
+/// its next version is numbered on; while both keys are in force `310000/DATASET` names the new
+/// one, not both; its grantee's subscription follows it and fetches each new version under the
+/// grant the old key issued; its call report for a key lists the calls answered under both keys;
+/// it adds versions to the standard its old key published; and its
+/// log's bundle, spanning both keys, verifies in both verifiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_rotates_keeps_numbering_its_versions() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let (_, _, nodes) = four_founders(root.path()).await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let dir = tempfile::tempdir()?;
+    let (grant, before) = fixtures::granted_fetch(&net, dir.path(), "轮换前的授权").await?;
+    let first = before.version.expect("a version fetched");
+    let target = format!("310000/{COND}");
+    let js = net.api(1)?;
+    js.subscribe(&target).await?;
+    // An unconditional offer with a query key; Jiangsu verifies one licence before the rotation.
+    let mut licences = fixtures::offer(QUERIED, fixtures::STANDARD, ShareType::Unconditional, None);
+    licences.query_keys = vec!["uscc".into()];
+    net.api(0)?.add_offer(&licences).await?;
+    let file = dir.path().join("licences.jsonl");
+    fixtures::write_sample_records(&file, fixtures::STANDARD, 50, 3)?;
+    net.api(0)?
+        .publish_version(QUERIED, &file, DataFormat::Jsonl)
+        .await?;
+    net.wait_catalogue_of(0).await?;
+    let record: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&file)?
+            .lines()
+            .nth(5)
+            .expect("a record"),
+    )?;
+    let uscc = FieldValue {
+        field: "uscc".into(),
+        value: record["uscc"].as_str().expect("uscc").into(),
+    };
+    let verify = || QueryInput {
+        target: format!("310000/{QUERIED}"),
+        mode: QueryMode::Verify,
+        key: vec![uscc.clone()],
+        fields: Vec::new(),
+        purpose: Some("跨省通办企业资格核验".into()),
+        legal_basis: Some("《优化营商环境条例》第三十七条".into()),
+        grant: None,
+    };
+    assert!(
+        net.nodes[1]
+            .node()?
+            .query(verify(), None)
+            .await?
+            .answer
+            .document
+            .found
+    );
+    let old = net.nodes[0].peer_id();
+    let published = net.api(0)?.versions(COND).await?.len();
+
+    // Stage 1: Shanghai's next key is added; Shanghai restarts on it.
+    stage_one(&net, 0).await?;
+    net.nodes[0].restart().await?;
+    net.nodes[0].reload_key()?;
+    let new = net.nodes[0].peer_id();
+    assert_ne!(new, old);
+    net.wait_full_mesh().await?;
+    let sh = net.api(0)?;
+    // Its versions are its own under the new key, numbering and content kept.
+    let versions = sh.versions(COND).await?;
+    assert_eq!(versions.len(), published, "every version signed again");
+    assert!(
+        versions
+            .iter()
+            .all(|m| m.document.publisher == new.to_string() && m.verify().is_ok()),
+        "signed by the new key"
+    );
+
+    // Between the stages both keys are in force and Jiangsu holds a catalogue of each: the
+    // region names the newer key, and the next version is numbered on from the last.
+    net.wait_catalogue_of(0).await?;
+    let (_, next) =
+        fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 25, 11).await?;
+    assert_eq!(next.document.version, first + 1);
+    assert_eq!(next.document.publisher, new.to_string());
+    let fetched = fixtures::fetch_newer(&js, &target, Some(first)).await?;
+    assert_eq!(
+        fetched.peer,
+        new.to_string(),
+        "the region resolves to the new key"
+    );
+    assert_eq!(fetched.version, Some(first + 1));
+    assert_eq!(fetched.grant.as_deref(), Some(grant.document.id.as_str()));
+    wait_until(
+        "the subscription follows Shanghai's new key",
+        WAIT,
+        || async {
+            Ok(js.subscriptions().await?.iter().any(|s| {
+                s.publisher == new.to_string()
+                    && s.dataset == COND
+                    && s.fetched_version == first + 1
+            }))
+        },
+    )
+    .await?;
+    assert_eq!(js.subscriptions().await?.len(), 1, "moved, not copied");
+    // The version fetched before the rotation, fetched again: its masked copy for this grant,
+    // derived under the old key, is served signed by the new one (a fetcher takes a manifest
+    // only from its signer).
+    let mut body = yrd_tests::api::fetch_body(&target);
+    body.version = Some(first);
+    let refetched = js.fetch_to_end(&body).await?;
+    assert_eq!(
+        (refetched.status, refetched.peer.as_str(), refetched.version),
+        (TransferStatus::Done, new.to_string().as_str(), Some(first)),
+        "{refetched:?}"
+    );
+    // The same licence verified again, now answered by the new key: the data subject's report
+    // at Shanghai lists both calls, one under each key.
+    let again = net.nodes[1].node()?.query(verify(), None).await?;
+    assert_eq!(again.answer.document.provider, new.to_string());
+    let calls = net.nodes[0]
+        .node()?
+        .provenance_query_calls(QUERIED, &uscc, None)?;
+    let answered_by: Vec<&str> = calls.iter().map(|r| r.actor.as_str()).collect();
+    assert_eq!(
+        answered_by,
+        vec![old.to_string(), new.to_string()],
+        "{calls:#?}"
+    );
+    assert!(calls.iter().all(|r| r.kind == RecordKind::QueryAnswered));
+
+    // The standard its old key published takes versions from its new key, on every node.
+    let mut schema = fixtures::sample_schema(fixtures::STANDARD)?;
+    schema["title"] = "企业营业执照（第二版）".into();
+    sh.publish_schema(fixtures::STANDARD, "2.0.0", &schema)
+        .await?;
+    net.wait_schema(fixtures::STANDARD, "2.0.0").await?;
+
+    // Stage 2: the old key retired; the next version is still numbered on and still reaches
+    // the subscriber.
+    stage_two(&net, 0).await?;
+    let (_, last) =
+        fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 30, 12).await?;
+    assert_eq!(last.document.version, first + 2);
+    wait_until(
+        "the subscription fetches the version after the retirement",
+        WAIT,
+        || async {
+            Ok(js
+                .subscriptions()
+                .await?
+                .iter()
+                .any(|s| s.publisher == new.to_string() && s.fetched_version == first + 2))
+        },
+    )
+    .await?;
+
+    // Shanghai's log, spanning both keys (the versions signed again are recorded), verifies.
+    let bundle = sh.export(COND).await?;
+    let resigned = bundle
+        .entries
+        .iter()
+        .filter(|e| {
+            e.record.actor == new.to_string()
+                && e.record.cause.as_deref().is_some_and(|c| {
+                    c.contains("after a key rotation") && c.contains(&old.to_string())
+                })
+        })
+        .count();
+    assert_eq!(resigned, published, "each version signed again is recorded");
+    let file = net.root.path().join("shanghai.json");
+    std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
+    let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
+    assert!(ok, "yrd verify of Shanghai's log: {out}");
+    if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
+        assert!(ok, "python verifier of Shanghai's log: {python}");
+        assert_eq!(python, out, "the two verifiers print the same account");
+    }
+    for i in 0..4 {
+        assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
+    }
     net.stop_all().await
 }

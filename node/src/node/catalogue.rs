@@ -498,6 +498,10 @@ impl Node {
             }
         }
         for (peer, c) in map {
+            // Ours from before a key rotation: not another member's catalogue.
+            if self.earlier_keys().contains(&peer) {
+                continue;
+            }
             // With a charter, only its members' catalogues under the region it binds them to
             // (a catalogue kept from before the node ran on the charter may say otherwise).
             if let Some(charter) = &self.inner.charter {
@@ -527,7 +531,7 @@ impl Node {
     ) -> Result<bool, NodeError> {
         signed.verify()?;
         let publisher = self.signer_peer(&signed.signer_key()?, &signed.document.publisher)?;
-        if publisher == self.peer_id() {
+        if self.is_own_key(&publisher) {
             return Ok(false);
         }
         if !self.members().contains(&publisher) {

@@ -637,6 +637,20 @@ impl FederationCharter {
         keys
     }
 
+    /// Whether `newer` replaces `older` for the member both belong to (a key rotation): both
+    /// bound to one member, `newer` in force, and `older` either no longer in force or added to
+    /// the member's keys before it (versions append a member's keys in the order they add them).
+    pub(crate) fn supersedes(&self, newer: &PeerId, older: &PeerId) -> bool {
+        if newer == older {
+            return false;
+        }
+        let keys = self.current_peers_of(&older.to_string());
+        let Some(at) = keys.iter().position(|k| k == newer) else {
+            return false;
+        };
+        keys.iter().position(|k| k == older).is_none_or(|o| o < at)
+    }
+
     /// The keys in force now of the member the chain binds `named` to (its current keys after a
     /// rotation); empty if no version names it or the member has left.
     pub(crate) fn current_peers_of(&self, named: &str) -> Vec<PeerId> {

@@ -11,10 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::charter::FederationCharter;
 use super::charter_sync::ProposalView;
+use super::schemas::to_json;
 use super::{Node, NodeError};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey};
 use crate::model::charter::{Change, KeyAlgorithm, MemberKey, SignedCharter};
+use crate::model::exchange::Manifest;
+use crate::model::provenance::RecordKind;
+use crate::model::signed::Signed;
 use crate::store::Store;
 
 /// Which of the two changes of a rotation a proposal makes.
@@ -148,6 +152,78 @@ impl Node {
             stage,
             proposal,
         })
+    }
+
+    /// At start: the versions this node published under the keys it ran on before a rotation
+    /// are signed again by its key in force — same dataset, version, content and chain, only the
+    /// publisher changes — so that it goes on numbering them, serves them under the key members
+    /// reach it by, and its grantees and subscribers see its next version as newer
+    /// (docs/federation.md, "Rotating a node's key"). Each is recorded (`dataset-published`, the
+    /// cause naming the key and manifest it was first published under) before it is stored,
+    /// as a publish is. A version the key in force already signed is left as it is, so a start
+    /// interrupted midway completes at the next one. Standards and grants are not signed again:
+    /// they are judged by member, not by key. Returns how many versions were signed.
+    pub(crate) async fn adopt_earlier_publications(&self) -> Result<usize, NodeError> {
+        if self.earlier_keys().is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.inner.write_lock.lock().await;
+        let me = self.peer_id().to_string();
+        let mut adopted = 0;
+        for earlier in self.earlier_keys() {
+            for raw in self.store().manifests_of_publisher(&earlier.to_string())? {
+                let old = match serde_json::from_value::<Signed<Manifest>>(raw) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(key = %earlier, error = %e, "unreadable stored manifest of an earlier key skipped");
+                        continue;
+                    }
+                };
+                let d = &old.document;
+                // Only originals are in this tree (derived copies are kept apart and signed
+                // again when served next); a manifest naming another publisher is not ours.
+                if d.derived_from.is_some() || d.publisher != earlier.to_string() {
+                    continue;
+                }
+                if self
+                    .store()
+                    .manifest(&me, &d.dataset, Some(d.version))?
+                    .is_some()
+                {
+                    continue;
+                }
+                let mut doc = d.clone();
+                doc.publisher = me.clone();
+                doc.region = self.region();
+                let signed = Signed::sign(doc, self.inner.key.signing_key())?;
+                let mut r = self.new_record(RecordKind::DatasetPublished);
+                r.dataset = Some(d.dataset.clone());
+                r.version = Some(d.version);
+                r.data_digest = Some(d.digest.clone());
+                r.cause = Some(format!(
+                    "signed again by this node's key after a key rotation; first published by \
+                     {earlier} as manifest {}",
+                    old.digest_hex()?
+                ));
+                self.record(
+                    r,
+                    None,
+                    super::provenance::doc(&signed).into_iter().collect(),
+                )
+                .await;
+                self.store()
+                    .put_manifest(&me, &d.dataset, d.version, &to_json(&signed)?)?;
+                adopted += 1;
+            }
+        }
+        if adopted > 0 {
+            self.store().flush().await?;
+            tracing::info!(
+                versions = adopted,
+                "versions published under earlier keys signed again by the key in force"
+            );
+        }
+        Ok(adopted)
     }
 
     /// Cancelled when the node must be started again: a version now in force lists its next key

@@ -184,6 +184,9 @@ struct Inner {
     config: NodeConfig,
     data_dir: PathBuf,
     key: NodeKey,
+    /// The keys this node ran on before a rotation (`identity::retired_peer_ids`): what it
+    /// published under them is its own (docs/federation.md, "Rotating a node's key").
+    earlier_keys: Vec<PeerId>,
     store: Store,
     net: NetHandle,
     members: Members,
@@ -362,6 +365,7 @@ impl Node {
         let blobs = crate::store::blobs::BlobStore::open(data_dir.join(BLOBS_DIR))?;
         // A rotation whose next key the charter now lists instead of this one switches here.
         let (key, charter, switched) = key_rotation::load_charter(&config, &data_dir, &store, key)?;
+        let earlier_keys = identity::retired_peer_ids(&data_dir)?;
         let members = match &charter {
             // The charter's keys are the members; each one's region is the charter's.
             Some(c) => Members::new(c.member_peers(&key.peer_id())),
@@ -406,6 +410,7 @@ impl Node {
                 config: config.clone(),
                 data_dir,
                 key,
+                earlier_keys,
                 store,
                 net,
                 members,
@@ -480,6 +485,8 @@ impl Node {
         self.load_schemas()?;
         self.load_catalogues()?;
         self.inner.net.subscribe(ANNOUNCE_TOPIC).await?;
+        // After a key rotation, before the first catalogue of the new key lists their versions.
+        self.adopt_earlier_publications().await?;
         if self.own_catalogue()?.is_none() {
             let _guard = self.inner.write_lock.lock().await;
             self.issue_catalogue().await?;
@@ -945,6 +952,18 @@ impl Node {
     /// member).
     pub(crate) fn is_us(&self, named: &str) -> bool {
         self.same_party(named, &self.peer_id())
+    }
+
+    /// Whether `peer` is one of this node's own keys: the key in force or one it ran on before
+    /// a rotation. Narrower than [`Self::is_us`], which takes any key of our member (a member
+    /// may run another node).
+    pub(crate) fn is_own_key(&self, peer: &PeerId) -> bool {
+        *peer == self.peer_id() || self.inner.earlier_keys.contains(peer)
+    }
+
+    /// The keys this node ran on before a rotation, oldest rotation not necessarily first.
+    pub(crate) fn earlier_keys(&self) -> &[PeerId] {
+        &self.inner.earlier_keys
     }
 
     /// Where to reach the party `named`: its member's keys in force (a rotated member's new

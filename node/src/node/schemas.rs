@@ -199,13 +199,18 @@ impl Node {
 
     /// Summaries for `yrd schema list`; `network = false` lists only ours.
     pub fn schema_summaries(&self, network: bool) -> Result<Vec<SchemaSummary>, NodeError> {
-        let me = self.peer_id().to_string();
+        let ours = |d: &Signed<SchemaDoc>| {
+            d.document
+                .publisher
+                .parse::<PeerId>()
+                .is_ok_and(|p| self.is_own_key(&p))
+        };
         Ok(self
             .schema_docs()?
             .into_iter()
-            .filter(|d| network || d.document.publisher == me)
+            .filter(|d| network || ours(d))
             .map(|d| SchemaSummary {
-                ours: d.document.publisher == me,
+                ours: ours(&d),
                 id: d.document.id,
                 version: d.document.version,
                 title: d.document.title,
@@ -245,7 +250,14 @@ impl Node {
         }
         let existing = self.inner.standards.versions(&doc.id);
         if let Some(owner) = existing.first().map(|d| d.document.publisher.clone()) {
-            if owner != doc.publisher {
+            // Under a charter a standard is its member's: a publisher that rotated its key
+            // goes on adding versions under the new one.
+            let owners = owner == doc.publisher
+                || doc
+                    .publisher
+                    .parse::<PeerId>()
+                    .is_ok_and(|p| self.same_party(&owner, &p));
+            if !owners {
                 return Err(NodeError::Conflict(format!(
                     "standard {} belongs to {owner}; another publisher cannot add versions to it",
                     doc.id

@@ -433,7 +433,7 @@ impl Node {
     /// it, a pull from there runs, or that holder is waiting after a failure. Pulls from
     /// different holders run side by side, so a holder that never answers delays no other.
     fn offer_catalogue(&self, publisher: PeerId, holder: PeerId, sequence: u64) {
-        if publisher == self.peer_id() || !self.members().contains(&publisher) {
+        if self.is_own_key(&publisher) || !self.members().contains(&publisher) {
             return;
         }
         let held = self.held_sequence(&publisher);

@@ -530,6 +530,20 @@ impl Store {
             .collect()
     }
 
+    /// Every stored manifest by `publisher`, all datasets, in key order (dataset, then version).
+    pub fn manifests_of_publisher(
+        &self,
+        publisher: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut prefix = publisher.as_bytes().to_vec();
+        prefix.push(0);
+        let tree = self.db.open_tree(MANIFESTS)?;
+        tree.scan_prefix(prefix)
+            .values()
+            .map(|v| decode(MANIFESTS, &v?))
+            .collect()
+    }
+
     /// One stored manifest of `dataset` by `publisher`: version `version`, or the latest when
     /// None. One key read (or one step back from the end of the prefix), however many
     /// versions there are.

@@ -221,7 +221,7 @@ impl Node {
             let Ok(publisher) = c.document.publisher.parse::<PeerId>() else {
                 continue;
             };
-            if publisher == self.peer_id() {
+            if self.is_own_key(&publisher) {
                 continue;
             }
             let matches = match (peer, region) {
@@ -246,6 +246,16 @@ impl Node {
                     offer: offer.clone(),
                 });
             }
+        }
+        // A member rotating its key offers under both while both are in force: its newer key's
+        // catalogue is the one it publishes from (docs/federation.md, "Rotating a node's key").
+        if let Some(charter) = &self.inner.charter {
+            let superseded: Vec<PeerId> = found
+                .iter()
+                .filter(|old| found.iter().any(|t| charter.supersedes(&t.peer, &old.peer)))
+                .map(|t| t.peer)
+                .collect();
+            found.retain(|t| !superseded.contains(&t.peer));
         }
         match found.len() {
             0 => Err(NodeError::NotFound(format!(

@@ -223,15 +223,29 @@ impl Node {
         key: &FieldValue,
         publisher: Option<&str>,
     ) -> Result<Vec<ProvenanceRecord>, NodeError> {
-        let us = self.peer_id().to_string();
-        let publisher = publisher.unwrap_or(&us);
-        let hash = self.query_key_hash(publisher, dataset, &key.field, &key.value);
-        self.provenance_query(&LogQuery {
-            dataset: Some(dataset.to_string()),
-            key_hash: Some(hash),
-            limit: Some(crate::store::provenance::MAX_QUERY_RECORDS),
-            ..LogQuery::default()
-        })
+        // Our calls are keyed under the publisher key in force when each was answered: after a
+        // key rotation, under each key this node ran on.
+        let publishers: Vec<String> = match publisher {
+            Some(p) => vec![p.to_string()],
+            None => std::iter::once(self.peer_id())
+                .chain(self.earlier_keys().iter().copied())
+                .map(|p| p.to_string())
+                .collect(),
+        };
+        let limit = crate::store::provenance::MAX_QUERY_RECORDS;
+        let mut calls = Vec::new();
+        for publisher in &publishers {
+            let hash = self.query_key_hash(publisher, dataset, &key.field, &key.value);
+            calls.extend(self.provenance_query(&LogQuery {
+                dataset: Some(dataset.to_string()),
+                key_hash: Some(hash),
+                limit: Some(limit),
+                ..LogQuery::default()
+            })?);
+        }
+        calls.sort_by_key(|r| r.seq);
+        calls.truncate(limit);
+        Ok(calls)
     }
 
     /// Builds the key indexes of a version we published, for the query keys of its offer. A

@@ -24,8 +24,8 @@ use crate::model::standard::CompiledStandard;
 use crate::node::access::Refusal;
 use crate::node::datasets::csv_cell;
 use crate::node::{Node, NodeError};
-use crate::store::RecordTree;
 use crate::store::blobs::{BlobInfo, BlobStore};
+use crate::store::{RecordTree, RecordWrite};
 
 /// A salt only this provider can compute, distinct per grant: the same value hashes
 /// differently for two grantees, so their deliveries cannot be joined on it.
@@ -48,6 +48,13 @@ pub(crate) fn derivation_scope(grant_id: Option<&str>, dataset: &str) -> String 
 /// The key of a derived delivery's manifest in the `Derived` tree: `SCOPE/VERSION`.
 pub(crate) fn derived_key(grant_id: Option<&str>, dataset: &str, version: u64) -> String {
     format!("{}/{version}", derivation_scope(grant_id, dataset))
+}
+
+/// Where a derived manifest signed by a key this node ran on before a rotation is kept once the
+/// key in force signed it again (a receipt for it may still arrive): its key, `@` and that
+/// key's peer id. A version number has no `@`, so no delivery's own key takes this form.
+pub(crate) fn superseded_derived_key(key: &str, publisher: &str) -> String {
+    format!("{key}@{publisher}")
 }
 
 /// What the evidence of a delivery says about its projection: the fields and masks the served
@@ -196,7 +203,23 @@ impl Node {
                     && d.masks == projection.masks()
             });
             if same && self.blobs().contains(&m.document.digest) {
-                return Ok(m);
+                if m.document.publisher == self.peer_id().to_string() {
+                    return Ok(m);
+                }
+                // Derived under a key this node ran on before a rotation: the same file, signed
+                // again by the key in force (a fetcher takes a manifest only from its signer);
+                // the earlier one is kept for the receipts that name it.
+                let earlier = superseded_derived_key(&key, &m.document.publisher);
+                let mut doc = m.document.clone();
+                doc.publisher = self.peer_id().to_string();
+                doc.region = self.region();
+                let signed = Signed::sign(doc, self.inner.key.signing_key())?;
+                self.store().put_records(&[
+                    RecordWrite::new(RecordTree::Derived, &earlier, &m)?,
+                    RecordWrite::new(RecordTree::Derived, &key, &signed)?,
+                ])?;
+                self.store().flush().await?;
+                return Ok(signed);
             }
         }
         let schema_ref = o.schema.clone().ok_or_else(|| {

@@ -49,6 +49,10 @@ impl Node {
             .manifest(None, &r.dataset, Some(r.version))?
             .into_iter()
             .collect::<Vec<_>>();
+        // Served before a key rotation: signed by the key we ran on then.
+        for earlier in self.earlier_keys() {
+            known.extend(self.manifest(Some(&earlier.to_string()), &r.dataset, Some(r.version))?);
+        }
         if let Some(g) = &r.grant_id {
             // A grant's derived delivery is acknowledged only by its grantee.
             let issued = self.issued_grant(g).ok();
@@ -73,6 +77,13 @@ impl Node {
             .record::<Signed<Manifest>>(RecordTree::Derived, &key)?
         {
             known.push(m);
+        }
+        for earlier in self.earlier_keys() {
+            let superseded = super::derivation::superseded_derived_key(&key, &earlier.to_string());
+            known.extend(
+                self.store()
+                    .record::<Signed<Manifest>>(RecordTree::Derived, &superseded)?,
+            );
         }
         let matched = known.iter().any(|m| {
             m.digest_hex().ok().as_deref() == Some(r.manifest_digest.as_str())

@@ -105,8 +105,65 @@ impl Node {
             return;
         };
         let p = publisher.to_string();
-        for s in subs.into_iter().filter(|s| s.publisher == p) {
-            self.kick_subscription(publisher, &s.dataset);
+        for s in subs {
+            if s.publisher == p || self.follow_rotated_publisher(&s, publisher) {
+                self.kick_subscription(publisher, &s.dataset);
+            }
+        }
+    }
+
+    /// A subscription to a member that rotated its key follows the member to its newer key
+    /// once that key's catalogue offers the dataset: the record moves to the newer key, keeping
+    /// the version fetched (a rotated publisher keeps numbering its versions). Returns whether
+    /// it moved.
+    fn follow_rotated_publisher(&self, sub: &Subscription, newer: PeerId) -> bool {
+        let Some(charter) = &self.inner.charter else {
+            return false;
+        };
+        let Ok(older) = sub.publisher.parse::<PeerId>() else {
+            return false;
+        };
+        if !charter.supersedes(&newer, &older) {
+            return false;
+        }
+        let offered = self.catalogue_of(&newer).is_some_and(|c| {
+            c.document
+                .offers
+                .iter()
+                .any(|o| o.offer.identifier == sub.dataset)
+        });
+        if !offered {
+            return false;
+        }
+        let moved = Subscription {
+            publisher: newer.to_string(),
+            ..sub.clone()
+        };
+        let store = self.store();
+        let new_key = sub_key(&moved.publisher, &moved.dataset);
+        let kept = match store.record::<Subscription>(RecordTree::Subscriptions, &new_key) {
+            // Subscribed to the newer key too: the one that fetched further stays.
+            Ok(Some(held)) if held.fetched_version >= moved.fetched_version => Ok(()),
+            Ok(_) => store.put_record(RecordTree::Subscriptions, &new_key, &moved),
+            Err(e) => Err(e),
+        };
+        let removed = kept.and_then(|()| {
+            store
+                .remove_record(
+                    RecordTree::Subscriptions,
+                    &sub_key(&sub.publisher, &sub.dataset),
+                )
+                .map(|_| ())
+        });
+        match removed {
+            Ok(()) => {
+                tracing::info!(peer = %newer, earlier = %older, dataset = %sub.dataset, "subscription follows its publisher's rotated key");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(peer = %newer, dataset = %sub.dataset, error = %e, "subscription not moved to the publisher's rotated key");
+                false
+            }
         }
     }
 
