@@ -718,22 +718,28 @@ impl SignedCharter {
             ));
         }
         let message = self.document.signing_message()?;
+        Ok(self.merge_signatures(&message, &other.signatures))
+    }
+
+    /// Adds the signatures of `signatures` that verify over `message` — this document's
+    /// signing message, which the caller computed once for it — and are not already here.
+    /// Returns how many were added.
+    pub fn merge_signatures(&mut self, message: &[u8], signatures: &[CharterSignature]) -> usize {
         let mut added = 0;
-        for s in &other.signatures {
+        for s in signatures {
             // Full: nothing more is kept, so nothing more is verified (a member's gossip may
             // carry copies with hundreds of fresh signers, one after another).
             if self.signatures.len() >= MAX_SIGNATURES {
                 break;
             }
-            if self.signatures.iter().any(|h| h.signer == s.signer)
-                || !verify_signature(&message, s)
+            if self.signatures.iter().any(|h| h.signer == s.signer) || !verify_signature(message, s)
             {
                 continue;
             }
             self.signatures.push(s.clone());
             added += 1;
         }
-        Ok(added)
+        added
     }
 
     /// The keys whose signature verifies over this document, whoever they belong to.

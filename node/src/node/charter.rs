@@ -922,9 +922,11 @@ impl FederationCharter {
         by: Option<PeerId>,
         proposal: SignedCharter,
     ) -> Result<(String, bool), ApplyError> {
-        let current = self.current();
+        // Read, not cloned: a hundred-member charter is copied for nothing on every gossip
+        // copy. (Lock order: chain, then proposals, as `offer` takes them.)
+        let chain = self.chain.read();
         let mut pool = self.proposals.lock();
-        let (digest, changed) = pool.add(&current, by, proposal)?;
+        let (digest, changed) = pool.add(chain.current(), by, proposal)?;
         if changed {
             if let Some(p) = pool.get(&digest) {
                 store.put_record(RecordTree::CharterProposals, &digest, p)?;
@@ -1038,8 +1040,8 @@ impl FederationCharter {
 
     /// A proposal whose signatures now pass the rules against the version in force.
     pub(crate) fn ready_proposal(&self) -> Option<SignedCharter> {
-        let current = self.current();
-        self.proposals.lock().ready(&current)
+        let chain = self.chain.read();
+        self.proposals.lock().ready(chain.current())
     }
 
     /// The view for status.

@@ -74,6 +74,9 @@ pub struct ProposalView {
 struct Pending {
     charter: SignedCharter,
     by: Option<PeerId>,
+    /// Its document's signing message, computed once: every copy or signature the gossip
+    /// brings is verified over it.
+    message: Vec<u8>,
 }
 
 /// The proposals of the next version held: each a draft of version current+1 naming the
@@ -102,9 +105,12 @@ impl ProposalPool {
     ) -> Result<(String, bool), CharterError> {
         // A copy of one held is the same document (same digest), checked when it came: only
         // its signatures are new. Gossip brings many copies, each with another signature.
-        let digest = proposal.document.digest()?;
+        let message = proposal.document.signing_message()?;
+        let digest = blake3::hash(&message).to_hex().to_string();
         if let Some(held) = self.items.get_mut(&digest) {
-            let added = held.charter.merge(&proposal)?;
+            let added = held
+                .charter
+                .merge_signatures(&held.message, &proposal.signatures);
             return Ok((digest, added > 0));
         }
         proposal.check()?;
@@ -128,10 +134,16 @@ impl ProposalPool {
             }
         }
         // Only the signatures that verify are kept.
-        let mut kept = SignedCharter::draft(proposal.document.clone());
-        kept.merge(&proposal)?;
-        self.items
-            .insert(digest.clone(), Pending { charter: kept, by });
+        let mut kept = SignedCharter::draft(proposal.document);
+        kept.merge_signatures(&message, &proposal.signatures);
+        self.items.insert(
+            digest.clone(),
+            Pending {
+                charter: kept,
+                by,
+                message,
+            },
+        );
         Ok((digest, true))
     }
 
