@@ -173,6 +173,10 @@ pub enum StoreError {
     /// A sled operation failed.
     #[error("database: {0}")]
     Sled(#[from] sled::Error),
+    /// The task flushing the database to disk ended without an answer (a panic in sled, or
+    /// the runtime shutting down).
+    #[error("database: the flush to disk did not complete: {0}")]
+    FlushTask(String),
     /// A stored value could not be decoded.
     #[error("database: corrupt value in tree {tree}: {message}")]
     Corrupt {
@@ -360,8 +364,16 @@ impl Store {
     }
 
     /// Writes everything to disk; call before acknowledging anything that must survive a crash.
+    ///
+    /// sled's blocking flush on the runtime's blocking pool, not `flush_async`: sled 0.34 runs
+    /// an async flush on its own I/O pool (seven threads), where flushes waiting for writes
+    /// queued behind them lock it up for good once enough run at once (sled issues 1241 and
+    /// 1308; `many_flushes_at_once_all_complete`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::FlushTask(e.to_string()))??;
         Ok(())
     }
 
@@ -896,6 +908,46 @@ mod tests {
         let store = Store::open(dir.path())?;
         assert_eq!(store.peer(&peer)?, Some(rec));
         assert_eq!(store.peer_addresses(&peer)?.len(), 1);
+        Ok(())
+    }
+}
+
+/// Flushes from many databases and tasks at once (a node's concurrent writers; a simulation's
+/// nodes in one process) must all complete: sled 0.34's `flush_async` runs each flush on sled's
+/// own small I/O pool, where flushes waiting for writes queued behind them lock it up for good
+/// (sled issues 1241 and 1308; found when 25 simulated nodes started together).
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_flushes_at_once_all_complete() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut stores = Vec::new();
+        for i in 0..24 {
+            stores.push(Store::open(&dir.path().join(format!("db{i}")))?);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for round in 0..8u32 {
+            for (i, store) in stores.iter().enumerate() {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let key = format!("{i}/{round}");
+                    store.put_record(RecordTree::Requests, &key, &vec![7u8; 4096])?;
+                    store.flush().await
+                });
+            }
+        }
+        // A hang, not a slow flush, is what fails: far beyond any disk's flush time.
+        let all = async {
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            Ok::<(), Box<dyn std::error::Error>>(())
+        };
+        tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .map_err(|_| "flushes still pending after 120 s: the store's flush locked up")??;
         Ok(())
     }
 }
