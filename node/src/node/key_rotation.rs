@@ -192,10 +192,7 @@ impl Node {
                 {
                     continue;
                 }
-                let mut doc = d.clone();
-                doc.publisher = me.clone();
-                doc.region = self.region();
-                let signed = Signed::sign(doc, self.inner.key.signing_key())?;
+                let signed = self.resign_manifest(d)?;
                 let mut r = self.new_record(RecordKind::DatasetPublished);
                 r.dataset = Some(d.dataset.clone());
                 r.version = Some(d.version);
@@ -224,6 +221,15 @@ impl Node {
             );
         }
         Ok(adopted)
+    }
+
+    /// A manifest this node signed under an earlier key, signed by the key in force: only the
+    /// publisher (and its region, the charter's for the key) changes.
+    pub(crate) fn resign_manifest(&self, m: &Manifest) -> Result<Signed<Manifest>, NodeError> {
+        let mut doc = m.clone();
+        doc.publisher = self.peer_id().to_string();
+        doc.region = self.region();
+        Ok(Signed::sign(doc, self.inner.key.signing_key())?)
     }
 
     /// Cancelled when the node must be started again: a version now in force lists its next key

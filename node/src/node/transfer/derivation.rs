@@ -210,10 +210,7 @@ impl Node {
                 // again by the key in force (a fetcher takes a manifest only from its signer);
                 // the earlier one is kept for the receipts that name it.
                 let earlier = superseded_derived_key(&key, &m.document.publisher);
-                let mut doc = m.document.clone();
-                doc.publisher = self.peer_id().to_string();
-                doc.region = self.region();
-                let signed = Signed::sign(doc, self.inner.key.signing_key())?;
+                let signed = self.resign_manifest(&m.document)?;
                 self.store().put_records(&[
                     RecordWrite::new(RecordTree::Derived, &earlier, &m)?,
                     RecordWrite::new(RecordTree::Derived, &key, &signed)?,
