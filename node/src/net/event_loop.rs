@@ -27,10 +27,12 @@ use crate::model::message::{Request, Response};
 use crate::model::query::{MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BYTES, QUERY_PROTOCOL, QueryResponse};
 
 const MAX_ADDRESSES_PER_PEER: usize = 16;
-/// Between two Kademlia bootstraps (the first runs once a member is connected). A lookup walks
-/// several members per bucket: every 30 s on each of a hundred members, that was a tenth of
-/// the network's CPU at rest; addresses of members are also learnt on connection, and a
-/// member we lack one for is looked up on its own.
+/// Between two Kademlia bootstraps. A bootstrap walks several members per bucket: every 30 s
+/// on each of a hundred members, that was a tenth of the network's CPU at rest; addresses of
+/// members are also learnt on connection, and a member we lack one for is looked up on its
+/// own. None at start: Kademlia bootstraps by itself while its routing table holds fewer than
+/// 20 peers (as a node joins), and one more of our own on each of a hundred starting nodes
+/// only added to the lookups every node had to answer.
 const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(300);
 const FIRST_REDIAL: Duration = Duration::from_millis(500);
 /// A connection that lasted this long resets its peer's redial backoff when it closes.
@@ -42,6 +44,26 @@ const DIALS_PER_TICK: usize = 8;
 const LOOKUPS_PER_TICK: usize = 2;
 /// Requests held while the address of the member they go to is looked up.
 const MAX_PARKED: usize = 256;
+
+/// The members kept connected ([`topology::kept_members`]), computed again only when the
+/// member list changed: sorting every member by hash twice a second was, on a hundred nodes in
+/// one process, a few per cent of its CPU.
+#[derive(Default)]
+struct KeptMembers(Option<(u64, Vec<PeerId>)>);
+
+impl KeptMembers {
+    fn get(&mut self, local: &PeerId, members: &Members, bound: usize) -> &[PeerId] {
+        if self
+            .0
+            .as_ref()
+            .is_none_or(|(g, _)| *g != members.generation())
+        {
+            let (generation, list) = members.list_with_generation();
+            self.0 = Some((generation, topology::kept_members(local, &list, bound)));
+        }
+        self.0.as_ref().map_or(&[], |(_, kept)| kept.as_slice())
+    }
+}
 
 type RequestReply = oneshot::Sender<Result<Response, NetError>>;
 type QueryReply = oneshot::Sender<Result<QueryResponse, NetError>>;
@@ -207,7 +229,8 @@ pub struct EventLoop {
     pending_queries: HashMap<OutboundRequestId, QueryReply>,
     parked: HashMap<PeerId, Vec<Parked>>,
     pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
-    last_kad_bootstrap: Option<Instant>,
+    last_kad_bootstrap: Instant,
+    kept: KeptMembers,
     stats: NetStats,
 }
 
@@ -311,7 +334,8 @@ impl EventLoop {
             pending_queries: HashMap::new(),
             parked: HashMap::new(),
             pending_dials: Vec::new(),
-            last_kad_bootstrap: None,
+            last_kad_bootstrap: Instant::now(),
+            kept: KeptMembers::default(),
             stats: NetStats::default(),
         };
         for addr in &config.bootstrap {
@@ -379,7 +403,10 @@ impl EventLoop {
     fn maintain(&mut self) {
         let now = Instant::now();
         let local = *self.swarm.local_peer_id();
-        let kept = topology::kept_members(&local, &self.members.list(), self.kept_members);
+        let kept = self
+            .kept
+            .get(&local, &self.members, self.kept_members)
+            .to_vec();
         let (mut dials, mut lookups) = (DIALS_PER_TICK, LOOKUPS_PER_TICK);
         for peer in kept {
             if self.swarm.is_connected(&peer) {
@@ -399,7 +426,7 @@ impl EventLoop {
             }
             *budget -= 1;
             if addrs.is_empty() {
-                self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.look_up(peer);
                 continue;
             }
             let opts = DialOpts::peer_id(peer)
@@ -410,11 +437,9 @@ impl EventLoop {
                 tracing::debug!(peer = %short_peer(&peer), error = %e, "redial not started");
             }
         }
-        let due = self
-            .last_kad_bootstrap
-            .is_none_or(|t| now.duration_since(t) > KAD_BOOTSTRAP_EVERY);
+        let due = now.duration_since(self.last_kad_bootstrap) > KAD_BOOTSTRAP_EVERY;
         if due && !self.peers.is_empty() {
-            self.last_kad_bootstrap = Some(now);
+            self.last_kad_bootstrap = now;
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
         // Close connections of peers removed from the member list.
@@ -449,6 +474,18 @@ impl EventLoop {
         self.pending_queries.insert(id, reply);
     }
 
+    /// Looks up one member's address. The walk ends once the member itself answers (or the
+    /// closest member known to be reachable has, without naming a closer one), instead of
+    /// once the 20 closest to its id have: what we want is that one peer, not its
+    /// neighbourhood, and while a network starts every node looks up a dozen members, each
+    /// walk costing the members it asks a routing-table search.
+    fn look_up(&mut self, peer: PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .get_n_closest_peers(peer, std::num::NonZeroUsize::MIN);
+    }
+
     /// A request to `peer` waits for a lookup: a member, not connected, address unknown, and
     /// room to hold it (else it is sent, and fails naming the dial).
     fn must_look_up(&self, peer: &PeerId) -> bool {
@@ -461,10 +498,11 @@ impl EventLoop {
 
     fn park(&mut self, peer: PeerId, parked: Parked) {
         let list = self.parked.entry(peer).or_default();
-        if list.is_empty() {
-            self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-        }
+        let first = list.is_empty();
         list.push(parked);
+        if first {
+            self.look_up(peer);
+        }
     }
 
     /// Sends what waited for `peer`'s address (found, connected, or the lookup ended).
@@ -929,6 +967,34 @@ fn listen_cause(e: &libp2p::TransportError<std::io::Error>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kept set follows the member list: a member removed (a charter change) is no longer
+    /// kept, one added is, without waiting for anything else to change.
+    #[test]
+    fn the_kept_members_follow_the_member_list() {
+        let local = PeerId::random();
+        let first: Vec<PeerId> = (0..30).map(|_| PeerId::random()).collect();
+        let members = Members::new(first.iter().copied());
+        let mut kept = KeptMembers::default();
+        let before = kept.get(&local, &members, 12).to_vec();
+        assert_eq!(before, topology::kept_members(&local, &first, 12));
+        assert_eq!(
+            kept.get(&local, &members, 12),
+            before.as_slice(),
+            "same list"
+        );
+        // Every kept member removed, others added: none of the earlier set stays.
+        let second: Vec<PeerId> = first
+            .iter()
+            .filter(|p| !before.contains(p))
+            .copied()
+            .chain((0..5).map(|_| PeerId::random()))
+            .collect();
+        members.replace(second.iter().copied());
+        let after = kept.get(&local, &members, 12).to_vec();
+        assert_eq!(after, topology::kept_members(&local, &second, 12));
+        assert!(after.iter().all(|p| !before.contains(p)), "{after:?}");
+    }
 
     /// A member that drops each connection at once is dialled on the doubling backoff (0.5,
     /// 1, 2, 4 s …, up to the maximum), not every tick; one whose connection lasted is dialled

@@ -20,27 +20,51 @@ use libp2p::{Multiaddr, PeerId};
 
 /// The set of peers allowed to connect, shared between the gate and the node.
 #[derive(Debug, Clone, Default)]
-pub struct Members(Arc<RwLock<HashSet<PeerId>>>);
+pub struct Members(Arc<RwLock<MemberSet>>);
+
+#[derive(Debug, Default)]
+struct MemberSet {
+    peers: HashSet<PeerId>,
+    /// Bumped by every [`Members::replace`], so that what is derived from the set (the members
+    /// a node keeps connected) is computed again only when it changed.
+    generation: u64,
+}
 
 impl Members {
     /// A set holding `peers`.
     pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
-        Members(Arc::new(RwLock::new(peers.into_iter().collect())))
+        Members(Arc::new(RwLock::new(MemberSet {
+            peers: peers.into_iter().collect(),
+            generation: 0,
+        })))
     }
 
     /// Is `peer` a member?
     pub fn contains(&self, peer: &PeerId) -> bool {
-        self.0.read().contains(peer)
+        self.0.read().peers.contains(peer)
     }
 
     /// All members.
     pub fn list(&self) -> Vec<PeerId> {
-        self.0.read().iter().copied().collect()
+        self.0.read().peers.iter().copied().collect()
+    }
+
+    /// How many times the set was replaced: equal numbers, equal sets.
+    pub fn generation(&self) -> u64 {
+        self.0.read().generation
+    }
+
+    /// All members with the generation they are of, read together.
+    pub fn list_with_generation(&self) -> (u64, Vec<PeerId>) {
+        let set = self.0.read();
+        (set.generation, set.peers.iter().copied().collect())
     }
 
     /// Replaces the set.
     pub fn replace(&self, peers: impl IntoIterator<Item = PeerId>) {
-        *self.0.write() = peers.into_iter().collect();
+        let mut set = self.0.write();
+        set.peers = peers.into_iter().collect();
+        set.generation += 1;
     }
 }
 

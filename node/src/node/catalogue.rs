@@ -140,6 +140,11 @@ impl HeldCatalogues {
         self.held.read().get(peer).map(|(c, _)| c.clone())
     }
 
+    /// The sequence of the snapshot held of `peer`, without copying it.
+    pub(crate) fn sequence(&self, peer: &PeerId) -> Option<u64> {
+        self.held.read().get(peer).map(|(c, _)| c.document.sequence)
+    }
+
     /// Every snapshot held.
     pub(crate) fn all(&self) -> Vec<Signed<Catalogue>> {
         self.held.read().values().map(|(c, _)| c.clone()).collect()
@@ -441,6 +446,13 @@ impl Node {
 
     pub(crate) fn catalogue_of(&self, peer: &PeerId) -> Option<Signed<Catalogue>> {
         self.inner.catalogues.get(peer)
+    }
+
+    /// The sequence of the catalogue held of `peer` (0: none), without copying the catalogue:
+    /// asked for every publisher in every sync round, and by the simulator's convergence
+    /// checks every few milliseconds on every node.
+    pub(crate) fn held_catalogue_sequence(&self, peer: &PeerId) -> u64 {
+        self.inner.catalogues.sequence(peer).unwrap_or(0)
     }
 
     /// Signs a new snapshot of our lists with the next sequence number, stores it (flushed),

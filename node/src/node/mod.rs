@@ -1075,6 +1075,17 @@ impl Node {
         Ok(views)
     }
 
+    /// How many of [`Node::peers`] have a region (the charter's, or a verified NodeInfo's),
+    /// without building their views: the simulator asks every node this while a hundred
+    /// start.
+    pub async fn connected_members_with_region(&self) -> Result<usize, NodeError> {
+        let connected = self.inner.net.connected_peers().await?;
+        Ok(connected
+            .iter()
+            .filter(|c| self.peer_region(&c.peer).is_some())
+            .count())
+    }
+
     /// This node's summary.
     pub async fn view(&self) -> Result<NodeView, NodeError> {
         let listen = self.inner.net.listen_addresses().await?;

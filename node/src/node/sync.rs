@@ -321,11 +321,6 @@ impl Node {
         Duration::from_secs(self.config().sync.peer_deadline_secs)
     }
 
-    fn held_sequence(&self, publisher: &PeerId) -> u64 {
-        self.catalogue_of(publisher)
-            .map_or(0, |c| c.document.sequence)
-    }
-
     pub(crate) async fn on_announcement(&self, source: PeerId, announcement: Announcement) {
         let result = match announcement {
             Announcement::Catalogue {
@@ -341,7 +336,7 @@ impl Node {
                             && c.digest_hex().is_ok_and(|d| d == digest)
                     });
                     match carried {
-                        Some(c) if sequence > self.held_sequence(&publisher) => {
+                        Some(c) if sequence > self.held_catalogue_sequence(&publisher) => {
                             self.take_catalogue(source, publisher, *c).await;
                         }
                         Some(_) => {}
@@ -436,7 +431,7 @@ impl Node {
         if self.is_own_key(&publisher) || !self.members().contains(&publisher) {
             return;
         }
-        let held = self.held_sequence(&publisher);
+        let held = self.held_catalogue_sequence(&publisher);
         let start =
             self.inner
                 .sync
@@ -455,7 +450,7 @@ impl Node {
             .sync
             .wants
             .lock()
-            .due(|p| self.held_sequence(p), Instant::now());
+            .due(|p| self.held_catalogue_sequence(p), Instant::now());
         for (publisher, holder) in due {
             self.spawn_pull(publisher, holder);
         }
@@ -467,7 +462,7 @@ impl Node {
             let permit = node.inner.sync.pulls.clone().acquire_owned().await;
             // Another pull may have brought it while this one waited for a slot.
             let wanted = node.inner.sync.wants.lock().claimed(&publisher, &holder);
-            let pulled = if wanted.is_none_or(|s| s <= node.held_sequence(&publisher)) {
+            let pulled = if wanted.is_none_or(|s| s <= node.held_catalogue_sequence(&publisher)) {
                 Ok(())
             } else {
                 tokio::time::timeout(
@@ -486,7 +481,7 @@ impl Node {
                 tracing::warn!(peer = %holder, publisher = %publisher, error = %e, "catalogue not pulled");
             }
             drop(permit);
-            let held = node.held_sequence(&publisher);
+            let held = node.held_catalogue_sequence(&publisher);
             node.inner.sync.wants.lock().done(
                 publisher,
                 holder,
@@ -604,7 +599,7 @@ impl Node {
             if budget == 0 {
                 break;
             }
-            if head.sequence > self.held_sequence(&publisher) {
+            if head.sequence > self.held_catalogue_sequence(&publisher) {
                 budget -= 1;
                 self.offer_catalogue(publisher, peer, head.sequence);
             }
