@@ -517,7 +517,12 @@ impl Charter {
     /// names as `previous`. It covers the document only, so adding signatures to a version does
     /// not change it.
     pub fn digest(&self) -> Result<String, CharterError> {
-        Ok(blake3::hash(&self.signing_message()?).to_hex().to_string())
+        Ok(Self::digest_of_message(&self.signing_message()?))
+    }
+
+    /// [`Charter::digest`] from a signing message the caller already holds.
+    pub fn digest_of_message(message: &[u8]) -> String {
+        blake3::hash(message).to_hex().to_string()
     }
 
     /// The member holding `public_key` (lowercase hex), if any.

@@ -17,7 +17,8 @@ use super::charter::{
 };
 use super::{Node, NodeError, not_served};
 use crate::model::charter::{
-    CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows, verify_update,
+    Charter, CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows,
+    verify_update,
 };
 use crate::model::message::{Announcement, CharterHead, ProposalHead, Request, Response};
 use crate::model::provenance::RecordKind;
@@ -106,7 +107,7 @@ impl ProposalPool {
         // A copy of one held is the same document (same digest), checked when it came: only
         // its signatures are new. Gossip brings many copies, each with another signature.
         let message = proposal.document.signing_message()?;
-        let digest = blake3::hash(&message).to_hex().to_string();
+        let digest = Charter::digest_of_message(&message);
         if let Some(held) = self.items.get_mut(&digest) {
             let added = held
                 .charter
