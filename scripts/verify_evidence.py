@@ -537,13 +537,23 @@ def check_charter(c, what):
             raise Fail(f"{at}: invalid organisation or role")
         if not 1 <= len(m["keys"]) <= 4:
             raise Fail(f"{at}: 1 to 4 keys")
+        own = [k.get("public_key") for k in m["keys"] if isinstance(k, dict)]
+        successors = set()
         for j, k in enumerate(m["keys"]):
-            check_object(k, f"{at} keys[{j}]", {"algorithm": STR, "public_key": STR})
+            check_object(k, f"{at} keys[{j}]", {"algorithm": STR, "public_key": STR},
+                         {"replaces": STR})
             if k["algorithm"] != "ed25519" or not charter_key_ok(k["public_key"]):
                 raise Fail(f"{at} keys[{j}]: not a valid ed25519 key")
             if k["public_key"] in keys:
                 raise Fail(f"{at} keys[{j}]: a key belongs to one member, once")
             keys.add(k["public_key"])
+            if "replaces" in k:
+                # A rotation under way: the key it takes over from is another of this member's.
+                if k["replaces"] == k["public_key"] or k["replaces"] not in own \
+                        or k["replaces"] in successors:
+                    raise Fail(f"{at} keys[{j}] replaces: another key of the same member, "
+                               "replaced by one key")
+                successors.add(k["replaces"])
     pol = check_object(d["policy"], f"{what} policy", {"signers": STR, "threshold": U64})
     eligible = sum(1 for m in d["members"] if m["role"] == pol["signers"])
     if pol["signers"] not in ("founder", "member") or not 1 <= pol["threshold"] <= eligible:

@@ -290,7 +290,7 @@ impl Default for NetworkSection {
             ping_interval_secs: 15,
             request_timeout_secs: 30,
             tcp_security: TcpSecurity::Noise,
-            quic_window_mib: 16,
+            quic_window_mib: 8,
         }
     }
 }

@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::{self, AdminToken, KEY_FILE, NodeKey, TOKEN_FILE};
 use crate::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
+    ChangePolicy, Charter, CharterMember, Federation, MemberKey, Role, SignedCharter,
     verify_genesis,
 };
 use crate::model::region::{self, Region, RegionInfo};
@@ -276,10 +276,7 @@ pub fn devnet_genesis(nodes: &[(Region, String, NodeKey)]) -> Result<SignedChart
             } else {
                 Role::Member
             },
-            keys: vec![MemberKey {
-                algorithm: KeyAlgorithm::Ed25519,
-                public_key: key.public_hex(),
-            }],
+            keys: vec![MemberKey::ed25519_hex(key.public_hex())],
         })
         .collect();
     let founders = members.iter().filter(|m| m.role == Role::Founder).count();

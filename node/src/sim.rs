@@ -15,8 +15,7 @@ use crate::config::{CONFIG_FILE, NodeConfig};
 use crate::identity::NodeKey;
 use crate::model::catalogue::ShareType;
 use crate::model::charter::{
-    Change, ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
-    SignedCharter,
+    Change, ChangePolicy, Charter, CharterMember, Federation, MemberKey, Role, SignedCharter,
 };
 use crate::model::exchange::DataFormat;
 use crate::model::masking::FieldMask;
@@ -2216,10 +2215,7 @@ fn sim_member(i: usize, region: Region, key: &NodeKey, role: Role) -> CharterMem
         organisation: format!("{} sim node {i}", region.name_zh()),
         region,
         role,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: key.public_hex(),
-        }],
+        keys: vec![MemberKey::ed25519_hex(key.public_hex())],
     }
 }
 

@@ -5,7 +5,7 @@ use anyhow::Result;
 use yrd_node::devnet::fictitious_member_id;
 use yrd_node::identity::NodeKey;
 use yrd_node::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role, SignedCharter,
+    ChangePolicy, Charter, CharterMember, Federation, MemberKey, Role, SignedCharter,
 };
 use yrd_node::model::region::Region;
 
@@ -19,10 +19,7 @@ pub fn member(key: &NodeKey, region: u32, n: usize) -> Result<CharterMember> {
         organisation: format!("{} 测试局", region.name_zh()),
         region,
         role: Role::Founder,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: key.public_hex(),
-        }],
+        keys: vec![MemberKey::ed25519_hex(key.public_hex())],
     })
 }
 
@@ -80,15 +77,20 @@ pub async fn founders(
             Some(first) => vec![first.tcp_address().await?],
             None => Vec::new(),
         };
-        // Created with a member list (the harness's way), then switched to the charter.
         let mut node = TestNode::create(root, i, key.clone(), &ids, boot)?;
-        node.edit_config(|c| {
-            c.federation.members.clear();
-            c.federation.charter = Some(path.clone());
-            c.sync.anti_entropy_secs = 2;
-        })?;
+        on_charter(&mut node, &path)?;
         node.start().await?;
         nodes.push(node);
     }
     Ok(nodes)
+}
+
+/// Switches a node created with a member list (the harness's way) to the charter file `path`,
+/// with anti-entropy every 2 s; before its start.
+pub fn on_charter(node: &mut TestNode, path: &std::path::Path) -> Result<()> {
+    node.edit_config(|c| {
+        c.federation.members.clear();
+        c.federation.charter = Some(path.to_path_buf());
+        c.sync.anti_entropy_secs = 2;
+    })
 }

@@ -274,7 +274,7 @@ pub fn founders_charter(
     members: &[(&yrd_node::identity::NodeKey, u32)],
     threshold: u32,
 ) -> Result<yrd_node::model::charter::SignedCharter> {
-    use yrd_node::model::charter::{CharterMember, KeyAlgorithm, MemberKey, Role, SignedCharter};
+    use yrd_node::model::charter::{CharterMember, MemberKey, Role, SignedCharter};
     use yrd_node::model::region::Region;
     let mut list = Vec::new();
     for (n, (key, region)) in members.iter().enumerate() {
@@ -284,10 +284,7 @@ pub fn founders_charter(
             organisation: format!("{}大数据中心", region.name_zh()),
             region,
             role: Role::Founder,
-            keys: vec![MemberKey {
-                algorithm: KeyAlgorithm::Ed25519,
-                public_key: key.public_hex(),
-            }],
+            keys: vec![MemberKey::ed25519_hex(key.public_hex())],
         });
     }
     let mut charter = SignedCharter::draft(crate::charter::genesis(list, threshold));

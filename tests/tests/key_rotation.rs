@@ -31,6 +31,27 @@ async fn approve(net: &TestNet, rotating: usize, digest: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits until the subscription to `publisher` on the node behind `api` fetched `version`.
+async fn subscription_fetched(
+    api: &yrd_tests::api::Api,
+    publisher: &libp2p::PeerId,
+    version: u64,
+) -> Result<()> {
+    let publisher = publisher.to_string();
+    wait_until(
+        &format!("the subscription to {publisher} fetching version {version}"),
+        WAIT,
+        || async {
+            Ok(api
+                .subscriptions()
+                .await?
+                .iter()
+                .any(|s| s.publisher == publisher && s.fetched_version == version))
+        },
+    )
+    .await
+}
+
 /// Stage 1 of node `i`'s rotation: `yrd key rotate`, asked twice (the same key and proposal),
 /// approved by the three other founders; returns once version 2 (both keys) applied on the
 /// node and it asks to restart on its new key.
@@ -396,18 +417,7 @@ async fn a_provider_that_rotates_keeps_numbering_its_versions() -> Result<()> {
     let (_, last) =
         fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 30, 12).await?;
     assert_eq!(last.document.version, first + 2);
-    wait_until(
-        "the subscription fetches the version after the retirement",
-        WAIT,
-        || async {
-            Ok(js
-                .subscriptions()
-                .await?
-                .iter()
-                .any(|s| s.publisher == new.to_string() && s.fetched_version == first + 2))
-        },
-    )
-    .await?;
+    subscription_fetched(&js, &new, first + 2).await?;
 
     // Shanghai's log, spanning both keys (the versions signed again are recorded), verifies.
     let bundle = sh.export(COND).await?;
@@ -433,5 +443,103 @@ async fn a_provider_that_rotates_keeps_numbering_its_versions() -> Result<()> {
     for i in 0..4 {
         assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
     }
+    net.stop_all().await
+}
+
+/// A member may run more than one node: a key it adds for a second node replaces none of its
+/// others, so it is no rotation (docs/federation.md, "A member with several nodes"). While only
+/// the first node offers a dataset, `310000/DATASET` names it; once the second offers the same
+/// dataset too, the target is refused as ambiguous naming both nodes (not silently resolved to
+/// the key added last), and a subscription to the first node stays with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_two_nodes_is_not_a_rotation() -> Result<()> {
+    use yrd_node::model::charter::{MemberKey, SignedCharter};
+    use yrd_tests::charter::{founders, genesis, member, on_charter};
+    let root = tempfile::tempdir()?;
+    // Four founders; Shanghai's member lists a second key for its second node.
+    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+    let second = NodeKey::generate();
+    let mut members = Vec::new();
+    for (i, (k, region)) in keys
+        .iter()
+        .zip([310000, 320000, 330000, 340000])
+        .enumerate()
+    {
+        members.push(member(k, region, i + 1)?);
+    }
+    members[0]
+        .keys
+        .push(MemberKey::ed25519_hex(second.public_hex()));
+    let mut signed = SignedCharter::draft(genesis(members, 3));
+    for k in &keys[..3] {
+        signed.sign(k.signing_key())?;
+    }
+    let nodes = founders(root.path(), &keys, &signed).await?;
+    let boot = nodes[0].tcp_address().await?;
+    // Shanghai's second node: region 310000 (index 0), its own directory, the same charter.
+    let second_root = root.path().join("second");
+    std::fs::create_dir_all(&second_root)?;
+    let ids: Vec<_> = keys.iter().map(NodeKey::peer_id).collect();
+    let mut node = TestNode::create(&second_root, 0, second.clone(), &ids, vec![boot])?;
+    on_charter(&mut node, &root.path().join("charter.json"))?;
+    node.start().await?;
+    let mut nodes = nodes;
+    nodes.push(node);
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+    let (first, two) = (net.nodes[0].peer_id(), net.nodes[4].peer_id());
+
+    // Only the first node offers `sh-open`: the region names it; Jiangsu subscribes.
+    let dir = tempfile::tempdir()?;
+    fixtures::provider(&net, dir.path(), 20).await?;
+    let target = format!("310000/{}", fixtures::OPEN);
+    let js = net.api(1)?;
+    let fetched = js.fetch_done(&target).await?;
+    assert_eq!(fetched.peer, first.to_string());
+    js.subscribe(&target).await?;
+
+    // The second node offers the same dataset (the standard it holds from the first).
+    net.wait_schema(fixtures::UNMARKED, "1.0.0").await?;
+    let sh2 = net.api(4)?;
+    sh2.add_offer(&fixtures::offer(
+        fixtures::OPEN,
+        fixtures::UNMARKED,
+        ShareType::Unconditional,
+        None,
+    ))
+    .await?;
+    fixtures::publish_sample_version(&sh2, dir.path(), fixtures::OPEN, fixtures::STANDARD, 10, 9)
+        .await?;
+    net.wait_catalogue_of(4).await?;
+    let refused = js
+        .fetch_latest(&target)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("2 nodes of one member (310000) offer")
+            && refused.contains(&first.to_string())
+            && refused.contains(&two.to_string()),
+        "{refused}"
+    );
+    // Each node is still reached by its peer id.
+    let from_two = js.fetch_done(&format!("{two}/{}", fixtures::OPEN)).await?;
+    assert_eq!(from_two.peer, two.to_string());
+
+    // The subscription stays with the first node: its next version arrives under it.
+    fixtures::publish_sample_version(
+        &net.api(0)?,
+        dir.path(),
+        fixtures::OPEN,
+        fixtures::STANDARD,
+        20,
+        3,
+    )
+    .await?;
+    subscription_fetched(&js, &first, 2).await?;
+    let subs = js.subscriptions().await?;
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(subs[0].publisher, first.to_string());
     net.stop_all().await
 }

@@ -137,9 +137,24 @@ pub struct MemberKey {
     /// The public key; for Ed25519 the lowercase hex of its 32 bytes.
     #[schemars(length(equal = 64), pattern("^[0-9a-f]{64}$"))]
     pub public_key: String,
+    /// While a key rotation is under way (both keys in force): the public key this one takes
+    /// over from, another key of the same member. Absent for a member's further nodes, which
+    /// replace nothing, so that `REGION/DATASET` tells a rotation from a second node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(equal = 64), pattern("^[0-9a-f]{64}$"))]
+    pub replaces: Option<String>,
 }
 
 impl MemberKey {
+    /// An Ed25519 key that replaces no other.
+    pub fn ed25519_hex(public_key: impl Into<String>) -> MemberKey {
+        MemberKey {
+            algorithm: KeyAlgorithm::Ed25519,
+            public_key: public_key.into(),
+            replaces: None,
+        }
+    }
+
     /// The Ed25519 key of this entry.
     pub fn ed25519(&self) -> Result<ed25519_dalek::VerifyingKey, SignatureError> {
         match self.algorithm {
@@ -481,6 +496,21 @@ impl Charter {
                 if !keys.insert(k.public_key.as_str()) {
                     return Err(invalid(field, "a key belongs to one member, once"));
                 }
+                if let Some(old) = &k.replaces {
+                    let others = m.keys.iter().filter(|o| o.public_key != k.public_key);
+                    if !others.clone().any(|o| &o.public_key == old) {
+                        return Err(invalid(
+                            format!("members[{i}].keys[{j}].replaces"),
+                            "another key of the same member in this version",
+                        ));
+                    }
+                    if others.clone().any(|o| o.replaces.as_deref() == Some(old)) {
+                        return Err(invalid(
+                            format!("members[{i}].keys[{j}].replaces"),
+                            "a key is replaced by one key, not two",
+                        ));
+                    }
+                }
             }
         }
         if self.policy.signers == Role::Observer {
@@ -775,6 +805,9 @@ pub enum Change {
     RotateKey(String, MemberKey),
     /// A member gains a key (it keeps the others).
     AddKey(String, MemberKey),
+    /// A member's key (by public key) leaves the charter; a key that replaced it replaces
+    /// nothing any more (the rotation it was part of is over).
+    RetireKey(String, String),
     /// The change policy.
     SetPolicy(ChangePolicy),
 }
@@ -826,6 +859,21 @@ impl Charter {
             Change::SetRole(id, role) => self.member_mut(id)?.role = *role,
             Change::RotateKey(id, key) => self.member_mut(id)?.keys = vec![key.clone()],
             Change::AddKey(id, key) => self.member_mut(id)?.keys.push(key.clone()),
+            Change::RetireKey(id, public_key) => {
+                let member = self.member_mut(id)?;
+                if !member.keys.iter().any(|k| &k.public_key == public_key) {
+                    return Err(invalid(
+                        "members",
+                        format!("member {id:?} has no key {public_key}"),
+                    ));
+                }
+                member.keys.retain(|k| &k.public_key != public_key);
+                for k in &mut member.keys {
+                    if k.replaces.as_ref() == Some(public_key) {
+                        k.replaces = None;
+                    }
+                }
+            }
             Change::SetPolicy(policy) => self.policy = policy.clone(),
         }
         Ok(())
@@ -849,10 +897,7 @@ pub fn key_from_text(text: &str) -> Result<MemberKey, String> {
     } else {
         text.to_owned()
     };
-    let key = MemberKey {
-        algorithm: KeyAlgorithm::Ed25519,
-        public_key,
-    };
+    let key = MemberKey::ed25519_hex(public_key);
     key.ed25519().map_err(|e| {
         format!("{text:?}: {e}; expected a peer id (12D3KooW…) or 64 lowercase hex characters")
     })?;

@@ -637,18 +637,47 @@ impl FederationCharter {
         keys
     }
 
-    /// Whether `newer` replaces `older` for the member both belong to (a key rotation): both
-    /// bound to one member, `newer` in force, and `older` either no longer in force or added to
-    /// the member's keys before it (versions append a member's keys in the order they add them).
+    /// Whether `newer` replaces `older` for the member both belong to (a key rotation): `newer`
+    /// in force for the member `older` was bound to, and some version listing `newer` with
+    /// `replaces: older` (what `yrd key rotate` proposes). A member's other node replaces
+    /// nothing, so it never supersedes. For a chain whose rotations name no replaced key
+    /// (charters before `replaces`), only an unambiguous case counts: `older` no longer in
+    /// force and `newer` the member's one key.
     pub(crate) fn supersedes(&self, newer: &PeerId, older: &PeerId) -> bool {
         if newer == older {
             return false;
         }
-        let keys = self.current_peers_of(&older.to_string());
-        let Some(at) = keys.iter().position(|k| k == newer) else {
+        let (Some(new_hex), Some(old_hex)) = (
+            crate::model::charter::public_hex_of_peer(newer),
+            crate::model::charter::public_hex_of_peer(older),
+        ) else {
             return false;
         };
-        keys.iter().position(|k| k == older).is_none_or(|o| o < at)
+        let chain = self.chain.read();
+        let Some(member_id) = chain.member_id_of_key(&old_hex) else {
+            return false;
+        };
+        let current = chain.current();
+        let Some(member) = current
+            .document()
+            .members
+            .iter()
+            .find(|m| m.member_id == member_id)
+        else {
+            return false;
+        };
+        if !member.keys.iter().any(|k| k.public_key == new_hex) {
+            return false;
+        }
+        let declared = chain.versions().iter().any(|v| {
+            v.document().members.iter().any(|m| {
+                m.member_id == member_id
+                    && m.keys.iter().any(|k| {
+                        k.public_key == new_hex && k.replaces.as_deref() == Some(old_hex.as_str())
+                    })
+            })
+        });
+        declared || (member.keys.len() == 1 && !member.keys.iter().any(|k| k.public_key == old_hex))
     }
 
     /// The keys in force now of the member the chain binds `named` to (its current keys after a

@@ -15,7 +15,7 @@ use super::schemas::to_json;
 use super::{Node, NodeError};
 use crate::config::NodeConfig;
 use crate::identity::{self, NodeKey};
-use crate::model::charter::{Change, KeyAlgorithm, MemberKey, SignedCharter};
+use crate::model::charter::{Change, MemberKey, SignedCharter};
 use crate::model::exchange::Manifest;
 use crate::model::provenance::RecordKind;
 use crate::model::signed::Signed;
@@ -77,17 +77,28 @@ impl Node {
         })?;
         let member_id = member.member_id.clone();
         let data_dir = &self.inner.data_dir;
-        let retired_listed = member.keys.iter().any(|k| {
-            k.public_key != own
-                && k.peer_id()
-                    .is_some_and(|p| identity::retired_key_path(data_dir, &p).exists())
-        });
+        // The member's keys this node ran on before; a key of the member's other nodes is not.
+        let retired_listed: Vec<String> = member
+            .keys
+            .iter()
+            .filter(|k| {
+                k.public_key != own
+                    && k.peer_id()
+                        .is_some_and(|p| identity::retired_key_path(data_dir, &p).exists())
+            })
+            .map(|k| k.public_key.clone())
+            .collect();
         let pending = identity::pending_next_key(data_dir)?;
         let (stage, keep, keys) = match pending {
-            None if retired_listed => (
+            None if !retired_listed.is_empty() => (
                 RotationStage::RetireOldKey,
                 self.inner.key.clone(),
-                vec![own.clone()],
+                member
+                    .keys
+                    .iter()
+                    .map(|k| k.public_key.clone())
+                    .filter(|k| !retired_listed.contains(k))
+                    .collect(),
             ),
             _ => {
                 let next = identity::next_key(data_dir)?;
@@ -118,15 +129,20 @@ impl Node {
         let proposal = match held {
             Some(view) => view,
             None => {
-                let key = |public_key: &String| MemberKey {
-                    algorithm: KeyAlgorithm::Ed25519,
-                    public_key: public_key.clone(),
-                };
-                let change = match stage {
-                    RotationStage::AddNextKey => {
-                        Change::AddKey(member_id.clone(), key(&keep.public_hex()))
-                    }
-                    RotationStage::RetireOldKey => Change::RotateKey(member_id.clone(), key(&own)),
+                // The next key names the one it replaces, so that `REGION/DATASET` and a
+                // subscription follow the rotation and not a member's other node.
+                let changes: Vec<Change> = match stage {
+                    RotationStage::AddNextKey => vec![Change::AddKey(
+                        member_id.clone(),
+                        MemberKey {
+                            replaces: Some(own.clone()),
+                            ..MemberKey::ed25519_hex(keep.public_hex())
+                        },
+                    )],
+                    RotationStage::RetireOldKey => retired_listed
+                        .iter()
+                        .map(|old| Change::RetireKey(member_id.clone(), old.clone()))
+                        .collect(),
                 };
                 // Evidence takes the version in force at a signature's time from `issued`, to
                 // the second. The node proposes the removal once it runs on its new key, so every
@@ -139,7 +155,7 @@ impl Node {
                     ),
                 };
                 let draft = doc
-                    .next(&[change], issued, doc.expires.clone())
+                    .next(&changes, issued, doc.expires.clone())
                     .map_err(|e| NodeError::invalid("charter", format!("{e} ({})", e.code())))?;
                 self.submit_proposal(SignedCharter::draft(draft)).await?
             }

@@ -35,10 +35,7 @@ fn member(seed: u8, region: u32, role: Role) -> CharterMember {
         organisation: format!("测试机构 {seed}"),
         region: Region::from_code(region).unwrap_or_else(|_| unreachable!()),
         role,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: public(seed),
-        }],
+        keys: vec![MemberKey::ed25519_hex(public(seed))],
     }
 }
 
@@ -191,10 +188,7 @@ fn signatures_by_non_founders_do_not_count() -> TestResult {
 fn one_member_counts_once_whatever_it_signs_with() -> TestResult {
     // Founder 1 holds two keys and signs with both; founder 2 signs twice by entry.
     let mut doc = genesis_doc();
-    doc.members[0].keys.push(MemberKey {
-        algorithm: KeyAlgorithm::Ed25519,
-        public_key: public(5),
-    });
+    doc.members[0].keys.push(MemberKey::ed25519_hex(public(5)));
     let mut signed = signed_by(doc, &[1, 5, 2])?;
     let dup = signed.signatures[2].clone();
     signed.signatures.push(dup);
@@ -268,10 +262,7 @@ fn keys_and_members_are_unique_and_valid() -> TestResult {
 fn everything_is_bounded() -> TestResult {
     let mut doc = genesis_doc();
     doc.members[0].keys = (10..=14)
-        .map(|s| MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: public(s),
-        })
+        .map(|s| MemberKey::ed25519_hex(public(s)))
         .collect();
     assert_eq!(code(doc.check()), "invalid");
     let mut doc = genesis_doc();
@@ -658,6 +649,16 @@ fn vector_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     wrong_previous.previous = Some("ab".repeat(32));
     let mut city_signed = genesis_doc();
     city_signed.members.push(member(9, 320500, Role::Member));
+    // Jiangsu's key 2 under rotation to key 5 (both in force); and a key claiming to replace
+    // another member's key.
+    let successor = |of: u8| MemberKey {
+        replaces: Some(public(of)),
+        ..MemberKey::ed25519_hex(public(5))
+    };
+    let mut rotating = next_doc(&g)?;
+    rotating.members[1].keys.push(successor(2));
+    let mut replaces_other = next_doc(&g)?;
+    replaces_other.members[1].keys.push(successor(1));
     Ok(vec![
         ("genesis signed by 3 of 4 founders", vec![], g.clone()),
         (
@@ -684,6 +685,16 @@ fn vector_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
             "update replacing every founder key, signed by the old keys only",
             vec![g.clone()],
             signed_by(new_keys, &[1, 2, 3])?,
+        ),
+        (
+            "update adding Jiangsu's next key 5, replacing its key 2 (a rotation under way)",
+            vec![g.clone()],
+            signed_by(rotating, &[1, 2, 3])?,
+        ),
+        (
+            "update adding a key to Jiangsu that claims to replace Shanghai's key",
+            vec![g.clone()],
+            signed_by(replaces_other, &[1, 2, 3])?,
         ),
         (
             "update naming another previous digest",
@@ -894,6 +905,76 @@ fn changes_make_the_next_draft() -> TestResult {
     let peer = crate::identity::peer_id_of(&key(3).verifying_key()).ok_or("peer")?;
     assert_eq!(key_from_text(&peer.to_string())?.public_key, public(3));
     assert!(key_from_text("12D3KooWnotapeer").is_err());
+    Ok(())
+}
+
+/// A key under rotation names the key it replaces: another key of the same member, one
+/// successor per key; retiring the old key ends the rotation (the successor replaces nothing).
+#[test]
+fn a_rotation_names_the_key_it_replaces_and_retiring_it_ends_it() -> TestResult {
+    let g = genesis_doc();
+    let jiangsu = g.members[1].member_id.clone();
+    let successor = |of: u8, seed: u8| MemberKey {
+        replaces: Some(public(of)),
+        ..MemberKey::ed25519_hex(public(seed))
+    };
+    // Jiangsu adds a second node (seed 7, replacing nothing) and a successor of key 2 (seed 6).
+    let v2 = g.next(
+        &[
+            Change::AddKey(jiangsu.clone(), MemberKey::ed25519_hex(public(7))),
+            Change::AddKey(jiangsu.clone(), successor(2, 6)),
+        ],
+        ISSUED.into(),
+        EXPIRES.into(),
+    )?;
+    assert_eq!(v2.members[1].keys.len(), 3);
+    // The field is absent when unset, so documents without rotations keep their digests.
+    let text = serde_json::to_string(&v2.members[1].keys[1])?;
+    assert!(!text.contains("replaces"), "{text}");
+    let text = serde_json::to_string(&v2.members[1].keys[2])?;
+    assert!(
+        text.contains(&format!("\"replaces\":\"{}\"", public(2))),
+        "{text}"
+    );
+    // Stage 2 retires key 2: the successor stays and replaces nothing any more.
+    let v3 = v2.next(
+        &[Change::RetireKey(jiangsu.clone(), public(2))],
+        ISSUED.into(),
+        EXPIRES.into(),
+    )?;
+    let keys: Vec<_> = v3.members[1]
+        .keys
+        .iter()
+        .map(|k| k.public_key.clone())
+        .collect();
+    assert_eq!(keys, vec![public(7), public(6)]);
+    assert!(v3.members[1].keys.iter().all(|k| k.replaces.is_none()));
+    let e = v3.next(
+        &[Change::RetireKey(jiangsu.clone(), public(2))],
+        ISSUED.into(),
+        EXPIRES.into(),
+    );
+    assert_eq!(code(e), "invalid", "a key retired twice");
+    // Refused: replacing a key the member does not hold (another member's, or none), replacing
+    // itself, and two successors of one key.
+    for bad in [successor(1, 6), successor(9, 6), successor(6, 6)] {
+        let mut doc = genesis_doc();
+        doc.members[1].keys.push(bad.clone());
+        match doc.check() {
+            Err(CharterError::Invalid { field, .. }) => {
+                assert_eq!(field, "members[1].keys[1].replaces", "{bad:?}")
+            }
+            other => return Err(format!("expected Invalid for {bad:?}, got {other:?}").into()),
+        }
+    }
+    let mut doc = genesis_doc();
+    doc.members[1].keys.push(successor(2, 6));
+    doc.members[1].keys.push(successor(2, 7));
+    assert_eq!(code(doc.check()), "invalid", "two successors of key 2");
+    // A strict parser: `replaces` must be a string of a key.
+    let mut value = serde_json::to_value(successor(2, 6))?;
+    value["replaces"] = serde_json::json!(5);
+    assert!(serde_json::from_value::<MemberKey>(value).is_err());
     Ok(())
 }
 

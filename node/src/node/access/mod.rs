@@ -262,18 +262,27 @@ impl Node {
                 "no catalogue we hold from {who} offers {dataset:?} (search with `yrd catalog search`)"
             ))),
             1 => Ok(found.remove(0)),
-            _ => Err(NodeError::invalid(
-                "target",
-                format!(
-                    "{} members of {who} offer {dataset:?}; name one by peer id: {}",
-                    found.len(),
-                    found
+            n => {
+                // A member running several nodes (keys that replace none of the others).
+                let one_member = self.inner.charter.as_ref().is_some_and(|c| {
+                    found[1..]
                         .iter()
-                        .map(|t| t.peer.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
+                        .all(|t| c.same_member(&found[0].peer.to_string(), &t.peer))
+                });
+                let offering = if one_member {
+                    format!("{n} nodes of one member ({who})")
+                } else {
+                    format!("{n} members of {who}")
+                };
+                let peers: Vec<String> = found.iter().map(|t| t.peer.to_string()).collect();
+                Err(NodeError::invalid(
+                    "target",
+                    format!(
+                        "{offering} offer {dataset:?}; name one by peer id: {}",
+                        peers.join(", ")
+                    ),
+                ))
+            }
         }
     }
 

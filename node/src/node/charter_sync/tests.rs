@@ -3,8 +3,7 @@
 
 use super::*;
 use crate::model::charter::{
-    Change, ChangePolicy, Charter, CharterChain, CharterMember, Federation, KeyAlgorithm,
-    MemberKey, Role,
+    Change, ChangePolicy, Charter, CharterChain, CharterMember, Federation, MemberKey, Role,
 };
 use crate::model::region::Region;
 use ed25519_dalek::SigningKey;
@@ -29,10 +28,9 @@ fn member(seed: u8, region: u32) -> Result<CharterMember, Box<dyn std::error::Er
         organisation: format!("测试机构 {seed}"),
         region,
         role: Role::Founder,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: hex::encode(key(seed).verifying_key().to_bytes()),
-        }],
+        keys: vec![MemberKey::ed25519_hex(hex::encode(
+            key(seed).verifying_key().to_bytes(),
+        ))],
     })
 }
 
@@ -236,10 +234,7 @@ fn charter_pulls_are_one_per_peer_and_bounded_in_all() {
 fn a_rotated_member_is_one_party_across_its_keys() -> TestResult {
     let mut c = chain()?;
     let jiangsu = c.current().document().members[1].member_id.clone();
-    let next = MemberKey {
-        algorithm: KeyAlgorithm::Ed25519,
-        public_key: hex::encode(key(6).verifying_key().to_bytes()),
-    };
+    let next = MemberKey::ed25519_hex(hex::encode(key(6).verifying_key().to_bytes()));
     let doc = c.current().document().next(
         &[Change::RotateKey(jiangsu, next)],
         "2026-02-01T00:00:00Z".into(),
@@ -263,6 +258,68 @@ fn a_rotated_member_is_one_party_across_its_keys() -> TestResult {
     // Whoever must reach the member (a revocation, a decision) finds its new key.
     assert_eq!(charter.current_peers_of(&old.to_string()), vec![new]);
     assert!(charter.current_peers_of(&peer(9)?.to_string()).is_empty());
+    // A rotation that names no replaced key (as `Change::RotateKey` makes it): the member's
+    // one key in force supersedes the retired one, not the other way, and no other member's.
+    assert!(charter.supersedes(&new, &old));
+    assert!(!charter.supersedes(&old, &new));
+    assert!(!charter.supersedes(&other, &old));
+    Ok(())
+}
+
+/// A member with a second node is not rotating: its keys supersede one another only where a
+/// version says the newer one `replaces` the older (what `yrd key rotate` proposes), during
+/// the rotation and after the old key is retired; the second node never does.
+#[test]
+fn a_rotation_is_told_from_a_members_second_node() -> TestResult {
+    let mut c = chain()?;
+    let jiangsu = c.current().document().members[1].member_id.clone();
+    let hex_of = |seed: u8| hex::encode(key(seed).verifying_key().to_bytes());
+    let apply = |c: &mut CharterChain, changes: &[Change]| -> TestResult {
+        let doc = c.current().document().next(
+            changes,
+            "2026-02-01T00:00:00Z".into(),
+            "2099-01-01T00:00:00Z".into(),
+        )?;
+        let mut next = SignedCharter::draft(doc);
+        for s in [1, 3, 4] {
+            next.sign(&key(s))?;
+        }
+        c.offer(&next)?;
+        Ok(())
+    };
+    // Version 2: Jiangsu's second node (seed 7) and the successor of its first key (seed 6).
+    apply(
+        &mut c,
+        &[
+            Change::AddKey(jiangsu.clone(), MemberKey::ed25519_hex(hex_of(7))),
+            Change::AddKey(
+                jiangsu.clone(),
+                MemberKey {
+                    replaces: Some(hex_of(2)),
+                    ..MemberKey::ed25519_hex(hex_of(6))
+                },
+            ),
+        ],
+    )?;
+    let peer = |seed: u8| crate::identity::peer_id_of(&key(seed).verifying_key()).ok_or("peer");
+    let (first, successor, second) = (peer(2)?, peer(6)?, peer(7)?);
+    let during = crate::node::charter::FederationCharter::on_chain(c.clone());
+    assert!(during.supersedes(&successor, &first));
+    for (newer, older) in [
+        (second, first),
+        (first, second),
+        (successor, second),
+        (second, successor),
+        (first, successor),
+    ] {
+        assert!(!during.supersedes(&newer, &older), "{newer} over {older}");
+    }
+    // Version 3 retires the first key: its successor still supersedes it, the second node not.
+    apply(&mut c, &[Change::RetireKey(jiangsu, hex_of(2))])?;
+    let after = crate::node::charter::FederationCharter::on_chain(c);
+    assert!(after.supersedes(&successor, &first));
+    assert!(!after.supersedes(&second, &first));
+    assert!(!after.supersedes(&first, &successor));
     Ok(())
 }
 

@@ -4,8 +4,7 @@
 
 use super::*;
 use crate::model::charter::{
-    ChangePolicy, Charter, CharterMember, Federation, KeyAlgorithm, MemberKey, Role,
-    uscc_check_char,
+    ChangePolicy, Charter, CharterMember, Federation, MemberKey, Role, uscc_check_char,
 };
 
 const VECTORS_DIR: &str = concat!(
@@ -27,10 +26,9 @@ fn member(p: &Party, region: u32, n: usize, role: Role) -> CharterMember {
         organisation: format!("{}大数据中心", region.name_zh()),
         region,
         role,
-        keys: vec![MemberKey {
-            algorithm: KeyAlgorithm::Ed25519,
-            public_key: hex::encode(p.key.signing_key().verifying_key().to_bytes()),
-        }],
+        keys: vec![MemberKey::ed25519_hex(hex::encode(
+            p.key.signing_key().verifying_key().to_bytes(),
+        ))],
     }
 }
 
@@ -386,10 +384,9 @@ fn a_rotated_owner_is_one_member_and_another_members_key_is_not_the_owner() {
         .next(
             &[crate::model::charter::Change::RotateKey(
                 owner_member,
-                MemberKey {
-                    algorithm: KeyAlgorithm::Ed25519,
-                    public_key: hex::encode(rotated.key.signing_key().verifying_key().to_bytes()),
-                },
+                MemberKey::ed25519_hex(hex::encode(
+                    rotated.key.signing_key().verifying_key().to_bytes(),
+                )),
             )],
             "2026-11-30T00:00:00Z".into(),
             v2.expires.clone(),
