@@ -403,6 +403,20 @@ async fn a_provider_that_rotates_keeps_numbering_its_versions() -> Result<()> {
         "{calls:#?}"
     );
     assert!(calls.iter().all(|r| r.kind == RecordKind::QueryAnswered));
+    // Jiangsu's own report of the calls it sent, asked by either of Shanghai's keys, lists
+    // both (one sent to each key).
+    for named in [&old, &new] {
+        let sent = net.nodes[1].node()?.provenance_query_calls(
+            QUERIED,
+            &uscc,
+            Some(&named.to_string()),
+        )?;
+        assert_eq!(
+            sent.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            vec![RecordKind::QuerySent, RecordKind::QuerySent],
+            "asked by {named}: {sent:#?}"
+        );
+    }
 
     // The standard its old key published takes versions from its new key, on every node.
     let mut schema = fixtures::sample_schema(fixtures::STANDARD)?;

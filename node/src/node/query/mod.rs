@@ -216,17 +216,26 @@ impl Node {
 
     /// The records of the calls about one key of a dataset (both sides: the provider's
     /// `query-answered` and `query-refused`, the caller's `query-sent`), oldest first.
-    /// `publisher` is the dataset's (default: ours).
+    /// `publisher` is the dataset's (default: ours); under a charter, the calls to every key
+    /// of its member are included (a provider that rotated answered under each of its keys).
     pub fn provenance_query_calls(
         &self,
         dataset: &str,
         key: &FieldValue,
         publisher: Option<&str>,
     ) -> Result<Vec<ProvenanceRecord>, NodeError> {
-        // Our calls are keyed under the publisher key in force when each was answered: after a
-        // key rotation, under each key this node ran on.
+        // Calls are keyed under the publisher key in force when each was answered: after a
+        // key rotation, under each key this node (or the member called) ran on.
         let publishers: Vec<String> = match publisher {
-            Some(p) => vec![p.to_string()],
+            Some(p) => {
+                let others = match (&self.inner.charter, p.parse::<PeerId>()) {
+                    (Some(charter), Ok(peer)) => charter.other_keys_of_member(&peer),
+                    _ => Vec::new(),
+                };
+                std::iter::once(p.to_string())
+                    .chain(others.iter().map(PeerId::to_string))
+                    .collect()
+            }
             None => std::iter::once(self.peer_id())
                 .chain(self.earlier_keys().iter().copied())
                 .map(|p| p.to_string())
