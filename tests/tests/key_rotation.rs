@@ -18,9 +18,10 @@ use yrd_tests::charter::four_founders;
 use yrd_tests::fixtures::{self, COND};
 use yrd_tests::{TestNet, TestNode, WAIT, wait_until};
 
-/// The three founders other than node `rotating` approve proposal `digest` once it reached them.
+/// Three founders (nodes 0–3) other than node `rotating` approve proposal `digest` once it
+/// reached them: the threshold, which applies it.
 async fn approve(net: &TestNet, rotating: usize, digest: &str) -> Result<()> {
-    for i in (0..4).filter(|i| *i != rotating) {
+    for i in (0..4).filter(|i| *i != rotating).take(3) {
         let api = net.api(i)?;
         wait_until("the rotation proposal gossiped", WAIT, || async {
             Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
@@ -555,5 +556,103 @@ async fn a_member_with_two_nodes_is_not_a_rotation() -> Result<()> {
     let subs = js.subscriptions().await?;
     assert_eq!(subs.len(), 1, "{subs:?}");
     assert_eq!(subs[0].publisher, first.to_string());
+    net.stop_all().await
+}
+
+/// A member that is not a founder rotates its key the same way: `yrd key rotate` on a city's
+/// node, the founders approve both stages (the city signs neither), and the city keeps its
+/// grant (a new version fetched under the grant issued to its old key) and its log, which
+/// verifies across both keys; its old key is gone from the charter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_is_not_a_founder_rotates_its_key() -> Result<()> {
+    use yrd_node::api::exchange::ApproveBody;
+    use yrd_node::model::charter::{Role, SignedCharter};
+    use yrd_tests::charter::{founders, genesis, member};
+    let root = tempfile::tempdir()?;
+    // Four founders and a city (the harness's fifth region) as a plain member, 3 to sign.
+    let keys: Vec<NodeKey> = (0..5).map(|_| NodeKey::generate()).collect();
+    let city_region = yrd_node::model::region::all()
+        .nth(4)
+        .expect("a fifth region")
+        .code;
+    let mut members = Vec::new();
+    for (i, (k, region)) in keys
+        .iter()
+        .zip([310000, 320000, 330000, 340000, city_region])
+        .enumerate()
+    {
+        members.push(member(k, region, i + 1)?);
+    }
+    members[4].role = Role::Member;
+    let mut signed = SignedCharter::draft(genesis(members, 3));
+    for k in &keys[..3] {
+        signed.sign(k.signing_key())?;
+    }
+    let nodes = founders(root.path(), &keys, &signed).await?;
+    let mut net = TestNet { root, nodes };
+    net.wait_full_mesh().await?;
+
+    // Shanghai provides; the city holds a grant of its conditional offer and fetches under it.
+    let dir = tempfile::tempdir()?;
+    fixtures::provider(&net, dir.path(), 20).await?;
+    let (sh, city) = (net.api(0)?, net.api(4)?);
+    let approval = ApproveBody {
+        masks: Vec::new(),
+        expires: Some("30d".into()),
+        fields: None,
+        modes: Vec::new(),
+        query_limits: None,
+    };
+    let request = fixtures::request_body(COND, "城市轮换前的授权", &fixtures::FIELDS);
+    let grant = fixtures::grant(&sh, &city, &request, &approval).await?;
+    let target = format!("310000/{COND}");
+    let before = city.fetch_done(&target).await?;
+    assert_eq!(before.grant.as_deref(), Some(grant.document.id.as_str()));
+    let log_before = city.check().await?;
+    let old = net.nodes[4].peer_id();
+
+    // Stage 1, approved by three founders; the city restarts on its new key.
+    let rotation = stage_one(&net, 4).await?;
+    net.nodes[4].restart().await?;
+    net.nodes[4].reload_key()?;
+    let new = net.nodes[4].peer_id();
+    assert_eq!(new.to_string(), rotation.next_peer_id);
+    net.wait_full_mesh().await?;
+    // Stage 2: its old key retired.
+    let retire = stage_two(&net, 4).await?;
+    assert_eq!(retire.peer_id, new.to_string());
+    let view = sh.federation().await?;
+    let city_member = view
+        .members
+        .iter()
+        .find(|m| m.region.code() == city_region)
+        .expect("the city listed");
+    assert_eq!(city_member.peers, vec![new.to_string()]);
+
+    // Its grant is kept, and its log, which verifies across both keys in both verifiers.
+    let city = net.api(4)?;
+    fixtures::publish_sample_version(&sh, dir.path(), COND, fixtures::STANDARD, 30, 7).await?;
+    let after = fixtures::fetch_newer(&city, &target, before.version).await?;
+    assert_eq!(after.grant.as_deref(), Some(grant.document.id.as_str()));
+    assert!(city.check().await?.size > log_before.size);
+    let bundle = city.export(COND).await?;
+    for key in [&old, &new] {
+        let key = key.to_string();
+        assert!(
+            bundle.entries.iter().any(|e| e.record.actor == key),
+            "the city's bundle has records of {key}"
+        );
+    }
+    let file = net.root.path().join("city.json");
+    std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
+    let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
+    assert!(ok, "yrd verify of the city's log: {out}");
+    if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
+        assert!(ok, "python verifier of the city's log: {python}");
+        assert_eq!(python, out, "the two verifiers print the same account");
+    }
+    for i in 0..5 {
+        assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
+    }
     net.stop_all().await
 }
