@@ -850,3 +850,73 @@ async fn net_publish(net: &TestNet, file: &std::path::Path) -> Result<()> {
         .await?;
     net.wait_catalogue_of(0).await
 }
+
+/// A provider answers from what it holds now, not from what it read for earlier calls (its
+/// offers, withheld list and latest manifest are kept decoded between writes,
+/// `node/src/node/decoded.rs`): a call after a new version answers from that version; after
+/// the offer drops its query keys, a call is refused as no query service; once the dataset is
+/// withheld, refused as not shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_follow_the_latest_version_the_offer_and_the_withheld_list() -> Result<()> {
+    let mut s = setup().await?;
+    let (sh, js) = (s.net.api(0)?, node(&s.net, 1)?);
+    let uscc = |r: &Value| kv("uscc", &r["uscc"]);
+    let first = js
+        .query(
+            input(OPEN, QueryMode::Verify, vec![uscc(&s.records[0])]),
+            None,
+        )
+        .await?;
+    assert!(first.answer.document.found);
+    assert_eq!(first.answer.document.version, 1);
+
+    // Version 2 holds other licences: the first one is no longer found, one of version 2 is.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("v2.jsonl");
+    write_sample_records(&file, STANDARD, 50, 99)?;
+    let v2: Vec<Value> = std::fs::read_to_string(&file)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(v2.iter().all(|r| r["uscc"] != s.records[0]["uscc"]));
+    sh.publish_version(OPEN, &file, DataFormat::Jsonl).await?;
+    let gone = js
+        .query(
+            input(OPEN, QueryMode::Verify, vec![uscc(&s.records[0])]),
+            None,
+        )
+        .await?;
+    assert_eq!(gone.answer.document.version, 2);
+    assert!(!gone.answer.document.found);
+    let found = js
+        .query(input(OPEN, QueryMode::Verify, vec![uscc(&v2[3])]), None)
+        .await?;
+    assert!(found.answer.document.found && found.answer.document.version == 2);
+
+    // The offer, changed to declare no query keys.
+    sh.add_offer(&offer(OPEN, STANDARD, ShareType::Unconditional, None))
+        .await?;
+    let (code, message) = refused(
+        js.query(input(OPEN, QueryMode::Verify, vec![uscc(&v2[3])]), None)
+            .await,
+    );
+    assert_eq!(code, RefusalCode::UnknownField, "{message}");
+    assert!(message.contains("offers no query service"), "{message}");
+
+    // Withheld: not shared, with the reason.
+    sh.add_withheld(&yrd_node::model::catalogue::Withheld {
+        identifier: OPEN.into(),
+        title: "暂停核验".into(),
+        resource_code: None,
+        reason: "数据核查中".into(),
+        legal_basis: "《数据安全法》第二十一条".into(),
+    })
+    .await?;
+    let (code, message) = refused(
+        js.query(input(OPEN, QueryMode::Verify, vec![uscc(&v2[3])]), None)
+            .await,
+    );
+    assert_eq!(code, RefusalCode::NotShared, "{message}");
+    assert!(message.contains("数据核查中"), "{message}");
+    s.net.stop_all().await
+}

@@ -9,6 +9,7 @@ pub mod charter_sync;
 pub mod clients;
 pub mod counters;
 pub mod datasets;
+mod decoded;
 mod error;
 pub mod key_rotation;
 mod peers;
@@ -210,6 +211,8 @@ struct Inner {
     witness: provenance::WitnessLocks,
     /// Every standard held, indexed by id and version (`schemas.rs`).
     standards: schemas::Standards,
+    /// Our offers, withheld list and latest manifests, decoded once per change (`decoded.rs`).
+    decoded: decoded::Decoded,
     /// Query services: the query secret, key indexes, rate limits (`query/`).
     queries: query::Queries,
     /// The seed of mask salts (`mask.secret`), apart from the key so a rotation keeps pseudonyms.
@@ -424,6 +427,7 @@ impl Node {
                 transfers: transfer::Transfers::new(),
                 witness: provenance::WitnessLocks::default(),
                 standards: schemas::Standards::default(),
+                decoded: decoded::Decoded::default(),
                 queries: query::Queries::new(query_secret),
                 mask,
                 write_lock: tokio::sync::Mutex::new(()),

@@ -5,6 +5,8 @@
 //! lock still held (a previous handle being released), then names the database in its error.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -206,6 +208,16 @@ pub struct StoredPeer {
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
+    writes: Arc<Writes>,
+}
+
+/// Counts of completed writes to the trees whose decoded contents the node keeps in memory
+/// (our lists, our manifests). A reader that read generation `g` before reading the tree may
+/// keep what it decoded until the generation moves on: each counter moves after its write.
+#[derive(Debug, Default)]
+struct Writes {
+    local_lists: AtomicU64,
+    manifests: AtomicU64,
 }
 
 impl Store {
@@ -253,7 +265,11 @@ impl Store {
                 Err(source) => return Err(StoreError::Open { path, source }),
             }
         };
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            writes: Arc::default(),
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -453,21 +469,35 @@ impl Store {
         id: &str,
         value: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        put_json(
+        let put = put_json(
             &self.db.open_tree(LOCAL_LISTS)?,
             LOCAL_LISTS,
             format!("{list}/{id}").as_bytes(),
             value,
-        )
+        );
+        self.writes.local_lists.fetch_add(1, Ordering::AcqRel);
+        put
     }
 
     /// Removes an entry of one of our lists; true if it existed.
     pub fn remove_local(&self, list: &str, id: &str) -> Result<bool, StoreError> {
-        Ok(self
+        let removed = self
             .db
             .open_tree(LOCAL_LISTS)?
-            .remove(format!("{list}/{id}").as_bytes())?
-            .is_some())
+            .remove(format!("{list}/{id}").as_bytes());
+        self.writes.local_lists.fetch_add(1, Ordering::AcqRel);
+        Ok(removed?.is_some())
+    }
+
+    /// How many writes our lists have had since the database was opened: what was decoded
+    /// from them after reading generation `g` holds while it is still `g`.
+    pub fn local_lists_generation(&self) -> u64 {
+        self.writes.local_lists.load(Ordering::Acquire)
+    }
+
+    /// [`Self::local_lists_generation`] for the stored manifests.
+    pub fn manifests_generation(&self) -> u64 {
+        self.writes.manifests.load(Ordering::Acquire)
     }
 
     /// The entries of one of our lists, in identifier order.
@@ -526,7 +556,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut key = manifest_prefix(publisher, dataset);
         key.extend_from_slice(&version.to_be_bytes());
-        put_json(&self.db.open_tree(MANIFESTS)?, MANIFESTS, &key, envelope)
+        let put = put_json(&self.db.open_tree(MANIFESTS)?, MANIFESTS, &key, envelope);
+        self.writes.manifests.fetch_add(1, Ordering::AcqRel);
+        put
     }
 
     /// Every stored manifest of `dataset` by `publisher`, in version order.

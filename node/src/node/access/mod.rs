@@ -299,9 +299,8 @@ impl Node {
     /// basis), not shared, or not offered.
     pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<CatalogueEntry, Refusal> {
         let internal = |e: NodeError| rules::refusal(RefusalCode::Internal, e.to_string());
-        let withheld = self.withheld().map_err(internal)?;
-        let offers = self.offers().map_err(internal)?;
-        rules::deliverable(dataset, &withheld, offers)
+        let lists = self.own_lists().map_err(internal)?;
+        rules::deliverable(dataset, &lists.withheld, &lists.offers)
     }
 
     /// Every request we sent or received, newest first.

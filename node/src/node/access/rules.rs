@@ -102,7 +102,7 @@ pub(crate) fn grant_for_fetch(
 pub(crate) fn deliverable(
     dataset: &str,
     withheld: &[Withheld],
-    offers: Vec<CatalogueEntry>,
+    offers: &[CatalogueEntry],
 ) -> Result<CatalogueEntry, Refusal> {
     if let Some(w) = withheld.iter().find(|w| w.identifier == dataset) {
         return Err(refusal(
@@ -114,8 +114,9 @@ pub(crate) fn deliverable(
         ));
     }
     let offer = offers
-        .into_iter()
+        .iter()
         .find(|o| o.offer.identifier == dataset)
+        .cloned()
         .ok_or_else(|| {
             refusal(
                 RefusalCode::NotFound,
@@ -483,14 +484,14 @@ mod tests {
             offer("js-tax", "unconditional"),
             offer("js-secret", "not-shared"),
         ];
-        let w = deliverable("js-tax", std::slice::from_ref(&withheld), offers.clone());
+        let w = deliverable("js-tax", std::slice::from_ref(&withheld), &offers);
         assert_eq!(w.unwrap_err().code, RefusalCode::NotShared);
-        let n = deliverable("js-secret", &[], offers.clone()).unwrap_err();
+        let n = deliverable("js-secret", &[], &offers).unwrap_err();
         assert_eq!(n.code, RefusalCode::NotShared);
         assert!(n.message.contains("仅限核验"), "{}", n.message);
-        let u = deliverable("js-nothing", &[], offers.clone()).unwrap_err();
+        let u = deliverable("js-nothing", &[], &offers).unwrap_err();
         assert_eq!(u.code, RefusalCode::NotFound);
-        assert!(deliverable("js-social-insurance", &[withheld], offers).is_ok());
+        assert!(deliverable("js-social-insurance", &[withheld], &offers).is_ok());
     }
 
     fn request(p: &Parties) -> AccessRequest {

@@ -587,7 +587,7 @@ impl Node {
             }
         }
         let manifest = self
-            .manifest(None, &q.dataset, None)
+            .own_latest_manifest(&q.dataset)
             .map_err(internal)?
             .ok_or_else(|| {
                 refusal(

@@ -1,0 +1,88 @@
+//! Our own documents read on every request — the offers and withheld list a fetch or query is
+//! judged against, the latest manifest a query answers from — decoded once per change instead
+//! of from sled on every call.
+//!
+//! Invariant: an entry is kept with the store's write generation of its tree read *before* the
+//! tree was read ([`Store::local_lists_generation`], [`Store::manifests_generation`]); the store
+//! moves a generation on after each write, so an entry is used only while no write has
+//! completed since it was read, and a read racing a write is read again next time. Only our
+//! own documents are kept (written by this node's operator and publishing), at most
+//! [`MAX_MANIFESTS`] manifests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::model::catalogue::{CatalogueEntry, Withheld};
+use crate::model::exchange::Manifest;
+use crate::model::signed::Signed;
+use crate::store::Store;
+
+use super::{Node, NodeError};
+
+/// How many datasets' latest manifests are kept; past it the map starts again empty.
+const MAX_MANIFESTS: usize = 1024;
+
+/// What [`Node::own_lists`] returns: our offers and withheld list, shared.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnLists {
+    pub offers: Arc<Vec<CatalogueEntry>>,
+    pub withheld: Arc<Vec<Withheld>>,
+}
+
+/// A decoded document and the store generation it was read at.
+type Kept<T> = (u64, T);
+
+/// The decoded documents.
+#[derive(Default)]
+pub(crate) struct Decoded {
+    lists: Mutex<Option<Kept<OwnLists>>>,
+    manifests: Mutex<HashMap<String, Kept<Arc<Signed<Manifest>>>>>,
+}
+
+impl Node {
+    fn decoded(&self) -> &Decoded {
+        &self.inner.decoded
+    }
+
+    /// Our offers and withheld list, as stored now.
+    pub(crate) fn own_lists(&self) -> Result<OwnLists, NodeError> {
+        let store: &Store = self.store();
+        let generation = store.local_lists_generation();
+        if let Some((g, lists)) = self.decoded().lists.lock().as_ref()
+            && *g == generation
+        {
+            return Ok(lists.clone());
+        }
+        let lists = OwnLists {
+            offers: Arc::new(self.offers()?),
+            withheld: Arc::new(self.withheld()?),
+        };
+        *self.decoded().lists.lock() = Some((generation, lists.clone()));
+        Ok(lists)
+    }
+
+    /// The latest version we published of `dataset`, as stored now.
+    pub(crate) fn own_latest_manifest(
+        &self,
+        dataset: &str,
+    ) -> Result<Option<Arc<Signed<Manifest>>>, NodeError> {
+        let generation = self.store().manifests_generation();
+        if let Some((g, m)) = self.decoded().manifests.lock().get(dataset)
+            && *g == generation
+        {
+            return Ok(Some(m.clone()));
+        }
+        let Some(m) = self.manifest(None, dataset, None)? else {
+            return Ok(None);
+        };
+        let m = Arc::new(m);
+        let mut kept = self.decoded().manifests.lock();
+        if kept.len() >= MAX_MANIFESTS && !kept.contains_key(dataset) {
+            kept.clear();
+        }
+        kept.insert(dataset.to_string(), (generation, m.clone()));
+        Ok(Some(m))
+    }
+}
