@@ -454,12 +454,15 @@ fn hex(hash: &merkle::Hash) -> String {
 pub async fn take_over(net: &mut TestNet, i: usize, target: usize) -> Result<HostileMember> {
     let key = net.nodes.get(i).context("no such node")?.key.clone();
     net.nodes[i].stop().await?;
-    HostileMember::start(
-        key,
-        net.nodes.get(target).context("no such node")?,
-        silent(),
-    )
-    .await
+    let target = net.nodes.get(target).context("no such node")?;
+    // The node must have seen node `i` go, or its stale entry would pass for the hostile
+    // member's own connection in `start`'s wait.
+    let id = key.peer_id().to_string();
+    wait_until("the node to see the stopped node gone", WAIT, || async {
+        Ok(!target.peers().await?.iter().any(|p| p.peer_id == id))
+    })
+    .await?;
+    HostileMember::start(key, target, silent()).await
 }
 
 /// Makes `node` issue a new catalogue (a new demand named `name`); returns its sequence.
