@@ -124,14 +124,8 @@ pub async fn granted_fetch(
 ) -> Result<(Signed<Grant>, yrd_node::node::transfer::TransferView)> {
     provider(net, dir, 20).await?;
     let (sh, js) = (net.api(0)?, net.api(1)?);
-    let approval = ApproveBody {
-        masks: Vec::new(),
-        expires: Some("30d".into()),
-        fields: None,
-        modes: Vec::new(),
-        query_limits: None,
-    };
-    let grant = grant(&sh, &js, &request_body(COND, purpose, &FIELDS), &approval).await?;
+    let request = request_body(COND, purpose, &FIELDS);
+    let grant = grant(&sh, &js, &request, &approval_30_days()).await?;
     let fetched = js.fetch_done(&format!("310000/{COND}")).await?;
     anyhow::ensure!(
         fetched.grant.as_deref() == Some(grant.document.id.as_str()),
@@ -140,6 +134,17 @@ pub async fn granted_fetch(
         grant.document.id
     );
     Ok((grant, fetched))
+}
+
+/// An approval as requested (fields, default masks, fetch), valid for 30 days.
+pub fn approval_30_days() -> ApproveBody {
+    ApproveBody {
+        masks: Vec::new(),
+        expires: Some("30d".into()),
+        fields: None,
+        modes: Vec::new(),
+        query_limits: None,
+    }
 }
 
 /// Fetches `target` until a version above `version` arrives (the provider published one);

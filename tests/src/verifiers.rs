@@ -47,3 +47,18 @@ pub fn python_verify(file: &Path) -> Result<Option<(bool, String)>> {
         String::from_utf8(out.stdout)? + &String::from_utf8(out.stderr)?,
     )))
 }
+
+/// Both verifiers accept the bundle in `file` (`what` names it in a failure) and, where the
+/// Python one can run, print the same account; returns `yrd verify`'s.
+pub fn both_accept(file: &Path, what: &str) -> Result<String> {
+    let (ok, out) = yrd_verify(file)?;
+    anyhow::ensure!(ok, "yrd verify of {what}: {out}");
+    if let Some((ok, python)) = python_verify(file)? {
+        anyhow::ensure!(ok, "python verifier of {what}: {python}");
+        anyhow::ensure!(
+            python == out,
+            "the two verifiers print different accounts of {what}:\n{out}\n---\n{python}"
+        );
+    }
+    Ok(out)
+}

@@ -190,12 +190,7 @@ async fn a_key_rotated_on_a_live_node_keeps_its_grants_and_log() -> Result<()> {
         );
         let file = net.root.path().join(format!("{who}.json"));
         std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
-        let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
-        assert!(ok, "yrd verify of {who}'s log: {out}");
-        if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
-            assert!(ok, "python verifier of {who}'s log: {python}");
-            assert_eq!(python, out, "the two verifiers print the same account");
-        }
+        yrd_tests::verifiers::both_accept(&file, &format!("{who}'s log"))?;
     }
 
     // No witness took the new key's log for a rewrite of the old one.
@@ -449,12 +444,7 @@ async fn a_provider_that_rotates_keeps_numbering_its_versions() -> Result<()> {
     assert_eq!(resigned, published, "each version signed again is recorded");
     let file = net.root.path().join("shanghai.json");
     std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
-    let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
-    assert!(ok, "yrd verify of Shanghai's log: {out}");
-    if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
-        assert!(ok, "python verifier of Shanghai's log: {python}");
-        assert_eq!(python, out, "the two verifiers print the same account");
-    }
+    yrd_tests::verifiers::both_accept(&file, "Shanghai's log")?;
     for i in 0..4 {
         assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
     }
@@ -565,7 +555,6 @@ async fn a_member_with_two_nodes_is_not_a_rotation() -> Result<()> {
 /// verifies across both keys; its old key is gone from the charter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_is_not_a_founder_rotates_its_key() -> Result<()> {
-    use yrd_node::api::exchange::ApproveBody;
     use yrd_node::model::charter::{Role, SignedCharter};
     use yrd_tests::charter::{founders, genesis, member};
     let root = tempfile::tempdir()?;
@@ -596,15 +585,8 @@ async fn a_member_that_is_not_a_founder_rotates_its_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
     fixtures::provider(&net, dir.path(), 20).await?;
     let (sh, city) = (net.api(0)?, net.api(4)?);
-    let approval = ApproveBody {
-        masks: Vec::new(),
-        expires: Some("30d".into()),
-        fields: None,
-        modes: Vec::new(),
-        query_limits: None,
-    };
     let request = fixtures::request_body(COND, "城市轮换前的授权", &fixtures::FIELDS);
-    let grant = fixtures::grant(&sh, &city, &request, &approval).await?;
+    let grant = fixtures::grant(&sh, &city, &request, &fixtures::approval_30_days()).await?;
     let target = format!("310000/{COND}");
     let before = city.fetch_done(&target).await?;
     assert_eq!(before.grant.as_deref(), Some(grant.document.id.as_str()));
@@ -645,12 +627,7 @@ async fn a_member_that_is_not_a_founder_rotates_its_key() -> Result<()> {
     }
     let file = net.root.path().join("city.json");
     std::fs::write(&file, serde_json::to_vec(&bundle)?)?;
-    let (ok, out) = yrd_tests::verifiers::yrd_verify(&file)?;
-    assert!(ok, "yrd verify of the city's log: {out}");
-    if let Some((ok, python)) = yrd_tests::verifiers::python_verify(&file)? {
-        assert!(ok, "python verifier of the city's log: {python}");
-        assert_eq!(python, out, "the two verifiers print the same account");
-    }
+    yrd_tests::verifiers::both_accept(&file, "the city's log")?;
     for i in 0..5 {
         assert!(net.api(i)?.alarms().await?.is_empty(), "node {i} alarmed");
     }
