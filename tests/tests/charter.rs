@@ -1018,6 +1018,105 @@ async fn a_proposal_carried_by_gossip_is_judged_as_a_pulled_one() -> Result<()> 
     Ok(())
 }
 
+/// Signatures a member announces without their document (the proposal was announced with it
+/// before) are merged into the copy held, each verified over the document: a forged one is not
+/// kept, and the real one that completes the threshold applies the version with nothing pulled.
+/// A member that lacks the document pulls the proposal from the sender — or, when the sender
+/// says the version is applied, the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_sent_without_their_document_are_merged_or_what_they_name_pulled() -> Result<()>
+{
+    use yrd_node::model::message::Announcement;
+    use yrd_tests::hostile::{HostileMember, silent};
+    let root = tempfile::tempdir()?;
+    let (a, b, h, g) = two_founders_and_anhui()?;
+    let mut node = founder_on(root.path(), &a, &g).await?;
+    let api = node.api()?;
+    let hostile = HostileMember::start(h.clone(), &node, silent()).await?;
+    let signatures = |p: &SignedCharter, applied: bool| -> Result<Announcement> {
+        Ok(Announcement::CharterSignatures {
+            version: p.document.version,
+            digest: p.document.digest()?,
+            signatures: p.signatures.clone(),
+            applied,
+        })
+    };
+    let doc = suzhou_joins(&g)?;
+    let digest = doc.digest()?;
+
+    // The proposal with Jiangsu's signature, carried with its document.
+    let mut jiangsu = SignedCharter::draft(doc.clone());
+    jiangsu.sign(b.signing_key())?;
+    hostile
+        .announce(&Announcement::CharterProposal {
+            version: 2,
+            digest: digest.clone(),
+            signatures: 1,
+            charter: Some(Box::new(jiangsu.clone())),
+        })
+        .await?;
+    wait_until("the carried proposal held", WAIT, || async {
+        Ok(api.proposals().await?.iter().any(|p| p.digest == digest))
+    })
+    .await?;
+
+    // Shanghai's name on Jiangsu's signature bytes, alone: not kept, nothing applied.
+    let mut shanghai = SignedCharter::draft(doc.clone());
+    shanghai.sign(a.signing_key())?;
+    let mut forged = jiangsu.signatures[0].clone();
+    forged.signer = a.public_hex();
+    let mut forgery = SignedCharter::draft(doc.clone());
+    forgery.signatures = vec![forged];
+    hostile.announce(&signatures(&forgery, false)?).await?;
+    // Shanghai's true signature on another document of version 2: the proposal held is
+    // untouched by it (a signature is verified over the document it is merged into).
+    let mut other = suzhou_joins(&g)?;
+    other.issued = "2026-02-02T00:00:00Z".into();
+    let mut elsewhere = SignedCharter::draft(other);
+    elsewhere.sign(a.signing_key())?;
+    let mut misfiled = SignedCharter::draft(doc.clone());
+    misfiled.signatures = elsewhere.signatures.clone();
+    hostile.announce(&signatures(&misfiled, false)?).await?;
+    // The announcement that completes it comes after both: once it is applied, both were
+    // taken and neither was kept.
+    hostile.announce(&signatures(&shanghai, true)?).await?;
+    wait_until("version 2 applied from the signatures", WAIT, || async {
+        Ok(api.federation().await?.charter.version == 2)
+    })
+    .await?;
+    let applied = api.federation_version(2).await?;
+    let mut signers: Vec<String> = applied
+        .signatures
+        .iter()
+        .map(|s| s.signer.clone())
+        .collect();
+    signers.sort();
+    let mut expected = vec![a.public_hex(), b.public_hex()];
+    expected.sort();
+    assert_eq!(signers, expected, "only the two valid signatures");
+    assert_eq!(hostile.seen("charter-proposal"), 0, "nothing was pulled");
+    assert_eq!(hostile.seen("charter"), 0, "nothing was pulled");
+
+    // Version 3's signatures, its document never sent: the proposal is asked of the sender;
+    // said to be applied, the version is.
+    let mut nantong = member(&NodeKey::generate(), 320600, 11)?;
+    nantong.role = Role::Member;
+    let mut third = SignedCharter::draft(applied.document.next(
+        &[yrd_node::model::charter::Change::AddMember(nantong)],
+        "2026-03-01T00:00:00Z".into(),
+        "2099-01-01T00:00:00Z".into(),
+    )?);
+    third.sign(b.signing_key())?;
+    hostile.announce(&signatures(&third, false)?).await?;
+    hostile.wait_seen("charter-proposal", 1).await?;
+    hostile.announce(&signatures(&third, true)?).await?;
+    hostile.wait_seen("charter", 1).await?;
+    assert_eq!(api.federation().await?.charter.version, 2);
+    hostile.shutdown().await;
+    node.stop().await?;
+    Ok(())
+}
+
 /// A chain file (`[federation] charter` as a JSON array) starts a node on every version in it;
 /// one that is empty, not an array of charters, or whose versions do not follow each other is
 /// refused at start, naming the file, the index and the rule.

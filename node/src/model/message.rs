@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::catalogue::{Catalogue, SchemaDoc};
-use crate::model::charter::SignedCharter;
+use crate::model::charter::{CharterSignature, SignedCharter};
 use crate::model::exchange::{AccessRequest, Denial, Grant, Receipt, Revocation};
 use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{Cosignature, TreeHead};
@@ -282,6 +282,23 @@ pub enum Announcement {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         charter: Option<Box<SignedCharter>>,
     },
+    /// The signatures over a proposal of the charter's next version, sent in place of the
+    /// proposal once it was announced with its document: a few hundred bytes where the document
+    /// of a hundred members is tens of KiB, so a signature crosses the members' graph at the
+    /// speed of a small message. A member holding proposal `digest` merges them (each verified
+    /// over its document, as a carried copy's); one lacking it pulls the proposal from the
+    /// sender — or, when `applied`, the version.
+    CharterSignatures {
+        /// The version the proposal proposes.
+        version: u64,
+        /// Digest of its document.
+        digest: String,
+        /// The signatures the sender holds over that document (at most 512).
+        #[schemars(length(max = 512))]
+        signatures: Vec<CharterSignature>,
+        /// Whether they complete it: the version is in force at the sender.
+        applied: bool,
+    },
 }
 
 impl Announcement {
@@ -328,6 +345,28 @@ impl Announcement {
                 version,
                 digest,
                 signatures,
+                charter: None,
+            },
+            // Too many to carry: the head alone, which the receiver pulls.
+            Announcement::CharterSignatures {
+                version,
+                digest,
+                applied: true,
+                ..
+            } => Announcement::Charter {
+                version,
+                digest,
+                charter: None,
+            },
+            Announcement::CharterSignatures {
+                version,
+                digest,
+                signatures,
+                applied: false,
+            } => Announcement::CharterProposal {
+                version,
+                digest,
+                signatures: u32::try_from(signatures.len()).unwrap_or(u32::MAX),
                 charter: None,
             },
         }

@@ -15,11 +15,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NodeError;
-use super::charter_sync::{ProposalPool, ProposalView};
+use super::charter_sync::{ProposalPool, ProposalView, Taken};
 use crate::config::NodeConfig;
 use crate::model::charter::{
-    ChangePolicy, CharterChain, CharterError, CharterState, Offer, Role, SignedCharter,
-    VerifiedCharter,
+    ChangePolicy, CharterChain, CharterError, CharterSignature, CharterState, Offer, Role,
+    SignedCharter, VerifiedCharter,
 };
 use crate::model::message::{CharterHead, ProposalHead};
 use crate::model::region::Region;
@@ -88,7 +88,19 @@ pub(crate) struct FederationCharter {
     /// The highest head a peer announced while no pull slot was free: pulled when one frees,
     /// so an announcement is never left to anti-entropy alone. One entry: a bound.
     pending: PendingHead,
+    /// Woken when a proposal is first held: signatures that came before their document wait
+    /// for it ([`FederationCharter::wait_for_proposal`]).
+    proposal_added: tokio::sync::Notify,
+    /// Announcements waiting so at once: a bound on the announcement slots they hold.
+    waiting: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// How long signatures announced before their document wait for it (gossip from several
+/// founders is not ordered) before the proposal is pulled from the sender.
+pub const DOCUMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Announcements of signatures waiting for their document at once; beyond, the proposal is
+/// pulled at once (each holds one of the node's announcement slots while it waits).
+pub const MAX_WAITING_FOR_DOCUMENT: usize = 4;
 
 /// Pulls of charter versions at once. Every member announces a version it applies, so without
 /// a bound a node behind would pull (and verify) the same version once per announcer — at 45
@@ -446,16 +458,7 @@ impl FederationCharter {
                 store.remove_record(RecordTree::CharterProposals, &key)?;
             }
         }
-        let charter = FederationCharter {
-            peers: RwLock::new(bound_peers(&chain)),
-            chain: RwLock::new(chain),
-            contradictions: Mutex::new(VecDeque::new()),
-            proposals: Mutex::new(proposals),
-            refused: Mutex::new(HashMap::new()),
-            pulling: PullSlots::default(),
-            asked: Mutex::new(HashMap::new()),
-            pending: PendingHead::default(),
-        };
+        let charter = FederationCharter::with(chain, proposals);
         let Some(me) = charter.region_of(&own) else {
             return Err(invalid(format!(
                 "this node's key (peer {own}) is not a member of charter version {}",
@@ -491,15 +494,21 @@ impl FederationCharter {
     /// A node's charter on `chain` alone (no store, no proposals), for tests of what it derives.
     #[cfg(test)]
     pub(crate) fn on_chain(chain: CharterChain) -> FederationCharter {
+        FederationCharter::with(chain, ProposalPool::default())
+    }
+
+    fn with(chain: CharterChain, proposals: ProposalPool) -> FederationCharter {
         FederationCharter {
             peers: RwLock::new(bound_peers(&chain)),
             chain: RwLock::new(chain),
             contradictions: Mutex::new(VecDeque::new()),
-            proposals: Mutex::new(ProposalPool::default()),
+            proposals: Mutex::new(proposals),
             refused: Mutex::new(HashMap::new()),
             pulling: PullSlots::default(),
             asked: Mutex::new(HashMap::new()),
             pending: PendingHead::default(),
+            proposal_added: tokio::sync::Notify::new(),
+            waiting: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_FOR_DOCUMENT)),
         }
     }
 
@@ -944,24 +953,76 @@ impl FederationCharter {
 
     /// Takes a proposal of the next version (from `by`, or from an operator when `None`):
     /// stored new, or its new signatures merged into the copy held. Returns its digest and
-    /// whether anything changed.
+    /// what changed.
     pub(crate) fn propose(
         &self,
         store: &Store,
         by: Option<PeerId>,
         proposal: SignedCharter,
-    ) -> Result<(String, bool), ApplyError> {
+    ) -> Result<(String, Taken), ApplyError> {
         // Read, not cloned: a hundred-member charter is copied for nothing on every gossip
         // copy. (Lock order: chain, then proposals, as `offer` takes them.)
         let chain = self.chain.read();
         let mut pool = self.proposals.lock();
-        let (digest, changed) = pool.add(chain.current(), by, proposal)?;
-        if changed {
+        let (digest, taken) = pool.add(chain.current(), by, proposal)?;
+        if taken.changed() {
             if let Some(p) = pool.get(&digest) {
                 store.put_record(RecordTree::CharterProposals, &digest, p)?;
             }
         }
-        Ok((digest, changed))
+        if taken == Taken::New {
+            self.proposal_added.notify_waiters();
+        }
+        Ok((digest, taken))
+    }
+
+    /// Merges `signatures` into proposal `digest` of version `version` once it is held,
+    /// waiting up to [`DOCUMENT_WAIT`] for it (its document may be on its way); `None` when it
+    /// is not held by then, when its version was applied meanwhile, or when
+    /// [`MAX_WAITING_FOR_DOCUMENT`] already wait.
+    pub(crate) async fn wait_for_proposal(
+        &self,
+        store: &Store,
+        version: u64,
+        digest: &str,
+        signatures: &[CharterSignature],
+    ) -> Result<Option<Taken>, ApplyError> {
+        let Ok(_permit) = self.waiting.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
+        let deadline = tokio::time::Instant::now() + DOCUMENT_WAIT;
+        loop {
+            // Registered before the check, so an addition in between is not missed.
+            let added = self.proposal_added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if let Some(taken) = self.add_signatures(store, digest, signatures)? {
+                return Ok(Some(taken));
+            }
+            if self.head().version >= version
+                || tokio::time::timeout_at(deadline, added).await.is_err()
+            {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Merges `signatures`, sent without their document, into proposal `digest` of the next
+    /// version; `None` when that proposal is not held.
+    pub(crate) fn add_signatures(
+        &self,
+        store: &Store,
+        digest: &str,
+        signatures: &[CharterSignature],
+    ) -> Result<Option<Taken>, ApplyError> {
+        let mut pool = self.proposals.lock();
+        let taken = pool.merge(digest, signatures);
+        if taken.is_some_and(Taken::changed) {
+            if let Some(p) = pool.get(digest) {
+                store.put_record(RecordTree::CharterProposals, digest, p)?;
+            }
+        }
+        Ok(taken)
     }
 
     /// A slot to pull versions from `peer` ([`PullSlots::take`]).

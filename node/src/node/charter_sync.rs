@@ -17,8 +17,8 @@ use super::charter::{
 };
 use super::{Node, NodeError, not_served};
 use crate::model::charter::{
-    Charter, CharterError, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter, check_follows,
-    verify_update,
+    Charter, CharterError, CharterSignature, MAX_CHARTER_BYTES, SignedCharter, VerifiedCharter,
+    check_follows, verify_update,
 };
 use crate::model::message::{Announcement, CharterHead, ProposalHead, Request, Response};
 use crate::model::provenance::RecordKind;
@@ -43,6 +43,18 @@ enum Arrival {
     Pulled,
     /// Carried by a gossip announcement, which every member received alike.
     Carried,
+}
+
+/// What a node tells the other members of a change it made to its proposals or its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tell {
+    /// Nothing: the gossip carried it to every member alike (telling it again, or the version
+    /// made from it, would cost N² deliveries).
+    Nothing,
+    /// The document with its signatures: the others may not hold it.
+    Document,
+    /// The signatures alone: the others hold the document, announced with it before.
+    Signatures,
 }
 
 /// A proposal of the next version, as operators see it.
@@ -71,6 +83,24 @@ pub struct ProposalView {
     pub introduced_by: Option<String>,
 }
 
+/// What taking a copy of a proposal changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Nothing: it brought no signature that verifies and is not held.
+    Nothing,
+    /// A proposal not held before, now held.
+    New,
+    /// Signatures merged into the copy held.
+    Signatures,
+}
+
+impl Taken {
+    /// Whether anything changed.
+    pub(crate) fn changed(self) -> bool {
+        self != Taken::Nothing
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     charter: SignedCharter,
@@ -97,22 +127,19 @@ impl ProposalPool {
     /// it must pass the shape checks and be the next version of the same federation naming
     /// `current` as previous. A copy of one held merges its new valid signatures; a new one is
     /// kept within [`MAX_PROPOSALS`] and [`MAX_PROPOSALS_PER_PEER`]. Returns its digest and
-    /// whether anything changed.
+    /// what changed.
     pub(crate) fn add(
         &mut self,
         current: &VerifiedCharter,
         by: Option<PeerId>,
         proposal: SignedCharter,
-    ) -> Result<(String, bool), CharterError> {
+    ) -> Result<(String, Taken), CharterError> {
         // A copy of one held is the same document (same digest), checked when it came: only
         // its signatures are new. Gossip brings many copies, each with another signature.
         let message = proposal.document.signing_message()?;
         let digest = Charter::digest_of_message(&message);
-        if let Some(held) = self.items.get_mut(&digest) {
-            let added = held
-                .charter
-                .merge_signatures(&held.message, &proposal.signatures);
-            return Ok((digest, added > 0));
+        if let Some(taken) = self.merge(&digest, &proposal.signatures) {
+            return Ok((digest, taken));
         }
         proposal.check()?;
         let new = &proposal.document;
@@ -145,7 +172,19 @@ impl ProposalPool {
                 message,
             },
         );
-        Ok((digest, true))
+        Ok((digest, Taken::New))
+    }
+
+    /// Merges `signatures` into proposal `digest`, those that verify over its document and
+    /// name a signer the held copy lacks; `None` when it is not held.
+    pub(crate) fn merge(&mut self, digest: &str, signatures: &[CharterSignature]) -> Option<Taken> {
+        let held = self.items.get_mut(digest)?;
+        let added = held.charter.merge_signatures(&held.message, signatures);
+        Some(if added > 0 {
+            Taken::Signatures
+        } else {
+            Taken::Nothing
+        })
     }
 
     /// One proposal, by digest.
@@ -322,11 +361,65 @@ impl Node {
                     None => Ok(()),
                 }
             }
+            Announcement::CharterSignatures {
+                version,
+                digest,
+                signatures,
+                applied,
+            } => {
+                self.take_signatures(source, version, digest, &signatures, applied)
+                    .await
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(peer = %source, error = %e, "charter announcement not followed");
         }
+    }
+
+    /// Takes signatures `source` announced without their document: merged into proposal
+    /// `digest` when it is held as the next version's, or once it is (waiting a little for its
+    /// document), and applied when they complete it; otherwise the proposal is pulled from
+    /// `source` — or the version, which `source` holds when it says they were `applied` (also
+    /// when what it sent does not complete it here).
+    async fn take_signatures(
+        &self,
+        source: PeerId,
+        version: u64,
+        digest: String,
+        signatures: &[CharterSignature],
+        applied: bool,
+    ) -> Result<(), NodeError> {
+        let charter = self.charter()?;
+        let next = charter.head().version.saturating_add(1);
+        if version == next {
+            let store = self.inner.store.clone();
+            let mut taken = charter.add_signatures(&store, &digest, signatures)?;
+            if taken.is_none() {
+                // Founders sign apart and the gossip does not order their announcements: the
+                // document is usually on its way. Pulled at once, it would be pulled by most
+                // members from the one that signed.
+                taken = charter
+                    .wait_for_proposal(&store, version, &digest, signatures)
+                    .await?;
+            }
+            if let Some(taken) = taken {
+                tracing::debug!(digest, ?taken, "charter signatures taken");
+                self.proposal_changed(version, &digest, taken, Arrival::Carried)
+                    .await?;
+            } else if !applied && charter.head().version < version {
+                let claimed = u32::try_from(signatures.len()).unwrap_or(u32::MAX);
+                if charter.should_pull(source, &digest, claimed) {
+                    return self.pull_proposal(source, &digest, version).await;
+                }
+            }
+        }
+        if applied && version > charter.head().version {
+            return self
+                .pull_charters(source, CharterHead { version, digest })
+                .await;
+        }
+        Ok(())
     }
 
     /// Offers the version after ours, carried by an announcement of `source`, exactly as
@@ -494,7 +587,7 @@ impl Node {
         peer: PeerId,
         served: &SignedCharter,
     ) -> Result<Offered, ApplyError> {
-        let first = self.offer_charter(Some(peer), served, false).await;
+        let first = self.offer_charter(Some(peer), served, Tell::Nothing).await;
         let ours = self.charter()?.head().version;
         let forked = matches!(
             &first,
@@ -513,8 +606,10 @@ impl Node {
         if theirs.document.version != ours || within_size(&theirs).is_err() {
             return first;
         }
-        match self.offer_charter(Some(peer), &theirs, false).await {
-            Ok(Offered::Equivocation { .. }) => self.offer_charter(Some(peer), served, false).await,
+        match self.offer_charter(Some(peer), &theirs, Tell::Nothing).await {
+            Ok(Offered::Equivocation { .. }) => {
+                self.offer_charter(Some(peer), served, Tell::Nothing).await
+            }
             _ => first,
         }
     }
@@ -610,7 +705,7 @@ impl Node {
         &self,
         from: Option<PeerId>,
         offered: &SignedCharter,
-        announce: bool,
+        tell: Tell,
     ) -> Result<Offered, ApplyError> {
         let charter = self.charter()?;
         let store = self.inner.store.clone();
@@ -621,7 +716,7 @@ impl Node {
                 digest,
                 resolved,
             } => {
-                self.charter_applied(from, *version, digest, resolved.as_ref(), announce)
+                self.charter_applied(from, *version, digest, resolved.as_ref(), tell)
                     .await;
             }
             Offered::Equivocation {
@@ -653,14 +748,14 @@ impl Node {
     }
 
     /// A version was applied: the gate admits exactly its keys (removed ones are disconnected
-    /// at once), the step is recorded, the version announced when `announce`.
+    /// at once), the step is recorded, the version told to the others as `tell` says.
     async fn charter_applied(
         &self,
         from: Option<PeerId>,
         version: u64,
         digest: &str,
         resolved: Option<&Resolution>,
-        announce: bool,
+        tell: Tell,
     ) {
         let charter = match self.charter() {
             Ok(c) => c,
@@ -699,25 +794,49 @@ impl Node {
             }
         });
         self.record(r, from, Vec::new()).await;
-        // Announced by the node that made it (an operator's apply, or the proposal that met
-        // its threshold here from an operator's signature or a pull), which every member
-        // hears: a version pulled from a peer, or made from a proposal the gossip carried to
-        // every member alike, is not announced again, or each change would cost N²
-        // deliveries. Heads carry it to anyone who missed it.
-        if announce {
-            self.announce(Announcement::Charter {
-                version,
-                digest: digest.to_string(),
-                charter: charter.signed(version).map(Box::new),
-            })
-            .await;
+        // Told by the node that made it (an operator's apply, or the proposal that met its
+        // threshold here from an operator's signature or a pull), which every member hears: a
+        // version pulled from a peer, or made from a proposal the gossip carried to every
+        // member alike, is not told again, or each change would cost N² deliveries. Heads
+        // carry it to anyone who missed it.
+        match tell {
+            Tell::Nothing => {}
+            Tell::Document => {
+                self.announce(Announcement::Charter {
+                    version,
+                    digest: digest.to_string(),
+                    charter: charter.signed(version).map(Box::new),
+                })
+                .await;
+            }
+            Tell::Signatures => {
+                if let Some(signed) = charter.signed(version) {
+                    self.announce_signatures(version, digest, signed.signatures, true)
+                        .await;
+                }
+            }
         }
     }
 
-    /// Takes a proposal (from `from`, or an operator): stored or merged, announced when it
-    /// changed, and applied when its signatures now pass the rules. What the gossip carried
-    /// reached every member alike, so neither it nor the version made from it is announced
-    /// again (each would cost N² deliveries); what an operator signed or a pull brought is.
+    /// Announces the signatures over proposal `digest` alone, `applied` when they complete it.
+    async fn announce_signatures(
+        &self,
+        version: u64,
+        digest: &str,
+        signatures: Vec<CharterSignature>,
+        applied: bool,
+    ) {
+        self.announce(Announcement::CharterSignatures {
+            version,
+            digest: digest.to_string(),
+            signatures,
+            applied,
+        })
+        .await;
+    }
+
+    /// Takes a proposal (from `from`, or an operator): stored or merged, then
+    /// [`Self::proposal_changed`].
     async fn accept_proposal(
         &self,
         from: Option<PeerId>,
@@ -727,27 +846,64 @@ impl Node {
         let charter = self.charter()?;
         let store = self.inner.store.clone();
         let version = proposal.document.version;
-        let (digest, changed) = charter.propose(&store, from, proposal)?;
-        tracing::debug!(digest, changed, ?arrival, "charter proposal taken");
-        if !changed {
-            return Ok(digest);
-        }
-        let announce = arrival != Arrival::Carried;
-        if let Some(ready) = charter.ready_proposal() {
-            self.offer_charter(None, &ready, announce).await?;
-            return Ok(digest);
-        }
-        if announce {
-            let held = charter.proposal(&digest);
-            self.announce(Announcement::CharterProposal {
-                version,
-                digest: digest.clone(),
-                signatures: held.as_ref().map_or(0, signature_count),
-                charter: held.map(Box::new),
-            })
-            .await;
-        }
+        let (digest, taken) = charter.propose(&store, from, proposal)?;
+        tracing::debug!(digest, ?taken, ?arrival, "charter proposal taken");
+        self.proposal_changed(version, &digest, taken, arrival)
+            .await?;
         Ok(digest)
+    }
+
+    /// Proposal `digest` changed here as `taken` says: applied when its signatures now pass
+    /// the rules, and told to the others — not when the gossip carried the change, which
+    /// reached every member alike (telling it again, or the version made from it, would cost
+    /// N² deliveries); with its document when it is new here; as its signatures alone when
+    /// they were merged into a copy held (the others hold its document, announced with it:
+    /// a hundred members' document is tens of KiB, its signatures a few hundred bytes).
+    async fn proposal_changed(
+        &self,
+        version: u64,
+        digest: &str,
+        taken: Taken,
+        arrival: Arrival,
+    ) -> Result<(), ApplyError> {
+        let tell = match (taken, arrival) {
+            (Taken::Nothing, _) => return Ok(()),
+            (_, Arrival::Carried) => Tell::Nothing,
+            (Taken::New, _) => Tell::Document,
+            (Taken::Signatures, _) => Tell::Signatures,
+        };
+        let charter = self.charter()?;
+        if let Some(ready) = charter.ready_proposal() {
+            // Another proposal than this one may be the ready one: its document is sent.
+            let same = ready.document.digest().is_ok_and(|d| d == digest);
+            let tell = if tell == Tell::Signatures && !same {
+                Tell::Document
+            } else {
+                tell
+            };
+            self.offer_charter(None, &ready, tell).await?;
+            return Ok(());
+        }
+        let Some(held) = charter.proposal(digest) else {
+            return Ok(());
+        };
+        match tell {
+            Tell::Nothing => {}
+            Tell::Document => {
+                self.announce(Announcement::CharterProposal {
+                    version,
+                    digest: digest.to_string(),
+                    signatures: signature_count(&held),
+                    charter: Some(Box::new(held)),
+                })
+                .await;
+            }
+            Tell::Signatures => {
+                self.announce_signatures(version, digest, held.signatures, false)
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     fn proposal_view(&self, digest: &str) -> Result<ProposalView, NodeError> {
@@ -865,7 +1021,7 @@ impl Node {
         next: SignedCharter,
     ) -> Result<CharterVersionView, NodeError> {
         let version = next.document.version;
-        match self.offer_charter(None, &next, true).await? {
+        match self.offer_charter(None, &next, Tell::Document).await? {
             Offered::Equivocation { .. } => Err(NodeError::Conflict(format!(
                 "charter version {version}: another validly signed document of this version is \
                  in force (equivocation): kept as evidence, no new grants until it is resolved"

@@ -370,7 +370,9 @@ impl Node {
                     }
                 }
             }
-            a @ (Announcement::Charter { .. } | Announcement::CharterProposal { .. }) => {
+            a @ (Announcement::Charter { .. }
+            | Announcement::CharterProposal { .. }
+            | Announcement::CharterSignatures { .. }) => {
                 self.on_charter_announcement(source, a).await;
                 Ok(())
             }

@@ -80,17 +80,22 @@ fn copies_merge_their_signatures_and_three_founders_make_it_ready() -> TestResul
     let chain = chain()?;
     let mut pool = ProposalPool::default();
     let draft = adding(&chain, 9)?;
-    let (digest, changed) = pool.add(chain.current(), None, draft.clone())?;
-    assert!(changed);
+    let (digest, taken) = pool.add(chain.current(), None, draft.clone())?;
+    assert_eq!(taken, Taken::New);
     for (n, seed) in [1u8, 2].into_iter().enumerate() {
         let mut copy = draft.clone();
         copy.sign(&key(seed))?;
-        let (d, changed) = pool.add(chain.current(), Some(PeerId::random()), copy.clone())?;
-        assert_eq!((d.as_str(), changed), (digest.as_str(), true));
+        let (d, taken) = pool.add(chain.current(), Some(PeerId::random()), copy.clone())?;
+        assert_eq!((d.as_str(), taken), (digest.as_str(), Taken::Signatures));
         assert_eq!(pool.heads()[0].signatures, n as u32 + 1);
-        // The same copy again changes nothing.
-        assert!(!pool.add(chain.current(), None, copy)?.1);
+        // The same copy again changes nothing, nor do its signatures alone.
+        assert!(!pool.add(chain.current(), None, copy.clone())?.1.changed());
+        assert_eq!(pool.merge(&digest, &copy.signatures), Some(Taken::Nothing));
     }
+    // Signatures alone merge into the copy held; a proposal not held takes none.
+    let mut third = draft.clone();
+    third.sign(&key(3))?;
+    assert_eq!(pool.merge(&"0".repeat(64), &third.signatures), None);
     assert!(pool.ready(chain.current()).is_none(), "2 of 3 founders");
     let view = &pool.views(chain.current())[0];
     assert!(!view.ready);
@@ -101,9 +106,10 @@ fn copies_merge_their_signatures_and_three_founders_make_it_ready() -> TestResul
             .contains("2 of the 3"),
         "{view:?}"
     );
-    let mut third = draft.clone();
-    third.sign(&key(3))?;
-    pool.add(chain.current(), None, third)?;
+    assert_eq!(
+        pool.merge(&digest, &third.signatures),
+        Some(Taken::Signatures)
+    );
     let ready = pool
         .ready(chain.current())
         .ok_or("ready with 3 of 4 founders")?;
@@ -126,8 +132,11 @@ fn a_signature_that_does_not_verify_is_not_kept() -> TestResult {
     // Key 2's name on key 1's signature.
     let mut bad = forged.signatures[0].clone();
     bad.signer = hex::encode(key(2).verifying_key().to_bytes());
-    forged.signatures.push(bad);
+    forged.signatures.push(bad.clone());
     let (digest, _) = pool.add(chain.current(), None, forged)?;
+    assert_eq!(pool.get(&digest).map(|c| c.signatures.len()), Some(1));
+    // Sent alone, without the document, it is not kept either.
+    assert_eq!(pool.merge(&digest, &[bad]), Some(Taken::Nothing));
     assert_eq!(pool.get(&digest).map(|c| c.signatures.len()), Some(1));
     Ok(())
 }
@@ -203,7 +212,11 @@ fn proposals_are_bounded_in_total_and_per_peer() -> TestResult {
     // A copy of one held still merges when the pool is full.
     let mut copy = variant(0)?;
     copy.sign(&key(1))?;
-    assert!(pool.add(chain.current(), Some(PeerId::random()), copy)?.1);
+    assert!(
+        pool.add(chain.current(), Some(PeerId::random()), copy)?
+            .1
+            .changed()
+    );
     assert_eq!(pool.heads().len(), MAX_PROPOSALS);
     Ok(())
 }
@@ -345,4 +358,61 @@ fn a_head_claimed_while_the_slots_are_taken_is_kept_until_taken_highest_first() 
     assert!(pending.take().is_none(), "taken once");
     pending.note(b, head(6));
     assert_eq!(pending.take(), Some((b, head(6))));
+}
+
+/// Signatures announced before their document wait for it and are merged when it comes; not
+/// held within the wait, they are not (the caller pulls); beyond the bound, none waits.
+#[tokio::test]
+async fn signatures_before_their_document_wait_for_it_within_a_bound() -> TestResult {
+    use crate::node::charter::{DOCUMENT_WAIT, FederationCharter, MAX_WAITING_FOR_DOCUMENT};
+    use crate::store::Store;
+    let chain = chain()?;
+    let charter = std::sync::Arc::new(FederationCharter::on_chain(chain.clone()));
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let draft = adding(&chain, 9)?;
+    let digest = draft.document.digest()?;
+    let mut signed = draft.clone();
+    signed.sign(&key(1))?;
+    let wait = |digest: String| {
+        let (charter, store, signatures) =
+            (charter.clone(), store.clone(), signed.signatures.clone());
+        tokio::spawn(async move {
+            charter
+                .wait_for_proposal(&store, 2, &digest, &signatures)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+
+    // The signatures first (the waiter runs until it waits), then the document.
+    let waiter = wait(digest.clone());
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "it waits for the document");
+    charter.propose(&store, None, draft)?;
+    assert_eq!(waiter.await??, Some(Taken::Signatures));
+    assert_eq!(
+        charter.proposal(&digest).map(|p| p.valid_signers()),
+        Some(vec![hex::encode(key(1).verifying_key().to_bytes())])
+    );
+
+    // A document that never comes: given up after the wait.
+    let started = std::time::Instant::now();
+    assert_eq!(wait("1".repeat(64)).await??, None);
+    assert!(started.elapsed() >= DOCUMENT_WAIT);
+
+    // As many as the bound wait; one more does not (it is done before any of them).
+    let waiters: Vec<_> = (0..MAX_WAITING_FOR_DOCUMENT)
+        .map(|_| wait("2".repeat(64)))
+        .collect();
+    tokio::task::yield_now().await;
+    let beyond = wait("2".repeat(64));
+    tokio::task::yield_now().await;
+    assert!(beyond.is_finished(), "one beyond the bound does not wait");
+    assert_eq!(beyond.await??, None);
+    for w in waiters {
+        assert!(!w.is_finished(), "those within the bound wait");
+        w.abort();
+    }
+    Ok(())
 }
