@@ -320,7 +320,24 @@ impl Node {
         let Some(charter) = &self.inner.charter else {
             return;
         };
-        tracing::debug!(peer = %source, announcement = ?a.clone().without_document(), "charter announcement");
+        match &a {
+            Announcement::CharterSignatures {
+                version,
+                digest,
+                signatures,
+                applied,
+            } => tracing::debug!(
+                peer = %source,
+                version,
+                digest,
+                signatures = signatures.len(),
+                applied,
+                "charter signatures announced"
+            ),
+            _ => {
+                tracing::debug!(peer = %source, announcement = ?a.clone().without_document(), "charter announcement");
+            }
+        }
         let result = match a {
             Announcement::Charter {
                 version,
