@@ -976,8 +976,8 @@ impl FederationCharter {
         Ok((digest, taken))
     }
 
-    /// Merges `signatures` into proposal `digest` of version `version` once it is held,
-    /// waiting up to [`DOCUMENT_WAIT`] for it (its document may be on its way); `None` when it
+    /// Merges `signatures` into proposal `digest` of version `version`: at once when it is
+    /// held, otherwise once it is, waiting up to [`DOCUMENT_WAIT`] for it (its document may be on its way); `None` when it
     /// is not held by then, when its version was applied meanwhile, or when
     /// [`MAX_WAITING_FOR_DOCUMENT`] already wait.
     pub(crate) async fn wait_for_proposal(
@@ -987,6 +987,9 @@ impl FederationCharter {
         digest: &str,
         signatures: &[CharterSignature],
     ) -> Result<Option<Taken>, ApplyError> {
+        if let Some(taken) = self.add_signatures(store, digest, signatures)? {
+            return Ok(Some(taken));
+        }
         let Ok(_permit) = self.waiting.clone().try_acquire_owned() else {
             return Ok(None);
         };
@@ -1009,7 +1012,7 @@ impl FederationCharter {
 
     /// Merges `signatures`, sent without their document, into proposal `digest` of the next
     /// version; `None` when that proposal is not held.
-    pub(crate) fn add_signatures(
+    fn add_signatures(
         &self,
         store: &Store,
         digest: &str,

@@ -411,15 +411,12 @@ impl Node {
         let next = charter.head().version.saturating_add(1);
         if version == next {
             let store = self.inner.store.clone();
-            let mut taken = charter.add_signatures(&store, &digest, signatures)?;
-            if taken.is_none() {
-                // Founders sign apart and the gossip does not order their announcements: the
-                // document is usually on its way. Pulled at once, it would be pulled by most
-                // members from the one that signed.
-                taken = charter
-                    .wait_for_proposal(&store, version, &digest, signatures)
-                    .await?;
-            }
+            // Founders sign apart and the gossip does not order their announcements: a document
+            // not held yet is usually on its way. Pulled at once, it would be pulled by most
+            // members from the one that signed.
+            let taken = charter
+                .wait_for_proposal(&store, version, &digest, signatures)
+                .await?;
             if let Some(taken) = taken {
                 tracing::debug!(digest, ?taken, "charter signatures taken");
                 self.proposal_changed(version, &digest, taken, Arrival::Carried)
