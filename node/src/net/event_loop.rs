@@ -30,9 +30,10 @@ const MAX_ADDRESSES_PER_PEER: usize = 16;
 /// Between two Kademlia bootstraps. A bootstrap walks several members per bucket: every 30 s
 /// on each of a hundred members, that was a tenth of the network's CPU at rest; addresses of
 /// members are also learnt on connection, and a member we lack one for is looked up on its
-/// own. None at start: Kademlia bootstraps by itself while its routing table holds fewer than
-/// 20 peers (as a node joins), and one more of our own on each of a hundred starting nodes
-/// only added to the lookups every node had to answer.
+/// own. The first is due this long after start, not at start: a joining node finds the members
+/// it keeps by those lookups (libp2p's automatic bootstrap is off, see `make_behaviour`), and
+/// one bootstrap on each of a hundred starting nodes only added to the lookups every node had
+/// to answer.
 const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(300);
 const FIRST_REDIAL: Duration = Duration::from_millis(500);
 /// A connection that lasted this long resets its peer's redial backoff when it closes.
@@ -109,6 +110,13 @@ fn make_behaviour(
     kad_config.set_query_timeout(Duration::from_secs(30));
     // Bootstraps are run by the event loop's tick (KAD_BOOTSTRAP_EVERY), not twice.
     kad_config.set_periodic_bootstrap_interval(None);
+    // Nor on every peer added while the routing table holds fewer than 20 (libp2p's automatic
+    // bootstrap): each walks every bucket and dials the members it asks, so a member ended up
+    // connected to several times the members it keeps, each new connection setting off the next
+    // bootstrap. On a hundred nodes starting together that was 50,000 lookups answered and a
+    // third of the start (docs/benchmarks.md, "What a hundred nodes did after they had meshed").
+    // Members are found by the lookups of `look_up`, which end at the member sought.
+    kad_config.set_automatic_bootstrap_throttle(None);
     let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
     kad.set_mode(Some(kad::Mode::Server));
     // A message waits up to 10 s (not gossipsub's 1 s) for a busy connection before it is given
