@@ -706,6 +706,8 @@ def fetch_big(a, b, size, args, variant, run, fails):
         "verify_ms": (view.get("total_ms") or 0) - (view.get("transfer_ms") or 0),
         "refetched_chunks": view.get("refetched_chunks"),
         "attempts": view.get("attempts"),
+        # Where a slow run's time went (a first fetch after a big publish: docs/benchmarks.md).
+        "phases": view.get("phases"),
         "rss_provider_mib": round(rss[a.proc.pid], 1),
         "rss_receiver_mib": round(rss[b.proc.pid], 1),
         "hwm_reset": sampler.reset,
