@@ -273,6 +273,9 @@ impl Node {
 }
 
 /// Writes the masked derivation of blob `digest` as JSON Lines; returns it and its record count.
+/// Bytes of derived records handed to the blob writer at a time.
+const DERIVED_BLOCK: usize = 64 << 10;
+
 fn derive_file(
     blobs: &BlobStore,
     digest: &str,
@@ -286,12 +289,20 @@ fn derive_file(
     let reader = blobs.open_read(digest).map_err(store_err)?;
     let mut out = blobs.writer(DEFAULT_CHUNK_SIZE).map_err(store_err)?;
     let mut records = 0u64;
+    // Records are serialized into a buffer written out in blocks: the blob writer hashes what
+    // it is given (the file's and the chunk's BLAKE3), and serde_json writes token by token, so
+    // the hashes were fed a few bytes at a time (docs/benchmarks.md, "Machine").
+    let mut pending: Vec<u8> = Vec::with_capacity(DERIVED_BLOCK + 4096);
     let mut emit = |record: &serde_json::Value, line: u64| -> Result<(), NodeError> {
         let delivered = projection
             .apply(record, salt)
             .map_err(|e| NodeError::invalid("record", format!("record at line {line}: {e}")))?;
-        serde_json::to_writer(&mut out, &delivered).map_err(derivation_write)?;
-        out.write_all(b"\n").map_err(derivation_io)?;
+        serde_json::to_writer(&mut pending, &delivered).map_err(derivation_write)?;
+        pending.push(b'\n');
+        if pending.len() >= DERIVED_BLOCK {
+            out.write_all(&pending).map_err(derivation_io)?;
+            pending.clear();
+        }
         records += 1;
         Ok(())
     };
@@ -343,6 +354,7 @@ fn derive_file(
             }
         }
     }
+    out.write_all(&pending).map_err(derivation_io)?;
     let info = out.finish().map_err(store_err)?;
     Ok((info, records))
 }
