@@ -977,9 +977,9 @@ impl FederationCharter {
     }
 
     /// Merges `signatures` into proposal `digest` of version `version`: at once when it is
-    /// held, otherwise once it is, waiting up to [`DOCUMENT_WAIT`] for it (its document may be on its way); `None` when it
-    /// is not held by then, when its version was applied meanwhile, or when
-    /// [`MAX_WAITING_FOR_DOCUMENT`] already wait.
+    /// held, otherwise once it is, waiting up to [`DOCUMENT_WAIT`] for it (its document may be
+    /// on its way); `None` when it is not held by then, when its version was applied meanwhile,
+    /// or when [`MAX_WAITING_FOR_DOCUMENT`] already wait.
     pub(crate) async fn wait_for_proposal(
         &self,
         store: &Store,

@@ -272,10 +272,10 @@ impl Node {
     }
 }
 
-/// Writes the masked derivation of blob `digest` as JSON Lines; returns it and its record count.
 /// Bytes of derived records handed to the blob writer at a time.
 const DERIVED_BLOCK: usize = 64 << 10;
 
+/// Writes the masked derivation of blob `digest` as JSON Lines; returns it and its record count.
 fn derive_file(
     blobs: &BlobStore,
     digest: &str,
