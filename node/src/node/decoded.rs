@@ -1,19 +1,21 @@
-//! Our own documents read on every request — the offers and withheld list a fetch or query is
-//! judged against, the latest manifest a query answers from — decoded once per change instead
-//! of from sled on every call.
+//! Documents read on every request — the offers and withheld list a fetch or query is judged
+//! against, the latest manifest a query answers from, the grants a caller picks from — decoded
+//! once per change instead of from sled on every call.
 //!
 //! Invariant: an entry is kept with the store's write generation of its tree read *before* the
-//! tree was read ([`Store::local_lists_generation`], [`Store::manifests_generation`]); the store
-//! moves a generation on after each write, so an entry is used only while no write has
-//! completed since it was read, and a read racing a write is read again next time. Only our
-//! own documents are kept (written by this node's operator and publishing), at most
-//! [`MAX_MANIFESTS`] manifests.
+//! tree was read ([`Store::local_lists_generation`], [`Store::manifests_generation`],
+//! [`Store::grants_generation`]); the store moves a generation on after each write, so an
+//! entry is used only while no write has completed since it was read, and a read racing a
+//! write is read again next time. Kept: our own lists and at most [`MAX_MANIFESTS`] of our
+//! manifests (written by this node's operator and publishing), and the grants tree as a whole
+//! (what decoding it on each call would hold anyway, once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::access::GrantRecord;
 use crate::model::catalogue::{CatalogueEntry, Withheld};
 use crate::model::exchange::Manifest;
 use crate::model::signed::Signed;
@@ -39,6 +41,7 @@ type Kept<T> = (u64, T);
 pub(crate) struct Decoded {
     lists: Mutex<Option<Kept<OwnLists>>>,
     manifests: Mutex<HashMap<String, Kept<Arc<Signed<Manifest>>>>>,
+    grants: Mutex<Option<Kept<Arc<Vec<GrantRecord>>>>>,
 }
 
 impl Node {
@@ -84,5 +87,18 @@ impl Node {
         }
         kept.insert(dataset.to_string(), (generation, m.clone()));
         Ok(Some(m))
+    }
+
+    /// Every grant we issued or hold, newest first, as stored now.
+    pub(crate) fn grants_shared(&self) -> Result<Arc<Vec<GrantRecord>>, NodeError> {
+        let generation = self.store().grants_generation();
+        if let Some((g, grants)) = self.decoded().grants.lock().as_ref()
+            && *g == generation
+        {
+            return Ok(grants.clone());
+        }
+        let grants = Arc::new(self.read_grants()?);
+        *self.decoded().grants.lock() = Some((generation, grants.clone()));
+        Ok(grants)
     }
 }

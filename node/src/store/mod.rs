@@ -212,12 +212,14 @@ pub struct Store {
 }
 
 /// Counts of completed writes to the trees whose decoded contents the node keeps in memory
-/// (our lists, our manifests). A reader that read generation `g` before reading the tree may
-/// keep what it decoded until the generation moves on: each counter moves after its write.
+/// (our lists, our manifests, the grants). A reader that read generation `g` before reading
+/// the tree may keep what it decoded until the generation moves on: each counter moves after
+/// its write.
 #[derive(Debug, Default)]
 struct Writes {
     local_lists: AtomicU64,
     manifests: AtomicU64,
+    grants: AtomicU64,
 }
 
 impl Store {
@@ -500,6 +502,18 @@ impl Store {
         self.writes.manifests.load(Ordering::Acquire)
     }
 
+    /// [`Self::local_lists_generation`] for [`RecordTree::Grants`].
+    pub fn grants_generation(&self) -> u64 {
+        self.writes.grants.load(Ordering::Acquire)
+    }
+
+    /// Moves the generation of `tree` on, if it has one: after a write to it, failed or not.
+    fn wrote(&self, tree: RecordTree) {
+        if tree == RecordTree::Grants {
+            self.writes.grants.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// The entries of one of our lists, in identifier order.
     pub fn local_list(&self, list: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let tree = self.db.open_tree(LOCAL_LISTS)?;
@@ -645,12 +659,14 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        put_json(
+        let written = put_json(
             &self.db.open_tree(tree.name())?,
             tree.name(),
             key.as_bytes(),
             value,
-        )
+        );
+        self.wrote(tree);
+        written
     }
 
     /// Reads one record of an exchange tree.
@@ -697,7 +713,7 @@ impl Store {
             .map(|t| self.db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()?;
         use sled::Transactional;
-        opened
+        let written = opened
             .as_slice()
             .transaction(|views| {
                 for w in writes {
@@ -706,16 +722,18 @@ impl Store {
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(transaction_error)
+            .map_err(transaction_error);
+        for t in trees {
+            self.wrote(t);
+        }
+        written
     }
 
     /// Removes one record; whether it existed.
     pub fn remove_record(&self, tree: RecordTree, key: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .open_tree(tree.name())?
-            .remove(key.as_bytes())?
-            .is_some())
+        let removed = self.db.open_tree(tree.name())?.remove(key.as_bytes());
+        self.wrote(tree);
+        Ok(removed?.is_some())
     }
 }
 
@@ -775,6 +793,45 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+
+    /// The node keeps the grants decoded while their generation stands still
+    /// (`node/decoded.rs`): every way of writing the tree must move it, and only those.
+    #[test]
+    fn every_write_to_the_grants_moves_their_generation() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let g0 = store.grants_generation();
+        store.put_record(
+            RecordTree::Grants,
+            "out/g1",
+            &serde_json::json!({"id": "g1"}),
+        )?;
+        let g1 = store.grants_generation();
+        assert!(g1 > g0, "put_record");
+        store.put_records(&[
+            RecordWrite::new(RecordTree::Requests, "r1", &serde_json::json!({}))?,
+            RecordWrite::new(
+                RecordTree::Grants,
+                "out/g2",
+                &serde_json::json!({"id": "g2"}),
+            )?,
+        ])?;
+        let g2 = store.grants_generation();
+        assert!(g2 > g1, "put_records");
+        assert!(store.remove_record(RecordTree::Grants, "out/g1")?);
+        let g3 = store.grants_generation();
+        assert!(g3 > g2, "remove_record");
+        store.put_record(RecordTree::Requests, "r2", &serde_json::json!({}))?;
+        store.put_records(&[RecordWrite::new(
+            RecordTree::Requests,
+            "r3",
+            &serde_json::json!({}),
+        )?])?;
+        store.remove_record(RecordTree::Requests, "r1")?;
+        assert_eq!(store.grants_generation(), g3, "writes to other trees");
+        Ok(())
+    }
 
     #[test]
     fn format_version_is_checked_at_open() -> Result<(), Box<dyn std::error::Error>> {

@@ -324,6 +324,11 @@ impl Node {
 
     /// Every grant we issued or hold, newest first.
     pub fn grants(&self) -> Result<Vec<GrantRecord>, NodeError> {
+        Ok(self.grants_shared()?.as_ref().clone())
+    }
+
+    /// [`Self::grants`] read from the store (kept decoded by [`Self::grants_shared`]).
+    pub(crate) fn read_grants(&self) -> Result<Vec<GrantRecord>, NodeError> {
         let mut list: Vec<GrantRecord> = self
             .store()
             .records::<GrantRecord>(RecordTree::Grants)?
@@ -349,9 +354,10 @@ impl Node {
         {
             return Ok(issued);
         }
-        self.grants()?
-            .into_iter()
+        self.grants_shared()?
+            .iter()
             .find(|g| g.direction == Direction::In && g.id == id)
+            .cloned()
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id}")))
     }
 
@@ -371,25 +377,20 @@ impl Node {
             return Ok(g);
         }
         // Issued by an earlier key of the provider's member (it rotated its key since).
-        self.grants()?
-            .into_iter()
+        self.grants_shared()?
+            .iter()
             .find(|g| {
                 g.direction == Direction::In
                     && g.id == id
                     && self.same_party(&g.grant.document.provider, provider)
             })
+            .cloned()
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id} from {provider}")))
     }
 
     /// A valid grant issued to us by `provider` for `dataset`, the latest issued first.
     pub fn usable_grant(&self, provider: &PeerId, dataset: &str) -> Option<GrantRecord> {
-        self.grants().ok()?.into_iter().find(|g| {
-            g.direction == Direction::In
-                && self.same_party(&g.grant.document.provider, provider)
-                && g.grant.document.dataset == dataset
-                && g.state() == GrantState::Valid
-                && AccessMode::Fetch.allowed_by(&g.grant.document.modes)
-        })
+        self.usable_grant_for(provider, dataset, AccessMode::Fetch)
     }
 
     /// A valid grant issued to us by `provider` for `dataset` that allows `mode`, the latest
@@ -400,13 +401,17 @@ impl Node {
         dataset: &str,
         mode: AccessMode,
     ) -> Option<GrantRecord> {
-        self.grants().ok()?.into_iter().find(|g| {
-            g.direction == Direction::In
-                && self.same_party(&g.grant.document.provider, provider)
-                && g.grant.document.dataset == dataset
-                && g.state() == GrantState::Valid
-                && mode.allowed_by(&g.grant.document.modes)
-        })
+        self.grants_shared()
+            .ok()?
+            .iter()
+            .find(|g| {
+                g.direction == Direction::In
+                    && self.same_party(&g.grant.document.provider, provider)
+                    && g.grant.document.dataset == dataset
+                    && g.state() == GrantState::Valid
+                    && mode.allowed_by(&g.grant.document.modes)
+            })
+            .cloned()
     }
 
     /// Requester side: signs an AccessRequest for a conditional offer and sends it.

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -146,41 +146,73 @@ pub fn read_records(
     positions: &[(u64, u32)],
     standard: &CompiledStandard,
 ) -> Result<Vec<Value>, NodeError> {
-    let file = std::fs::File::open(blob).map_err(io("open", blob))?;
-    let headers = match format {
-        DataFormat::Csv => Some(csv_headers(blob)?),
-        _ => None,
-    };
-    let types = headers.as_ref().map(|h| standard.column_types(h));
-    let mut out = Vec::with_capacity(positions.len());
-    let mut buf = Vec::new();
-    for &(offset, len) in positions {
-        buf.resize(len as usize, 0);
-        file.read_exact_at(&mut buf, offset)
-            .map_err(io("read", blob))?;
-        let record = match (&headers, &types) {
-            (Some(headers), Some(types)) => {
-                let mut csv = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .from_reader(buf.as_slice());
-                let mut row = csv::StringRecord::new();
-                if !csv
-                    .read_record(&mut row)
-                    .map_err(|e| bad_record(offset, e))?
-                {
-                    return Err(bad_record(offset, "no row there"));
-                }
-                let mut record = serde_json::Map::new();
-                for ((name, cell), t) in headers.iter().zip(row.iter()).zip(types) {
-                    record.insert(name.clone(), csv_cell(cell, t));
-                }
-                Value::Object(record)
-            }
-            _ => serde_json::from_slice(buf.trim_ascii()).map_err(|e| bad_record(offset, e))?,
+    RecordFile::open(blob, format)?.read(positions, standard)
+}
+
+/// A stored version opened for reading records by position: its file and, for CSV, its header
+/// row. A blob is never modified in place (`store::blobs`), so a handle can be kept and read
+/// by many lookups at once (positioned reads), saving the open, stat and header read of each.
+#[derive(Debug)]
+pub struct RecordFile {
+    path: PathBuf,
+    file: std::fs::File,
+    headers: Option<Vec<String>>,
+}
+
+impl RecordFile {
+    /// Opens the version in `blob`, stored as `format`.
+    pub fn open(blob: &Path, format: DataFormat) -> Result<RecordFile, NodeError> {
+        let file = std::fs::File::open(blob).map_err(io("open", blob))?;
+        let headers = match format {
+            DataFormat::Csv => Some(csv_headers(blob)?),
+            _ => None,
         };
-        out.push(record);
+        Ok(RecordFile {
+            path: blob.to_path_buf(),
+            file,
+            headers,
+        })
     }
-    Ok(out)
+
+    /// The records at `positions`, as JSON objects.
+    pub fn read(
+        &self,
+        positions: &[(u64, u32)],
+        standard: &CompiledStandard,
+    ) -> Result<Vec<Value>, NodeError> {
+        let (blob, headers) = (&self.path, &self.headers);
+        let types = headers.as_ref().map(|h| standard.column_types(h));
+        let mut out = Vec::with_capacity(positions.len());
+        let mut buf = Vec::new();
+        for &(offset, len) in positions {
+            buf.resize(len as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, offset)
+                .map_err(io("read", blob))?;
+            let record = match (headers, &types) {
+                (Some(headers), Some(types)) => {
+                    let mut csv = csv::ReaderBuilder::new()
+                        .has_headers(false)
+                        .from_reader(buf.as_slice());
+                    let mut row = csv::StringRecord::new();
+                    if !csv
+                        .read_record(&mut row)
+                        .map_err(|e| bad_record(offset, e))?
+                    {
+                        return Err(bad_record(offset, "no row there"));
+                    }
+                    let mut record = serde_json::Map::new();
+                    for ((name, cell), t) in headers.iter().zip(row.iter()).zip(types) {
+                        record.insert(name.clone(), csv_cell(cell, t));
+                    }
+                    Value::Object(record)
+                }
+                _ => serde_json::from_slice(buf.trim_ascii()).map_err(|e| bad_record(offset, e))?,
+            };
+            out.push(record);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -54,11 +54,22 @@ pub const UNGRANTED_LIMITS: QueryLimits = QueryLimits {
 };
 /// Most open key indexes kept.
 const MAX_OPEN_INDEXES: usize = 256;
+/// Most stored versions kept open for reading records (one file handle each).
+const MAX_OPEN_RECORD_FILES: usize = 64;
+
+/// Where a lookup reads its records from: the version kept open, or its stored file (opened
+/// for the lookup, then kept).
+enum RecordSource {
+    Open(Arc<index::RecordFile>),
+    Stored(PathBuf),
+}
 
 /// The query services' state: the query secret, open key indexes, rate buckets.
 pub(crate) struct Queries {
     secret: QuerySecret,
     indexes: parking_lot::Mutex<HashMap<PathBuf, Arc<KeyIndex>>>,
+    /// Versions opened for reading records, by blob digest.
+    record_files: parking_lot::Mutex<HashMap<String, Arc<index::RecordFile>>>,
     build_lock: tokio::sync::Mutex<()>,
     rates: limits::RateLimiter,
     quota_lock: parking_lot::Mutex<()>,
@@ -70,6 +81,7 @@ impl Queries {
         Queries {
             secret,
             indexes: parking_lot::Mutex::new(HashMap::new()),
+            record_files: parking_lot::Mutex::new(HashMap::new()),
             build_lock: tokio::sync::Mutex::new(()),
             rates: limits::RateLimiter::default(),
             quota_lock: parking_lot::Mutex::new(()),
@@ -374,21 +386,37 @@ impl Node {
     ) -> Result<Vec<Value>, NodeError> {
         let index = self.key_index(offer, m, &by.field).await?;
         let hash = self.queries().secret.index_hash(&by.value);
-        let blob = self
-            .blobs()
-            .path(&m.digest)
-            .ok_or_else(|| NodeError::NotFound(format!("blob {} of {}", m.digest, m.dataset)))?;
+        let kept = self.queries().record_files.lock().get(&m.digest).cloned();
+        let source = match kept {
+            Some(file) => RecordSource::Open(file),
+            None => RecordSource::Stored(self.blobs().path(&m.digest).ok_or_else(|| {
+                NodeError::NotFound(format!("blob {} of {}", m.digest, m.dataset))
+            })?),
+        };
         let (format, standard) = (m.format, standard.clone());
-        let found = tokio::task::spawn_blocking(move || {
+        let (found, opened) = tokio::task::spawn_blocking(move || {
             let positions = index.lookup(hash).map_err(|source| NodeError::Io {
                 op: "read",
                 path: "index".into(),
                 source,
             })?;
-            index::read_records(&blob, format, &positions, &standard)
+            let (file, opened) = match source {
+                RecordSource::Open(file) => (file, false),
+                RecordSource::Stored(blob) => {
+                    (Arc::new(index::RecordFile::open(&blob, format)?), true)
+                }
+            };
+            Ok::<_, NodeError>((file.read(&positions, &standard)?, opened.then_some(file)))
         })
         .await
         .map_err(NodeError::task("reading records by key"))??;
+        if let Some(file) = opened {
+            let mut files = self.queries().record_files.lock();
+            if files.len() >= MAX_OPEN_RECORD_FILES {
+                files.clear();
+            }
+            files.insert(m.digest.clone(), file);
+        }
         // A hash collision reads another record: keep only those that really have the value.
         Ok(found.into_iter().filter(|r| has(r, by)).collect())
     }

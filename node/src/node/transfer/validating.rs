@@ -204,11 +204,20 @@ impl Merge {
     }
 }
 
+/// How many threads check a JSON Lines file: one per core, at most [`MAX_WORKERS`]. Asked of
+/// the system once, not on every fetch: on Linux the answer reads the process's cgroup files.
+fn workers() -> usize {
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS)
+    })
+}
+
 impl JsonlPool {
     fn start(standard: CompiledStandard, failed: Arc<AtomicBool>) -> std::io::Result<JsonlPool> {
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, MAX_WORKERS);
+        let n = workers();
         let (jobs, queue) = sync_channel::<(u64, Vec<u8>)>(n);
         // Never full: at most n blocks queued, n being checked and n + 1 checked between two
         // drains by the feeder.
