@@ -17,7 +17,8 @@ use libp2p::PeerId;
 use super::registry::Progress;
 use super::validating::ReceiveCheck;
 use super::{
-    CHUNK_QUEUE, FetchRecord, MAX_BAD_CHUNK_RETRIES, SYNC_EVERY, TransferStatus, TransferView,
+    CHUNK_QUEUE, FetchRecord, MAX_BAD_CHUNK_RETRIES, SPARE_BUFFERS, SYNC_EVERY, TransferStatus,
+    TransferView,
 };
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::{SchemaRef, ShareType};
@@ -507,6 +508,8 @@ impl Node {
                 frames::write_json(stream, &want, stall).await?;
             }
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<u8>)>(CHUNK_QUEUE);
+            // Stored chunks' buffers come back to be read into again (SPARE_BUFFERS).
+            let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
             let p = progress.clone();
             let totals = self.inner.transfers.counters().clone();
             let data_dir = self.inner.data_dir.clone();
@@ -532,6 +535,8 @@ impl Node {
                         Err(BlobError::BadChunk { .. }) => bad.push(index),
                         Err(e) => return Err(e),
                     }
+                    // Full (the reader has spares enough) or gone: the buffer is dropped.
+                    let _ = spare_tx.try_send(bytes);
                     // One data sync and one journal sync per SYNC_EVERY bytes, not per chunk.
                     if unsynced >= SYNC_EVERY {
                         partial.commit()?;
@@ -543,7 +548,7 @@ impl Node {
             });
             let mut read_error = None;
             for &expected in &round {
-                let mut frame = Vec::new();
+                let mut frame = spare_rx.try_recv().unwrap_or_default();
                 if let Err(e) = frames::read_frame_into(stream, &mut frame, limit, stall).await {
                     read_error = Some(AttemptError::from(e));
                     break;

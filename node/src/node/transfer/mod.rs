@@ -59,6 +59,10 @@ pub const MAX_BAD_CHUNK_RETRIES: u32 = 3;
 pub const KEEP_FINISHED: usize = 200;
 /// Chunk buffers queued between the network and the disk, per transfer.
 const CHUNK_QUEUE: usize = 4;
+/// Chunk buffers handed back for reuse once their chunk is sent or stored, per transfer: a
+/// chunk is then read into memory already mapped, not a fresh allocation of its size (mapped,
+/// faulted in page by page, zeroed, unmapped again). Beyond it a returned buffer is dropped.
+const SPARE_BUFFERS: usize = 2;
 /// Bytes a fetcher writes between two syncs of the partial file and its journal.
 const SYNC_EVERY: u64 = 16 << 20;
 /// Chunk tables kept in memory (each costs about 90 bytes per MiB of data).

@@ -16,7 +16,7 @@ use libp2p::PeerId;
 
 use super::derivation::delivered_fields;
 use super::registry::Progress;
-use super::{MAX_SERVING, TransferStatus, TransferView, blocking_err};
+use super::{MAX_SERVING, SPARE_BUFFERS, TransferStatus, TransferView, blocking_err};
 use crate::clock::now_rfc3339;
 use crate::model::catalogue::ShareType;
 use crate::model::chunks::ChunkTable;
@@ -496,8 +496,10 @@ impl Node {
                     return refuse_rest(stream, RefusalCode::BadRequest, ending, stall).await;
                 }
             };
-            // One blocking reader per round streams verified chunks through a short queue.
+            // One blocking reader per round streams verified chunks through a short queue; the
+            // buffers come back once sent ([`SPARE_BUFFERS`]).
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u32, Vec<u8>), BlobError>>(2);
+            let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
             let blobs = self.blobs().clone();
             let (d, t) = (s.digest.to_string(), s.table.clone());
             let reader = tokio::task::spawn_blocking(move || {
@@ -509,7 +511,7 @@ impl Node {
                     }
                 };
                 for i in indexes {
-                    let mut buf = Vec::new();
+                    let mut buf = spare_rx.try_recv().unwrap_or_default();
                     let r = chunks.read_chunk_into(i, &mut buf).map(|()| (i, buf));
                     let stop = r.is_err();
                     if tx.blocking_send(r).is_err() || stop {
@@ -559,6 +561,8 @@ impl Node {
                     &self.inner.transfers.counters().bytes_sent,
                     bytes.len() as u64,
                 );
+                // Full (the reader has spares enough) or gone: the buffer is dropped instead.
+                let _ = spare_tx.try_send(bytes);
             }
             let _ = reader.await;
         }
