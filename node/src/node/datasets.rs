@@ -456,9 +456,11 @@ impl Node {
         &self,
         r: &SchemaRef,
     ) -> Result<std::sync::Arc<CompiledStandard>, NodeError> {
-        let doc = self.schema_doc(&r.id, Some(&r.version))?;
         let key = format!("{}@{}", r.id, r.version);
+        // The document is read (a clone of the whole schema) only to compile it: a standard
+        // once held is never dropped, so a compiled one needs no look at it.
         self.inner.standards.compiled(&key, || {
+            let doc = self.schema_doc(&r.id, Some(&r.version))?;
             standard::compile(&doc.document.schema)
                 .map_err(|e| NodeError::invalid("standard", e.to_string()))
         })
