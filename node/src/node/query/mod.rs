@@ -278,8 +278,9 @@ impl Node {
         if let Err(e) = self.build_indexes(offer, &m.document).await {
             tracing::error!(dataset = %m.document.dataset, error = %e, "key index not built; the first query builds it");
         }
-        // Queries answer from the latest version only: the older versions' indexes go (one
-        // that another dataset's latest version shares is built again at its first query).
+        // Queries answer from the latest version only: the older versions' indexes go, and
+        // their files are no longer kept open (one that another dataset's latest version
+        // shares is opened or built again at its first query).
         let dir = self.inner.data_dir.join(INDEX_DIR);
         let older = self
             .manifests(None, &m.document.dataset)
@@ -287,6 +288,10 @@ impl Node {
             .into_iter()
             .filter(|o| o.document.digest != m.document.digest);
         for o in older {
+            self.queries()
+                .record_files
+                .lock()
+                .remove(&o.document.digest);
             for key in &offer.offer.query_keys {
                 let path = index_path(&dir, &o.document.digest, key);
                 self.queries().indexes.lock().remove(&path);
