@@ -284,25 +284,21 @@ fn derive_file(
     projection: &Projection,
     salt: &[u8; 32],
 ) -> Result<(BlobInfo, u64), NodeError> {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, BufWriter, Write};
     let store_err = NodeError::Blob;
     let reader = blobs.open_read(digest).map_err(store_err)?;
     let mut out = blobs.writer(DEFAULT_CHUNK_SIZE).map_err(store_err)?;
     let mut records = 0u64;
-    // Records are serialized into a buffer written out in blocks: the blob writer hashes what
-    // it is given (the file's and the chunk's BLAKE3), and serde_json writes token by token, so
-    // the hashes were fed a few bytes at a time (docs/benchmarks.md, "Machine").
-    let mut pending: Vec<u8> = Vec::with_capacity(DERIVED_BLOCK + 4096);
+    // Records reach the blob writer in blocks: it hashes what it is given (the file's and the
+    // chunk's BLAKE3), and serde_json writes token by token, so the hashes were fed a few bytes
+    // at a time (docs/benchmarks.md, "Machine").
+    let mut pending = BufWriter::with_capacity(DERIVED_BLOCK, &mut out);
     let mut emit = |record: &serde_json::Value, line: u64| -> Result<(), NodeError> {
         let delivered = projection
             .apply(record, salt)
             .map_err(|e| NodeError::invalid("record", format!("record at line {line}: {e}")))?;
         serde_json::to_writer(&mut pending, &delivered).map_err(derivation_write)?;
-        pending.push(b'\n');
-        if pending.len() >= DERIVED_BLOCK {
-            out.write_all(&pending).map_err(derivation_io)?;
-            pending.clear();
-        }
+        pending.write_all(b"\n").map_err(derivation_io)?;
         records += 1;
         Ok(())
     };
@@ -354,7 +350,8 @@ fn derive_file(
             }
         }
     }
-    out.write_all(&pending).map_err(derivation_io)?;
+    pending.flush().map_err(derivation_io)?;
+    drop(pending);
     let info = out.finish().map_err(store_err)?;
     Ok((info, records))
 }
