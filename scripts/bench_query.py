@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transfer as bt  # noqa: E402  (its node, process and /proc helpers)
@@ -70,6 +71,20 @@ def retry(what, fn, timeout=60):
             if time.monotonic() - t0 > timeout:
                 raise bt.BenchError(f"{what}: {e}")
             time.sleep(0.1)
+
+
+def counters(node, *names):
+    """The named counters of `node`'s /metrics (None for one it does not export)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{node.api_port}/metrics",
+                                 headers={"Authorization": f"Bearer {node.token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in names:
+            found[parts[0]] = int(parts[1])
+    return [found.get(n) for n in names]
 
 
 def cpu_s(pid):
@@ -174,12 +189,18 @@ def run(args):
         rss_before = bt.status_kb(a.proc.pid, "VmRSS") / 1024
         bt.log(f"yrd: {args.concurrency} callers for {args.secs} s")
         cpu0 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
+        batch_names = ("yrd_queries_sent_total", "yrd_query_batches_sent_total")
+        sent0 = counters(b, *batch_names)
         many = figures(load(
             bq, out, url, body, keys, args.concurrency, secs=args.secs, token=b.token,
             first_key=200 + args.latency_calls))
         calls = max(many["calls"], 1)
         many["provider_cpu_ms_per_call"] = round((cpu_s(a.proc.pid) - cpu0[0]) * 1000 / calls, 3)
         many["caller_cpu_ms_per_call"] = round((cpu_s(b.proc.pid) - cpu0[1]) * 1000 / calls, 3)
+        sent1 = counters(b, *batch_names)
+        if None not in sent0 + sent1 and sent1[1] > sent0[1]:
+            many["queries_per_batch"] = round((sent1[0] - sent0[0]) / (sent1[1] - sent0[1]), 2)
+            bt.log(f"queries per batch (B to A): {many['queries_per_batch']}")
         res[f"yrd_{args.concurrency}"] = many
         res["loadavg_after_yrd_calls"] = os.getloadavg()
         bt.log(f"CPU per call: provider {many['provider_cpu_ms_per_call']} ms, caller "
@@ -227,7 +248,8 @@ def report(res, c):
         print(f"{name:42} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['calls_per_s']:9.0f}")
     m = res[f"yrd_{c}"]
     print(f"CPU per call ({c} callers): provider {m['provider_cpu_ms_per_call']} ms, caller "
-          f"{m['caller_cpu_ms_per_call']} ms")
+          f"{m['caller_cpu_ms_per_call']} ms; queries per batch: "
+          f"{m.get('queries_per_batch', 'n/a')}")
     print(f"provider peak RSS over the {c}-caller run: {res['provider_peak_rss_mib']} MiB "
           f"(before: {res['provider_rss_before_mib']} MiB; publish: {res['publish_rss_mib']} MiB); "
           f"{res['records']} records, {res['bytes']} B; answer {res['answer_bytes']} B; "

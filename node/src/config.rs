@@ -272,6 +272,10 @@ pub struct NetworkSection {
     /// QUIC flow-control window per connection (and per stream), in MiB. One stream's
     /// throughput is at most window ÷ round-trip time.
     pub quic_window_mib: u32,
+    /// Send and answer queries in batches on `/yrd/query/2` (docs/protocol.md, "Batches").
+    /// Off, this node speaks only `/yrd/query/1`, one query per substream, as nodes before
+    /// batches did; members that batch see that and send it their queries one by one.
+    pub query_batches: bool,
 }
 
 impl Default for NetworkSection {
@@ -291,6 +295,7 @@ impl Default for NetworkSection {
             request_timeout_secs: 30,
             tcp_security: TcpSecurity::Noise,
             quic_window_mib: 8,
+            query_batches: true,
         }
     }
 }

@@ -10,14 +10,16 @@
 //!   requests, as its [`Behaviour`] says — a truthful NodeInfo always, everything else as the
 //!   test likes (fake catalogue and standard listings, consistency proofs of a log it forged),
 //!   or never.
-//! - On `/yrd/query/1`, as a provider: what it answers to the node's queries, as the test
-//!   scripts it ([`HostileMember::answer_queries`]): forged, wrong or oversized answers signed
-//!   with the member's key or another, or nothing.
+//! - On `/yrd/query/1` and `/yrd/query/2`, as a provider: what it answers to the node's
+//!   queries, alone or in batches, as the test scripts it ([`HostileMember::answer_queries`]):
+//!   forged, wrong or oversized answers signed with the member's key or another, or nothing;
+//!   and batches answered one response short ([`HostileMember::answer_batches_short`]).
 //! - Signed documents of its own or forged ([`HostileMember::head`], [`FakeLog`]).
 //!
 //! The node under test must stay honest and keep serving the other members meanwhile; each
 //! hostile test checks that while the attack runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use yrd_node::model::merkle::{self, MemoryStore};
 use yrd_node::model::message::{ANNOUNCE_TOPIC, Announcement, Request, Response, SchemaHead};
 use yrd_node::model::node_info::NodeInfo;
 use yrd_node::model::provenance::TreeHead;
-use yrd_node::model::query::QueryResponse;
+use yrd_node::model::query::{QueryBatchResponse, QueryResponse};
 use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
 use yrd_node::model::transfer::{
@@ -74,6 +76,8 @@ pub struct HostileMember {
     seen: Arc<Mutex<Vec<String>>>,
     /// What it answers to queries (none: it leaves them unanswered).
     queries: Arc<Mutex<Option<QueryBehaviour>>>,
+    /// Each batch of queries answered one response short.
+    short_batches: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HostileMember {
@@ -140,6 +144,7 @@ impl HostileMember {
         tokio::spawn(event_loop.run());
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let queries: Arc<Mutex<Option<QueryBehaviour>>> = Arc::default();
+        let short_batches = Arc::new(AtomicBool::new(false));
         tokio::spawn(answer(
             net.clone(),
             events,
@@ -147,6 +152,7 @@ impl HostileMember {
             Answering {
                 requests: behaviour,
                 queries: queries.clone(),
+                short_batches: short_batches.clone(),
             },
             seen.clone(),
         ));
@@ -157,14 +163,20 @@ impl HostileMember {
             target: target.peer_id(),
             seen,
             queries,
+            short_batches,
         })
     }
 
-    /// From now on, answers the node's queries on `/yrd/query/1` as `behaviour` says.
+    /// From now on, answers the node's queries (alone or in batches) as `behaviour` says.
     pub fn answer_queries(&self, behaviour: QueryBehaviour) {
         if let Ok(mut q) = self.queries.lock() {
             *q = Some(behaviour);
         }
+    }
+
+    /// From now on (`true`), answers each batch of queries one response short.
+    pub fn answer_batches_short(&self, short: bool) {
+        self.short_batches.store(short, Ordering::Relaxed);
     }
 
     /// Its peer id (the member's whose key it holds).
@@ -311,13 +323,17 @@ fn config(key: NodeKey, target: Multiaddr, hold: Duration) -> Result<NetConfig> 
         agent: "yrd-hostile/test".into(),
         tcp_security: TcpSecurity::Noise,
         quic_window_bytes: 1 << 20,
+        query_batches: true,
     })
 }
 
-/// What the hostile member answers: requests on `/yrd/req/1`, queries on `/yrd/query/1`.
+/// What the hostile member answers: requests on `/yrd/req/1`, queries on `/yrd/query/1` and
+/// in batches on `/yrd/query/2` (a batch with a query left unanswered is held whole).
 struct Answering {
     requests: Behaviour,
     queries: Arc<Mutex<Option<QueryBehaviour>>>,
+    /// Each batch is answered one response short.
+    short_batches: Arc<AtomicBool>,
 }
 
 /// Answers the node's requests and queries as `answering` says, until the swarm stops.
@@ -332,11 +348,33 @@ async fn answer(
 ) {
     let mut held = Vec::new();
     let mut held_queries = Vec::new();
+    let mut held_batches = Vec::new();
     while let Some(event) = events.recv().await {
         let (request, channel) = match event {
             NetEvent::InboundRequest {
                 request, channel, ..
             } => (request, channel),
+            NetEvent::InboundQueryBatch {
+                requests, channel, ..
+            } => {
+                if let Ok(mut s) = seen.lock() {
+                    s.push("query-batch".into());
+                }
+                let behaviour = answering.queries.lock().ok().and_then(|q| q.clone());
+                let answered: Option<Vec<QueryResponse>> = behaviour
+                    .and_then(|b| requests.iter().map(|r| b(r)).collect::<Option<Vec<_>>>());
+                match answered {
+                    Some(mut responses) => {
+                        if answering.short_batches.load(Ordering::Relaxed) {
+                            responses.pop();
+                        }
+                        let response = QueryBatchResponse::Responses { responses };
+                        let _ = net.respond_query_batch(channel, response).await;
+                    }
+                    None => held_batches.push(channel),
+                }
+                continue;
+            }
             NetEvent::InboundQuery {
                 request, channel, ..
             } => {

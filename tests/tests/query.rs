@@ -16,7 +16,8 @@ use yrd_node::model::catalogue::ShareType;
 use yrd_node::model::exchange::{DataFormat, Grant};
 use yrd_node::model::provenance::{ProvenanceRecord, RecordKind, verify_bundle_value};
 use yrd_node::model::query::{
-    AccessMode, FieldValue, QueryLimits, QueryMode, QueryResponse, result_digest,
+    AccessMode, FieldValue, MAX_QUERY_BATCH, QueryBatchResponse, QueryLimits, QueryMode,
+    QueryResponse, result_digest,
 };
 use yrd_node::model::refusal::RefusalCode;
 use yrd_node::model::signed::Signed;
@@ -323,6 +324,126 @@ async fn verify_only_grants_answer_yes_or_no_and_lookups_return_exactly_the_gran
     s.net.stop_all().await
 }
 
+/// Queries asked at once leave together in batches on `/yrd/query/2`, and each is still
+/// answered, checked and recorded on its own: every caller gets the answer to its own query (a
+/// lookup its own record, a key not held a signed "not found"), never a neighbour's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_asked_at_once_leave_in_batches_and_each_gets_its_own_answer() -> Result<()> {
+    use yrd_node::model::provenance::Query as LogQuery;
+    let mut s = setup().await?;
+    let net = &s.net;
+    let (sh, js) = (node(net, 0)?, node(net, 1)?);
+    query_grant(
+        net,
+        1,
+        &["uscc", "enterprise_name"],
+        vec![AccessMode::Lookup],
+        None,
+    )
+    .await?;
+    const CALLS: usize = 48;
+    let count = |n: &Node, kind: RecordKind| {
+        n.provenance_query(&LogQuery {
+            kind: Some(kind.name()),
+            limit: Some(1000),
+            ..LogQuery::default()
+        })
+        .map(|r| r.len())
+    };
+    let (answered, sent) = (
+        count(sh, RecordKind::QueryAnswered)?,
+        count(js, RecordKind::QuerySent)?,
+    );
+    let stats = js.net().stats().await?;
+    // Every other call asks for a key no record holds.
+    let key = |i: usize| {
+        if i.is_multiple_of(2) {
+            kv("uscc", &s.records[i]["uscc"])
+        } else {
+            kv("uscc", &json!(format!("91000000MA0000{i:04}")))
+        }
+    };
+    let outcomes = futures::future::join_all(
+        (0..CALLS).map(|i| js.query(input(COND, QueryMode::Lookup, vec![key(i)]), None)),
+    )
+    .await;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let out = outcome?;
+        assert_signed(&out, net);
+        let a = &out.answer.document;
+        if i.is_multiple_of(2) {
+            assert!(a.found, "{i}: {a:?}");
+            assert_eq!(out.records.len(), 1, "{i}");
+            assert_eq!(out.records[0]["uscc"], s.records[i]["uscc"], "{i}");
+            assert_eq!(
+                out.records[0]["enterprise_name"],
+                s.records[i]["enterprise_name"]
+            );
+        } else {
+            assert!(!a.found && out.records.is_empty(), "{i}: {a:?}");
+        }
+    }
+    // They left in fewer batches than queries, and each has its record on both sides.
+    let after = js.net().stats().await?;
+    assert_eq!(after.queries_sent - stats.queries_sent, CALLS as u64);
+    let batches = after.query_batches_sent - stats.query_batches_sent;
+    assert!(
+        batches < CALLS as u64,
+        "{batches} batches for {CALLS} queries"
+    );
+    assert_eq!(count(sh, RecordKind::QueryAnswered)?, answered + CALLS);
+    assert_eq!(count(js, RecordKind::QuerySent)?, sent + CALLS);
+    s.net.stop_all().await
+}
+
+/// A provider that speaks only `/yrd/query/1` (an older node: `network.query_batches = false`)
+/// is still called: its identify shows it, and its callers send it their queries one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_batches_gets_its_queries_one_by_one() -> Result<()> {
+    let mut s = setup().await?;
+    s.net.nodes[0].stop().await?;
+    s.net.nodes[0].edit_config(|c| c.network.query_batches = false)?;
+    s.net.nodes[0].start().await?;
+    s.net.wait_full_mesh().await?;
+    let sh = s.net.nodes[0].peer_id().to_string();
+    // Jiangsu has Shanghai's identify (its agent string) once it knows what it speaks.
+    yrd_tests::wait_until(
+        "Shanghai's identify at Jiangsu",
+        yrd_tests::WAIT,
+        || async {
+            let peers = s.net.nodes[1].peers().await?;
+            Ok(peers
+                .iter()
+                .any(|p| p.peer_id == sh && p.agent.is_some())
+                .then_some(()))
+        },
+    )
+    .await?;
+    let js = node(&s.net, 1)?;
+    let before = js.net().stats().await?;
+    const CALLS: usize = 8;
+    let outcomes = futures::future::join_all((0..CALLS).map(|i| {
+        js.query(
+            input(
+                OPEN,
+                QueryMode::Verify,
+                vec![kv("uscc", &s.records[i]["uscc"])],
+            ),
+            None,
+        )
+    }))
+    .await;
+    for outcome in outcomes {
+        let out = outcome?;
+        assert_signed(&out, &s.net);
+        assert_eq!(out.answer.document.matched, Some(true));
+    }
+    let after = js.net().stats().await?;
+    assert_eq!(after.queries_sent - before.queries_sent, CALLS as u64);
+    assert_eq!(after.query_batches_sent, before.query_batches_sent);
+    s.net.stop_all().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists_exactly_the_calls()
 -> Result<()> {
@@ -424,13 +545,68 @@ async fn limits_revocation_and_bad_queries_are_refused_and_the_call_report_lists
         }
         other => panic!("{other:?}"),
     }
-    // Sent anyway, the provider does not read it: no answer.
+    // Sent anyway on `/yrd/query/1`, the provider does not read it: no answer.
+    let sh_peer = net.nodes[0].peer_id();
     let raw = json!({ "nonce": "0".repeat(32), "pad": "x".repeat(20 * 1024) });
     assert!(
-        js.send_raw_query_for_test(net.nodes[0].peer_id(), raw)
+        js.send_raw_query_for_test(sh_peer, raw.clone())
             .await
             .is_err()
     );
+    // In a batch (`/yrd/query/2`), it keeps its bound: refused with the cause, and the query
+    // beside it answered as if alone.
+    let uscc = kv("uscc", &rec["uscc"]);
+    let good = json!({
+        "nonce": "1".repeat(32), "dataset": OPEN, "mode": "verify", "key": [uscc],
+        "purpose": PURPOSE, "legal_basis": BASIS,
+    });
+    match js
+        .send_raw_query_batch_for_test(sh_peer, vec![raw, good.clone()])
+        .await?
+    {
+        QueryBatchResponse::Responses { responses } => {
+            assert_eq!(responses.len(), 2, "{responses:?}");
+            match &responses[0] {
+                QueryResponse::Refused { code, message } => {
+                    assert_eq!(*code, RefusalCode::BadRequest);
+                    assert!(message.contains("at most 16384 bytes"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+            match &responses[1] {
+                QueryResponse::Answer { answer, records } => {
+                    answer.verify()?;
+                    assert_eq!(answer.document.matched, Some(true));
+                    assert!(records.is_empty());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    // A batch of more queries than one may hold, or of none, is refused whole, unread.
+    for n in [MAX_QUERY_BATCH + 1, 0] {
+        match js
+            .send_raw_query_batch_for_test(sh_peer, vec![good.clone(); n])
+            .await?
+        {
+            QueryBatchResponse::Refused { code, message } => {
+                assert_eq!(code, RefusalCode::BadRequest);
+                assert!(
+                    message.contains(&format!("this one holds {n}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // An older caller's single query on `/yrd/query/1` is still answered.
+    match js.send_raw_query_for_test(sh_peer, good).await? {
+        QueryResponse::Answer { answer, .. } => {
+            assert_eq!(answer.document.matched, Some(true))
+        }
+        other => panic!("{other:?}"),
+    }
 
     // The provider's report of the calls about the first licence's ID number: the three
     // answered, the rate-limited, the over-quota and the revoked call — and no other.
@@ -819,6 +995,28 @@ async fn a_hostile_provider_s_wrong_answers_are_refused_with_their_cause_and_nev
         );
         assert!(r.version.is_none() && r.documents.is_empty(), "{r:?}");
     }
+    // A batch answered one response short: no query of it is taken, each record names why.
+    *forgery.lock().unwrap() = F::None;
+    hostile.answer_batches_short(true);
+    let before = sent()?.len();
+    let err = js.query(ask(QueryMode::Verify), None).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the provider sent 0 responses to a batch of 1 queries"),
+        "{err}"
+    );
+    let records = sent()?;
+    assert_eq!(records.len(), before + 1);
+    let r = records.last().unwrap();
+    assert!(
+        r.cause
+            .as_deref()
+            .is_some_and(|c| c.starts_with("not answered") && c.contains("0 responses")),
+        "{r:?}"
+    );
+    assert!(r.version.is_none() && r.documents.is_empty(), "{r:?}");
+    hostile.answer_batches_short(false);
+
     // Through the API too: a 502 naming the cause, and the forged record nowhere in it.
     *forgery.lock().unwrap() = F::FieldNotGranted;
     let err = s

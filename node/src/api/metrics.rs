@@ -87,6 +87,25 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         health.refusal_records_dropped,
     );
 
+    let net = node
+        .net()
+        .stats()
+        .await
+        .map_err(crate::node::NodeError::from)?;
+    m.one(
+        "yrd_queries_sent_total",
+        "counter",
+        "Queries this node sent to providers since start.",
+        net.queries_sent,
+    );
+    m.one(
+        "yrd_query_batches_sent_total",
+        "counter",
+        "Batches those queries left in (/yrd/query/2); queries over batches is the mean batch \
+         size.",
+        net.query_batches_sent,
+    );
+
     if let Some((version, expires, proposals, equivocated)) = node.charter_metrics() {
         m.one(
             "yrd_charter_version",

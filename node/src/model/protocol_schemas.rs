@@ -11,7 +11,7 @@ use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
     Cosignature, DatasetHead, EvidenceBundle, ProvenanceRecord, TreeHead,
 };
-use crate::model::query::{Query, QueryAnswer, QueryResponse};
+use crate::model::query::{Query, QueryAnswer, QueryBatchResponse, QueryResponse};
 use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
@@ -88,6 +88,8 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("chunk-want", schema::<ChunkWant>()),
         ("query", schema::<Query>()),
         ("query-response", schema::<QueryResponse>()),
+        ("query-batch", schema::<Vec<Query>>()),
+        ("query-batch-response", schema::<QueryBatchResponse>()),
         ("provenance-record", schema::<ProvenanceRecord>()),
         ("evidence-bundle", schema::<EvidenceBundle>()),
     ] {

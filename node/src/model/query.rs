@@ -1,8 +1,9 @@
-//! Query services (issue 15): the messages of `/yrd/query/1` — a caller's [`Query`] about single
-//! records of one dataset (verify: does a record with these values exist? lookup: the records
+//! Query services (issue 15): the messages of `/yrd/query/1` and `/yrd/query/2` — a caller's
+//! [`Query`] about single records of one dataset (verify: does a record with these values exist? lookup: the records
 //! with this key, projected and masked as the grant says) and the provider's [`QueryResponse`],
 //! whose answer is a signed [`QueryAnswer`]; the modes a grant allows ([`AccessMode`]) and the
-//! limits on its calls ([`QueryLimits`]); the checks of a query's form and the digests the
+//! limits on its calls ([`QueryLimits`]); the batch of queries `/yrd/query/2` carries and its
+//! [`QueryBatchResponse`]; the checks of a query's form and the digests the
 //! answer names. Pure, no I/O.
 //!
 //! The looked-up values never enter a signed document: the answer names the query by the
@@ -23,10 +24,23 @@ use crate::model::signed::Document;
 
 /// Protocol id of the query protocol (request/response).
 pub const QUERY_PROTOCOL: &str = "/yrd/query/1";
+/// Protocol id of the batched query protocol: a JSON array of up to [`MAX_QUERY_BATCH`]
+/// queries to one provider, answered by a [`QueryBatchResponse`] with one response per query,
+/// in order.
+pub const QUERY_BATCH_PROTOCOL: &str = "/yrd/query/2";
 /// Largest query a provider reads, in bytes: a query names a few fields and values.
 pub const MAX_QUERY_BYTES: u64 = 16 * 1024;
 /// Largest answer a caller reads, in bytes.
 pub const MAX_QUERY_ANSWER_BYTES: u64 = 2 * 1024 * 1024;
+/// Most queries one `/yrd/query/2` batch carries.
+pub const MAX_QUERY_BATCH: usize = 16;
+/// Largest batch a provider reads: [`MAX_QUERY_BATCH`] queries of [`MAX_QUERY_BYTES`], with
+/// room for the array's brackets and commas.
+pub const MAX_QUERY_BATCH_BYTES: u64 = MAX_QUERY_BATCH as u64 * (MAX_QUERY_BYTES + 1) + 2;
+/// Largest batch response a caller reads: as many answers as the batch holds queries, each of
+/// at most [`MAX_QUERY_ANSWER_BYTES`], and the envelope.
+pub const MAX_QUERY_BATCH_ANSWER_BYTES: u64 =
+    MAX_QUERY_BATCH as u64 * (MAX_QUERY_ANSWER_BYTES + 1) + 1024;
 /// Most records one lookup returns; beyond it the answer says `truncated`.
 pub const MAX_LOOKUP_RECORDS: usize = 100;
 /// Bytes of lookup records (as JSON) an answer carries at most; beyond it `truncated`.
@@ -317,6 +331,47 @@ pub enum QueryResponse {
         records: Vec<Value>,
     },
     /// Refused: `code` machine-readable, `message` for people.
+    Refused {
+        /// Why (docs/protocol.md, "Refusal codes").
+        code: crate::model::refusal::RefusalCode,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// The length of `value` as compact JSON (as the JSON codec sends it), counted without keeping
+/// the text: a query or answer inside a batch keeps the bound it has alone.
+pub fn compact_json_len(value: &impl Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        // Only a value that cannot be written as JSON: counted as too large, never trusted.
+        Err(_) => u64::MAX,
+    }
+}
+
+/// The provider's response on `/yrd/query/2`: one response per query of the batch, in its
+/// order, or the whole batch refused (not a member, too many queries, too busy) before any
+/// query was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum QueryBatchResponse {
+    /// The `i`-th response answers the batch's `i`-th query.
+    Responses {
+        /// One per query, in order.
+        responses: Vec<QueryResponse>,
+    },
+    /// Every query of the batch refused for one cause.
     Refused {
         /// Why (docs/protocol.md, "Refusal codes").
         code: crate::model::refusal::RefusalCode,

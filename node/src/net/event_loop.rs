@@ -24,7 +24,10 @@ use super::{
 };
 use crate::identity::short_peer;
 use crate::model::message::{Request, Response};
-use crate::model::query::{MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BYTES, QUERY_PROTOCOL, QueryResponse};
+use crate::model::query::{
+    MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BATCH_ANSWER_BYTES, MAX_QUERY_BATCH_BYTES, MAX_QUERY_BYTES,
+    QUERY_BATCH_PROTOCOL, QUERY_PROTOCOL, QueryBatchResponse, QueryResponse,
+};
 
 const MAX_ADDRESSES_PER_PEER: usize = 16;
 /// Between two Kademlia bootstraps. A bootstrap walks several members per bucket: every 30 s
@@ -68,12 +71,14 @@ impl KeptMembers {
 
 type RequestReply = oneshot::Sender<Result<Response, NetError>>;
 type QueryReply = oneshot::Sender<Result<QueryResponse, NetError>>;
+type BatchReply = oneshot::Sender<Result<QueryBatchResponse, NetError>>;
 
 /// A request to a member not connected and of no known address (a member outside the kept
 /// set, in a large federation), held until a Kademlia lookup finds it or ends.
 enum Parked {
     Request(Request, RequestReply),
     Query(serde_json::Value, QueryReply),
+    QueryBatch(Vec<serde_json::Value>, BatchReply),
 }
 
 #[derive(NetworkBehaviour)]
@@ -89,6 +94,10 @@ pub(crate) struct Behaviour {
     // Query services: any JSON up to 16 KiB in (the service parses it and names a malformed
     // query's cause), a bounded answer out.
     query: request_response::json::Behaviour<serde_json::Value, QueryResponse>,
+    // The same in batches of up to 16 (`/yrd/query/2`), one response each; off when
+    // `network.query_batches` is.
+    query_batch:
+        Toggle<request_response::json::Behaviour<Vec<serde_json::Value>, QueryBatchResponse>>,
     // Datasets move on their own streams (see `node::transfer`), outside request-response's caps.
     stream: libp2p_stream::Behaviour,
 }
@@ -98,6 +107,7 @@ struct BehaviourParams {
     request_timeout: Duration,
     ping_interval: Duration,
     mdns_on: bool,
+    query_batches: bool,
     agent: String,
 }
 
@@ -164,6 +174,21 @@ fn make_behaviour(
             .with_request_timeout(p.request_timeout)
             .with_max_concurrent_streams(1024),
     );
+    let query_batch = p.query_batches.then(|| {
+        let codec = request_response::json::codec::Codec::default()
+            .set_request_size_maximum(MAX_QUERY_BATCH_BYTES)
+            .set_response_size_maximum(MAX_QUERY_BATCH_ANSWER_BYTES);
+        request_response::Behaviour::with_codec(
+            codec,
+            [(
+                StreamProtocol::new(QUERY_BATCH_PROTOCOL),
+                ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(p.request_timeout)
+                .with_max_concurrent_streams(256),
+        )
+    });
     Ok(Behaviour {
         gate: Gate::new(p.members.clone()),
         identify: identify::Behaviour::new(
@@ -176,6 +201,7 @@ fn make_behaviour(
         mdns: Toggle::from(mdns),
         rpc,
         query,
+        query_batch: Toggle::from(query_batch),
         stream: libp2p_stream::Behaviour::new(),
     })
 }
@@ -236,6 +262,7 @@ pub struct EventLoop {
     kept_members: usize,
     pending_requests: HashMap<OutboundRequestId, RequestReply>,
     pending_queries: HashMap<OutboundRequestId, QueryReply>,
+    pending_batches: HashMap<OutboundRequestId, BatchReply>,
     parked: HashMap<PeerId, Vec<Parked>>,
     pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
     last_kad_bootstrap: Instant,
@@ -275,6 +302,7 @@ impl EventLoop {
             request_timeout,
             ping_interval,
             mdns_on,
+            query_batches: config.query_batches,
             agent,
         };
         let tcp_config = tcp::Config::default().nodelay(true);
@@ -341,6 +369,7 @@ impl EventLoop {
             kept_members: config.kept_members,
             pending_requests: HashMap::new(),
             pending_queries: HashMap::new(),
+            pending_batches: HashMap::new(),
             parked: HashMap::new(),
             pending_dials: Vec::new(),
             last_kad_bootstrap: Instant::now(),
@@ -481,6 +510,32 @@ impl EventLoop {
             .query
             .send_request_with_addresses(&peer, request, addrs);
         self.pending_queries.insert(id, reply);
+        self.stats.queries_sent += 1;
+    }
+
+    /// Sends a batch of queries on `/yrd/query/2`, unless batches are off here or the
+    /// provider's identify says it speaks only `/yrd/query/1` (then `BatchesUnsupported`, at
+    /// once: the caller sends each query alone).
+    fn send_query_batch(
+        &mut self,
+        peer: PeerId,
+        requests: Vec<serde_json::Value>,
+        reply: BatchReply,
+    ) {
+        let v1_only = self.peers.get(&peer).is_some_and(|s| s.queries_v1_only);
+        let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+        let count = requests.len() as u64;
+        match self.swarm.behaviour_mut().query_batch.as_mut() {
+            Some(batches) if !v1_only => {
+                let id = batches.send_request_with_addresses(&peer, requests, addrs);
+                self.pending_batches.insert(id, reply);
+                self.stats.queries_sent += count;
+                self.stats.query_batches_sent += 1;
+            }
+            _ => {
+                let _ = reply.send(Err(NetError::BatchesUnsupported { peer }));
+            }
+        }
     }
 
     /// Looks up one member's address. The walk ends once the member itself answers (or the
@@ -520,6 +575,7 @@ impl EventLoop {
             match parked {
                 Parked::Request(request, reply) => self.send_request(peer, request, reply),
                 Parked::Query(request, reply) => self.send_query(peer, request, reply),
+                Parked::QueryBatch(requests, reply) => self.send_query_batch(peer, requests, reply),
             }
         }
     }
@@ -572,6 +628,28 @@ impl EventLoop {
                     self.park(peer, Parked::Query(request, reply));
                 } else {
                     self.send_query(peer, request, reply);
+                }
+            }
+            Command::QueryBatch {
+                peer,
+                requests,
+                reply,
+            } => {
+                if self.must_look_up(&peer) {
+                    self.park(peer, Parked::QueryBatch(requests, reply));
+                } else {
+                    self.send_query_batch(peer, requests, reply);
+                }
+            }
+            Command::RespondQueryBatch { channel, response } => {
+                let sent = self
+                    .swarm
+                    .behaviour_mut()
+                    .query_batch
+                    .as_mut()
+                    .map(|b| b.send_response(channel, response).is_ok());
+                if sent != Some(true) {
+                    tracing::debug!("query batch answer not sent: the caller went away");
                 }
             }
             Command::RespondQuery { channel, response } => {
@@ -664,6 +742,7 @@ impl EventLoop {
                     since: SystemTime::now(),
                     rtt: None,
                     agent: None,
+                    queries_v1_only: false,
                 });
                 state.connections.insert(connection_id, address.clone());
                 if self.parked.contains_key(&peer_id) {
@@ -769,6 +848,8 @@ impl EventLoop {
                         .take(MAX_ADDRESSES_PER_PEER)
                         .collect();
                     state.agent = Some(info.agent_version.chars().take(128).collect());
+                    let speaks = |p: &str| info.protocols.iter().any(|q| q.as_ref() == p);
+                    state.queries_v1_only = speaks(QUERY_PROTOCOL) && !speaks(QUERY_BATCH_PROTOCOL);
                 }
             }
             BehaviourEvent::Ping(ping::Event {
@@ -904,8 +985,75 @@ impl EventLoop {
                 // An oversized or non-JSON query ends here: the codec refuses to read it.
                 tracing::info!(peer = %short_peer(&peer), %error, "inbound query not read");
             }
+            BehaviourEvent::QueryBatch(request_response::Event::Message {
+                peer, message, ..
+            }) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.stats.inbound_requests += 1;
+                    self.emit(NetEvent::InboundQueryBatch {
+                        peer,
+                        requests: request,
+                        channel,
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_batches.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            BehaviourEvent::QueryBatch(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                let Some(reply) = self.pending_batches.remove(&request_id) else {
+                    return;
+                };
+                let _ = reply.send(Err(if batches_unsupported(&error) {
+                    // An older provider whose identify had not come yet.
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        state.queries_v1_only = true;
+                    }
+                    NetError::BatchesUnsupported { peer }
+                } else {
+                    NetError::Request {
+                        peer,
+                        cause: error.to_string(),
+                    }
+                }));
+            }
+            BehaviourEvent::QueryBatch(request_response::Event::InboundFailure {
+                peer,
+                error,
+                ..
+            }) => {
+                // An oversized or non-JSON batch ends here: the codec refuses to read it.
+                tracing::info!(peer = %short_peer(&peer), %error, "inbound query batch not read");
+            }
             _ => {}
         }
+    }
+}
+
+/// Whether a batch failed because the provider does not speak `/yrd/query/2`. With
+/// optimistic negotiation (V1Lazy) that shows as the stream's first read failing with
+/// multistream-select's `Failed`, not as `UnsupportedProtocols`.
+fn batches_unsupported(error: &request_response::OutboundFailure) -> bool {
+    use libp2p::core::upgrade::NegotiationError;
+    match error {
+        request_response::OutboundFailure::UnsupportedProtocols => true,
+        request_response::OutboundFailure::Io(e) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<NegotiationError>())
+            .is_some_and(|n| matches!(n, NegotiationError::Failed)),
+        _ => false,
     }
 }
 

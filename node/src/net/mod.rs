@@ -20,7 +20,7 @@ pub use gate::Members;
 
 use crate::identity::NodeKey;
 use crate::model::message::{Request, Response};
-use crate::model::query::QueryResponse;
+use crate::model::query::{QueryBatchResponse, QueryResponse};
 
 /// Protocol id of the request/response protocol for documents.
 pub const REQUEST_PROTOCOL: &str = "/yrd/req/1";
@@ -69,6 +69,12 @@ pub enum NetError {
         /// Why (timeout, connection closed, unsupported protocol, …).
         cause: String,
     },
+    /// The peer does not speak `/yrd/query/2` (or batches are off here).
+    #[error("{peer} does not take query batches (/yrd/query/2)")]
+    BatchesUnsupported {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Publishing on gossip failed.
     #[error("gossip publish on {topic} failed: {cause}")]
     Publish {
@@ -115,6 +121,8 @@ pub struct NetConfig {
     pub tcp_security: TcpSecurity,
     /// QUIC flow-control window, per connection and per stream, in bytes.
     pub quic_window_bytes: u32,
+    /// Speak `/yrd/query/2` (batches of queries); off, only `/yrd/query/1`.
+    pub query_batches: bool,
 }
 
 /// The security protocol of TCP connections (also the config file's `network.tcp_security`,
@@ -165,6 +173,11 @@ pub struct NetStats {
     pub inbound_requests: u64,
     /// Gossip messages received.
     pub gossip_received: u64,
+    /// Queries sent to providers (in batches or alone).
+    pub queries_sent: u64,
+    /// Batches those queries left in (`/yrd/query/2`); `queries_sent` over this is the mean
+    /// batch size.
+    pub query_batches_sent: u64,
 }
 
 /// What the network tells the service layer.
@@ -211,6 +224,16 @@ pub enum NetEvent {
         /// Where the answer goes.
         channel: ResponseChannel<QueryResponse>,
     },
+    /// A member sent a batch of queries on `/yrd/query/2` (each any JSON, parsed by the
+    /// service); answer with [`NetHandle::respond_query_batch`], one response per query.
+    InboundQueryBatch {
+        /// The peer.
+        peer: PeerId,
+        /// What it sent, in order.
+        requests: Vec<serde_json::Value>,
+        /// Where the answers go.
+        channel: ResponseChannel<QueryBatchResponse>,
+    },
     /// A gossip message from a member.
     Gossip {
         /// The peer that originally published it (gossipsub signs messages).
@@ -251,6 +274,15 @@ pub(crate) enum Command {
     RespondQuery {
         channel: ResponseChannel<QueryResponse>,
         response: QueryResponse,
+    },
+    RespondQueryBatch {
+        channel: ResponseChannel<QueryBatchResponse>,
+        response: QueryBatchResponse,
+    },
+    QueryBatch {
+        peer: PeerId,
+        requests: Vec<serde_json::Value>,
+        reply: oneshot::Sender<Result<QueryBatchResponse, NetError>>,
     },
     Subscribe {
         topic: String,
@@ -375,7 +407,7 @@ impl NetHandle {
             .map_err(|_| NetError::Stopped)
     }
 
-    /// Sends a query on `/yrd/query/1` and waits for the answer.
+    /// Sends one query on `/yrd/query/1` and waits for the answer.
     pub async fn query(
         &self,
         peer: PeerId,
@@ -387,6 +419,34 @@ impl NetHandle {
             reply,
         })
         .await?
+    }
+
+    /// Sends a batch of queries on `/yrd/query/2` and waits for the response.
+    /// [`NetError::BatchesUnsupported`] (at once, when identify has told us; else when the
+    /// provider refuses the protocol) means: send each on its own with [`NetHandle::query`].
+    pub async fn query_batch(
+        &self,
+        peer: PeerId,
+        requests: Vec<serde_json::Value>,
+    ) -> Result<QueryBatchResponse, NetError> {
+        self.call(|reply| Command::QueryBatch {
+            peer,
+            requests,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound batch of queries.
+    pub async fn respond_query_batch(
+        &self,
+        channel: ResponseChannel<QueryBatchResponse>,
+        response: QueryBatchResponse,
+    ) -> Result<(), NetError> {
+        self.commands
+            .send(Command::RespondQueryBatch { channel, response })
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Answers an inbound query.
@@ -472,4 +532,6 @@ pub(crate) struct PeerState {
     pub since: SystemTime,
     pub rtt: Option<Duration>,
     pub agent: Option<String>,
+    /// Its identify lists `/yrd/query/1` but not `/yrd/query/2`: queries go to it one by one.
+    pub queries_v1_only: bool,
 }

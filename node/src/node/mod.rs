@@ -396,6 +396,7 @@ impl Node {
             agent: AGENT.to_string(),
             tcp_security: config.network.tcp_security,
             quic_window_bytes: config.network.quic_window_mib.saturating_mul(1 << 20),
+            query_batches: config.network.query_batches,
         };
         // Nothing runs yet: a failure up to here drops what was opened (the swarm's listeners
         // close with it) and releases the database.
@@ -774,6 +775,47 @@ impl Node {
                 self.spawn_long(async move {
                     let response = node.on_query(peer, request).await;
                     if let Err(e) = node.inner.net.respond_query(channel, response).await {
+                        tracing::debug!(peer = %peer, error = %e, "could not answer");
+                    }
+                    drop(permit);
+                });
+            }
+            NetEvent::InboundQueryBatch {
+                peer,
+                requests,
+                channel,
+            } => {
+                use crate::model::query::QueryBatchResponse;
+                if !self.inner.members.contains(&peer) {
+                    let refused = QueryBatchResponse::Refused {
+                        code: RefusalCode::NotMember,
+                        message: format!("peer {peer} is not a federation member"),
+                    };
+                    let _ = self.inner.net.respond_query_batch(channel, refused).await;
+                    return;
+                }
+                // A permit per query (an oversized batch takes one, to be refused).
+                let n = requests
+                    .len()
+                    .clamp(1, crate::model::query::MAX_QUERY_BATCH) as u32;
+                let Ok(permit) = self.inner.queries.inbound.clone().try_acquire_many_owned(n)
+                else {
+                    let busy = QueryBatchResponse::Refused {
+                        code: RefusalCode::Busy,
+                        message: format!(
+                            "{} queries are being answered; retry later",
+                            query::MAX_INBOUND_QUERIES
+                        ),
+                    };
+                    if let Err(e) = self.inner.net.respond_query_batch(channel, busy).await {
+                        tracing::debug!(peer = %peer, error = %e, "could not answer");
+                    }
+                    return;
+                };
+                let node = self.clone();
+                self.spawn_long(async move {
+                    let response = node.on_query_batch(peer, requests).await;
+                    if let Err(e) = node.inner.net.respond_query_batch(channel, response).await {
                         tracing::debug!(peer = %peer, error = %e, "could not answer");
                     }
                     drop(permit);

@@ -99,6 +99,14 @@ pub(crate) fn capped(s: &str, max: usize) -> String {
     }
 }
 
+/// A record not yet appended: what [`Node::record_all`] appends with others.
+#[derive(Debug)]
+pub(crate) struct PendingRecord {
+    pub record: ProvenanceRecord,
+    pub counterparty: Option<PeerId>,
+    pub documents: Vec<AnySigned>,
+}
+
 impl Node {
     /// The log.
     pub fn provenance(&self) -> &crate::store::provenance::ProvenanceLog {
@@ -114,10 +122,51 @@ impl Node {
     /// is logged loudly: the step happened, its record could not be kept.
     pub(crate) async fn record(
         &self,
-        mut record: ProvenanceRecord,
+        record: ProvenanceRecord,
         counterparty: Option<PeerId>,
         documents: Vec<AnySigned>,
     ) -> Option<u64> {
+        let entry = self.new_entry(record, counterparty, documents);
+        let kind = entry.record.kind;
+        match self.inner.provenance.append(entry).await {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
+                None
+            }
+        }
+    }
+
+    /// [`Node::record`] of several records at once, in one group commit (the records of steps
+    /// that happened together); each result in order.
+    pub(crate) async fn record_all(&self, records: Vec<PendingRecord>) -> Vec<Option<u64>> {
+        let entries: Vec<NewRecord> = records
+            .into_iter()
+            .map(|p| self.new_entry(p.record, p.counterparty, p.documents))
+            .collect();
+        let kinds: Vec<RecordKind> = entries.iter().map(|e| e.record.kind).collect();
+        let results = self.inner.provenance.append_all(entries).await;
+        results
+            .into_iter()
+            .zip(kinds)
+            .map(|(result, kind)| match result {
+                Ok(seq) => Some(seq),
+                Err(e) => {
+                    tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The entry the log appends for `record`: its counterparty (and region) and the digests of
+    /// the documents it names filled in.
+    fn new_entry(
+        &self,
+        mut record: ProvenanceRecord,
+        counterparty: Option<PeerId>,
+        documents: Vec<AnySigned>,
+    ) -> NewRecord {
         if let Some(p) = counterparty {
             record.counterparty = Some(p.to_string());
             record.counterparty_region = self.peer_region(&p);
@@ -131,19 +180,7 @@ impl Node {
                 })
             })
             .collect();
-        let kind = record.kind;
-        match self
-            .inner
-            .provenance
-            .append(NewRecord { record, documents })
-            .await
-        {
-            Ok(seq) => Some(seq),
-            Err(e) => {
-                tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
-                None
-            }
-        }
+        NewRecord { record, documents }
     }
 
     /// Records a refusal with its cause, within the budget of the peer that caused it (beyond

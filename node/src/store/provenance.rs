@@ -4,8 +4,9 @@
 //! other logs, cosignatures of ours, alarms).
 //!
 //! # Group commit
-//! One thread owns all writes. Appenders send records through a bounded channel; the thread takes
-//! every record waiting (up to [`MAX_BATCH`]), gives them consecutive sequence numbers, writes
+//! One thread owns all writes. Appenders send records through a bounded channel (one at a time,
+//! or several that belong together with [`ProvenanceLog::append_all`], taken whole); the thread
+//! takes every record waiting (up to [`MAX_BATCH`]), gives them consecutive sequence numbers, writes
 //! records, documents, indexes and tree tiles in one sled transaction, flushes sled once
 //! (fsync), signs one tree head for the batch, and only then acknowledges each record. An
 //! acknowledged record is durable. Per record the batch holds the record and its entry in the
@@ -136,6 +137,8 @@ struct Append {
 
 enum Job {
     Append(Box<Append>),
+    /// Appends that go into one commit together (`append_all`).
+    AppendAll(Vec<Append>),
     Close(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -338,6 +341,34 @@ impl ProvenanceLog {
             Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
             Err(_) => Err(ProvenanceError::Closed),
         }
+    }
+
+    /// Appends `entries` in one group commit (waiting until they are durable), in order: the
+    /// records of steps that happened together (a batch of queries answered) cost one commit,
+    /// where appended one by one as each step ends they would trickle into several. Each gets
+    /// its own result.
+    pub async fn append_all(&self, entries: Vec<NewRecord>) -> Vec<Result<u64, ProvenanceError>> {
+        let mut acks = Vec::with_capacity(entries.len());
+        let appends = entries
+            .into_iter()
+            .map(|entry| {
+                let (ack, rx) = oneshot::channel();
+                acks.push(rx);
+                Append { entry, ack }
+            })
+            .collect();
+        if self.jobs.send(Job::AppendAll(appends)).await.is_err() {
+            return acks.iter().map(|_| Err(ProvenanceError::Closed)).collect();
+        }
+        let mut results = Vec::with_capacity(acks.len());
+        for rx in acks {
+            results.push(match rx.await {
+                Ok(Ok(seq)) => Ok(seq),
+                Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
+                Err(_) => Err(ProvenanceError::Closed),
+            });
+        }
+        results
     }
 
     /// Stops the writer after the appends already queued, and waits for it.
@@ -1025,10 +1056,12 @@ impl Writer {
                 None => break,
                 Some(Job::Close(done)) => close = Some(done),
                 Some(Job::Append(a)) => batch.push(*a),
+                Some(Job::AppendAll(all)) => batch.extend(all),
             }
             while batch.len() < MAX_BATCH && close.is_none() {
                 match rx.try_recv() {
                     Ok(Job::Append(a)) => batch.push(*a),
+                    Ok(Job::AppendAll(all)) => batch.extend(all),
                     Ok(Job::Close(done)) => close = Some(done),
                     Err(_) => break,
                 }

@@ -9,6 +9,7 @@
 //! hash under their own query secret, so `provenance_query_calls` can list the calls about one
 //! key without either log holding the value.
 
+mod calls;
 pub mod index;
 mod limits;
 
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::access::Refusal;
-use super::provenance::{MAX_PEER_TEXT_CHARS, capped, doc};
+use super::provenance::{MAX_PEER_TEXT_CHARS, PendingRecord, capped, doc};
 use super::transfer::{derivation_scope, mask_salt, projection_for};
 use super::{Node, NodeError};
 use crate::clock::now_rfc3339;
@@ -33,8 +34,9 @@ use crate::model::exchange::{DataFormat, Grant, Manifest};
 use crate::model::masking::{self, FieldMask};
 use crate::model::provenance::{ProvenanceRecord, Query as LogQuery, RecordKind};
 use crate::model::query::{
-    FieldValue, MAX_LOOKUP_RECORDS, MAX_LOOKUP_RESULT_BYTES, MAX_QUERY_BYTES, Query, QueryAnswer,
-    QueryLimits, QueryMode, QueryResponse, result_digest, value_text,
+    FieldValue, MAX_LOOKUP_RECORDS, MAX_LOOKUP_RESULT_BYTES, MAX_QUERY_BATCH, MAX_QUERY_BYTES,
+    Query, QueryAnswer, QueryBatchResponse, QueryLimits, QueryMode, QueryResponse,
+    compact_json_len, result_digest, value_text,
 };
 use crate::model::refusal::RefusalCode;
 use crate::model::signed::Signed;
@@ -72,6 +74,8 @@ pub(crate) struct Queries {
     record_files: parking_lot::Mutex<HashMap<String, Arc<index::RecordFile>>>,
     build_lock: tokio::sync::Mutex<()>,
     rates: limits::RateLimiter,
+    /// Our calls to providers, batched per provider.
+    calls: calls::Calls,
     quota_lock: parking_lot::Mutex<()>,
     pub(crate) inbound: Arc<tokio::sync::Semaphore>,
 }
@@ -84,6 +88,7 @@ impl Queries {
             record_files: parking_lot::Mutex::new(HashMap::new()),
             build_lock: tokio::sync::Mutex::new(()),
             rates: limits::RateLimiter::default(),
+            calls: calls::Calls::default(),
             quota_lock: parking_lot::Mutex::new(()),
             inbound: Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_QUERIES)),
         }
@@ -159,6 +164,13 @@ pub struct QueryOutcome {
     pub records: Vec<Value>,
     /// The seq of our `query-sent` record.
     pub seq: Option<u64>,
+}
+
+/// The provider's response to one query, and the record that must be durable before the
+/// response leaves (none for a refusal beyond the caller's budget of refusal records).
+struct Answered {
+    response: QueryResponse,
+    record: Option<PendingRecord>,
 }
 
 fn refusal(code: RefusalCode, message: impl Into<String>) -> Refusal {
@@ -474,30 +486,90 @@ impl Node {
         Ok(())
     }
 
-    /// Provider side: a query arrived from `peer` on `/yrd/query/1`.
+    /// Provider side: a query arrived from `peer` on `/yrd/query/1`. Its record is durable
+    /// before the response is returned (to be sent).
     pub(crate) async fn on_query(&self, peer: PeerId, raw: Value) -> QueryResponse {
+        let answered = self.answer_raw(peer, raw).await;
+        if let Some(p) = answered.record {
+            self.record(p.record, p.counterparty, p.documents).await;
+        }
+        answered.response
+    }
+
+    /// The response to one query as it arrived, and its record (not yet appended).
+    async fn answer_raw(&self, peer: PeerId, raw: Value) -> Answered {
         let q: Query = match serde_json::from_value(raw) {
             Ok(q) => q,
             Err(e) => {
                 let r = refusal(RefusalCode::BadRequest, format!("malformed query: {e}"));
-                return self.refuse_query(peer, None, None, r).await;
+                return self.refusal_answer(peer, None, None, r);
             }
         };
         let mut key_hash = None;
         match self.answer_query(peer, &q, &mut key_hash).await {
-            Ok(response) => response,
-            Err(r) => self.refuse_query(peer, Some(&q), key_hash, r).await,
+            Ok(answered) => answered,
+            Err(r) => self.refusal_answer(peer, Some(&q), key_hash, r),
         }
     }
 
-    async fn refuse_query(
+    /// Provider side: a batch of queries arrived from `peer` on `/yrd/query/2`. Each is
+    /// answered as if it came alone; they are answered together, so their records share group
+    /// commits.
+    pub(crate) async fn on_query_batch(
+        &self,
+        peer: PeerId,
+        requests: Vec<Value>,
+    ) -> QueryBatchResponse {
+        if requests.is_empty() || requests.len() > MAX_QUERY_BATCH {
+            let message = format!(
+                "a batch holds 1 to {MAX_QUERY_BATCH} queries; this one holds {}",
+                requests.len()
+            );
+            let r = refusal(RefusalCode::BadRequest, message.clone());
+            if let Some(p) = self.refusal_answer(peer, None, None, r).record {
+                self.record(p.record, p.counterparty, p.documents).await;
+            }
+            return QueryBatchResponse::Refused {
+                code: RefusalCode::BadRequest,
+                message,
+            };
+        }
+        let answered = futures::future::join_all(requests.into_iter().map(|raw| async move {
+            // Each query keeps the bound it has alone.
+            let size = compact_json_len(&raw);
+            if size > MAX_QUERY_BYTES {
+                let r = refusal(
+                    RefusalCode::BadRequest,
+                    format!(
+                        "the query is {size} bytes; a query is at most {MAX_QUERY_BYTES} bytes"
+                    ),
+                );
+                return self.refusal_answer(peer, None, None, r);
+            }
+            self.answer_raw(peer, raw).await
+        }))
+        .await;
+        // The batch's records in one group commit, durable before any answer leaves.
+        let mut responses = Vec::with_capacity(answered.len());
+        let mut records = Vec::with_capacity(answered.len());
+        for a in answered {
+            responses.push(a.response);
+            records.extend(a.record);
+        }
+        self.record_all(records).await;
+        QueryBatchResponse::Responses { responses }
+    }
+
+    /// A refusal, and its record if `peer`'s budget of refusal records allows one.
+    fn refusal_answer(
         &self,
         peer: PeerId,
         q: Option<&Query>,
         key_hash: Option<String>,
         r: Refusal,
-    ) -> QueryResponse {
+    ) -> Answered {
         tracing::info!(peer = %peer, code = %r.code, message = %r.message, "query refused");
+        let mut record = None;
         if self.inner.peers.refusal_record_due(peer, Instant::now()) {
             let mut rec = self.new_record(RecordKind::QueryRefused);
             if let Some(q) = q {
@@ -514,20 +586,28 @@ impl Node {
                 &format!("{}: {}", r.code, r.message),
                 MAX_PEER_TEXT_CHARS,
             ));
-            self.record(rec, Some(peer), Vec::new()).await;
+            record = Some(PendingRecord {
+                record: rec,
+                counterparty: Some(peer),
+                documents: Vec::new(),
+            });
         }
-        QueryResponse::Refused {
-            code: r.code,
-            message: r.message,
+        Answered {
+            response: QueryResponse::Refused {
+                code: r.code,
+                message: r.message,
+            },
+            record,
         }
     }
 
+    /// The signed answer to `q` and its `query-answered` record, or why it is refused.
     async fn answer_query(
         &self,
         peer: PeerId,
         q: &Query,
         key_hash: &mut Option<String>,
-    ) -> Result<QueryResponse, Refusal> {
+    ) -> Result<Answered, Refusal> {
         q.check_form()
             .map_err(|m| refusal(RefusalCode::BadRequest, m))?;
         let offer = self.deliverable_offer(&q.dataset)?;
@@ -740,11 +820,17 @@ impl Node {
         rec.found = Some(signed.document.found);
         rec.fields = Some(query_fields(q, &signed.document));
         rec.data_digest = Some(m.digest.clone());
-        self.record(rec, Some(peer), doc(&signed).into_iter().collect())
-            .await;
-        Ok(QueryResponse::Answer {
-            answer: Box::new(signed),
-            records,
+        let documents = doc(&signed).into_iter().collect();
+        Ok(Answered {
+            response: QueryResponse::Answer {
+                answer: Box::new(signed),
+                records,
+            },
+            record: Some(PendingRecord {
+                record: rec,
+                counterparty: Some(peer),
+                documents,
+            }),
         })
     }
 
@@ -826,63 +912,22 @@ impl Node {
         rec.key_hash =
             Some(self.query_key_hash(&t.peer.to_string(), &dataset, &by.field, &by.value));
         rec.client = client.map(str::to_string);
-        let response = match self.inner.net.query(t.peer, raw).await {
-            Ok(r) => r,
-            Err(e) => {
-                rec.cause = Some(capped(&format!("not answered: {e}"), MAX_PEER_TEXT_CHARS));
-                self.record(rec, Some(t.peer), Vec::new()).await;
-                return Err(e.into());
-            }
-        };
-        match response {
-            QueryResponse::Answer { answer, records } => {
-                let expected = Expected {
-                    query: &q,
-                    digest: &digest,
-                    provider: t.peer,
-                    offer: &t.offer,
-                    grant: g,
-                };
-                if let Err(reason) = check_answer(&answer, &records, &expected, self) {
-                    rec.cause = Some(capped(
-                        &format!("answer refused: {reason}"),
-                        MAX_PEER_TEXT_CHARS,
-                    ));
-                    self.record(rec, Some(t.peer), Vec::new()).await;
-                    return Err(NodeError::BadPeer {
-                        peer: t.peer,
-                        reason,
-                    });
-                }
-                rec.version = Some(answer.document.version);
-                rec.data_digest = Some(answer.document.data_digest.clone());
-                rec.found = Some(answer.document.found);
-                rec.fields = Some(query_fields(&q, &answer.document));
-                let seq = self
-                    .record(rec, Some(t.peer), doc(&answer).into_iter().collect())
-                    .await;
-                Ok(QueryOutcome {
-                    answer: *answer,
-                    records,
-                    seq,
-                })
-            }
-            QueryResponse::Refused { code, message } => {
-                rec.cause = Some(capped(
-                    &format!("refused ({code}): {message}"),
-                    MAX_PEER_TEXT_CHARS,
-                ));
-                self.record(rec, Some(t.peer), Vec::new()).await;
-                Err(NodeError::Refused {
-                    peer: t.peer,
-                    code,
-                    message,
-                })
-            }
-        }
+        self.make_call(
+            t.peer,
+            calls::Call {
+                query: q,
+                raw,
+                digest,
+                offer: t.offer,
+                grant: grant.map(|g| g.document),
+                record: rec,
+            },
+        )
+        .await
     }
 
-    /// Test hook: sends `raw` as a query to `peer` as it is (malformed or oversized queries).
+    /// Test hook: sends `raw` as a query to `peer` as it is, alone on `/yrd/query/1`
+    /// (malformed or oversized queries; an older caller).
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub async fn send_raw_query_for_test(
@@ -891,6 +936,17 @@ impl Node {
         raw: Value,
     ) -> Result<QueryResponse, NodeError> {
         Ok(self.inner.net.query(peer, raw).await?)
+    }
+
+    /// Test hook: sends `raw` as one batch on `/yrd/query/2`, as it is.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn send_raw_query_batch_for_test(
+        &self,
+        peer: PeerId,
+        raw: Vec<Value>,
+    ) -> Result<QueryBatchResponse, NodeError> {
+        Ok(self.inner.net.query_batch(peer, raw).await?)
     }
 }
 
