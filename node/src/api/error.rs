@@ -51,6 +51,7 @@ impl From<NodeError> for ApiError {
             ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorClass::Peer => (StatusCode::BAD_GATEWAY, "peer"),
             ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ErrorClass::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         };
         // The node's own failures keep their whole source chain, in the log and in the answer.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {

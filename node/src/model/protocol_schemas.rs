@@ -11,7 +11,7 @@ use crate::model::node_info::NodeInfo;
 use crate::model::provenance::{
     Cosignature, DatasetHead, EvidenceBundle, ProvenanceRecord, TreeHead,
 };
-use crate::model::query::{Query, QueryAnswer, QueryBatchResponse, QueryResponse};
+use crate::model::query::{Query, QueryAnswer, QueryBatch, QueryBatchResponse, QueryResponse};
 use crate::model::signed::{Document, Signed};
 use crate::model::transfer::{ChunkWant, FetchOpen, FetchReply};
 
@@ -88,7 +88,7 @@ pub fn all() -> Vec<(String, serde_json::Value)> {
         ("chunk-want", schema::<ChunkWant>()),
         ("query", schema::<Query>()),
         ("query-response", schema::<QueryResponse>()),
-        ("query-batch", schema::<Vec<Query>>()),
+        ("query-batch", schema::<QueryBatch>()),
         ("query-batch-response", schema::<QueryBatchResponse>()),
         ("provenance-record", schema::<ProvenanceRecord>()),
         ("evidence-bundle", schema::<EvidenceBundle>()),
@@ -125,6 +125,22 @@ mod tests {
         }
         let files = std::fs::read_dir(&dir)?.count();
         assert_eq!(files, all.len(), "stale files in {}", dir.display());
+        Ok(())
+    }
+
+    /// The batch's schema holds the bound the provider enforces.
+    #[test]
+    fn a_query_batch_holds_one_to_the_most_queries() -> Result<(), Box<dyn std::error::Error>> {
+        let all = super::all();
+        let (_, batch) = all
+            .iter()
+            .find(|(n, _)| n == "query-batch")
+            .ok_or("no query-batch schema")?;
+        assert_eq!(batch["minItems"], 1);
+        assert_eq!(
+            batch["maxItems"],
+            crate::model::query::MAX_QUERY_BATCH as u64
+        );
         Ok(())
     }
 }

@@ -140,7 +140,8 @@ pub struct FieldValue {
     pub value: String,
 }
 
-/// A caller's question about single records of one dataset, sent on `/yrd/query/1`.
+/// A caller's question about single records of one dataset, sent on `/yrd/query/1` (or in a
+/// batch on `/yrd/query/2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
@@ -318,7 +319,7 @@ pub fn result_digest(records: &[Value]) -> Result<String, canonical::CanonicalEr
         .to_string())
 }
 
-/// The provider's response on `/yrd/query/1`.
+/// The provider's response to one query (on `/yrd/query/1`, or one of a batch's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum QueryResponse {
@@ -338,6 +339,14 @@ pub enum QueryResponse {
         message: String,
     },
 }
+
+/// A batch on `/yrd/query/2` as its JSON Schema describes it: 1 to [`MAX_QUERY_BATCH`]
+/// queries. The provider reads the array as any JSON values and parses each query itself, so a
+/// malformed query is answered `bad-request` in its place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(title = "QueryBatch")]
+pub struct QueryBatch(#[schemars(length(min = 1, max = 16))] pub Vec<Query>);
 
 /// The length of `value` as compact JSON (as the JSON codec sends it), counted without keeping
 /// the text: a query or answer inside a batch keeps the bound it has alone.

@@ -186,7 +186,8 @@ fn make_behaviour(
             )],
             request_response::Config::default()
                 .with_request_timeout(p.request_timeout)
-                .with_max_concurrent_streams(256),
+                // A batch is parsed whole before it is checked: few at once per connection.
+                .with_max_concurrent_streams(32),
         )
     });
     Ok(Behaviour {
@@ -262,7 +263,8 @@ pub struct EventLoop {
     kept_members: usize,
     pending_requests: HashMap<OutboundRequestId, RequestReply>,
     pending_queries: HashMap<OutboundRequestId, QueryReply>,
-    pending_batches: HashMap<OutboundRequestId, BatchReply>,
+    /// Batches in flight, with how many queries each carries.
+    pending_batches: HashMap<OutboundRequestId, (BatchReply, u64)>,
     parked: HashMap<PeerId, Vec<Parked>>,
     pending_dials: Vec<(PeerId, oneshot::Sender<Result<(), NetError>>)>,
     last_kad_bootstrap: Instant,
@@ -528,7 +530,7 @@ impl EventLoop {
         match self.swarm.behaviour_mut().query_batch.as_mut() {
             Some(batches) if !v1_only => {
                 let id = batches.send_request_with_addresses(&peer, requests, addrs);
-                self.pending_batches.insert(id, reply);
+                self.pending_batches.insert(id, (reply, count));
                 self.stats.queries_sent += count;
                 self.stats.query_batches_sent += 1;
             }
@@ -1002,7 +1004,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(reply) = self.pending_batches.remove(&request_id) {
+                    if let Some((reply, _)) = self.pending_batches.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
@@ -1013,14 +1015,17 @@ impl EventLoop {
                 error,
                 ..
             }) => {
-                let Some(reply) = self.pending_batches.remove(&request_id) else {
+                let Some((reply, count)) = self.pending_batches.remove(&request_id) else {
                     return;
                 };
                 let _ = reply.send(Err(if batches_unsupported(&error) {
-                    // An older provider whose identify had not come yet.
+                    // An older provider whose identify had not come yet: the queries go again,
+                    // one by one, and are counted then.
                     if let Some(state) = self.peers.get_mut(&peer) {
                         state.queries_v1_only = true;
                     }
+                    self.stats.queries_sent = self.stats.queries_sent.saturating_sub(count);
+                    self.stats.query_batches_sent = self.stats.query_batches_sent.saturating_sub(1);
                     NetError::BatchesUnsupported { peer }
                 } else {
                     NetError::Request {

@@ -91,6 +91,10 @@ pub enum NodeError {
         /// What was wrong.
         reason: String,
     },
+    /// This node has too much of this work waiting already (its own back-pressure, not a
+    /// peer's refusal): retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A peer refused our request, with its code.
     #[error("peer {peer} refused ({code}): {message}")]
     Refused {
@@ -116,6 +120,8 @@ pub enum ErrorClass {
     Peer,
     /// Something inside the node failed: the disk, the database, a task.
     Internal,
+    /// The node has too much of this work waiting: retry shortly.
+    Busy,
 }
 
 impl NodeError {
@@ -135,6 +141,7 @@ impl NodeError {
             NodeError::Invalid { .. } | NodeError::Signature(_) => ErrorClass::BadInput,
             NodeError::NotFound(_) => ErrorClass::NotFound,
             NodeError::Conflict(_) | NodeError::Stale(_) => ErrorClass::Conflict,
+            NodeError::Busy(_) => ErrorClass::Busy,
             NodeError::Net(_) | NodeError::BadPeer { .. } | NodeError::Refused { .. } => {
                 ErrorClass::Peer
             }

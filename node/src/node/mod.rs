@@ -794,10 +794,11 @@ impl Node {
                     let _ = self.inner.net.respond_query_batch(channel, refused).await;
                     return;
                 }
-                // A permit per query (an oversized batch takes one, to be refused).
-                let n = requests
-                    .len()
-                    .clamp(1, crate::model::query::MAX_QUERY_BATCH) as u32;
+                // A permit per query; a batch of no query or too many takes one, to be refused.
+                let n = match requests.len() {
+                    n @ 1..=crate::model::query::MAX_QUERY_BATCH => n as u32,
+                    _ => 1,
+                };
                 let Ok(permit) = self.inner.queries.inbound.clone().try_acquire_many_owned(n)
                 else {
                     let busy = QueryBatchResponse::Refused {

@@ -6,11 +6,15 @@
 //! fewer are leaves at once, alone (a batch of one: no wait is added to a lone call); calls made
 //! while that many are in flight wait, and the batch that ends first takes up to
 //! [`MAX_QUERY_BATCH`] of them with it on its next trip, the way records share a group commit.
-//! At most [`MAX_WAITING_CALLS`] calls wait in all; beyond that a call fails at once. A
+//! At most [`MAX_WAITING_PER_PROVIDER`] calls wait for one provider and [`MAX_WAITING_CALLS`]
+//! in all (so a provider that stops answering cannot take every place); beyond that a call
+//! fails at once, `busy`. A call whose caller went away before it left is dropped (nothing was
+//! sent, nothing is recorded); one that waited longer than a request may take fails `busy`. A
 //! provider that does not take batches (`/yrd/query/1` only) gets the batch's queries one by
 //! one, concurrently.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use serde_json::Value;
@@ -33,6 +37,8 @@ use crate::node::{Node, NodeError};
 pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Calls waiting for a batch, over all providers.
 pub const MAX_WAITING_CALLS: usize = 1024;
+/// Calls waiting for a batch to one provider.
+pub const MAX_WAITING_PER_PROVIDER: usize = 128;
 
 /// One call on its way: the query (and as sent), what its answer is checked against, and its
 /// `query-sent` record (filled in with the outcome).
@@ -51,8 +57,33 @@ pub(crate) type Waiting = (Call, oneshot::Sender<Result<QueryOutcome, NodeError>
 /// The calls of this node waiting for, and in batches to, each provider.
 pub(crate) type Calls = Dispatch<Waiting>;
 
+/// What may wait in a [`Dispatch`].
+pub(crate) trait Pending {
+    /// Nobody waits for it any more: drop it rather than send it.
+    fn abandoned(&self) -> bool;
+}
+
+impl Pending for Waiting {
+    fn abandoned(&self) -> bool {
+        self.1.is_closed()
+    }
+}
+
+/// Why a call could not wait.
+#[derive(Debug, PartialEq, Eq)]
+enum Full {
+    Provider,
+    All,
+}
+
+/// The next batch to send, and the calls that waited too long (to fail).
+struct Next<T> {
+    batch: Option<Vec<T>>,
+    expired: Vec<T>,
+}
+
 struct ProviderCalls<T> {
-    waiting: VecDeque<T>,
+    waiting: VecDeque<(T, Instant)>,
     in_flight: usize,
 }
 
@@ -79,10 +110,10 @@ impl<T> Default for Dispatch<T> {
     }
 }
 
-impl<T> Dispatch<T> {
-    /// Queues `call` for `peer`; returns the batch to send now if a slot is free, or the call
-    /// back if [`MAX_WAITING_CALLS`] already wait.
-    fn submit(&self, peer: PeerId, call: T) -> Result<Option<Vec<T>>, T> {
+impl<T: Pending> Dispatch<T> {
+    /// Queues `call` for `peer` (at `now`); returns the batch to send now if a slot is free,
+    /// or the call back if too many already wait.
+    fn submit(&self, peer: PeerId, call: T, now: Instant) -> Result<Option<Vec<T>>, (T, Full)> {
         let mut guard = self.providers.lock();
         let (providers, waiting) = &mut *guard;
         let calls = providers.entry(peer).or_default();
@@ -90,48 +121,88 @@ impl<T> Dispatch<T> {
             calls.in_flight += 1;
             return Ok(Some(vec![call]));
         }
-        if *waiting >= MAX_WAITING_CALLS {
-            return Err(call);
+        if calls.waiting.len() >= MAX_WAITING_PER_PROVIDER {
+            return Err((call, Full::Provider));
         }
-        calls.waiting.push_back(call);
+        if *waiting >= MAX_WAITING_CALLS {
+            return Err((call, Full::All));
+        }
+        calls.waiting.push_back((call, now));
         *waiting += 1;
         Ok(None)
     }
 
-    /// After a batch to `peer`: the next one (up to [`MAX_QUERY_BATCH`] waiting calls), or
-    /// none, the slot given back.
-    fn next(&self, peer: PeerId) -> Option<Vec<T>> {
+    /// After a batch to `peer`: the next one (up to [`MAX_QUERY_BATCH`] waiting calls, those
+    /// abandoned dropped and those waiting since before `now - max_wait` handed back to fail),
+    /// or none, the slot given back.
+    fn next(&self, peer: PeerId, now: Instant, max_wait: Duration) -> Next<T> {
         let mut guard = self.providers.lock();
         let (providers, waiting) = &mut *guard;
-        let calls = providers.get_mut(&peer)?;
-        let n = calls.waiting.len().min(MAX_QUERY_BATCH);
-        if n > 0 {
-            *waiting -= n;
-            return Some(calls.waiting.drain(..n).collect());
+        let mut next = Next {
+            batch: None,
+            expired: Vec::new(),
+        };
+        let Some(calls) = providers.get_mut(&peer) else {
+            return next;
+        };
+        let mut batch = Vec::new();
+        while batch.len() < MAX_QUERY_BATCH {
+            let Some((call, since)) = calls.waiting.pop_front() else {
+                break;
+            };
+            *waiting -= 1;
+            if call.abandoned() {
+                continue;
+            }
+            if now.saturating_duration_since(since) > max_wait {
+                next.expired.push(call);
+                continue;
+            }
+            batch.push(call);
         }
-        calls.in_flight = calls.in_flight.saturating_sub(1);
-        if calls.in_flight == 0 {
-            providers.remove(&peer);
+        if batch.is_empty() {
+            calls.in_flight = calls.in_flight.saturating_sub(1);
+            if calls.in_flight == 0 && calls.waiting.is_empty() {
+                providers.remove(&peer);
+            }
+        } else {
+            next.batch = Some(batch);
         }
-        None
+        next
     }
 }
 
-/// Gives a provider's slot back if its batch task ends early (cancelled at shutdown), so the
-/// calls waiting for that provider are not stranded.
-struct Slot<'a, T> {
-    dispatch: &'a Dispatch<T>,
+impl<T> Dispatch<T> {
+    /// A batch task ended early (cancelled at shutdown): its slot is given back, and when it
+    /// was the provider's last, the calls waiting for it are dropped (their callers learn the
+    /// node stopped) rather than stranded.
+    fn release(&self, peer: PeerId) {
+        let mut guard = self.providers.lock();
+        let (providers, waiting) = &mut *guard;
+        let Some(calls) = providers.get_mut(&peer) else {
+            return;
+        };
+        calls.in_flight = calls.in_flight.saturating_sub(1);
+        if calls.in_flight == 0 {
+            if let Some(gone) = providers.remove(&peer) {
+                *waiting -= gone.waiting.len();
+            }
+        }
+    }
+}
+
+/// A provider's batch slot, given back if the task holding it ends without giving it back
+/// itself (cancelled, even before it first ran).
+struct Slot {
+    node: Node,
     peer: PeerId,
     held: bool,
 }
 
-impl<T> Drop for Slot<'_, T> {
+impl Drop for Slot {
     fn drop(&mut self) {
         if self.held {
-            let mut guard = self.dispatch.providers.lock();
-            if let Some(calls) = guard.0.get_mut(&self.peer) {
-                calls.in_flight = calls.in_flight.saturating_sub(1);
-            }
+            self.node.queries().calls.release(self.peer);
         }
     }
 }
@@ -144,16 +215,28 @@ impl Node {
         call: Call,
     ) -> Result<QueryOutcome, NodeError> {
         let (tx, rx) = oneshot::channel();
-        match self.queries().calls.submit(peer, (call, tx)) {
+        match self
+            .queries()
+            .calls
+            .submit(peer, (call, tx), Instant::now())
+        {
             Ok(Some(batch)) => {
+                let slot = Slot {
+                    node: self.clone(),
+                    peer,
+                    held: true,
+                };
                 let node = self.clone();
-                self.spawn_long(async move { node.run_batches(peer, batch).await });
+                self.spawn_long(async move { node.run_batches(peer, batch, slot).await });
             }
             Ok(None) => {}
-            Err(_) => {
-                return Err(NodeError::Net(NetError::Request {
-                    peer,
-                    cause: format!(
+            Err((_, full)) => {
+                return Err(NodeError::Busy(match full {
+                    Full::Provider => format!(
+                        "{MAX_WAITING_PER_PROVIDER} queries to {peer} are already waiting to \
+                         be sent; retry shortly"
+                    ),
+                    Full::All => format!(
                         "{MAX_WAITING_CALLS} queries are already waiting to be sent; retry \
                          shortly"
                     ),
@@ -163,18 +246,22 @@ impl Node {
         rx.await.map_err(|_| NodeError::Net(NetError::Stopped))?
     }
 
-    /// Sends `batch`, then the batches that queued behind it, until none waits.
-    async fn run_batches(&self, peer: PeerId, mut batch: Vec<Waiting>) {
-        let dispatch = &self.queries().calls;
-        let mut slot = Slot {
-            dispatch,
-            peer,
-            held: true,
-        };
+    /// Sends `batch`, then the batches that queued behind it, until none waits; then gives
+    /// the provider's slot back.
+    async fn run_batches(&self, peer: PeerId, mut batch: Vec<Waiting>, mut slot: Slot) {
+        let max_wait = Duration::from_secs(self.inner.config.network.request_timeout_secs);
         loop {
             self.send_batch(peer, batch).await;
-            match dispatch.next(peer) {
-                Some(next) => batch = next,
+            let next = self.queries().calls.next(peer, Instant::now(), max_wait);
+            for (_, reply) in next.expired {
+                let _ = reply.send(Err(NodeError::Busy(format!(
+                    "not sent within {} s: the earlier queries to {peer} took that long; retry \
+                     later",
+                    max_wait.as_secs()
+                ))));
+            }
+            match next.batch {
+                Some(b) => batch = b,
                 None => {
                     slot.held = false;
                     return;
@@ -316,64 +403,123 @@ mod tests {
 
     use super::*;
 
+    /// A test call: its number, and whether its caller went away.
+    #[derive(Debug, PartialEq)]
+    struct T(u32, bool);
+
+    impl Pending for T {
+        fn abandoned(&self) -> bool {
+            self.1
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn numbers(batch: Option<Vec<T>>) -> Vec<u32> {
+        batch.unwrap_or_default().into_iter().map(|t| t.0).collect()
+    }
+
     #[test]
     fn calls_leave_alone_while_slots_are_free_then_wait_and_leave_together() {
-        let d: Dispatch<u32> = Dispatch::default();
+        let d: Dispatch<T> = Dispatch::default();
         let (a, b) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
         // The first calls to a provider each take a slot and leave at once, alone.
         for i in 0..MAX_BATCHES_IN_FLIGHT as u32 {
-            assert_eq!(d.submit(a, i).ok(), Some(Some(vec![i])));
+            assert_eq!(
+                d.submit(a, T(i, false), now).ok(),
+                Some(Some(vec![T(i, false)]))
+            );
         }
         // With every slot busy, the next wait; another provider has slots of its own.
         for i in 100..140 {
-            assert_eq!(d.submit(a, i).ok(), Some(None));
+            assert_eq!(d.submit(a, T(i, false), now).ok(), Some(None));
         }
-        assert_eq!(d.submit(b, 7).ok(), Some(Some(vec![7])));
+        assert!(matches!(d.submit(b, T(7, false), now), Ok(Some(_))));
         // A slot freed takes the waiting calls with it, in order, at most a batch at a time.
-        let first = d.next(a).unwrap();
+        let first = numbers(d.next(a, now, WAIT).batch);
         assert_eq!(
             first,
             (100..100 + MAX_QUERY_BATCH as u32).collect::<Vec<_>>()
         );
-        let second = d.next(a).unwrap();
-        assert_eq!(second.len(), MAX_QUERY_BATCH);
-        assert_eq!(d.next(a).unwrap().len(), 40 - 2 * MAX_QUERY_BATCH);
+        assert_eq!(numbers(d.next(a, now, WAIT).batch).len(), MAX_QUERY_BATCH);
+        assert_eq!(
+            numbers(d.next(a, now, WAIT).batch).len(),
+            40 - 2 * MAX_QUERY_BATCH
+        );
         // Nothing waits: each slot is given back, then the provider is forgotten.
         for _ in 0..MAX_BATCHES_IN_FLIGHT {
-            assert!(d.next(a).is_none());
+            assert!(d.next(a, now, WAIT).batch.is_none());
         }
         assert!(!d.providers.lock().0.contains_key(&a));
-        assert_eq!(d.submit(a, 1).ok(), Some(Some(vec![1])));
+        assert!(matches!(d.submit(a, T(1, false), now), Ok(Some(_))));
     }
 
     #[test]
-    fn no_more_than_the_bound_of_calls_wait_and_a_cancelled_batch_gives_its_slot_back() {
-        let d: Dispatch<usize> = Dispatch::default();
-        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+    fn abandoned_calls_are_dropped_and_late_ones_handed_back_to_fail() {
+        let d: Dispatch<T> = Dispatch::default();
+        let a = PeerId::random();
+        let then = Instant::now();
+        for i in 0..MAX_BATCHES_IN_FLIGHT as u32 {
+            assert!(matches!(d.submit(a, T(i, false), then), Ok(Some(_))));
+        }
+        d.submit(a, T(10, true), then).unwrap();
+        d.submit(a, T(11, false), then).unwrap();
+        let later = then + Duration::from_secs(5);
+        d.submit(a, T(12, false), later).unwrap();
+        // 30 s after the first two were queued: 10 dropped, 11 late, 12 leaves.
+        let next = d.next(a, then + WAIT + Duration::from_secs(1), WAIT);
+        assert_eq!(numbers(next.batch), vec![12]);
+        assert_eq!(next.expired, vec![T(11, false)]);
+        assert_eq!(d.providers.lock().1, 0);
+    }
+
+    #[test]
+    fn no_provider_takes_every_place_the_total_holds_and_a_cancelled_batch_gives_back() {
+        let d: Dispatch<T> = Dispatch::default();
+        let now = Instant::now();
+        let peers: Vec<PeerId> = (0..9).map(|_| PeerId::random()).collect();
         for p in &peers {
-            for i in 0..MAX_BATCHES_IN_FLIGHT {
-                assert!(matches!(d.submit(*p, i), Ok(Some(_))));
+            for i in 0..MAX_BATCHES_IN_FLIGHT as u32 {
+                assert!(matches!(d.submit(*p, T(i, false), now), Ok(Some(_))));
             }
         }
-        // The bound holds over all providers together.
-        for i in 0..MAX_WAITING_CALLS {
-            assert!(matches!(d.submit(peers[i % 4], i), Ok(None)));
+        // One provider: at most its share waits.
+        for i in 0..MAX_WAITING_PER_PROVIDER as u32 {
+            assert!(matches!(d.submit(peers[0], T(i, false), now), Ok(None)));
         }
-        assert_eq!(d.submit(peers[0], 9).err(), Some(9));
-        // A batch taken makes room again.
-        assert_eq!(d.next(peers[1]).unwrap().len(), MAX_QUERY_BATCH);
-        assert!(matches!(d.submit(peers[0], 9), Ok(None)));
-        // A batch task that ends early (cancelled) gives its slot back.
-        let lone = PeerId::random();
-        assert!(matches!(d.submit(lone, 1), Ok(Some(_))));
-        drop(Slot {
-            dispatch: &d,
-            peer: lone,
-            held: true,
-        });
         assert_eq!(
-            d.providers.lock().0.get(&lone).map(|c| c.in_flight),
-            Some(0)
+            d.submit(peers[0], T(9, false), now).err(),
+            Some((T(9, false), Full::Provider))
         );
+        // All providers together: at most the total.
+        let mut n = MAX_WAITING_PER_PROVIDER;
+        'fill: for p in &peers[1..] {
+            for i in 0..MAX_WAITING_PER_PROVIDER as u32 {
+                if n == MAX_WAITING_CALLS {
+                    break 'fill;
+                }
+                assert!(matches!(d.submit(*p, T(i, false), now), Ok(None)));
+                n += 1;
+            }
+        }
+        assert_eq!(
+            d.submit(peers[8], T(9, false), now).err(),
+            Some((T(9, false), Full::All))
+        );
+        // A batch taken makes room again.
+        assert_eq!(
+            numbers(d.next(peers[1], now, WAIT).batch).len(),
+            MAX_QUERY_BATCH
+        );
+        assert!(matches!(d.submit(peers[8], T(9, false), now), Ok(None)));
+        // Batch tasks cancelled: each gives its slot back; with the last, the provider's
+        // waiting calls are dropped and no longer counted.
+        let waiting = d.providers.lock().1;
+        for _ in 0..MAX_BATCHES_IN_FLIGHT {
+            d.release(peers[0]);
+        }
+        assert!(!d.providers.lock().0.contains_key(&peers[0]));
+        assert_eq!(d.providers.lock().1, waiting - MAX_WAITING_PER_PROVIDER);
     }
 }
