@@ -145,6 +145,23 @@ impl HeldCatalogues {
         self.held.read().get(peer).map(|(c, _)| c.document.sequence)
     }
 
+    /// The offers named `dataset` in the snapshots held, with their publisher (as the snapshot
+    /// names it) and its region: only those are copied, not every snapshot (a target is
+    /// resolved on every query call, and a federation's catalogues together are large).
+    pub(crate) fn offers_named(&self, dataset: &str) -> Vec<(String, Region, CatalogueEntry)> {
+        self.held
+            .read()
+            .values()
+            .filter_map(|(c, _)| {
+                c.document
+                    .offers
+                    .iter()
+                    .find(|o| o.offer.identifier == dataset)
+                    .map(|o| (c.document.publisher.clone(), c.document.region, o.clone()))
+            })
+            .collect()
+    }
+
     /// Every snapshot held.
     pub(crate) fn all(&self) -> Vec<Signed<Catalogue>> {
         self.held.read().values().map(|(c, _)| c.clone()).collect()

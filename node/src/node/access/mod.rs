@@ -217,8 +217,8 @@ impl Node {
             None
         };
         let mut found = Vec::new();
-        for c in self.network_catalogues() {
-            let Ok(publisher) = c.document.publisher.parse::<PeerId>() else {
+        for (publisher, held_region, offer) in self.inner.catalogues.offers_named(dataset) {
+            let Ok(publisher) = publisher.parse::<PeerId>() else {
                 continue;
             };
             if self.is_own_key(&publisher) {
@@ -228,25 +228,24 @@ impl Node {
                 (Some(p), _) => p == publisher,
                 // The charter's region of the publisher when there is one (a catalogue that
                 // contradicts it is refused on arrival, so the two agree).
-                (None, Some(r)) => self.peer_region(&publisher).unwrap_or(c.document.region) == r,
+                (None, Some(r)) => self.peer_region(&publisher).unwrap_or(held_region) == r,
                 _ => false,
             };
-            if !matches {
-                continue;
-            }
-            if let Some(offer) = c
-                .document
-                .offers
-                .iter()
-                .find(|o| o.offer.identifier == dataset)
-            {
+            if matches {
                 found.push(Target {
                     peer: publisher,
-                    region: c.document.region,
-                    offer: offer.clone(),
+                    region: held_region,
+                    offer,
                 });
             }
         }
+        // The same order as the catalogues are listed in (by region, then publisher), so that
+        // an ambiguous target names its candidates alike every time.
+        found.sort_by(|a, b| {
+            a.region
+                .cmp(&b.region)
+                .then(a.peer.to_string().cmp(&b.peer.to_string()))
+        });
         // A member rotating its key offers under both while both are in force: its newer key's
         // catalogue is the one it publishes from (docs/federation.md, "Rotating a node's key").
         if let Some(charter) = &self.inner.charter {
