@@ -140,3 +140,19 @@ pub(super) async fn method_not_allowed() -> ApiError {
         "this endpoint does not take that method (see /api/v1/openapi.json)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_is_503_and_a_peer_failure_502() {
+        let busy = ApiError::from(NodeError::Busy("retry shortly".into()));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.body.error, "busy");
+        assert_eq!(busy.body.message, "retry shortly");
+        let peer = ApiError::from(NodeError::Net(crate::net::NetError::Stopped));
+        assert_eq!(peer.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(peer.body.error, "peer");
+    }
+}

@@ -211,6 +211,14 @@ mod tests {
     }
 
     #[test]
+    fn our_own_back_pressure_is_busy_not_a_peer_failure() {
+        let e =
+            NodeError::Busy("1024 queries are already waiting to be sent; retry shortly".into());
+        assert_eq!(e.class(), ErrorClass::Busy);
+        assert_eq!(e.field(), None);
+    }
+
+    #[test]
     fn bad_input_names_its_field() {
         let e = NodeError::invalid("purpose", "the purpose must be 1 to 500 characters".into());
         assert_eq!(e.class(), ErrorClass::BadInput);

@@ -99,6 +99,21 @@ pub(crate) fn capped(s: &str, max: usize) -> String {
     }
 }
 
+/// The seq of an appended record; a failure is logged loudly (the step happened, its record
+/// could not be kept).
+fn kept(
+    kind: RecordKind,
+    result: Result<u64, crate::store::provenance::ProvenanceError>,
+) -> Option<u64> {
+    match result {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
+            None
+        }
+    }
+}
+
 /// A record not yet appended: what [`Node::record_all`] appends with others.
 #[derive(Debug)]
 pub(crate) struct PendingRecord {
@@ -128,13 +143,7 @@ impl Node {
     ) -> Option<u64> {
         let entry = self.new_entry(record, counterparty, documents);
         let kind = entry.record.kind;
-        match self.inner.provenance.append(entry).await {
-            Ok(seq) => Some(seq),
-            Err(e) => {
-                tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
-                None
-            }
-        }
+        kept(kind, self.inner.provenance.append(entry).await)
     }
 
     /// [`Node::record`] of several records at once, in one group commit (the records of steps
@@ -149,13 +158,7 @@ impl Node {
         results
             .into_iter()
             .zip(kinds)
-            .map(|(result, kind)| match result {
-                Ok(seq) => Some(seq),
-                Err(e) => {
-                    tracing::error!(kind = %kind.name(), error = %e, "PROVENANCE RECORD NOT KEPT");
-                    None
-                }
-            })
+            .map(|(result, kind)| kept(kind, result))
             .collect()
     }
 

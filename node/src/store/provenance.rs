@@ -142,6 +142,17 @@ enum Job {
     Close(std::sync::mpsc::SyncSender<()>),
 }
 
+/// What the writer's acknowledgement of one append says: its seq, or why it was not kept.
+fn acked(
+    ack: Result<Result<u64, String>, oneshot::error::RecvError>,
+) -> Result<u64, ProvenanceError> {
+    match ack {
+        Ok(Ok(seq)) => Ok(seq),
+        Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
+        Err(_) => Err(ProvenanceError::Closed),
+    }
+}
+
 /// The most records one query of the admin API returns.
 pub const MAX_QUERY_RECORDS: usize = 100_000;
 
@@ -336,11 +347,7 @@ impl ProvenanceLog {
             .send(Job::Append(Box::new(Append { entry, ack })))
             .await
             .map_err(|_| ProvenanceError::Closed)?;
-        match rx.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
-            Err(_) => Err(ProvenanceError::Closed),
-        }
+        acked(rx.await)
     }
 
     /// Appends `entries` in one group commit (waiting until they are durable), in order: the
@@ -362,11 +369,7 @@ impl ProvenanceLog {
         }
         let mut results = Vec::with_capacity(acks.len());
         for rx in acks {
-            results.push(match rx.await {
-                Ok(Ok(seq)) => Ok(seq),
-                Ok(Err(e)) => Err(ProvenanceError::Tree(e)),
-                Err(_) => Err(ProvenanceError::Closed),
-            });
+            results.push(acked(rx.await));
         }
         results
     }

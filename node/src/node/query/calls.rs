@@ -279,7 +279,7 @@ impl Node {
             .collect();
         let n = raws.len();
         let responses: Vec<Result<QueryResponse, String>> =
-            match self.inner.net.query_batch(peer, raws.clone()).await {
+            match self.inner.net.query_batch(peer, raws).await {
                 Ok(QueryBatchResponse::Responses { responses }) if responses.len() == n => {
                     responses.into_iter().map(bounded).collect()
                 }
@@ -294,12 +294,13 @@ impl Node {
                     vec![Ok(QueryResponse::Refused { code, message }); n]
                 }
                 Err(NetError::BatchesUnsupported { .. }) => {
-                    let alone = raws.into_iter().map(|raw| self.inner.net.query(peer, raw));
-                    futures::future::join_all(alone)
-                        .await
-                        .into_iter()
-                        .map(|r| r.map_err(net_cause))
-                        .collect()
+                    // Rare (an older provider): each query written again from its typed form
+                    // rather than every batch keeping a copy of what it sent.
+                    let alone = calls.iter().map(|(c, _)| async move {
+                        let raw = serde_json::to_value(&c.query).map_err(|e| e.to_string())?;
+                        self.inner.net.query(peer, raw).await.map_err(net_cause)
+                    });
+                    futures::future::join_all(alone).await
                 }
                 Err(e) => vec![Err(net_cause(e)); n],
             };
