@@ -104,6 +104,54 @@ for m in messages:
 put("frames", b"\x04\x01" + frame(b"") + frame(b"ab") + b"\x00\x00")
 put("frames", b"\x02\xff" + struct.pack(">I", 1 << 30))
 
+# --- query messages -------------------------------------------------------------------------------
+query = {
+    "nonce": "0123456789abcdef0123456789abcdef",
+    "dataset": "sh-enterprise-licence",
+    "mode": "lookup",
+    "key": [{"field": "uscc", "value": "91310000MA1FL8TQ3Y"}],
+    "fields": ["uscc", "name"],
+    "purpose": "跨省通办: 核验营业执照",
+    "legal_basis": "优化营商环境条例",
+    "grant": "e5b02630e1815ef797a1f20f70a064c1",
+}
+verify = dict(query, mode="verify", fields=[])
+del verify["grant"]
+answer = {
+    "type": "query-answer",
+    "version": 1,
+    "document": {
+        "provider": "12D3KooWA",
+        "caller": "12D3KooWB",
+        "dataset": "sh-enterprise-licence",
+        "version": 3,
+        "data_digest": "ab" * 32,
+        "mode": "lookup",
+        "query_digest": "cd" * 32,
+        "found": True,
+        "record_count": 1,
+        "fields": ["uscc", "name"],
+        "result_digest": "ef" * 32,
+        "answered_at": "2026-12-07T14:00:00Z",
+    },
+    "signer": envelopes[0]["signer"],
+    "signature": envelopes[0]["signature"],
+}
+response = {"kind": "answer", "answer": answer, "records": [{"uscc": "91310000MA1FL8TQ3Y", "name": "某*"}]}
+refused = {"kind": "refused", "code": "quota-exceeded", "message": "100 calls today"}
+for m in [
+    query,
+    verify,
+    [query, verify],
+    [query] * 17,
+    [],
+    response,
+    refused,
+    {"kind": "responses", "responses": [response, refused]},
+    {"kind": "refused", "code": "busy", "message": "256 queries being answered"},
+]:
+    put("query_messages", json.dumps(m, ensure_ascii=False))
+
 # --- records ---------------------------------------------------------------------------------------
 EXAMPLES = {
     "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$": "91310000MA1FL8TQ3Y",

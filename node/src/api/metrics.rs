@@ -52,7 +52,7 @@ impl Exposition {
 
 pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let node = &s.node;
-    let health = node.health().await?;
+    let (health, net) = node.health_and_net_stats().await?;
     let mut m = Exposition::default();
 
     m.one(
@@ -87,11 +87,6 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         health.refusal_records_dropped,
     );
 
-    let net = node
-        .net()
-        .stats()
-        .await
-        .map_err(crate::node::NodeError::from)?;
     m.one(
         "yrd_queries_sent_total",
         "counter",

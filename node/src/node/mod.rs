@@ -1167,10 +1167,16 @@ impl Node {
 
     /// Health summary.
     pub async fn health(&self) -> Result<Health, NodeError> {
+        Ok(self.health_and_net_stats().await?.0)
+    }
+
+    /// Health summary, and the network counters it was made from (one ask of the swarm task
+    /// for both, as `/metrics` needs).
+    pub async fn health_and_net_stats(&self) -> Result<(Health, crate::net::NetStats), NodeError> {
         let connected = self.inner.net.connected_peers().await?.len();
         let stats = self.inner.net.stats().await?;
         let store_ok = self.inner.store.format_version().is_ok();
-        Ok(Health {
+        let health = Health {
             status: if store_ok { "ok" } else { "degraded" }.to_string(),
             uptime_secs: self
                 .inner
@@ -1183,7 +1189,8 @@ impl Node {
             refused_connections: stats.refused_connections,
             refusal_records_dropped: self.inner.peers.refusal_records_dropped(),
             store_ok,
-        })
+        };
+        Ok((health, stats))
     }
 }
 

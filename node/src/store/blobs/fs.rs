@@ -83,8 +83,9 @@ pub(super) fn write_atomic(
     }
 }
 
-/// Creates (or truncates) `path` as a sparse file of `size` bytes, synced, open read-write.
-pub(super) fn create_data_file(path: &Path, size: u64) -> Result<File, BlobError> {
+/// Creates (or truncates) `path` as a sparse file of `size` bytes, open read-write; synced when
+/// `sync` (a caller that syncs the directory afterwards and can recover a lost length need not).
+pub(super) fn create_data_file(path: &Path, size: u64, sync: bool) -> Result<File, BlobError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -93,6 +94,8 @@ pub(super) fn create_data_file(path: &Path, size: u64) -> Result<File, BlobError
         .open(path)
         .map_err(io_err("create", path))?;
     file.set_len(size).map_err(io_err("resize", path))?;
-    file.sync_all().map_err(io_err("sync", path))?;
+    if sync {
+        file.sync_all().map_err(io_err("sync", path))?;
+    }
     Ok(file)
 }

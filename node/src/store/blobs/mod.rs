@@ -17,7 +17,10 @@
 //! partial/<id>/data        a download in progress: a sparse file of the final size, each chunk
 //!                          at offset `index * chunk_size`
 //! partial/<id>/meta.json   {"format":1,"expected_digest":..,"table":ChunkTable}; written once,
-//!                          atomically, as the last step of creating the partial
+//!                          atomically, as the last step of creating the partial: only it and
+//!                          the directories are synced then (the data file's length and the
+//!                          empty journal need not be: resuming recovers either's loss as a
+//!                          partial with no chunk present)
 //! partial/<id>/present.log the journal of chunks written, see below
 //! ```
 //! Blobs and state files are written under a temporary name (or, for a download, inside

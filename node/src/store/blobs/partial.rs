@@ -232,10 +232,14 @@ impl Partial {
         // A directory without meta.json is a creation interrupted by a crash: start afresh.
         remove_partial_dir(&dir)?;
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        // The data file and the empty journal are not synced one by one: `meta.json` is made
+        // durable last, and the directory sync after it makes their entries durable too. A
+        // data file that lost its length in a crash is resized on resume, and a missing
+        // journal is a partial with no chunk present (see `resume`). Three syncs, not six.
         let data_path = dir.join(DATA_FILE);
-        let data = create_data_file(&data_path, table.size)?;
+        let data = create_data_file(&data_path, table.size, false)?;
         let journal_path = dir.join(JOURNAL_FILE);
-        write_atomic(&journal_path, |_| Ok(()))?;
+        File::create(&journal_path).map_err(io_err("create", &journal_path))?;
         let meta = PartialMeta {
             format: PARTIAL_FORMAT,
             expected_digest: expected_digest.to_owned(),
@@ -277,7 +281,7 @@ impl Partial {
         let (data, mut fresh) = match OpenOptions::new().read(true).write(true).open(&data_path) {
             Ok(f) => (f, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                (create_data_file(&data_path, meta.table.size)?, true)
+                (create_data_file(&data_path, meta.table.size, true)?, true)
             }
             Err(e) => return Err(io_err("open", &data_path)(e)),
         };
@@ -782,6 +786,44 @@ mod tests {
         assert_eq!(writes, 4);
         assert_eq!(p.finish()?, info);
         assert_eq!(fs::read(dst.path(&info.digest).ok_or("not stored")?)?, data);
+        Ok(())
+    }
+
+    /// Creating a partial syncs only `meta.json` and the directories: a crash may lose the data
+    /// file's length, the data file itself or the empty journal. Each loss resumes as a partial
+    /// with no chunk present, and the download completes.
+    #[test]
+    fn a_partial_whose_unsynced_files_were_lost_resumes_from_nothing() -> TestResult {
+        let data = random_bytes(CS as usize * 3 + 5, 11);
+        let (_s, src, info) = source(&data)?;
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("blobs");
+        let part = root.join(PARTIAL_DIR).join("lost");
+        type Loss = fn(&Path) -> io::Result<()>;
+        let losses: [(&str, Loss); 3] = [
+            ("length", |d| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(d.join(DATA_FILE))?
+                    .set_len(0)
+            }),
+            ("data file", |d| fs::remove_file(d.join(DATA_FILE))),
+            ("journal", |d| fs::remove_file(d.join(JOURNAL_FILE))),
+        ];
+        for (what, lose) in losses {
+            let dst = BlobStore::open(&root)?;
+            drop(dst.begin_partial("lost", &info.digest, &info.chunk_table)?);
+            lose(&part)?;
+            let mut p = dst.begin_partial("lost", &info.digest, &info.chunk_table)?;
+            assert_eq!(p.progress().0, 0, "{what}");
+            assert_eq!(p.missing(), vec![0, 1, 2, 3], "{what}");
+            for i in p.missing() {
+                p.write_chunk(i, &src.read_chunk(&info.digest, &info.chunk_table, i)?)?;
+            }
+            assert_eq!(p.finish()?, info, "{what}");
+            assert_eq!(fs::read(dst.path(&info.digest).ok_or("not stored")?)?, data);
+            fs::remove_file(dst.path(&info.digest).ok_or("not stored")?)?;
+        }
         Ok(())
     }
 
