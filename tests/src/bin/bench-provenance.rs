@@ -1,7 +1,7 @@
 //! Provenance log benchmarks (run by `scripts/bench.sh`, in release), and the appender the
 //! crash test kills:
 //! - `bench-provenance all [--records 1000000] [--appends 200000] [--append-runs 3]
-//!   [--concurrency 1024] [--json-out FILE]`:
+//!   [--concurrency 1024] [--cache-mib 64] [--json-out FILE]`:
 //!   durable appends per second (group commit, every append acknowledged after its flush),
 //!   inclusion proof generation and verification, consistency proofs, query by dataset, and
 //!   full-log verification rate, on a real sled log in a temp dir;
@@ -66,10 +66,14 @@ pub fn sample(i: u64, region: Region) -> NewRecord {
     }
 }
 
+/// Opens the log as a node does: sled in high-throughput mode, its page cache bounded to
+/// `--cache-mib` (default the node's `[store] cache_mib` default; sled's own would be 1 GiB).
 fn open(dir: &std::path::Path) -> Result<(sled::Db, ProvenanceLog)> {
+    let cache_mib = num("--cache-mib", yrd_node::store::DEFAULT_CACHE_MIB as usize) as u64;
     let db = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(cache_mib.saturating_mul(1 << 20))
         .open()?;
     let key = NodeKey::from_seed([7; 32]);
     let log = ProvenanceLog::open(
