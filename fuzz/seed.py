@@ -152,6 +152,17 @@ for m in [
 ]:
     put("query_messages", json.dumps(m, ensure_ascii=False))
 
+# --- charters -------------------------------------------------------------------------------------
+charter_vectors = json.loads(read("schemas/vectors/charter.json"))
+charters = []
+for case in charter_vectors["cases"]:
+    charters.extend(case["held"])
+    charters.append(case["offered"])
+charters.extend(json.loads(read("schemas/vectors/evidence-bundle-charter.json"))["charters"])
+for c in charters:
+    put("charter", json.dumps(c, ensure_ascii=False))
+    put("charter", json.dumps(c, ensure_ascii=False, indent=2) + "\n")
+
 # --- records ---------------------------------------------------------------------------------------
 EXAMPLES = {
     "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$": "91310000MA1FL8TQ3Y",
