@@ -9,6 +9,8 @@
 //! current document is it; an offer that applies moves the chain forward, and none moves it back.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use yrd_node::model::canonical;
 use yrd_node::model::charter::{
@@ -19,13 +21,19 @@ use yrd_node::model::charter::{
 /// the chain each input is offered to.
 const VECTORS: &str = include_str!("../../schemas/vectors/charter.json");
 
-fn vector_genesis() -> Option<SignedCharter> {
-    let file: serde_json::Value = serde_json::from_str(VECTORS).ok()?;
-    let cases = file["cases"].as_array()?;
-    cases.iter().find_map(|c| {
-        let held = c["held"].as_array()?;
-        serde_json::from_value(held.first()?.clone()).ok()
-    })
+/// Parsed once, not on every input.
+fn vector_genesis() -> Option<&'static SignedCharter> {
+    static GENESIS: OnceLock<Option<SignedCharter>> = OnceLock::new();
+    GENESIS
+        .get_or_init(|| {
+            let file: serde_json::Value = serde_json::from_str(VECTORS).ok()?;
+            let cases = file["cases"].as_array()?;
+            cases.iter().find_map(|c| {
+                let held = c["held"].as_array()?;
+                serde_json::from_value(held.first()?.clone()).ok()
+            })
+        })
+        .as_ref()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -70,7 +78,7 @@ fn check_accepted(charter: &SignedCharter) {
         assert_eq!(chain.current().charter.document, charter.document);
     }
     if let Some(genesis) = vector_genesis() {
-        if let Ok(mut chain) = CharterChain::from_genesis(&genesis) {
+        if let Ok(mut chain) = CharterChain::from_genesis(genesis) {
             let before = chain.current().charter.document.version;
             match chain.offer(charter) {
                 Ok(Offer::Applied { version }) => {
