@@ -543,7 +543,13 @@ impl Node {
                         unsynced = 0;
                     }
                 }
-                partial.commit()?;
+                // A complete file is finished right after the verdict, so its chunks need no
+                // journal; its data is synced here, while the validation threads finish.
+                if partial.is_complete() {
+                    partial.sync_data()?;
+                } else {
+                    partial.commit()?;
+                }
                 Ok((partial, check, bad))
             });
             let mut read_error = None;

@@ -17,10 +17,13 @@
 //! partial/<id>/data        a download in progress: a sparse file of the final size, each chunk
 //!                          at offset `index * chunk_size`
 //! partial/<id>/meta.json   {"format":1,"expected_digest":..,"table":ChunkTable}; written once,
-//!                          atomically, as the last step of creating the partial: only it and
-//!                          the directories are synced then (the data file's length and the
-//!                          empty journal need not be: resuming recovers either's loss as a
-//!                          partial with no chunk present)
+//!                          atomically, just before the first journal record: it and the
+//!                          directories are the partial's only syncs until then. A directory
+//!                          without it is a partial no commit made durable, started afresh;
+//!                          a download that finishes before its first commit never writes it
+//!                          (nothing is synced for it but the finished file). The data file's
+//!                          length and the empty journal are never synced on their own:
+//!                          resuming recovers either's loss as a partial with no chunk present
 //! partial/<id>/present.log the journal of chunks written, see below
 //! ```
 //! Blobs and state files are written under a temporary name (or, for a download, inside
@@ -40,8 +43,12 @@
 //! record to `present.log` and `fdatasync`s it. [`Partial::write_chunk_deferred`] does the same
 //! without syncing, and [`Partial::commit`] then syncs the data once and appends the records of
 //! every chunk written since (the fetcher commits every 16 MiB), so a crash loses at most the
-//! uncommitted chunks and never marks one present whose data is not durable. The journal
-//! replaces a rewritten state file: an append costs O(1) bytes and one sync per chunk instead of rewriting the whole state (which
+//! uncommitted chunks and never marks one present whose data is not durable. A finished
+//! download is synced once more, whole, before it is renamed into `objects/`, so the fetcher
+//! does not journal the chunks that complete a file ([`Partial::sync_data`]); removing the partial's directory after
+//! that rename is not synced (a directory a crash brings back is resumed, finding the blob
+//! stored, or collected at the next start). The journal replaces a rewritten state file: an
+//! append costs O(1) bytes and one sync per chunk instead of rewriting the whole state (which
 //! grows with the chunk count) plus a rename and a directory sync.
 //!
 //! A journal record is 8 bytes: the chunk index as u32 big-endian, then the first 4 bytes of that

@@ -217,6 +217,9 @@ pub struct Partial {
     /// Chunks written by [`Partial::write_chunk_deferred`] whose journal records wait for
     /// [`Partial::commit`].
     pending: Vec<u32>,
+    /// `meta.json` is on disk and synced ([`Partial::make_durable`]); until then a crash
+    /// leaves a directory the next `begin_partial` starts afresh.
+    durable: bool,
     _claim: Claim,
 }
 
@@ -229,44 +232,56 @@ impl Partial {
         table: &ChunkTable,
         claim: Claim,
     ) -> Result<Self, BlobError> {
-        // A directory without meta.json is a creation interrupted by a crash: start afresh.
+        // A directory without meta.json is a partial no commit made durable: start afresh.
         remove_partial_dir(&dir)?;
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        // The data file and the empty journal are not synced one by one: `meta.json` is made
-        // durable last, and the directory sync after it makes their entries durable too. A
-        // data file that lost its length in a crash is resized on resume, and a missing
-        // journal is a partial with no chunk present (see `resume`). Three syncs, not six.
+        // Nothing is synced here: the partial becomes durable (`meta.json`, then the
+        // directories) only when its first chunk does (`make_durable`). A download that
+        // finishes before its first commit never syncs it at all; a crash before then leaves
+        // a directory without `meta.json`, which the next `begin_partial` starts afresh.
         let data_path = dir.join(DATA_FILE);
         let data = create_data_file(&data_path, table.size, false)?;
         let journal_path = dir.join(JOURNAL_FILE);
         File::create(&journal_path).map_err(io_err("create", &journal_path))?;
-        let meta = PartialMeta {
-            format: PARTIAL_FORMAT,
-            expected_digest: expected_digest.to_owned(),
-            table: table.clone(),
-        };
-        write_atomic(&dir.join(META_FILE), |out| {
-            serde_json::to_writer(&mut *out, &meta).map_err(io::Error::other)
-        })?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
         let journal = open_journal(&journal_path)?;
         Ok(Self {
             store,
             id: id.to_owned(),
             dir,
-            expected_digest: meta.expected_digest,
+            expected_digest: expected_digest.to_owned(),
             present: Bits::new(table.chunk_count()),
-            table: meta.table,
+            table: table.clone(),
             data,
             journal,
             present_chunks: 0,
             present_bytes: 0,
             journal_dirty: false,
             pending: Vec::new(),
+            durable: false,
             _claim: claim,
         })
+    }
+
+    /// Makes the partial itself durable, once, before the first journal record that needs
+    /// it: `meta.json` written atomically (which syncs this directory, so the data file's and
+    /// the journal's entries too), then the parent directory.
+    fn make_durable(&mut self) -> Result<(), BlobError> {
+        if self.durable {
+            return Ok(());
+        }
+        let meta = PartialMeta {
+            format: PARTIAL_FORMAT,
+            expected_digest: self.expected_digest.clone(),
+            table: self.table.clone(),
+        };
+        write_atomic(&self.dir.join(META_FILE), |out| {
+            serde_json::to_writer(&mut *out, &meta).map_err(io::Error::other)
+        })?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent)?;
+        }
+        self.durable = true;
+        Ok(())
     }
 
     fn resume(
@@ -317,6 +332,7 @@ impl Partial {
             present_bytes: 0,
             journal_dirty: false,
             pending: Vec::new(),
+            durable: true,
             _claim: claim,
         };
         partial.set_present(present);
@@ -429,6 +445,8 @@ impl Partial {
     /// Appends `records` to the journal and syncs it. A failed append may leave a torn record,
     /// so the journal is marked for a rewrite before the next append.
     fn append_journal(&mut self, records: &[u8]) -> Result<(), BlobError> {
+        // A record counts only in a partial that a restart finds.
+        self.make_durable()?;
         let appended = self
             .journal
             .write_all(records)
@@ -464,12 +482,20 @@ impl Partial {
         Ok(())
     }
 
+    /// Syncs the data written so far without journaling it: for a file about to be finished,
+    /// whose chunks no resume will need (a crash before the finish fetches them again).
+    pub fn sync_data(&self) -> Result<(), BlobError> {
+        let data_path = self.dir.join(DATA_FILE);
+        self.data.sync_data().map_err(io_err("sync", &data_path))
+    }
+
     /// Rewrites the journal atomically from the in-memory present set.
     fn rewrite_journal(&mut self) -> Result<(), BlobError> {
         // Present chunks may include deferred writes: their data must be durable first.
         let data_path = self.dir.join(DATA_FILE);
         self.data.sync_data().map_err(io_err("sync", &data_path))?;
         self.pending.clear();
+        self.make_durable()?;
         let path = self.dir.join(JOURNAL_FILE);
         write_journal(&path, &self.table, &self.present)?;
         self.journal = open_journal(&path)?;
@@ -606,11 +632,14 @@ impl Partial {
             });
         }
         self.check_digest(actual)?;
+        // The data and the length, not the timestamps: a file the fetcher already synced
+        // (`sync_data`) costs no second journal commit here.
+        self.sync_data()?;
         let data_path = self.dir.join(DATA_FILE);
-        self.data.sync_all().map_err(io_err("sync", &data_path))?;
         self.store.commit(&data_path, &self.expected_digest)?;
-        // The blob is safe in objects/; a leftover directory is harmless (abort_partial).
-        let _ = remove_partial_dir(&self.dir);
+        // The blob is safe in objects/. Its removal is not synced: a directory a crash
+        // brings back is resumed (and finds the blob stored) or collected at the next start.
+        let _ = fs::remove_dir_all(&self.dir);
         Ok(BlobInfo {
             digest: self.expected_digest,
             size: self.table.size,
@@ -789,9 +818,9 @@ mod tests {
         Ok(())
     }
 
-    /// Creating a partial syncs only `meta.json` and the directories: a crash may lose the data
-    /// file's length, the data file itself or the empty journal. Each loss resumes as a partial
-    /// with no chunk present, and the download completes.
+    /// Making a partial durable syncs only `meta.json` and the directories: a crash may lose
+    /// the data file's length, the data file itself or the empty journal. Each loss resumes as
+    /// a partial with no chunk present, and the download completes.
     #[test]
     fn a_partial_whose_unsynced_files_were_lost_resumes_from_nothing() -> TestResult {
         let data = random_bytes(CS as usize * 3 + 5, 11);
@@ -812,7 +841,9 @@ mod tests {
         ];
         for (what, lose) in losses {
             let dst = BlobStore::open(&root)?;
-            drop(dst.begin_partial("lost", &info.digest, &info.chunk_table)?);
+            let mut p = dst.begin_partial("lost", &info.digest, &info.chunk_table)?;
+            p.make_durable()?;
+            drop(p);
             lose(&part)?;
             let mut p = dst.begin_partial("lost", &info.digest, &info.chunk_table)?;
             assert_eq!(p.progress().0, 0, "{what}");
@@ -824,6 +855,48 @@ mod tests {
             assert_eq!(fs::read(dst.path(&info.digest).ok_or("not stored")?)?, data);
             fs::remove_file(dst.path(&info.digest).ok_or("not stored")?)?;
         }
+        Ok(())
+    }
+
+    /// A partial writes no `meta.json` until its first commit: one dropped before that (a
+    /// crash) starts afresh, even over leftover chunks, and one that finishes without a commit
+    /// never writes it.
+    #[test]
+    fn a_partial_is_durable_only_from_its_first_commit() -> TestResult {
+        let data = random_bytes(CS as usize * 3 + 5, 12);
+        let (_s, src, info) = source(&data)?;
+        let dir = tempfile::tempdir()?;
+        let dst = BlobStore::open(dir.path())?;
+        let meta = dir.path().join(PARTIAL_DIR).join("lazy").join(META_FILE);
+        let chunk = |i| src.read_chunk(&info.digest, &info.chunk_table, i);
+        {
+            let mut p = dst.begin_partial("lazy", &info.digest, &info.chunk_table)?;
+            p.write_chunk_deferred(0, &chunk(0)?)?;
+            p.write_chunk_deferred(1, &chunk(1)?)?;
+            assert!(!meta.exists(), "made durable before a commit");
+        }
+        let mut p = dst.begin_partial("lazy", &info.digest, &info.chunk_table)?;
+        assert_eq!(
+            p.missing(),
+            vec![0, 1, 2, 3],
+            "an undurable partial resumed"
+        );
+        p.write_chunk_deferred(0, &chunk(0)?)?;
+        p.commit()?;
+        assert!(meta.is_file(), "a commit left no meta.json");
+        drop(p);
+        let p = dst.begin_partial("lazy", &info.digest, &info.chunk_table)?;
+        assert_eq!(p.missing(), vec![1, 2, 3], "the committed chunk was lost");
+        p.abort()?;
+
+        let mut p = dst.begin_partial("lazy", &info.digest, &info.chunk_table)?;
+        for i in 0..4 {
+            p.write_chunk_deferred(i, &chunk(i)?)?;
+        }
+        assert!(!meta.exists());
+        assert_eq!(p.finish()?, info);
+        assert_eq!(fs::read(dst.path(&info.digest).ok_or("not stored")?)?, data);
+        assert!(dst.partials()?.is_empty());
         Ok(())
     }
 
