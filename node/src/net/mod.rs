@@ -37,6 +37,8 @@ pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
 pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 const COMMAND_QUEUE: usize = 256;
+/// How long a stream request waits before [`NetHandle::open_stream`] makes it again.
+const STREAM_REASK: Duration = Duration::from_secs(2);
 const EVENT_QUEUE: usize = 4096;
 
 /// Why a network operation failed.
@@ -326,29 +328,49 @@ impl std::fmt::Debug for NetHandle {
 
 impl NetHandle {
     /// Opens a stream of `protocol` to a member, dialling it if needed, within `timeout`.
+    ///
+    /// `libp2p-stream` can leave a request waiting for a connection that never comes: its
+    /// dial request is dropped when its one-slot dial queue is full (rust-libp2p #6157), and
+    /// a dial it asks for in the instant between a connection's handler being made and the
+    /// connection being announced is suppressed as "already connected" without failing the
+    /// request. So the request is made again every [`STREAM_REASK`] until `timeout`: a new
+    /// request finds a connection made meanwhile, or asks for the dial again. An abandoned
+    /// request may still open a stream later; it is dropped unread, and the provider reads
+    /// an empty session (no evidence is written for one).
     pub async fn open_stream(
         &self,
         peer: PeerId,
         protocol: &'static str,
         timeout: Duration,
     ) -> Result<libp2p::Stream, NetError> {
-        // Each caller uses its own clone: a Control opens one stream at a time.
-        let mut control = self.streams.clone();
-        let opened = tokio::time::timeout(
-            timeout,
-            control.open_stream(peer, libp2p::StreamProtocol::new(protocol)),
-        )
-        .await;
-        match opened {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(NetError::Request {
-                peer,
-                cause: format!("cannot open a {protocol} stream: {e}"),
-            }),
-            Err(_) => Err(NetError::Request {
-                peer,
-                cause: format!("no {protocol} stream within {} s", timeout.as_secs()),
-            }),
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(NetError::Request {
+                    peer,
+                    cause: format!("no {protocol} stream within {} s", timeout.as_secs()),
+                });
+            }
+            // Each request uses its own clone: a Control opens one stream at a time.
+            let mut control = self.streams.clone();
+            let opened = tokio::time::timeout(
+                left.min(STREAM_REASK),
+                control.open_stream(peer, libp2p::StreamProtocol::new(protocol)),
+            )
+            .await;
+            match opened {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => {
+                    return Err(NetError::Request {
+                        peer,
+                        cause: format!("cannot open a {protocol} stream: {e}"),
+                    });
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, protocol, "stream not open yet; asking again")
+                }
+            }
         }
     }
 
