@@ -39,6 +39,8 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // sled's buffers retired on a worker are freed once it idles, not when 64 have waited.
+        .on_thread_park(yrd_node::store::release_retired)
         .build()
     {
         Ok(rt) => rt,

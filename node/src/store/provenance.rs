@@ -1080,6 +1080,8 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Append>) {
         let result = self.write(&batch);
+        // The flush retired sled's write buffers on this thread (see `release_retired`).
+        super::release_retired();
         match result {
             Ok(first) => {
                 for (i, a) in batch.into_iter().enumerate() {
