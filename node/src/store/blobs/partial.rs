@@ -398,8 +398,7 @@ impl Partial {
         if !self.write_unsynced(index, bytes)? {
             return Ok(());
         }
-        let data_path = self.dir.join(DATA_FILE);
-        self.data.sync_data().map_err(io_err("sync", &data_path))?;
+        self.sync_data()?;
         if self.journal_dirty {
             self.rewrite_journal()?;
         }
@@ -465,8 +464,7 @@ impl Partial {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let data_path = self.dir.join(DATA_FILE);
-        self.data.sync_data().map_err(io_err("sync", &data_path))?;
+        self.sync_data()?;
         if self.journal_dirty {
             // The rewrite records every present chunk, the pending ones included.
             self.rewrite_journal()?;
@@ -492,8 +490,7 @@ impl Partial {
     /// Rewrites the journal atomically from the in-memory present set.
     fn rewrite_journal(&mut self) -> Result<(), BlobError> {
         // Present chunks may include deferred writes: their data must be durable first.
-        let data_path = self.dir.join(DATA_FILE);
-        self.data.sync_data().map_err(io_err("sync", &data_path))?;
+        self.sync_data()?;
         self.pending.clear();
         self.make_durable()?;
         let path = self.dir.join(JOURNAL_FILE);
