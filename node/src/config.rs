@@ -272,6 +272,11 @@ pub struct NetworkSection {
     /// QUIC flow-control window per connection (and per stream), in MiB. One stream's
     /// throughput is at most window ÷ round-trip time.
     pub quic_window_mib: u32,
+    /// How far the streams of one TCP connection may grow their Yamux receive windows
+    /// together, in MiB, beyond each stream's first 256 KiB (at most 256 streams a
+    /// connection). One stream's throughput is at most its window ÷ round-trip time; what a
+    /// peer can make this node buffer for one connection is at most 64 MiB + this.
+    pub tcp_window_mib: u32,
     /// Send and answer queries in batches on `/yrd/query/2` (docs/protocol.md, "Batches").
     /// Off, this node speaks only `/yrd/query/1`, one query per substream, as nodes before
     /// batches did; members that batch see that and send it their queries one by one.
@@ -295,6 +300,7 @@ impl Default for NetworkSection {
             request_timeout_secs: 30,
             tcp_security: TcpSecurity::Noise,
             quic_window_mib: 8,
+            tcp_window_mib: 8,
             query_batches: true,
         }
     }
@@ -543,12 +549,17 @@ impl NodeConfig {
                 ));
             }
         }
-        if !(1..=1024).contains(&self.network.quic_window_mib) {
-            return Err(invalid(
-                "network.quic_window_mib".into(),
-                self.network.quic_window_mib.to_string(),
-                "a window from 1 to 1024 MiB",
-            ));
+        for (field, mib) in [
+            ("network.quic_window_mib", self.network.quic_window_mib),
+            ("network.tcp_window_mib", self.network.tcp_window_mib),
+        ] {
+            if !(1..=1024).contains(&mib) {
+                return Err(invalid(
+                    field.into(),
+                    mib.to_string(),
+                    "a window from 1 to 1024 MiB",
+                ));
+            }
         }
         let (x, y) = (&self.exchange, &self.sync);
         let limits = [
@@ -813,6 +824,13 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
             e.contains("network.redial_max_secs") && e.contains("from 1"),
             "{e}"
         );
+        for field in ["tcp_window_mib", "quic_window_mib"] {
+            let e = refusal(&format!("{GOOD}{field} = 0\n"));
+            assert!(
+                e.contains(&format!("network.{field}")) && e.contains("from 1 to 1024 MiB"),
+                "{e}"
+            );
+        }
         let e = refusal(&format!("{GOOD}\n[sync]\nmax_pulls_per_peer = 0\n"));
         assert!(
             e.contains("sync.max_pulls_per_peer") && e.contains("from 1"),

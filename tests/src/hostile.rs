@@ -323,6 +323,7 @@ fn config(key: NodeKey, target: Multiaddr, hold: Duration) -> Result<NetConfig> 
         agent: "yrd-hostile/test".into(),
         tcp_security: TcpSecurity::Noise,
         quic_window_bytes: 1 << 20,
+        tcp_window_growth: 1 << 20,
         query_batches: true,
     })
 }

@@ -11,17 +11,16 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
-    yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::{Gate, Members, Refused};
-use super::topology;
 use super::{
     Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
     TcpSecurity, peer_of,
 };
+use super::{muxer, topology};
 use crate::identity::short_peer;
 use crate::model::message::{Request, Response};
 use crate::model::query::{
@@ -310,6 +309,7 @@ impl EventLoop {
         let tcp_config = tcp::Config::default().nodelay(true);
         let idle = config.idle_timeout;
         let window = config.quic_window_bytes;
+        let tcp_growth = config.tcp_window_growth;
         // Each stream may use the whole connection window: bulk transfers run one stream each.
         let quic_tune = move |mut c: libp2p::quic::Config| {
             c.max_connection_data = window;
@@ -321,7 +321,9 @@ impl EventLoop {
             ($security:expr) => {
                 libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
                     .with_tokio()
-                    .with_tcp(tcp_config.clone(), $security, yamux::Config::default)
+                    .with_tcp(tcp_config.clone(), $security, move || {
+                        muxer::upgrade(tcp_growth)
+                    })
                     .map_err(|e| transport(&e))?
                     .with_quic_config(quic_tune)
                     .with_dns()

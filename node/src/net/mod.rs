@@ -5,6 +5,7 @@
 mod event_loop;
 pub mod frames;
 pub mod gate;
+pub mod muxer;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -123,6 +124,9 @@ pub struct NetConfig {
     pub tcp_security: TcpSecurity,
     /// QUIC flow-control window, per connection and per stream, in bytes.
     pub quic_window_bytes: u32,
+    /// How far a TCP connection's streams may grow their Yamux receive windows together, in
+    /// bytes, beyond each stream's first 256 KiB ([`muxer`]).
+    pub tcp_window_growth: usize,
     /// Speak `/yrd/query/2` (batches of queries); off, only `/yrd/query/1`.
     pub query_batches: bool,
 }

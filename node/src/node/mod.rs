@@ -396,6 +396,7 @@ impl Node {
             agent: AGENT.to_string(),
             tcp_security: config.network.tcp_security,
             quic_window_bytes: config.network.quic_window_mib.saturating_mul(1 << 20),
+            tcp_window_growth: (config.network.tcp_window_mib as usize).saturating_mul(1 << 20),
             query_batches: config.network.query_batches,
         };
         // Nothing runs yet: a failure up to here drops what was opened (the swarm's listeners
