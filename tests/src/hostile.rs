@@ -189,6 +189,12 @@ impl HostileMember {
         &self.key
     }
 
+    /// Whether its swarm holds a connection with the node now.
+    pub async fn connected(&self) -> Result<bool> {
+        let peers = self.net.connected_peers().await?;
+        Ok(peers.iter().any(|p| p.peer == self.target))
+    }
+
     /// Stops its swarm.
     pub async fn shutdown(&self) {
         self.net.shutdown().await;

@@ -128,6 +128,61 @@ async fn refused_non_members_are_counted_and_never_recorded() -> Result<()> {
     net.stop_all().await
 }
 
+/// A member holds at most `MAX_CONNECTIONS_PER_PEER` connections with a node: each one may make
+/// the node buffer up to its multiplexer's window, so their number is bounded too. Six swarms
+/// with one member's key connect; four are held, the others refused (and counted) as they try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holds_at_most_its_bound_of_connections() -> Result<()> {
+    use yrd_node::net::gate::MAX_CONNECTIONS_PER_PEER;
+    const SWARMS: usize = 6;
+    let key = NodeKey::generate();
+    let mut net = network_with(2, &key, |_, _| {}).await?;
+    net.wait_full_mesh().await?;
+    let api = net.api(0)?;
+    let mut swarms = vec![HostileMember::start(key.clone(), &net.nodes[0], silent()).await?];
+    for _ in 1..SWARMS {
+        swarms.push(HostileMember::connect(key.clone(), &net.nodes[0], silent()).await?);
+    }
+    let id = key.peer_id().to_string();
+    wait_until(
+        "the node to hold four and refuse the rest",
+        WAIT,
+        || async {
+            let mut held = 0;
+            for s in &swarms {
+                held += usize::from(s.connected().await?);
+            }
+            let health = api.health().await?;
+            Ok(held == MAX_CONNECTIONS_PER_PEER
+                && health.excess_connections >= (SWARMS - MAX_CONNECTIONS_PER_PEER) as u64)
+        },
+    )
+    .await?;
+    let peers = net.nodes[0].peers().await?;
+    let member = peers
+        .iter()
+        .find(|p| p.peer_id == id)
+        .context("the member")?;
+    assert!(
+        member.addresses.len() <= MAX_CONNECTIONS_PER_PEER,
+        "{:?}",
+        member.addresses
+    );
+    // Not a non-member's refusal, and the honest member is still connected.
+    assert_eq!(api.health().await?.refused_connections, 0);
+    let honest = net.nodes[1].peer_id().to_string();
+    assert!(peers.iter().any(|p| p.peer_id == honest), "{peers:?}");
+    let metrics = api.raw().get_text("/metrics").await?;
+    assert!(
+        metrics.contains("yrd_excess_connections_total"),
+        "{metrics}"
+    );
+    for s in &swarms {
+        s.shutdown().await;
+    }
+    net.stop_all().await
+}
+
 // ------------------------------------------------------------------------------------------------
 // Hole 5: peer strings and refusal records
 

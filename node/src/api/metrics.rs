@@ -80,6 +80,13 @@ pub(super) async fn serve(State(s): State<ApiState>) -> Result<Response, ApiErro
         health.refused_connections,
     );
     m.one(
+        "yrd_excess_connections_total",
+        "counter",
+        "Connections of members refused since start because the member already held the most \
+         connections one peer may hold at once.",
+        health.excess_connections,
+    );
+    m.one(
         "yrd_refusal_records_dropped_total",
         "counter",
         "Refusal records not kept since start because the member that caused them had used up \

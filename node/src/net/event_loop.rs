@@ -14,7 +14,7 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::gate::{Gate, Members, Refused};
+use super::gate::{Gate, MAX_CONNECTIONS_PER_PEER, Members, Refused, RefusedBecause};
 use super::{
     Command, ConnectedPeer, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, NetConfig, NetError, NetEvent, NetStats, PeerState, REQUEST_PROTOCOL,
@@ -828,6 +828,20 @@ impl EventLoop {
                 peer,
                 address,
                 inbound,
+                because: RefusedBecause::TooManyConnections,
+            }) => {
+                // A member, so not a refusal to log for the operator: counted, and in debug.
+                self.stats.excess_connections += 1;
+                tracing::debug!(
+                    peer = %peer, %address, inbound,
+                    "refused a connection: the member already holds {MAX_CONNECTIONS_PER_PEER}"
+                );
+            }
+            BehaviourEvent::Gate(Refused {
+                peer,
+                address,
+                inbound,
+                because: RefusedBecause::NotAMember,
             }) => {
                 self.stats.refused_connections += 1;
                 // The service logs refusals at a bounded rate; this line is for debugging only.

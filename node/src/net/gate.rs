@@ -1,8 +1,10 @@
 //! Connection gating: only federation members may stay connected. Everyone else is refused right
 //! after the Noise handshake (so their peer id is authenticated) and before any protocol runs, so
-//! nothing a non-member sends ever reaches the node.
+//! nothing a non-member sends ever reaches the node. A member holds at most
+//! [`MAX_CONNECTIONS_PER_PEER`] connections with us at once: each connection may make us buffer
+//! up to its multiplexer's window (`net::muxer`), so their number is bounded too.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
@@ -83,6 +85,31 @@ impl fmt::Display for NotAMember {
 
 impl std::error::Error for NotAMember {}
 
+/// Most connections one peer may hold with this node at once, in both directions together. Two
+/// members dialling each other at the same moment hold two; a member's TCP and QUIC addresses
+/// raced by one dial end in one.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// The denial reason libp2p carries for a member's connection beyond
+/// [`MAX_CONNECTIONS_PER_PEER`].
+#[derive(Debug)]
+pub struct TooManyConnections {
+    /// The member.
+    pub peer: PeerId,
+}
+
+impl fmt::Display for TooManyConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "peer {} already holds {MAX_CONNECTIONS_PER_PEER} connections",
+            self.peer
+        )
+    }
+}
+
+impl std::error::Error for TooManyConnections {}
+
 /// A refusal, reported to the event loop with who and from where.
 #[derive(Debug, Clone)]
 pub struct Refused {
@@ -92,12 +119,25 @@ pub struct Refused {
     pub address: Multiaddr,
     /// Whether it dialled us.
     pub inbound: bool,
+    /// Why.
+    pub because: RefusedBecause,
+}
+
+/// Why the gate refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBecause {
+    /// The peer is not a federation member.
+    NotAMember,
+    /// The peer is a member already holding [`MAX_CONNECTIONS_PER_PEER`] connections.
+    TooManyConnections,
 }
 
 /// The gate behaviour.
 #[derive(Debug)]
 pub struct Gate {
     members: Members,
+    /// Open connections per peer; only members' ever open, so at most one entry per member.
+    established: HashMap<PeerId, usize>,
     refused: VecDeque<Refused>,
     waker: Option<std::task::Waker>,
 }
@@ -107,6 +147,7 @@ impl Gate {
     pub fn new(members: Members) -> Self {
         Gate {
             members,
+            established: HashMap::new(),
             refused: VecDeque::new(),
             waker: None,
         }
@@ -118,21 +159,31 @@ impl Gate {
         address: &Multiaddr,
         inbound: bool,
     ) -> Result<(), ConnectionDenied> {
-        if self.members.contains(&peer) {
+        let because = if !self.members.contains(&peer) {
+            RefusedBecause::NotAMember
+        } else if self.established.get(&peer).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_PEER {
+            RefusedBecause::TooManyConnections
+        } else {
             return Ok(());
-        }
+        };
         // Bounded: the event loop drains this every poll; cap it anyway against a flood.
         if self.refused.len() < 1024 {
             self.refused.push_back(Refused {
                 peer,
                 address: address.clone(),
                 inbound,
+                because,
             });
         }
         if let Some(w) = self.waker.take() {
             w.wake();
         }
-        Err(ConnectionDenied::new(NotAMember { peer }))
+        Err(match because {
+            RefusedBecause::NotAMember => ConnectionDenied::new(NotAMember { peer }),
+            RefusedBecause::TooManyConnections => {
+                ConnectionDenied::new(TooManyConnections { peer })
+            }
+        })
     }
 }
 
@@ -179,7 +230,24 @@ impl NetworkBehaviour for Gate {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        // The swarm reports a connection established right after the gate admitted it, before
+        // it asks about the next one: the count is exact.
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                *self.established.entry(e.peer_id).or_insert(0) += 1;
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(n) = self.established.get_mut(&e.peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.established.remove(&e.peer_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,

@@ -173,6 +173,9 @@ pub struct ConnectedPeer {
 pub struct NetStats {
     /// Connections refused because the peer is not a member.
     pub refused_connections: u64,
+    /// Connections of members refused because they already held
+    /// [`gate::MAX_CONNECTIONS_PER_PEER`] with us.
+    pub excess_connections: u64,
     /// Events dropped because the service was not reading fast enough.
     pub dropped_events: u64,
     /// Inbound requests served or failed.

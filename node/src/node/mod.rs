@@ -171,6 +171,9 @@ pub struct Health {
     pub members: usize,
     /// Connections refused because the peer is not a member (counted, never recorded).
     pub refused_connections: u64,
+    /// Connections of members refused because the member already held 4 with this node
+    /// (`net::gate::MAX_CONNECTIONS_PER_PEER`; counted, never recorded).
+    pub excess_connections: u64,
     /// Refusal and witness-alarm records not kept since start because the member that caused
     /// them had used up its budget (60 an hour; a log's first open alarm is always kept).
     pub refusal_records_dropped: u64,
@@ -1188,6 +1191,7 @@ impl Node {
             connected_members: connected,
             members: self.inner.members.list().len(),
             refused_connections: stats.refused_connections,
+            excess_connections: stats.excess_connections,
             refusal_records_dropped: self.inner.peers.refusal_records_dropped(),
             store_ok,
         };
