@@ -6,6 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use libp2p::PeerId;
@@ -70,6 +71,9 @@ pub enum IdentityError {
 pub struct NodeKey {
     signing: SigningKey,
     keypair: Keypair,
+    /// Derived once: every record and signed answer names it.
+    peer_id: PeerId,
+    peer_text: Arc<str>,
 }
 
 impl NodeKey {
@@ -89,7 +93,13 @@ impl NodeKey {
             // ok: a 32-byte slice is always a valid ed25519 secret; this arm is unreachable.
             Err(_) => Keypair::generate_ed25519(),
         };
-        NodeKey { signing, keypair }
+        let peer_id = keypair.public().to_peer_id();
+        NodeKey {
+            signing,
+            keypair,
+            peer_id,
+            peer_text: peer_id.to_string().into(),
+        }
     }
 
     /// Loads `path`, refusing files that group or others can read.
@@ -122,7 +132,12 @@ impl NodeKey {
 
     /// The node id.
     pub fn peer_id(&self) -> PeerId {
-        self.keypair.public().to_peer_id()
+        self.peer_id
+    }
+
+    /// The node id as text (base58), as documents and records name it.
+    pub fn peer_id_text(&self) -> &str {
+        &self.peer_text
     }
 
     /// The libp2p view of the key.

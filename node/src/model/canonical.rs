@@ -59,21 +59,52 @@ pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// The first integer in `value` beyond ±[`MAX_EXACT_INTEGER`], with where it is.
 pub fn unsafe_integer(value: &serde_json::Value, at: &str) -> Option<String> {
+    // The path is written only for the integer found: checking allocates nothing.
+    let mut path = Vec::new();
+    let n = first_unsafe_integer(value, &mut path)?;
+    let mut out = at.to_owned();
+    for step in path.iter().rev() {
+        match step {
+            PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+            PathStep::Member(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+        }
+    }
+    Some(format!("{out}: integer {n} is beyond 2^53-1"))
+}
+
+/// One step from a value to one inside it.
+enum PathStep<'a> {
+    Index(usize),
+    Member(&'a str),
+}
+
+/// The first integer beyond ±[`MAX_EXACT_INTEGER`] in `value`; `path` receives the steps to it,
+/// innermost first.
+fn first_unsafe_integer<'a>(
+    value: &'a serde_json::Value,
+    path: &mut Vec<PathStep<'a>>,
+) -> Option<&'a serde_json::Number> {
     use serde_json::Value;
     match value {
         Value::Number(n) => {
             let beyond = n.as_u64().is_some_and(|u| u > MAX_EXACT_INTEGER)
                 || n.as_i64()
                     .is_some_and(|i| i.unsigned_abs() > MAX_EXACT_INTEGER);
-            beyond.then(|| format!("{at}: integer {n} is beyond 2^53-1"))
+            beyond.then_some(n)
         }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| unsafe_integer(v, &format!("{at}[{i}]"))),
-        Value::Object(members) => members
-            .iter()
-            .find_map(|(k, v)| unsafe_integer(v, &format!("{at}.{k}"))),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let n = first_unsafe_integer(v, path)?;
+            path.push(PathStep::Index(i));
+            Some(n)
+        }),
+        Value::Object(members) => members.iter().find_map(|(k, v)| {
+            let n = first_unsafe_integer(v, path)?;
+            path.push(PathStep::Member(k));
+            Some(n)
+        }),
         _ => None,
     }
 }
@@ -624,6 +655,23 @@ mod tests {
 
     /// The RFC 8785 reference vectors shipped in the shared folder.
     const JCS_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/vectors/jcs");
+
+    #[test]
+    fn an_unsafe_integer_is_named_by_its_path() {
+        let v =
+            json!({"a": [1, {"b": 9_007_199_254_740_993_u64}], "c": -9_007_199_254_740_991_i64});
+        assert_eq!(
+            unsafe_integer(&v, "document").as_deref(),
+            Some("document.a[1].b: integer 9007199254740993 is beyond 2^53-1")
+        );
+        let v = json!([{"x": -9_007_199_254_740_992_i64}]);
+        assert_eq!(
+            unsafe_integer(&v, "bundle").as_deref(),
+            Some("bundle[0].x: integer -9007199254740992 is beyond 2^53-1")
+        );
+        let safe = json!({"a": [9_007_199_254_740_991_u64, -9_007_199_254_740_991_i64, 1.5e300]});
+        assert_eq!(unsafe_integer(&safe, "document"), None);
+    }
 
     #[test]
     fn rfc8785_reference_vectors() -> TestResult {

@@ -382,22 +382,24 @@ impl FromStr for MaskRule {
 /// A plain account of the projection a delivery carries, for evidence: the fields delivered and
 /// each mask, e.g. `fields name, id_number (keep first 6 last 4), phone (hash)`.
 pub fn describe_delivery(fields: &[String], masks: &[FieldMask]) -> String {
-    let parts: Vec<String> = fields
-        .iter()
-        .map(|field| match masks.iter().find(|m| &m.field == field) {
-            None => field.clone(),
-            Some(m) => format!("{field} ({})", rule_words(m.rule)),
-        })
-        .collect();
-    format!("fields {}", parts.join(", "))
-}
-
-fn rule_words(rule: MaskRule) -> String {
-    match rule {
-        MaskRule::Redact => "redact".to_owned(),
-        MaskRule::Hash => "hash".to_owned(),
-        MaskRule::Keep { first, last } => format!("keep first {first} last {last}"),
+    use std::fmt::Write;
+    // One string written in place: every query answered and sent is described so.
+    let mut out = String::with_capacity(8 + fields.iter().map(|f| f.len() + 24).sum::<usize>());
+    out.push_str("fields ");
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(field);
+        if let Some(m) = masks.iter().find(|m| &m.field == field) {
+            let _ = match m.rule {
+                MaskRule::Redact => write!(out, " (redact)"),
+                MaskRule::Hash => write!(out, " (hash)"),
+                MaskRule::Keep { first, last } => write!(out, " (keep first {first} last {last})"),
+            };
+        }
     }
+    out
 }
 
 /// Whether the masks `applied` to a delivery honour the masks a grant `granted`: every granted

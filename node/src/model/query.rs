@@ -320,7 +320,10 @@ pub fn result_digest(records: &[Value]) -> Result<String, canonical::CanonicalEr
 }
 
 /// The provider's response to one query (on `/yrd/query/1`, or one of a batch's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Read by `ResponseMembers`, not by serde's internally tagged enum, which copies the whole
+// message into a buffer before reading it: that copy of every answer was a tenth of a caller's
+// allocations. The JSON is the same either way (and the schema, from these doc comments).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum QueryResponse {
     /// The signed answer, and for a lookup the records it names by digest.
@@ -372,7 +375,8 @@ pub fn compact_json_len(value: &impl Serialize) -> u64 {
 /// The provider's response on `/yrd/query/2`: one response per query of the batch, in its
 /// order, or the whole batch refused (not a member, too many queries, too busy) before any
 /// query was read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Read in one pass, as `QueryResponse` is.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum QueryBatchResponse {
     /// The `i`-th response answers the batch's `i`-th query.
@@ -387,6 +391,111 @@ pub enum QueryBatchResponse {
         /// The cause.
         message: String,
     },
+}
+
+/// Every member a [`QueryResponse`] or [`QueryBatchResponse`] may have, read in one pass;
+/// which of them a kind needs is checked after ([`ResponseMembers::only`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound = "T: Deserialize<'de>")]
+struct ResponseMembers<T> {
+    kind: ResponseKind,
+    #[serde(default)]
+    answer: Option<T>,
+    #[serde(default)]
+    records: Option<Vec<Value>>,
+    #[serde(default)]
+    responses: Option<Vec<QueryResponse>>,
+    #[serde(default)]
+    code: Option<crate::model::refusal::RefusalCode>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum ResponseKind {
+    Answer,
+    Responses,
+    Refused,
+}
+
+impl<T> ResponseMembers<T> {
+    /// Refuses a member that `kind` does not have, as the derived reader would: unknown.
+    fn only<E: serde::de::Error>(&self, allowed: &'static [&'static str]) -> Result<(), E> {
+        let present = [
+            ("answer", self.answer.is_some()),
+            ("records", self.records.is_some()),
+            ("responses", self.responses.is_some()),
+            ("code", self.code.is_some()),
+            ("message", self.message.is_some()),
+        ];
+        match present
+            .iter()
+            .find(|(name, there)| *there && !allowed.contains(name))
+        {
+            Some((name, _)) => Err(E::unknown_field(name, allowed)),
+            None => Ok(()),
+        }
+    }
+
+    fn refused<E: serde::de::Error>(
+        self,
+    ) -> Result<(crate::model::refusal::RefusalCode, String), E> {
+        self.only(&["kind", "code", "message"])?;
+        let code = self.code.ok_or_else(|| E::missing_field("code"))?;
+        let message = self.message.ok_or_else(|| E::missing_field("message"))?;
+        Ok((code, message))
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let m = ResponseMembers::<Box<crate::model::signed::Signed<QueryAnswer>>>::deserialize(d)?;
+        match m.kind {
+            ResponseKind::Answer => {
+                m.only(&["kind", "answer", "records"])?;
+                Ok(QueryResponse::Answer {
+                    answer: m.answer.ok_or_else(|| D::Error::missing_field("answer"))?,
+                    records: m.records.unwrap_or_default(),
+                })
+            }
+            ResponseKind::Refused => {
+                let (code, message) = m.refused()?;
+                Ok(QueryResponse::Refused { code, message })
+            }
+            ResponseKind::Responses => Err(D::Error::unknown_variant(
+                "responses",
+                &["answer", "refused"],
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryBatchResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // No answer belongs at this level; `IgnoredAny` reads none and refuses one by `only`.
+        let m = ResponseMembers::<serde::de::IgnoredAny>::deserialize(d)?;
+        match m.kind {
+            ResponseKind::Responses => {
+                m.only(&["kind", "responses"])?;
+                Ok(QueryBatchResponse::Responses {
+                    responses: m
+                        .responses
+                        .ok_or_else(|| D::Error::missing_field("responses"))?,
+                })
+            }
+            ResponseKind::Refused => {
+                let (code, message) = m.refused()?;
+                Ok(QueryBatchResponse::Refused { code, message })
+            }
+            ResponseKind::Answer => Err(D::Error::unknown_variant(
+                "answer",
+                &["responses", "refused"],
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +516,134 @@ mod tests {
             legal_basis: "条例".into(),
             grant: None,
         }
+    }
+
+    fn answer() -> Box<crate::model::signed::Signed<QueryAnswer>> {
+        let a = QueryAnswer {
+            provider: "12D3KooWShanghai".into(),
+            caller: "12D3KooWZhejiang".into(),
+            dataset: "sh-licences".into(),
+            version: 3,
+            data_digest: "ab".repeat(32),
+            mode: QueryMode::Lookup,
+            query_digest: "cd".repeat(32),
+            grant: Some("g1".into()),
+            found: true,
+            matched: None,
+            matched_fields: Vec::new(),
+            record_count: 1,
+            truncated: false,
+            fields: vec!["uscc".into()],
+            masks: Vec::new(),
+            result_digest: "ef".repeat(32),
+            answered_at: "2026-12-08T00:00:00Z".into(),
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        Box::new(crate::model::signed::Signed::sign(a, &key).unwrap())
+    }
+
+    /// The one-pass reader takes exactly what the derived, internally tagged one took.
+    #[test]
+    fn responses_read_as_they_are_written_and_nothing_else() {
+        let answered = QueryResponse::Answer {
+            answer: answer(),
+            records: vec![serde_json::json!({"uscc": "91310000MA1FL0000X"})],
+        };
+        let refused = QueryResponse::Refused {
+            code: crate::model::refusal::RefusalCode::QuotaExceeded,
+            message: "quota".into(),
+        };
+        for r in [answered.clone(), refused.clone()] {
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<QueryResponse>(&text).unwrap(), r);
+        }
+        let batch = QueryBatchResponse::Responses {
+            responses: vec![answered.clone(), refused.clone()],
+        };
+        let batch_refused = QueryBatchResponse::Refused {
+            code: crate::model::refusal::RefusalCode::Busy,
+            message: "busy".into(),
+        };
+        for b in [batch, batch_refused] {
+            let text = serde_json::to_string(&b).unwrap();
+            assert_eq!(
+                serde_json::from_str::<QueryBatchResponse>(&text).unwrap(),
+                b
+            );
+        }
+        // Records may be left out of an answer (a verify).
+        let mut v = serde_json::to_value(&answered).unwrap();
+        v.as_object_mut().unwrap().remove("records");
+        let QueryResponse::Answer { records, .. } = serde_json::from_value(v).unwrap() else {
+            panic!("not an answer");
+        };
+        assert!(records.is_empty());
+
+        let answer_json = serde_json::to_value(answer()).unwrap();
+        let refused_json = serde_json::json!({"kind": "refused", "code": "busy", "message": "m"});
+        let bad: Vec<(serde_json::Value, &str)> = vec![
+            (
+                serde_json::json!({"kind": "answer"}),
+                "missing field `answer`",
+            ),
+            (
+                serde_json::json!({"kind": "answer", "answer": answer_json, "code": "busy"}),
+                "unknown field `code`",
+            ),
+            (
+                serde_json::json!({"kind": "refused", "code": "busy", "message": "m", "records": []}),
+                "unknown field `records`",
+            ),
+            (
+                serde_json::json!({"kind": "refused", "code": "busy"}),
+                "missing field `message`",
+            ),
+            (
+                serde_json::json!({"kind": "responses", "responses": []}),
+                "unknown variant",
+            ),
+            (
+                serde_json::json!({"code": "busy", "message": "m"}),
+                "missing field `kind`",
+            ),
+            (
+                serde_json::json!({"kind": "refused", "code": "busy", "message": "m", "extra": 1}),
+                "unknown field `extra`",
+            ),
+        ];
+        for (v, why) in bad {
+            let e = serde_json::from_value::<QueryResponse>(v.clone()).unwrap_err();
+            assert!(e.to_string().contains(why), "{v}: {e}");
+        }
+        let bad_batches: Vec<(serde_json::Value, &str)> = vec![
+            (
+                serde_json::json!({"kind": "responses"}),
+                "missing field `responses`",
+            ),
+            (
+                serde_json::json!({"kind": "responses", "responses": [refused_json], "message": "m"}),
+                "unknown field `message`",
+            ),
+            (
+                serde_json::json!({"kind": "responses", "responses": [], "answer": answer_json}),
+                "unknown field `answer`",
+            ),
+            (
+                serde_json::json!({"kind": "answer", "answer": 1}),
+                "unknown variant",
+            ),
+            (
+                serde_json::json!({"kind": "refused", "message": "m"}),
+                "missing field `code`",
+            ),
+        ];
+        for (v, why) in bad_batches {
+            let e = serde_json::from_value::<QueryBatchResponse>(v.clone()).unwrap_err();
+            assert!(e.to_string().contains(why), "{v}: {e}");
+        }
+        // A duplicate member is refused, not read twice.
+        let dup = r#"{"kind":"refused","code":"busy","message":"a","message":"b"}"#;
+        assert!(serde_json::from_str::<QueryResponse>(dup).is_err());
     }
 
     #[test]

@@ -193,8 +193,7 @@ impl<T: Document> Signed<T> {
             "invalid Document::TYPE {:?}",
             T::TYPE
         );
-        let value = serde_json::to_value(&document).map_err(CanonicalError::Serialize)?;
-        let message = signing_message(T::TYPE, &value)?;
+        let message = signing_message_of(T::TYPE, &document)?;
         let signature = key.sign(&message);
         Ok(Signed {
             doc_type: T::TYPE,
@@ -211,8 +210,10 @@ impl<T: Document> Signed<T> {
     /// against the caller's policy.
     pub fn verify(&self) -> Result<(), SignatureError> {
         check_header(T::TYPE, self.doc_type, self.version)?;
-        let document = serde_json::to_value(&self.document).map_err(CanonicalError::Serialize)?;
-        verify_parts(T::TYPE, &document, &self.signer, &self.signature)
+        let key = parse_signer(&self.signer)?;
+        let signature = parse_signature(&self.signature)?;
+        let message = signing_message_of(T::TYPE, &self.document)?;
+        verify_message(T::TYPE, &key, &message, &signature)
     }
 
     /// Parses an envelope from JSON text (exact number parsing, duplicate member names
@@ -362,6 +363,31 @@ impl AnySigned {
     }
 }
 
+/// A signed envelope as the provenance log keeps it: its canonical JSON and that text's digest
+/// (the envelope's [`Signed::digest`]), made once when the step is recorded, so that neither
+/// the record nor the log's writer decodes or serializes the document again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanonicalEnvelope {
+    /// The document type the envelope names.
+    pub doc_type: &'static str,
+    /// BLAKE3 of `json`.
+    pub digest: [u8; 32],
+    /// The RFC 8785 canonical JSON of the whole envelope.
+    pub json: Vec<u8>,
+}
+
+impl CanonicalEnvelope {
+    /// The canonical form of `signed`.
+    pub fn of<T: Document>(signed: &Signed<T>) -> Result<CanonicalEnvelope, SignatureError> {
+        let json = canonical::canonical_bytes(signed)?;
+        Ok(CanonicalEnvelope {
+            doc_type: T::TYPE,
+            digest: *blake3::hash(&json).as_bytes(),
+            json,
+        })
+    }
+}
+
 /// What checking any signed envelope found ([`verify_any`]): the answer of
 /// `POST /api/v1/doc/verify` and what `yrd doc verify` prints.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -423,9 +449,18 @@ pub(crate) fn verify_parts(
     let key = parse_signer(signer)?;
     let signature = parse_signature(signature)?;
     let message = signing_message(doc_type, document)?;
+    verify_message(doc_type, &key, &message, &signature)
+}
+
+fn verify_message(
+    doc_type: &str,
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &Signature,
+) -> Result<(), SignatureError> {
     // verify_strict refuses non-canonical signatures and small-order R, so a signature cannot
     // be altered into another valid one (the envelope digest would otherwise change).
-    key.verify_strict(&message, &signature)
+    key.verify_strict(message, signature)
         .map_err(|_| SignatureError::BadSignature {
             doc_type: doc_type.to_owned(),
         })
@@ -554,6 +589,62 @@ mod tests {
         let any = AnySigned::from_json(&text)?;
         any.verify()?;
         assert_eq!(any, signed.to_any()?);
+        Ok(())
+    }
+
+    /// What the direct canonical writer leaves to the `Value` path: floats, large integers.
+    #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct TestF {
+        share: f64,
+        count: u64,
+    }
+
+    impl Document for TestF {
+        const TYPE: &'static str = "test-f";
+    }
+
+    #[test]
+    fn documents_off_the_direct_path_sign_alike_and_keep_their_checks() -> TestResult {
+        let doc = TestF {
+            share: 0.1,
+            count: 3,
+        };
+        let signed = Signed::sign(doc.clone(), &key(1))?;
+        signed.verify()?;
+        // The same bytes as signing the document's `Value` form.
+        let value = serde_json::to_value(&doc)?;
+        assert_eq!(
+            signing_message_of(TestF::TYPE, &doc)?,
+            signing_message(TestF::TYPE, &value)?
+        );
+        assert!(signed.to_any()?.verify().is_ok());
+        let beyond = TestF {
+            share: 1.0,
+            count: canonical::MAX_EXACT_INTEGER + 1,
+        };
+        let e = Signed::sign(beyond, &key(1)).unwrap_err().to_string();
+        assert!(
+            e.contains("document.count: integer 9007199254740992"),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_kept_envelope_is_the_envelope_canonical_and_its_digest() -> TestResult {
+        let signed = Signed::sign(sample(), &key(1))?;
+        let kept = CanonicalEnvelope::of(&signed)?;
+        assert_eq!(kept.doc_type, "test-a");
+        assert_eq!(kept.digest, signed.digest()?);
+        assert_eq!(kept.digest, signed.to_any()?.digest()?);
+        let text = std::str::from_utf8(&kept.json)?;
+        assert_eq!(
+            text,
+            canonical::canonicalize(&serde_json::to_value(&signed)?)?
+        );
+        let read = Signed::<TestA>::from_json_verified(text)?;
+        assert_eq!(read, signed);
         Ok(())
     }
 

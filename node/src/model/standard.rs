@@ -116,6 +116,8 @@ pub struct CompiledStandard {
     /// [`CompiledStandard::check_text`]'s fast path.
     borrowed: jsonschema::Validator<BorrowedJson>,
     fields: Vec<FieldInfo>,
+    /// `fields`' names, kept apart: every query call checks its fields against them.
+    names: Vec<String>,
 }
 
 /// One top-level property of a standard: an information item (信息项) in the catalogue.
@@ -187,10 +189,12 @@ pub fn compile(schema: &Value) -> Result<CompiledStandard, StandardError> {
         }
     }
     let fields = field_infos(root)?;
+    let names = fields.iter().map(|f| f.name.clone()).collect();
     Ok(CompiledStandard {
         validator,
         borrowed,
         fields,
+        names,
     })
 }
 
@@ -307,8 +311,8 @@ impl CompiledStandard {
     }
 
     /// Every field name, in schema order.
-    pub fn field_names(&self) -> Vec<String> {
-        self.fields.iter().map(|f| f.name.clone()).collect()
+    pub fn field_names(&self) -> &[String] {
+        &self.names
     }
 
     /// Check a record; on failure, the first [`MAX_RECORD_ERRORS`] reasons.

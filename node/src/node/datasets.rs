@@ -476,7 +476,7 @@ impl Node {
     ) -> Result<Option<Signed<Manifest>>, NodeError> {
         let publisher = publisher
             .map(str::to_string)
-            .unwrap_or_else(|| self.peer_id().to_string());
+            .unwrap_or_else(|| self.peer_id_text().to_owned());
         self.store()
             .manifest(&publisher, dataset, version)?
             .map(serde_json::from_value::<Signed<Manifest>>)
@@ -492,7 +492,7 @@ impl Node {
     ) -> Result<Vec<Signed<Manifest>>, NodeError> {
         let publisher = publisher
             .map(str::to_string)
-            .unwrap_or_else(|| self.peer_id().to_string());
+            .unwrap_or_else(|| self.peer_id_text().to_owned());
         let mut out = Vec::new();
         for raw in self.store().manifests(&publisher, dataset)? {
             match serde_json::from_value::<Signed<Manifest>>(raw) {
@@ -616,7 +616,7 @@ impl Node {
         }
         let manifest = Manifest {
             dataset: dataset.to_string(),
-            publisher: self.peer_id().to_string(),
+            publisher: self.peer_id_text().to_owned(),
             region: self.region(),
             version: previous
                 .as_ref()

@@ -1,6 +1,7 @@
 //! Documents read on every request — the offers and withheld list a fetch or query is judged
-//! against, the latest manifest a query answers from, the grants a caller picks from — decoded
-//! once per change instead of from sled on every call.
+//! against, the latest manifest a query answers from, the grants a caller picks from and a
+//! provider checks a query's grant against — decoded once per change instead of from sled on
+//! every call, and handed out shared (`Arc`), not copied.
 //!
 //! Invariant: an entry is kept with the store's write generation of its tree read *before* the
 //! tree was read ([`Store::local_lists_generation`], [`Store::manifests_generation`],
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::access::GrantRecord;
+use super::access::{Direction, GrantRecord};
 use crate::model::catalogue::{CatalogueEntry, Withheld};
 use crate::model::exchange::Manifest;
 use crate::model::signed::Signed;
@@ -29,8 +30,36 @@ const MAX_MANIFESTS: usize = 1024;
 /// What [`Node::own_lists`] returns: our offers and withheld list, shared.
 #[derive(Debug, Clone)]
 pub(crate) struct OwnLists {
-    pub offers: Arc<Vec<CatalogueEntry>>,
+    pub offers: Arc<Vec<Arc<CatalogueEntry>>>,
     pub withheld: Arc<Vec<Withheld>>,
+}
+
+/// Every grant we issued or hold, each shared: a caller's grant rides along with its call.
+pub(crate) type SharedGrants = Arc<DecodedGrants>;
+
+/// The grants tree decoded: every record, newest first, and those we issued by id (a provider
+/// checks the grant a query names on every call).
+#[derive(Debug, Default)]
+pub(crate) struct DecodedGrants {
+    pub all: Vec<Arc<GrantRecord>>,
+    issued: HashMap<String, Arc<GrantRecord>>,
+}
+
+impl DecodedGrants {
+    fn new(list: Vec<GrantRecord>) -> DecodedGrants {
+        let all: Vec<Arc<GrantRecord>> = list.into_iter().map(Arc::new).collect();
+        let issued = all
+            .iter()
+            .filter(|g| g.direction == Direction::Out)
+            .map(|g| (g.id.clone(), g.clone()))
+            .collect();
+        DecodedGrants { all, issued }
+    }
+
+    /// The grant we issued with this id.
+    pub fn issued(&self, id: &str) -> Option<&Arc<GrantRecord>> {
+        self.issued.get(id)
+    }
 }
 
 /// A decoded document and the store generation it was read at.
@@ -41,7 +70,7 @@ type Kept<T> = (u64, T);
 pub(crate) struct Decoded {
     lists: Mutex<Option<Kept<OwnLists>>>,
     manifests: Mutex<HashMap<String, Kept<Arc<Signed<Manifest>>>>>,
-    grants: Mutex<Option<Kept<Arc<Vec<GrantRecord>>>>>,
+    grants: Mutex<Option<Kept<SharedGrants>>>,
 }
 
 impl Node {
@@ -59,7 +88,7 @@ impl Node {
             return Ok(lists.clone());
         }
         let lists = OwnLists {
-            offers: Arc::new(self.offers()?),
+            offers: Arc::new(self.offers()?.into_iter().map(Arc::new).collect()),
             withheld: Arc::new(self.withheld()?),
         };
         *self.decoded().lists.lock() = Some((generation, lists.clone()));
@@ -90,14 +119,14 @@ impl Node {
     }
 
     /// Every grant we issued or hold, newest first, as stored now.
-    pub(crate) fn grants_shared(&self) -> Result<Arc<Vec<GrantRecord>>, NodeError> {
+    pub(crate) fn grants_shared(&self) -> Result<SharedGrants, NodeError> {
         let generation = self.store().grants_generation();
         if let Some((g, grants)) = self.decoded().grants.lock().as_ref()
             && *g == generation
         {
             return Ok(grants.clone());
         }
-        let grants = Arc::new(self.read_grants()?);
+        let grants: SharedGrants = Arc::new(DecodedGrants::new(self.read_grants()?));
         *self.decoded().grants.lock() = Some((generation, grants.clone()));
         Ok(grants)
     }

@@ -162,7 +162,7 @@ impl Node {
         };
         tracing::info!(stage = ?stage, key = %keep.peer_id(), digest = %proposal.digest, "key rotation proposed");
         Ok(KeyRotationView {
-            peer_id: self.peer_id().to_string(),
+            peer_id: self.peer_id_text().to_owned(),
             next_peer_id: keep.peer_id().to_string(),
             member_id,
             stage,
@@ -184,7 +184,7 @@ impl Node {
             return Ok(0);
         }
         let _guard = self.inner.write_lock.lock().await;
-        let me = self.peer_id().to_string();
+        let me = self.peer_id_text().to_owned();
         let mut adopted = 0;
         for earlier in self.earlier_keys() {
             for raw in self.store().manifests_of_publisher(&earlier.to_string())? {
@@ -243,7 +243,7 @@ impl Node {
     /// publisher (and its region, the charter's for the key) changes.
     pub(crate) fn resign_manifest(&self, m: &Manifest) -> Result<Signed<Manifest>, NodeError> {
         let mut doc = m.clone();
-        doc.publisher = self.peer_id().to_string();
+        doc.publisher = self.peer_id_text().to_owned();
         doc.region = self.region();
         Ok(Signed::sign(doc, self.inner.key.signing_key())?)
     }

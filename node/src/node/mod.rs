@@ -583,6 +583,11 @@ impl Node {
         self.inner.key.peer_id()
     }
 
+    /// Our node id as text, as our documents and records name it.
+    pub fn peer_id_text(&self) -> &str {
+        self.inner.key.peer_id_text()
+    }
+
     /// Our region.
     pub fn region(&self) -> Region {
         self.inner.config.node.region
@@ -636,7 +641,7 @@ impl Node {
             .map(|a| a.to_string())
             .collect();
         let info = NodeInfo {
-            peer_id: self.peer_id().to_string(),
+            peer_id: self.peer_id_text().to_owned(),
             region: self.region(),
             organisation: self.inner.config.node.name.clone(),
             addresses,
@@ -1143,7 +1148,7 @@ impl Node {
         let connected = self.inner.net.connected_peers().await?.len();
         let api_address = self.inner.api_address.read().map(|a| a.to_string());
         Ok(NodeView {
-            peer_id: self.peer_id().to_string(),
+            peer_id: self.peer_id_text().to_owned(),
             region: self.region(),
             region_label: self.region().label(),
             organisation: self.inner.config.node.name.clone(),

@@ -21,12 +21,12 @@ use crate::model::provenance::{
     DocRef, EvidenceBundle, ProvenanceRecord, Query, RecordKind, SessionEnd, TreeHead,
 };
 use crate::model::refusal::RefusalCode;
-use crate::model::signed::{AnySigned, Document, Signed};
+use crate::model::signed::{AnySigned, CanonicalEnvelope, Document, Signed};
 use crate::store::provenance::{MAX_QUERY_RECORDS, NewRecord};
 
-/// A signed document to keep with a record.
-pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<AnySigned> {
-    signed.to_any().ok()
+/// A signed document to keep with a record, in the canonical form the log stores.
+pub(crate) fn doc<T: Document>(signed: &Signed<T>) -> Option<CanonicalEnvelope> {
+    CanonicalEnvelope::of(signed).ok()
 }
 
 /// One delivery of a dataset, as the deliveries report shows it.
@@ -119,7 +119,7 @@ fn kept(
 pub(crate) struct PendingRecord {
     pub record: ProvenanceRecord,
     pub counterparty: Option<PeerId>,
-    pub documents: Vec<AnySigned>,
+    pub documents: Vec<CanonicalEnvelope>,
 }
 
 impl Node {
@@ -130,7 +130,7 @@ impl Node {
 
     /// A record of `kind` with the fields the log does not fill in.
     pub(crate) fn new_record(&self, kind: RecordKind) -> ProvenanceRecord {
-        ProvenanceRecord::new(kind, self.peer_id().to_string(), self.region())
+        ProvenanceRecord::new(kind, self.peer_id_text().to_owned(), self.region())
     }
 
     /// Appends a record (waiting until it is durable) with the documents it names. A failure
@@ -139,7 +139,7 @@ impl Node {
         &self,
         record: ProvenanceRecord,
         counterparty: Option<PeerId>,
-        documents: Vec<AnySigned>,
+        documents: Vec<CanonicalEnvelope>,
     ) -> Option<u64> {
         let entry = self.new_entry(record, counterparty, documents);
         let kind = entry.record.kind;
@@ -168,7 +168,7 @@ impl Node {
         &self,
         mut record: ProvenanceRecord,
         counterparty: Option<PeerId>,
-        documents: Vec<AnySigned>,
+        documents: Vec<CanonicalEnvelope>,
     ) -> NewRecord {
         if let Some(p) = counterparty {
             record.counterparty = Some(p.to_string());
@@ -176,11 +176,9 @@ impl Node {
         }
         record.documents = documents
             .iter()
-            .filter_map(|d| {
-                d.digest().ok().map(|digest| DocRef {
-                    doc_type: d.doc_type.clone(),
-                    digest: hex::encode(digest),
-                })
+            .map(|d| DocRef {
+                doc_type: d.doc_type.to_owned(),
+                digest: hex::encode(d.digest),
             })
             .collect();
         NewRecord { record, documents }
@@ -424,7 +422,7 @@ impl Node {
         let mut documents: Vec<AnySigned> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut party_ids = std::collections::BTreeSet::new();
-        party_ids.insert(self.peer_id().to_string());
+        party_ids.insert(self.peer_id_text().to_owned());
         for r in records {
             let proof = log
                 .inclusion_proof(r.seq, size)?
@@ -476,7 +474,7 @@ impl Node {
         }
         let mut parties: Vec<Signed<NodeInfo>> = vec![self.signed_node_info()?];
         for id in party_ids {
-            if id == self.peer_id().to_string() {
+            if id == self.peer_id_text() {
                 continue;
             }
             if let Some(info) = id.parse::<PeerId>().ok().and_then(|p| infos.get(&p)) {
@@ -533,7 +531,7 @@ impl Node {
                 let c = &cosignature.document;
                 let signer = self.signer_peer(&cosignature.signer_key()?, &c.witness)?;
                 if signer != peer
-                    || c.log != self.peer_id().to_string()
+                    || c.log != self.peer_id_text().to_owned()
                     || c.size != head.document.size
                     || c.root != head.document.root
                 {
@@ -636,7 +634,7 @@ impl Node {
             log: head.document.log.clone(),
             size: head.document.size,
             root: head.document.root.clone(),
-            witness: self.peer_id().to_string(),
+            witness: self.peer_id_text().to_owned(),
             time: now_rfc3339(),
         };
         Ok(Signed::sign(cosignature, self.inner.key.signing_key())?)

@@ -314,7 +314,7 @@ impl Node {
             title,
             digest: schema_digest(&schema)?,
             schema,
-            publisher: self.peer_id().to_string(),
+            publisher: self.peer_id_text().to_owned(),
             region: self.region(),
             published_at: now_rfc3339(),
         };
@@ -327,7 +327,7 @@ impl Node {
         self.store().flush().await?;
         tracing::info!(schema = %id, version = %version, "standard published");
         self.announce(Announcement::Schema {
-            publisher: self.peer_id().to_string(),
+            publisher: self.peer_id_text().to_owned(),
             id: id.to_string(),
             version: version.to_string(),
             digest: signed.document.digest.clone(),

@@ -37,7 +37,8 @@
 //! (u64 BE each, ascending) of the batch's records of that kind or counterparty. Logs written
 //! before kind and counterparty entries were grouped hold one entry per record there, with an
 //! empty value (the seq is the key's): both are read, so such logs need no migration.
-//! `prov_docs`: digest (hex) → the signed document's JSON.
+//! `prov_docs`: digest (hex) → the signed document's JSON (canonical since 2026-12-08; older
+//!   entries are serde_json's text of the same envelope).
 //!
 //! # Format versions
 //! 1 (no `format` key): every node of the tree, at every level, under `merkle::node_key` in
@@ -61,7 +62,7 @@ use crate::model::provenance::{
     Alarm, AlarmResolution, Cosignature, ProvenanceRecord, Query, TreeHead,
 };
 use crate::model::region::Region;
-use crate::model::signed::{AnySigned, Signed};
+use crate::model::signed::{AnySigned, CanonicalEnvelope, Signed};
 
 /// Most records committed by one flush.
 pub const MAX_BATCH: usize = 8192;
@@ -127,7 +128,7 @@ pub struct NewRecord {
     /// The record (seq, time, actor and actor_region are overwritten).
     pub record: ProvenanceRecord,
     /// The signed documents it names (kept by digest).
-    pub documents: Vec<AnySigned>,
+    pub documents: Vec<CanonicalEnvelope>,
 }
 
 struct Append {
@@ -1078,8 +1079,8 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<Append>) {
-        let result = self.write(&batch);
+    fn commit(&mut self, mut batch: Vec<Append>) {
+        let result = self.write(&mut batch);
         // The flush retired sled's write buffers on this thread (see `release_retired`).
         super::release_retired();
         match result {
@@ -1106,7 +1107,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &[Append]) -> Result<u64, ProvenanceError> {
+    /// Fills in each record of `batch` (seq, time, actor) and writes them; a batch that fails
+    /// is refused whole, so its records are not used again.
+    fn write(&mut self, batch: &mut [Append]) -> Result<u64, ProvenanceError> {
         let log = &self.log;
         let first = log.size();
         let time = now_rfc3339();
@@ -1119,8 +1122,8 @@ impl Writer {
         // The seqs of this batch by kind and by counterparty: one index entry each.
         let mut grouped: std::collections::BTreeMap<(u8, String), Vec<u8>> =
             std::collections::BTreeMap::new();
-        for (i, a) in batch.iter().enumerate() {
-            let mut r = a.entry.record.clone();
+        for (i, a) in batch.iter_mut().enumerate() {
+            let r = &mut a.entry.record;
             r.seq = first + i as u64;
             r.time.clone_from(&time);
             r.actor.clone_from(&self.actor);
@@ -1139,9 +1142,7 @@ impl Writer {
                 None => None,
             };
             for d in &a.entry.documents {
-                let digest = d.digest().map_err(|e| corrupt("document", e))?;
-                let json = serde_json::to_vec(d).map_err(|e| corrupt("document", e))?;
-                docs.insert(hex::encode(digest).as_bytes(), json);
+                docs.insert(hex::encode(d.digest).as_bytes(), d.json.as_slice());
             }
             let bytes = sled::IVec::from(r.leaf_data().map_err(|e| corrupt("record", e))?);
             leaves.push(merkle::leaf_hash(&bytes));

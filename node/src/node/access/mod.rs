@@ -3,6 +3,7 @@
 //! the check every fetch under a grant passes. Also resolves `REGION_OR_PEER/DATASET` targets.
 
 use schemars::JsonSchema;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -143,8 +144,8 @@ pub struct Target {
     pub peer: PeerId,
     /// Its region.
     pub region: Region,
-    /// The offer.
-    pub offer: CatalogueEntry,
+    /// The offer (shared with the held catalogues' resolved offers).
+    pub offer: Arc<CatalogueEntry>,
 }
 
 fn random_id() -> String {
@@ -217,10 +218,8 @@ impl Node {
             None
         };
         let mut found = Vec::new();
-        for (publisher, held_region, offer) in self.inner.catalogues.offers_named(dataset) {
-            let Ok(publisher) = publisher.parse::<PeerId>() else {
-                continue;
-            };
+        for held in self.inner.catalogues.offers_named(dataset).iter() {
+            let (publisher, held_region) = (held.publisher, held.region);
             if self.is_own_key(&publisher) {
                 continue;
             }
@@ -235,7 +234,7 @@ impl Node {
                 found.push(Target {
                     peer: publisher,
                     region: held_region,
-                    offer,
+                    offer: held.offer.clone(),
                 });
             }
         }
@@ -296,10 +295,11 @@ impl Node {
 
     /// Our offer `dataset`, or why it cannot be delivered: withheld (with the reason and legal
     /// basis), not shared, or not offered.
-    pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<CatalogueEntry, Refusal> {
+    /// Shared with the decoded list, not copied: every query and fetch asks for it.
+    pub(crate) fn deliverable_offer(&self, dataset: &str) -> Result<Arc<CatalogueEntry>, Refusal> {
         let internal = |e: NodeError| rules::refusal(RefusalCode::Internal, e.to_string());
         let lists = self.own_lists().map_err(internal)?;
-        rules::deliverable(dataset, &lists.withheld, &lists.offers)
+        rules::deliverable(dataset, &lists.withheld, &lists.offers).cloned()
     }
 
     /// Every request we sent or received, newest first.
@@ -323,7 +323,12 @@ impl Node {
 
     /// Every grant we issued or hold, newest first.
     pub fn grants(&self) -> Result<Vec<GrantRecord>, NodeError> {
-        Ok(self.grants_shared()?.as_ref().clone())
+        Ok(self
+            .grants_shared()?
+            .all
+            .iter()
+            .map(|g| GrantRecord::clone(g))
+            .collect())
     }
 
     /// [`Self::grants`] read from the store (kept decoded by [`Self::grants_shared`]).
@@ -354,9 +359,10 @@ impl Node {
             return Ok(issued);
         }
         self.grants_shared()?
+            .all
             .iter()
             .find(|g| g.direction == Direction::In && g.id == id)
-            .cloned()
+            .map(|g| GrantRecord::clone(g))
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id}")))
     }
 
@@ -377,18 +383,19 @@ impl Node {
         }
         // Issued by an earlier key of the provider's member (it rotated its key since).
         self.grants_shared()?
+            .all
             .iter()
             .find(|g| {
                 g.direction == Direction::In
                     && g.id == id
                     && self.same_party(&g.grant.document.provider, provider)
             })
-            .cloned()
+            .map(|g| GrantRecord::clone(g))
             .ok_or_else(|| NodeError::NotFound(format!("no grant {id} from {provider}")))
     }
 
     /// A valid grant issued to us by `provider` for `dataset`, the latest issued first.
-    pub fn usable_grant(&self, provider: &PeerId, dataset: &str) -> Option<GrantRecord> {
+    pub fn usable_grant(&self, provider: &PeerId, dataset: &str) -> Option<Arc<GrantRecord>> {
         self.usable_grant_for(provider, dataset, AccessMode::Fetch)
     }
 
@@ -399,9 +406,10 @@ impl Node {
         provider: &PeerId,
         dataset: &str,
         mode: AccessMode,
-    ) -> Option<GrantRecord> {
+    ) -> Option<Arc<GrantRecord>> {
         self.grants_shared()
             .ok()?
+            .all
             .iter()
             .find(|g| {
                 g.direction == Direction::In
@@ -484,7 +492,7 @@ impl Node {
         }
         let request = AccessRequest {
             id: random_id(),
-            requester: self.peer_id().to_string(),
+            requester: self.peer_id_text().to_owned(),
             requester_region: self.region(),
             provider: t.peer.to_string(),
             dataset: t.offer.offer.identifier.clone(),
@@ -590,7 +598,7 @@ impl Node {
         let signer = self
             .signer_peer(&key, &r.requester)
             .map_err(|e| bad(e.to_string()))?;
-        let us = self.peer_id().to_string();
+        let us = self.peer_id_text().to_owned();
         rules::check_request_form(r, signer, peer, &us).map_err(as_pair)?;
         let offer = self.deliverable_offer(&r.dataset).map_err(as_pair)?;
         // Rules match on the region the requester really is, not the one it claims.
@@ -755,7 +763,7 @@ impl Node {
             id: random_id(),
             request_id: r.id.clone(),
             request_digest: record.request.digest_hex()?,
-            provider: self.peer_id().to_string(),
+            provider: self.peer_id_text().to_owned(),
             grantee: r.requester.clone(),
             dataset: r.dataset.clone(),
             purpose: r.purpose.clone(),
@@ -826,7 +834,7 @@ impl Node {
         let denial = Denial {
             request_id: r.id.clone(),
             request_digest: record.request.digest_hex()?,
-            provider: self.peer_id().to_string(),
+            provider: self.peer_id_text().to_owned(),
             requester: r.requester.clone(),
             dataset: r.dataset.clone(),
             reason: reason.trim().to_string(),
@@ -1105,7 +1113,7 @@ impl Node {
             }
             let revocation = Revocation {
                 grant_id: id.to_string(),
-                provider: self.peer_id().to_string(),
+                provider: self.peer_id_text().to_owned(),
                 grantee: record.grant.document.grantee.clone(),
                 reason: reason.trim().to_string(),
                 revoked_at: now_rfc3339(),
@@ -1227,6 +1235,7 @@ impl Node {
         grant_id: Option<&str>,
     ) -> Result<Signed<Grant>, Refusal> {
         self.check_grant_for(peer, dataset, grant_id, AccessMode::Fetch)
+            .map(|r| r.grant.clone())
     }
 
     /// [`Self::check_grant`] for a use of the grant: it must also allow `mode` (a grant naming
@@ -1237,21 +1246,25 @@ impl Node {
         dataset: &str,
         grant_id: Option<&str>,
         mode: AccessMode,
-    ) -> Result<Signed<Grant>, Refusal> {
-        let record: Option<GrantRecord> = match grant_id {
+    ) -> Result<Arc<GrantRecord>, Refusal> {
+        // The decoded grants, not a read of the store: a provider checks a grant on every
+        // query call, and every write to the grants (a revocation too) is seen at once.
+        let record: Option<Arc<GrantRecord>> = match grant_id {
             None => None,
             Some(id) => self
-                .store()
-                .record(RecordTree::Grants, &issued_grant_key(id))
-                .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?,
+                .grants_shared()
+                .map_err(|e| rules::refusal(RefusalCode::Internal, e.to_string()))?
+                .issued(id)
+                .cloned(),
         };
-        let grant = rules::grant_for_fetch(
+        let record = rules::grant_for_fetch(
             record,
             grant_id,
             |grantee| self.same_party(grantee, peer),
             dataset,
             OffsetDateTime::now_utc(),
         )?;
+        let grant = &record.grant;
         if !mode.allowed_by(&grant.document.modes) {
             let allowed: Vec<&str> = if grant.document.modes.is_empty() {
                 vec!["fetch"]
@@ -1267,7 +1280,7 @@ impl Node {
                 ),
             ));
         }
-        Ok(grant)
+        Ok(record)
     }
 
     async fn record_request(&self, kind: RecordKind, peer: PeerId, record: &RequestRecord) {

@@ -3,6 +3,8 @@
 //! inbound access request is admissible, and what an auto-approval rule grants. No I/O, no clock
 //! of their own (the caller passes `now`), so each is unit-tested here without a swarm.
 
+use std::sync::Arc;
+
 use libp2p::PeerId;
 use time::OffsetDateTime;
 
@@ -15,7 +17,6 @@ use crate::model::masking::{FieldMask, is_valid_field_name};
 use crate::model::query::AccessMode;
 use crate::model::refusal::RefusalCode;
 use crate::model::region::Region;
-use crate::model::signed::Signed;
 use crate::node::NodeError;
 
 /// Why a request or fetch is refused: a wire code and a message naming the cause.
@@ -50,13 +51,13 @@ pub(crate) fn grant_state(g: &Grant, revoked: bool, now: OffsetDateTime) -> Gran
 /// issued (`record`, looked up by `grant_id`), to the fetching party (`is_fetcher` of the
 /// grantee it names: the fetching key, or an earlier key of its member — `Node::same_party`),
 /// for `dataset`, valid at `now` and not revoked.
-pub(crate) fn grant_for_fetch(
-    record: Option<GrantRecord>,
+pub(crate) fn grant_for_fetch<R: std::borrow::Borrow<GrantRecord>>(
+    record: Option<R>,
     grant_id: Option<&str>,
     is_fetcher: impl Fn(&str) -> bool,
     dataset: &str,
     now: OffsetDateTime,
-) -> Result<Signed<Grant>, Refusal> {
+) -> Result<R, Refusal> {
     let Some(id) = grant_id else {
         return Err(refusal(
             RefusalCode::GrantRequired,
@@ -67,9 +68,10 @@ pub(crate) fn grant_for_fetch(
         ));
     };
     let invalid = |message: String| Err(refusal(RefusalCode::GrantInvalid, message));
-    let Some(record) = record else {
+    let Some(held) = record else {
         return invalid(format!("no grant {id} was issued here"));
     };
+    let record: &GrantRecord = held.borrow();
     let g = &record.grant.document;
     if record.direction != Direction::Out {
         return invalid(format!("grant {id} was not issued here"));
@@ -81,7 +83,7 @@ pub(crate) fn grant_for_fetch(
         return invalid(format!("grant {id} is for {}, not {dataset}", g.dataset));
     }
     match grant_state(g, record.revocation.is_some(), now) {
-        GrantState::Valid => Ok(record.grant),
+        GrantState::Valid => Ok(held),
         GrantState::Revoked => invalid(format!(
             "grant {id} was revoked: {}",
             record
@@ -99,11 +101,11 @@ pub(crate) fn grant_for_fetch(
 
 /// Our offer `dataset` among `offers`, or why it cannot be delivered: withheld (with the reason
 /// and legal basis), not shared, or not offered.
-pub(crate) fn deliverable(
+pub(crate) fn deliverable<'a>(
     dataset: &str,
     withheld: &[Withheld],
-    offers: &[CatalogueEntry],
-) -> Result<CatalogueEntry, Refusal> {
+    offers: &'a [Arc<CatalogueEntry>],
+) -> Result<&'a Arc<CatalogueEntry>, Refusal> {
     if let Some(w) = withheld.iter().find(|w| w.identifier == dataset) {
         return Err(refusal(
             RefusalCode::NotShared,
@@ -116,7 +118,6 @@ pub(crate) fn deliverable(
     let offer = offers
         .iter()
         .find(|o| o.offer.identifier == dataset)
-        .cloned()
         .ok_or_else(|| {
             refusal(
                 RefusalCode::NotFound,
@@ -319,6 +320,7 @@ mod tests {
     use super::*;
     use crate::identity::NodeKey;
     use crate::model::exchange::Revocation;
+    use crate::model::signed::Signed;
     use serde_json::json;
     use std::time::Duration;
 
@@ -394,7 +396,7 @@ mod tests {
         p: &Parties,
         dataset: &str,
         at: OffsetDateTime,
-    ) -> Result<Signed<Grant>, Refusal> {
+    ) -> Result<GrantRecord, Refusal> {
         let id = "a".repeat(32);
         let grantee = p.grantee.peer_id().to_string();
         grant_for_fetch(record, Some(&id), |g| g == grantee, dataset, at)
@@ -410,7 +412,7 @@ mod tests {
     #[test]
     fn no_grant_named_is_grant_required_and_an_unknown_one_invalid() {
         let p = parties();
-        let none = grant_for_fetch(None, None, |_| true, "d", now()).unwrap_err();
+        let none = grant_for_fetch(None::<GrantRecord>, None, |_| true, "d", now()).unwrap_err();
         assert_eq!(none.code, RefusalCode::GrantRequired);
         let unknown = fetch(None, &p, "js-social-insurance", now()).unwrap_err();
         assert_eq!(unknown.code, RefusalCode::GrantInvalid);
@@ -479,11 +481,12 @@ mod tests {
             "legal_basis": "《保守国家秘密法》"
         }))
         .unwrap();
-        let offers = vec![
+        let offers = [
             offer("js-social-insurance", "conditional"),
             offer("js-tax", "unconditional"),
             offer("js-secret", "not-shared"),
-        ];
+        ]
+        .map(Arc::new);
         let w = deliverable("js-tax", std::slice::from_ref(&withheld), &offers);
         assert_eq!(w.unwrap_err().code, RefusalCode::NotShared);
         let n = deliverable("js-secret", &[], &offers).unwrap_err();

@@ -14,6 +14,7 @@
 //! one, concurrently.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -22,13 +23,13 @@ use tokio::sync::oneshot;
 
 use super::{Expected, QueryOutcome, check_answer, query_fields};
 use crate::model::catalogue::CatalogueEntry;
-use crate::model::exchange::Grant;
 use crate::model::provenance::ProvenanceRecord;
 use crate::model::query::{
     MAX_QUERY_ANSWER_BYTES, MAX_QUERY_BATCH, Query, QueryBatchResponse, QueryResponse,
     compact_json_len,
 };
 use crate::net::NetError;
+use crate::node::access::GrantRecord;
 use crate::node::provenance::{MAX_PEER_TEXT_CHARS, PendingRecord, capped, doc};
 use crate::node::{Node, NodeError};
 
@@ -46,8 +47,8 @@ pub(crate) struct Call {
     pub query: Query,
     pub raw: Value,
     pub digest: String,
-    pub offer: CatalogueEntry,
-    pub grant: Option<Grant>,
+    pub offer: Arc<CatalogueEntry>,
+    pub grant: Option<Arc<GrantRecord>>,
     pub record: ProvenanceRecord,
 }
 
@@ -346,7 +347,7 @@ impl Node {
                     digest: &call.digest,
                     provider: peer,
                     offer: &call.offer,
-                    grant: call.grant.as_ref(),
+                    grant: call.grant.as_deref().map(|g| &g.grant.document),
                 };
                 match check_answer(&answer, &records, &expected, self) {
                     Err(reason) => {

@@ -261,7 +261,7 @@ mod tests {
         std::fs::write(&jsonl, text)?;
         round_trip(&jsonl, DataFormat::Jsonl, &records)?;
         // The same records as CSV, a quoted cell with a comma and a newline among them.
-        let fields: Vec<String> = standard()?.field_names();
+        let fields: Vec<String> = standard()?.field_names().to_vec();
         let mut out = csv::Writer::from_path(dir.path().join("v.csv"))?;
         out.write_record(&fields)?;
         let mut as_csv = Vec::new();

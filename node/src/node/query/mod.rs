@@ -643,7 +643,7 @@ impl Node {
                 },
             ));
         };
-        let us = self.peer_id().to_string();
+        let us = self.peer_id_text().to_owned();
         *key_hash = Some(self.query_key_hash(&us, &q.dataset, &by.field, &by.value));
         let grant = match q.grant.as_deref() {
             Some(id) => Some(self.check_grant_for(&peer, &q.dataset, Some(id), q.mode.access())?),
@@ -678,13 +678,13 @@ impl Node {
                 ));
             }
         };
-        let g = grant.as_ref().map(|g| &g.document);
+        let g = grant.as_ref().map(|g| &g.grant.document);
         let projection = projection_for(g, &standard)
             .map_err(|e| refusal(RefusalCode::GrantInvalid, format!("{}: {e}", q.dataset)))?;
         let allowed: Vec<String> = projection
             .as_ref()
             .map(|p| p.fields().to_vec())
-            .unwrap_or_else(|| known.clone());
+            .unwrap_or_else(|| known.to_vec());
         if let Some(g) = g {
             let outside = q
                 .key
@@ -784,18 +784,20 @@ impl Node {
                     .filter(|r| q.key.iter().all(|kv| has(r, kv)))
                 {
                     answer.found = true;
-                    let delivered = match &projection {
+                    let mut delivered = match &projection {
                         Some(p) => p.apply(r, &salt).map_err(internal)?,
                         None => r.clone(),
                     };
                     let mut out = serde_json::Map::new();
-                    for f in &wanted {
-                        if let Some(v) = delivered.get(f) {
-                            out.insert(f.clone(), v.clone());
+                    if let Some(members) = delivered.as_object_mut() {
+                        for f in &wanted {
+                            if let Some((name, v)) = members.swap_remove_entry(f) {
+                                out.insert(name, v);
+                            }
                         }
                     }
                     let out = Value::Object(out);
-                    bytes += out.to_string().len();
+                    bytes += compact_json_len(&out) as usize;
                     if records.len() >= MAX_LOOKUP_RECORDS || bytes > MAX_LOOKUP_RESULT_BYTES {
                         answer.truncated = true;
                         break;
@@ -845,7 +847,7 @@ impl Node {
         let dataset = t.offer.offer.identifier.clone();
         let mode = input.mode;
         let grant = match &input.grant {
-            Some(id) => Some(self.received_grant(&t.peer, id)?.grant),
+            Some(id) => Some(Arc::new(self.received_grant(&t.peer, id)?)),
             None if t.offer.offer.share_type == ShareType::Conditional => Some(
                 self.usable_grant_for(&t.peer, &dataset, mode.access())
                     .ok_or_else(|| {
@@ -858,12 +860,11 @@ impl Node {
                                 mode.as_str()
                             ),
                         )
-                    })?
-                    .grant,
+                    })?,
             ),
             None => None,
         };
-        let g = grant.as_ref().map(|g| &g.document);
+        let g = grant.as_deref().map(|g| &g.grant.document);
         let purpose = input
             .purpose
             .clone()
@@ -919,7 +920,7 @@ impl Node {
                 raw,
                 digest,
                 offer: t.offer,
-                grant: grant.map(|g| g.document),
+                grant,
                 record: rec,
             },
         )
@@ -989,7 +990,7 @@ fn check_answer(
         (a.mode == q.mode, "is of another mode"),
         (a.grant == q.grant, "names another grant"),
         (
-            a.caller == node.peer_id().to_string(),
+            a.caller == node.peer_id_text(),
             "is addressed to another node",
         ),
         (
@@ -1037,7 +1038,7 @@ fn check_answer(
             ));
         }
     }
-    let bytes: usize = records.iter().map(|r| r.to_string().len()).sum();
+    let bytes: usize = records.iter().map(|r| compact_json_len(r) as usize).sum();
     if bytes > MAX_LOOKUP_RESULT_BYTES {
         return Err(format!(
             "the answer carries {bytes} bytes of records; one answer carries at most \

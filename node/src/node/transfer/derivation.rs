@@ -77,11 +77,11 @@ pub(crate) fn projection_for(
     let defaults = standard.default_masks();
     match grant {
         Some(g) => Ok(Some(
-            Projection::new(g.fields.clone(), g.masks.clone(), &known)?.with_defaults(&defaults),
+            Projection::new(g.fields.clone(), g.masks.clone(), known)?.with_defaults(&defaults),
         )),
         None if defaults.is_empty() => Ok(None),
         None => Ok(Some(
-            Projection::new(known.clone(), Vec::new(), &known)?.with_defaults(&defaults),
+            Projection::new(known.to_vec(), Vec::new(), known)?.with_defaults(&defaults),
         )),
     }
 }
@@ -167,7 +167,7 @@ impl Node {
             return Ok(original.clone());
         };
         if o.format == DataFormat::File {
-            if projection.is_whole(&standard.field_names()) {
+            if projection.is_whole(standard.field_names()) {
                 return Ok(original.clone());
             }
             return Err(unprojectable(o, g, &projection));
@@ -203,7 +203,7 @@ impl Node {
                     && d.masks == projection.masks()
             });
             if same && self.blobs().contains(&m.document.digest) {
-                if m.document.publisher == self.peer_id().to_string() {
+                if m.document.publisher == self.peer_id_text() {
                     return Ok(m);
                 }
                 // Derived under a key this node ran on before a rotation: the same file, signed
@@ -239,7 +239,7 @@ impl Node {
         .map_err(blocking_err)??;
         let manifest = Manifest {
             dataset: o.dataset.clone(),
-            publisher: self.peer_id().to_string(),
+            publisher: self.peer_id_text().to_owned(),
             region: self.region(),
             version: o.version,
             previous: None,
@@ -576,7 +576,7 @@ mod tests {
             open.describe(),
             "fields name (keep first 1 last 0), id_number (keep first 6 last 4), age"
         );
-        assert!(!open.is_whole(&personal.field_names()));
+        assert!(!open.is_whole(personal.field_names()));
         schema["properties"]["name"]
             .as_object_mut()
             .ok_or("no name")?

@@ -135,7 +135,7 @@ impl Node {
                 Some(g) => Some(g),
                 None => Some(
                     self.usable_grant(&t.peer, &dataset)
-                        .map(|g| g.id)
+                        .map(|g| g.id.clone())
                         .ok_or_else(|| {
                             NodeError::invalid(
                                 "target",

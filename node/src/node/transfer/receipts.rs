@@ -168,7 +168,7 @@ impl Node {
             return self.deliver_receipt(peer, record, existing).await;
         }
         let receipt = Receipt {
-            receiver: self.peer_id().to_string(),
+            receiver: self.peer_id_text().to_owned(),
             provider: m.publisher.clone(),
             dataset: m.dataset.clone(),
             version: m.version,
