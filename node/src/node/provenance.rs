@@ -531,7 +531,7 @@ impl Node {
                 let c = &cosignature.document;
                 let signer = self.signer_peer(&cosignature.signer_key()?, &c.witness)?;
                 if signer != peer
-                    || c.log != self.peer_id_text().to_owned()
+                    || c.log != self.peer_id_text()
                     || c.size != head.document.size
                     || c.root != head.document.root
                 {
